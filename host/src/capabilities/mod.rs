@@ -1,0 +1,48 @@
+//! What the host gives a module instance, and nothing more.
+//!
+//! Each capability is one piece with a clear lifecycle, after Spin's factors: it is
+//! **linked once** into the shared linker ([`link`]), and it contributes **per-instance
+//! state** to [`InstanceState`], built fresh for every store. Deny by default: a module
+//! gets only what the deployment grants it.
+//!
+//! Today an instance gets:
+//! - [`wasi`]: WASI 0.2 with no files, no environment, no sockets; stdout/stderr go to
+//!   the host's log, tagged with the module name;
+//! - [`http`]: `wasi:http` types for serving requests; outbound requests are refused.
+
+pub mod http;
+pub mod wasi;
+
+use anyhow::Result;
+use wasmtime::component::{Linker, ResourceTable};
+
+use crate::engine::limits::MemoryLimiter;
+
+/// Everything one instance's store holds: the state of every capability.
+pub struct InstanceState {
+    table: ResourceTable,
+    wasi: wasmtime_wasi::WasiCtx,
+    http: http::HttpState,
+    /// Memory accounting for this store.
+    pub limiter: MemoryLimiter,
+}
+
+impl InstanceState {
+    /// Fresh state for one instance of module `module`, with `memory_limit` bytes of
+    /// linear memory.
+    pub fn new(module: &str, memory_limit: u64) -> InstanceState {
+        InstanceState {
+            table: ResourceTable::new(),
+            wasi: wasi::context(module),
+            http: http::HttpState::default(),
+            limiter: MemoryLimiter::new(memory_limit),
+        }
+    }
+}
+
+/// Links every capability into `linker`. Called once per engine.
+pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
+    wasi::link(linker)?;
+    http::link(linker)?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! WASI 0.2 for modules: clocks and randomness, but no filesystem, environment,
+//! arguments or sockets. Whatever a module writes to stdout or stderr becomes log
+//! lines of the host, tagged with the module's name.
+
+use anyhow::Result;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::Linker;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::InstanceState;
+
+/// Links WASI 0.2 (the `wasi:cli/*`, `wasi:io`, `wasi:clocks`, `wasi:random`,
+/// `wasi:filesystem` and `wasi:sockets` interfaces a Rust std component imports).
+pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
+    Ok(wasmtime_wasi::p2::add_to_linker_async(linker)?)
+}
+
+/// A WASI context granting nothing beyond clocks and randomness.
+pub fn context(module: &str) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(GuestLog::new(module, "stdout"))
+        .stderr(GuestLog::new(module, "stderr"))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A guest output stream that turns complete lines into `tracing` events.
+#[derive(Clone)]
+struct GuestLog {
+    module: Arc<str>,
+    stream: &'static str,
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A guest line longer than this is logged in pieces rather than buffered further.
+const MAX_LINE: usize = 16 * 1024;
+
+impl GuestLog {
+    fn new(module: &str, stream: &'static str) -> GuestLog {
+        GuestLog {
+            module: module.into(),
+            stream,
+            pending: Arc::default(),
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        tracing::info!(target: "modhost::guest", module = %self.module, stream = self.stream, "{text}");
+    }
+}
+
+impl Write for GuestLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| std::io::Error::other("guest log lock poisoned"))?;
+        pending.extend_from_slice(bytes);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            self.emit(&line[..line.len() - 1]);
+        }
+        if pending.len() > MAX_LINE {
+            let line: Vec<u8> = std::mem::take(&mut *pending);
+            self.emit(&line);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for GuestLog {
+    fn drop(&mut self) {
+        // The last clone of a stream flushes what is left of an unterminated line.
+        if Arc::strong_count(&self.pending) == 1 {
+            if let Ok(pending) = self.pending.lock() {
+                if !pending.is_empty() {
+                    self.emit(&pending);
+                }
+            }
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+// The default `p2_stream` adapts `async_stream`; it is built only when a guest
+// actually asks for its stdout or stderr, so quiet modules pay nothing.
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio_util_compat::AllowStdWrite(self.clone()))
+    }
+}
+
+mod tokio_util_compat {
+    //! A blocking-free `Write` (it only buffers and logs) used as `AsyncWrite`.
+    use std::io::Write;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct AllowStdWrite<W>(pub W);
+
+    impl<W: Write + Unpin> tokio::io::AsyncWrite for AllowStdWrite<W> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(self.0.write(buf))
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(self.0.flush())
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}

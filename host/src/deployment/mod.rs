@@ -1,0 +1,447 @@
+//! The deployment file: one TOML file that says which modules run, where their
+//! components come from, which routes they own and what limits they run under.
+//!
+//! Loading is two passes. Serde turns the text into typed sections (unknown keys,
+//! wrong types, bad sizes and durations fail here, with the line and the key path);
+//! then [`Deployment::load`] checks what types cannot (module names, component paths,
+//! routes, limits). Every problem is reported, not just the first, as a
+//! [`ConfigError`] naming the file, the key and what is wrong.
+
+pub mod routes;
+pub mod units;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use units::{ByteSize, Timeout};
+
+/// One problem in a deployment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The deployment file.
+    pub file: PathBuf,
+    /// The line of the offending text, when the parser knows it.
+    pub line: Option<usize>,
+    /// The dotted key path, e.g. `modules.users.limits.memory`.
+    pub key: String,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.problem)
+        } else {
+            write!(f, ": {}: {}", self.key, self.problem)
+        }
+    }
+}
+
+/// Every problem found in a deployment file (at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A validated deployment: what a node needs to know to serve.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// `[app] name`.
+    pub app_name: String,
+    /// Where the host keeps its state (compile cache; later, module databases).
+    pub data_dir: PathBuf,
+    /// `[gateway]`: the public HTTP listener and its limits.
+    pub gateway: GatewaySettings,
+    /// The modules, by name.
+    pub modules: BTreeMap<String, ModuleSpec>,
+}
+
+/// `[gateway]`: the public HTTP listener and the limits that protect it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// Connections served at once; further clients wait in the accept queue.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers); larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Largest request body; larger gets 413.
+    pub max_body: ByteSize,
+    /// Time a client has to send a complete request head (stops slowloris).
+    pub header_read_timeout: Timeout,
+    /// Time from request head to the start of the response, including the body upload.
+    pub request_timeout: Timeout,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace: Timeout,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 10_000,
+            max_header_bytes: ByteSize::kib(16),
+            max_body: ByteSize::mib(1),
+            header_read_timeout: Timeout(Duration::from_secs(10)),
+            request_timeout: Timeout(Duration::from_secs(30)),
+            shutdown_grace: Timeout(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// One module as deployed.
+#[derive(Debug, Clone)]
+pub struct ModuleSpec {
+    /// The module's name (the key under `[modules]`).
+    pub name: String,
+    /// Where its component comes from.
+    pub component: ComponentSource,
+    /// HTTP path prefixes it serves, normalised (no trailing slash).
+    pub routes: Vec<String>,
+    /// Its resource limits.
+    pub limits: ModuleLimits,
+}
+
+/// Where a module's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// A component binary (`.wasm`), compiled at load (and cached).
+    Wasm(PathBuf),
+    /// A component precompiled by `modhost compile` (`.cwasm`): no compilation at load.
+    Precompiled(PathBuf),
+    /// A Rust crate built for `wasm32-wasip2`; `modhost up` builds it.
+    Crate {
+        /// The crate's directory.
+        dir: PathBuf,
+        /// The crate's package name.
+        package: String,
+    },
+}
+
+/// `limits = { memory, timeout, concurrency }`: what one module may consume.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModuleLimits {
+    /// Linear memory one instance may grow to.
+    pub memory: ByteSize,
+    /// Wall-clock deadline for one request or call into the module.
+    pub timeout: Timeout,
+    /// Requests the module serves at once; more are refused with 503 (a bulkhead).
+    pub concurrency: u32,
+}
+
+impl Default for ModuleLimits {
+    fn default() -> Self {
+        ModuleLimits {
+            memory: ByteSize::mib(64),
+            timeout: Timeout(Duration::from_secs(5)),
+            concurrency: 128,
+        }
+    }
+}
+
+/// Accepted range of `limits.memory`: a Rust guest needs about 1 MiB of stack alone;
+/// wasm32 addresses at most 4 GiB.
+const MEMORY_RANGE: (ByteSize, ByteSize) = (ByteSize::mib(2), ByteSize::mib(4096));
+/// Accepted range of `limits.concurrency`.
+const CONCURRENCY_RANGE: (u32, u32) = (1, 10_000);
+/// Longest `limits.timeout`: a request that needs longer is not a request.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+// ---- the file as written -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFile {
+    app: AppSection,
+    #[serde(default)]
+    gateway: GatewaySettings,
+    #[serde(default)]
+    modules: BTreeMap<String, ModuleSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSection {
+    name: String,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleSection {
+    component: String,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    limits: ModuleLimits,
+}
+
+impl Deployment {
+    /// Reads and validates the deployment file at `path`.
+    pub fn load(path: &Path) -> Result<Deployment, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                problem: format!("cannot read the deployment file: {err}"),
+            }])
+        })?;
+        Deployment::parse(path, &text)
+    }
+
+    /// Validates deployment text as if read from `path` (relative paths inside it
+    /// resolve against `path`'s directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Deployment, ConfigErrors> {
+        let file = parse_toml(path, text).map_err(|error| ConfigErrors(vec![error]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut problems = Problems {
+            file: path.to_path_buf(),
+            errors: Vec::new(),
+        };
+
+        if file.app.name.trim().is_empty() {
+            problems.add("app.name", "must not be empty");
+        }
+        let data_dir = base.join(
+            file.app
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(".modhost")),
+        );
+        check_gateway(&file.gateway, &mut problems);
+
+        if file.modules.is_empty() {
+            problems.add(
+                "modules",
+                "a deployment needs at least one [modules.NAME] section",
+            );
+        }
+        let mut modules = BTreeMap::new();
+        for (name, section) in file.modules {
+            let key = format!("modules.{name}");
+            if !is_valid_module_name(&name) {
+                problems.add(
+                    &key,
+                    "a module name is 1-63 lower-case letters, digits, '-' or '_', starting with a letter",
+                );
+            }
+            let component = match resolve_component(base, &section.component) {
+                Ok(component) => Some(component),
+                Err(problem) => {
+                    problems.add(&format!("{key}.component"), &problem);
+                    None
+                }
+            };
+            check_limits(&key, &section.limits, &mut problems);
+            let mut normalised_routes = Vec::new();
+            for (i, route) in section.routes.iter().enumerate() {
+                match routes::normalise(route) {
+                    Ok(route) => normalised_routes.push(route),
+                    Err(problem) => problems.add(&format!("{key}.routes[{i}]"), &problem),
+                }
+            }
+            if let Some(component) = component {
+                modules.insert(
+                    name.clone(),
+                    ModuleSpec {
+                        name,
+                        component,
+                        routes: normalised_routes,
+                        limits: section.limits,
+                    },
+                );
+            }
+        }
+        for (key, problem) in routes::conflicts(modules.values()) {
+            problems.add(&key, &problem);
+        }
+
+        if problems.errors.is_empty() {
+            Ok(Deployment {
+                file: path.to_path_buf(),
+                app_name: file.app.name,
+                data_dir,
+                gateway: file.gateway,
+                modules,
+            })
+        } else {
+            Err(ConfigErrors(problems.errors))
+        }
+    }
+}
+
+/// Collects problems for one file.
+struct Problems {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Problems {
+    fn add(&mut self, key: &str, problem: &str) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: None,
+            key: key.to_string(),
+            problem: problem.to_string(),
+        });
+    }
+}
+
+/// Deserialises the TOML, keeping the key path and line of the first error.
+fn parse_toml(path: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
+    let located = |line: Option<usize>, key: String, problem: String| ConfigError {
+        file: path.to_path_buf(),
+        line,
+        key,
+        problem,
+    };
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|err| {
+        located(
+            line_of(err.span()),
+            String::new(),
+            err.message().to_string(),
+        )
+    })?;
+    // The path includes an unknown key itself: `modules.users.compnent`.
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let mut key = err.path().to_string();
+        if key == "." {
+            key.clear();
+        }
+        let problem = err.inner().message().to_string();
+        located(line_of(err.inner().span()), key, problem)
+    })
+}
+
+fn check_gateway(gateway: &GatewaySettings, problems: &mut Problems) {
+    if gateway.max_connections == 0 {
+        problems.add("gateway.max_connections", "must be at least 1");
+    }
+    // hyper needs at least 8 KiB of read buffer for a request head.
+    if gateway.max_header_bytes < ByteSize::kib(8) || gateway.max_header_bytes > ByteSize::mib(1) {
+        problems.add("gateway.max_header_bytes", "must be from 8KiB to 1MiB");
+    }
+    if gateway.max_body.bytes() == 0 {
+        problems.add("gateway.max_body", "must be more than 0 bytes");
+    }
+    for (key, value) in [
+        ("gateway.header_read_timeout", gateway.header_read_timeout),
+        ("gateway.request_timeout", gateway.request_timeout),
+    ] {
+        if value.duration().is_zero() {
+            problems.add(key, "must be longer than 0s");
+        }
+    }
+}
+
+fn check_limits(module_key: &str, limits: &ModuleLimits, problems: &mut Problems) {
+    let (min, max) = MEMORY_RANGE;
+    if limits.memory < min || limits.memory > max {
+        problems.add(
+            &format!("{module_key}.limits.memory"),
+            &format!(
+                "{} is outside the accepted range {min} to {max}",
+                limits.memory
+            ),
+        );
+    }
+    let timeout = limits.timeout.duration();
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        problems.add(
+            &format!("{module_key}.limits.timeout"),
+            &format!("{} is outside the accepted range (0s, 1h]", limits.timeout),
+        );
+    }
+    let (min, max) = CONCURRENCY_RANGE;
+    if !(min..=max).contains(&limits.concurrency) {
+        problems.add(
+            &format!("{module_key}.limits.concurrency"),
+            &format!(
+                "{} is outside the accepted range {min} to {max}",
+                limits.concurrency
+            ),
+        );
+    }
+}
+
+fn is_valid_module_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Works out what kind of component `written` (relative to `base`) names.
+fn resolve_component(base: &Path, written: &str) -> Result<ComponentSource, String> {
+    if written.trim().is_empty() {
+        return Err("must name a .wasm or .cwasm file or a module crate directory".into());
+    }
+    let joined = base.join(written);
+    // Canonical paths make messages unambiguous and let crate lookups walk parents.
+    let path = std::fs::canonicalize(&joined).unwrap_or(joined);
+    if path.is_dir() {
+        let manifest = path.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).map_err(|_| {
+            format!(
+                "{} is a directory without a Cargo.toml; name a .wasm/.cwasm file or a module crate",
+                path.display()
+            )
+        })?;
+        let package = crate_package_name(&text)
+            .ok_or_else(|| format!("{} has no [package] name", manifest.display()))?;
+        return Ok(ComponentSource::Crate { dir: path, package });
+    }
+    let kind = match path.extension().and_then(|ext| ext.to_str()) {
+        Some("wasm") => ComponentSource::Wasm(path.clone()),
+        Some("cwasm") => ComponentSource::Precompiled(path.clone()),
+        _ => {
+            return Err(format!(
+                "{written:?} is neither a .wasm/.cwasm file nor a module crate directory"
+            ))
+        }
+    };
+    if !path.is_file() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    Ok(kind)
+}
+
+fn crate_package_name(manifest: &str) -> Option<String> {
+    let value: toml::Table = toml::from_str(manifest).ok()?;
+    value
+        .get("package")?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests;

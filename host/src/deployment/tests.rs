@@ -1,0 +1,203 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Deployment, ConfigErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+    std::fs::write(dir.path().join("other.wasm"), b"\0asm").unwrap();
+    Deployment::parse(&dir.path().join("deploy.toml"), text)
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse(text)
+        .expect_err("expected the deployment to be refused")
+        .0
+}
+
+const MINIMAL: &str = r#"
+[app]
+name = "shop"
+
+[modules.users]
+component = "app.wasm"
+routes = ["/users"]
+"#;
+
+#[test]
+fn a_minimal_deployment_gets_defaults() {
+    let deployment = parse(MINIMAL).unwrap();
+    assert_eq!(deployment.app_name, "shop");
+    let users = &deployment.modules["users"];
+    assert_eq!(users.routes, vec!["/users"]);
+    assert_eq!(users.limits, ModuleLimits::default());
+    assert!(matches!(users.component, ComponentSource::Wasm(_)));
+    assert_eq!(deployment.gateway.max_body, ByteSize::mib(1));
+}
+
+#[test]
+fn an_unknown_key_is_named_with_file_line_and_path() {
+    let errors = errors("[app]\nname = \"shop\"\n\n[modules.users]\ncompnent = \"app.wasm\"\n");
+    assert_eq!(errors.len(), 1);
+    let error = &errors[0];
+    assert_eq!(error.key, "modules.users.compnent");
+    assert_eq!(error.line, Some(5));
+    assert!(
+        error.problem.contains("unknown field `compnent`"),
+        "{}",
+        error.problem
+    );
+    let shown = error.to_string();
+    assert!(
+        shown.contains("deploy.toml:5: modules.users.compnent"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_unknown_section_is_named() {
+    let errors = errors(&format!("{MINIMAL}\n[gatway]\nlisten = \"1.2.3.4:5\"\n"));
+    assert_eq!(errors[0].key, "gatway");
+}
+
+#[test]
+fn bad_sizes_and_durations_name_their_key() {
+    let memory_errors = errors(&format!(
+        "{MINIMAL}limits = {{ memory = \"64 parsecs\" }}\n"
+    ));
+    assert_eq!(memory_errors[0].key, "modules.users.limits.memory");
+    assert!(
+        memory_errors[0].problem.contains("64 parsecs"),
+        "{}",
+        memory_errors[0].problem
+    );
+
+    let timeout_errors = errors(&format!("{MINIMAL}limits = {{ timeout = \"soon\" }}\n"));
+    assert_eq!(timeout_errors[0].key, "modules.users.limits.timeout");
+}
+
+#[test]
+fn out_of_range_limits_are_refused() {
+    let errors = errors(&format!(
+        "{MINIMAL}limits = {{ memory = \"1KiB\", timeout = \"0s\", concurrency = 0 }}\n"
+    ));
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "modules.users.limits.memory",
+            "modules.users.limits.timeout",
+            "modules.users.limits.concurrency"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_component_file_is_named() {
+    let errors = errors("[app]\nname = \"shop\"\n[modules.users]\ncomponent = \"missing.wasm\"\n");
+    assert_eq!(errors[0].key, "modules.users.component");
+    assert!(
+        errors[0].problem.contains("does not exist"),
+        "{}",
+        errors[0].problem
+    );
+}
+
+#[test]
+fn duplicate_routes_across_modules_are_refused() {
+    let errors = errors(&format!(
+        "{MINIMAL}\n[modules.other]\ncomponent = \"other.wasm\"\nroutes = [\"/users/\"]\n"
+    ));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "modules.users.routes[0]");
+    assert!(
+        errors[0].problem.contains("module `other` already claims"),
+        "{}",
+        errors[0].problem
+    );
+}
+
+#[test]
+fn nested_routes_of_one_module_overlap_but_across_modules_longest_wins() {
+    let errors = errors(
+        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = \"app.wasm\"\nroutes = [\"/users\", \"/users/admin\"]\n",
+    );
+    assert_eq!(errors[0].key, "modules.users.routes[1]");
+    assert!(
+        errors[0].problem.contains("overlaps"),
+        "{}",
+        errors[0].problem
+    );
+
+    let ok = parse(&format!(
+        "{MINIMAL}\n[modules.admin]\ncomponent = \"other.wasm\"\nroutes = [\"/users/admin\"]\n"
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn malformed_and_reserved_routes_are_refused() {
+    for (route, expect) in [
+        ("users", "must start with '/'"),
+        ("/users?x=1", "contains '?'"),
+        ("/a//b", "empty"),
+        ("/healthz", "reserved"),
+        ("/readyz/deep", "reserved"),
+    ] {
+        let errors = errors(&format!(
+            "[app]\nname = \"shop\"\n[modules.users]\ncomponent = \"app.wasm\"\nroutes = [{route:?}]\n"
+        ));
+        assert!(
+            errors[0].problem.contains(expect),
+            "{route}: {}",
+            errors[0].problem
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let errors = errors(
+        "[app]\nname = \"\"\n[modules.Users]\ncomponent = \"nope.wasm\"\nroutes = [\"x\"]\n",
+    );
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"app.name"), "{keys:?}");
+    assert!(keys.contains(&"modules.Users"), "{keys:?}");
+    assert!(keys.contains(&"modules.Users.component"), "{keys:?}");
+    assert!(keys.contains(&"modules.Users.routes[0]"), "{keys:?}");
+}
+
+#[test]
+fn a_deployment_without_modules_is_refused() {
+    let errors = errors("[app]\nname = \"shop\"\n");
+    assert_eq!(errors[0].key, "modules");
+}
+
+#[test]
+fn a_crate_directory_is_a_component_source() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("users")).unwrap();
+    std::fs::write(
+        dir.path().join("users/Cargo.toml"),
+        "[package]\nname = \"users\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let deployment = Deployment::parse(
+        &dir.path().join("deploy.toml"),
+        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = \"users\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        deployment.modules["users"].component,
+        ComponentSource::Crate {
+            dir: dir.path().join("users"),
+            package: "users".into()
+        }
+    );
+}
+
+#[test]
+fn covers_matches_at_segment_boundaries() {
+    assert!(routes::covers("/users", "/users"));
+    assert!(routes::covers("/users", "/users/42"));
+    assert!(!routes::covers("/users", "/usersx"));
+    assert!(routes::covers("/", "/anything"));
+}

@@ -1,0 +1,202 @@
+//! The engine: one wasmtime `Engine` for the whole host, configured for serving.
+//!
+//! - **Pooling allocator**: instance slots are reserved up front and reused, so a fresh
+//!   instance per request costs microseconds, not a `mmap` per memory.
+//! - **Epoch interruption**: a ticker thread advances the engine's epoch every
+//!   [`EPOCH_TICK`]; each store gets a deadline in ticks, so a guest stuck in a loop is
+//!   interrupted (a trap) instead of holding a worker thread forever.
+//! - **Compile cache** ([`cache`]): compiled code is kept on disk keyed by the
+//!   component's hash and the engine's settings, so a restart does not recompile.
+//!
+//! Per-store memory limits live in [`limits`].
+
+pub mod cache;
+pub mod limits;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled};
+
+use crate::deployment::{ByteSize, Deployment};
+
+/// How often the epoch advances; deadlines are accurate to about this much.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What the pooling allocator must make room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Component instances alive at once, across all modules.
+    pub instances: u32,
+    /// Largest linear memory any module may grow to.
+    pub max_memory: ByteSize,
+}
+
+impl EngineSettings {
+    /// Room for every module running at its full concurrency, plus headroom for
+    /// instances still being torn down.
+    pub fn for_deployment(deployment: &Deployment) -> EngineSettings {
+        let concurrency: u32 = deployment
+            .modules
+            .values()
+            .map(|module| module.limits.concurrency)
+            .sum();
+        let max_memory = deployment
+            .modules
+            .values()
+            .map(|module| module.limits.memory)
+            .max()
+            .unwrap_or(ByteSize::mib(64));
+        EngineSettings {
+            instances: concurrency.saturating_add(32),
+            max_memory,
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            instances: 1000,
+            max_memory: ByteSize::mib(64),
+        }
+    }
+}
+
+/// A loaded component and where its machine code came from.
+pub struct LoadedComponent {
+    /// The compiled component, ready to link.
+    pub component: Component,
+    /// Hex SHA-256 of the component's bytes (of the `.cwasm` for precompiled ones):
+    /// the module version's identity.
+    pub digest: String,
+    /// Whether the machine code came from the compile cache (or a `.cwasm`).
+    pub precompiled: bool,
+}
+
+/// The host's wasmtime engine with its compile cache.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache: cache::CompileCache,
+}
+
+impl Engine {
+    /// Builds the engine, starts its epoch ticker and opens the compile cache in
+    /// `cache_dir` (created if needed).
+    pub fn new(settings: EngineSettings, cache_dir: &Path) -> Result<Engine> {
+        let inner = wasmtime::Engine::new(&wasmtime_config(settings))
+            .map_err(anyhow::Error::from)
+            .context("configuring the wasmtime engine")?;
+        start_epoch_ticker(&inner);
+        let cache = cache::CompileCache::open(cache_dir, &inner)?;
+        Ok(Engine { inner, cache })
+    }
+
+    /// The wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// Epoch ticks for a deadline of `timeout` (rounded up, at least one).
+    pub fn deadline_ticks(timeout: Duration) -> u64 {
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Loads the component at `path`: a `.cwasm` is deserialised as is; a `.wasm` is
+    /// compiled, or taken from the compile cache when this engine compiled it before.
+    pub fn load(&self, path: &Path) -> Result<LoadedComponent> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        match wasmtime::Engine::detect_precompiled(&bytes) {
+            Some(Precompiled::Component) => {
+                // SAFETY: deserialising trusts the file to be wasmtime output. A
+                // `.cwasm` named in the deployment file is the operator's own artefact
+                // (`modhost compile`), just as the host binary itself is.
+                let component = unsafe { Component::deserialize(&self.inner, &bytes) }
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| {
+                        format!(
+                            "{} was precompiled for another wasmtime version or engine settings; \
+                             recompile it with `modhost compile`",
+                            path.display()
+                        )
+                    })?;
+                Ok(LoadedComponent {
+                    component,
+                    digest: cache::digest(&bytes),
+                    precompiled: true,
+                })
+            }
+            Some(Precompiled::Module) => bail!(
+                "{} is a precompiled core module, not a component",
+                path.display()
+            ),
+            None => self.cache.load_or_compile(&self.inner, &bytes),
+        }
+    }
+
+    /// Compiles the component at `wasm` to `.cwasm` bytes loadable by this engine.
+    pub fn precompile(&self, wasm: &Path) -> Result<Vec<u8>> {
+        let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
+            bail!("{} is already precompiled", wasm.display());
+        }
+        self.inner
+            .precompile_component(&bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling {}", wasm.display()))
+    }
+
+    /// The compile cache's directory.
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.dir()
+    }
+}
+
+/// The wasmtime settings every node uses. Compiled code depends on them, so they are
+/// part of the compile cache's key.
+fn wasmtime_config(settings: EngineSettings) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = settings.instances.max(1);
+    // A Rust component holds a handful of core instances (the program, shims for
+    // canonical ABI adapters) and one or two memories and tables.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(usize::try_from(settings.max_memory.bytes()).unwrap_or(usize::MAX));
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .wasm_component_model(true);
+    config
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("modhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(err) = spawned {
+        // Without a ticker no deadline fires; refusing to start is the safe answer,
+        // but a thread spawn failing here means the process is already in trouble.
+        panic!("cannot start the epoch ticker thread: {err}");
+    }
+}
+
+/// Where a deployment's state lives under its data dir.
+pub fn cache_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("compile-cache")
+}

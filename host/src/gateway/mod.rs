@@ -1,0 +1,346 @@
+//! The gateway: the public HTTP listener.
+//!
+//! It speaks HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, protects the
+//! host with limits — header size (431), body size (413), time to send the request head
+//! (slowloris), time to send the whole request (408), connections at once — answers
+//! `/healthz` and `/readyz` itself, and hands every other request to the module owning
+//! its path (longest route prefix), in a fresh instance. A module's failure becomes a
+//! status code with an error id that is also in the log; it never becomes a hang.
+//!
+//! On shutdown it stops accepting, lets in-flight requests finish (up to the grace
+//! period), and returns.
+
+pub mod responses;
+pub mod routes;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{field, Instrument};
+
+use crate::deployment::GatewaySettings;
+use crate::registry::http::{self as module_http, Failure};
+use crate::registry::Registry;
+use responses::Body;
+use routes::RouteTable;
+
+/// The gateway's shared state.
+pub struct Gateway {
+    settings: GatewaySettings,
+    routes: RouteTable,
+    registry: Arc<Registry>,
+    /// Set once shutdown begins: `/readyz` then answers 503 so load balancers move on.
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway serving `registry`'s modules by `routes`.
+    pub fn new(settings: GatewaySettings, routes: RouteTable, registry: Arc<Registry>) -> Gateway {
+        Gateway {
+            settings,
+            routes,
+            registry,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.header_read_timeout.duration())
+            .max_buf_size(
+                usize::try_from(self.settings.max_header_bytes.bytes()).unwrap_or(usize::MAX),
+            )
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(self.settings.max_header_bytes.bytes()).unwrap_or(u32::MAX),
+            )
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Duration::from_secs(30));
+
+        let connections = Arc::new(Semaphore::new(self.settings.max_connections));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+
+        loop {
+            // Hold a connection slot before accepting: at the limit, new clients wait
+            // in the kernel's accept queue instead of being served badly.
+            let slot = tokio::select! {
+                slot = connections.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+            });
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                drop(slot);
+            });
+        }
+
+        self.draining.store(true, Ordering::SeqCst);
+        drop(listener);
+        let grace = self.settings.shutdown_grace.duration();
+        tracing::info!(grace = %humantime::format_duration(grace), "gateway draining: no new connections");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("gateway drained: all connections closed"),
+            () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
+        }
+    }
+
+    /// Answers one request. Never fails: every problem is a response.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            module = field::Empty,
+            route = field::Empty,
+            status = field::Empty,
+            duration_us = field::Empty,
+            error_id = field::Empty,
+        );
+        let response = self.route(request, &span).instrument(span.clone()).await;
+        let status = response.status().as_u16();
+        span.record("status", status);
+        span.record(
+            "duration_us",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        span.in_scope(|| tracing::info!(target: "modhost::access", status, "request completed"));
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>, span: &tracing::Span) -> Response<Body> {
+        let path = request.uri().path();
+        if path == "/healthz" {
+            return responses::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+        }
+        if path == "/readyz" {
+            return self.readiness();
+        }
+        let Some(matched) = self.routes.lookup(path) else {
+            return responses::error(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                &format!("no module serves {path}"),
+                None,
+            );
+        };
+        span.record("module", matched.module);
+        span.record("route", matched.route);
+        let Some(module) = self.registry.get(matched.module) else {
+            return self.fail(
+                span,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "module_unavailable",
+                "the module is not loaded",
+                None,
+            );
+        };
+
+        let request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        let request_timeout = self.settings.request_timeout.duration();
+        match tokio::time::timeout(request_timeout, module_http::handle(module, request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
+            Err(_) => self.fail(
+                span,
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "the request took longer than the gateway's request_timeout",
+                None,
+            ),
+        }
+    }
+
+    /// Reads the whole body within the size and time limits, and returns the request
+    /// ready for a module (with a `host` header: wasi:http needs an authority).
+    async fn read_body(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Request<Full<Bytes>>, Response<Body>> {
+        let limit = usize::try_from(self.settings.max_body.bytes()).unwrap_or(usize::MAX);
+        let too_large = || {
+            responses::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than {}", self.settings.max_body),
+                None,
+            )
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.settings.max_body.bytes()) {
+            return Err(too_large());
+        }
+        let (mut parts, body) = request.into_parts();
+        let collected = tokio::time::timeout(
+            self.settings.request_timeout.duration(),
+            Limited::new(body, limit).collect(),
+        )
+        .await;
+        let bytes = match collected {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Ok(Err(err)) => {
+                return Err(responses::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    &format!("reading the request body failed: {err}"),
+                    None,
+                ))
+            }
+            Err(_) => {
+                return Err(responses::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive within the gateway's request_timeout",
+                    None,
+                ))
+            }
+        };
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
+            parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        Ok(Request::from_parts(parts, Full::new(bytes)))
+    }
+
+    fn module_failed(
+        &self,
+        span: &tracing::Span,
+        module: &str,
+        failure: Failure,
+    ) -> Response<Body> {
+        let (status, message) = match &failure {
+            Failure::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("module {module} is at its concurrency limit; retry shortly"),
+            ),
+            Failure::DeadlineExceeded => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("module {module} did not answer within its timeout"),
+            ),
+            Failure::MemoryExhausted => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("module {module} exceeded its memory limit"),
+            ),
+            Failure::Trapped(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("module {module} failed (trapped) while handling the request"),
+            ),
+            Failure::NoResponse(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("module {module} did not produce a response"),
+            ),
+        };
+        let mut response = self.fail(span, status, failure.code(), &message, Some(&failure));
+        if matches!(failure, Failure::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    /// An error answer with a fresh error id, logged with the cause.
+    fn fail(
+        &self,
+        span: &tracing::Span,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        failure: Option<&Failure>,
+    ) -> Response<Body> {
+        let error_id = responses::new_error_id();
+        span.record("error_id", error_id.as_str());
+        let cause = match failure {
+            Some(Failure::Trapped(error) | Failure::NoResponse(error)) => format!("{error:?}"),
+            _ => String::new(),
+        };
+        span.in_scope(|| {
+            if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                tracing::error!(error_id, code, %message, %cause, "request failed");
+            } else {
+                tracing::warn!(error_id, code, %message, "request refused");
+            }
+        });
+        responses::error(status, code, message, Some(&error_id))
+    }
+
+    fn readiness(&self) -> Response<Body> {
+        let modules: serde_json::Map<String, serde_json::Value> = self
+            .registry
+            .modules()
+            .map(|module| {
+                (
+                    module.name.clone(),
+                    serde_json::json!({
+                        "version": module.version,
+                        "in_flight": module.limits.concurrency as usize - module.permits.available_permits(),
+                    }),
+                )
+            })
+            .collect();
+        if self.draining.load(Ordering::SeqCst) {
+            return responses::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "draining", "modules": modules }),
+            );
+        }
+        responses::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "modules": modules }),
+        )
+    }
+}

@@ -1,0 +1,54 @@
+//! The gateway's own answers: health, readiness, and errors in the JSON shape every
+//! module uses too: `{"error": {"code": "...", "message": "...", "error_id": "..."}}`.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// The body type of every gateway response (a module's streamed body, or ours).
+pub type Body = HyperOutgoingBody;
+
+/// Header carrying the error id of a failed request, also written to the log.
+pub const ERROR_ID_HEADER: &str = "x-modhost-error-id";
+
+/// A JSON response with `value` as its body.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error answer; with an `error_id` it is also set as the [`ERROR_ID_HEADER`].
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    error_id: Option<&str>,
+) -> Response<Body> {
+    let mut body = serde_json::json!({ "error": { "code": code, "message": message } });
+    if let Some(id) = error_id {
+        body["error"]["error_id"] = id.into();
+    }
+    let mut response = json(status, &body);
+    if let Some(value) = error_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(ERROR_ID_HEADER, value);
+    }
+    response
+}
+
+/// A fixed body in the gateway's body type.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A new error id: short enough to read out, random enough never to repeat in a log.
+pub fn new_error_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}

@@ -1,0 +1,259 @@
+//! The `modhost` command line. Everything it does is in the library; this file only
+//! parses arguments, calls it, and turns outcomes into exit codes:
+//! 0 success, 1 a runtime failure, 2 a deployment that is invalid or does not load.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use modhost::deployment::{ComponentSource, Deployment};
+use modhost::engine::{self, Engine, EngineSettings};
+use modhost::node::{self, Node};
+use modhost::registry::crates;
+use modhost::telemetry::{self, LogFormat};
+
+/// Exit code for an invalid deployment or a module that does not load.
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "modhost",
+    version,
+    about = "Run a business application as a modular monolith of WebAssembly components"
+)]
+struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "MODHOST_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a deployment.
+    Run {
+        /// The deployment file.
+        deployment: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Build the deployment's module crates if needed, then serve it.
+    Up {
+        /// The deployment file.
+        #[arg(default_value = "config/single-node.toml")]
+        deployment: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Validate a deployment and compile and link every module, without serving.
+    Check {
+        /// The deployment file.
+        deployment: PathBuf,
+    },
+    /// Precompile components (.wasm) to .cwasm for fast start.
+    Compile {
+        /// Component files to compile.
+        #[arg(required = true)]
+        components: Vec<PathBuf>,
+        /// Where to write the .cwasm files (default: next to each input).
+        #[arg(long, short)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// Settings the command line may override, for running one deployment file in
+/// several places (tests, a second instance on one machine).
+#[derive(clap::Args)]
+struct Overrides {
+    /// Listen on this address instead of `gateway.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keep state here instead of `app.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Run {
+            deployment,
+            overrides,
+        } => serve(&deployment, overrides, false, started),
+        Command::Up {
+            deployment,
+            overrides,
+        } => serve(&deployment, overrides, true, started),
+        Command::Check { deployment } => check(&deployment),
+        Command::Compile {
+            components,
+            out_dir,
+        } => compile(&components, out_dir.as_deref()),
+    }
+}
+
+fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deployment, ExitCode> {
+    match Deployment::load(path) {
+        Ok(mut deployment) => {
+            if let Some(overrides) = overrides {
+                if let Some(listen) = overrides.listen {
+                    deployment.gateway.listen = listen;
+                }
+                if let Some(dir) = &overrides.data_dir {
+                    deployment.data_dir = dir.clone();
+                }
+            }
+            Ok(deployment)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "modhost: {} problem(s) in the deployment; nothing was started",
+                errors.0.len()
+            );
+            Err(ExitCode::from(EXIT_INVALID))
+        }
+    }
+}
+
+fn serve(path: &Path, overrides: Overrides, build: bool, started: Instant) -> ExitCode {
+    let deployment = match load_deployment(path, Some(&overrides)) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    if build {
+        let crates: Vec<(PathBuf, String)> = deployment
+            .modules
+            .values()
+            .filter_map(|module| match &module.component {
+                ComponentSource::Crate { dir, package } => Some((dir.clone(), package.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Err(error) = crates::build(&crates) {
+            eprintln!("modhost: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("modhost: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node = match Node::load(deployment) {
+            Ok(node) => node,
+            Err(error) => {
+                eprintln!("{error}");
+                eprintln!("modhost: the deployment does not load; nothing was started");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
+        let listener = match node.bind().await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("modhost: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listen = listener
+            .local_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            app = %node.deployment().app_name,
+            listen = %listen,
+            modules = node.registry().modules().count(),
+            startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "modhost ready"
+        );
+        node.serve(listener, node::shutdown_signal()).await;
+        tracing::info!("modhost stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    let deployment = match load_deployment(path, None) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    let modules = deployment.modules.len();
+    match Node::load(deployment) {
+        Ok(node) => {
+            for module in node.registry().modules() {
+                println!(
+                    "ok  {:<16} {}  {}",
+                    module.name,
+                    module.version,
+                    module.source.display()
+                );
+            }
+            println!(
+                "{}: {modules} module(s) valid, compiled and linked",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn compile(components: &[PathBuf], out_dir: Option<&Path>) -> ExitCode {
+    let cache = std::env::temp_dir().join(format!("modhost-compile-{}", std::process::id()));
+    let engine = match Engine::new(EngineSettings::default(), &engine::cache_dir(&cache)) {
+        Ok(engine) => engine,
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    for input in components {
+        let output = match out_dir {
+            Some(dir) => dir.join(input.file_name().unwrap_or_default()),
+            None => input.clone(),
+        }
+        .with_extension("cwasm");
+        let result = engine.precompile(input).and_then(|bytes| {
+            if let Some(parent) = output.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            engine::cache::write_atomically(&output, &bytes)?;
+            Ok(bytes.len())
+        });
+        match result {
+            Ok(size) => println!("{} -> {} ({size} bytes)", input.display(), output.display()),
+            Err(error) => {
+                eprintln!("modhost: {}: {error:#}", input.display());
+                failed = true;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,137 @@
+//! Serving one HTTP request with a fresh instance of a module.
+//!
+//! Each request gets its own store: its own memory, its own resource table, its own
+//! deadline. Whatever the guest does — trap, spin, hoard memory — ends with that store,
+//! and the failure is classified so the gateway can answer with the right status.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use std::sync::Arc;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView;
+
+use super::LoadedModule;
+use crate::capabilities::InstanceState;
+use crate::engine::{Engine, EPOCH_TICK};
+
+/// A module's response: headers now, body streamed from the instance as it writes it.
+pub type ModuleResponse = hyper::Response<HyperOutgoingBody>;
+
+/// Why a module could not answer a request.
+#[derive(Debug)]
+pub enum Failure {
+    /// The module is serving as many requests as its `concurrency` limit allows.
+    Overloaded,
+    /// The instance ran past its module's `timeout`.
+    DeadlineExceeded,
+    /// The instance tried to grow its memory past its module's `memory` limit.
+    MemoryExhausted,
+    /// The instance trapped: a panic, `unreachable`, an out-of-bounds access…
+    Trapped(anyhow::Error),
+    /// The instance returned without a response, or answered with a `wasi:http` error.
+    NoResponse(anyhow::Error),
+}
+
+impl Failure {
+    /// A short, stable name for logs and error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Overloaded => "module_overloaded",
+            Failure::DeadlineExceeded => "module_timeout",
+            Failure::MemoryExhausted => "module_out_of_memory",
+            Failure::Trapped(_) => "module_trapped",
+            Failure::NoResponse(_) => "module_no_response",
+        }
+    }
+}
+
+/// Serves `request` with a fresh instance of `module`.
+///
+/// Returns once the module has sent its response head; the instance keeps running in
+/// its own task while it streams the body, holding its concurrency permit and bounded
+/// by its deadline.
+pub async fn handle(
+    module: &Arc<LoadedModule>,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<ModuleResponse, Failure> {
+    let permit = module
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Failure::Overloaded)?;
+    let timeout = module.limits.timeout.duration();
+
+    let mut store = Store::new(
+        module.proxy.engine(),
+        InstanceState::new(&module.name, module.limits.memory.bytes()),
+    );
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(Engine::deadline_ticks(timeout));
+    store.epoch_deadline_trap();
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let http = store.data_mut();
+    let incoming = http
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(|error| Failure::NoResponse(error.into()))?;
+    let outparam = http
+        .http()
+        .new_response_outparam(sender)
+        .map_err(|error| Failure::NoResponse(error.into()))?;
+
+    let proxy = module.proxy.clone();
+    let mut task = tokio::spawn(async move {
+        let _permit = permit;
+        let outcome = async {
+            let instance = proxy.instantiate_async(&mut store).await?;
+            instance
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+        }
+        .await;
+        outcome.map_err(|error| classify(error, store.data()))
+    });
+
+    // The epoch deadline interrupts a guest that computes too long; this timer
+    // covers one that waits too long (on host I/O), with a little slack so that the
+    // epoch, which says precisely what happened, usually fires first.
+    let response = tokio::select! {
+        response = receiver => response,
+        _ = tokio::time::sleep(timeout + 2 * EPOCH_TICK) => {
+            task.abort();
+            return Err(Failure::DeadlineExceeded);
+        }
+    };
+    match response {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(Failure::NoResponse(anyhow::anyhow!(
+            "the module answered with wasi:http error {code:?}"
+        ))),
+        // The guest dropped the response outparam without setting it: the task's
+        // result says why.
+        Err(_) => match (&mut task).await {
+            Ok(Ok(())) => Err(Failure::NoResponse(anyhow::anyhow!(
+                "the module returned without sending a response"
+            ))),
+            Ok(Err(failure)) => Err(failure),
+            Err(join) => Err(Failure::NoResponse(anyhow::anyhow!(
+                "the module's task ended abnormally: {join}"
+            ))),
+        },
+    }
+}
+
+/// Tells apart the ways an instance can fail.
+fn classify(error: wasmtime::Error, state: &InstanceState) -> Failure {
+    if state.limiter.exceeded() {
+        return Failure::MemoryExhausted;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::DeadlineExceeded,
+        _ => Failure::Trapped(error.into()),
+    }
+}

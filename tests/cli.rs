@@ -1,0 +1,216 @@
+//! The `modhost` command line: `check`, `run` refusing bad input before serving,
+//! `compile` for precompiled (edge) deployments, the compile cache, and `up`.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+fn modhost(args: &[&str]) -> std::process::Output {
+    Command::new(modhost_bin())
+        .args(args)
+        .env("MODHOST_LOG", "warn")
+        .output()
+        .expect("run modhost")
+}
+
+const VALID: &str = r#"
+[app]
+name = "shop"
+
+[modules.users]
+component = "{users}"
+routes = ["/users"]
+
+[modules.catalog]
+component = "{catalog}"
+routes = ["/catalog"]
+"#;
+
+#[test]
+fn check_accepts_a_valid_deployment() {
+    let deployment = TestDeployment::new(VALID);
+    let data = deployment.data_dir();
+    let file = deployment.file.to_str().unwrap();
+    let output = Command::new(modhost_bin())
+        .args(["check", file])
+        .env("MODHOST_LOG", "warn")
+        .current_dir(deployment.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("2 module(s) valid"), "{stdout}");
+    assert!(
+        stdout.contains("users") && stdout.contains("catalog"),
+        "{stdout}"
+    );
+    drop(data);
+}
+
+#[test]
+fn check_names_the_file_and_the_misspelt_key_and_exits_2() {
+    let deployment = TestDeployment::new(
+        "[app]\nname = \"shop\"\n\n[modules.users]\ncomponent = \"{users}\"\nroutes = [\"/users\"]\nlimts = { memory = \"32MiB\" }\n",
+    );
+    let output = modhost(&["check", deployment.file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("deployment.toml:7: modules.users.limts"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `limts`"), "{stderr}");
+}
+
+#[test]
+fn check_reports_a_component_that_does_not_load_by_module_name() {
+    let deployment = TestDeployment::new(
+        "[app]\nname = \"shop\"\n[modules.broken]\ncomponent = \"broken.wasm\"\nroutes = [\"/b\"]\n",
+    );
+    std::fs::write(
+        deployment.dir.path().join("broken.wasm"),
+        b"not a component",
+    )
+    .unwrap();
+    let output = modhost(&["check", deployment.file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("module `broken`"), "{stderr}");
+    assert!(stderr.contains("broken.wasm"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_an_invalid_deployment_before_serving() {
+    let deployment = TestDeployment::new(
+        "[app]\nname = \"shop\"\n[gateway]\nlisten = \"127.0.0.1:0\"\nmax_body = \"lots\"\n[modules.users]\ncomponent = \"{users}\"\nroutes = [\"/users\", \"/healthz\"]\n",
+    );
+    let output = modhost(&["run", deployment.file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("gateway.max_body"), "{stderr}");
+    assert!(stderr.contains("nothing was started"), "{stderr}");
+}
+
+#[test]
+fn run_reports_every_semantic_problem_at_once() {
+    let deployment = TestDeployment::new(
+        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = \"{users}\"\nroutes = [\"/users\", \"/healthz\"]\n[modules.copy]\ncomponent = \"missing.wasm\"\nroutes = [\"/users\"]\n",
+    );
+    let output = modhost(&["run", deployment.file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("modules.users.routes[1]") && stderr.contains("reserved"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("modules.copy.component") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precompiled_components_serve_without_compiling() {
+    let out = tempfile::tempdir().unwrap();
+    let output = modhost(&[
+        "compile",
+        guest("users").to_str().unwrap(),
+        "--out-dir",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cwasm = out.path().join("users.cwasm");
+    assert!(cwasm.is_file());
+
+    let deployment = TestDeployment::new(&format!(
+        "[app]\nname = \"edge\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\n",
+        cwasm.display().to_string()
+    ));
+    let host = Modhost::start(&deployment);
+    assert_eq!(
+        get(&host.url("/users/3")).await.json()["name"],
+        "Edsger Dijkstra"
+    );
+    let loaded = host.wait_for_log("module loaded");
+    assert!(loaded.contains("\"cached\":true"), "{loaded}");
+    // Nothing was compiled, so nothing was cached.
+    let cache = std::fs::read_dir(deployment.data_dir().join("compile-cache"))
+        .unwrap()
+        .count();
+    assert_eq!(cache, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_takes_compiled_code_from_the_cache() {
+    let deployment = TestDeployment::new(VALID);
+    {
+        let host = Modhost::start(&deployment);
+        let first = host.wait_for_log("\"module\":\"users\"");
+        assert!(first.contains("\"cached\":false"), "{first}");
+    }
+    let entries = std::fs::read_dir(deployment.data_dir().join("compile-cache"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 2, "one cache entry per component");
+
+    let host = Modhost::start(&deployment);
+    let second = host.wait_for_log("\"module\":\"users\"");
+    assert!(second.contains("\"cached\":true"), "{second}");
+    assert_eq!(get(&host.url("/users/1")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_builds_module_crates_and_serves_them() {
+    // A deployment naming crates (as config/single-node.toml does), in a temp dir.
+    let workspace = workspace();
+    let deployment = TestDeployment::new(&format!(
+        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\n[modules.catalog]\ncomponent = {:?}\nroutes = [\"/catalog\"]\n",
+        workspace.join("modules/users").display().to_string(),
+        workspace.join("modules/catalog").display().to_string(),
+    ));
+    let host = Modhost::start_with(&deployment, "up", &[]);
+    assert_eq!(get(&host.url("/users")).await.json()["total"], 3);
+    assert_eq!(get(&host.url("/catalog/products")).await.json()["total"], 4);
+}
+
+#[test]
+fn the_shipped_deployment_files_are_valid() {
+    // config/edge.toml serves precompiled components: make them as its header says.
+    let edge_dir = workspace().join(".modhost/edge");
+    let output = modhost(&[
+        "compile",
+        guest("users").to_str().unwrap(),
+        guest("catalog").to_str().unwrap(),
+        "--out-dir",
+        edge_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    for file in ["config/single-node.toml", "config/edge.toml"] {
+        let path = workspace().join(file);
+        let output = modhost(&["check", path.to_str().unwrap()]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{file}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! The end-to-end test harness: real `modhost` processes on loopback ports, real
+//! components, real HTTP.
+//!
+//! `./test.sh` builds the guest modules and the `modhost` binary before the tests
+//! run; the helpers here find them and say how to build them when they are missing.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `modhost` binary of this build (target/<profile>/modhost).
+pub fn modhost_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/modhost
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("modhost{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run ./test.sh, or `cargo build -p modhost` before `cargo test`",
+        bin.display()
+    );
+    bin
+}
+
+/// The built component of guest crate `name` (target/wasm32-wasip2/guest/<name>.wasm).
+pub fn guest(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let path = target
+        .join("wasm32-wasip2/guest")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run ./test.sh, or `cargo build --profile guest --target wasm32-wasip2 -p {name}`",
+        path.display()
+    );
+    path
+}
+
+/// A deployment file in a fresh temporary directory (which also holds the data dir).
+pub struct TestDeployment {
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
+}
+
+impl TestDeployment {
+    /// Writes `toml` as the deployment; `{users}`-style placeholders become the path of
+    /// that guest's built component.
+    pub fn new(toml: &str) -> TestDeployment {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut text = toml.to_string();
+        for name in ["users", "catalog", "hello", "faulty"] {
+            let placeholder = format!("{{{name}}}");
+            if text.contains(&placeholder) {
+                text = text.replace(&placeholder, &guest(name).display().to_string());
+            }
+        }
+        let file = dir.path().join("deployment.toml");
+        std::fs::write(&file, text).expect("write deployment");
+        TestDeployment { dir, file }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+/// A running `modhost run` process; killed when dropped.
+pub struct Modhost {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Modhost {
+    /// Starts `modhost run` on `deployment` with a free loopback port and JSON logs,
+    /// and waits until it logs "modhost ready".
+    pub fn start(deployment: &TestDeployment) -> Modhost {
+        Modhost::start_with(deployment, "run", &[])
+    }
+
+    /// Like [`Modhost::start`], with another subcommand (`up`) and extra arguments.
+    pub fn start_with(deployment: &TestDeployment, command: &str, extra: &[&str]) -> Modhost {
+        let mut child = Command::new(modhost_bin())
+            .arg("--log-format")
+            .arg("json")
+            .arg(command)
+            .arg(&deployment.file)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(deployment.data_dir())
+            .args(extra)
+            .env("MODHOST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn modhost");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut ready_tx = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("modhost ready") {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(line.clone());
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let ready = ready_rx.recv_timeout(Duration::from_secs(240));
+        let line = match ready {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "modhost did not become ready (exit: {status:?}); log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON ready line");
+        let addr = event["fields"]["listen"]
+            .as_str()
+            .and_then(|listen| listen.parse().ok())
+            .unwrap_or_else(|| panic!("no listen address in {line}"));
+        Modhost { child, addr, logs }
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The first log line containing `needle`, waiting (bounded) for it to appear.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..400 {
+            if let Some(line) = self.logs().into_iter().find(|line| line.contains(needle)) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "no log line contains {needle:?}:\n{}",
+            self.logs().join("\n")
+        );
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "modhost did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Modhost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An HTTP/1.1 client (HTTP/2 with prior knowledge when `http2`).
+pub fn client(
+    http2: bool,
+) -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http()
+}
+
+/// Sends one request and reads the whole response.
+pub async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> Reply {
+    let mut request = http::Request::builder().method(method).uri(url);
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
+        .await
+        .expect("response within 60s")
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GET `url` with a fresh HTTP/1.1 client.
+pub async fn get(url: &str) -> Reply {
+    send(&client(false), "GET", url, None).await
+}
+
+/// Runs `futures` concurrently on the runtime and collects their outputs in order.
+pub async fn join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
+}
