@@ -118,5 +118,9 @@ async fn a_trap_is_logged_with_its_cause() {
     assert_eq!(event["span"]["error_id"], error_id.as_str(), "{event}");
     // The guest's panic message reaches the log, tagged with the module.
     let panic = host.wait_for_log("deliberate trap");
-    assert!(panic.contains("\"module\":\"faulty\""), "{panic}");
+    let panic: serde_json::Value = serde_json::from_str(&panic).unwrap();
+    assert_eq!(panic["target"], "modhost::guest", "{panic}");
+    assert_eq!(panic["fields"]["module"], "faulty", "{panic}");
+    // ...inside the span of the request that caused it.
+    assert_eq!(panic["span"]["path"], "/faulty/trap", "{panic}");
 }

@@ -179,3 +179,21 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
+    let deployment = TestDeployment::new(DEPLOYMENT);
+    let host = Modhost::start(&deployment);
+    let mut idle = TcpStream::connect(host.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Send nothing: the server must close the connection on its own.
+    let mut reply = Vec::new();
+    let result = idle.read_to_end(&mut reply);
+    assert!(
+        result.is_ok(),
+        "the server kept the silent connection open: {result:?}"
+    );
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(get(&host.url("/users/1")).await.status, 200);
+}

@@ -220,8 +220,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn compile(components: &[PathBuf], out_dir: Option<&Path>) -> ExitCode {
-    let cache = std::env::temp_dir().join(format!("modhost-compile-{}", std::process::id()));
-    let engine = match Engine::new(EngineSettings::default(), &engine::cache_dir(&cache)) {
+    let engine = match Engine::new(EngineSettings::default(), None) {
         Ok(engine) => engine,
         Err(error) => {
             eprintln!("modhost: {error:#}");
@@ -250,7 +249,6 @@ fn compile(components: &[PathBuf], out_dir: Option<&Path>) -> ExitCode {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&cache);
     if failed {
         ExitCode::FAILURE
     } else {

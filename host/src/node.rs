@@ -60,7 +60,7 @@ impl Node {
     pub fn load(deployment: Deployment) -> Result<Node, StartError> {
         let engine = Engine::new(
             EngineSettings::for_deployment(&deployment),
-            &engine::cache_dir(&deployment.data_dir),
+            Some(&engine::cache_dir(&deployment.data_dir)),
         )
         .map_err(StartError::Engine)?;
         let registry = Registry::load(&engine, &deployment).map_err(StartError::Modules)?;

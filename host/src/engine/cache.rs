@@ -37,11 +37,6 @@ impl CompileCache {
         })
     }
 
-    /// The cache directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The compiled form of `wasm`, from the cache or freshly compiled (and stored).
     pub fn load_or_compile(
         &self,

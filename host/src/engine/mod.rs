@@ -79,18 +79,20 @@ pub struct LoadedComponent {
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
-    cache: cache::CompileCache,
+    cache: Option<cache::CompileCache>,
 }
 
 impl Engine {
-    /// Builds the engine, starts its epoch ticker and opens the compile cache in
-    /// `cache_dir` (created if needed).
-    pub fn new(settings: EngineSettings, cache_dir: &Path) -> Result<Engine> {
+    /// Builds the engine and starts its epoch ticker. With a `cache_dir` (created if
+    /// needed) compiled components are kept there across restarts.
+    pub fn new(settings: EngineSettings, cache_dir: Option<&Path>) -> Result<Engine> {
         let inner = wasmtime::Engine::new(&wasmtime_config(settings))
             .map_err(anyhow::Error::from)
             .context("configuring the wasmtime engine")?;
         start_epoch_ticker(&inner);
-        let cache = cache::CompileCache::open(cache_dir, &inner)?;
+        let cache = cache_dir
+            .map(|dir| cache::CompileCache::open(dir, &inner))
+            .transpose()?;
         Ok(Engine { inner, cache })
     }
 
@@ -133,7 +135,19 @@ impl Engine {
                 "{} is a precompiled core module, not a component",
                 path.display()
             ),
-            None => self.cache.load_or_compile(&self.inner, &bytes),
+            None => match &self.cache {
+                Some(cache) => cache.load_or_compile(&self.inner, &bytes),
+                None => {
+                    let component = Component::new(&self.inner, &bytes)
+                        .map_err(anyhow::Error::from)
+                        .context("compiling the component")?;
+                    Ok(LoadedComponent {
+                        component,
+                        digest: cache::digest(&bytes),
+                        precompiled: false,
+                    })
+                }
+            },
         }
     }
 
@@ -147,11 +161,6 @@ impl Engine {
             .precompile_component(&bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("compiling {}", wasm.display()))
-    }
-
-    /// The compile cache's directory.
-    pub fn cache_dir(&self) -> &Path {
-        self.cache.dir()
     }
 }
 

@@ -74,6 +74,8 @@ impl Gateway {
             )
             .max_concurrent_streams(256)
             .keep_alive_interval(Duration::from_secs(30));
+        let builder = Arc::new(builder);
+        let first_byte_timeout = self.settings.header_read_timeout.duration();
 
         let connections = Arc::new(Semaphore::new(self.settings.max_connections));
         let graceful = GracefulShutdown::new();
@@ -107,12 +109,21 @@ impl Gateway {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
             tokio::spawn(async move {
-                if let Err(err) = connection.await {
+                // hyper times the request head only once it knows the protocol, and
+                // learning it waits for the first bytes: a client that connects and
+                // sends nothing would hold its slot forever. Give it the same time.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(read)) if read > 0 => {}
+                    _ => {
+                        tracing::debug!(%peer, "connection closed: no request started in time");
+                        return;
+                    }
+                }
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(err) = watcher.watch(connection).await {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
                 drop(slot);

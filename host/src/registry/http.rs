@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tracing::Instrument;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -83,18 +85,36 @@ pub async fn handle(
         .map_err(|error| Failure::NoResponse(error.into()))?;
 
     let proxy = module.proxy.clone();
-    let mut task = tokio::spawn(async move {
-        let _permit = permit;
-        let outcome = async {
-            let instance = proxy.instantiate_async(&mut store).await?;
-            instance
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam)
-                .await
+    // Once the head is out, a failure can no longer become an error answer (the client
+    // sees a cut-off body); the task then logs it itself, so it is never silent.
+    let responded = Arc::new(AtomicBool::new(false));
+    let task_responded = responded.clone();
+    let mut task = tokio::spawn(
+        async move {
+            let _permit = permit;
+            let outcome = async {
+                let instance = proxy.instantiate_async(&mut store).await?;
+                instance
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            }
+            .await;
+            let outcome = outcome.map_err(|error| classify(error, store.data()));
+            if let Err(failure) = &outcome {
+                if task_responded.load(Ordering::SeqCst) {
+                    tracing::error!(
+                        code = failure.code(),
+                        cause = ?failure,
+                        "module failed after sending its response head; the body was cut off"
+                    );
+                }
+            }
+            outcome
         }
-        .await;
-        outcome.map_err(|error| classify(error, store.data()))
-    });
+        // Guest log lines and late failures belong to the request that caused them.
+        .in_current_span(),
+    );
 
     // The epoch deadline interrupts a guest that computes too long; this timer
     // covers one that waits too long (on host I/O), with a little slack so that the
@@ -107,7 +127,10 @@ pub async fn handle(
         }
     };
     match response {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => {
+            responded.store(true, Ordering::SeqCst);
+            Ok(response)
+        }
         Ok(Err(code)) => Err(Failure::NoResponse(anyhow::anyhow!(
             "the module answered with wasi:http error {code:?}"
         ))),
