@@ -23,8 +23,20 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `modhost` binary of this build (target/<profile>/modhost).
+/// The `modhost` binary of this build (target/<profile>/modhost), rebuilt once per
+/// test process so `cargo test` alone never runs a stale binary. (Cargo builds a
+/// dependency's binaries only for that package's own tests, not for this package's.)
 pub fn modhost_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "modhost", "--bin", "modhost"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build -p modhost");
+        assert!(status.success(), "building the modhost binary failed");
+    });
     let exe = std::env::current_exe().expect("current test executable");
     // target/<profile>/deps/<test>-<hash> → target/<profile>/modhost
     let profile_dir = exe

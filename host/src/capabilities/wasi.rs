@@ -38,10 +38,15 @@ impl WasiView for InstanceState {
 }
 
 /// A guest output stream that turns complete lines into `tracing` events.
+///
+/// It remembers the span current when the instance was created (the request's), and
+/// logs inside it: wasmtime-wasi writes guest output from a worker task of its own,
+/// where the request's span would otherwise be lost.
 #[derive(Clone)]
 struct GuestLog {
     module: Arc<str>,
     stream: &'static str,
+    span: tracing::Span,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -53,6 +58,7 @@ impl GuestLog {
         GuestLog {
             module: module.into(),
             stream,
+            span: tracing::Span::current(),
             pending: Arc::default(),
         }
     }
@@ -60,7 +66,9 @@ impl GuestLog {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        tracing::info!(target: "modhost::guest", module = %self.module, stream = self.stream, "{text}");
+        self.span.in_scope(|| {
+            tracing::info!(target: "modhost::guest", module = %self.module, stream = self.stream, "{text}");
+        });
     }
 }
 
