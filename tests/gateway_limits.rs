@@ -197,3 +197,74 @@ async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
     assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
     assert_eq!(get(&host.url("/users/1")).await.status, 200);
 }
+
+const TIGHT: &str = r#"
+[app]
+name = "tight"
+
+[gateway]
+max_connections = 2
+request_timeout = "1s"
+
+[modules.users]
+component = "{users}"
+routes = ["/users"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let deployment = TestDeployment::new(TIGHT);
+    let host = Modhost::start(&deployment);
+    // Promise 100 bytes, send 10, then stall.
+    let reply = {
+        let mut stream = TcpStream::connect(host.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+            .write_all(b"POST /users HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n{\"name\": ")
+            .unwrap();
+        let mut reply = vec![0u8; 4096];
+        let read = stream.read(&mut reply).unwrap();
+        String::from_utf8_lossy(&reply[..read]).into_owned()
+    };
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("request_timeout"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_wait_for_a_free_slot() {
+    let deployment = TestDeployment::new(TIGHT);
+    let host = Modhost::start(&deployment);
+    // Two keep-alive connections, each having been served once, hold both slots.
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(host.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream
+                .write_all(b"GET /users/1 HTTP/1.1\r\nhost: t\r\n\r\n")
+                .unwrap();
+            let mut reply = vec![0u8; 4096];
+            let read = stream.read(&mut reply).unwrap();
+            assert!(reply[..read].starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+
+    // A third client is accepted by the kernel but not served while both are held.
+    let url = host.url("/users/2");
+    let third = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served past max_connections = 2"
+    );
+
+    // Free a slot: the waiting client is served.
+    drop(held.pop());
+    let reply = third.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["id"], 2);
+}
