@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 WASMTIME_VERSION=48.0.8
+# Backtrace capture on internal errors (wasmtime builds one when it drops a store)
+# costs every server here alike; measure as production runs, without it.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
 if ! wasmtime --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then

@@ -211,7 +211,8 @@ impl Gateway {
     }
 
     /// Reads the whole body within the size and time limits, and returns the request
-    /// ready for a module (with a `host` header: wasi:http needs an authority).
+    /// ready for a module: an exact `content-length`, no `transfer-encoding`, and a
+    /// `host` header (wasi:http needs an authority).
     async fn read_body(
         &self,
         request: Request<Incoming>,
@@ -259,6 +260,11 @@ impl Gateway {
                 ))
             }
         };
+        // The module sees the body as it now is: whole, of a known length.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
             parts
                 .headers

@@ -156,9 +156,15 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
         None => (path_with_query, None),
     };
     let headers = request.headers().entries();
+    // modhost hands modules whole bodies with an exact content-length; without one
+    // (or with 0) there is no body, and not opening the stream saves the host work.
+    let has_body = headers.iter().any(|(name, value)| {
+        (name.eq_ignore_ascii_case("content-length") && value.as_slice() != b"0")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+    });
     let body = match request.consume() {
-        Ok(body) => read_body(body)?,
-        Err(()) => Vec::new(),
+        Ok(body) if has_body => read_body(body)?,
+        _ => Vec::new(),
     };
     Ok(Request {
         method,
