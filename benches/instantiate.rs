@@ -21,8 +21,8 @@ fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::load(support::hello_deployment(dir.path())).expect("load hello");
     let module = node.registry().get("hello").expect("hello module").clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread: the bench measures the work, not cross-thread wake-ups.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
