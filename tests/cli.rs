@@ -14,22 +14,9 @@ fn modhost(args: &[&str]) -> std::process::Output {
         .expect("run modhost")
 }
 
-const VALID: &str = r#"
-[app]
-name = "shop"
-
-[modules.users]
-component = "{users}"
-routes = ["/users"]
-
-[modules.catalog]
-component = "{catalog}"
-routes = ["/catalog"]
-"#;
-
 #[test]
 fn check_accepts_a_valid_deployment() {
-    let deployment = TestDeployment::new(VALID);
+    let deployment = TestDeployment::new(SHOP);
     let data = deployment.data_dir();
     let file = deployment.file.to_str().unwrap();
     let output = Command::new(modhost_bin())
@@ -153,7 +140,7 @@ async fn precompiled_components_serve_without_compiling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_takes_compiled_code_from_the_cache() {
-    let deployment = TestDeployment::new(VALID);
+    let deployment = TestDeployment::new(SHOP);
     {
         let host = Modhost::start(&deployment);
         let first = host.wait_for_log("\"module\":\"users\"");

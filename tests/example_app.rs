@@ -3,19 +3,6 @@
 mod common;
 use common::*;
 
-const SHOP: &str = r#"
-[app]
-name = "shop"
-
-[modules.users]
-component = "{users}"
-routes = ["/users"]
-
-[modules.catalog]
-component = "{catalog}"
-routes = ["/catalog"]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_api_lists_gets_creates_and_validates() {
     let deployment = TestDeployment::new(SHOP);

@@ -68,6 +68,20 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The example shop's modules with their routes: the deployment most tests start.
+pub const SHOP: &str = r#"
+[app]
+name = "shop"
+
+[modules.users]
+component = "{users}"
+routes = ["/users"]
+
+[modules.catalog]
+component = "{catalog}"
+routes = ["/catalog"]
+"#;
+
 /// A deployment file in a fresh temporary directory (which also holds the data dir).
 pub struct TestDeployment {
     pub dir: tempfile::TempDir,

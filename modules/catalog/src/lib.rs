@@ -151,14 +151,7 @@ fn create(request: &Request) -> Response {
         }
     }
     if !problems.is_empty() {
-        return Response::json(
-            400,
-            &serde_json::json!({ "error": {
-                "code": "validation",
-                "message": "the product is not valid",
-                "fields": problems,
-            }}),
-        );
+        return Response::validation("the product is not valid", problems);
     }
     if PRODUCTS
         .iter()

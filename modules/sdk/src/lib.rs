@@ -103,6 +103,20 @@ impl Response {
         }
     }
 
+    /// `400` for a request whose fields are wrong, naming each field and its problem:
+    /// `{"error": {"code": "validation", "message": "...", "fields": {"name": "is required"}}}`.
+    pub fn validation(
+        message: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Response {
+        let body = serde_json::json!({ "error": {
+            "code": "validation",
+            "message": message,
+            "fields": fields,
+        }});
+        Response::json(400, &body)
+    }
+
     /// A plain-text response.
     pub fn text(status: u16, text: &str) -> Response {
         Response {

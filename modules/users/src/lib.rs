@@ -107,14 +107,7 @@ fn create(request: &Request) -> Response {
         problems.insert("email".into(), "is not an email address".into());
     }
     if !problems.is_empty() {
-        return Response::json(
-            400,
-            &serde_json::json!({ "error": {
-                "code": "validation",
-                "message": "the user is not valid",
-                "fields": problems,
-            }}),
-        );
+        return Response::validation("the user is not valid", problems);
     }
     if DIRECTORY
         .iter()
