@@ -5,6 +5,7 @@
 //! The crate is laid out by concern:
 //! - [`deployment`] — the deployment file, parsed and validated;
 //! - [`engine`] — wasmtime configuration, compile cache, per-store limits;
+//! - [`calls`] — contracts between modules and the checks made when they load;
 //! - [`capabilities`] — what the host gives a module instance (deny by default);
 //! - [`registry`] — loaded modules, and serving a request with a fresh instance;
 //! - [`gateway`] — the public HTTP listener, its limits and its route table;
@@ -13,6 +14,7 @@
 //!
 //! The `modhost` binary (`main.rs`) is only the command line on top of this library.
 
+pub mod calls;
 pub mod capabilities;
 pub mod deployment;
 pub mod engine;
