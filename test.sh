@@ -16,7 +16,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "guest modules (wasm32-wasip2, guest profile)"
-GUESTS=(-p users -p catalog -p hello -p faulty)
+GUESTS=(-p users -p catalog -p hello -p faulty -p callee -p caller)
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
 

@@ -30,13 +30,17 @@ fn benches(c: &mut Criterion) {
     c.bench_function("instance/fresh", |b| {
         b.to_async(&runtime).iter(|| async {
             let mut store = Store::new(
-                module.proxy.engine(),
+                module.instance_pre.engine(),
                 InstanceState::new("hello", module.limits.memory.bytes()),
             );
             store.limiter(|state| &mut state.limiter);
             store.set_epoch_deadline(Engine::deadline_ticks(module.limits.timeout.duration()));
             store.epoch_deadline_trap();
-            module.proxy.instantiate_async(&mut store).await.unwrap();
+            module
+                .instance_pre
+                .instantiate_async(&mut store)
+                .await
+                .unwrap();
         })
     });
 

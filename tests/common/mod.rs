@@ -94,7 +94,7 @@ impl TestDeployment {
     pub fn new(toml: &str) -> TestDeployment {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = toml.to_string();
-        for name in ["users", "catalog", "hello", "faulty"] {
+        for name in ["users", "catalog", "hello", "faulty", "callee", "caller"] {
             let placeholder = format!("{{{name}}}");
             if text.contains(&placeholder) {
                 text = text.replace(&placeholder, &guest(name).display().to_string());

@@ -14,12 +14,16 @@ pub mod http;
 pub mod wasi;
 
 use anyhow::Result;
+use std::sync::Arc;
 use wasmtime::component::{Linker, ResourceTable};
 
 use crate::engine::limits::MemoryLimiter;
 
 /// Everything one instance's store holds: the state of every capability.
 pub struct InstanceState {
+    module: Arc<str>,
+    /// How many module-to-module calls deep this instance runs (0: serving a request).
+    pub call_depth: u32,
     table: ResourceTable,
     wasi: wasmtime_wasi::WasiCtx,
     http: http::HttpState,
@@ -32,11 +36,20 @@ impl InstanceState {
     /// linear memory.
     pub fn new(module: &str, memory_limit: u64) -> InstanceState {
         InstanceState {
+            module: module.into(),
+            call_depth: 0,
             table: ResourceTable::new(),
             wasi: wasi::context(module),
             http: http::HttpState::default(),
             limiter: MemoryLimiter::new(memory_limit),
         }
+    }
+}
+
+impl InstanceState {
+    /// The module this instance belongs to.
+    pub fn module(&self) -> &str {
+        &self.module
     }
 }
 

@@ -122,6 +122,8 @@ pub struct ModuleSpec {
     pub component: ComponentSource,
     /// HTTP path prefixes it serves, normalised (no trailing slash).
     pub routes: Vec<String>,
+    /// Grants: the modules whose interfaces it may call.
+    pub calls: Vec<String>,
     /// Its resource limits.
     pub limits: ModuleLimits,
 }
@@ -198,6 +200,8 @@ struct ModuleSection {
     #[serde(default)]
     routes: Vec<String>,
     #[serde(default)]
+    calls: Vec<String>,
+    #[serde(default)]
     limits: ModuleLimits,
 }
 
@@ -272,6 +276,7 @@ impl Deployment {
                         name,
                         component,
                         routes: normalised_routes,
+                        calls: section.calls,
                         limits: section.limits,
                     },
                 );
@@ -280,6 +285,7 @@ impl Deployment {
         for (key, problem) in routes::conflicts(modules.values()) {
             problems.add(&key, &problem);
         }
+        check_grants(&modules, &mut problems);
 
         if problems.errors.is_empty() {
             Ok(Deployment {
@@ -358,6 +364,22 @@ fn check_gateway(gateway: &GatewaySettings, problems: &mut Problems) {
     ] {
         if value.duration().is_zero() {
             problems.add(key, "must be longer than 0s");
+        }
+    }
+}
+
+/// Every `calls` entry names another deployed module, once.
+fn check_grants(modules: &BTreeMap<String, ModuleSpec>, problems: &mut Problems) {
+    for module in modules.values() {
+        for (i, callee) in module.calls.iter().enumerate() {
+            let key = format!("modules.{}.calls[{i}]", module.name);
+            if callee == &module.name {
+                problems.add(&key, "a module does not need a grant to call itself");
+            } else if !modules.contains_key(callee) {
+                problems.add(&key, &format!("no module `{callee}` is deployed"));
+            } else if module.calls[..i].contains(callee) {
+                problems.add(&key, &format!("`{callee}` is granted twice"));
+            }
         }
     }
 }

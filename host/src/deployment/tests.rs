@@ -201,3 +201,27 @@ fn covers_matches_at_segment_boundaries() {
     assert!(!routes::covers("/users", "/usersx"));
     assert!(routes::covers("/", "/anything"));
 }
+
+#[test]
+fn grants_name_other_deployed_modules_once() {
+    let ok = parse(&format!(
+        "{MINIMAL}calls = [\"other\"]\n[modules.other]\ncomponent = \"other.wasm\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.modules["users"].calls, vec!["other"]);
+
+    let errors = errors(&format!(
+        "{MINIMAL}calls = [\"users\", \"ghost\", \"other\", \"other\"]\n[modules.other]\ncomponent = \"other.wasm\"\n"
+    ));
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.key.as_str(), e.problem.as_str()))
+        .collect();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[0].0, "modules.users.calls[0]");
+    assert!(found[0].1.contains("itself"));
+    assert_eq!(found[1].0, "modules.users.calls[1]");
+    assert!(found[1].1.contains("no module `ghost`"));
+    assert_eq!(found[2].0, "modules.users.calls[3]");
+    assert!(found[2].1.contains("granted twice"));
+}

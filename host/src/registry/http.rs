@@ -58,6 +58,12 @@ pub async fn handle(
     module: &Arc<LoadedModule>,
     request: hyper::Request<Full<Bytes>>,
 ) -> Result<ModuleResponse, Failure> {
+    let Some(proxy) = module.proxy.clone() else {
+        return Err(Failure::NoResponse(anyhow::anyhow!(
+            "module {} does not serve HTTP",
+            module.name
+        )));
+    };
     let permit = module
         .permits
         .clone()
@@ -66,7 +72,7 @@ pub async fn handle(
     let timeout = module.limits.timeout.duration();
 
     let mut store = Store::new(
-        module.proxy.engine(),
+        proxy.engine(),
         InstanceState::new(&module.name, module.limits.memory.bytes()),
     );
     store.limiter(|state| &mut state.limiter);
@@ -84,7 +90,6 @@ pub async fn handle(
         .new_response_outparam(sender)
         .map_err(|error| Failure::NoResponse(error.into()))?;
 
-    let proxy = module.proxy.clone();
     // Once the head is out, a failure can no longer become an error answer (the client
     // sees a cut-off body); the task then logs it itself, so it is never silent.
     let responded = Arc::new(AtomicBool::new(false));

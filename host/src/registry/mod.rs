@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::calls::{self, dispatch, dispatch::Directory};
 use crate::capabilities::{self, InstanceState};
 use crate::deployment::{ComponentSource, Deployment, ModuleLimits, ModuleSpec};
-use crate::engine::Engine;
+use crate::engine::{Engine, LoadedComponent};
 
 /// One module version, linked and ready to instantiate.
 pub struct LoadedModule {
@@ -31,11 +32,13 @@ pub struct LoadedModule {
     pub source: PathBuf,
     /// Short hash of the component: the version's identity in logs and status.
     pub version: String,
-    /// The pre-instantiated `wasi:http/proxy` world.
-    pub proxy: ProxyPre<InstanceState>,
+    /// The linked component, ready to instantiate (for calls into the module).
+    pub instance_pre: InstancePre<InstanceState>,
+    /// Its `wasi:http/proxy` view, when it serves HTTP.
+    pub proxy: Option<ProxyPre<InstanceState>>,
     /// Its limits from the deployment.
     pub limits: ModuleLimits,
-    /// Its bulkhead: one permit per request it may serve at once.
+    /// Its bulkhead: one permit per request or call it may serve at once.
     pub permits: Arc<Semaphore>,
 }
 
@@ -59,35 +62,94 @@ pub struct Registry {
     modules: BTreeMap<String, Arc<LoadedModule>>,
 }
 
+/// A module's component, compiled but not yet linked.
+struct Compiled {
+    path: PathBuf,
+    loaded: LoadedComponent,
+    started: Instant,
+}
+
 impl Registry {
-    /// Loads every module of `deployment`. Reports every module that fails, not just
-    /// the first.
+    /// Loads every module of `deployment`: compiles each component, checks the
+    /// contracts between them against the grants, links imports to the dispatcher,
+    /// and pre-instantiates. Reports every module that fails, not just the first.
     pub fn load(engine: &Engine, deployment: &Deployment) -> Result<Registry, Vec<LoadError>> {
-        let mut linker = Linker::<InstanceState>::new(engine.wasmtime());
-        if let Err(error) = capabilities::link(&mut linker) {
-            return Err(vec![LoadError {
-                module: "(host)".into(),
-                error,
-            }]);
-        }
-        let mut modules = BTreeMap::new();
+        let fail = |module: &str, error: anyhow::Error| LoadError {
+            module: module.to_string(),
+            error,
+        };
         let mut errors = Vec::new();
+        let mut compiled = BTreeMap::new();
         for spec in deployment.modules.values() {
-            match load_module(engine, &linker, spec) {
+            let started = Instant::now();
+            let result = component_path(spec).and_then(|path| {
+                let loaded = engine
+                    .load(&path)
+                    .with_context(|| format!("loading {}", path.display()))?;
+                Ok(Compiled {
+                    path,
+                    loaded,
+                    started,
+                })
+            });
+            match result {
+                Ok(component) => {
+                    compiled.insert(spec.name.clone(), component);
+                }
+                Err(error) => errors.push(fail(&spec.name, error)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let components: BTreeMap<String, Component> = compiled
+            .iter()
+            .map(|(name, c)| (name.clone(), c.loaded.component.clone()))
+            .collect();
+        let exports =
+            calls::check(engine.wasmtime(), deployment, &components).map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|e| fail(&e.module, anyhow::anyhow!(e.problem)))
+                    .collect::<Vec<_>>()
+            })?;
+
+        let mut linker = Linker::<InstanceState>::new(engine.wasmtime());
+        let directory = Arc::new(Directory::default());
+        let linked = capabilities::link(&mut linker)
+            .map_err(|e| fail("(host)", e))
+            .and_then(|()| {
+                for (exporter, interface) in exports.values() {
+                    dispatch::link_interface(
+                        &mut linker,
+                        &directory,
+                        exporter,
+                        &components[exporter],
+                        interface,
+                    )
+                    .map_err(|e| fail(exporter, e))?;
+                }
+                Ok(())
+            });
+        if let Err(error) = linked {
+            return Err(vec![error]);
+        }
+
+        let mut modules = BTreeMap::new();
+        for spec in deployment.modules.values() {
+            match link_module(&linker, spec, &compiled[&spec.name]) {
                 Ok(module) => {
                     modules.insert(spec.name.clone(), Arc::new(module));
                 }
-                Err(error) => errors.push(LoadError {
-                    module: spec.name.clone(),
-                    error,
-                }),
+                Err(error) => errors.push(fail(&spec.name, error)),
             }
         }
-        if errors.is_empty() {
-            Ok(Registry { modules })
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        directory.publish(modules.clone());
+        Ok(Registry { modules })
     }
 
     /// The module called `name`.
@@ -109,41 +171,42 @@ pub fn component_path(spec: &ModuleSpec) -> Result<PathBuf> {
     }
 }
 
-fn load_module(
-    engine: &Engine,
+fn link_module(
     linker: &Linker<InstanceState>,
     spec: &ModuleSpec,
+    compiled: &Compiled,
 ) -> Result<LoadedModule> {
-    let started = Instant::now();
-    let path = component_path(spec)?;
-    let loaded = engine
-        .load(&path)
-        .with_context(|| format!("loading {}", path.display()))?;
-    let pre = linker
-        .instantiate_pre(&loaded.component)
+    let path = &compiled.path;
+    let instance_pre = linker
+        .instantiate_pre(&compiled.loaded.component)
         .map_err(anyhow::Error::from)
-        .with_context(|| link_hint(&path))?;
-    let proxy = ProxyPre::new(pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
+        .with_context(|| link_hint(path))?;
+    let proxy = match ProxyPre::new(instance_pre.clone()) {
+        Ok(proxy) => Some(proxy),
+        Err(_) if spec.routes.is_empty() => None,
+        Err(error) => {
+            return Err(anyhow::Error::from(error)).with_context(|| {
+                format!(
                 "{} does not export wasi:http/incoming-handler, which a module with routes must",
                 path.display()
             )
-        })?;
-    let version = loaded.digest[..12].to_string();
+            })
+        }
+    };
+    let version = compiled.loaded.digest[..12].to_string();
     tracing::info!(
         module = %spec.name,
         version = %version,
         component = %path.display(),
-        cached = loaded.precompiled,
-        load_ms = started.elapsed().as_secs_f64() * 1000.0,
+        cached = compiled.loaded.precompiled,
+        load_ms = compiled.started.elapsed().as_secs_f64() * 1000.0,
         "module loaded"
     );
     Ok(LoadedModule {
         name: spec.name.clone(),
-        source: path,
+        source: path.clone(),
         version,
+        instance_pre,
         proxy,
         limits: spec.limits,
         permits: Arc::new(Semaphore::new(spec.limits.concurrency as usize)),
@@ -152,8 +215,8 @@ fn load_module(
 
 fn link_hint(path: &Path) -> String {
     format!(
-        "linking {}: it imports something the host does not provide \
-         (modules get WASI 0.2 and wasi:http; other capabilities must be granted)",
+        "linking {}: it imports something neither the host nor another module provides \
+         (modules get WASI 0.2, wasi:http, and the interfaces of modules they may call)",
         path.display()
     )
 }

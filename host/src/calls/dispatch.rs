@@ -1,0 +1,215 @@
+//! The dispatcher: what a module's import of another module's interface is linked to.
+//!
+//! Every function of an exported interface becomes a host function in the shared
+//! linker. Calling it runs the callee's export in a **fresh instance in the callee's
+//! own store** — its own memory, memory limit, deadline and concurrency bulkhead — so
+//! caller and callee never share memory and a callee's failure is contained. Values
+//! cross as wasmtime `Val`s: plain data, typed by the contract both sides agreed on
+//! when they loaded.
+//!
+//! Failures come back to the caller as errors, never hangs: a callee that traps, runs
+//! past its deadline, exhausts its memory or is at its concurrency limit fails the call,
+//! and so does a chain of calls deeper than [`MAX_CALL_DEPTH`] (runaway recursion
+//! across modules). The caller's own request then fails with that error; contracts
+//! model expected failures as `result<_, E>` values instead.
+//!
+//! Placement decides local or remote; this is the local path, and the seam where a
+//! remote transport will slot in behind the same host function.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use wasmtime::component::{Component, ComponentExportIndex, Linker, Val};
+use wasmtime::{Store, Trap};
+
+use super::contract::Interface;
+use crate::capabilities::InstanceState;
+use crate::engine::{Engine, EPOCH_TICK};
+use crate::registry::LoadedModule;
+
+/// Calls nested deeper than this fail: A→B→A… must end somewhere.
+pub const MAX_CALL_DEPTH: u32 = 32;
+
+/// Why a call between modules failed, as the caller sees it.
+///
+/// When a callee fails only because a call it made failed in turn, the deeper
+/// failure is passed up unchanged: the innermost reason names the edge that broke,
+/// and a chain of 32 calls does not build a 32-layer message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailed(pub String);
+
+impl fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CallFailed {}
+
+/// The loaded modules, filled in once loading completes (calls resolve their callee
+/// at call time, so modules may call each other in cycles).
+#[derive(Default)]
+pub struct Directory {
+    modules: OnceLock<BTreeMap<String, Arc<LoadedModule>>>,
+}
+
+impl Directory {
+    /// Publishes the loaded modules; calls made before this fail.
+    pub fn publish(&self, modules: BTreeMap<String, Arc<LoadedModule>>) {
+        let _ = self.modules.set(modules);
+    }
+
+    fn get(&self, name: &str) -> Result<&Arc<LoadedModule>, CallFailed> {
+        self.modules
+            .get()
+            .and_then(|modules| modules.get(name))
+            .ok_or_else(|| CallFailed(format!("module `{name}` is not loaded")))
+    }
+}
+
+/// Links every function of `interface`, exported by module `callee` (whose component
+/// is `component`), into `linker` under the interface's name.
+pub fn link_interface(
+    linker: &mut Linker<InstanceState>,
+    directory: &Arc<Directory>,
+    callee: &str,
+    component: &Component,
+    interface: &Interface,
+) -> Result<()> {
+    let interface_name = interface.name.to_string();
+    let interface_index = component
+        .get_export_index(None, &interface_name)
+        .with_context(|| format!("{callee} does not export {interface_name}"))?;
+    let mut instance = linker.instance(&interface_name)?;
+    for function in interface.functions.keys() {
+        let export = component
+            .get_export_index(Some(&interface_index), function)
+            .with_context(|| format!("{callee} does not export {interface_name}#{function}"))?;
+        let target = Arc::new(Target {
+            callee: callee.to_string(),
+            function: format!("{interface_name}#{function}"),
+            export,
+            directory: directory.clone(),
+        });
+        instance.func_new_async(function, move |store, _ty, params, results| {
+            let target = target.clone();
+            Box::new(async move {
+                let caller = store.data();
+                let (caller_name, depth) = (caller.module().to_string(), caller.call_depth);
+                target
+                    .call(&caller_name, depth, params, results)
+                    .await
+                    .map_err(wasmtime::Error::new)
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// One callee function, resolved at load.
+struct Target {
+    callee: String,
+    function: String,
+    export: ComponentExportIndex,
+    directory: Arc<Directory>,
+}
+
+impl Target {
+    async fn call(
+        &self,
+        caller: &str,
+        depth: u32,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), CallFailed> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "call",
+            caller,
+            callee = %self.callee,
+            function = %self.function,
+            depth = depth + 1,
+            outcome = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        );
+        let outcome = self.call_inner(caller, depth, params, results).await;
+        span.record("outcome", if outcome.is_ok() { "ok" } else { "error" });
+        span.record(
+            "duration_us",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        span.in_scope(|| match &outcome {
+            Ok(()) => tracing::debug!("call completed"),
+            Err(error) => tracing::warn!(%error, "call failed"),
+        });
+        outcome
+    }
+
+    async fn call_inner(
+        &self,
+        caller: &str,
+        depth: u32,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), CallFailed> {
+        let route = || format!("{caller} → {}.{}", self.callee, self.function);
+        if depth + 1 > MAX_CALL_DEPTH {
+            return Err(CallFailed(format!(
+                "call depth limit of {MAX_CALL_DEPTH} exceeded at {} (runaway recursion across modules?)",
+                route()
+            )));
+        }
+        let module = self.directory.get(&self.callee)?;
+        let _permit = module.permits.clone().try_acquire_owned().map_err(|_| {
+            CallFailed(format!(
+                "{}: module `{}` is at its concurrency limit",
+                route(),
+                self.callee
+            ))
+        })?;
+        let timeout = module.limits.timeout.duration();
+        let mut store = Store::new(
+            module.instance_pre.engine(),
+            InstanceState::new(&module.name, module.limits.memory.bytes()),
+        );
+        store.data_mut().call_depth = depth + 1;
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(Engine::deadline_ticks(timeout));
+        store.epoch_deadline_trap();
+
+        let call = async {
+            let instance = module.instance_pre.instantiate_async(&mut store).await?;
+            let func = instance
+                .get_func(&mut store, self.export)
+                .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
+            func.call_async(&mut store, params, results).await
+        };
+        // The epoch stops a callee that computes too long; this timer one that waits.
+        match tokio::time::timeout(timeout + 2 * EPOCH_TICK, call).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                if let Some(deeper) = error.downcast_ref::<CallFailed>() {
+                    return Err(deeper.clone());
+                }
+                let why = if store.data().limiter.exceeded() {
+                    "exceeded its memory limit".to_string()
+                } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                    format!(
+                        "did not return within its timeout of {}",
+                        module.limits.timeout
+                    )
+                } else {
+                    format!("failed: {error:#}")
+                };
+                Err(CallFailed(format!("{}: the callee {why}", route())))
+            }
+            Err(_) => Err(CallFailed(format!(
+                "{}: the callee did not return within its timeout of {}",
+                route(),
+                module.limits.timeout
+            ))),
+        }
+    }
+}

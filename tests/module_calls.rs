@@ -1,0 +1,198 @@
+//! Typed calls between modules, end to end: a `caller` module (HTTP) calls a `callee`
+//! module through the `modhost-testing:kinds` contract in a real `modhost` process.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+const CALLS: &str = r#"
+[app]
+name = "calls"
+
+[modules.caller]
+component = "{caller}"
+routes = ["/caller"]
+calls = ["callee"]
+limits = { timeout = "5s" }
+
+[modules.callee]
+component = "{callee}"
+calls = ["caller"]
+limits = { timeout = "500ms", memory = "16MiB" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_value_crosses_a_call_unchanged() {
+    let deployment = TestDeployment::new(CALLS);
+    let host = Modhost::start(&deployment);
+    let reply = get(&host.url("/caller/echo")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["identical"], true);
+    // Spot-check that the echo really carried the values (not defaults).
+    let echo = body["echo"].as_str().unwrap();
+    assert!(
+        echo.contains("ünïcødé ✓") && echo.contains("'€'") && echo.contains("Blue"),
+        "{echo}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_errors_cross_as_values() {
+    let deployment = TestDeployment::new(CALLS);
+    let host = Modhost::start(&deployment);
+    let ok = get(&host.url("/caller/reserve?sku=KB-001&quantity=3")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["reserved"], 3);
+
+    let out = get(&host.url("/caller/reserve?sku=KB-001&quantity=11")).await;
+    assert_eq!(out.status, 409);
+    assert_eq!(out.json()["error"]["code"], "out_of_stock");
+
+    let unknown = get(&host.url("/caller/reserve?sku=&quantity=1")).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["code"], "unknown_sku");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_callee_fails_the_callers_request_not_the_host() {
+    let deployment = TestDeployment::new(CALLS);
+    let host = Modhost::start(&deployment);
+    let reply = get(&host.url("/caller/crash")).await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    let error_id = reply.json()["error"]["error_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logged = host.wait_for_log(&error_id);
+    assert!(
+        logged.contains("caller → callee.modhost-testing:kinds/api@1.0.0#crash"),
+        "{logged}"
+    );
+    host.wait_for_log("callee: deliberate trap");
+    // Both modules keep serving.
+    assert_eq!(
+        get(&host.url("/caller/reserve?sku=A-1&quantity=1"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_past_its_deadline_fails_the_call_with_a_timeout() {
+    let deployment = TestDeployment::new(CALLS);
+    let host = Modhost::start(&deployment);
+    let reply = get(&host.url("/caller/spin")).await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    let error_id = reply.json()["error"]["error_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logged = host.wait_for_log(&error_id);
+    assert!(
+        logged.contains("did not return within its timeout of 500ms"),
+        "{logged}"
+    );
+    assert_eq!(
+        get(&host.url("/caller/reserve?sku=A-1&quantity=1"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_may_call_each_other_in_a_cycle_but_runaway_recursion_stops() {
+    let deployment = TestDeployment::new(CALLS);
+    let host = Modhost::start(&deployment);
+    let cycle = get(&host.url("/caller/bounce?n=9")).await;
+    assert_eq!(cycle.status, 200, "{}", cycle.text());
+    assert_eq!(cycle.json()["hops"], 9);
+
+    let runaway = get(&host.url("/caller/bounce?n=100000")).await;
+    assert_eq!(runaway.status, 500, "{}", runaway.text());
+    let error_id = runaway.json()["error"]["error_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logged = host.wait_for_log(&error_id);
+    assert!(
+        logged.contains("call depth limit of 32 exceeded"),
+        "{logged:.2000}"
+    );
+    assert_eq!(get(&host.url("/caller/bounce?n=3")).await.json()["hops"], 3);
+}
+
+fn check(deployment: &TestDeployment) -> (Option<i32>, String) {
+    let output = Command::new(modhost_bin())
+        .args(["check", deployment.file.to_str().unwrap()])
+        .env("MODHOST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_ungranted_call_is_refused_at_load_naming_both_modules() {
+    let deployment = TestDeployment::new(&CALLS.replace("calls = [\"callee\"]\n", ""));
+    let (code, stderr) = check(&deployment);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("module `caller`: imports modhost-testing:kinds/api@1.0.0 from module `callee` without a grant"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("modules.caller.calls"), "{stderr}");
+}
+
+#[test]
+fn an_import_of_no_deployed_module_is_refused() {
+    let deployment = TestDeployment::new(
+        "[app]\nname = \"x\"\n[modules.caller]\ncomponent = \"{caller}\"\nroutes = [\"/caller\"]\n",
+    );
+    let (code, stderr) = check(&deployment);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("imports modhost-testing:kinds/api@1.0.0, which no deployed module exports"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_changed_signature_is_refused_with_both_signatures() {
+    // An importer expecting `reserve: func(item: string) -> u32` of the contract.
+    let dir = tempfile::tempdir().unwrap();
+    let importer = dir.path().join("stale.wasm");
+    let wasm = wat::parse_str(
+        r#"(component
+            (import "modhost-testing:kinds/api@1.0.0" (instance
+                (export "reserve" (func (param "item" string) (result u32)))))
+        )"#,
+    )
+    .unwrap();
+    std::fs::write(&importer, wasm).unwrap();
+    let deployment = TestDeployment::new(&format!(
+        "[app]\nname = \"x\"\n[modules.stale]\ncomponent = {:?}\ncalls = [\"callee\"]\n\
+         [modules.callee]\ncomponent = \"{{callee}}\"\n",
+        importer.display().to_string()
+    ));
+    let (code, stderr) = check(&deployment);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("module `stale`: imports modhost-testing:kinds/api@1.0.0#reserve"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stale expects: func(item: string) -> u32"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("callee exports: func(item: record { sku: string, quantity: u32 }) -> result<u32, variant { out-of-stock(u32), unknown-sku }>"),
+        "{stderr}"
+    );
+}
