@@ -48,6 +48,8 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
 
+    // One warm caller instance serves every iteration, for longer than the module's
+    // timeout: give its store no practical deadline (callee stores get theirs).
     let mut store = Store::new(
         caller.instance_pre.engine(),
         InstanceState::new("caller", 64 << 20),

@@ -11,11 +11,8 @@ mod support;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt, Full};
-use modhost::capabilities::InstanceState;
-use modhost::engine::Engine;
 use modhost::node::Node;
 use modhost::registry::http as module_http;
-use wasmtime::Store;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,13 +26,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("instance/fresh", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut store = Store::new(
-                module.instance_pre.engine(),
-                InstanceState::new("hello", module.limits.memory.bytes()),
-            );
-            store.limiter(|state| &mut state.limiter);
-            store.set_epoch_deadline(Engine::deadline_ticks(module.limits.timeout.duration()));
-            store.epoch_deadline_trap();
+            let mut store = module.new_store(0);
             module
                 .instance_pre
                 .instantiate_async(&mut store)

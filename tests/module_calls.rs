@@ -60,12 +60,7 @@ async fn a_trapping_callee_fails_the_callers_request_not_the_host() {
     let deployment = TestDeployment::new(CALLS);
     let host = Modhost::start(&deployment);
     let reply = get(&host.url("/caller/crash")).await;
-    assert_eq!(reply.status, 500, "{}", reply.text());
-    let error_id = reply.json()["error"]["error_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let logged = host.wait_for_log(&error_id);
+    let logged = host.failure_log(&reply, 500);
     assert!(
         logged.contains("caller → callee.modhost-testing:kinds/api@1.0.0#crash"),
         "{logged}"
@@ -85,12 +80,7 @@ async fn a_callee_past_its_deadline_fails_the_call_with_a_timeout() {
     let deployment = TestDeployment::new(CALLS);
     let host = Modhost::start(&deployment);
     let reply = get(&host.url("/caller/spin")).await;
-    assert_eq!(reply.status, 500, "{}", reply.text());
-    let error_id = reply.json()["error"]["error_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let logged = host.wait_for_log(&error_id);
+    let logged = host.failure_log(&reply, 500);
     assert!(
         logged.contains("did not return within its timeout of 500ms"),
         "{logged}"
@@ -112,12 +102,7 @@ async fn modules_may_call_each_other_in_a_cycle_but_runaway_recursion_stops() {
     assert_eq!(cycle.json()["hops"], 9);
 
     let runaway = get(&host.url("/caller/bounce?n=100000")).await;
-    assert_eq!(runaway.status, 500, "{}", runaway.text());
-    let error_id = runaway.json()["error"]["error_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let logged = host.wait_for_log(&error_id);
+    let logged = host.failure_log(&runaway, 500);
     assert!(
         logged.contains("call depth limit of 32 exceeded"),
         "{logged:.2000}"

@@ -204,6 +204,18 @@ impl Modhost {
         );
     }
 
+    /// The log line of a failed request. `reply` must be the gateway's error answer
+    /// with `status`, carrying the same error id in its body and header.
+    pub fn failure_log(&self, reply: &Reply, status: u16) -> String {
+        assert_eq!(reply.status, status, "{}", reply.text());
+        let error_id = reply.json()["error"]["error_id"]
+            .as_str()
+            .expect("error id in the body")
+            .to_string();
+        assert_eq!(reply.headers["x-modhost-error-id"], error_id.as_str());
+        self.wait_for_log(&error_id)
+    }
+
     /// Sends `signal` (e.g. "TERM") to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

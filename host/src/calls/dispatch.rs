@@ -22,11 +22,11 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use wasmtime::component::{Component, ComponentExportIndex, Linker, Val};
-use wasmtime::{Store, Trap};
 
 use super::contract::Interface;
 use crate::capabilities::InstanceState;
-use crate::engine::{Engine, EPOCH_TICK};
+use crate::engine::EPOCH_TICK;
+use crate::registry::http::{classify, Failure};
 use crate::registry::LoadedModule;
 
 /// Calls nested deeper than this fail: A→B→A… must end somewhere.
@@ -170,14 +170,7 @@ impl Target {
             ))
         })?;
         let timeout = module.limits.timeout.duration();
-        let mut store = Store::new(
-            module.instance_pre.engine(),
-            InstanceState::new(&module.name, module.limits.memory.bytes()),
-        );
-        store.data_mut().call_depth = depth + 1;
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(Engine::deadline_ticks(timeout));
-        store.epoch_deadline_trap();
+        let mut store = module.new_store(depth + 1);
 
         let call = async {
             let instance = module.instance_pre.instantiate_async(&mut store).await?;
@@ -193,15 +186,13 @@ impl Target {
                 if let Some(deeper) = error.downcast_ref::<CallFailed>() {
                     return Err(deeper.clone());
                 }
-                let why = if store.data().limiter.exceeded() {
-                    "exceeded its memory limit".to_string()
-                } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                    format!(
+                let why = match classify(error, store.data()) {
+                    Failure::MemoryExhausted => "exceeded its memory limit".to_string(),
+                    Failure::DeadlineExceeded => format!(
                         "did not return within its timeout of {}",
                         module.limits.timeout
-                    )
-                } else {
-                    format!("failed: {error:#}")
+                    ),
+                    other => format!("failed: {other}"),
                 };
                 Err(CallFailed(format!("{}: the callee {why}", route())))
             }

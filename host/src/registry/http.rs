@@ -9,14 +9,14 @@ use http_body_util::Full;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
-use wasmtime::{Store, Trap};
+use wasmtime::Trap;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use super::LoadedModule;
 use crate::capabilities::InstanceState;
-use crate::engine::{Engine, EPOCH_TICK};
+use crate::engine::EPOCH_TICK;
 
 /// A module's response: headers now, body streamed from the instance as it writes it.
 pub type ModuleResponse = hyper::Response<HyperOutgoingBody>;
@@ -34,6 +34,17 @@ pub enum Failure {
     Trapped(anyhow::Error),
     /// The instance returned without a response, or answered with a `wasi:http` error.
     NoResponse(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Overloaded => write!(f, "at its concurrency limit"),
+            Failure::DeadlineExceeded => write!(f, "past its deadline"),
+            Failure::MemoryExhausted => write!(f, "out of memory"),
+            Failure::Trapped(error) | Failure::NoResponse(error) => write!(f, "{error:#}"),
+        }
+    }
 }
 
 impl Failure {
@@ -71,13 +82,7 @@ pub async fn handle(
         .map_err(|_| Failure::Overloaded)?;
     let timeout = module.limits.timeout.duration();
 
-    let mut store = Store::new(
-        proxy.engine(),
-        InstanceState::new(&module.name, module.limits.memory.bytes()),
-    );
-    store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(Engine::deadline_ticks(timeout));
-    store.epoch_deadline_trap();
+    let mut store = module.new_store(0);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let http = store.data_mut();
@@ -153,8 +158,8 @@ pub async fn handle(
     }
 }
 
-/// Tells apart the ways an instance can fail.
-fn classify(error: wasmtime::Error, state: &InstanceState) -> Failure {
+/// Tells apart the ways an instance can fail (from its error and its store's state).
+pub fn classify(error: wasmtime::Error, state: &InstanceState) -> Failure {
     if state.limiter.exceeded() {
         return Failure::MemoryExhausted;
     }

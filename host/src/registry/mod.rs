@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::calls::{self, dispatch, dispatch::Directory};
@@ -40,6 +41,20 @@ pub struct LoadedModule {
     pub limits: ModuleLimits,
     /// Its bulkhead: one permit per request or call it may serve at once.
     pub permits: Arc<Semaphore>,
+}
+
+impl LoadedModule {
+    /// A fresh store for one instance of this module, `call_depth` calls deep:
+    /// its own memory limit, and an epoch deadline of the module's timeout.
+    pub fn new_store(&self, call_depth: u32) -> Store<InstanceState> {
+        let mut state = InstanceState::new(&self.name, self.limits.memory.bytes());
+        state.call_depth = call_depth;
+        let mut store = Store::new(self.instance_pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(Engine::deadline_ticks(self.limits.timeout.duration()));
+        store.epoch_deadline_trap();
+        store
+    }
 }
 
 /// A module that failed to load, and why.
