@@ -25,7 +25,6 @@ use wasmtime::component::{Component, ComponentExportIndex, Linker, Val};
 
 use super::contract::Interface;
 use crate::capabilities::InstanceState;
-use crate::engine::EPOCH_TICK;
 use crate::registry::http::{classify, Failure};
 use crate::registry::LoadedModule;
 
@@ -97,9 +96,8 @@ pub fn link_interface(
             let target = target.clone();
             Box::new(async move {
                 let caller = store.data();
-                let (caller_name, depth) = (caller.module().to_string(), caller.call_depth);
                 target
-                    .call(&caller_name, depth, params, results)
+                    .call(caller.module(), caller.call_depth, params, results)
                     .await
                     .map_err(wasmtime::Error::new)
             })
@@ -162,14 +160,13 @@ impl Target {
             )));
         }
         let module = self.directory.get(&self.callee)?;
-        let _permit = module.permits.clone().try_acquire_owned().map_err(|_| {
+        let _permit = module.try_admit().ok_or_else(|| {
             CallFailed(format!(
                 "{}: module `{}` is at its concurrency limit",
                 route(),
                 self.callee
             ))
         })?;
-        let timeout = module.limits.timeout.duration();
         let mut store = module.new_store(depth + 1);
 
         let call = async {
@@ -179,8 +176,7 @@ impl Target {
                 .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
             func.call_async(&mut store, params, results).await
         };
-        // The epoch stops a callee that computes too long; this timer one that waits.
-        match tokio::time::timeout(timeout + 2 * EPOCH_TICK, call).await {
+        match tokio::time::timeout(module.backstop(), call).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 if let Some(deeper) = error.downcast_ref::<CallFailed>() {

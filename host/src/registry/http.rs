@@ -16,7 +16,6 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use super::LoadedModule;
 use crate::capabilities::InstanceState;
-use crate::engine::EPOCH_TICK;
 
 /// A module's response: headers now, body streamed from the instance as it writes it.
 pub type ModuleResponse = hyper::Response<HyperOutgoingBody>;
@@ -75,12 +74,7 @@ pub async fn handle(
             module.name
         )));
     };
-    let permit = module
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Failure::Overloaded)?;
-    let timeout = module.limits.timeout.duration();
+    let permit = module.try_admit().ok_or(Failure::Overloaded)?;
 
     let mut store = module.new_store(0);
 
@@ -126,12 +120,9 @@ pub async fn handle(
         .in_current_span(),
     );
 
-    // The epoch deadline interrupts a guest that computes too long; this timer
-    // covers one that waits too long (on host I/O), with a little slack so that the
-    // epoch, which says precisely what happened, usually fires first.
     let response = tokio::select! {
         response = receiver => response,
-        _ = tokio::time::sleep(timeout + 2 * EPOCH_TICK) => {
+        _ = tokio::time::sleep(module.backstop()) => {
             task.abort();
             return Err(Failure::DeadlineExceeded);
         }

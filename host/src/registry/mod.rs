@@ -14,8 +14,9 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -23,7 +24,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::calls::{self, dispatch, dispatch::Directory};
 use crate::capabilities::{self, InstanceState};
 use crate::deployment::{ComponentSource, Deployment, ModuleLimits, ModuleSpec};
-use crate::engine::{Engine, LoadedComponent};
+use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
 
 /// One module version, linked and ready to instantiate.
 pub struct LoadedModule {
@@ -44,6 +45,20 @@ pub struct LoadedModule {
 }
 
 impl LoadedModule {
+    /// One of the module's concurrency permits, if it has one free (its bulkhead):
+    /// held for as long as a request or call runs in one of its instances.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// How long the host waits for one of this module's instances before giving up.
+    /// The epoch deadline ([`Self::new_store`]) interrupts an instance that computes
+    /// too long and says precisely so; this backstop, a little later, covers one that
+    /// waits too long (on host I/O), where no epoch check runs.
+    pub fn backstop(&self) -> Duration {
+        self.limits.timeout.duration() + 2 * EPOCH_TICK
+    }
+
     /// A fresh store for one instance of this module, `call_depth` calls deep:
     /// its own memory limit, and an epoch deadline of the module's timeout.
     pub fn new_store(&self, call_depth: u32) -> Store<InstanceState> {
