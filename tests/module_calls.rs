@@ -60,7 +60,8 @@ async fn a_trapping_callee_fails_the_callers_request_not_the_host() {
     let deployment = TestDeployment::new(CALLS);
     let host = Modhost::start(&deployment);
     let reply = get(&host.url("/caller/crash")).await;
-    let logged = host.failure_log(&reply, 500);
+    let logged = host.failure_log(&reply, 502);
+    assert_eq!(reply.json()["error"]["code"], "call_failed");
     assert!(
         logged.contains("caller → callee.modhost-testing:kinds/api@1.0.0#crash"),
         "{logged}"
@@ -80,7 +81,8 @@ async fn a_callee_past_its_deadline_fails_the_call_with_a_timeout() {
     let deployment = TestDeployment::new(CALLS);
     let host = Modhost::start(&deployment);
     let reply = get(&host.url("/caller/spin")).await;
-    let logged = host.failure_log(&reply, 500);
+    let logged = host.failure_log(&reply, 504);
+    assert_eq!(reply.json()["error"]["code"], "call_timeout");
     assert!(
         logged.contains("did not return within its timeout of 500ms"),
         "{logged}"
@@ -103,6 +105,7 @@ async fn modules_may_call_each_other_in_a_cycle_but_runaway_recursion_stops() {
 
     let runaway = get(&host.url("/caller/bounce?n=100000")).await;
     let logged = host.failure_log(&runaway, 500);
+    assert_eq!(runaway.json()["error"]["code"], "call_depth_exceeded");
     assert!(
         logged.contains("call depth limit of 32 exceeded"),
         "{logged:.2000}"
@@ -180,4 +183,77 @@ fn a_changed_signature_is_refused_with_both_signatures() {
         stderr.contains("callee exports: func(item: record { sku: string, quantity: u32 }) -> result<u32, variant { out-of-stock(u32), unknown-sku }>"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_callee_forgets_and_a_reused_one_remembers_until_it_fails() {
+    let fresh = TestDeployment::new(CALLS);
+    let host = Modhost::start(&fresh);
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/caller/served")).await.json()["served"], 1);
+    }
+    drop(host);
+
+    let reuse = TestDeployment::new(&CALLS.replace(
+        "limits = { timeout = \"500ms\", memory = \"16MiB\" }",
+        "limits = { timeout = \"500ms\", memory = \"16MiB\" }\ninstances = \"reuse\"",
+    ));
+    let host = Modhost::start(&reuse);
+    // One request at a time: the same warm instance serves every call.
+    for expected in 1..=3 {
+        let reply = get(&host.url("/caller/served")).await;
+        assert_eq!(reply.json()["served"], expected, "{}", reply.text());
+    }
+    // Every kind of value still crosses unchanged through a reused instance.
+    let echo = get(&host.url("/caller/echo")).await;
+    assert_eq!(echo.status, 200, "{}", echo.text());
+    assert_eq!(get(&host.url("/caller/served")).await.json()["served"], 4);
+
+    // A trap discards the instance it happened in; the next call starts afresh.
+    host.failure_log(&get(&host.url("/caller/crash")).await, 502);
+    assert_eq!(get(&host.url("/caller/served")).await.json()["served"], 1);
+    // So does a timeout.
+    host.failure_log(&get(&host.url("/caller/spin")).await, 504);
+    assert_eq!(get(&host.url("/caller/served")).await.json()["served"], 1);
+    assert_eq!(get(&host.url("/caller/served")).await.json()["served"], 2);
+
+    // Concurrent calls each get an instance of their own, never one in use.
+    let url = host.url("/caller/echo");
+    let replies = join_all((0..16).map(|_| {
+        let url = url.clone();
+        async move { get(&url).await }
+    }))
+    .await;
+    assert!(replies.iter().all(|reply| reply.status == 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_counted_and_timed_per_edge() {
+    let deployment = TestDeployment::new(CALLS);
+    let host = Modhost::start(&deployment);
+    for _ in 0..3 {
+        get(&host.url("/caller/reserve?sku=A-1&quantity=1")).await;
+    }
+    host.failure_log(&get(&host.url("/caller/crash")).await, 502);
+    let metrics = get(&host.url("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = metrics.text();
+    let edge = r#"caller="caller",callee="callee""#;
+    for expected in [
+        format!(
+            r#"modhost_calls_total{{{edge},function="modhost-testing:kinds/api@1.0.0#reserve",outcome="ok"}} 3"#
+        ),
+        format!(
+            r#"modhost_calls_total{{{edge},function="modhost-testing:kinds/api@1.0.0#crash",outcome="error"}} 1"#
+        ),
+        format!(r#"modhost_call_duration_seconds_count{{{edge}}} 4"#),
+        r#"modhost_http_requests_total{module="caller",status="200"} 3"#.to_string(),
+        r#"modhost_http_requests_total{module="caller",status="502"} 1"#.to_string(),
+    ] {
+        assert!(text.contains(&expected), "{expected} missing from:\n{text}");
+    }
 }

@@ -3,7 +3,10 @@
 //! Every function of an exported interface becomes a host function in the shared
 //! linker. Calling it runs the callee's export in a **fresh instance in the callee's
 //! own store** — its own memory, memory limit, deadline and concurrency bulkhead — so
-//! caller and callee never share memory and a callee's failure is contained. Values
+//! caller and callee never share memory and a callee's failure is contained. (A
+//! callee deployed with `instances = "reuse"` serves the call from a warm instance
+//! of its own instead, see [`crate::registry::warm`].) Every call is a `call` span
+//! and a sample of its edge's metrics ([`crate::telemetry::metrics`]). Values
 //! cross as wasmtime `Val`s: plain data, typed by the contract both sides agreed on
 //! when they loaded.
 //!
@@ -17,16 +20,19 @@
 //! remote transport will slot in behind the same host function.
 
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
+use tracing::Instrument;
 use wasmtime::component::{Component, ComponentExportIndex, Linker, Val};
 
 use super::contract::Interface;
 use crate::capabilities::InstanceState;
 use crate::registry::http::{classify, Failure};
+use crate::registry::warm::WarmInstance;
 use crate::registry::LoadedModule;
+use crate::telemetry::metrics::{metrics, EdgeMetrics};
 
 /// Calls nested deeper than this fail: A→B→A… must end somewhere.
 pub const MAX_CALL_DEPTH: u32 = 32;
@@ -37,11 +43,37 @@ pub const MAX_CALL_DEPTH: u32 = 32;
 /// failure is passed up unchanged: the innermost reason names the edge that broke,
 /// and a chain of 32 calls does not build a 32-layer message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallFailed(pub String);
+pub struct CallFailed {
+    /// What kind of failure, for the status the caller's request ends with.
+    pub kind: CallFailure,
+    /// The whole story: which edge, and what happened.
+    pub message: String,
+}
+
+/// The kinds of [`CallFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The callee is not running anywhere it can be reached.
+    Unavailable,
+    /// The callee is at its concurrency limit.
+    Overloaded,
+    /// The callee did not return within its timeout.
+    TimedOut,
+    /// The callee trapped or ran out of memory.
+    Crashed,
+    /// The chain of calls went deeper than [`MAX_CALL_DEPTH`].
+    TooDeep,
+}
+
+impl CallFailed {
+    fn new(kind: CallFailure, message: String) -> CallFailed {
+        CallFailed { kind, message }
+    }
+}
 
 impl fmt::Display for CallFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -64,7 +96,12 @@ impl Directory {
         self.modules
             .get()
             .and_then(|modules| modules.get(name))
-            .ok_or_else(|| CallFailed(format!("module `{name}` is not loaded")))
+            .ok_or_else(|| {
+                CallFailed::new(
+                    CallFailure::Unavailable,
+                    format!("module `{name}` is not loaded"),
+                )
+            })
     }
 }
 
@@ -91,6 +128,7 @@ pub fn link_interface(
             function: format!("{interface_name}#{function}"),
             export,
             directory: directory.clone(),
+            edges: RwLock::default(),
         });
         instance.func_new_async(function, move |store, _ty, params, results| {
             let target = target.clone();
@@ -112,6 +150,8 @@ struct Target {
     function: String,
     export: ComponentExportIndex,
     directory: Arc<Directory>,
+    /// The metrics of each edge into this function, by caller.
+    edges: RwLock<HashMap<String, EdgeMetrics>>,
 }
 
 impl Target {
@@ -132,17 +172,40 @@ impl Target {
             outcome = tracing::field::Empty,
             duration_us = tracing::field::Empty,
         );
-        let outcome = self.call_inner(caller, depth, params, results).await;
+        // Inside the span: the callee's output and its own calls nest under it.
+        let outcome = self
+            .call_inner(caller, depth, params, results)
+            .instrument(span.clone())
+            .await;
+        let took = started.elapsed();
+        self.edge(caller).record(outcome.is_ok(), took);
         span.record("outcome", if outcome.is_ok() { "ok" } else { "error" });
         span.record(
             "duration_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         );
         span.in_scope(|| match &outcome {
             Ok(()) => tracing::debug!("call completed"),
             Err(error) => tracing::warn!(%error, "call failed"),
         });
         outcome
+    }
+
+    /// The metrics of the edge from `caller` into this function.
+    fn edge(&self, caller: &str) -> EdgeMetrics {
+        // A poisoned lock only means a panic elsewhere while it was held; the map
+        // itself is always whole (an insert either happened or did not).
+        let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(edge) = edges.get(caller) {
+            return edge.clone();
+        }
+        drop(edges);
+        let edge = metrics().edge(caller, &self.callee, &self.function);
+        self.edges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(caller.to_string(), edge.clone());
+        edge
     }
 
     async fn call_inner(
@@ -154,49 +217,84 @@ impl Target {
     ) -> Result<(), CallFailed> {
         let route = || format!("{caller} → {}.{}", self.callee, self.function);
         if depth + 1 > MAX_CALL_DEPTH {
-            return Err(CallFailed(format!(
+            return Err(CallFailed::new(CallFailure::TooDeep, format!(
                 "call depth limit of {MAX_CALL_DEPTH} exceeded at {} (runaway recursion across modules?)",
                 route()
             )));
         }
         let module = self.directory.get(&self.callee)?;
         let _permit = module.try_admit().ok_or_else(|| {
-            CallFailed(format!(
-                "{}: module `{}` is at its concurrency limit",
-                route(),
-                self.callee
-            ))
+            CallFailed::new(
+                CallFailure::Overloaded,
+                format!(
+                    "{}: module `{}` is at its concurrency limit",
+                    route(),
+                    self.callee
+                ),
+            )
         })?;
-        let mut store = module.new_store(depth + 1);
+        // A warm instance when the module reuses them and one is idle; otherwise a
+        // fresh store, instantiated below under the call's deadline.
+        let warm = module.warm.as_ref().and_then(|warm| warm.take());
+        let (mut store, warm_instance) = match warm {
+            Some(WarmInstance {
+                mut store,
+                instance,
+            }) => {
+                module.rearm(&mut store, depth + 1);
+                (store, Some(instance))
+            }
+            None => (module.new_store(depth + 1), None),
+        };
 
         let call = async {
-            let instance = module.instance_pre.instantiate_async(&mut store).await?;
+            let instance = match warm_instance {
+                Some(instance) => instance,
+                None => module.instance_pre.instantiate_async(&mut store).await?,
+            };
             let func = instance
                 .get_func(&mut store, self.export)
                 .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
-            func.call_async(&mut store, params, results).await
+            func.call_async(&mut store, params, results).await?;
+            Ok::<_, wasmtime::Error>(instance)
         };
         match tokio::time::timeout(module.backstop(), call).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => {
-                if let Some(deeper) = error.downcast_ref::<CallFailed>() {
-                    return Err(deeper.clone());
+            Ok(Ok(instance)) => {
+                // Only an instance whose call returned normally is worth keeping.
+                if let Some(warm) = &module.warm {
+                    warm.give_back(WarmInstance { store, instance });
                 }
-                let why = match classify(error, store.data()) {
-                    Failure::MemoryExhausted => "exceeded its memory limit".to_string(),
-                    Failure::DeadlineExceeded => format!(
-                        "did not return within its timeout of {}",
-                        module.limits.timeout
-                    ),
-                    other => format!("failed: {other}"),
-                };
-                Err(CallFailed(format!("{}: the callee {why}", route())))
+                Ok(())
             }
-            Err(_) => Err(CallFailed(format!(
-                "{}: the callee did not return within its timeout of {}",
-                route(),
-                module.limits.timeout
-            ))),
+            Ok(Err(error)) => {
+                let (kind, why) = match classify(error, store.data()) {
+                    Failure::Call(deeper) => return Err(deeper),
+                    Failure::MemoryExhausted => (
+                        CallFailure::Crashed,
+                        "exceeded its memory limit".to_string(),
+                    ),
+                    Failure::DeadlineExceeded => (
+                        CallFailure::TimedOut,
+                        format!(
+                            "did not return within its timeout of {}",
+                            module.limits.timeout
+                        ),
+                    ),
+                    other => (CallFailure::Crashed, format!("failed: {other}")),
+                };
+                Err(CallFailed::new(
+                    kind,
+                    format!("{}: the callee {why}", route()),
+                ))
+            }
+            Err(_) => Err(CallFailed::new(
+                CallFailure::TimedOut,
+                format!(
+                    "{}: the callee did not return within its timeout of {}",
+                    route(),
+                    module.limits.timeout
+                ),
+            )),
         }
     }
 }

@@ -29,17 +29,21 @@ pub struct InstanceState {
     http: http::HttpState,
     /// Memory accounting for this store.
     pub limiter: MemoryLimiter,
+    /// The span the instance's output is logged in.
+    pub log_span: wasi::LogSpan,
 }
 
 impl InstanceState {
     /// Fresh state for one instance of module `module`, with `memory_limit` bytes of
     /// linear memory.
     pub fn new(module: &str, memory_limit: u64) -> InstanceState {
+        let (wasi, log_span) = wasi::context(module);
         InstanceState {
             module: module.into(),
             call_depth: 0,
             table: ResourceTable::new(),
-            wasi: wasi::context(module),
+            wasi,
+            log_span,
             http: http::HttpState::default(),
             limiter: MemoryLimiter::new(memory_limit),
         }

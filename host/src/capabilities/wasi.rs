@@ -17,15 +17,39 @@ pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
     Ok(wasmtime_wasi::p2::add_to_linker_async(linker)?)
 }
 
-/// A WASI context granting nothing beyond clocks and randomness.
-pub fn context(module: &str) -> WasiCtx {
-    WasiCtx::builder()
-        .stdout(GuestLog::new(module, "stdout"))
-        .stderr(GuestLog::new(module, "stderr"))
+/// A WASI context granting nothing beyond clocks and randomness, and the span its
+/// output is logged in (the current one, until [`LogSpan::follow_current`]).
+pub fn context(module: &str) -> (WasiCtx, LogSpan) {
+    let span = LogSpan(Arc::new(Mutex::new(tracing::Span::current())));
+    let ctx = WasiCtx::builder()
+        .stdout(GuestLog::new(module, "stdout", &span))
+        .stderr(GuestLog::new(module, "stderr", &span))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .build()
+        .build();
+    (ctx, span)
+}
+
+/// The span an instance's output is logged in: the request's or call's it serves.
+#[derive(Clone)]
+pub struct LogSpan(Arc<Mutex<tracing::Span>>);
+
+impl LogSpan {
+    /// Logs the instance's output in the current span from now on: a warm instance
+    /// moves on to the call it serves next.
+    pub fn follow_current(&self) {
+        if let Ok(mut span) = self.0.lock() {
+            *span = tracing::Span::current();
+        }
+    }
+
+    fn get(&self) -> tracing::Span {
+        self.0
+            .lock()
+            .map(|span| span.clone())
+            .unwrap_or_else(|_| tracing::Span::none())
+    }
 }
 
 impl WasiView for InstanceState {
@@ -39,14 +63,14 @@ impl WasiView for InstanceState {
 
 /// A guest output stream that turns complete lines into `tracing` events.
 ///
-/// It remembers the span current when the instance was created (the request's), and
-/// logs inside it: wasmtime-wasi writes guest output from a worker task of its own,
-/// where the request's span would otherwise be lost.
+/// It logs inside the instance's [`LogSpan`] (the request's or call's): wasmtime-wasi
+/// writes guest output from a worker task of its own, where the request's span would
+/// otherwise be lost.
 #[derive(Clone)]
 struct GuestLog {
     module: Arc<str>,
     stream: &'static str,
-    span: tracing::Span,
+    span: LogSpan,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -54,11 +78,11 @@ struct GuestLog {
 const MAX_LINE: usize = 16 * 1024;
 
 impl GuestLog {
-    fn new(module: &str, stream: &'static str) -> GuestLog {
+    fn new(module: &str, stream: &'static str, span: &LogSpan) -> GuestLog {
         GuestLog {
             module: module.into(),
             stream,
-            span: tracing::Span::current(),
+            span: span.clone(),
             pending: Arc::default(),
         }
     }
@@ -66,7 +90,7 @@ impl GuestLog {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        self.span.in_scope(|| {
+        self.span.get().in_scope(|| {
             tracing::info!(target: "modhost::guest", module = %self.module, stream = self.stream, "{text}");
         });
     }

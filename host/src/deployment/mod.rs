@@ -126,6 +126,29 @@ pub struct ModuleSpec {
     pub calls: Vec<String>,
     /// Its resource limits.
     pub limits: ModuleLimits,
+    /// Whether calls into it get a fresh instance each or reuse warm ones.
+    pub instances: Instances,
+}
+
+/// `instances = "fresh" | "reuse"`: how calls from other modules into a module get an
+/// instance of it.
+///
+/// `fresh` (the default) gives every call a new instance: nothing one call leaves
+/// in memory is seen by the next, and a leak ends with its call. `reuse` keeps
+/// instances warm between calls, which skips instantiation (the bulk of a call's
+/// cost) at the price of isolation between calls: globals, heap and anything cached
+/// persist, memory a call leaks stays leaked until the instance reaches its memory
+/// limit, and a call may observe what an earlier one left behind. An instance that
+/// traps or times out is discarded, never reused. HTTP requests always get a fresh
+/// instance.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// A new instance per call.
+    #[default]
+    Fresh,
+    /// Warm instances, kept between calls.
+    Reuse,
 }
 
 /// Where a module's component comes from.
@@ -203,6 +226,8 @@ struct ModuleSection {
     calls: Vec<String>,
     #[serde(default)]
     limits: ModuleLimits,
+    #[serde(default)]
+    instances: Instances,
 }
 
 impl Deployment {
@@ -278,6 +303,7 @@ impl Deployment {
                         routes: normalised_routes,
                         calls: section.calls,
                         limits: section.limits,
+                        instances: section.instances,
                     },
                 );
             }

@@ -4,13 +4,14 @@
 //! and `/users/42` but not `/usersx`. Between modules the longest covering prefix
 //! wins, so `/orders` and `/orders/admin` may belong to different modules. Two claims
 //! of the same prefix are an error, as is a prefix a module already covers with
-//! another of its own, and anything under the host's own `/healthz` and `/readyz`.
+//! another of its own, and anything under the host's own `/healthz`, `/readyz` and
+//! `/metrics`.
 
 use super::ModuleSpec;
 use std::collections::HashMap;
 
 /// Paths the host answers itself, before any module route.
-pub const RESERVED: &[&str] = &["/healthz", "/readyz"];
+pub const RESERVED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Checks a written route and returns it in normal form (no trailing slash).
 pub fn normalise(route: &str) -> Result<String, String> {

@@ -30,6 +30,12 @@ impl MemoryLimiter {
     pub fn exceeded(&self) -> bool {
         self.exceeded
     }
+
+    /// Forgets an earlier refusal: a reused instance starts each call with a clean
+    /// record, so a refusal its guest survived is not blamed on a later trap.
+    pub fn forget_refusal(&mut self) {
+        self.exceeded = false;
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled};
 
-use crate::deployment::{ByteSize, Deployment};
+use crate::deployment::{ByteSize, Deployment, Instances};
 
 /// How often the epoch advances; deadlines are accurate to about this much.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -40,14 +40,18 @@ pub struct EngineSettings {
 }
 
 impl EngineSettings {
-    /// Room for every module running at its full concurrency, plus headroom for
-    /// instances still being torn down.
+    /// Room for every module running at its full concurrency, plus as many idle warm
+    /// instances for each module that reuses them, plus headroom for instances still
+    /// being torn down.
     pub fn for_deployment(deployment: &Deployment) -> EngineSettings {
         let concurrency: u32 = deployment
             .modules
             .values()
-            .map(|module| module.limits.concurrency)
-            .sum();
+            .map(|module| match module.instances {
+                Instances::Fresh => module.limits.concurrency,
+                Instances::Reuse => module.limits.concurrency.saturating_mul(2),
+            })
+            .fold(0, u32::saturating_add);
         let max_memory = deployment
             .modules
             .values()

@@ -3,7 +3,7 @@
 //! It speaks HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, protects the
 //! host with limits — header size (431), body size (413), time to send the request head
 //! (slowloris), time to send the whole request (408), connections at once — answers
-//! `/healthz` and `/readyz` itself, and hands every other request to the module owning
+//! `/healthz`, `/readyz` and `/metrics` itself, and hands every other request to the module owning
 //! its path (longest route prefix), in a fresh instance. A module's failure becomes a
 //! status code with an error id that is also in the log; it never becomes a hang.
 //!
@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{field, Instrument};
+
+use crate::calls::dispatch::CallFailure;
+use crate::telemetry::metrics::metrics;
 
 use crate::deployment::GatewaySettings;
 use crate::registry::http::{self as module_http, Failure};
@@ -172,6 +175,9 @@ impl Gateway {
         if path == "/readyz" {
             return self.readiness();
         }
+        if path == "/metrics" {
+            return responses::metrics(metrics().encode());
+        }
         let Some(matched) = self.routes.lookup(path) else {
             return responses::error(
                 StatusCode::NOT_FOUND,
@@ -197,17 +203,26 @@ impl Gateway {
             Err(response) => return response,
         };
         let request_timeout = self.settings.request_timeout.duration();
-        match tokio::time::timeout(request_timeout, module_http::handle(module, request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
-            Err(_) => self.fail(
-                span,
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                "the request took longer than the gateway's request_timeout",
-                None,
-            ),
-        }
+        let handed_over = Instant::now();
+        let response =
+            match tokio::time::timeout(request_timeout, module_http::handle(module, request)).await
+            {
+                Ok(Ok(response)) => response,
+                Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
+                Err(_) => self.fail(
+                    span,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway_timeout",
+                    "the request took longer than the gateway's request_timeout",
+                    None,
+                ),
+            };
+        metrics().record_request(
+            &module.name,
+            response.status().as_u16(),
+            handed_over.elapsed(),
+        );
+        response
     }
 
     /// Reads the whole body within the size and time limits, and returns the request
@@ -300,9 +315,23 @@ impl Gateway {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("module {module} did not produce a response"),
             ),
+            // The module's own code was fine; a module it depends on was not.
+            Failure::Call(failed) => (
+                match failed.kind {
+                    CallFailure::Unavailable | CallFailure::Overloaded => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    CallFailure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+                    CallFailure::Crashed => StatusCode::BAD_GATEWAY,
+                    CallFailure::TooDeep => StatusCode::INTERNAL_SERVER_ERROR,
+                },
+                format!("module {module} could not complete a call to another module"),
+            ),
         };
+        let overloaded = matches!(failure, Failure::Overloaded)
+            || matches!(&failure, Failure::Call(failed) if failed.kind == CallFailure::Overloaded);
         let mut response = self.fail(span, status, failure.code(), &message, Some(&failure));
-        if matches!(failure, Failure::Overloaded) {
+        if overloaded {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -323,13 +352,14 @@ impl Gateway {
         span.record("error_id", error_id.as_str());
         let cause = match failure {
             Some(Failure::Trapped(error) | Failure::NoResponse(error)) => format!("{error:?}"),
+            Some(Failure::Call(failed)) => failed.message.clone(),
             _ => String::new(),
         };
         span.in_scope(|| {
             if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(error_id, code, %message, %cause, "request failed");
             } else {
-                tracing::warn!(error_id, code, %message, "request refused");
+                tracing::warn!(error_id, code, %message, %cause, "request refused");
             }
         });
         responses::error(status, code, message, Some(&error_id))

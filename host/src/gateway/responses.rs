@@ -23,6 +23,16 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     response
 }
 
+/// The metrics page, in the Prometheus text exposition format (version 0.0.4).
+pub fn metrics(text: String) -> Response<Body> {
+    let mut response = Response::new(full(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 /// An error answer; with an `error_id` it is also set as the [`ERROR_ID_HEADER`].
 pub fn error(
     status: StatusCode,

@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use super::LoadedModule;
+use crate::calls::dispatch::{CallFailed, CallFailure};
 use crate::capabilities::InstanceState;
 
 /// A module's response: headers now, body streamed from the instance as it writes it.
@@ -33,6 +34,8 @@ pub enum Failure {
     Trapped(anyhow::Error),
     /// The instance returned without a response, or answered with a `wasi:http` error.
     NoResponse(anyhow::Error),
+    /// A call the instance made to another module failed, and with it the instance.
+    Call(CallFailed),
 }
 
 impl std::fmt::Display for Failure {
@@ -42,6 +45,7 @@ impl std::fmt::Display for Failure {
             Failure::DeadlineExceeded => write!(f, "past its deadline"),
             Failure::MemoryExhausted => write!(f, "out of memory"),
             Failure::Trapped(error) | Failure::NoResponse(error) => write!(f, "{error:#}"),
+            Failure::Call(failed) => write!(f, "{failed}"),
         }
     }
 }
@@ -55,6 +59,13 @@ impl Failure {
             Failure::MemoryExhausted => "module_out_of_memory",
             Failure::Trapped(_) => "module_trapped",
             Failure::NoResponse(_) => "module_no_response",
+            Failure::Call(failed) => match failed.kind {
+                CallFailure::Unavailable => "call_unavailable",
+                CallFailure::Overloaded => "call_overloaded",
+                CallFailure::TimedOut => "call_timeout",
+                CallFailure::Crashed => "call_failed",
+                CallFailure::TooDeep => "call_depth_exceeded",
+            },
         }
     }
 }
@@ -151,6 +162,9 @@ pub async fn handle(
 
 /// Tells apart the ways an instance can fail (from its error and its store's state).
 pub fn classify(error: wasmtime::Error, state: &InstanceState) -> Failure {
+    if let Some(failed) = error.downcast_ref::<CallFailed>() {
+        return Failure::Call(failed.clone());
+    }
     if state.limiter.exceeded() {
         return Failure::MemoryExhausted;
     }

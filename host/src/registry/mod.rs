@@ -9,6 +9,7 @@
 
 pub mod crates;
 pub mod http;
+pub mod warm;
 
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -23,8 +24,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::calls::{self, dispatch, dispatch::Directory};
 use crate::capabilities::{self, InstanceState};
-use crate::deployment::{ComponentSource, Deployment, ModuleLimits, ModuleSpec};
+use crate::deployment::{ComponentSource, Deployment, Instances, ModuleLimits, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
+use warm::WarmInstances;
 
 /// One module version, linked and ready to instantiate.
 pub struct LoadedModule {
@@ -42,6 +44,8 @@ pub struct LoadedModule {
     pub limits: ModuleLimits,
     /// Its bulkhead: one permit per request or call it may serve at once.
     pub permits: Arc<Semaphore>,
+    /// Its idle warm instances, when calls into it reuse instances.
+    pub warm: Option<WarmInstances>,
 }
 
 impl LoadedModule {
@@ -62,13 +66,23 @@ impl LoadedModule {
     /// A fresh store for one instance of this module, `call_depth` calls deep:
     /// its own memory limit, and an epoch deadline of the module's timeout.
     pub fn new_store(&self, call_depth: u32) -> Store<InstanceState> {
-        let mut state = InstanceState::new(&self.name, self.limits.memory.bytes());
-        state.call_depth = call_depth;
+        let state = InstanceState::new(&self.name, self.limits.memory.bytes());
         let mut store = Store::new(self.instance_pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(Engine::deadline_ticks(self.limits.timeout.duration()));
         store.epoch_deadline_trap();
+        self.rearm(&mut store, call_depth);
         store
+    }
+
+    /// Readies a store for one more request or call, `call_depth` calls deep: a new
+    /// epoch deadline of the module's timeout. A warm instance's store is re-armed
+    /// before every call it serves.
+    pub fn rearm(&self, store: &mut Store<InstanceState>, call_depth: u32) {
+        let state = store.data_mut();
+        state.call_depth = call_depth;
+        state.limiter.forget_refusal();
+        state.log_span.follow_current();
+        store.set_epoch_deadline(Engine::deadline_ticks(self.limits.timeout.duration()));
     }
 }
 
@@ -240,6 +254,8 @@ fn link_module(
         proxy,
         limits: spec.limits,
         permits: Arc::new(Semaphore::new(spec.limits.concurrency as usize)),
+        warm: (spec.instances == Instances::Reuse)
+            .then(|| WarmInstances::new(spec.limits.concurrency as usize)),
     })
 }
 

@@ -13,6 +13,9 @@ use modhost_testing::kinds::bounce_back::bounce_back;
 
 struct Callee;
 
+/// How many times `served` was called in this instance.
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Api for Callee {
     fn echo(value: Everything) -> Everything {
         value
@@ -30,6 +33,10 @@ impl Api for Callee {
 
     fn crash() {
         panic!("callee: deliberate trap");
+    }
+
+    fn served() -> u32 {
+        SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     fn spin() {

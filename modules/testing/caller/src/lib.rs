@@ -5,6 +5,8 @@
 //!   echo is identical (200) or not (500);
 //! - `GET /caller/reserve?sku=S&quantity=N`: a typed `result` across the boundary;
 //! - `GET /caller/crash`, `/caller/spin`: the callee traps / runs past its deadline;
+//! - `GET /caller/served`: how many calls the callee instance has served (1 when
+//!   fresh, counting up when the callee reuses instances);
 //! - `GET /caller/bounce?n=N`: callee and caller call each other N times (a cycle).
 
 wit_bindgen::generate!({
@@ -106,6 +108,7 @@ fn handle(request: Request) -> Response {
             api::spin();
             Response::text(200, "the callee returned")
         }
+        "/caller/served" => Response::json(200, &serde_json::json!({ "served": api::served() })),
         "/caller/bounce" => {
             let hops = bounce(number("n").unwrap_or(1));
             Response::json(200, &serde_json::json!({ "hops": hops }))

@@ -6,6 +6,8 @@
 //! inside it, so both formats show all of them. Silence access lines with
 //! `MODHOST_LOG=info,modhost::access=off`.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.

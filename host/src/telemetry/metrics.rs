@@ -1,0 +1,224 @@
+//! Metrics, in the Prometheus text format on the gateway's `GET /metrics`.
+//!
+//! One process-wide set, because a process is what Prometheus scrapes:
+//! - `modhost_http_requests_total{module, status}` and
+//!   `modhost_http_request_duration_seconds{module}`: requests the gateway handed to
+//!   a module, and how long the module took;
+//! - `modhost_calls_total{caller, callee, function, outcome}` and
+//!   `modhost_call_duration_seconds{caller, callee}`: calls between modules, per edge
+//!   of the call graph, `outcome` being `ok` or `error`.
+//!
+//! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
+//! first buckets, a slow request in the last.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Every metric the host keeps.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<ModuleLabels, Histogram, DurationBuckets>,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<EdgeLabels, Histogram, DurationBuckets>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    module: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    module: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    caller: String,
+    callee: String,
+    function: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeLabels {
+    caller: String,
+    callee: String,
+}
+
+/// Makes each new histogram with the host's duration buckets.
+#[derive(Clone, Copy)]
+struct DurationBuckets;
+
+impl MetricConstructor<Histogram> for DurationBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(5e-6, 2.0, 20))
+    }
+}
+
+/// One edge of the call graph (`caller` calling `callee`'s `function`): its
+/// counters and histogram, looked up once and then updated without a lookup.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    ok: Counter,
+    failed: Counter,
+    seconds: Histogram,
+}
+
+impl EdgeMetrics {
+    /// Records one call along this edge.
+    pub fn record(&self, ok: bool, took: Duration) {
+        if ok { &self.ok } else { &self.failed }.inc();
+        self.seconds.observe(took.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("modhost");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Family::new_with_constructor(DurationBuckets);
+        let calls = Family::<CallLabels, Counter>::default();
+        let call_seconds = Family::new_with_constructor(DurationBuckets);
+        registry.register(
+            "http_requests",
+            "HTTP requests handed to a module, by module and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "How long a module took to answer an HTTP request",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "calls",
+            "Calls between modules, by caller, callee, function and outcome",
+            calls.clone(),
+        );
+        registry.register(
+            "call_duration_seconds",
+            "How long a call between modules took, by caller and callee",
+            call_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            calls,
+            call_seconds,
+        }
+    }
+
+    /// Records one HTTP request `module` answered with `status` in `took`.
+    pub fn record_request(&self, module: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                module: module.to_string(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&ModuleLabels {
+                module: module.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The metrics of the edge `caller` → `callee`'s `function`.
+    pub fn edge(&self, caller: &str, callee: &str, function: &str) -> EdgeMetrics {
+        let labels = |outcome| CallLabels {
+            caller: caller.to_string(),
+            callee: callee.to_string(),
+            function: function.to_string(),
+            outcome,
+        };
+        EdgeMetrics {
+            ok: self.calls.get_or_create_owned(&labels("ok")),
+            failed: self.calls.get_or_create_owned(&labels("error")),
+            seconds: self.call_seconds.get_or_create_owned(&EdgeLabels {
+                caller: caller.to_string(),
+                callee: callee.to_string(),
+            }),
+        }
+    }
+
+    /// Every metric in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_counts_outcomes_and_durations_under_its_labels() {
+        let metrics = Metrics::new();
+        let edge = metrics.edge("orders", "inventory", "shop:inventory/api@1.0.0#reserve");
+        edge.record(true, Duration::from_micros(12));
+        edge.record(true, Duration::from_micros(40));
+        edge.record(false, Duration::from_millis(3));
+        // Looking the edge up again finds the same series.
+        metrics
+            .edge("orders", "inventory", "shop:inventory/api@1.0.0#reserve")
+            .record(true, Duration::from_micros(7));
+        let text = metrics.encode();
+        let series =
+            r#"caller="orders",callee="inventory",function="shop:inventory/api@1.0.0#reserve""#;
+        assert!(
+            text.contains(&format!("modhost_calls_total{{{series},outcome=\"ok\"}} 3")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "modhost_calls_total{{{series},outcome=\"error\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"modhost_call_duration_seconds_count{caller="orders",callee="inventory"} 4"#
+            ),
+            "{text}"
+        );
+        // 7 µs and 12 µs are below the 20 µs bucket bound; 40 µs is not.
+        assert!(
+            text.contains(r#"modhost_call_duration_seconds_bucket{le="0.00002",caller="orders",callee="inventory"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn requests_count_per_module_and_status() {
+        let metrics = Metrics::new();
+        metrics.record_request("users", 200, Duration::from_micros(30));
+        metrics.record_request("users", 200, Duration::from_micros(30));
+        metrics.record_request("users", 404, Duration::from_micros(30));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"modhost_http_requests_total{module="users",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modhost_http_requests_total{module="users",status="404"} 1"#),
+            "{text}"
+        );
+    }
+}
