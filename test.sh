@@ -16,9 +16,12 @@ step "format"
 cargo fmt --all -- --check
 
 step "guest modules (wasm32-wasip2, guest profile)"
-GUESTS=(-p users -p catalog -p hello -p faulty -p callee -p caller)
+GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p hello -p faulty -p callee -p caller)
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
+
+step "guest modules: unit tests (their pure logic, on the host target)"
+cargo test -p payments
 
 step "host: lints"
 cargo clippy --all-targets -- -D warnings

@@ -1,4 +1,5 @@
-//! The example shop served by a real `modhost` process: users and catalog as JSON APIs.
+//! The example shop served by a real `modhost` process: users and catalog as JSON APIs,
+//! and orders placed through typed calls into inventory and payments.
 
 mod common;
 use common::*;
@@ -194,4 +195,217 @@ async fn request_logs_carry_module_route_status_and_duration() {
     assert_eq!(span["path"], "/users/1", "{event}");
     assert_eq!(span["status"], 200, "{event}");
     assert!(span["duration_us"].is_number(), "{event}");
+}
+
+/// An order body: `lines` as JSON, paid with card `number`.
+fn order(lines: &str, number: &str) -> String {
+    format!(
+        r#"{{"customer_id": 2, "lines": {lines},
+            "card": {{"number": "{number}", "expiry_month": 12, "expiry_year": 2030}}}}"#
+    )
+}
+
+const GOOD_CARD: &str = "4242 4242 4242 4242";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placing_an_order_reserves_stock_and_charges_the_card() {
+    let deployment = TestDeployment::new(SHOP);
+    let host = Modhost::start(&deployment);
+    let http = client(false);
+
+    let body = order(
+        r#"[{"sku": "KB-001", "quantity": 2}, {"sku": "CB-004", "quantity": 3}]"#,
+        GOOD_CARD,
+    );
+    let placed = send(&http, "POST", &host.url("/orders"), Some(&body)).await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let order = placed.json();
+    let id = order["id"].as_str().unwrap();
+    assert!(id.starts_with("ord_"), "{order}");
+    assert_eq!(placed.headers["location"], format!("/orders/{id}").as_str());
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(order["customer_id"], 2);
+    // Priced by inventory: 2 × 89.00 + 3 × 9.00.
+    assert_eq!(order["lines"][0]["name"], "Mechanical keyboard");
+    assert_eq!(order["lines"][0]["line_total_cents"], 17800);
+    assert_eq!(order["lines"][1]["line_total_cents"], 2700);
+    assert_eq!(order["total_cents"], 20500);
+    assert_eq!(order["currency"], "EUR");
+    assert!(order["reservation_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("rsv_"));
+    // Charged by payments, for exactly that total.
+    assert_eq!(order["payment"]["amount_cents"], 20500);
+    assert_eq!(order["payment"]["card_last4"], "4242");
+    assert!(order["payment"]["receipt_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("pay_"));
+
+    // Two typed calls made it: one edge to each module, both succeeded.
+    let metrics = get(&host.url("/metrics")).await.text();
+    for function in [
+        "shop:inventory/api@1.0.0#reserve",
+        "shop:payments/api@1.0.0#charge",
+    ] {
+        let callee = function.split([':', '/']).nth(1).unwrap();
+        let series = format!(
+            r#"modhost_calls_total{{caller="orders",callee="{callee}",function="{function}",outcome="ok"}} 1"#
+        );
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+
+    // Inventory's own view agrees on the stock level and price.
+    let level = get(&host.url("/inventory/KB-001")).await;
+    assert_eq!(level.status, 200);
+    assert_eq!(level.json()["unit_price_cents"], 8900);
+    assert_eq!(get(&host.url("/inventory/NOPE")).await.status, 404);
+    // Payments serves no HTTP: no route reaches it.
+    assert_eq!(get(&host.url("/payments")).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_orders_get_the_right_4xx_answer() {
+    let deployment = TestDeployment::new(SHOP);
+    let host = Modhost::start(&deployment);
+    let http = client(false);
+    let place = |body: String| {
+        let http = http.clone();
+        let url = host.url("/orders");
+        async move { send(&http, "POST", &url, Some(&body)).await }
+    };
+
+    // Only 5 monitors in stock: inventory's typed out-of-stock error lists the shortage.
+    let short = place(order(
+        r#"[{"sku": "MN-003", "quantity": 6}, {"sku": "MS-002", "quantity": 1}]"#,
+        GOOD_CARD,
+    ))
+    .await;
+    assert_eq!(short.status, 409, "{}", short.text());
+    let error = &short.json()["error"];
+    assert_eq!(error["code"], "out_of_stock");
+    assert_eq!(
+        error["shortages"],
+        serde_json::json!([{ "sku": "MN-003", "requested": 6, "available": 5 }])
+    );
+
+    let unknown = place(order(r#"[{"sku": "XX-404", "quantity": 1}]"#, GOOD_CARD)).await;
+    assert_eq!(unknown.status, 422, "{}", unknown.text());
+    assert_eq!(unknown.json()["error"]["code"], "unknown_sku");
+    assert_eq!(unknown.json()["error"]["sku"], "XX-404");
+
+    let repeated = place(order(
+        r#"[{"sku": "KB-001", "quantity": 1}, {"sku": "KB-001", "quantity": 1}]"#,
+        GOOD_CARD,
+    ))
+    .await;
+    assert_eq!(repeated.status, 422, "{}", repeated.text());
+    assert_eq!(repeated.json()["error"]["code"], "invalid_order");
+
+    // Payments' typed decline reasons become 402s.
+    let one_keyboard = r#"[{"sku": "KB-001", "quantity": 1}]"#;
+    for (card, reason) in [
+        ("4000 0000 0000 0002", "card_declined"),
+        ("4000-0000-0000-9995", "insufficient_funds"),
+    ] {
+        let declined = place(order(one_keyboard, card)).await;
+        assert_eq!(declined.status, 402, "{}", declined.text());
+        assert_eq!(declined.json()["error"]["code"], "payment_declined");
+        assert_eq!(declined.json()["error"]["reason"], reason);
+    }
+    // In stock, but 50 × 89.00 + 30 × 29.00 is over the 5 000.00 charge limit.
+    let over = place(order(
+        r#"[{"sku": "KB-001", "quantity": 50}, {"sku": "MS-002", "quantity": 30}]"#,
+        GOOD_CARD,
+    ))
+    .await;
+    assert_eq!(over.status, 402, "{}", over.text());
+    assert_eq!(over.json()["error"]["reason"], "over_limit");
+    let expired = place(
+        order(one_keyboard, GOOD_CARD).replace(r#""expiry_year": 2030"#, r#""expiry_year": 2001"#),
+    )
+    .await;
+    assert_eq!(
+        expired.json()["error"]["reason"],
+        "expired_card",
+        "{}",
+        expired.text()
+    );
+
+    let bad_number = place(order(one_keyboard, "4242 4242 4242 4241")).await;
+    assert_eq!(bad_number.status, 422, "{}", bad_number.text());
+    assert_eq!(bad_number.json()["error"]["code"], "invalid_card");
+
+    // The body is checked before any call: every problem at once.
+    let invalid = place(
+        r#"{"lines": [{"sku": "", "quantity": 0}], "card": {"expiry_month": 13}}"#.to_string(),
+    )
+    .await;
+    assert_eq!(invalid.status, 400, "{}", invalid.text());
+    let fields = &invalid.json()["error"]["fields"];
+    assert_eq!(fields["customer_id"], "is required");
+    assert_eq!(fields["lines[0].sku"], "is required");
+    assert_eq!(
+        fields["lines[0].quantity"],
+        "must be a whole number from 1 to 1000"
+    );
+    assert_eq!(fields["card.number"], "is required");
+    assert_eq!(
+        fields["card.expiry_month"],
+        "must be a whole number from 1 to 12"
+    );
+    assert_eq!(fields["card.expiry_year"], "is required");
+
+    assert_eq!(
+        send(&http, "GET", &host.url("/orders"), None).await.status,
+        405
+    );
+    // Refusals are answers, not failures: the host stays healthy.
+    assert_eq!(get(&host.url("/readyz")).await.status, 200);
+}
+
+#[test]
+fn an_orders_build_with_a_stale_contract_is_refused_by_check() {
+    // An importer still expecting `reserve: func(sku: string, quantity: u32) -> bool`.
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("orders-stale.wasm");
+    let wasm = wat::parse_str(
+        r#"(component
+            (import "shop:inventory/api@1.0.0" (instance
+                (export "reserve" (func (param "sku" string) (param "quantity" u32) (result bool)))))
+        )"#,
+    )
+    .unwrap();
+    std::fs::write(&stale, wasm).unwrap();
+    let deployment = TestDeployment::new(&SHOP.replace("{orders}", &stale.display().to_string()));
+    let (code, stderr) = check(&deployment);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("module `orders`: imports shop:inventory/api@1.0.0#reserve"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("orders expects: func(sku: string, quantity: u32) -> bool"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("inventory exports: func(order-id: string, lines: list<record { sku: string, quantity: u32 }>) -> result<record {"),
+        "{stderr}"
+    );
+
+    // And without the grant, even the right build is refused.
+    let ungranted = TestDeployment::new(&SHOP.replace(
+        "calls = [\"inventory\", \"payments\"]",
+        "calls = [\"inventory\"]",
+    ));
+    let (code, stderr) = check(&ungranted);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("module `orders`: imports shop:payments/api@1.0.0 from module `payments` without a grant"),
+        "{stderr}"
+    );
 }

@@ -4,8 +4,6 @@
 mod common;
 use common::*;
 
-use std::process::Command;
-
 const CALLS: &str = r#"
 [app]
 name = "calls"
@@ -111,18 +109,6 @@ async fn modules_may_call_each_other_in_a_cycle_but_runaway_recursion_stops() {
         "{logged:.2000}"
     );
     assert_eq!(get(&host.url("/caller/bounce?n=3")).await.json()["hops"], 3);
-}
-
-fn check(deployment: &TestDeployment) -> (Option<i32>, String) {
-    let output = Command::new(modhost_bin())
-        .args(["check", deployment.file.to_str().unwrap()])
-        .env("MODHOST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -80,6 +80,19 @@ routes = ["/users"]
 [modules.catalog]
 component = "{catalog}"
 routes = ["/catalog"]
+
+[modules.inventory]
+component = "{inventory}"
+routes = ["/inventory"]
+instances = "reuse"
+
+[modules.payments]
+component = "{payments}"
+
+[modules.orders]
+component = "{orders}"
+routes = ["/orders"]
+calls = ["inventory", "payments"]
 "#;
 
 /// A deployment file in a fresh temporary directory (which also holds the data dir).
@@ -94,7 +107,17 @@ impl TestDeployment {
     pub fn new(toml: &str) -> TestDeployment {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = toml.to_string();
-        for name in ["users", "catalog", "hello", "faulty", "callee", "caller"] {
+        for name in [
+            "users",
+            "catalog",
+            "inventory",
+            "payments",
+            "orders",
+            "hello",
+            "faulty",
+            "callee",
+            "caller",
+        ] {
             let placeholder = format!("{{{name}}}");
             if text.contains(&placeholder) {
                 text = text.replace(&placeholder, &guest(name).display().to_string());
@@ -331,4 +354,17 @@ where
         outputs.push(handle.await.expect("task"));
     }
     outputs
+}
+
+/// Runs `modhost check` on `deployment`: its exit code and what it printed on stderr.
+pub fn check(deployment: &TestDeployment) -> (Option<i32>, String) {
+    let output = Command::new(modhost_bin())
+        .args(["check", &deployment.file.display().to_string()])
+        .env("MODHOST_LOG", "warn")
+        .output()
+        .expect("run modhost check");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

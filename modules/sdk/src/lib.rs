@@ -95,12 +95,21 @@ impl Response {
     /// The JSON error shape every module answers with:
     /// `{"error": {"code": "...", "message": "..."}}`.
     pub fn error(status: u16, code: &str, message: &str) -> Response {
-        let body = serde_json::json!({ "error": { "code": code, "message": message } });
-        Response {
-            status,
-            headers: vec![("content-type".into(), b"application/json".to_vec())],
-            body: body.to_string().into_bytes(),
-        }
+        Response::error_with(status, code, message, serde_json::Map::new())
+    }
+
+    /// An error answer with more to say than a message: `details` are added to the
+    /// `error` object, e.g. `{"error": {"code", "message", "shortages": [...]}}`.
+    pub fn error_with(
+        status: u16,
+        code: &str,
+        message: &str,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Response {
+        let mut error = details;
+        error.insert("code".into(), code.into());
+        error.insert("message".into(), message.into());
+        Response::json(status, &serde_json::json!({ "error": error }))
     }
 
     /// `400` for a request whose fields are wrong, naming each field and its problem:
@@ -109,12 +118,9 @@ impl Response {
         message: &str,
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> Response {
-        let body = serde_json::json!({ "error": {
-            "code": "validation",
-            "message": message,
-            "fields": fields,
-        }});
-        Response::json(400, &body)
+        let mut details = serde_json::Map::new();
+        details.insert("fields".into(), fields.into());
+        Response::error_with(400, "validation", message, details)
     }
 
     /// A plain-text response.
@@ -233,6 +239,20 @@ fn write_response(out: ResponseOutparam, response: Response) {
         drop(stream);
     }
     let _ = OutgoingBody::finish(body, None);
+}
+
+/// A new random identifier, `prefix` then 24 hex digits (96 bits from the host's
+/// `wasi:random`): unique without coordination, e.g. `new_id("ord")` →
+/// `ord_5f0c1e2a9b3d4c7e8f901a2b`.
+pub fn new_id(prefix: &str) -> String {
+    let high = wasip2::random::random::get_random_u64();
+    let low = wasip2::random::random::get_random_u64() as u32;
+    format!("{prefix}_{high:016x}{low:08x}")
+}
+
+/// The current time as seconds since the Unix epoch (the host's wall clock).
+pub fn unix_time() -> u64 {
+    wasip2::clocks::wall_clock::now().seconds
 }
 
 /// Exports `handler: fn(Request) -> Response` as this component's

@@ -1,0 +1,305 @@
+//! The `orders` module: placing an order. It owns no stock and takes no money itself;
+//! it calls `inventory` and `payments` through their contracts.
+//!
+//! `POST /orders` with
+//! `{"customer_id": 7, "lines": [{"sku": "KB-001", "quantity": 2}],
+//!   "card": {"number": "4242 4242 4242 4242", "expiry_month": 12, "expiry_year": 2030}}`:
+//! 1. validates the body (400 with a message per field);
+//! 2. `shop:inventory/api.reserve`: stock for every line, priced — or 409
+//!    `out_of_stock` listing each short product, 422 `unknown_sku`, 422
+//!    `invalid_order`;
+//! 3. `shop:payments/api.charge` for the reservation's total — or 402
+//!    `payment_declined` with the issuer's reason, 422 `invalid_card` /
+//!    `invalid_amount`;
+//! 4. answers 201 with the confirmed order and `Location: /orders/{id}`.
+//!
+//! If a call itself fails (the callee crashed, timed out or is unavailable), the host
+//! fails this request with a 5xx naming the broken edge; no order is confirmed.
+//!
+//! Orders are not stored yet (that arrives with the host's SQL capability), so a
+//! declined payment has no reservation to give back and there is no `GET`.
+
+wit_bindgen::generate!({
+    path: [
+        "../../wit/shop/inventory.wit",
+        "../../wit/shop/payments.wit",
+        "../../wit/shop/orders.wit",
+    ],
+    world: "shop:orders/orders",
+    generate_all,
+});
+
+use modhost_guest::{Request, Response};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use shop::inventory::api::{self as inventory, Line, Reservation, ReserveError};
+use shop::payments::api::{self as payments, Card, ChargeError, ChargeRequest, DeclineReason};
+
+/// The currency the shop prices and charges in.
+const CURRENCY: &str = "EUR";
+/// Most lines one order may hold.
+const MAX_LINES: usize = 100;
+/// Most of one product one order may hold.
+const MAX_QUANTITY: u64 = 1000;
+
+/// The body of `POST /orders`. Every field is optional here so that a missing one is
+/// reported by name, with the others, rather than as a parse error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrder {
+    customer_id: Option<Value>,
+    lines: Option<Vec<NewLine>>,
+    card: Option<NewCard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLine {
+    sku: Option<String>,
+    quantity: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCard {
+    number: Option<String>,
+    expiry_month: Option<Value>,
+    expiry_year: Option<Value>,
+}
+
+/// A validated order, ready to place.
+struct Order {
+    customer_id: u64,
+    lines: Vec<Line>,
+    card: Card,
+}
+
+fn handle(request: Request) -> Response {
+    match (request.method.as_str(), request.segments().as_slice()) {
+        ("POST", ["orders"]) => place(&request),
+        (method, ["orders"]) => Response::method_not_allowed(method),
+        _ => Response::not_found(&request.path),
+    }
+}
+
+modhost_guest::http_module!(handle);
+
+fn place(request: &Request) -> Response {
+    let order = match request.json::<NewOrder>().and_then(validate) {
+        Ok(order) => order,
+        Err(response) => return response,
+    };
+    let order_id = modhost_guest::new_id("ord");
+
+    let reservation = match inventory::reserve(&order_id, &order.lines) {
+        Ok(reservation) => reservation,
+        Err(error) => return reserve_failed(error),
+    };
+
+    let charge = ChargeRequest {
+        order_id: order_id.clone(),
+        amount_cents: reservation.total_cents,
+        currency: CURRENCY.into(),
+        card: order.card,
+    };
+    let receipt = match payments::charge(&charge) {
+        Ok(receipt) => receipt,
+        Err(error) => return charge_failed(error),
+    };
+
+    let mut response = Response::json(
+        201,
+        &json!({
+            "id": order_id,
+            "status": "confirmed",
+            "customer_id": order.customer_id,
+            "lines": priced_lines(&reservation),
+            "total_cents": reservation.total_cents,
+            "currency": CURRENCY,
+            "reservation_id": reservation.id,
+            "payment": {
+                "receipt_id": receipt.id,
+                "amount_cents": receipt.amount_cents,
+                "card_last4": receipt.card_last4,
+            },
+        }),
+    );
+    response.headers.push((
+        "location".into(),
+        format!("/orders/{order_id}").into_bytes(),
+    ));
+    response
+}
+
+fn priced_lines(reservation: &Reservation) -> Vec<Value> {
+    reservation
+        .lines
+        .iter()
+        .map(|line| {
+            json!({
+                "sku": line.sku,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price_cents": line.unit_price_cents,
+                "line_total_cents": u64::from(line.quantity).saturating_mul(line.unit_price_cents),
+            })
+        })
+        .collect()
+}
+
+/// Checks every field, and reports every problem at once.
+fn validate(new: NewOrder) -> Result<Order, Response> {
+    let mut problems = Map::new();
+    let customer_id = match whole_number(new.customer_id.as_ref(), 1..=u64::MAX) {
+        Ok(id) => id,
+        Err(problem) => {
+            problems.insert("customer_id".into(), problem.into());
+            0
+        }
+    };
+
+    let mut lines = Vec::new();
+    match new.lines {
+        None => {
+            problems.insert("lines".into(), "is required".into());
+        }
+        Some(given) if given.is_empty() => {
+            problems.insert("lines".into(), "needs at least one line".into());
+        }
+        Some(given) if given.len() > MAX_LINES => {
+            problems.insert(
+                "lines".into(),
+                format!("has more than {MAX_LINES} lines").into(),
+            );
+        }
+        Some(given) => {
+            for (i, line) in given.into_iter().enumerate() {
+                let sku = line.sku.as_deref().map(str::trim).unwrap_or_default();
+                if sku.is_empty() {
+                    problems.insert(format!("lines[{i}].sku"), "is required".into());
+                }
+                match whole_number(line.quantity.as_ref(), 1..=MAX_QUANTITY) {
+                    Ok(quantity) => lines.push(Line {
+                        sku: sku.to_string(),
+                        quantity: quantity as u32,
+                    }),
+                    Err(problem) => {
+                        problems.insert(format!("lines[{i}].quantity"), problem.into());
+                    }
+                }
+            }
+        }
+    }
+
+    let card = match new.card {
+        None => {
+            problems.insert("card".into(), "is required".into());
+            None
+        }
+        Some(card) => {
+            let number = card.number.unwrap_or_default();
+            if number.trim().is_empty() {
+                problems.insert("card.number".into(), "is required".into());
+            }
+            let month = whole_number(card.expiry_month.as_ref(), 1..=12);
+            let year = whole_number(card.expiry_year.as_ref(), 2000..=9999);
+            if let Err(problem) = &month {
+                problems.insert("card.expiry_month".into(), problem.as_str().into());
+            }
+            if let Err(problem) = &year {
+                problems.insert("card.expiry_year".into(), problem.as_str().into());
+            }
+            match (month, year) {
+                (Ok(month), Ok(year)) => Some(Card {
+                    number,
+                    expiry_month: month as u8,
+                    expiry_year: year as u16,
+                }),
+                _ => None,
+            }
+        }
+    };
+
+    match card {
+        Some(card) if problems.is_empty() => Ok(Order {
+            customer_id,
+            lines,
+            card,
+        }),
+        _ => Err(Response::validation("the order is not valid", problems)),
+    }
+}
+
+/// A JSON whole number within `range`, or what is wrong with the value.
+fn whole_number(
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, String> {
+    let Some(value) = value else {
+        return Err("is required".into());
+    };
+    match value.as_u64() {
+        Some(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn reserve_failed(error: ReserveError) -> Response {
+    match error {
+        ReserveError::OutOfStock(shortages) => {
+            let listed: Vec<Value> = shortages
+                .iter()
+                .map(
+                    |s| json!({ "sku": s.sku, "requested": s.requested, "available": s.available }),
+                )
+                .collect();
+            let skus: Vec<&str> = shortages.iter().map(|s| s.sku.as_str()).collect();
+            let mut details = Map::new();
+            details.insert("shortages".into(), listed.into());
+            Response::error_with(
+                409,
+                "out_of_stock",
+                &format!("not enough stock of {}", skus.join(", ")),
+                details,
+            )
+        }
+        ReserveError::UnknownSku(sku) => {
+            let mut details = Map::new();
+            details.insert("sku".into(), sku.as_str().into());
+            Response::error_with(
+                422,
+                "unknown_sku",
+                &format!("no product has sku {sku}"),
+                details,
+            )
+        }
+        ReserveError::Invalid(why) => Response::error(422, "invalid_order", &why),
+    }
+}
+
+fn charge_failed(error: ChargeError) -> Response {
+    match error {
+        ChargeError::Declined(reason) => {
+            let reason = match reason {
+                DeclineReason::CardDeclined => "card_declined",
+                DeclineReason::InsufficientFunds => "insufficient_funds",
+                DeclineReason::ExpiredCard => "expired_card",
+                DeclineReason::OverLimit => "over_limit",
+            };
+            let mut details = Map::new();
+            details.insert("reason".into(), reason.into());
+            Response::error_with(
+                402,
+                "payment_declined",
+                &format!("the card was declined ({reason})"),
+                details,
+            )
+        }
+        ChargeError::InvalidCard(why) => Response::error(422, "invalid_card", &why),
+        ChargeError::InvalidAmount(why) => Response::error(422, "invalid_amount", &why),
+    }
+}

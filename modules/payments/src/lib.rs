@@ -1,0 +1,166 @@
+//! The `payments` module: takes payment for orders. It exports `shop:payments/api`
+//! and serves no HTTP: only other modules reach it.
+//!
+//! `charge` validates the card and the amount, then asks the card issuer. This module
+//! is the shop's built-in test processor (no real money moves): it behaves like a
+//! card network's sandbox, with fixed test cards for the refusals:
+//!
+//! | card number        | answer                          |
+//! | ------------------ | ------------------------------- |
+//! | 4000 0000 0000 0002 | declined: `card-declined`      |
+//! | 4000 0000 0000 9995 | declined: `insufficient-funds` |
+//! | any other valid number | charged                      |
+//!
+//! and, for every card: a number that fails the Luhn check or a month outside 1–12 is
+//! `invalid-card`; an expiry month already past is `expired-card`; more than
+//! 5 000.00 in one charge is `over-limit`; a zero amount or a currency other than
+//! EUR, USD or GBP is `invalid-amount`.
+
+wit_bindgen::generate!({
+    path: "../../wit/shop/payments.wit",
+    world: "payments",
+});
+
+use exports::shop::payments::api::{ChargeError, ChargeRequest, DeclineReason, Guest, Receipt};
+
+/// Currencies the processor settles.
+const CURRENCIES: &[&str] = &["EUR", "USD", "GBP"];
+/// Largest single charge, in cents.
+const CHARGE_LIMIT_CENTS: u64 = 500_000;
+/// Expiry dates further out than this many years are not real cards.
+const MAX_YEARS_AHEAD: u16 = 20;
+
+/// The issuer's test cards that refuse, and why.
+const REFUSING_CARDS: &[(&str, DeclineReason)] = &[
+    ("4000000000000002", DeclineReason::CardDeclined),
+    ("4000000000009995", DeclineReason::InsufficientFunds),
+];
+
+struct Payments;
+
+impl Guest for Payments {
+    fn charge(request: ChargeRequest) -> Result<Receipt, ChargeError> {
+        if request.amount_cents == 0 {
+            return Err(ChargeError::InvalidAmount("the amount is zero".into()));
+        }
+        if !CURRENCIES.contains(&request.currency.as_str()) {
+            return Err(ChargeError::InvalidAmount(format!(
+                "currency {:?} is not one of {}",
+                request.currency,
+                CURRENCIES.join(", ")
+            )));
+        }
+        let number = card_number(&request.card.number)?;
+        let card = &request.card;
+        if !(1..=12).contains(&card.expiry_month) {
+            return Err(ChargeError::InvalidCard(format!(
+                "expiry month {} is not 1-12",
+                card.expiry_month
+            )));
+        }
+        let (year, month) = year_and_month(modhost_guest::unix_time());
+        if card.expiry_year > year.saturating_add(MAX_YEARS_AHEAD) {
+            return Err(ChargeError::InvalidCard(format!(
+                "expiry year {} is too far ahead",
+                card.expiry_year
+            )));
+        }
+        if (card.expiry_year, card.expiry_month) < (year, month) {
+            return Err(ChargeError::Declined(DeclineReason::ExpiredCard));
+        }
+        if request.amount_cents > CHARGE_LIMIT_CENTS {
+            return Err(ChargeError::Declined(DeclineReason::OverLimit));
+        }
+        if let Some((_, reason)) = REFUSING_CARDS.iter().find(|(test, _)| *test == number) {
+            return Err(ChargeError::Declined(*reason));
+        }
+        Ok(Receipt {
+            id: modhost_guest::new_id("pay"),
+            order_id: request.order_id,
+            amount_cents: request.amount_cents,
+            currency: request.currency,
+            card_last4: number[number.len() - 4..].to_string(),
+        })
+    }
+}
+
+export!(Payments);
+
+/// The card number's digits, if it can be a card number: 12–19 digits (spaces and
+/// dashes between them allowed) passing the Luhn check.
+fn card_number(written: &str) -> Result<String, ChargeError> {
+    let digits: String = written.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    if !digits.chars().all(|c| c.is_ascii_digit()) || !(12..=19).contains(&digits.len()) {
+        return Err(ChargeError::InvalidCard(
+            "a card number is 12-19 digits".into(),
+        ));
+    }
+    if !luhn_valid(&digits) {
+        return Err(ChargeError::InvalidCard(
+            "the card number fails its check digit".into(),
+        ));
+    }
+    Ok(digits)
+}
+
+/// The Luhn checksum: from the right, double every second digit (subtracting 9 when
+/// that exceeds 9); the sum of all must be a multiple of 10.
+fn luhn_valid(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 {
+                    doubled - 9
+                } else {
+                    doubled
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// The UTC calendar year and month of a Unix time (Howard Hinnant's days-to-civil).
+fn year_and_month(unix_seconds: u64) -> (u16, u8) {
+    let days = (unix_seconds / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (
+        u16::try_from(year).unwrap_or(u16::MAX),
+        u8::try_from(month).unwrap_or(12),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_accepts_real_test_numbers_and_refuses_a_changed_digit() {
+        assert!(luhn_valid("4242424242424242"));
+        assert!(luhn_valid("4000000000000002"));
+        assert!(luhn_valid("4000000000009995"));
+        assert!(!luhn_valid("4242424242424241"));
+    }
+
+    #[test]
+    fn calendar_months_of_known_instants() {
+        assert_eq!(year_and_month(0), (1970, 1));
+        assert_eq!(year_and_month(951_782_400), (2000, 2)); // 2000-02-29
+        assert_eq!(year_and_month(1_798_761_599), (2026, 12)); // 2026-12-31T23:59:59
+        assert_eq!(year_and_month(1_798_761_600), (2027, 1));
+    }
+}
