@@ -6,15 +6,24 @@
 //! - `call/host_to_guest_floor`: `bounce-back(0)`, a typed host→guest call, no call
 //!   between modules;
 //! - `call/module_to_module_fresh`: `bounce-back(1)`, the floor plus exactly one local
-//!   call into a fresh `callee` instance (store, instantiation, call, teardown).
+//!   call into a fresh `callee` instance (store, instantiation, call, teardown);
+//! - `call/module_to_module_reused`: the same call into a `callee` deployed with
+//!   `instances = "reuse"` (a warm instance taken from and given back to its pool).
 //!
-//! Run: `cargo bench --bench calls` (after building the guests, see README).
+//! Under `cargo bench` it then times 20,000 single calls of each kind and prints their
+//! p50 and p99 (criterion reports means and medians of batches, not tail latency).
+//!
+//! Run: `env -u RUST_BACKTRACE cargo bench --bench calls` (after building the guests,
+//! see README; with RUST_BACKTRACE set, wasmtime captures a backtrace each time a store
+//! is dropped, which doubles the fresh call's cost).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use modhost::capabilities::InstanceState;
 use modhost::deployment::Deployment;
 use modhost::node::Node;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use wasmtime::component::TypedFunc;
 use wasmtime::Store;
 
 const INTERFACE: &str = "modhost-testing:kinds/bounce-back@1.0.0";
@@ -31,32 +40,37 @@ fn guest(name: &str) -> String {
     path.display().to_string()
 }
 
-fn benches(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+/// A warm `caller` instance whose `bounce-back` export the host calls directly.
+struct Caller {
+    _node: Node,
+    store: Store<InstanceState>,
+    bounce_back: TypedFunc<(u32,), (u32,)>,
+}
+
+/// Loads `caller` and `callee` (with `callee_instances` as its instance strategy) and
+/// instantiates one long-lived `caller`.
+fn caller(runtime: &tokio::runtime::Runtime, dir: &Path, callee_instances: &str) -> Caller {
     let text = format!(
         "[app]\nname = \"bench\"\ndata_dir = \"data\"\n\
          [modules.caller]\ncomponent = {:?}\ncalls = [\"callee\"]\n\
-         [modules.callee]\ncomponent = {:?}\ncalls = [\"caller\"]\nlimits = {{ concurrency = 1000 }}\n",
+         [modules.callee]\ncomponent = {:?}\ncalls = [\"caller\"]\n\
+         instances = {callee_instances:?}\nlimits = {{ concurrency = 1000 }}\n",
         guest("caller"),
         guest("callee"),
     );
-    let deployment = Deployment::parse(&dir.path().join("bench.toml"), &text).unwrap();
+    let deployment = Deployment::parse(&dir.join("bench.toml"), &text).unwrap();
     let node = Node::load(deployment).expect("load caller and callee");
-    let caller = node.registry().get("caller").unwrap().clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let module = node.registry().get("caller").unwrap().clone();
 
-    // One warm caller instance serves every iteration, for longer than the module's
+    // The caller instance serves every iteration, for longer than the module's
     // timeout: give its store no practical deadline (callee stores get theirs).
     let mut store = Store::new(
-        caller.instance_pre.engine(),
+        module.instance_pre.engine(),
         InstanceState::new("caller", 64 << 20),
     );
     store.set_epoch_deadline(u64::MAX / 2);
     let bounce_back = runtime.block_on(async {
-        let instance = caller
+        let instance = module
             .instance_pre
             .instantiate_async(&mut store)
             .await
@@ -71,19 +85,84 @@ fn benches(c: &mut Criterion) {
             .get_typed_func::<(u32,), (u32,)>(&mut store, func)
             .unwrap()
     });
+    Caller {
+        _node: node,
+        store,
+        bounce_back,
+    }
+}
+
+impl Caller {
+    /// `bounce-back(n)`: n = 0 stays in the caller, n = 1 makes one call to `callee`.
+    fn call(&mut self, runtime: &tokio::runtime::Runtime, n: u32) {
+        runtime.block_on(async {
+            let (hops,) = self
+                .bounce_back
+                .call_async(&mut self.store, (n,))
+                .await
+                .unwrap();
+            assert_eq!(hops, n);
+        })
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut fresh = caller(&runtime, dir.path(), "fresh");
+    let mut reused = caller(&runtime, dir.path(), "reuse");
 
     let mut group = c.benchmark_group("call");
-    for (name, n) in [("host_to_guest_floor", 0), ("module_to_module_fresh", 1)] {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let (hops,) = bounce_back.call_async(&mut store, (n,)).await.unwrap();
-                    assert_eq!(hops, n);
-                })
-            })
-        });
-    }
+    group.bench_function("host_to_guest_floor", |b| {
+        b.iter(|| fresh.call(&runtime, 0))
+    });
+    group.bench_function("module_to_module_fresh", |b| {
+        b.iter(|| fresh.call(&runtime, 1))
+    });
+    group.bench_function("module_to_module_reused", |b| {
+        b.iter(|| reused.call(&runtime, 1))
+    });
     group.finish();
+
+    // Tail latency: only when benchmarking, not in `cargo test`'s quick run.
+    if std::env::args().any(|arg| arg == "--bench") {
+        println!("\nsingle-call latency, 20,000 calls each (after 2,000 warm-up):");
+        let report = |name: &str, (p50, p99): (f64, f64)| {
+            println!("  call/{name:<26} p50 {p50:>8.2} µs   p99 {p99:>8.2} µs");
+        };
+        report(
+            "host_to_guest_floor",
+            percentiles(|| fresh.call(&runtime, 0)),
+        );
+        report(
+            "module_to_module_fresh",
+            percentiles(|| fresh.call(&runtime, 1)),
+        );
+        report(
+            "module_to_module_reused",
+            percentiles(|| reused.call(&runtime, 1)),
+        );
+    }
+}
+
+/// p50 and p99, in microseconds, of 20,000 timed runs of `f`.
+fn percentiles(mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..2_000 {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    (at(0.50), at(0.99))
 }
 
 criterion_group!(all, benches);

@@ -32,11 +32,10 @@ fn check_accepts_a_valid_deployment() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("2 module(s) valid"), "{stdout}");
-    assert!(
-        stdout.contains("users") && stdout.contains("catalog"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("5 module(s) valid"), "{stdout}");
+    for module in ["users", "catalog", "inventory", "payments", "orders"] {
+        assert!(stdout.contains(module), "{module} missing: {stdout}");
+    }
     drop(data);
 }
 
@@ -149,7 +148,7 @@ async fn a_restart_takes_compiled_code_from_the_cache() {
     let entries = std::fs::read_dir(deployment.data_dir().join("compile-cache"))
         .unwrap()
         .count();
-    assert_eq!(entries, 2, "one cache entry per component");
+    assert_eq!(entries, 5, "one cache entry per component");
 
     let host = Modhost::start(&deployment);
     let second = host.wait_for_log("\"module\":\"users\"");

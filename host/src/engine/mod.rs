@@ -206,7 +206,12 @@ fn wasmtime_config(settings: EngineSettings) -> Config {
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
-        .wasm_component_model(true);
+        .wasm_component_model(true)
+        // Modules are WASI 0.2 components: none uses the component model's async ABI
+        // (streams, futures, async-lifted exports). Without the concurrency runtime a
+        // call into an instance is a plain call on a fiber rather than a trip through
+        // the concurrent scheduler (a reused-instance call: 4.1 → see BENCHMARKS.md).
+        .concurrency_support(false);
     config
 }
 
