@@ -64,7 +64,17 @@ async fn a_trapping_callee_fails_the_callers_request_not_the_host() {
         logged.contains("caller → callee.modhost-testing:kinds/api@1.0.0#crash"),
         "{logged}"
     );
-    host.wait_for_log("callee: deliberate trap");
+    // The callee's panic message is logged inside the call's span: trace context
+    // crossed the call.
+    let panic_line = host.wait_for_log("callee: deliberate trap");
+    let event: serde_json::Value = serde_json::from_str(&panic_line).unwrap();
+    assert_eq!(event["span"]["name"], "call", "{event}");
+    assert_eq!(event["span"]["caller"], "caller", "{event}");
+    assert_eq!(event["span"]["callee"], "callee", "{event}");
+    assert_eq!(
+        event["span"]["function"], "modhost-testing:kinds/api@1.0.0#crash",
+        "{event}"
+    );
     // Both modules keep serving.
     assert_eq!(
         get(&host.url("/caller/reserve?sku=A-1&quantity=1"))
