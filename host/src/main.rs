@@ -166,6 +166,7 @@ fn serve(path: &Path, overrides: Overrides, build: bool, started: Instant) -> Ex
                 return ExitCode::from(EXIT_INVALID);
             }
         };
+        node.open_databases().await;
         let listener = match node.bind().await {
             Ok(listener) => listener,
             Err(error) => {

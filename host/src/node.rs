@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::capabilities::sql::Database;
 use crate::deployment::Deployment;
 use crate::engine::{self, Engine, EngineSettings};
 use crate::gateway::routes::RouteTable;
@@ -84,6 +85,36 @@ impl Node {
     /// The loaded modules.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Opens the database of every module that has one and applies its migrations. A
+    /// module whose database fails to open or migrate does not start — its requests
+    /// and calls get 503 with the reason — while every other module serves.
+    pub async fn open_databases(&self) {
+        for spec in self.deployment.modules.values() {
+            let (Some(database), Some(module)) = (&spec.database, self.registry.get(&spec.name))
+            else {
+                continue;
+            };
+            let opened = Database::open(
+                &spec.name,
+                database,
+                &self.deployment.data_dir,
+                spec.limits.timeout.duration(),
+            )
+            .await;
+            match opened {
+                Ok(opened) => {
+                    tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
+                    let _ = module.database.set(Arc::new(opened));
+                }
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    tracing::error!(module = %spec.name, %reason, "module not started: its database did not open");
+                    let _ = module.broken.set(reason);
+                }
+            }
+        }
     }
 
     /// Binds the gateway's listener (the deployment's `gateway.listen`).

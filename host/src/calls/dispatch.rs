@@ -223,6 +223,16 @@ impl Target {
             )));
         }
         let module = self.directory.get(&self.callee)?;
+        if let Some(reason) = module.broken.get() {
+            return Err(CallFailed::new(
+                CallFailure::Unavailable,
+                format!(
+                    "{}: module `{}` did not start: {reason}",
+                    route(),
+                    self.callee
+                ),
+            ));
+        }
         let _permit = module.try_admit().ok_or_else(|| {
             CallFailed::new(
                 CallFailure::Overloaded,

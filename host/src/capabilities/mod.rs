@@ -8,9 +8,11 @@
 //! Today an instance gets:
 //! - [`wasi`]: WASI 0.2 with no files, no environment, no sockets; stdout/stderr go to
 //!   the host's log, tagged with the module name;
-//! - [`http`]: `wasi:http` types for serving requests; outbound requests are refused.
+//! - [`http`]: `wasi:http` types for serving requests; outbound requests are refused;
+//! - [`sql`]: `modhost:sql`, the module's own database, when the deployment gives it one.
 
 pub mod http;
+pub mod sql;
 pub mod wasi;
 
 use anyhow::Result;
@@ -31,6 +33,8 @@ pub struct InstanceState {
     pub limiter: MemoryLimiter,
     /// The span the instance's output is logged in.
     pub log_span: wasi::LogSpan,
+    /// The module's own database, if it has one.
+    pub database: Option<Arc<sql::Database>>,
 }
 
 impl InstanceState {
@@ -46,6 +50,7 @@ impl InstanceState {
             log_span,
             http: http::HttpState::default(),
             limiter: MemoryLimiter::new(memory_limit),
+            database: None,
         }
     }
 }
@@ -61,5 +66,6 @@ impl InstanceState {
 pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
     wasi::link(linker)?;
     http::link(linker)?;
+    sql::link(linker)?;
     Ok(())
 }

@@ -198,6 +198,15 @@ impl Gateway {
             );
         };
 
+        if let Some(reason) = module.broken.get() {
+            return self.fail(
+                span,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "module_unavailable",
+                &format!("module {} did not start: {reason}", module.name),
+                None,
+            );
+        }
         let request = match self.read_body(request).await {
             Ok(request) => request,
             Err(response) => return response,
@@ -372,10 +381,18 @@ impl Gateway {
             .map(|module| {
                 (
                     module.name.clone(),
-                    serde_json::json!({
-                        "version": module.version,
-                        "in_flight": module.limits.concurrency as usize - module.permits.available_permits(),
-                    }),
+                    match module.broken.get() {
+                        None => serde_json::json!({
+                            "status": "serving",
+                            "version": module.version,
+                            "in_flight": module.limits.concurrency as usize - module.permits.available_permits(),
+                        }),
+                        Some(reason) => serde_json::json!({
+                            "status": "failed",
+                            "version": module.version,
+                            "reason": reason,
+                        }),
+                    },
                 )
             })
             .collect();

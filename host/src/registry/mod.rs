@@ -14,7 +14,7 @@ pub mod warm;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -23,6 +23,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::calls::{self, dispatch, dispatch::Directory};
+use crate::capabilities::sql::{self, Database};
 use crate::capabilities::{self, InstanceState};
 use crate::deployment::{ComponentSource, Deployment, Instances, ModuleLimits, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
@@ -46,6 +47,11 @@ pub struct LoadedModule {
     pub permits: Arc<Semaphore>,
     /// Its idle warm instances, when calls into it reuse instances.
     pub warm: Option<WarmInstances>,
+    /// Its own database, once the node has opened it (`database = …`).
+    pub database: OnceLock<Arc<Database>>,
+    /// Why the module does not serve, when its start failed after it loaded (its
+    /// database did not open, a migration failed): its requests and calls get 503.
+    pub broken: OnceLock<String>,
 }
 
 impl LoadedModule {
@@ -66,7 +72,8 @@ impl LoadedModule {
     /// A fresh store for one instance of this module, `call_depth` calls deep:
     /// its own memory limit, and an epoch deadline of the module's timeout.
     pub fn new_store(&self, call_depth: u32) -> Store<InstanceState> {
-        let state = InstanceState::new(&self.name, self.limits.memory.bytes());
+        let mut state = InstanceState::new(&self.name, self.limits.memory.bytes());
+        state.database = self.database.get().cloned();
         let mut store = Store::new(self.instance_pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
@@ -237,6 +244,21 @@ fn link_module(
             })
         }
     };
+    let imports_sql = compiled
+        .loaded
+        .component
+        .component_type()
+        .imports(linker.engine())
+        .any(|(name, _)| name.starts_with("modhost:sql/"));
+    if imports_sql && spec.database.is_none() {
+        anyhow::bail!(
+            "{} imports {} but the module has no database: add `database = \"sqlite\"` \
+             (or postgres) under [modules.{}]",
+            path.display(),
+            sql::INTERFACE,
+            spec.name
+        );
+    }
     let version = compiled.loaded.digest[..12].to_string();
     tracing::info!(
         module = %spec.name,
@@ -256,6 +278,8 @@ fn link_module(
         permits: Arc::new(Semaphore::new(spec.limits.concurrency as usize)),
         warm: (spec.instances == Instances::Reuse)
             .then(|| WarmInstances::new(spec.limits.concurrency as usize)),
+        database: OnceLock::new(),
+        broken: OnceLock::new(),
     })
 }
 

@@ -1,0 +1,185 @@
+//! A module's schema changes: numbered SQL files, applied once each, in order.
+//!
+//! The migrations directory holds `NNNN_description.sql` files (`0001_create_stock.sql`,
+//! …). At start the host applies the ones not yet applied, in version order, each in
+//! its own transaction together with its record in the module's `modhost_migrations`
+//! table (version, file name, SHA-256 checksum, time). A migration that fails rolls
+//! back and stops that module from starting, naming the file and the database's
+//! message. A migration that was applied and then edited is refused: its checksum no
+//! longer matches the record, and a database cannot be un-migrated to match.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+use super::{Database, Error, Value};
+
+/// One migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Its number, from the file name.
+    pub version: i64,
+    /// The file.
+    pub file: PathBuf,
+    /// Its SQL: one or more statements.
+    pub sql: String,
+    /// Hex SHA-256 of its SQL.
+    pub checksum: String,
+}
+
+/// The migrations in `dir`, by version. Files that are not `*.sql` are ignored; an
+/// `.sql` file without a leading number, or two files with the same number, is an
+/// error.
+pub fn read(dir: &Path) -> Result<Vec<Migration>> {
+    let mut migrations = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading migrations in {}", dir.display()))?;
+    for entry in entries {
+        let file = entry?.path();
+        if file.extension().and_then(|e| e.to_str()) != Some("sql") {
+            continue;
+        }
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+        let version = match (digits.parse::<i64>(), name[digits.len()..].starts_with('_')) {
+            (Ok(version), true) => version,
+            _ => bail!(
+                "migration {}: the name must be NNNN_description.sql",
+                file.display()
+            ),
+        };
+        let sql = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading migration {}", file.display()))?;
+        let checksum = Sha256::digest(sql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        migrations.push(Migration {
+            version,
+            file,
+            sql,
+            checksum,
+        });
+    }
+    migrations.sort_by_key(|m| m.version);
+    if let Some(pair) = migrations.windows(2).find(|w| w[0].version == w[1].version) {
+        bail!(
+            "migrations {} and {} have the same number",
+            pair[0].file.display(),
+            pair[1].file.display()
+        );
+    }
+    Ok(migrations)
+}
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS modhost_migrations (\
+     version BIGINT PRIMARY KEY, \
+     file TEXT NOT NULL, \
+     checksum TEXT NOT NULL, \
+     applied_at TEXT NOT NULL)";
+
+/// Applies `database`'s pending migrations from `dir`; returns how many it applied.
+pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
+    let migrations = read(dir)?;
+    let module = database.module();
+    database
+        .execute(CREATE_TABLE, Vec::new())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "module {module}: creating modhost_migrations: {}",
+                describe(&e)
+            )
+        })?;
+    let applied = database
+        .query(
+            "SELECT version, file, checksum FROM modhost_migrations ORDER BY version",
+            Vec::new(),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "module {module}: reading modhost_migrations: {}",
+                describe(&e)
+            )
+        })?;
+
+    let mut done = std::collections::BTreeMap::new();
+    for row in &applied.rows {
+        if let [Value::Integer(version), Value::Text(file), Value::Text(checksum)] = row.as_slice()
+        {
+            done.insert(*version, (file.clone(), checksum.clone()));
+        }
+    }
+    for migration in &migrations {
+        if let Some((_, recorded)) = done.get(&migration.version) {
+            if *recorded != migration.checksum {
+                bail!(
+                    "module {module}: migration {} was edited after it was applied \
+                     (recorded checksum {}, file now {}); add a new migration instead",
+                    migration.file.display(),
+                    &recorded[..12.min(recorded.len())],
+                    &migration.checksum[..12]
+                );
+            }
+        }
+    }
+
+    let mut count = 0;
+    for migration in migrations.iter().filter(|m| !done.contains_key(&m.version)) {
+        let failed = |e: Error| {
+            anyhow::anyhow!(
+                "module {module}: migration {} failed: {}",
+                migration.file.display(),
+                describe(&e)
+            )
+        };
+        let mut transaction = database.begin().await.map_err(failed)?;
+        transaction
+            .execute_script(&migration.sql)
+            .await
+            .map_err(failed)?;
+        let file_name = migration
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        transaction
+            .execute(
+                "INSERT INTO modhost_migrations (version, file, checksum, applied_at) \
+                 VALUES ($1, $2, $3, $4)",
+                vec![
+                    Value::Integer(migration.version),
+                    Value::Text(file_name),
+                    Value::Text(migration.checksum.clone()),
+                    Value::Text(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ),
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        transaction.commit().await.map_err(failed)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A database error as one line of text.
+pub fn describe(error: &Error) -> String {
+    match error {
+        Error::ConstraintViolation(failure) => match &failure.constraint {
+            Some(name) => format!("constraint {name}: {}", failure.message),
+            None => failure.message.clone(),
+        },
+        Error::Syntax(message)
+        | Error::Denied(message)
+        | Error::Unavailable(message)
+        | Error::Other(message) => message.clone(),
+        Error::Timeout => "timed out".to_string(),
+    }
+}

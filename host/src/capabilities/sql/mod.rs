@@ -1,0 +1,354 @@
+//! `modhost:sql`: each module's own database (`wit/modhost/sql.wit`).
+//!
+//! Lifecycle, like every capability: the interface is **linked once** ([`link`]); each
+//! module with `database = …` gets **its own [`Database`]** when the node starts
+//! ([`Database::open`]: its SQLite file or its Postgres schema and role, its pool, its
+//! migrations applied); every instance of that module gets a handle to it in its
+//! [`InstanceState`]. A module without a database that imports `modhost:sql` is
+//! refused at load: deny by default.
+//!
+//! Isolation is the database's own: a module's SQLite connections open only its file
+//! (and may not `ATTACH` another); its Postgres connections log in as its own role,
+//! which owns its schema and has no rights on any other.
+//!
+//! Every statement is bounded twice: waiting for a connection by the pool's acquire
+//! timeout (the module's bulkhead), and running by the module's own timeout.
+
+pub mod migrations;
+mod postgres;
+mod sqlite;
+
+use anyhow::Result;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::InstanceState;
+use crate::deployment::{DatabaseBackend, DatabaseSpec};
+
+wasmtime::component::bindgen!({
+    path: "../wit/modhost/sql.wit",
+    world: "modhost:sql/guest",
+    imports: { default: async | trappable },
+    with: { "modhost:sql/sql.transaction": Transaction },
+    additional_derives: [PartialEq],
+});
+
+pub use modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
+use modhost::sql::sql::{Host, HostTransaction};
+
+/// The interface's name, as modules import it.
+pub const INTERFACE: &str = "modhost:sql/sql@1.0.0";
+
+/// Links `modhost:sql` into `linker`.
+pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
+    modhost::sql::sql::add_to_linker::<InstanceState, HasSelf<InstanceState>>(linker, |state| {
+        state
+    })?;
+    Ok(())
+}
+
+/// One module's database: its pool, and how long a statement may run.
+pub struct Database {
+    module: String,
+    pool: Pool,
+    statement_timeout: Duration,
+}
+
+enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// An open transaction: a connection of the module's pool, held until commit,
+/// rollback, or drop (which rolls back).
+pub struct Transaction(TransactionOn);
+
+enum TransactionOn {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Database {
+    /// Opens `module`'s database as `spec` says (creating its file, or its schema and
+    /// role, on first use) and applies its pending migrations. `data_dir` holds SQLite
+    /// files; `statement_timeout` is the module's own timeout.
+    pub async fn open(
+        module: &str,
+        spec: &DatabaseSpec,
+        data_dir: &std::path::Path,
+        statement_timeout: Duration,
+    ) -> Result<Database> {
+        let pool = match &spec.backend {
+            DatabaseBackend::Sqlite => Pool::Sqlite(sqlite::open(module, spec, data_dir).await?),
+            DatabaseBackend::Postgres { url, schema } => {
+                Pool::Postgres(postgres::open(module, spec, url, schema).await?)
+            }
+        };
+        let database = Database {
+            module: module.to_string(),
+            pool,
+            statement_timeout,
+        };
+        if let Some(dir) = &spec.migrations {
+            let applied = migrations::apply(&database, dir).await?;
+            if applied > 0 {
+                tracing::info!(module, applied, dir = %dir.display(), "migrations applied");
+            }
+        }
+        Ok(database)
+    }
+
+    /// The module that owns this database.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// Which backend, for logs and status.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Runs a statement that returns rows, within the statement timeout.
+    pub async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
+        self.bounded(async {
+            match &self.pool {
+                Pool::Sqlite(pool) => sqlite::query(pool, statement, params).await,
+                Pool::Postgres(pool) => postgres::query(pool, statement, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs a statement that changes rows, within the statement timeout; returns how
+    /// many it changed.
+    pub async fn execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        self.bounded(async {
+            match &self.pool {
+                Pool::Sqlite(pool) => sqlite::execute(pool, statement, params).await,
+                Pool::Postgres(pool) => postgres::execute(pool, statement, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Begins a transaction on one of the pool's connections.
+    pub async fn begin(&self) -> Result<Transaction, Error> {
+        self.bounded(async {
+            Ok(Transaction(match &self.pool {
+                Pool::Sqlite(pool) => TransactionOn::Sqlite(pool.begin().await.map_err(error)?),
+                Pool::Postgres(pool) => TransactionOn::Postgres(pool.begin().await.map_err(error)?),
+            }))
+        })
+        .await
+    }
+
+    /// Runs `operation` within the module's statement timeout.
+    async fn bounded<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(self.statement_timeout, operation)
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+}
+
+impl Transaction {
+    /// Runs a statement that returns rows, inside the transaction.
+    pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
+        match &mut self.0 {
+            TransactionOn::Sqlite(tx) => sqlite::query(&mut **tx, statement, params).await,
+            TransactionOn::Postgres(tx) => postgres::query(&mut **tx, statement, params).await,
+        }
+    }
+
+    /// Runs a statement that changes rows, inside the transaction.
+    pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        match &mut self.0 {
+            TransactionOn::Sqlite(tx) => sqlite::execute(&mut **tx, statement, params).await,
+            TransactionOn::Postgres(tx) => postgres::execute(&mut **tx, statement, params).await,
+        }
+    }
+
+    /// Runs `sql`, one or more statements without parameters (a migration).
+    async fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
+        match &mut self.0 {
+            TransactionOn::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+            TransactionOn::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+        }
+        .map_err(error)
+    }
+
+    /// Makes the transaction's changes durable.
+    pub async fn commit(self) -> Result<(), Error> {
+        match self.0 {
+            TransactionOn::Sqlite(tx) => tx.commit().await.map_err(error),
+            TransactionOn::Postgres(tx) => tx.commit().await.map_err(error),
+        }
+    }
+
+    /// Discards the transaction's changes.
+    pub async fn rollback(self) -> Result<(), Error> {
+        match self.0 {
+            TransactionOn::Sqlite(tx) => tx.rollback().await.map_err(error),
+            TransactionOn::Postgres(tx) => tx.rollback().await.map_err(error),
+        }
+    }
+}
+
+/// What a database error means to a module.
+fn error(error: sqlx::Error) -> Error {
+    use sqlx::error::ErrorKind;
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_string();
+            match db.kind() {
+                ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation => Error::ConstraintViolation(ConstraintFailure {
+                    constraint: db.constraint().map(str::to_string),
+                    message,
+                }),
+                _ => {
+                    let code = db.code().map(|code| code.into_owned()).unwrap_or_default();
+                    classify_code(&code, message)
+                }
+            }
+        }
+        sqlx::Error::PoolTimedOut => Error::Timeout,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+            Error::Unavailable(error.to_string())
+        }
+        other => Error::Other(other.to_string()),
+    }
+}
+
+/// Sorts a database error by its code: a Postgres SQLSTATE, or an SQLite result code.
+fn classify_code(code: &str, message: String) -> Error {
+    match code {
+        // Postgres: syntax error or access rule violation, undefined objects.
+        c if c.starts_with("42") && c != "42501" => Error::Syntax(message),
+        // Postgres insufficient_privilege; SQLite SQLITE_AUTH.
+        "42501" | "23" => Error::Denied(message),
+        // Postgres connection exceptions, admin shutdown, cannot connect now.
+        c if c.starts_with("08") || c == "57P01" || c == "57P03" => Error::Unavailable(message),
+        // Postgres query_canceled (statement_timeout); SQLite BUSY, LOCKED.
+        "57014" | "5" | "6" | "517" | "261" => Error::Timeout,
+        // SQLite's generic SQLITE_ERROR is what a bad statement gets: a syntax error, or
+        // a table or column that does not exist.
+        "1" => Error::Syntax(message),
+        _ => Error::Other(message),
+    }
+}
+
+impl Host for InstanceState {
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, Error>> {
+        let database = self.database()?;
+        Ok(database.query(&statement, params).await)
+    }
+
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let database = self.database()?;
+        Ok(database.execute(&statement, params).await)
+    }
+
+    async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, Error>> {
+        let database = self.database()?;
+        match database.begin().await {
+            Ok(transaction) => Ok(Ok(self.table.push(transaction)?)),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+}
+
+impl HostTransaction for InstanceState {
+    async fn query(
+        &mut self,
+        transaction: Resource<Transaction>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, Error>> {
+        let timeout = self.database()?.statement_timeout;
+        let transaction = self.table.get_mut(&transaction)?;
+        Ok(
+            tokio::time::timeout(timeout, transaction.query(&statement, params))
+                .await
+                .unwrap_or(Err(Error::Timeout)),
+        )
+    }
+
+    async fn execute(
+        &mut self,
+        transaction: Resource<Transaction>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let timeout = self.database()?.statement_timeout;
+        let transaction = self.table.get_mut(&transaction)?;
+        Ok(
+            tokio::time::timeout(timeout, transaction.execute(&statement, params))
+                .await
+                .unwrap_or(Err(Error::Timeout)),
+        )
+    }
+
+    async fn commit(
+        &mut self,
+        transaction: Resource<Transaction>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let timeout = self.database()?.statement_timeout;
+        let transaction = self.table.delete(transaction)?;
+        Ok(tokio::time::timeout(timeout, transaction.commit())
+            .await
+            .unwrap_or(Err(Error::Timeout)))
+    }
+
+    async fn rollback(
+        &mut self,
+        transaction: Resource<Transaction>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let timeout = self.database()?.statement_timeout;
+        let transaction = self.table.delete(transaction)?;
+        Ok(tokio::time::timeout(timeout, transaction.rollback())
+            .await
+            .unwrap_or(Err(Error::Timeout)))
+    }
+
+    async fn drop(&mut self, transaction: Resource<Transaction>) -> wasmtime::Result<()> {
+        // Dropping an sqlx transaction that was neither committed nor rolled back
+        // rolls it back when its connection returns to the pool.
+        self.table.delete(transaction)?;
+        Ok(())
+    }
+}
+
+impl InstanceState {
+    /// The module's database; a module without one cannot get here, as it is refused
+    /// at load, so this is a trap, not an error value.
+    fn database(&self) -> wasmtime::Result<Arc<Database>> {
+        self.database
+            .clone()
+            .ok_or_else(|| wasmtime::format_err!("module {} has no database", self.module()))
+    }
+}

@@ -1,0 +1,230 @@
+//! The Postgres backend: per module, a schema owned by a role of its own.
+//!
+//! The host connects once with the deployment's administrator URL to make sure the
+//! module's role (`modhost_<module>`, LOGIN, no other rights) and schema (owned by that
+//! role, closed to everyone else) exist, then opens the module's pool **as that
+//! role**. Postgres itself then refuses the module anything outside its schema; no
+//! statement the module sends can change that (there is no role to switch to).
+//!
+//! The role's password is derived from the administrator URL and the role name, so
+//! every node of a deployment computes the same one and none has to store it.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use sqlx::encode::IsNull;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgTypeInfo, Postgres,
+};
+use sqlx::{Column, ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
+use std::str::FromStr;
+
+use super::{error, Error, Rows, Value};
+use crate::deployment::DatabaseSpec;
+
+/// The role a module's connections log in as.
+pub fn role_name(module: &str) -> String {
+    format!("modhost_{}", module.replace('-', "_"))
+}
+
+/// Makes sure `module`'s role and schema exist, then opens its pool as that role.
+pub async fn open(
+    module: &str,
+    spec: &DatabaseSpec,
+    admin_url: &str,
+    schema: &str,
+) -> Result<sqlx::PgPool> {
+    let admin = PgConnectOptions::from_str(admin_url)
+        .context("the postgres URL does not parse")?
+        .log_statements(tracing::log::LevelFilter::Debug);
+    let role = role_name(module);
+    let password = password(admin_url, &role);
+    let database = admin
+        .get_database()
+        .map(str::to_string)
+        .unwrap_or_else(|| admin.get_username().to_string());
+
+    let mut connection = admin
+        .connect()
+        .await
+        .context("connecting to postgres as the administrator")?;
+    // Identifiers and the password cannot be bound as parameters in these statements;
+    // they are quoted here, and are made of [a-z0-9_] (module and schema names are
+    // validated, the password is hex).
+    let statements = [
+        format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') \
+             THEN CREATE ROLE \"{role}\"; END IF; END $$"
+        ),
+        format!(
+            "ALTER ROLE \"{role}\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
+             NOINHERIT NOREPLICATION NOBYPASSRLS PASSWORD '{password}'"
+        ),
+        format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\" AUTHORIZATION \"{role}\""),
+        format!("ALTER SCHEMA \"{schema}\" OWNER TO \"{role}\""),
+        format!("REVOKE ALL ON SCHEMA \"{schema}\" FROM PUBLIC"),
+        format!("REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE \"{database}\" TO \"{role}\""),
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
+    ];
+    for statement in &statements {
+        // Two nodes (or two modules) preparing at once may race on CREATE ROLE; the
+        // loser's error is harmless when the role now exists, so retry once.
+        if let Err(first) = connection.execute(statement.as_str()).await {
+            connection
+                .execute(statement.as_str())
+                .await
+                .with_context(|| format!("preparing postgres for {module}: {first}"))?;
+        }
+    }
+    connection.close().await.ok();
+
+    let options = admin
+        .clone()
+        .username(&role)
+        .password(&password)
+        .options([("search_path", schema)]);
+    PgPoolOptions::new()
+        .max_connections(spec.pool)
+        .acquire_timeout(spec.acquire_timeout.duration())
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to postgres as role {role}"))
+}
+
+/// The role's password: a digest of the administrator URL and the role.
+fn password(admin_url: &str, role: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"modhost role password\0")
+        .chain_update(admin_url.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(role.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a query on `executor` (the pool, or a transaction's connection).
+pub async fn query<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<Rows, Error> {
+    let rows = bind(sqlx::query(statement), params)
+        .fetch_all(executor)
+        .await
+        .map_err(error)?;
+    let columns = match rows.first() {
+        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
+        None => Vec::new(),
+    };
+    let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok(Rows { columns, rows })
+}
+
+/// Runs a statement on `executor`; returns the number of rows it changed.
+pub async fn execute<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<u64, Error> {
+    let done = bind(sqlx::query(statement), params)
+        .execute(executor)
+        .await
+        .map_err(error)?;
+    Ok(done.rows_affected())
+}
+
+/// A NULL of no particular type: Postgres infers the parameter's type from the
+/// statement, so a NULL fits any column (a typed NULL would not: an `int8` NULL is
+/// refused by a `text` column).
+struct UntypedNull;
+
+impl sqlx::Type<Postgres> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _buf: &mut PgArgumentBuffer,
+    ) -> Result<IsNull, sqlx::error::BoxDynError> {
+        Ok(IsNull::Yes)
+    }
+}
+
+fn bind(
+    mut query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    params: Vec<Value>,
+) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    for param in params {
+        query = match param {
+            Value::Null => query.bind(UntypedNull),
+            Value::Integer(n) => query.bind(n),
+            Value::Real(x) => query.bind(x),
+            Value::Text(text) => query.bind(text),
+            Value::Blob(bytes) => query.bind(bytes),
+            Value::Boolean(b) => query.bind(b),
+        };
+    }
+    query
+}
+
+/// A row's values, by each column's Postgres type.
+fn decode(row: &PgRow) -> Result<Vec<Value>, Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i).map_err(error)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let get_err = |e| error(e);
+            let value = match row.column(i).type_info().name() {
+                "INT2" => Value::Integer(row.try_get::<i16, _>(i).map_err(get_err)?.into()),
+                "INT4" => Value::Integer(row.try_get::<i32, _>(i).map_err(get_err)?.into()),
+                "INT8" => Value::Integer(row.try_get::<i64, _>(i).map_err(get_err)?),
+                "FLOAT4" => Value::Real(row.try_get::<f32, _>(i).map_err(get_err)?.into()),
+                "FLOAT8" => Value::Real(row.try_get::<f64, _>(i).map_err(get_err)?),
+                "BOOL" => Value::Boolean(row.try_get(i).map_err(get_err)?),
+                "BYTEA" => Value::Blob(row.try_get(i).map_err(get_err)?),
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => {
+                    Value::Text(row.try_get(i).map_err(get_err)?)
+                }
+                "TIMESTAMPTZ" => Value::Text(
+                    row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+                        .map_err(get_err)?
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                ),
+                "TIMESTAMP" => Value::Text(
+                    row.try_get::<chrono::NaiveDateTime, _>(i)
+                        .map_err(get_err)?
+                        .format("%Y-%m-%dT%H:%M:%S%.f")
+                        .to_string(),
+                ),
+                "DATE" => Value::Text(
+                    row.try_get::<chrono::NaiveDate, _>(i)
+                        .map_err(get_err)?
+                        .to_string(),
+                ),
+                "UUID" => Value::Text(
+                    row.try_get::<uuid::Uuid, _>(i)
+                        .map_err(get_err)?
+                        .to_string(),
+                ),
+                "JSON" | "JSONB" => Value::Text(
+                    row.try_get::<serde_json::Value, _>(i)
+                        .map_err(get_err)?
+                        .to_string(),
+                ),
+                other => {
+                    return Err(Error::Other(format!(
+                        "column {} has type {other}, which modhost:sql does not map; \
+                         cast it in the query (e.g. ::text or ::float8)",
+                        row.column(i).name()
+                    )))
+                }
+            };
+            Ok(value)
+        })
+        .collect()
+}

@@ -1,0 +1,122 @@
+//! The SQLite backend: one file per module, `<data_dir>/databases/<module>.sqlite`.
+//!
+//! Every connection is opened in WAL mode (readers do not block the writer), with a
+//! busy timeout (a writer waits for another instead of failing at once), foreign keys
+//! enforced, and `ATTACH` disabled: a module's connections can reach its own file and
+//! nothing else.
+
+use anyhow::{Context, Result};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Column, Executor, Row, Sqlite, TypeInfo, ValueRef};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{error, Error, Rows, Value};
+use crate::deployment::DatabaseSpec;
+
+/// How long a writer waits for another writer's lock before failing with `timeout`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating if needed) `module`'s database file and its pool.
+pub async fn open(module: &str, spec: &DatabaseSpec, data_dir: &Path) -> Result<sqlx::SqlitePool> {
+    let dir = data_dir.join("databases");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join(format!("{module}.sqlite"));
+    let options = SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(spec.pool)
+        .acquire_timeout(spec.acquire_timeout.duration())
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                let mut handle = connection.lock_handle().await?;
+                // SAFETY: the handle is a live connection, locked for our exclusive use
+                // for the duration of this call; sqlite3_limit only sets a limit on it.
+                unsafe {
+                    libsqlite3_sys::sqlite3_limit(
+                        handle.as_raw_handle().as_ptr(),
+                        libsqlite3_sys::SQLITE_LIMIT_ATTACHED,
+                        0,
+                    );
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .with_context(|| format!("opening {}", file.display()))
+}
+
+/// Runs a query on `executor` (the pool, or a transaction's connection).
+pub async fn query<'c>(
+    executor: impl Executor<'c, Database = Sqlite>,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<Rows, Error> {
+    let rows = bind(sqlx::query(statement), params)
+        .fetch_all(executor)
+        .await
+        .map_err(error)?;
+    let columns = match rows.first() {
+        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
+        None => Vec::new(),
+    };
+    let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok(Rows { columns, rows })
+}
+
+/// Runs a statement on `executor`; returns the number of rows it changed.
+pub async fn execute<'c>(
+    executor: impl Executor<'c, Database = Sqlite>,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<u64, Error> {
+    let done = bind(sqlx::query(statement), params)
+        .execute(executor)
+        .await
+        .map_err(error)?;
+    Ok(done.rows_affected())
+}
+
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    params: Vec<Value>,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for param in params {
+        query = match param {
+            Value::Null => query.bind(None::<i64>),
+            Value::Integer(n) => query.bind(n),
+            Value::Real(x) => query.bind(x),
+            Value::Text(text) => query.bind(text),
+            Value::Blob(bytes) => query.bind(bytes),
+            Value::Boolean(b) => query.bind(b),
+        };
+    }
+    query
+}
+
+/// A row's values, each by its stored type (SQLite types values, not columns).
+fn decode(row: &SqliteRow) -> Result<Vec<Value>, Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i).map_err(error)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let value = match raw.type_info().name() {
+                "INTEGER" | "BOOLEAN" => Value::Integer(row.try_get_unchecked(i).map_err(error)?),
+                "REAL" => Value::Real(row.try_get_unchecked(i).map_err(error)?),
+                "BLOB" => Value::Blob(row.try_get_unchecked(i).map_err(error)?),
+                _ => Value::Text(row.try_get_unchecked(i).map_err(error)?),
+            };
+            Ok(value)
+        })
+        .collect()
+}

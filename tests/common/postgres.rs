@@ -1,0 +1,186 @@
+//! A real Postgres server for a test: a fresh cluster in a temporary directory, on a
+//! free port, started from the machine's installed server binaries (Debian keeps them
+//! in /usr/lib/postgresql/<version>/bin) and stopped when dropped.
+//!
+//! initdb refuses to run as root, so as root the cluster belongs to the `postgres`
+//! user and every server command runs through `runuser -u postgres`. Connections use
+//! password authentication over TCP, as in production.
+//!
+//! Without server binaries a test is skipped with a message, except under `CI=true`,
+//! where it fails: CI must run every test (`.ci/run` installs the server).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The cluster's superuser and its password.
+const ADMIN: &str = "modhost_admin";
+const PASSWORD: &str = "test-admin-password";
+
+/// A running Postgres cluster.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    /// Starts a fresh cluster, or `None` (after saying why) when this machine has no
+    /// Postgres server and this is not CI.
+    pub fn start() -> Option<Postgres> {
+        let Some(bin) = server_binaries() else {
+            let message = "no Postgres server binaries (initdb, pg_ctl) under \
+                           /usr/lib/postgresql/*/bin: install the postgresql package";
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("{message} (CI=true: this test may not be skipped)");
+            }
+            eprintln!("skipping the Postgres half of this test: {message}");
+            return None;
+        };
+        let as_postgres = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("modhost-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, PASSWORD).expect("write pwfile");
+        if as_postgres {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()));
+        }
+        let postgres = Postgres {
+            dir,
+            bin,
+            port: free_port(),
+            as_postgres,
+        };
+        postgres.server_command("initdb", |c| {
+            c.arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    ADMIN,
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .args(["-E", "UTF8", "--no-sync"]);
+        });
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            postgres.port,
+            postgres.dir.path().display()
+        );
+        postgres.server_command("pg_ctl", |c| {
+            c.arg("-D")
+                .arg(&data)
+                .args(["-o", &options, "-l"])
+                .arg(postgres.dir.path().join("server.log"))
+                .args(["-w", "start"]);
+        });
+        Some(postgres)
+    }
+
+    /// Creates database `name` and returns the administrator's URL for it.
+    pub fn create_database(&self, name: &str) -> String {
+        let mut createdb = Command::new(self.bin.join("createdb"));
+        createdb
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                ADMIN,
+                name,
+            ])
+            .env("PGPASSWORD", PASSWORD);
+        run(&mut createdb);
+        self.url(name)
+    }
+
+    /// The administrator's URL for database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://{ADMIN}:{PASSWORD}@127.0.0.1:{}/{name}",
+            self.port
+        )
+    }
+
+    fn server_command(&self, program: &str, args: impl FnOnce(&mut Command)) {
+        let path = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        args(&mut command);
+        run(&mut command);
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = command
+            .arg("-D")
+            .arg(data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// The newest installed server's binary directory.
+fn server_binaries() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
+        .collect();
+    found.sort_by_key(|bin| {
+        bin.parent()
+            .and_then(Path::file_name)
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop()
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run a Postgres command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,440 @@
+//! `modhost:sql` on both backends: every test runs the same steps against a module's
+//! SQLite file and against its Postgres schema (a real server started for the test).
+
+mod common;
+use common::postgres::Postgres;
+
+use modhost::capabilities::sql::{migrations, Database, Error, Value};
+use modhost::deployment::{DatabaseBackend, DatabaseSpec, Timeout};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the test's databases live: a temp dir, and a Postgres cluster if installed.
+struct Backends {
+    dir: tempfile::TempDir,
+    _postgres: Option<Postgres>,
+    postgres_url: Option<String>,
+}
+
+impl Backends {
+    fn start() -> Backends {
+        let postgres = Postgres::start();
+        let postgres_url = postgres.as_ref().map(|pg| pg.create_database("shop"));
+        Backends {
+            dir: tempfile::tempdir().unwrap(),
+            _postgres: postgres,
+            postgres_url,
+        }
+    }
+
+    /// The specs to test: SQLite always, Postgres when there is a server.
+    fn specs(&self, pool: u32, migrations: Option<&Path>) -> Vec<(&'static str, DatabaseSpec)> {
+        let spec = |backend| DatabaseSpec {
+            backend,
+            pool,
+            acquire_timeout: Timeout(Duration::from_millis(300)),
+            migrations: migrations.map(Path::to_path_buf),
+        };
+        let mut specs = vec![("sqlite", spec(DatabaseBackend::Sqlite))];
+        if let Some(url) = &self.postgres_url {
+            specs.push((
+                "postgres",
+                spec(DatabaseBackend::Postgres {
+                    url: url.clone(),
+                    schema: String::new(),
+                }),
+            ));
+        }
+        specs
+    }
+
+    /// Opens `module`'s database as `spec` says.
+    async fn open(&self, module: &str, spec: &DatabaseSpec) -> Result<Database, anyhow::Error> {
+        let mut spec = spec.clone();
+        if let DatabaseBackend::Postgres { schema, .. } = &mut spec.backend {
+            *schema = module.replace('-', "_");
+        }
+        Database::open(module, &spec, self.dir.path(), Duration::from_secs(5)).await
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_value_kind_round_trips() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(4, None) {
+        let db = backends.open("kinds", &spec).await.unwrap();
+        let (real, blob, boolean) = match backend {
+            "sqlite" => ("REAL", "BLOB", "BOOLEAN"),
+            _ => ("DOUBLE PRECISION", "BYTEA", "BOOLEAN"),
+        };
+        db.execute(
+            &format!(
+                "CREATE TABLE kinds (i BIGINT, r {real}, t TEXT, b {blob}, f {boolean}, n TEXT)"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+        let row = vec![
+            Value::Integer(i64::MIN),
+            Value::Real(-0.125),
+            text("ünïcødé ✓ 'quoted' \"double\""),
+            Value::Blob((0..=255).collect()),
+            Value::Boolean(true),
+            Value::Null,
+        ];
+        let changed = db
+            .execute(
+                "INSERT INTO kinds (i, r, t, b, f, n) VALUES ($1, $2, $3, $4, $5, $6)",
+                row.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed, 1, "{backend}");
+        let rows = db
+            .query(
+                "SELECT i, r, t, b, f, n FROM kinds WHERE i = $1",
+                vec![Value::Integer(i64::MIN)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["i", "r", "t", "b", "f", "n"], "{backend}");
+        let mut expected = row.clone();
+        if backend == "sqlite" {
+            // SQLite stores booleans as integers: documented in wit/modhost/sql.wit.
+            expected[4] = Value::Integer(1);
+        }
+        assert_eq!(rows.rows, vec![expected], "{backend}");
+
+        // Parameters are bound, never interpolated: this is a value, not SQL.
+        let sneaky = text("x'); DROP TABLE kinds; --");
+        db.execute("INSERT INTO kinds (t) VALUES ($1)", vec![sneaky.clone()])
+            .await
+            .unwrap();
+        let found = db
+            .query("SELECT t FROM kinds WHERE t = $1", vec![sneaky.clone()])
+            .await
+            .unwrap();
+        assert_eq!(found.rows, vec![vec![sneaky]], "{backend}");
+
+        if backend == "postgres" {
+            // Timestamps, numerics and other types come back as text; a text parameter
+            // goes into a timestamp column with a cast.
+            let rows = db
+                .query(
+                    "SELECT $1::timestamptz AS at, 12.50::numeric::text AS amount, \
+                     '2026-11-22'::date AS day",
+                    vec![text("2026-11-22T14:00:00Z")],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                rows.rows,
+                vec![vec![
+                    text("2026-11-22T14:00:00Z"),
+                    text("12.50"),
+                    text("2026-11-22")
+                ]]
+            );
+        }
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_roll_back_when_dropped() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(4, None) {
+        let db = backends.open("ledger", &spec).await.unwrap();
+        db.execute(
+            "CREATE TABLE entries (id BIGINT PRIMARY KEY, note TEXT)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let insert = "INSERT INTO entries (id, note) VALUES ($1, $2)";
+
+        let mut tx = db.begin().await.unwrap();
+        tx.execute(insert, vec![Value::Integer(1), text("kept")])
+            .await
+            .unwrap();
+        // Inside the transaction its own write is visible.
+        let inside = tx.query("SELECT note FROM entries", vec![]).await.unwrap();
+        assert_eq!(inside.rows.len(), 1, "{backend}");
+        tx.commit().await.unwrap();
+
+        let mut tx = db.begin().await.unwrap();
+        tx.execute(insert, vec![Value::Integer(2), text("rolled back")])
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+
+        let mut tx = db.begin().await.unwrap();
+        tx.execute(insert, vec![Value::Integer(3), text("dropped")])
+            .await
+            .unwrap();
+        drop(tx);
+
+        let rows = db
+            .query("SELECT id, note FROM entries ORDER BY id", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.rows,
+            vec![vec![Value::Integer(1), text("kept")]],
+            "{backend}"
+        );
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_come_back_as_typed_errors() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(4, None) {
+        let db = backends.open("accounts", &spec).await.unwrap();
+        db.execute(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, email TEXT NOT NULL, \
+             CONSTRAINT accounts_email_unique UNIQUE (email))",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let insert = "INSERT INTO accounts (id, email) VALUES ($1, $2)";
+        db.execute(insert, vec![Value::Integer(1), text("a@example.com")])
+            .await
+            .unwrap();
+
+        match db
+            .execute(insert, vec![Value::Integer(2), text("a@example.com")])
+            .await
+        {
+            Err(Error::ConstraintViolation(failure)) => match backend {
+                "postgres" => {
+                    assert_eq!(failure.constraint.as_deref(), Some("accounts_email_unique"))
+                }
+                _ => assert!(
+                    failure.message.contains("accounts.email"),
+                    "{}",
+                    failure.message
+                ),
+            },
+            other => panic!("{backend}: expected a constraint violation, got {other:?}"),
+        }
+        match db
+            .execute(insert, vec![Value::Integer(3), Value::Null])
+            .await
+        {
+            Err(Error::ConstraintViolation(_)) => {}
+            other => panic!("{backend}: NOT NULL: got {other:?}"),
+        }
+        match db.query("SELEC * FROM accounts", vec![]).await {
+            Err(Error::Syntax(_)) => {}
+            other => panic!("{backend}: expected a syntax error, got {other:?}"),
+        }
+        match db.query("SELECT * FROM no_such_table", vec![]).await {
+            Err(Error::Syntax(message)) => assert!(message.contains("no_such_table"), "{message}"),
+            other => panic!("{backend}: expected an unknown-table error, got {other:?}"),
+        }
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_lose_no_update() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(8, None) {
+        let db = Arc::new(backends.open("counter", &spec).await.unwrap());
+        db.execute(
+            "CREATE TABLE counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        db.execute("INSERT INTO counter (id, n) VALUES (1, 0)", vec![])
+            .await
+            .unwrap();
+        let writers: Vec<_> = (0..50)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut tx = db.begin().await?;
+                    tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1", vec![])
+                        .await?;
+                    tx.execute(
+                        "INSERT INTO counter (id, n) VALUES ($1, 0)",
+                        vec![Value::Integer(100 + i)],
+                    )
+                    .await?;
+                    tx.commit().await
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{backend}: {e:?}"));
+        }
+        let rows = db
+            .query("SELECT n FROM counter WHERE id = 1", vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::Integer(50)]], "{backend}");
+        let rows = db
+            .query("SELECT COUNT(*) FROM counter", vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::Integer(51)]], "{backend}");
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_fails_fast_with_a_timeout() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(1, None) {
+        let db = backends.open("tiny", &spec).await.unwrap();
+        // The only connection is held by an open transaction…
+        let tx = db.begin().await.unwrap();
+        // …so the next statement waits the acquire timeout (300 ms), then fails.
+        match db.query("SELECT 1", vec![]).await {
+            Err(Error::Timeout) => {}
+            other => panic!("{backend}: expected a timeout, got {other:?}"),
+        }
+        drop(tx);
+        assert!(db.query("SELECT 1", vec![]).await.is_ok(), "{backend}");
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_reach_another_modules_tables() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(2, None) {
+        let users = backends.open("users", &spec).await.unwrap();
+        let orders = backends.open("orders", &spec).await.unwrap();
+        users
+            .execute(
+                "CREATE TABLE people (id BIGINT PRIMARY KEY, secret TEXT)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        users
+            .execute("INSERT INTO people VALUES (1, 'x')", vec![])
+            .await
+            .unwrap();
+        match backend {
+            "postgres" => {
+                // Postgres itself refuses: orders' role has no rights on users' schema.
+                match orders
+                    .query("SELECT secret FROM users.people", vec![])
+                    .await
+                {
+                    Err(Error::Denied(message)) => {
+                        assert!(message.contains("permission denied"), "{message}")
+                    }
+                    other => panic!("expected permission denied, got {other:?}"),
+                }
+                match orders.execute("SET ROLE modhost_users", vec![]).await {
+                    Err(Error::Denied(_)) | Err(Error::Other(_)) => {}
+                    other => panic!("switching roles must fail, got {other:?}"),
+                }
+            }
+            _ => {
+                // orders' connection has only its own file: the table does not exist…
+                match orders.query("SELECT secret FROM people", vec![]).await {
+                    Err(Error::Syntax(message)) => assert!(message.contains("no such table")),
+                    other => panic!("expected no such table, got {other:?}"),
+                }
+                // …and it cannot attach users' file.
+                let file = backends.dir.path().join("databases/users.sqlite");
+                match orders
+                    .execute(
+                        "ATTACH DATABASE $1 AS other",
+                        vec![text(&file.display().to_string())],
+                    )
+                    .await
+                {
+                    Err(_) => {}
+                    Ok(_) => panic!("ATTACH must be refused"),
+                }
+            }
+        }
+        users.close().await;
+        orders.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_refuse_edits_and_failures() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(2, None) {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, sql: &str| std::fs::write(dir.path().join(name), sql).unwrap();
+        write(
+            "0001_create_stock.sql",
+            "CREATE TABLE stock (sku TEXT PRIMARY KEY, available BIGINT NOT NULL);\n\
+             INSERT INTO stock VALUES ('KB-001', 50);",
+        );
+        write(
+            "0002_add_price.sql",
+            "ALTER TABLE stock ADD COLUMN price BIGINT;",
+        );
+        write("README.md", "not a migration");
+        let mut spec = spec.clone();
+        spec.migrations = Some(dir.path().to_path_buf());
+        let module = format!("stock_{backend}");
+
+        let db = backends.open(&module, &spec).await.unwrap();
+        let rows = db
+            .query("SELECT sku, available, price FROM stock", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.rows,
+            vec![vec![text("KB-001"), Value::Integer(50), Value::Null]],
+            "{backend}"
+        );
+        db.close().await;
+
+        // A restart applies nothing twice.
+        let db = backends.open(&module, &spec).await.unwrap();
+        assert_eq!(migrations::apply(&db, dir.path()).await.unwrap(), 0);
+        db.close().await;
+
+        // A broken migration stops the module, names the file and the database's
+        // complaint, and leaves nothing half-applied.
+        write(
+            "0003_broken.sql",
+            "CREATE TABLE audit (id BIGINT);\nALTER TABLE no_such_table ADD COLUMN x BIGINT;",
+        );
+        let error = backends.open(&module, &spec).await.err().unwrap();
+        let message = format!("{error:#}");
+        assert!(message.contains("0003_broken.sql"), "{message}");
+        assert!(message.contains("no_such_table"), "{message}");
+        std::fs::remove_file(dir.path().join("0003_broken.sql")).unwrap();
+        let db = backends.open(&module, &spec).await.unwrap();
+        assert!(
+            db.query("SELECT * FROM audit", vec![]).await.is_err(),
+            "{backend}: the failed migration's first statement must be rolled back"
+        );
+        db.close().await;
+
+        // Editing an applied migration is refused.
+        write(
+            "0002_add_price.sql",
+            "ALTER TABLE stock ADD COLUMN price_cents BIGINT;",
+        );
+        let error = backends.open(&module, &spec).await.err().unwrap();
+        let message = format!("{error:#}");
+        assert!(message.contains("0002_add_price.sql"), "{message}");
+        assert!(message.contains("edited after it was applied"), "{message}");
+    }
+}
