@@ -246,7 +246,7 @@ async fn placing_an_order_reserves_stock_and_charges_the_card() {
     // Two typed calls made it: one edge to each module, both succeeded.
     let metrics = get(&host.url("/metrics")).await.text();
     for function in [
-        "shop:inventory/api@1.0.0#reserve",
+        "shop:inventory/api@1.1.0#reserve",
         "shop:payments/api@1.0.0#charge",
     ] {
         let callee = function.split([':', '/']).nth(1).unwrap();
@@ -259,10 +259,16 @@ async fn placing_an_order_reserves_stock_and_charges_the_card() {
         );
     }
 
-    // Inventory's own view agrees on the stock level and price.
+    // The order is stored in orders' database…
+    let stored = get(&host.url(&format!("/orders/{id}"))).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert_eq!(stored.json(), order);
+    assert_eq!(get(&host.url("/orders/ord_missing")).await.status, 404);
+    // …and the stock it took is gone from inventory's: 50 - 2 keyboards.
     let level = get(&host.url("/inventory/KB-001")).await;
     assert_eq!(level.status, 200);
     assert_eq!(level.json()["unit_price_cents"], 8900);
+    assert_eq!(level.json()["available"], 48);
     assert_eq!(get(&host.url("/inventory/NOPE")).await.status, 404);
     // Payments serves no HTTP: no route reaches it.
     assert_eq!(get(&host.url("/payments")).await.status, 404);
@@ -306,6 +312,8 @@ async fn refused_orders_get_the_right_4xx_answer() {
     assert_eq!(repeated.status, 422, "{}", repeated.text());
     assert_eq!(repeated.json()["error"]["code"], "invalid_order");
 
+    // A declined payment gives its reserved stock back (orders compensates).
+    let before = get(&host.url("/inventory/KB-001")).await.json()["available"].clone();
     // Payments' typed decline reasons become 402s.
     let one_keyboard = r#"[{"sku": "KB-001", "quantity": 1}]"#;
     for (card, reason) in [
@@ -336,6 +344,11 @@ async fn refused_orders_get_the_right_4xx_answer() {
         expired.text()
     );
 
+    assert_eq!(
+        get(&host.url("/inventory/KB-001")).await.json()["available"],
+        before,
+        "declined orders must not keep stock"
+    );
     let bad_number = place(order(one_keyboard, "4242 4242 4242 4241")).await;
     assert_eq!(bad_number.status, 422, "{}", bad_number.text());
     assert_eq!(bad_number.json()["error"]["code"], "invalid_card");
@@ -408,4 +421,137 @@ fn an_orders_build_with_a_stale_contract_is_refused_by_check() {
         stderr.contains("module `orders`: imports shop:payments/api@1.0.0 from module `payments` without a grant"),
         "{stderr}"
     );
+}
+
+/// 200 orders for one monitor each, all at once, against 5 in stock… with the stock
+/// raised to 50 first by a migration of this test's own: exactly 50 are sold.
+async fn no_stock_is_oversold(deployment: &TestDeployment) {
+    let host = Modhost::start(deployment);
+    let http = client(false);
+    let url = host.url("/orders");
+    let replies = join_all((0..200).map(|i| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let body = format!(
+                r#"{{"customer_id": {}, "lines": [{{"sku": "MN-003", "quantity": 1}}],
+                    "card": {{"number": "{GOOD_CARD}", "expiry_month": 12, "expiry_year": 2030}}}}"#,
+                i + 1
+            );
+            send(&http, "POST", &url, Some(&body)).await
+        }
+    }))
+    .await;
+    let sold = replies.iter().filter(|r| r.status == 201).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.status == 409 && r.json()["error"]["code"] == "out_of_stock")
+        .count();
+    let other: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status != 201 && r.status != 409)
+        .map(|r| format!("{} {}", r.status, r.text()))
+        .collect();
+    assert!(other.is_empty(), "unexpected answers: {other:?}");
+    assert_eq!(sold, 50, "sold {sold}, refused {refused}");
+    assert_eq!(refused, 150);
+    let level = get(&host.url("/inventory/MN-003")).await.json();
+    assert_eq!(level["available"], 0, "{level}");
+}
+
+/// The shop with 50 monitors: inventory's migrations plus one more.
+fn fifty_monitors(database: &str) -> TestDeployment {
+    let migrations = tempfile::tempdir().unwrap().keep();
+    for entry in std::fs::read_dir(repo_path("modules/inventory/migrations")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), migrations.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        migrations.join("9001_test_fifty_monitors.sql"),
+        "UPDATE stock SET available = 50 WHERE sku = 'MN-003';",
+    )
+    .unwrap();
+    TestDeployment::new(
+        &SHOP
+            .replace(
+                "migrations = \"{repo}/modules/inventory/migrations\"",
+                &format!("migrations = {:?}", migrations.display().to_string()),
+            )
+            .replace("database = \"sqlite\"", database),
+    )
+}
+
+fn repo_path(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_orders_never_oversell_on_sqlite() {
+    no_stock_is_oversold(&fifty_monitors("database = \"sqlite\"")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_orders_never_oversell_on_postgres() {
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("shop");
+    no_stock_is_oversold(&fifty_monitors(&format!(
+        "database = {{ postgres = {url:?} }}"
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_migration_stops_only_its_own_module() {
+    let migrations = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_path("modules/inventory/migrations")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), migrations.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        migrations.path().join("0002_broken.sql"),
+        "ALTER TABLE no_such_table ADD COLUMN x BIGINT;",
+    )
+    .unwrap();
+    let deployment = TestDeployment::new(&SHOP.replace(
+        "migrations = \"{repo}/modules/inventory/migrations\"",
+        &format!("migrations = {:?}", migrations.path().display().to_string()),
+    ));
+    let host = Modhost::start(&deployment);
+    let logged = host.wait_for_log("module not started");
+    assert!(logged.contains("0002_broken.sql"), "{logged}");
+    assert!(logged.contains("no_such_table"), "{logged}");
+
+    // Inventory does not serve: its requests and calls into it get 503, with the reason.
+    let stock = get(&host.url("/inventory/KB-001")).await;
+    assert_eq!(stock.status, 503, "{}", stock.text());
+    assert_eq!(stock.json()["error"]["code"], "module_unavailable");
+    assert!(stock.text().contains("0002_broken.sql"), "{}", stock.text());
+    let body = order(r#"[{"sku": "KB-001", "quantity": 1}]"#, GOOD_CARD);
+    let placed = send(&client(false), "POST", &host.url("/orders"), Some(&body)).await;
+    assert_eq!(placed.status, 503, "{}", placed.text());
+    assert_eq!(placed.json()["error"]["code"], "call_unavailable");
+
+    // Every other module serves, and readiness says which one failed and why.
+    assert_eq!(get(&host.url("/users/1")).await.status, 200);
+    let ready = get(&host.url("/readyz")).await.json();
+    assert_eq!(ready["modules"]["inventory"]["status"], "failed", "{ready}");
+    assert_eq!(ready["modules"]["users"]["status"], "serving", "{ready}");
+}
+
+#[test]
+fn a_module_that_imports_sql_without_a_database_is_refused() {
+    let deployment = TestDeployment::new(&SHOP.replacen(
+        "database = \"sqlite\"\nmigrations = \"{repo}/modules/inventory/migrations\"\n",
+        "",
+        1,
+    ));
+    let (code, stderr) = check(&deployment);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("imports modhost:sql/sql@1.0.0 but the module has no database"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[modules.inventory]"), "{stderr}");
 }

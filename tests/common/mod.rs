@@ -87,14 +87,21 @@ routes = ["/catalog"]
 component = "{inventory}"
 routes = ["/inventory"]
 instances = "reuse"
+limits = { concurrency = 256 }
+database = "sqlite"
+migrations = "{repo}/modules/inventory/migrations"
 
 [modules.payments]
 component = "{payments}"
+limits = { concurrency = 256 }
 
 [modules.orders]
 component = "{orders}"
 routes = ["/orders"]
 calls = ["inventory", "payments"]
+limits = { concurrency = 256 }
+database = "sqlite"
+migrations = "{repo}/modules/orders/migrations"
 "#;
 
 /// A deployment file in a fresh temporary directory (which also holds the data dir).
@@ -105,7 +112,7 @@ pub struct TestDeployment {
 
 impl TestDeployment {
     /// Writes `toml` as the deployment; `{users}`-style placeholders become the path of
-    /// that guest's built component.
+    /// that guest's built component, `{repo}` the repository's root.
     pub fn new(toml: &str) -> TestDeployment {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = toml.to_string();
@@ -125,6 +132,7 @@ impl TestDeployment {
                 text = text.replace(&placeholder, &guest(name).display().to_string());
             }
         }
+        text = text.replace("{repo}", env!("CARGO_MANIFEST_DIR"));
         let file = dir.path().join("deployment.toml");
         std::fs::write(&file, text).expect("write deployment");
         TestDeployment { dir, file }

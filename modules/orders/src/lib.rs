@@ -10,17 +10,20 @@
 //!    `invalid_order`;
 //! 3. `shop:payments/api.charge` for the reservation's total — or 402
 //!    `payment_declined` with the issuer's reason, 422 `invalid_card` /
-//!    `invalid_amount`;
-//! 4. answers 201 with the confirmed order and `Location: /orders/{id}`.
+//!    `invalid_amount`; a refused charge releases the reservation (compensation);
+//! 4. stores the order in its own database and answers 201 with it and
+//!    `Location: /orders/{id}`.
+//!
+//! `GET /orders/{id}` returns a stored order, or 404.
 //!
 //! If a call itself fails (the callee crashed, timed out or is unavailable), the host
-//! fails this request with a 5xx naming the broken edge; no order is confirmed.
-//!
-//! Orders are not stored yet (that arrives with the host's SQL capability), so a
-//! declined payment has no reservation to give back and there is no `GET`.
+//! fails this request with a 5xx naming the broken edge; no order is confirmed. A
+//! charge followed by a failure to store the order is logged with both ids (until
+//! the events issue makes the whole flow a saga with an outbox).
 
 wit_bindgen::generate!({
     path: [
+        "../../wit/modhost/sql.wit",
         "../../wit/shop/inventory.wit",
         "../../wit/shop/payments.wit",
         "../../wit/shop/orders.wit",
@@ -29,10 +32,11 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+use modhost::sql::sql::{self as sql, Transaction, Value};
 use modhost_guest::{Request, Response};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use shop::inventory::api::{self as inventory, Line, Reservation, ReserveError};
+use serde_json::{json, Map, Value as Value_};
+use shop::inventory::api::{self as inventory, Line, ReserveError};
 use shop::payments::api::{self as payments, Card, ChargeError, ChargeRequest, DeclineReason};
 
 /// The currency the shop prices and charges in.
@@ -47,7 +51,7 @@ const MAX_QUANTITY: u64 = 1000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewOrder {
-    customer_id: Option<Value>,
+    customer_id: Option<Value_>,
     lines: Option<Vec<NewLine>>,
     card: Option<NewCard>,
 }
@@ -56,15 +60,15 @@ struct NewOrder {
 #[serde(deny_unknown_fields)]
 struct NewLine {
     sku: Option<String>,
-    quantity: Option<Value>,
+    quantity: Option<Value_>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewCard {
     number: Option<String>,
-    expiry_month: Option<Value>,
-    expiry_year: Option<Value>,
+    expiry_month: Option<Value_>,
+    expiry_year: Option<Value_>,
 }
 
 /// A validated order, ready to place.
@@ -77,7 +81,8 @@ struct Order {
 fn handle(request: Request) -> Response {
     match (request.method.as_str(), request.segments().as_slice()) {
         ("POST", ["orders"]) => place(&request),
-        (method, ["orders"]) => Response::method_not_allowed(method),
+        ("GET", ["orders", id]) => get(id),
+        (method, ["orders"] | ["orders", _]) => Response::method_not_allowed(method),
         _ => Response::not_found(&request.path),
     }
 }
@@ -104,26 +109,42 @@ fn place(request: &Request) -> Response {
     };
     let receipt = match payments::charge(&charge) {
         Ok(receipt) => receipt,
-        Err(error) => return charge_failed(error),
+        Err(error) => {
+            // Compensate: the stock held for an order that will not be paid goes back.
+            if let Err(release) = inventory::release(&reservation.id) {
+                eprintln!(
+                    "orders: releasing reservation {} of unpaid order {order_id} failed: {release:?}",
+                    reservation.id
+                );
+            }
+            return charge_failed(error);
+        }
     };
 
-    let mut response = Response::json(
-        201,
-        &json!({
-            "id": order_id,
-            "status": "confirmed",
-            "customer_id": order.customer_id,
-            "lines": priced_lines(&reservation),
-            "total_cents": reservation.total_cents,
-            "currency": CURRENCY,
-            "reservation_id": reservation.id,
-            "payment": {
-                "receipt_id": receipt.id,
-                "amount_cents": receipt.amount_cents,
-                "card_last4": receipt.card_last4,
-            },
-        }),
-    );
+    let stored = Stored {
+        id: order_id.clone(),
+        customer_id: order.customer_id,
+        total_cents: reservation.total_cents,
+        reservation_id: reservation.id.clone(),
+        receipt_id: receipt.id.clone(),
+        card_last4: receipt.card_last4.clone(),
+        lines: reservation.lines.clone(),
+    };
+    if let Err(error) = store(&stored) {
+        eprintln!(
+            "orders: order {order_id} was paid (receipt {}) but could not be stored: {error:?}",
+            receipt.id
+        );
+        return Response::error(
+            503,
+            "unavailable",
+            &format!(
+                "the order could not be stored; payment receipt {}",
+                receipt.id
+            ),
+        );
+    }
+    let mut response = Response::json(201, &order_json(&stored));
     response.headers.push((
         "location".into(),
         format!("/orders/{order_id}").into_bytes(),
@@ -131,8 +152,19 @@ fn place(request: &Request) -> Response {
     response
 }
 
-fn priced_lines(reservation: &Reservation) -> Vec<Value> {
-    reservation
+/// An order as stored.
+struct Stored {
+    id: String,
+    customer_id: u64,
+    total_cents: u64,
+    reservation_id: String,
+    receipt_id: String,
+    card_last4: String,
+    lines: Vec<inventory::ReservedLine>,
+}
+
+fn order_json(order: &Stored) -> Value_ {
+    let lines: Vec<Value_> = order
         .lines
         .iter()
         .map(|line| {
@@ -144,7 +176,108 @@ fn priced_lines(reservation: &Reservation) -> Vec<Value> {
                 "line_total_cents": u64::from(line.quantity).saturating_mul(line.unit_price_cents),
             })
         })
-        .collect()
+        .collect();
+    json!({
+        "id": order.id,
+        "status": "confirmed",
+        "customer_id": order.customer_id,
+        "lines": lines,
+        "total_cents": order.total_cents,
+        "currency": CURRENCY,
+        "reservation_id": order.reservation_id,
+        "payment": {
+            "receipt_id": order.receipt_id,
+            "amount_cents": order.total_cents,
+            "card_last4": order.card_last4,
+        },
+    })
+}
+
+/// Writes the order and its lines in one transaction.
+fn store(order: &Stored) -> Result<(), sql::Error> {
+    let tx = sql::begin()?;
+    tx.execute(
+        "INSERT INTO orders (id, customer_id, status, total_cents, currency, reservation_id, \
+         receipt_id, card_last4, created_at) VALUES ($1, $2, 'confirmed', $3, $4, $5, $6, $7, $8)",
+        &[
+            Value::Text(order.id.clone()),
+            Value::Integer(order.customer_id as i64),
+            Value::Integer(order.total_cents as i64),
+            Value::Text(CURRENCY.into()),
+            Value::Text(order.reservation_id.clone()),
+            Value::Text(order.receipt_id.clone()),
+            Value::Text(order.card_last4.clone()),
+            Value::Integer(modhost_guest::unix_time() as i64),
+        ],
+    )?;
+    for (position, line) in order.lines.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO order_lines (order_id, position, sku, name, quantity, unit_price_cents) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                Value::Text(order.id.clone()),
+                Value::Integer(position as i64),
+                Value::Text(line.sku.clone()),
+                Value::Text(line.name.clone()),
+                Value::Integer(i64::from(line.quantity)),
+                Value::Integer(line.unit_price_cents as i64),
+            ],
+        )?;
+    }
+    Transaction::commit(tx)
+}
+
+fn get(id: &str) -> Response {
+    let id_param = [Value::Text(id.to_string())];
+    let header = sql::query(
+        "SELECT customer_id, total_cents, reservation_id, receipt_id, card_last4 \
+         FROM orders WHERE id = $1",
+        &id_param,
+    );
+    let lines = sql::query(
+        "SELECT sku, name, quantity, unit_price_cents FROM order_lines \
+         WHERE order_id = $1 ORDER BY position",
+        &id_param,
+    );
+    let (header, lines) = match (header, lines) {
+        (Ok(header), Ok(lines)) => (header, lines),
+        (Err(error), _) | (_, Err(error)) => {
+            return Response::error(503, "unavailable", &format!("{error:?}"))
+        }
+    };
+    let Some(
+        [Value::Integer(customer_id), Value::Integer(total), Value::Text(reservation_id), Value::Text(receipt_id), Value::Text(card_last4)],
+    ) = header.rows.first().map(Vec::as_slice)
+    else {
+        return Response::not_found(&format!("no order {id}"));
+    };
+    let lines = lines
+        .rows
+        .iter()
+        .filter_map(|row| match row.as_slice() {
+            [Value::Text(sku), Value::Text(name), Value::Integer(quantity), Value::Integer(price)] => {
+                Some(inventory::ReservedLine {
+                    sku: sku.clone(),
+                    name: name.clone(),
+                    quantity: u32::try_from(*quantity).unwrap_or(0),
+                    unit_price_cents: u64::try_from(*price).unwrap_or(0),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    Response::json(
+        200,
+        &order_json(&Stored {
+            id: id.to_string(),
+            customer_id: u64::try_from(*customer_id).unwrap_or(0),
+            total_cents: u64::try_from(*total).unwrap_or(0),
+            reservation_id: reservation_id.clone(),
+            receipt_id: receipt_id.clone(),
+            card_last4: card_last4.clone(),
+            lines,
+        }),
+    )
 }
 
 /// Checks every field, and reports every problem at once.
@@ -232,7 +365,7 @@ fn validate(new: NewOrder) -> Result<Order, Response> {
 
 /// A JSON whole number within `range`, or what is wrong with the value.
 fn whole_number(
-    value: Option<&Value>,
+    value: Option<&Value_>,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, String> {
     let Some(value) = value else {
@@ -251,7 +384,7 @@ fn whole_number(
 fn reserve_failed(error: ReserveError) -> Response {
     match error {
         ReserveError::OutOfStock(shortages) => {
-            let listed: Vec<Value> = shortages
+            let listed: Vec<Value_> = shortages
                 .iter()
                 .map(
                     |s| json!({ "sku": s.sku, "requested": s.requested, "available": s.available }),
@@ -278,6 +411,7 @@ fn reserve_failed(error: ReserveError) -> Response {
             )
         }
         ReserveError::Invalid(why) => Response::error(422, "invalid_order", &why),
+        ReserveError::Unavailable(why) => Response::error(503, "inventory_unavailable", &why),
     }
 }
 
