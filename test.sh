@@ -12,6 +12,17 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain: wasm32-wasip2 target"
 rustup target add wasm32-wasip2
 
+step "PostgreSQL server binaries (the data tests start their own clusters)"
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  ls -d /usr/lib/postgresql/*/bin
+elif [ "${CI:-}" = "true" ]; then
+  echo "no PostgreSQL server under /usr/lib/postgresql: .ci/run installs it; CI may not skip" >&2
+  exit 1
+else
+  echo "no PostgreSQL server: the Postgres halves of the data tests will be skipped" >&2
+  echo "(install it with: apt-get install postgresql)" >&2
+fi
+
 step "format"
 cargo fmt --all -- --check
 
