@@ -120,7 +120,8 @@ async fn precompiled_components_serve_without_compiling() {
     assert!(cwasm.is_file());
 
     let deployment = TestDeployment::new(&format!(
-        "[app]\nname = \"edge\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\n",
+        "[app]\nname = \"edge\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\n\
+         database = \"sqlite\"\nmigrations = \"{{repo}}/modules/users/migrations\"\n",
         cwasm.display().to_string()
     ));
     let host = Modhost::start(&deployment);
@@ -161,7 +162,7 @@ async fn up_builds_module_crates_and_serves_them() {
     // A deployment naming crates (as config/single-node.toml does), in a temp dir.
     let workspace = workspace();
     let deployment = TestDeployment::new(&format!(
-        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\n[modules.catalog]\ncomponent = {:?}\nroutes = [\"/catalog\"]\n",
+        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\ndatabase = \"sqlite\"\n[modules.catalog]\ncomponent = {:?}\nroutes = [\"/catalog\"]\ndatabase = \"sqlite\"\n",
         workspace.join("modules/users").display().to_string(),
         workspace.join("modules/catalog").display().to_string(),
     ));

@@ -247,7 +247,7 @@ async fn placing_an_order_reserves_stock_and_charges_the_card() {
     let metrics = get(&host.url("/metrics")).await.text();
     for function in [
         "shop:inventory/api@1.1.0#reserve",
-        "shop:payments/api@1.0.0#charge",
+        "shop:payments/api@1.1.0#charge",
     ] {
         let callee = function.split([':', '/']).nth(1).unwrap();
         let series = format!(
@@ -418,7 +418,7 @@ fn an_orders_build_with_a_stale_contract_is_refused_by_check() {
     let (code, stderr) = check(&ungranted);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("module `orders`: imports shop:payments/api@1.0.0 from module `payments` without a grant"),
+        stderr.contains("module `orders`: imports shop:payments/api@1.1.0 from module `payments` without a grant"),
         "{stderr}"
     );
 }

@@ -15,6 +15,8 @@ name = "faults"
 [modules.users]
 component = "{users}"
 routes = ["/users"]
+database = "sqlite"
+migrations = "{repo}/modules/users/migrations"
 
 [modules.faulty]
 component = "{faulty}"

@@ -22,6 +22,8 @@ shutdown_grace = "20s"
 [modules.users]
 component = "{users}"
 routes = ["/users"]
+database = "sqlite"
+migrations = "{repo}/modules/users/migrations"
 
 [modules.faulty]
 component = "{faulty}"
@@ -209,6 +211,8 @@ request_timeout = "1s"
 [modules.users]
 component = "{users}"
 routes = ["/users"]
+database = "sqlite"
+migrations = "{repo}/modules/users/migrations"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

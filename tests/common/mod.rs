@@ -78,10 +78,14 @@ name = "shop"
 [modules.users]
 component = "{users}"
 routes = ["/users"]
+database = "sqlite"
+migrations = "{repo}/modules/users/migrations"
 
 [modules.catalog]
 component = "{catalog}"
 routes = ["/catalog"]
+database = "sqlite"
+migrations = "{repo}/modules/catalog/migrations"
 
 [modules.inventory]
 component = "{inventory}"
@@ -93,6 +97,8 @@ migrations = "{repo}/modules/inventory/migrations"
 
 [modules.payments]
 component = "{payments}"
+database = "sqlite"
+migrations = "{repo}/modules/payments/migrations"
 limits = { concurrency = 256 }
 
 [modules.orders]

@@ -6,53 +6,55 @@
 //! - `POST /catalog/products` with `{"sku", "name", "price_cents", "category"}`
 //!   validates and creates a product: 201, 400 with field errors, 409 for a taken sku.
 //!
-//! Every request runs in a fresh instance. Until the host's SQL capability lands, the
-//! catalogue is fixed data compiled in, and a created product is validated and returned
-//! but not stored.
+//! Every request runs in a fresh instance; the catalogue is in the module's own
+//! database (`migrations/` creates it with four products).
 
+wit_bindgen::generate!({
+    path: "../../wit/modhost/sql.wit",
+    world: "modhost:sql/guest",
+});
+
+use modhost::sql::sql::{self as sql, Value};
 use modhost_guest::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// A product as the API returns it. Prices are integer cents: money is never a float.
 #[derive(Debug, Clone, Serialize)]
 struct Product {
-    sku: &'static str,
-    name: &'static str,
-    category: &'static str,
-    price_cents: u64,
-    currency: &'static str,
+    sku: String,
+    name: String,
+    category: String,
+    price_cents: i64,
+    currency: String,
 }
 
-const PRODUCTS: &[Product] = &[
-    Product {
-        sku: "KB-001",
-        name: "Mechanical keyboard",
-        category: "peripherals",
-        price_cents: 8900,
-        currency: "EUR",
-    },
-    Product {
-        sku: "MS-002",
-        name: "Wireless mouse",
-        category: "peripherals",
-        price_cents: 2900,
-        currency: "EUR",
-    },
-    Product {
-        sku: "MN-003",
-        name: "27-inch monitor",
-        category: "displays",
-        price_cents: 24900,
-        currency: "EUR",
-    },
-    Product {
-        sku: "CB-004",
-        name: "USB-C cable",
-        category: "cables",
-        price_cents: 900,
-        currency: "EUR",
-    },
-];
+impl Product {
+    fn from_row(row: &[Value]) -> Option<Product> {
+        match row {
+            [Value::Text(sku), Value::Text(name), Value::Text(category), Value::Integer(price_cents), Value::Text(currency)] => {
+                Some(Product {
+                    sku: sku.clone(),
+                    name: name.clone(),
+                    category: category.clone(),
+                    price_cents: *price_cents,
+                    currency: currency.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+const COLUMNS: &str = "SELECT sku, name, category, price_cents, currency FROM products";
+
+/// A database failure, as an answer.
+fn unavailable(error: sql::Error) -> Response {
+    Response::error(
+        503,
+        "unavailable",
+        &format!("the catalogue is unavailable: {error:?}"),
+    )
+}
 
 const CATEGORIES: &[&str] = &["peripherals", "displays", "cables"];
 
@@ -97,23 +99,39 @@ fn list(request: &Request) -> Response {
             );
         }
     }
-    let products: Vec<&Product> = PRODUCTS
-        .iter()
-        .filter(|product| category.is_none_or(|category| product.category == category))
-        .collect();
-    Response::json(
-        200,
-        &serde_json::json!({ "products": products, "total": products.len() }),
-    )
+    let rows = match category {
+        Some(category) => sql::query(
+            &format!("{COLUMNS} WHERE category = $1 ORDER BY sku"),
+            &[Value::Text(category.to_string())],
+        ),
+        None => sql::query(&format!("{COLUMNS} ORDER BY sku"), &[]),
+    };
+    match rows {
+        Ok(rows) => {
+            let products: Vec<Product> = rows
+                .rows
+                .iter()
+                .filter_map(|r| Product::from_row(r))
+                .collect();
+            Response::json(
+                200,
+                &serde_json::json!({ "products": products, "total": products.len() }),
+            )
+        }
+        Err(error) => unavailable(error),
+    }
 }
 
 fn get(sku: &str) -> Response {
-    match PRODUCTS
-        .iter()
-        .find(|product| product.sku.eq_ignore_ascii_case(sku))
-    {
-        Some(product) => Response::json(200, product),
-        None => Response::not_found(&format!("no product with sku {sku}")),
+    match sql::query(
+        &format!("{COLUMNS} WHERE sku = $1"),
+        &[Value::Text(sku.to_ascii_uppercase())],
+    ) {
+        Ok(rows) => match rows.rows.first().and_then(|r| Product::from_row(r)) {
+            Some(product) => Response::json(200, &product),
+            None => Response::not_found(&format!("no product with sku {sku}")),
+        },
+        Err(error) => unavailable(error),
     }
 }
 
@@ -153,22 +171,32 @@ fn create(request: &Request) -> Response {
     if !problems.is_empty() {
         return Response::validation("the product is not valid", problems);
     }
-    if PRODUCTS
-        .iter()
-        .any(|product| product.sku.eq_ignore_ascii_case(sku))
-    {
-        return Response::error(409, "sku_taken", &format!("sku {sku} already exists"));
+    let product = Product {
+        sku: sku.to_ascii_uppercase(),
+        name: name.to_string(),
+        category: category.to_string(),
+        price_cents: new.price_cents.unwrap_or_default(),
+        currency: "EUR".into(),
+    };
+    let inserted = sql::execute(
+        "INSERT INTO products (sku, name, category, price_cents, currency) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            Value::Text(product.sku.clone()),
+            Value::Text(product.name.clone()),
+            Value::Text(product.category.clone()),
+            Value::Integer(product.price_cents),
+            Value::Text(product.currency.clone()),
+        ],
+    );
+    match inserted {
+        Ok(_) => Response::json(201, &product),
+        Err(sql::Error::ConstraintViolation(_)) => Response::error(
+            409,
+            "sku_taken",
+            &format!("sku {} already exists", product.sku),
+        ),
+        Err(error) => unavailable(error),
     }
-    Response::json(
-        201,
-        &serde_json::json!({
-            "sku": sku.to_ascii_uppercase(),
-            "name": name,
-            "category": category,
-            "price_cents": new.price_cents,
-            "currency": "EUR",
-        }),
-    )
 }
 
 fn is_valid_sku(sku: &str) -> bool {

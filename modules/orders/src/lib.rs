@@ -435,5 +435,6 @@ fn charge_failed(error: ChargeError) -> Response {
         }
         ChargeError::InvalidCard(why) => Response::error(422, "invalid_card", &why),
         ChargeError::InvalidAmount(why) => Response::error(422, "invalid_amount", &why),
+        ChargeError::Unavailable(why) => Response::error(503, "payments_unavailable", &why),
     }
 }

@@ -15,13 +15,19 @@
 //! `invalid-card`; an expiry month already past is `expired-card`; more than
 //! 5 000.00 in one charge is `over-limit`; a zero amount or a currency other than
 //! EUR, USD or GBP is `invalid-amount`.
+//!
+//! Every charge of a valid card, taken or declined, is recorded in the module's own
+//! database (`charges`, see `migrations/`), never the full card number: its last four
+//! digits. A charge that cannot be recorded is not taken.
 
 wit_bindgen::generate!({
-    path: "../../wit/shop/payments.wit",
-    world: "payments",
+    path: ["../../wit/modhost/sql.wit", "../../wit/shop/payments.wit"],
+    world: "shop:payments/payments",
+    generate_all,
 });
 
 use exports::shop::payments::api::{ChargeError, ChargeRequest, DeclineReason, Guest, Receipt};
+use modhost::sql::sql::{self as sql, Value};
 
 /// Currencies the processor settles.
 const CURRENCIES: &[&str] = &["EUR", "USD", "GBP"];
@@ -68,23 +74,56 @@ impl Guest for Payments {
         if (card.expiry_year, card.expiry_month) < (year, month) {
             return Err(ChargeError::Declined(DeclineReason::ExpiredCard));
         }
-        if request.amount_cents > CHARGE_LIMIT_CENTS {
-            return Err(ChargeError::Declined(DeclineReason::OverLimit));
-        }
-        if let Some((_, reason)) = REFUSING_CARDS.iter().find(|(test, _)| *test == number) {
-            return Err(ChargeError::Declined(*reason));
-        }
-        Ok(Receipt {
+        let declined = if request.amount_cents > CHARGE_LIMIT_CENTS {
+            Some(DeclineReason::OverLimit)
+        } else {
+            REFUSING_CARDS
+                .iter()
+                .find(|(test, _)| *test == number)
+                .map(|(_, reason)| *reason)
+        };
+        let receipt = Receipt {
             id: modhost_guest::new_id("pay"),
             order_id: request.order_id,
             amount_cents: request.amount_cents,
             currency: request.currency,
             card_last4: number[number.len() - 4..].to_string(),
-        })
+        };
+        let outcome = match declined {
+            None => "charged".to_string(),
+            Some(reason) => format!("declined: {reason:?}"),
+        };
+        record(&receipt, &outcome)?;
+        match declined {
+            None => Ok(receipt),
+            Some(reason) => Err(ChargeError::Declined(reason)),
+        }
     }
 }
 
 export!(Payments);
+
+/// Writes one charge attempt to the ledger. If the ledger is unavailable no money may
+/// move, so the charge is refused as `unavailable`.
+fn record(receipt: &Receipt, outcome: &str) -> Result<(), ChargeError> {
+    sql::execute(
+        "INSERT INTO charges (id, order_id, amount_cents, currency, card_last4, outcome, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            Value::Text(receipt.id.clone()),
+            Value::Text(receipt.order_id.clone()),
+            Value::Integer(receipt.amount_cents as i64),
+            Value::Text(receipt.currency.clone()),
+            Value::Text(receipt.card_last4.clone()),
+            Value::Text(outcome.to_string()),
+            Value::Integer(modhost_guest::unix_time() as i64),
+        ],
+    )
+    .map(drop)
+    .map_err(|error| {
+        ChargeError::Unavailable(format!("the payments ledger is unavailable: {error:?}"))
+    })
+}
 
 /// The card number's digits, if it can be a card number: 12–19 digits (spaces and
 /// dashes between them allowed) passing the Luhn check.

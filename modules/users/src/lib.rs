@@ -6,38 +6,47 @@
 //! - `POST /users` with `{"name": "...", "email": "..."}` validates and creates a user:
 //!   201 with the new user, 400 with field errors, 409 if the email is taken.
 //!
-//! Every request runs in a fresh instance, so the module keeps no state in memory.
-//! Until the host's SQL capability lands, the directory is a fixed set compiled in, and
-//! a created user is validated and returned but not stored.
+//! Every request runs in a fresh instance, so the module keeps no state in memory: the
+//! directory is in its own database (`migrations/` creates it with three users).
 
+wit_bindgen::generate!({
+    path: "../../wit/modhost/sql.wit",
+    world: "modhost:sql/guest",
+});
+
+use modhost::sql::sql::{self as sql, Value};
 use modhost_guest::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// A user as the API returns it.
 #[derive(Debug, Clone, Serialize)]
 struct User {
-    id: u64,
-    name: &'static str,
-    email: &'static str,
+    id: i64,
+    name: String,
+    email: String,
 }
 
-const DIRECTORY: &[User] = &[
-    User {
-        id: 1,
-        name: "Ada Lovelace",
-        email: "ada@example.com",
-    },
-    User {
-        id: 2,
-        name: "Grace Hopper",
-        email: "grace@example.com",
-    },
-    User {
-        id: 3,
-        name: "Edsger Dijkstra",
-        email: "edsger@example.com",
-    },
-];
+impl User {
+    fn from_row(row: &[Value]) -> Option<User> {
+        match row {
+            [Value::Integer(id), Value::Text(name), Value::Text(email)] => Some(User {
+                id: *id,
+                name: name.clone(),
+                email: email.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A database failure, as an answer.
+fn unavailable(error: sql::Error) -> Response {
+    Response::error(
+        503,
+        "unavailable",
+        &format!("the user directory is unavailable: {error:?}"),
+    )
+}
 
 /// The body of `POST /users`.
 #[derive(Debug, Deserialize)]
@@ -67,24 +76,41 @@ fn list(request: &Request) -> Response {
         Ok(offset) => offset,
         Err(response) => return response,
     };
-    let page: Vec<&User> = DIRECTORY
-        .iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .collect();
-    Response::json(
-        200,
-        &serde_json::json!({ "users": page, "total": DIRECTORY.len(), "limit": limit, "offset": offset }),
-    )
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    let page = sql::query(
+        "SELECT id, name, email FROM users ORDER BY id LIMIT $1 OFFSET $2",
+        &[Value::Integer(limit as i64), Value::Integer(offset)],
+    );
+    let total = sql::query("SELECT COUNT(*) FROM users", &[]);
+    match (page, total) {
+        (Ok(page), Ok(total)) => {
+            let users: Vec<User> = page.rows.iter().filter_map(|r| User::from_row(r)).collect();
+            let total = match total.rows.first().map(Vec::as_slice) {
+                Some([Value::Integer(n)]) => *n,
+                _ => 0,
+            };
+            Response::json(
+                200,
+                &serde_json::json!({ "users": users, "total": total, "limit": limit, "offset": offset }),
+            )
+        }
+        (Err(error), _) | (_, Err(error)) => unavailable(error),
+    }
 }
 
 fn get(id: &str) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return Response::error(400, "invalid_id", "a user id is a positive integer");
     };
-    match DIRECTORY.iter().find(|user| user.id == id) {
-        Some(user) => Response::json(200, user),
-        None => Response::not_found(&format!("no user with id {id}")),
+    match sql::query(
+        "SELECT id, name, email FROM users WHERE id = $1",
+        &[Value::Integer(i64::try_from(id).unwrap_or(i64::MAX))],
+    ) {
+        Ok(rows) => match rows.rows.first().and_then(|r| User::from_row(r)) {
+            Some(user) => Response::json(200, &user),
+            None => Response::not_found(&format!("no user with id {id}")),
+        },
+        Err(error) => unavailable(error),
     }
 }
 
@@ -109,20 +135,47 @@ fn create(request: &Request) -> Response {
     if !problems.is_empty() {
         return Response::validation("the user is not valid", problems);
     }
-    if DIRECTORY
-        .iter()
-        .any(|user| user.email.eq_ignore_ascii_case(email))
-    {
-        return Response::error(
-            409,
-            "email_taken",
-            &format!("{email} is already registered"),
+    // The next id is one past the largest; two creations racing for the same id
+    // collide on the primary key, and the loser tries again.
+    for _ in 0..5 {
+        let inserted = sql::query(
+            "INSERT INTO users (id, name, email) \
+             SELECT COALESCE(MAX(id), 0) + 1, $1, $2 FROM users RETURNING id",
+            &[
+                Value::Text(name.to_string()),
+                Value::Text(email.to_string()),
+            ],
         );
+        match inserted {
+            Ok(rows) => {
+                let id = match rows.rows.first().map(Vec::as_slice) {
+                    Some([Value::Integer(id)]) => *id,
+                    _ => 0,
+                };
+                return Response::json(
+                    201,
+                    &serde_json::json!({ "id": id, "name": name, "email": email }),
+                );
+            }
+            Err(sql::Error::ConstraintViolation(failure))
+                if failure.constraint.as_deref() == Some("users_email_unique")
+                    || failure.message.contains("users_email_unique")
+                    || failure.message.contains("users.email") =>
+            {
+                return Response::error(
+                    409,
+                    "email_taken",
+                    &format!("{email} is already registered"),
+                );
+            }
+            Err(sql::Error::ConstraintViolation(_)) => continue,
+            Err(error) => return unavailable(error),
+        }
     }
-    let id = DIRECTORY.iter().map(|user| user.id).max().unwrap_or(0) + 1;
-    Response::json(
-        201,
-        &serde_json::json!({ "id": id, "name": name, "email": email }),
+    Response::error(
+        503,
+        "busy",
+        "too many users are being created at once; retry",
     )
 }
 
