@@ -225,3 +225,72 @@ fn grants_name_other_deployed_modules_once() {
     assert_eq!(found[2].0, "modules.users.calls[3]");
     assert!(found[2].1.contains("granted twice"));
 }
+
+#[test]
+fn a_database_is_sqlite_or_postgres_with_its_pool() {
+    let sqlite = parse(&format!("{MINIMAL}database = \"sqlite\"\n")).unwrap();
+    let spec = sqlite.modules["users"].database.clone().unwrap();
+    assert_eq!(spec.backend, DatabaseBackend::Sqlite);
+    assert_eq!(spec.pool, DEFAULT_POOL);
+    assert_eq!(spec.acquire_timeout.duration(), DEFAULT_ACQUIRE_TIMEOUT);
+
+    let postgres = parse(&format!(
+        "{MINIMAL}database = {{ postgres = \"postgres://admin@db/shop\", pool = 16, acquire_timeout = \"250ms\" }}\n"
+    ))
+    .unwrap();
+    let spec = postgres.modules["users"].database.clone().unwrap();
+    assert_eq!(
+        spec.backend,
+        DatabaseBackend::Postgres {
+            url: "postgres://admin@db/shop".into(),
+            schema: "users".into()
+        }
+    );
+    assert_eq!(spec.pool, 16);
+    assert_eq!(spec.acquire_timeout.duration(), Duration::from_millis(250));
+
+    // No database unless asked for.
+    assert!(parse(MINIMAL).unwrap().modules["users"].database.is_none());
+}
+
+#[test]
+fn database_mistakes_name_their_key() {
+    let cases = [
+        ("database = \"mysql\"", "modules.users.database"),
+        ("database = { pool = 0 }", "modules.users.database.pool"),
+        ("database = { pool = \"8\" }", "modules.users.database.pool"),
+        ("database = { poool = 8 }", "modules.users.database.poool"),
+        (
+            "database = { postgres = \"mysql://x\" }",
+            "modules.users.database.postgres",
+        ),
+        (
+            "database = { postgres = \"$MODHOST_TEST_SURELY_UNSET_VAR\" }",
+            "modules.users.database.postgres",
+        ),
+        (
+            "database = { schema = \"users\" }",
+            "modules.users.database.schema",
+        ),
+        (
+            "database = { postgres = \"postgres://db/x\", schema = \"Bad-Name\" }",
+            "modules.users.database.schema",
+        ),
+        (
+            "database = { acquire_timeout = \"0s\" }",
+            "modules.users.database.acquire_timeout",
+        ),
+        ("migrations = \".\"", "modules.users.migrations"),
+        (
+            "database = \"sqlite\"\nmigrations = \"nowhere\"",
+            "modules.users.migrations",
+        ),
+    ];
+    for (line, key) in cases {
+        let errors = errors(&format!("{MINIMAL}{line}\n"));
+        assert!(
+            errors.iter().any(|e| e.key == key),
+            "{line}: expected an error at {key}, got {errors:?}"
+        );
+    }
+}

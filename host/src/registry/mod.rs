@@ -259,6 +259,11 @@ fn link_module(
             spec.name
         );
     }
+    // Migrations are applied when the node starts; their names are checked now, so
+    // `modhost check` catches a misnamed or duplicated file.
+    if let Some(dir) = spec.database.as_ref().and_then(|db| db.migrations.as_ref()) {
+        sql::migrations::read(dir)?;
+    }
     let version = compiled.loaded.digest[..12].to_string();
     tracing::info!(
         module = %spec.name,
