@@ -27,7 +27,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "guest modules (wasm32-wasip2, guest profile)"
-GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p hello -p faulty -p callee -p caller)
+GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p hello -p faulty -p callee -p caller -p sqlprobe)
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
 

@@ -1,8 +1,12 @@
 //! `modhost:sql` on both backends: every test runs the same steps against a module's
 //! SQLite file and against its Postgres schema (a real server started for the test).
+//! The host-side API is tested directly; the last tests run a script through a real
+//! module (`modules/testing/sqlprobe`), across the WIT boundary.
 
 mod common;
 use common::postgres::Postgres;
+use common::*;
+use serde_json::json;
 
 use modhost::capabilities::sql::{migrations, Database, Error, Value};
 use modhost::deployment::{DatabaseBackend, DatabaseSpec, Timeout};
@@ -437,4 +441,115 @@ async fn migrations_apply_once_and_refuse_edits_and_failures() {
         assert!(message.contains("0002_add_price.sql"), "{message}");
         assert!(message.contains("edited after it was applied"), "{message}");
     }
+}
+
+/// Runs `steps` in the probe module `probe` of `host`; returns each step's result.
+async fn run(host: &Modhost, probe: &str, steps: serde_json::Value) -> Vec<serde_json::Value> {
+    let body = json!({ "steps": steps }).to_string();
+    let reply = send(
+        &client(false),
+        "POST",
+        &host.url(&format!("/{probe}/sql")),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["results"].as_array().unwrap().clone()
+}
+
+/// Two probe modules (`a` and `b`), each with its own database on `database`.
+fn probes(database: &str) -> TestDeployment {
+    TestDeployment::new(&format!(
+        "[app]\nname = \"probe\"\n\
+         [modules.a]\ncomponent = \"{{sqlprobe}}\"\nroutes = [\"/a\"]\ndatabase = {database}\n\
+         [modules.b]\ncomponent = \"{{sqlprobe}}\"\nroutes = [\"/b\"]\ndatabase = {database}\n"
+    ))
+}
+
+async fn the_capability_through_a_module(deployment: &TestDeployment, backend: &str) {
+    let host = Modhost::start(deployment);
+    let (real, blob) = match backend {
+        "sqlite" => ("REAL", "BLOB"),
+        _ => ("DOUBLE PRECISION", "BYTEA"),
+    };
+    let every_kind = json!([
+        { "integer": i64::MAX }, { "real": 2.5 }, { "text": "ünïcødé" },
+        { "blob": [0, 1, 254, 255] }, { "boolean": false }, null
+    ]);
+    let results = run(&host, "a", json!([
+        { "op": "execute", "sql": format!(
+            "CREATE TABLE kinds (id BIGINT PRIMARY KEY, r {real}, t TEXT UNIQUE, b {blob}, f BOOLEAN, n TEXT)") },
+        { "op": "execute", "sql": "INSERT INTO kinds VALUES ($1, $2, $3, $4, $5, $6)", "params": every_kind },
+        { "op": "query", "sql": "SELECT id, r, t, b, f, n FROM kinds" },
+        // A transaction dropped without commit leaves nothing behind.
+        { "op": "begin" },
+        { "op": "execute", "in_tx": true, "sql": "INSERT INTO kinds (id, t) VALUES (2, 'dropped')" },
+        { "op": "drop" },
+        // One rolled back, one committed.
+        { "op": "begin" },
+        { "op": "execute", "in_tx": true, "sql": "INSERT INTO kinds (id, t) VALUES (3, 'rolled back')" },
+        { "op": "rollback" },
+        { "op": "begin" },
+        { "op": "execute", "in_tx": true, "sql": "INSERT INTO kinds (id, t) VALUES (4, 'kept')" },
+        { "op": "commit" },
+        { "op": "query", "sql": "SELECT id FROM kinds ORDER BY id" },
+        // Typed errors.
+        { "op": "execute", "sql": "INSERT INTO kinds (id, t) VALUES (5, 'kept')" },
+        { "op": "query", "sql": "SELEC 1" },
+    ])).await;
+    let mut expected_row = every_kind.as_array().unwrap().clone();
+    if backend == "sqlite" {
+        expected_row[4] = json!({ "integer": 0 }); // booleans are integers in SQLite
+    }
+    assert_eq!(results[1], json!({ "changed": 1 }), "{backend}");
+    assert_eq!(
+        results[2]["rows"]["columns"],
+        json!(["id", "r", "t", "b", "f", "n"]),
+        "{backend}"
+    );
+    assert_eq!(
+        results[2]["rows"]["rows"],
+        json!([expected_row]),
+        "{backend}"
+    );
+    assert_eq!(
+        results[12]["rows"]["rows"],
+        json!([[{ "integer": 4 }], [{ "integer": i64::MAX }]]),
+        "{backend}"
+    );
+    assert_eq!(
+        results[13]["error"]["kind"], "constraint-violation",
+        "{backend}"
+    );
+    assert_eq!(results[14]["error"]["kind"], "syntax", "{backend}");
+
+    // Module b has a database of its own: a's table is out of its reach.
+    let results = run(&host, "b", json!([
+        { "op": "query", "sql": match backend { "sqlite" => "SELECT * FROM kinds", _ => "SELECT * FROM a.kinds" } },
+    ])).await;
+    let expected_kind = if backend == "sqlite" {
+        "syntax"
+    } else {
+        "denied"
+    };
+    assert_eq!(
+        results[0]["error"]["kind"], expected_kind,
+        "{backend}: {}",
+        results[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capability_works_through_a_module_on_sqlite() {
+    the_capability_through_a_module(&probes("\"sqlite\""), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capability_works_through_a_module_on_postgres() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("probe");
+    the_capability_through_a_module(&probes(&format!("{{ postgres = {url:?} }}")), "postgres")
+        .await;
 }

@@ -132,6 +132,7 @@ impl TestDeployment {
             "faulty",
             "callee",
             "caller",
+            "sqlprobe",
         ] {
             let placeholder = format!("{{{name}}}");
             if text.contains(&placeholder) {
