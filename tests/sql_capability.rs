@@ -553,3 +553,90 @@ async fn the_capability_works_through_a_module_on_postgres() {
     the_capability_through_a_module(&probes(&format!("{{ postgres = {url:?} }}")), "postgres")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_statement_text_takes_different_value_kinds_each_time() {
+    let backends = Backends::start();
+    // One connection: the same statement text meets every kind on the same session.
+    for (backend, spec) in backends.specs(1, None) {
+        let db = backends.open("prices", &spec).await.unwrap();
+        let real = if backend == "sqlite" {
+            "REAL"
+        } else {
+            "DOUBLE PRECISION"
+        };
+        db.execute(&format!("CREATE TABLE prices (x {real}, y BIGINT)"), vec![])
+            .await
+            .unwrap();
+        let insert = "INSERT INTO prices (x, y) VALUES ($1, $2)";
+        for params in [
+            vec![Value::Integer(10), Value::Null],
+            vec![Value::Real(9.99), Value::Integer(3)],
+            vec![Value::Null, Value::Integer(4)],
+        ] {
+            db.execute(insert, params)
+                .await
+                .unwrap_or_else(|e| panic!("{backend}: {e:?}"));
+        }
+        let rows = db.query("SELECT x, y FROM prices", vec![]).await.unwrap();
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Real(10.0), Value::Null],
+                vec![Value::Real(9.99), Value::Integer(3)],
+                vec![Value::Null, Value::Integer(4)],
+            ],
+            "{backend}"
+        );
+        // `$0` is not a parameter: a clear error, not a broken connection.
+        match db.query("SELECT $0", vec![Value::Integer(1)]).await {
+            Err(Error::Syntax(_)) | Err(Error::Other(_)) => {}
+            other => panic!("{backend}: $0 must be refused, got {other:?}"),
+        }
+        assert!(db.query("SELECT 1", vec![]).await.is_ok(), "{backend}");
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_apply_each_migration_once() {
+    let backends = Backends::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_create.sql"),
+        "CREATE TABLE things (id BIGINT PRIMARY KEY);\nINSERT INTO things VALUES (1);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_more.sql"),
+        "INSERT INTO things VALUES (2);",
+    )
+    .unwrap();
+    for (backend, spec) in backends.specs(2, Some(dir.path())) {
+        if backend != "postgres" {
+            continue; // an SQLite file belongs to one node
+        }
+        let (a, b, c) = tokio::join!(
+            backends.open("shared", &spec),
+            backends.open("shared", &spec),
+            backends.open("shared", &spec),
+        );
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        let rows = a
+            .query("SELECT id FROM things ORDER BY id", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.rows,
+            vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]
+        );
+        let applied = a
+            .query("SELECT COUNT(*) FROM modhost_migrations", vec![])
+            .await
+            .unwrap();
+        assert_eq!(applied.rows, vec![vec![Value::Integer(2)]]);
+        for db in [a, b, c] {
+            db.close().await;
+        }
+    }
+}

@@ -368,6 +368,7 @@ impl Deployment {
             problems.add(&key, &problem);
         }
         check_grants(&modules, &mut problems);
+        check_postgres_names(&modules, &mut problems);
 
         if problems.errors.is_empty() {
             Ok(Deployment {
@@ -623,6 +624,50 @@ fn expand_env(written: &str) -> Result<String, String> {
             std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
         }
         None => Ok(written.to_string()),
+    }
+}
+
+/// Two modules on Postgres must never share a role or a schema: the role is
+/// `modhost_<module>` (`-` as `_`) and must fit Postgres's 63 bytes; schemas are
+/// unique per database URL and none may be Postgres's own.
+fn check_postgres_names(modules: &BTreeMap<String, ModuleSpec>, problems: &mut Problems) {
+    let mut roles: BTreeMap<String, &str> = BTreeMap::new();
+    let mut schemas: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for module in modules.values() {
+        let Some(DatabaseSpec {
+            backend: DatabaseBackend::Postgres { url, schema },
+            ..
+        }) = &module.database
+        else {
+            continue;
+        };
+        let key = format!("modules.{}.database", module.name);
+        let role = format!("modhost_{}", module.name.replace('-', "_"));
+        if role.len() > 63 {
+            problems.add(
+                &key,
+                &format!("the module's Postgres role {role} is longer than 63 bytes; use a shorter module name"),
+            );
+        } else if let Some(other) = roles.insert(role.clone(), &module.name) {
+            problems.add(
+                &key,
+                &format!(
+                    "modules `{other}` and `{}` would share the Postgres role {role}; rename one",
+                    module.name
+                ),
+            );
+        }
+        if schema == "public" || schema == "information_schema" || schema.starts_with("pg_") {
+            problems.add(
+                &format!("{key}.schema"),
+                &format!("{schema} is Postgres's own schema; a module needs its own"),
+            );
+        } else if let Some(other) = schemas.insert((url.as_str(), schema.as_str()), &module.name) {
+            problems.add(
+                &format!("{key}.schema"),
+                &format!("modules `{other}` and `{}` would share the schema {schema}; each module needs its own", module.name),
+            );
+        }
     }
 }
 

@@ -294,3 +294,33 @@ fn database_mistakes_name_their_key() {
         );
     }
 }
+
+#[test]
+fn modules_on_postgres_never_share_a_role_or_a_schema() {
+    let pg = "database = { postgres = \"postgres://admin@db/shop\" }";
+    let found = errors(&format!(
+        "{MINIMAL}{pg}\n[modules.a-b]\ncomponent = \"app.wasm\"\n{pg}\n\
+         [modules.a_b]\ncomponent = \"other.wasm\"\n{pg}\n"
+    ));
+    assert!(
+        found.iter().any(|e| e
+            .problem
+            .contains("would share the Postgres role modhost_a_b")),
+        "{found:?}"
+    );
+    let found = errors(&format!(
+        "{MINIMAL}database = {{ postgres = \"postgres://admin@db/shop\", schema = \"billing\" }}\n\
+         [modules.billing]\ncomponent = \"other.wasm\"\n{pg}\n"
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|e| e.key == "modules.users.database.schema"
+                || e.key == "modules.billing.database.schema"),
+        "{found:?}"
+    );
+    let found = errors(&format!(
+        "{MINIMAL}database = {{ postgres = \"postgres://admin@db/shop\", schema = \"public\" }}\n"
+    ));
+    assert_eq!(found[0].key, "modules.users.database.schema", "{found:?}");
+}

@@ -40,9 +40,15 @@ impl Guest for Inventory {
         let unavailable = |e: sql::Error| ReserveError::Unavailable(describe(&e));
         let tx = sql::begin().map_err(unavailable)?;
         // The transaction rolls back when `tx` is dropped on any early return.
-        let mut reserved = Vec::with_capacity(lines.len());
+        // Lines are taken in sku order, whatever order the order lists them in: two
+        // orders for the same products then lock their rows in the same order and
+        // cannot deadlock each other (Postgres).
+        let mut by_sku: Vec<usize> = (0..lines.len()).collect();
+        by_sku.sort_by(|a, b| lines[*a].sku.cmp(&lines[*b].sku));
+        let mut reserved: Vec<Option<ReservedLine>> = vec![None; lines.len()];
         let mut shortages = Vec::new();
-        for line in &lines {
+        for i in by_sku {
+            let line = &lines[i];
             let quantity = Value::Integer(i64::from(line.quantity));
             let sku = Value::Text(line.sku.clone());
             let taken = tx
@@ -62,13 +68,14 @@ impl Guest for Inventory {
                     available: stock.available,
                 });
             }
-            reserved.push(ReservedLine {
+            reserved[i] = Some(ReservedLine {
                 sku: stock.sku,
                 name: stock.name,
                 quantity: line.quantity,
                 unit_price_cents: stock.unit_price_cents,
             });
         }
+        let reserved: Vec<ReservedLine> = reserved.into_iter().flatten().collect();
         if !shortages.is_empty() {
             return Err(ReserveError::OutOfStock(shortages));
         }

@@ -283,7 +283,7 @@ fn get(id: &str) -> Response {
 /// Checks every field, and reports every problem at once.
 fn validate(new: NewOrder) -> Result<Order, Response> {
     let mut problems = Map::new();
-    let customer_id = match whole_number(new.customer_id.as_ref(), 1..=u64::MAX) {
+    let customer_id = match whole_number(new.customer_id.as_ref(), 1..=i64::MAX as u64) {
         Ok(id) => id,
         Err(problem) => {
             problems.insert("customer_id".into(), problem.into());

@@ -83,18 +83,22 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS modhost_migrations (\
      applied_at TEXT NOT NULL)";
 
 /// Applies `database`'s pending migrations from `dir`; returns how many it applied.
+/// Safe to run from several nodes at once (see [`serialise`]).
 pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
     let migrations = read(dir)?;
     let module = database.module();
-    database
-        .execute(CREATE_TABLE, Vec::new())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "module {module}: creating modhost_migrations: {}",
-                describe(&e)
-            )
-        })?;
+    let create = async {
+        let mut transaction = database.begin().await?;
+        serialise(database, &mut transaction).await?;
+        transaction.execute(CREATE_TABLE, Vec::new()).await?;
+        transaction.commit().await
+    };
+    create.await.map_err(|e| {
+        anyhow::anyhow!(
+            "module {module}: creating modhost_migrations: {}",
+            describe(&e)
+        )
+    })?;
     let applied = database
         .query(
             "SELECT version, file, checksum FROM modhost_migrations ORDER BY version",
@@ -139,6 +143,21 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
             )
         };
         let mut transaction = database.begin().await.map_err(failed)?;
+        serialise(database, &mut transaction)
+            .await
+            .map_err(failed)?;
+        // Another node may have applied it while this one waited for the lock.
+        let already = transaction
+            .query(
+                "SELECT version FROM modhost_migrations WHERE version = $1",
+                vec![Value::Integer(migration.version)],
+            )
+            .await
+            .map_err(failed)?;
+        if !already.rows.is_empty() {
+            transaction.rollback().await.map_err(failed)?;
+            continue;
+        }
         transaction
             .execute_script(&migration.sql)
             .await
@@ -167,6 +186,21 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
         count += 1;
     }
     Ok(count)
+}
+
+/// On Postgres, waits for the module's migration lock (held until `transaction` ends),
+/// so nodes starting together apply each migration once, one after the other. SQLite
+/// needs none: its file has one writer at a time.
+async fn serialise(database: &Database, transaction: &mut super::Transaction) -> Result<(), Error> {
+    if database.backend() == "postgres" {
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('modhost_migrations.' || current_schema()))",
+                Vec::new(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// A database error as one line of text.

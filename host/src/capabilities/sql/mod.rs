@@ -82,7 +82,7 @@ impl Database {
         let pool = match &spec.backend {
             DatabaseBackend::Sqlite => Pool::Sqlite(sqlite::open(module, spec, data_dir).await?),
             DatabaseBackend::Postgres { url, schema } => {
-                Pool::Postgres(postgres::open(module, spec, url, schema).await?)
+                Pool::Postgres(postgres::open(module, spec, url, schema, statement_timeout).await?)
             }
         };
         let database = Database {
@@ -247,6 +247,9 @@ fn classify_code(code: &str, message: String) -> Error {
         c if c.starts_with("08") || c == "57P01" || c == "57P03" => Error::Unavailable(message),
         // Postgres query_canceled (statement_timeout); SQLite BUSY, LOCKED.
         "57014" | "5" | "6" | "517" | "261" => Error::Timeout,
+        // Postgres deadlock or serialization failure: nothing was changed; a retry may
+        // well succeed.
+        "40P01" | "40001" => Error::Unavailable(format!("{message} (retry)")),
         // SQLite's generic SQLITE_ERROR is what a bad statement gets: a syntax error, or
         // a table or column that does not exist.
         "1" => Error::Syntax(message),

@@ -27,15 +27,20 @@ pub fn role_name(module: &str) -> String {
 }
 
 /// Makes sure `module`'s role and schema exist, then opens its pool as that role.
+/// `statement_timeout` (the module's timeout) is also set in every session, so a
+/// statement the host stopped waiting for is cancelled by Postgres too, and so is a
+/// transaction left idle.
 pub async fn open(
     module: &str,
     spec: &DatabaseSpec,
     admin_url: &str,
     schema: &str,
+    statement_timeout: std::time::Duration,
 ) -> Result<sqlx::PgPool> {
+    // Statement logging is off: the set-up statements carry the role's password.
     let admin = PgConnectOptions::from_str(admin_url)
         .context("the postgres URL does not parse")?
-        .log_statements(tracing::log::LevelFilter::Debug);
+        .disable_statement_logging();
     let role = role_name(module);
     let password = password(admin_url, &role);
     let database = admin
@@ -62,9 +67,9 @@ pub async fn open(
         format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\" AUTHORIZATION \"{role}\""),
         format!("ALTER SCHEMA \"{schema}\" OWNER TO \"{role}\""),
         format!("REVOKE ALL ON SCHEMA \"{schema}\" FROM PUBLIC"),
-        format!("REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC"),
+        // Only the module's own rights change: other roles of a shared database keep
+        // theirs (revoking from PUBLIC database-wide would lock them out).
         format!("GRANT CONNECT ON DATABASE \"{database}\" TO \"{role}\""),
-        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
     ];
     for statement in &statements {
         // Two nodes (or two modules) preparing at once may race on CREATE ROLE; the
@@ -78,11 +83,17 @@ pub async fn open(
     }
     connection.close().await.ok();
 
-    let options = admin
-        .clone()
-        .username(&role)
-        .password(&password)
-        .options([("search_path", schema)]);
+    let options = admin.clone().username(&role).password(&password).options([
+        ("search_path", schema.to_string()),
+        (
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis().max(1)),
+        ),
+        (
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", statement_timeout.as_millis().max(1)),
+        ),
+    ]);
     PgPoolOptions::new()
         .max_connections(spec.pool)
         .acquire_timeout(spec.acquire_timeout.duration())
@@ -108,7 +119,7 @@ pub async fn query<'c>(
     statement: &str,
     params: Vec<Value>,
 ) -> Result<Rows, Error> {
-    let rows = bind(sqlx::query(statement), params)
+    let rows = bind(unprepared(statement), params)
         .fetch_all(executor)
         .await
         .map_err(error)?;
@@ -126,11 +137,19 @@ pub async fn execute<'c>(
     statement: &str,
     params: Vec<Value>,
 ) -> Result<u64, Error> {
-    let done = bind(sqlx::query(statement), params)
+    let done = bind(unprepared(statement), params)
         .execute(executor)
         .await
         .map_err(error)?;
     Ok(done.rows_affected())
+}
+
+/// A guest's statement, not kept in the connection's statement cache. The cache is
+/// keyed by SQL text alone and fixes parameter types on first use, while a guest may
+/// send the same text with an `integer` one time and a `real` or untyped `null` the
+/// next: a cached statement would misread the second.
+fn unprepared(statement: &str) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(statement).persistent(false)
 }
 
 /// A NULL of no particular type: Postgres infers the parameter's type from the

@@ -54,12 +54,29 @@ pub async fn open(module: &str, spec: &DatabaseSpec, data_dir: &Path) -> Result<
         .with_context(|| format!("opening {}", file.display()))
 }
 
+/// SQLite accepts `$0` as a parameter name, which sqlx would then index out of range
+/// (a panic on the connection's worker): parameters start at `$1`, so say so instead.
+fn check_parameters(statement: &str) -> Result<(), Error> {
+    let bytes = statement.as_bytes();
+    let zero = bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, pair)| pair == b"$0" && !bytes.get(i + 2).is_some_and(u8::is_ascii_digit));
+    if zero {
+        return Err(Error::Syntax(
+            "parameter $0 does not exist: parameters are numbered from $1".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs a query on `executor` (the pool, or a transaction's connection).
 pub async fn query<'c>(
     executor: impl Executor<'c, Database = Sqlite>,
     statement: &str,
     params: Vec<Value>,
 ) -> Result<Rows, Error> {
+    check_parameters(statement)?;
     let rows = bind(sqlx::query(statement), params)
         .fetch_all(executor)
         .await
@@ -78,6 +95,7 @@ pub async fn execute<'c>(
     statement: &str,
     params: Vec<Value>,
 ) -> Result<u64, Error> {
+    check_parameters(statement)?;
     let done = bind(sqlx::query(statement), params)
         .execute(executor)
         .await
