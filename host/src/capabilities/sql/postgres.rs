@@ -71,15 +71,18 @@ pub async fn open(
         // theirs (revoking from PUBLIC database-wide would lock them out).
         format!("GRANT CONNECT ON DATABASE \"{database}\" TO \"{role}\""),
     ];
+    // Nodes (and modules) preparing at once would race on the catalog rows of roles
+    // and grants ("tuple concurrently updated"): one at a time, under a session lock
+    // that closing the connection releases.
+    connection
+        .execute("SELECT pg_advisory_lock(hashtext('modhost.prepare'))")
+        .await
+        .context("waiting for the postgres set-up lock")?;
     for statement in &statements {
-        // Two nodes (or two modules) preparing at once may race on CREATE ROLE; the
-        // loser's error is harmless when the role now exists, so retry once.
-        if let Err(first) = connection.execute(statement.as_str()).await {
-            connection
-                .execute(statement.as_str())
-                .await
-                .with_context(|| format!("preparing postgres for {module}: {first}"))?;
-        }
+        connection
+            .execute(statement.as_str())
+            .await
+            .with_context(|| format!("preparing postgres for {module}"))?;
     }
     connection.close().await.ok();
 
