@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a machine with only rustup and the OS.
 #
-# It does its own set-up: the wasm32-wasip2 target, the guest modules, the modhost
-# binary the end-to-end tests start. Then: formatting, lints, every test.
+# It does its own set-up: the wasm32-wasip2 target, a Kafka-protocol broker for the
+# event tests (tansu, built once and cached), the guest modules, the modhost binary the
+# end-to-end tests start. Then: formatting, lints, every test.
 # CI (.ci/run) calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,11 +24,22 @@ else
   echo "(install it with: apt-get install postgresql)" >&2
 fi
 
+step "Kafka-protocol broker for the event tests (tansu, cached in \$MODHOST_TOOLS)"
+# tansu speaks the Kafka protocol; the tests start it themselves. Its default build has
+# no storage engine, and without --locked it does not compile. ~10 minutes, once.
+TOOLS="${MODHOST_TOOLS:-$HOME/.cache/modhost/tools}"
+TANSU_VERSION=0.6.0
+if ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,postgres --root "$TOOLS"
+fi
+export MODHOST_TANSU="$TOOLS/bin/tansu"
+"$MODHOST_TANSU" --version
+
 step "format"
 cargo fmt --all -- --check
 
 step "guest modules (wasm32-wasip2, guest profile)"
-GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p hello -p faulty -p callee -p caller -p sqlprobe)
+GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p notifications -p hello -p faulty -p callee -p caller -p sqlprobe -p eventprobe)
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
 

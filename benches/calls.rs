@@ -21,6 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use modhost::capabilities::InstanceState;
 use modhost::deployment::Deployment;
 use modhost::node::Node;
+use modhost::telemetry::trace::TraceContext;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmtime::component::TypedFunc;
@@ -66,7 +67,7 @@ fn caller(runtime: &tokio::runtime::Runtime, dir: &Path, callee_instances: &str)
     // timeout: give its store no practical deadline (callee stores get theirs).
     let mut store = Store::new(
         module.instance_pre.engine(),
-        InstanceState::new("caller", 64 << 20),
+        InstanceState::new("caller", 64 << 20, TraceContext::new_root()),
     );
     store.set_epoch_deadline(u64::MAX / 2);
     let bounce_back = runtime.block_on(async {

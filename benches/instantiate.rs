@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt, Full};
 use modhost::node::Node;
 use modhost::registry::http as module_http;
+use modhost::telemetry::trace::TraceContext;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -26,7 +27,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("instance/fresh", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut store = module.new_store(0);
+            let mut store = module.new_store(0, TraceContext::new_root());
             module
                 .instance_pre
                 .instantiate_async(&mut store)
@@ -41,7 +42,9 @@ fn benches(c: &mut Criterion) {
                 .uri("http://bench/hello")
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            let response = module_http::handle(&module, request).await.unwrap();
+            let response = module_http::handle(&module, request, TraceContext::new_root())
+                .await
+                .unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
         })

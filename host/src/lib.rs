@@ -10,7 +10,8 @@
 //! - [`registry`] — loaded modules, and serving a request with a fresh instance;
 //! - [`gateway`] — the public HTTP listener, its limits and its route table;
 //! - [`node`] — one running process tying these together;
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logging, metrics, trace context;
+//! - [`faults`] — fault injection for crash tests.
 //!
 //! The `modhost` binary (`main.rs`) is only the command line on top of this library.
 
@@ -18,6 +19,7 @@ pub mod calls;
 pub mod capabilities;
 pub mod deployment;
 pub mod engine;
+pub mod faults;
 pub mod gateway;
 pub mod node;
 pub mod registry;

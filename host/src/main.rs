@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use modhost::capabilities::events;
+use modhost::deployment::events::dead_letter_topic;
 use modhost::deployment::{ComponentSource, Deployment};
 use modhost::engine::{self, Engine, EngineSettings};
 use modhost::node::{self, Node};
@@ -60,6 +62,11 @@ enum Command {
         /// The deployment file.
         deployment: PathBuf,
     },
+    /// Inspect the events of a deployment.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Precompile components (.wasm) to .cwasm for fast start.
     Compile {
         /// Component files to compile.
@@ -68,6 +75,25 @@ enum Command {
         /// Where to write the .cwasm files (default: next to each input).
         #[arg(long, short)]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List the events that subscribing modules gave up on (their dead-letter topics),
+    /// with the error of the last attempt.
+    DeadLetters {
+        /// The deployment file.
+        deployment: PathBuf,
+        /// Only this module's dead letters.
+        #[arg(long)]
+        module: Option<String>,
+        /// Read the embedded bus here instead of `app.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -101,6 +127,15 @@ fn main() -> ExitCode {
             components,
             out_dir,
         } => compile(&components, out_dir.as_deref()),
+        Command::Events {
+            command:
+                EventsCommand::DeadLetters {
+                    deployment,
+                    module,
+                    data_dir,
+                    json,
+                },
+        } => dead_letters(&deployment, module.as_deref(), data_dir, json),
     }
 }
 
@@ -255,4 +290,109 @@ fn compile(components: &[PathBuf], out_dir: Option<&Path>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn dead_letters(
+    path: &Path,
+    only: Option<&str>,
+    data_dir: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let overrides = Overrides {
+        listen: None,
+        data_dir,
+    };
+    let deployment = match load_deployment(path, Some(&overrides)) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    let subscribers: Vec<String> = deployment
+        .modules
+        .values()
+        .filter(|module| !module.subscribes.is_empty())
+        .map(|module| module.name.clone())
+        .filter(|name| only.is_none_or(|only| only == name))
+        .collect();
+    if let Some(only) = only {
+        if subscribers.is_empty() {
+            eprintln!(
+                "modhost: no module `{only}` subscribes to events in {}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("modhost: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let bus = match events::open_for_reading(&deployment).await {
+            Ok(bus) => bus,
+            Err(error) => {
+                eprintln!("modhost: cannot open the event bus: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut found = 0;
+        for module in &subscribers {
+            let topic = dead_letter_topic(module);
+            let letters = match bus.read_all(&topic).await {
+                Ok(letters) => letters,
+                Err(error) => {
+                    eprintln!("modhost: reading {topic}: {error:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            for letter in letters {
+                found += 1;
+                let event = &letter.envelope;
+                let header = |name: &str| {
+                    event
+                        .headers
+                        .iter()
+                        .find(|(key, _)| key == name)
+                        .map_or("", |(_, value)| value.as_str())
+                };
+                let payload = String::from_utf8_lossy(&event.payload);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "module": module,
+                            "id": event.id,
+                            "topic": header("modhost-dead-letter-topic"),
+                            "key": event.key,
+                            "source": event.source,
+                            "attempts": header("modhost-dead-letter-attempts").parse::<u32>().unwrap_or(0),
+                            "error": header("modhost-dead-letter-error"),
+                            "dead_lettered_at_ms": header("modhost-dead-letter-at").parse::<i64>().unwrap_or(0),
+                            "published_at_ms": event.published_at_ms,
+                            "payload": payload,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{module}  {}  topic={} key={} attempts={}\n    error: {}\n    payload: {}",
+                        event.id,
+                        header("modhost-dead-letter-topic"),
+                        event.key,
+                        header("modhost-dead-letter-attempts"),
+                        header("modhost-dead-letter-error"),
+                        payload.chars().take(200).collect::<String>(),
+                    );
+                }
+            }
+        }
+        if !json {
+            println!("{found} dead letter(s)");
+        }
+        ExitCode::SUCCESS
+    })
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::capabilities::events::{self, EventsService};
 use crate::capabilities::sql::Database;
 use crate::deployment::Deployment;
 use crate::engine::{self, Engine, EngineSettings};
@@ -103,6 +104,19 @@ impl Node {
                 spec.limits.timeout.duration(),
             )
             .await;
+            // A module that publishes or receives events keeps its outbox and inbox in
+            // its database, next to its own tables.
+            let opened = match opened {
+                Ok(opened) if !spec.publishes.is_empty() || !spec.subscribes.is_empty() => {
+                    match events::tables::create(&opened).await {
+                        Ok(()) => Ok(opened),
+                        Err(error) => Err(anyhow::anyhow!(
+                            "creating its event outbox and inbox: {error:?}"
+                        )),
+                    }
+                }
+                other => other,
+            };
             match opened {
                 Ok(opened) => {
                     tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
@@ -126,13 +140,20 @@ impl Node {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests.
+    /// Events are relayed and delivered meanwhile, and stop after the gateway.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let events = EventsService::start(&self.deployment, &self.registry);
         let gateway = Arc::new(Gateway::new(
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
             self.registry.clone(),
         ));
         gateway.serve(listener, shutdown).await;
+        if let Some(events) = events {
+            events
+                .stop(self.deployment.gateway.shutdown_grace.duration())
+                .await;
+        }
     }
 }
 

@@ -29,10 +29,10 @@ use wasmtime::component::{Component, ComponentExportIndex, Linker, Val};
 
 use super::contract::Interface;
 use crate::capabilities::InstanceState;
-use crate::registry::http::{classify, Failure};
-use crate::registry::warm::WarmInstance;
+use crate::registry::http::Failure;
 use crate::registry::LoadedModule;
 use crate::telemetry::metrics::{metrics, EdgeMetrics};
+use crate::telemetry::trace::TraceContext;
 
 /// Calls nested deeper than this fail: A→B→A… must end somewhere.
 pub const MAX_CALL_DEPTH: u32 = 32;
@@ -135,7 +135,13 @@ pub fn link_interface(
             Box::new(async move {
                 let caller = store.data();
                 target
-                    .call(caller.module(), caller.call_depth, params, results)
+                    .call(
+                        caller.module(),
+                        caller.call_depth,
+                        caller.trace,
+                        params,
+                        results,
+                    )
                     .await
                     .map_err(wasmtime::Error::new)
             })
@@ -159,6 +165,7 @@ impl Target {
         &self,
         caller: &str,
         depth: u32,
+        trace: TraceContext,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallFailed> {
@@ -174,7 +181,7 @@ impl Target {
         );
         // Inside the span: the callee's output and its own calls nest under it.
         let outcome = self
-            .call_inner(caller, depth, params, results)
+            .call_inner(caller, depth, trace, params, results)
             .instrument(span.clone())
             .await;
         let took = started.elapsed();
@@ -212,6 +219,7 @@ impl Target {
         &self,
         caller: &str,
         depth: u32,
+        trace: TraceContext,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallFailed> {
@@ -243,68 +251,35 @@ impl Target {
                 ),
             )
         })?;
-        // A warm instance when the module reuses them and one is idle; otherwise a
-        // fresh store, instantiated below under the call's deadline.
-        let warm = module.warm.as_ref().and_then(|warm| warm.take());
-        let (mut store, warm_instance) = match warm {
-            Some(WarmInstance {
-                mut store,
-                instance,
-            }) => {
-                module.rearm(&mut store, depth + 1);
-                (store, Some(instance))
-            }
-            None => (module.new_store(depth + 1), None),
-        };
-
-        let call = async {
-            let instance = match warm_instance {
-                Some(instance) => instance,
-                None => module.instance_pre.instantiate_async(&mut store).await?,
-            };
-            let func = instance
-                .get_func(&mut store, self.export)
-                .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
-            func.call_async(&mut store, params, results).await?;
-            Ok::<_, wasmtime::Error>(instance)
-        };
-        match tokio::time::timeout(module.backstop(), call).await {
-            Ok(Ok(instance)) => {
-                // Only an instance whose call returned normally is worth keeping.
-                if let Some(warm) = &module.warm {
-                    warm.give_back(WarmInstance { store, instance });
-                }
-                Ok(())
-            }
-            Ok(Err(error)) => {
-                let (kind, why) = match classify(error, store.data()) {
-                    Failure::Call(deeper) => return Err(deeper),
-                    Failure::MemoryExhausted => (
-                        CallFailure::Crashed,
-                        "exceeded its memory limit".to_string(),
-                    ),
-                    Failure::DeadlineExceeded => (
-                        CallFailure::TimedOut,
-                        format!(
-                            "did not return within its timeout of {}",
-                            module.limits.timeout
-                        ),
-                    ),
-                    other => (CallFailure::Crashed, format!("failed: {other}")),
-                };
-                Err(CallFailed::new(
-                    kind,
-                    format!("{}: the callee {why}", route()),
-                ))
-            }
-            Err(_) => Err(CallFailed::new(
+        let trace = trace.child();
+        let export = self.export;
+        let outcome = module
+            .run(depth + 1, trace, async |store, instance| {
+                let func = instance
+                    .get_func(&mut *store, export)
+                    .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
+                func.call_async(&mut *store, params, results).await
+            })
+            .await;
+        let (kind, why) = match outcome {
+            Ok(()) => return Ok(()),
+            Err(Failure::Call(deeper)) => return Err(deeper),
+            Err(Failure::MemoryExhausted) => (
+                CallFailure::Crashed,
+                "exceeded its memory limit".to_string(),
+            ),
+            Err(Failure::DeadlineExceeded) => (
                 CallFailure::TimedOut,
                 format!(
-                    "{}: the callee did not return within its timeout of {}",
-                    route(),
+                    "did not return within its timeout of {}",
                     module.limits.timeout
                 ),
-            )),
-        }
+            ),
+            Err(other) => (CallFailure::Crashed, format!("failed: {other}")),
+        };
+        Err(CallFailed::new(
+            kind,
+            format!("{}: the callee {why}", route()),
+        ))
     }
 }

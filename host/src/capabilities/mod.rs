@@ -9,8 +9,11 @@
 //! - [`wasi`]: WASI 0.2 with no files, no environment, no sockets; stdout/stderr go to
 //!   the host's log, tagged with the module name;
 //! - [`http`]: `wasi:http` types for serving requests; outbound requests are refused;
-//! - [`sql`]: `modhost:sql`, the module's own database, when the deployment gives it one.
+//! - [`sql`]: `modhost:sql`, the module's own database, when the deployment gives it one;
+//! - [`events`]: `modhost:events`, publishing to the topics the deployment grants (through
+//!   the module's outbox) and receiving the topics it subscribes to.
 
+pub mod events;
 pub mod http;
 pub mod sql;
 pub mod wasi;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use wasmtime::component::{Linker, ResourceTable};
 
 use crate::engine::limits::MemoryLimiter;
+use crate::telemetry::trace::TraceContext;
 
 /// Everything one instance's store holds: the state of every capability.
 pub struct InstanceState {
@@ -35,12 +39,16 @@ pub struct InstanceState {
     pub log_span: wasi::LogSpan,
     /// The module's own database, if it has one.
     pub database: Option<Arc<sql::Database>>,
+    /// What the module may publish, if it publishes.
+    pub events: Option<Arc<events::ModuleEvents>>,
+    /// The trace the instance's current work belongs to.
+    pub trace: TraceContext,
 }
 
 impl InstanceState {
     /// Fresh state for one instance of module `module`, with `memory_limit` bytes of
-    /// linear memory.
-    pub fn new(module: &str, memory_limit: u64) -> InstanceState {
+    /// linear memory, working in `trace`.
+    pub fn new(module: &str, memory_limit: u64, trace: TraceContext) -> InstanceState {
         let (wasi, log_span) = wasi::context(module);
         InstanceState {
             module: module.into(),
@@ -51,6 +59,8 @@ impl InstanceState {
             http: http::HttpState::default(),
             limiter: MemoryLimiter::new(memory_limit),
             database: None,
+            events: None,
+            trace,
         }
     }
 }
@@ -67,5 +77,6 @@ pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
     wasi::link(linker)?;
     http::link(linker)?;
     sql::link(linker)?;
+    events::link(linker)?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! routes, limits). Every problem is reported, not just the first, as a
 //! [`ConfigError`] naming the file, the key and what is wrong.
 
+pub mod events;
 pub mod routes;
 pub mod units;
 
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use events::{EventsBackend, EventsSettings};
 pub use units::{ByteSize, Timeout};
 
 /// One problem in a deployment file.
@@ -77,6 +79,8 @@ pub struct Deployment {
     pub gateway: GatewaySettings,
     /// The modules, by name.
     pub modules: BTreeMap<String, ModuleSpec>,
+    /// `[events]`: the bus between modules and how delivery retries.
+    pub events: EventsSettings,
 }
 
 /// `[gateway]`: the public HTTP listener and the limits that protect it.
@@ -130,6 +134,10 @@ pub struct ModuleSpec {
     pub instances: Instances,
     /// Its own database, when it has one (`database = …`).
     pub database: Option<DatabaseSpec>,
+    /// Grants: the topics it may publish to.
+    pub publishes: Vec<String>,
+    /// The topics it receives (it exports `modhost:events/subscriber`).
+    pub subscribes: Vec<String>,
 }
 
 /// `database = "sqlite"` or `database = { postgres = "…", schema, pool, acquire_timeout }`:
@@ -244,6 +252,8 @@ struct DeploymentFile {
     gateway: GatewaySettings,
     #[serde(default)]
     modules: BTreeMap<String, ModuleSection>,
+    #[serde(default)]
+    events: events::EventsSection,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +277,10 @@ struct ModuleSection {
     instances: Instances,
     database: Option<toml::Value>,
     migrations: Option<String>,
+    #[serde(default)]
+    publishes: Vec<String>,
+    #[serde(default)]
+    subscribes: Vec<String>,
 }
 
 impl Deployment {
@@ -302,6 +316,7 @@ impl Deployment {
                 .unwrap_or_else(|| PathBuf::from(".modhost")),
         );
         check_gateway(&file.gateway, &mut problems);
+        let events = file.events.settings(&mut problems);
 
         if file.modules.is_empty() {
             problems.add(
@@ -360,6 +375,8 @@ impl Deployment {
                         limits: section.limits,
                         instances: section.instances,
                         database,
+                        publishes: section.publishes,
+                        subscribes: section.subscribes,
                     },
                 );
             }
@@ -369,6 +386,7 @@ impl Deployment {
         }
         check_grants(&modules, &mut problems);
         check_postgres_names(&modules, &mut problems);
+        events::check_topics(&modules, &mut problems);
 
         if problems.errors.is_empty() {
             Ok(Deployment {
@@ -377,6 +395,7 @@ impl Deployment {
                 data_dir,
                 gateway: file.gateway,
                 modules,
+                events,
             })
         } else {
             Err(ConfigErrors(problems.errors))
@@ -385,13 +404,13 @@ impl Deployment {
 }
 
 /// Collects problems for one file.
-struct Problems {
+pub(crate) struct Problems {
     file: PathBuf,
     errors: Vec<ConfigError>,
 }
 
 impl Problems {
-    fn add(&mut self, key: &str, problem: &str) {
+    pub(crate) fn add(&mut self, key: &str, problem: &str) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
             line: None,
@@ -618,7 +637,7 @@ fn parse_database(
 
 /// `$NAME` (the whole value) reads the environment variable NAME: connection URLs with
 /// passwords need not be written into the deployment file.
-fn expand_env(written: &str) -> Result<String, String> {
+pub(crate) fn expand_env(written: &str) -> Result<String, String> {
     match written.strip_prefix('$') {
         Some(name) => {
             std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))

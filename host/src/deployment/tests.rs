@@ -324,3 +324,118 @@ fn modules_on_postgres_never_share_a_role_or_a_schema() {
     ));
     assert_eq!(found[0].key, "modules.users.database.schema", "{found:?}");
 }
+
+const EVENTS: &str = r#"
+[app]
+name = "shop"
+
+[modules.payments]
+component = "app.wasm"
+database = "sqlite"
+publishes = ["payments.charged", "payments.failed"]
+
+[modules.orders]
+component = "other.wasm"
+database = "sqlite"
+subscribes = ["payments.charged"]
+"#;
+
+#[test]
+fn events_default_to_the_embedded_bus_and_grants_are_kept() {
+    let deployment = parse(EVENTS).unwrap();
+    assert_eq!(deployment.events.backend, EventsBackend::Embedded);
+    assert_eq!(deployment.events.max_attempts, 5);
+    assert_eq!(
+        deployment.modules["payments"].publishes,
+        vec!["payments.charged", "payments.failed"]
+    );
+    assert_eq!(
+        deployment.modules["orders"].subscribes,
+        vec!["payments.charged"]
+    );
+}
+
+#[test]
+fn the_kafka_bus_needs_brokers_and_takes_its_settings() {
+    let kafka = parse(&format!(
+        "{EVENTS}\n[events]\nbackend = \"kafka\"\nbrokers = \"10.0.0.1:9092,10.0.0.2:9092\"\npartitions = 12\nmax_attempts = 8\nbackoff = \"250ms\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        kafka.events.backend,
+        EventsBackend::Kafka {
+            brokers: "10.0.0.1:9092,10.0.0.2:9092".into(),
+            partitions: 12,
+            replication: 1,
+        }
+    );
+    assert_eq!(kafka.events.max_attempts, 8);
+    assert_eq!(kafka.events.backoff, Duration::from_millis(250));
+
+    let keys = |extra: &str| -> Vec<String> {
+        errors(&format!("{EVENTS}\n[events]\n{extra}\n"))
+            .into_iter()
+            .map(|e| e.key)
+            .collect()
+    };
+    assert_eq!(keys("backend = \"kafka\""), vec!["events.brokers"]);
+    assert_eq!(
+        keys("backend = \"kafka\"\nbrokers = \"nohost\""),
+        vec!["events.brokers"]
+    );
+    assert_eq!(keys("backend = \"rabbit\""), vec!["events.backend"]);
+    assert_eq!(keys("brokers = \"a:1\""), vec!["events.brokers"]);
+    assert_eq!(keys("max_attempts = 0"), vec!["events.max_attempts"]);
+    assert_eq!(
+        keys("backoff = \"2s\"\nmax_backoff = \"1s\""),
+        vec!["events.max_backoff"]
+    );
+    assert_eq!(keys("retention = \"1s\""), vec!["events.retention"]);
+    assert_eq!(keys("bakend = \"kafka\""), vec!["events.bakend"]);
+}
+
+#[test]
+fn topics_are_valid_granted_published_and_need_a_database() {
+    let cases = [
+        (
+            EVENTS.replace(
+                "\"payments.failed\"]",
+                "\"payments.failed\", \"bad topic\"]",
+            ),
+            "modules.payments.publishes[2]",
+            "letters, digits",
+        ),
+        (
+            EVENTS.replace("\"payments.failed\"]", "\"modhost.mine\"]"),
+            "modules.payments.publishes[1]",
+            "host's own",
+        ),
+        (
+            EVENTS.replace("\"payments.failed\"]", "\"payments.charged\"]"),
+            "modules.payments.publishes[1]",
+            "listed twice",
+        ),
+        (
+            EVENTS.replace(
+                "subscribes = [\"payments.charged\"]",
+                "subscribes = [\"payments.refunded\"]",
+            ),
+            "modules.orders.subscribes[0]",
+            "no deployed module publishes",
+        ),
+        (
+            EVENTS.replacen("database = \"sqlite\"\npublishes", "publishes", 1),
+            "modules.payments.publishes",
+            "outbox",
+        ),
+    ];
+    for (text, key, problem) in cases {
+        let found = errors(&text);
+        assert!(
+            found
+                .iter()
+                .any(|e| e.key == key && e.problem.contains(problem)),
+            "expected {key}: …{problem}… in {found:?}"
+        );
+    }
+}

@@ -31,6 +31,10 @@ use tracing::{field, Instrument};
 
 use crate::calls::dispatch::CallFailure;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::trace::TraceContext;
+
+/// The W3C Trace Context request header.
+const TRACEPARENT: &str = "traceparent";
 
 use crate::deployment::GatewaySettings;
 use crate::registry::http::{self as module_http, Failure};
@@ -155,6 +159,7 @@ impl Gateway {
             status = field::Empty,
             duration_us = field::Empty,
             error_id = field::Empty,
+            trace_id = field::Empty,
         );
         let response = self.route(request, &span).instrument(span.clone()).await;
         let status = response.status().as_u16();
@@ -167,7 +172,19 @@ impl Gateway {
         response
     }
 
-    async fn route(&self, request: Request<Incoming>, span: &tracing::Span) -> Response<Body> {
+    async fn route(&self, mut request: Request<Incoming>, span: &tracing::Span) -> Response<Body> {
+        // The request joins the caller's trace, or starts one; the module sees its own
+        // hop as `traceparent`, and everything it causes carries the same trace id.
+        let trace = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::new_root, |parent| parent.child());
+        span.record("trace_id", trace.trace_id().as_str());
+        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
         let path = request.uri().path();
         if path == "/healthz" {
             return responses::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
@@ -213,19 +230,22 @@ impl Gateway {
         };
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
-        let response =
-            match tokio::time::timeout(request_timeout, module_http::handle(module, request)).await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
-                Err(_) => self.fail(
-                    span,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway_timeout",
-                    "the request took longer than the gateway's request_timeout",
-                    None,
-                ),
-            };
+        let response = match tokio::time::timeout(
+            request_timeout,
+            module_http::handle(module, request, trace),
+        )
+        .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
+            Err(_) => self.fail(
+                span,
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "the request took longer than the gateway's request_timeout",
+                None,
+            ),
+        };
         metrics().record_request(
             &module.name,
             response.status().as_u16(),

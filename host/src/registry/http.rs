@@ -17,6 +17,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use super::LoadedModule;
 use crate::calls::dispatch::{CallFailed, CallFailure};
 use crate::capabilities::InstanceState;
+use crate::telemetry::trace::TraceContext;
 
 /// A module's response: headers now, body streamed from the instance as it writes it.
 pub type ModuleResponse = hyper::Response<HyperOutgoingBody>;
@@ -70,7 +71,7 @@ impl Failure {
     }
 }
 
-/// Serves `request` with a fresh instance of `module`.
+/// Serves `request` with a fresh instance of `module`, as part of `trace`.
 ///
 /// Returns once the module has sent its response head; the instance keeps running in
 /// its own task while it streams the body, holding its concurrency permit and bounded
@@ -78,6 +79,7 @@ impl Failure {
 pub async fn handle(
     module: &Arc<LoadedModule>,
     request: hyper::Request<Full<Bytes>>,
+    trace: TraceContext,
 ) -> Result<ModuleResponse, Failure> {
     let Some(proxy) = module.proxy.clone() else {
         return Err(Failure::NoResponse(anyhow::anyhow!(
@@ -87,7 +89,7 @@ pub async fn handle(
     };
     let permit = module.try_admit().ok_or(Failure::Overloaded)?;
 
-    let mut store = module.new_store(0);
+    let mut store = module.new_store(0, trace);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let http = store.data_mut();

@@ -18,16 +18,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{Component, Instance, InstancePre, Linker};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::calls::{self, dispatch, dispatch::Directory};
+use crate::capabilities::events::{self, ModuleEvents, SubscriberIndices};
 use crate::capabilities::sql::{self, Database};
 use crate::capabilities::{self, InstanceState};
 use crate::deployment::{ComponentSource, Deployment, Instances, ModuleLimits, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
-use warm::WarmInstances;
+use crate::telemetry::trace::TraceContext;
+use http::{classify, Failure};
+use warm::{WarmInstance, WarmInstances};
 
 /// One module version, linked and ready to instantiate.
 pub struct LoadedModule {
@@ -52,6 +55,10 @@ pub struct LoadedModule {
     /// Why the module does not serve, when its start failed after it loaded (its
     /// database did not open, a migration failed): its requests and calls get 503.
     pub broken: OnceLock<String>,
+    /// What it may publish, and where its outbox relay waits (when it publishes).
+    pub events: Option<Arc<ModuleEvents>>,
+    /// Its `modhost:events/subscriber` export, when it subscribes to topics.
+    pub subscriber: Option<SubscriberIndices>,
 }
 
 impl LoadedModule {
@@ -69,27 +76,71 @@ impl LoadedModule {
         self.limits.timeout.duration() + 2 * EPOCH_TICK
     }
 
-    /// A fresh store for one instance of this module, `call_depth` calls deep:
-    /// its own memory limit, and an epoch deadline of the module's timeout.
-    pub fn new_store(&self, call_depth: u32) -> Store<InstanceState> {
-        let mut state = InstanceState::new(&self.name, self.limits.memory.bytes());
+    /// A fresh store for one instance of this module, `call_depth` calls deep, in
+    /// `trace`: its own memory limit, and an epoch deadline of the module's timeout.
+    pub fn new_store(&self, call_depth: u32, trace: TraceContext) -> Store<InstanceState> {
+        let mut state = InstanceState::new(&self.name, self.limits.memory.bytes(), trace);
         state.database = self.database.get().cloned();
+        state.events = self.events.clone();
         let mut store = Store::new(self.instance_pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
-        self.rearm(&mut store, call_depth);
+        self.rearm(&mut store, call_depth, trace);
         store
     }
 
-    /// Readies a store for one more request or call, `call_depth` calls deep: a new
-    /// epoch deadline of the module's timeout. A warm instance's store is re-armed
-    /// before every call it serves.
-    pub fn rearm(&self, store: &mut Store<InstanceState>, call_depth: u32) {
+    /// Readies a store for one more request or call, `call_depth` calls deep, in
+    /// `trace`: a new epoch deadline of the module's timeout. A warm instance's store
+    /// is re-armed before every call it serves.
+    pub fn rearm(&self, store: &mut Store<InstanceState>, call_depth: u32, trace: TraceContext) {
         let state = store.data_mut();
         state.call_depth = call_depth;
+        state.trace = trace;
         state.limiter.forget_refusal();
         state.log_span.follow_current();
         store.set_epoch_deadline(Engine::deadline_ticks(self.limits.timeout.duration()));
+    }
+
+    /// Runs `work` in an instance of this module, `call_depth` calls deep, in `trace`,
+    /// within the module's deadline: a warm instance when the module reuses them and
+    /// one is idle, otherwise a fresh one. Whatever goes wrong becomes a [`Failure`];
+    /// an instance that failed is never reused. The caller holds the module's permit.
+    pub async fn run<R>(
+        &self,
+        call_depth: u32,
+        trace: TraceContext,
+        work: impl AsyncFnOnce(&mut Store<InstanceState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let warm = self.warm.as_ref().and_then(|warm| warm.take());
+        let (mut store, warm_instance) = match warm {
+            Some(WarmInstance {
+                mut store,
+                instance,
+            }) => {
+                self.rearm(&mut store, call_depth, trace);
+                (store, Some(instance))
+            }
+            None => (self.new_store(call_depth, trace), None),
+        };
+        let run = async {
+            let instance = match warm_instance {
+                Some(instance) => instance,
+                None => self.instance_pre.instantiate_async(&mut store).await?,
+            };
+            let output = work(&mut store, &instance).await?;
+            Ok::<_, wasmtime::Error>((instance, output))
+        };
+        match tokio::time::timeout(self.backstop(), run).await {
+            Ok(Ok((instance, output))) => {
+                // Only an instance whose work ended normally is worth keeping.
+                if let Some(warm) = &self.warm {
+                    warm.give_back(WarmInstance { store, instance });
+                }
+                Ok(output)
+            }
+            Ok(Err(error)) => Err(classify(error, store.data())),
+            Err(_) => Err(Failure::DeadlineExceeded),
+        }
     }
 }
 
@@ -244,12 +295,15 @@ fn link_module(
             })
         }
     };
-    let imports_sql = compiled
-        .loaded
-        .component
-        .component_type()
-        .imports(linker.engine())
-        .any(|(name, _)| name.starts_with("modhost:sql/"));
+    let imports = |prefix: &str| {
+        compiled
+            .loaded
+            .component
+            .component_type()
+            .imports(linker.engine())
+            .any(|(name, _)| name.starts_with(prefix))
+    };
+    let imports_sql = imports("modhost:sql/");
     if imports_sql && spec.database.is_none() {
         anyhow::bail!(
             "{} imports {} but the module has no database: add `database = \"sqlite\"` \
@@ -259,6 +313,31 @@ fn link_module(
             spec.name
         );
     }
+    if imports("modhost:events/publisher") && spec.publishes.is_empty() {
+        anyhow::bail!(
+            "{} imports {} but the module may publish to no topic: list its topics in \
+             `publishes = [...]` under [modules.{}]",
+            path.display(),
+            events::PUBLISHER,
+            spec.name
+        );
+    }
+    let subscriber = if spec.subscribes.is_empty() {
+        None
+    } else {
+        Some(
+            SubscriberIndices::new(&instance_pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "{} subscribes to {} but does not export {}",
+                        path.display(),
+                        spec.subscribes.join(", "),
+                        events::SUBSCRIBER
+                    )
+                })?,
+        )
+    };
     // Migrations are applied when the node starts; their names are checked now, so
     // `modhost check` catches a misnamed or duplicated file.
     if let Some(dir) = spec.database.as_ref().and_then(|db| db.migrations.as_ref()) {
@@ -285,6 +364,9 @@ fn link_module(
             .then(|| WarmInstances::new(spec.limits.concurrency as usize)),
         database: OnceLock::new(),
         broken: OnceLock::new(),
+        events: (!spec.publishes.is_empty())
+            .then(|| Arc::new(ModuleEvents::new(&spec.name, &spec.publishes))),
+        subscriber,
     })
 }
 

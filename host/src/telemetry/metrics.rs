@@ -6,7 +6,13 @@
 //!   a module, and how long the module took;
 //! - `modhost_calls_total{caller, callee, function, outcome}` and
 //!   `modhost_call_duration_seconds{caller, callee}`: calls between modules, per edge
-//!   of the call graph, `outcome` being `ok` or `error`.
+//!   of the call graph, `outcome` being `ok` or `error`;
+//! - `modhost_events_published_total{module, topic}`: events the bus confirmed from a
+//!   module's outbox; `modhost_events_delivered_total`, `…_retried_total`,
+//!   `…_duplicates_total` and `…_dead_lettered_total{module, topic}`: what happened to
+//!   events at a subscribing module (handled, failed and retried, skipped as already
+//!   handled, given up on); `modhost_events_outbox_lag_seconds{module}`: the age of the
+//!   oldest event still in a module's outbox (0 when it is empty).
 //!
 //! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
 //! first buckets, a slow request in the last.
@@ -14,8 +20,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -32,6 +40,24 @@ pub struct Metrics {
     request_seconds: Family<ModuleLabels, Histogram, DurationBuckets>,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<EdgeLabels, Histogram, DurationBuckets>,
+    events: [Family<TopicLabels, Counter>; 5],
+    outbox_lag: Family<ModuleLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    module: String,
+    topic: String,
+}
+
+/// What happened to an event, for the events counters.
+#[derive(Debug, Clone, Copy)]
+enum EventStep {
+    Published = 0,
+    Delivered = 1,
+    Retried = 2,
+    Duplicate = 3,
+    DeadLettered = 4,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,13 +139,74 @@ impl Metrics {
             "How long a call between modules took, by caller and callee",
             call_seconds.clone(),
         );
+        let events: [Family<TopicLabels, Counter>; 5] = Default::default();
+        for (family, (name, help)) in events.iter().zip([
+            ("events_published", "Events the bus confirmed from a module's outbox, by module and topic"),
+            ("events_delivered", "Events a subscribing module handled, by module and topic"),
+            ("events_retried", "Failed deliveries of an event that will be retried, by subscribing module and topic"),
+            ("events_duplicates", "Redelivered events skipped because the module had handled them, by module and topic"),
+            ("events_dead_lettered", "Events moved to a module's dead-letter topic after its last attempt, by module and topic"),
+        ]) {
+            registry.register(name, help, family.clone());
+        }
+        let outbox_lag = Family::<ModuleLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "events_outbox_lag_seconds",
+            "Age of the oldest event still in a module's outbox (0 when empty)",
+            outbox_lag.clone(),
+        );
         Metrics {
             registry,
             requests,
             request_seconds,
             calls,
             call_seconds,
+            events,
+            outbox_lag,
         }
+    }
+
+    fn event(&self, step: EventStep, module: &str, topic: &str) {
+        self.events[step as usize]
+            .get_or_create(&TopicLabels {
+                module: module.to_string(),
+                topic: topic.to_string(),
+            })
+            .inc();
+    }
+
+    /// The bus confirmed an event of `module` on `topic`.
+    pub fn published(&self, module: &str, topic: &str) {
+        self.event(EventStep::Published, module, topic);
+    }
+
+    /// `module` handled an event of `topic`.
+    pub fn delivered(&self, module: &str, topic: &str) {
+        self.event(EventStep::Delivered, module, topic);
+    }
+
+    /// `module`'s handler failed on an event of `topic`, which will be retried.
+    pub fn retried(&self, module: &str, topic: &str) {
+        self.event(EventStep::Retried, module, topic);
+    }
+
+    /// `module` skipped an event of `topic` it had handled before.
+    pub fn duplicate(&self, module: &str, topic: &str) {
+        self.event(EventStep::Duplicate, module, topic);
+    }
+
+    /// `module` gave up on an event of `topic`; it went to the dead-letter topic.
+    pub fn dead_lettered(&self, module: &str, topic: &str) {
+        self.event(EventStep::DeadLettered, module, topic);
+    }
+
+    /// The oldest event in `module`'s outbox is `seconds` old.
+    pub fn outbox_lag(&self, module: &str, seconds: f64) {
+        self.outbox_lag
+            .get_or_create(&ModuleLabels {
+                module: module.to_string(),
+            })
+            .set(seconds);
     }
 
     /// Records one HTTP request `module` answered with `status` in `took`.
@@ -203,6 +290,26 @@ mod tests {
             text.contains(r#"modhost_call_duration_seconds_bucket{le="0.00002",caller="orders",callee="inventory"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn events_count_per_module_and_topic_and_lag_is_a_gauge() {
+        let metrics = Metrics::new();
+        metrics.published("payments", "payments.charged");
+        metrics.delivered("orders", "payments.charged");
+        metrics.delivered("orders", "payments.charged");
+        metrics.dead_lettered("notifications", "payments.charged");
+        metrics.outbox_lag("payments", 1.5);
+        metrics.outbox_lag("payments", 0.0);
+        let text = metrics.encode();
+        for line in [
+            r#"modhost_events_published_total{module="payments",topic="payments.charged"} 1"#,
+            r#"modhost_events_delivered_total{module="orders",topic="payments.charged"} 2"#,
+            r#"modhost_events_dead_lettered_total{module="notifications",topic="payments.charged"} 1"#,
+            r#"modhost_events_outbox_lag_seconds{module="payments"} 0.0"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

@@ -62,7 +62,11 @@ enum Pool {
 
 /// An open transaction: a connection of the module's pool, held until commit,
 /// rollback, or drop (which rolls back).
-pub struct Transaction(TransactionOn);
+pub struct Transaction {
+    on: TransactionOn,
+    /// Woken once the transaction commits (the outbox relay, when it published).
+    after_commit: Option<Arc<tokio::sync::Notify>>,
+}
 
 enum TransactionOn {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
@@ -97,6 +101,11 @@ impl Database {
             }
         }
         Ok(database)
+    }
+
+    /// How long one statement may run (the module's timeout).
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
     }
 
     /// The module that owns this database.
@@ -146,10 +155,14 @@ impl Database {
     /// Begins a transaction on one of the pool's connections.
     pub async fn begin(&self) -> Result<Transaction, Error> {
         self.bounded(async {
-            Ok(Transaction(match &self.pool {
+            let on = match &self.pool {
                 Pool::Sqlite(pool) => TransactionOn::Sqlite(pool.begin().await.map_err(error)?),
                 Pool::Postgres(pool) => TransactionOn::Postgres(pool.begin().await.map_err(error)?),
-            }))
+            };
+            Ok(Transaction {
+                on,
+                after_commit: None,
+            })
         })
         .await
     }
@@ -166,9 +179,14 @@ impl Database {
 }
 
 impl Transaction {
+    /// Wakes `notify` once this transaction has committed (not if it rolls back).
+    pub fn notify_on_commit(&mut self, notify: Arc<tokio::sync::Notify>) {
+        self.after_commit = Some(notify);
+    }
+
     /// Runs a statement that returns rows, inside the transaction.
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
-        match &mut self.0 {
+        match &mut self.on {
             TransactionOn::Sqlite(tx) => sqlite::query(&mut **tx, statement, params).await,
             TransactionOn::Postgres(tx) => postgres::query(&mut **tx, statement, params).await,
         }
@@ -176,7 +194,7 @@ impl Transaction {
 
     /// Runs a statement that changes rows, inside the transaction.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        match &mut self.0 {
+        match &mut self.on {
             TransactionOn::Sqlite(tx) => sqlite::execute(&mut **tx, statement, params).await,
             TransactionOn::Postgres(tx) => postgres::execute(&mut **tx, statement, params).await,
         }
@@ -184,7 +202,7 @@ impl Transaction {
 
     /// Runs `sql`, one or more statements without parameters (a migration).
     async fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
-        match &mut self.0 {
+        match &mut self.on {
             TransactionOn::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
             TransactionOn::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
         }
@@ -193,15 +211,19 @@ impl Transaction {
 
     /// Makes the transaction's changes durable.
     pub async fn commit(self) -> Result<(), Error> {
-        match self.0 {
-            TransactionOn::Sqlite(tx) => tx.commit().await.map_err(error),
-            TransactionOn::Postgres(tx) => tx.commit().await.map_err(error),
+        match self.on {
+            TransactionOn::Sqlite(tx) => tx.commit().await.map_err(error)?,
+            TransactionOn::Postgres(tx) => tx.commit().await.map_err(error)?,
         }
+        if let Some(notify) = self.after_commit {
+            notify.notify_one();
+        }
+        Ok(())
     }
 
     /// Discards the transaction's changes.
     pub async fn rollback(self) -> Result<(), Error> {
-        match self.0 {
+        match self.on {
             TransactionOn::Sqlite(tx) => tx.rollback().await.map_err(error),
             TransactionOn::Postgres(tx) => tx.rollback().await.map_err(error),
         }
@@ -349,7 +371,7 @@ impl HostTransaction for InstanceState {
 impl InstanceState {
     /// The module's database; a module without one cannot get here, as it is refused
     /// at load, so this is a trap, not an error value.
-    fn database(&self) -> wasmtime::Result<Arc<Database>> {
+    pub(crate) fn database(&self) -> wasmtime::Result<Arc<Database>> {
         self.database
             .clone()
             .ok_or_else(|| wasmtime::format_err!("module {} has no database", self.module()))

@@ -1,0 +1,332 @@
+//! The embedded bus: a durable log in a SQLite file of the node's own
+//! (`<data_dir>/events/bus.sqlite`), for the single server and the edge — no broker.
+//!
+//! The log is one table of events in append order; each consumer group keeps its
+//! position per topic in a second table, moved on only by [`EmbeddedConsumer::ack`].
+//! Appends commit with `synchronous = FULL`: once [`EmbeddedBus::send`] returns, the
+//! event survives a crash of the process or of the machine, and only then does the relay
+//! delete it from the publisher's outbox. SQLite has one writer at a time, so log
+//! positions are assigned in commit order and a reader never sees a later event
+//! before an earlier one has committed.
+//!
+//! Events every subscribed group has passed are purged once older than the retention;
+//! events on topics no one subscribes to (dead letters) are purged by age alone.
+
+use anyhow::{Context, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+
+use super::{highest, Delivery, Position};
+use crate::capabilities::events::envelope::{now_ms, Envelope};
+
+/// How often delivered events older than the retention are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// How long an idle consumer sleeps before looking again, should a wake-up be missed.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The embedded bus of one node.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    /// The newest log position: consumers wait for it to change.
+    appended: watch::Sender<i64>,
+    retention: Duration,
+    /// Topic → the consumer groups subscribed to it.
+    subscriptions: BTreeMap<String, Vec<String>>,
+}
+
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS log (\
+     position INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL, \
+     id TEXT NOT NULL, source TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL, \
+     traceparent TEXT, published_at INTEGER NOT NULL, appended_at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS log_by_topic ON log (topic, position)",
+    "CREATE TABLE IF NOT EXISTS cursors (\
+     grp TEXT NOT NULL, topic TEXT NOT NULL, position INTEGER NOT NULL, \
+     PRIMARY KEY (grp, topic))",
+];
+
+const COLUMNS: &str =
+    "position, topic, key, id, source, payload, headers, traceparent, published_at";
+
+impl EmbeddedBus {
+    /// Opens (creating if needed) the log under `data_dir`.
+    pub async fn open(
+        data_dir: &Path,
+        retention: Duration,
+        subscriptions: BTreeMap<String, Vec<String>>,
+    ) -> Result<EmbeddedBus> {
+        let dir = data_dir.join("events");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("bus.sqlite");
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the event log {}", file.display()))?;
+        for statement in SCHEMA {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .with_context(|| format!("preparing the event log {}", file.display()))?;
+        }
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM log")
+            .fetch_one(&pool)
+            .await?;
+        let inner = Arc::new(Inner {
+            pool,
+            appended: watch::Sender::new(newest),
+            retention,
+            subscriptions,
+        });
+        tokio::spawn(purge_periodically(Arc::downgrade(&inner)));
+        Ok(EmbeddedBus { inner })
+    }
+
+    /// Appends `events` to the log in one durable transaction.
+    pub async fn send(&self, events: &[Envelope]) -> Vec<Result<(), String>> {
+        match self.append(events).await {
+            Ok(()) => vec![Ok(()); events.len()],
+            Err(error) => {
+                let error = format!("{error:#}");
+                vec![Err(error); events.len()]
+            }
+        }
+    }
+
+    async fn append(&self, events: &[Envelope]) -> Result<()> {
+        let mut tx = self.inner.pool.begin().await?;
+        let appended_at = now_ms();
+        let mut last = 0;
+        for event in events {
+            let done = sqlx::query(
+                "INSERT INTO log (topic, key, id, source, payload, headers, traceparent, \
+                 published_at, appended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&event.topic)
+            .bind(&event.key)
+            .bind(&event.id)
+            .bind(&event.source)
+            .bind(&event.payload)
+            .bind(event.headers_json())
+            .bind(&event.traceparent)
+            .bind(event.published_at_ms)
+            .bind(appended_at)
+            .execute(&mut *tx)
+            .await?;
+            last = done.last_insert_rowid();
+        }
+        tx.commit().await?;
+        self.inner.appended.send_if_modified(|newest| {
+            let moved = last > *newest;
+            *newest = (*newest).max(last);
+            moved
+        });
+        Ok(())
+    }
+
+    /// A consumer for `group`, from its last acknowledged position on each topic.
+    pub async fn subscribe(&self, group: &str, topics: &[String]) -> Result<EmbeddedConsumer> {
+        let mut cursors = BTreeMap::new();
+        for topic in topics {
+            let position: Option<i64> =
+                sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
+                    .bind(group)
+                    .bind(topic)
+                    .fetch_optional(&self.inner.pool)
+                    .await?;
+            cursors.insert(topic.clone(), position.unwrap_or(0));
+        }
+        let scan_from = cursors.values().copied().min().unwrap_or(0);
+        Ok(EmbeddedConsumer {
+            bus: self.clone(),
+            group: group.to_string(),
+            topics: topics.to_vec(),
+            cursors,
+            scan_from,
+            appended: self.inner.appended.subscribe(),
+        })
+    }
+
+    /// Every event retained on `topic`, oldest first.
+    pub async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM log WHERE topic = ? ORDER BY position"
+        ))
+        .bind(topic)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(delivery).collect()
+    }
+
+    /// Deletes what the retention no longer requires: events older than it that
+    /// every group subscribed to their topic has passed.
+    pub async fn purge(&self) -> Result<u64> {
+        let inner = &self.inner;
+        let cutoff = now_ms() - i64::try_from(inner.retention.as_millis()).unwrap_or(i64::MAX);
+        let mut purged = 0;
+        for (topic, groups) in &inner.subscriptions {
+            let mut passed = i64::MAX;
+            for group in groups {
+                let position: Option<i64> =
+                    sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
+                        .bind(group)
+                        .bind(topic)
+                        .fetch_optional(&inner.pool)
+                        .await?;
+                passed = passed.min(position.unwrap_or(0));
+            }
+            purged += sqlx::query(
+                "DELETE FROM log WHERE topic = ? AND position <= ? AND appended_at < ?",
+            )
+            .bind(topic)
+            .bind(passed)
+            .bind(cutoff)
+            .execute(&inner.pool)
+            .await?
+            .rows_affected();
+        }
+        let subscribed: Vec<&String> = inner.subscriptions.keys().collect();
+        let placeholders = vec!["?"; subscribed.len()].join(", ");
+        let statement =
+            format!("DELETE FROM log WHERE appended_at < ? AND topic NOT IN ({placeholders})");
+        let mut unsubscribed = sqlx::query(&statement).bind(cutoff);
+        for topic in subscribed {
+            unsubscribed = unsubscribed.bind(topic);
+        }
+        purged += unsubscribed.execute(&inner.pool).await?.rows_affected();
+        Ok(purged)
+    }
+}
+
+async fn purge_periodically(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(PURGE_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let bus = EmbeddedBus { inner };
+        match bus.purge().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "event log purged"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "purging the event log failed")
+            }
+        }
+    }
+}
+
+fn delivery(row: &sqlx::sqlite::SqliteRow) -> Result<Delivery> {
+    let offset: i64 = row.try_get("position")?;
+    let topic: String = row.try_get("topic")?;
+    let headers: String = row.try_get("headers")?;
+    Ok(Delivery {
+        envelope: Envelope {
+            id: row.try_get("id")?,
+            topic: topic.clone(),
+            key: row.try_get("key")?,
+            payload: row.try_get("payload")?,
+            headers: Envelope::headers_from_json(&headers),
+            source: row.try_get("source")?,
+            published_at_ms: row.try_get("published_at")?,
+            traceparent: row.try_get("traceparent")?,
+        },
+        position: Position {
+            topic,
+            partition: 0,
+            offset,
+        },
+    })
+}
+
+/// One consumer group's reader of the embedded log.
+pub struct EmbeddedConsumer {
+    bus: EmbeddedBus,
+    group: String,
+    topics: Vec<String>,
+    /// Per topic, the last acknowledged position.
+    cursors: BTreeMap<String, i64>,
+    /// Where the next read starts: past everything handed out already.
+    scan_from: i64,
+    appended: watch::Receiver<i64>,
+}
+
+impl EmbeddedConsumer {
+    /// The next events after those already handed out, at most `max`; waits for one.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        let placeholders = vec!["?"; self.topics.len()].join(", ");
+        let statement = format!(
+            "SELECT {COLUMNS} FROM log WHERE position > ? AND topic IN ({placeholders}) \
+             ORDER BY position LIMIT ?"
+        );
+        loop {
+            // Seen before reading: an append after the read wakes the wait below.
+            self.appended.borrow_and_update();
+            let mut query = sqlx::query(&statement).bind(self.scan_from);
+            for topic in &self.topics {
+                query = query.bind(topic);
+            }
+            let rows = query
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .fetch_all(&self.bus.inner.pool)
+                .await?;
+            if let Some(last) = rows.last() {
+                self.scan_from = last.try_get("position")?;
+                let batch: Vec<Delivery> = rows
+                    .iter()
+                    .map(delivery)
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .filter(|d| d.position.offset > self.cursors[&d.position.topic])
+                    .collect();
+                if !batch.is_empty() {
+                    return Ok(batch);
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = self.appended.changed() => {
+                    if changed.is_err() {
+                        // The bus is gone; nothing more will arrive.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+
+    /// Moves the group's position past `deliveries`.
+    pub async fn ack(&mut self, deliveries: &[Delivery]) -> Result<()> {
+        let mut tx = self.bus.inner.pool.begin().await?;
+        for ((topic, _), offset) in highest(deliveries) {
+            sqlx::query(
+                "INSERT INTO cursors (grp, topic, position) VALUES (?, ?, ?) \
+                 ON CONFLICT (grp, topic) DO UPDATE SET position = MAX(position, excluded.position)",
+            )
+            .bind(&self.group)
+            .bind(&topic)
+            .bind(offset)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(cursor) = self.cursors.get_mut(&topic) {
+                *cursor = (*cursor).max(offset);
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

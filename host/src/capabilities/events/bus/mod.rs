@@ -1,0 +1,150 @@
+//! The bus: where committed events wait between the publishers' relays and the
+//! subscribers' consumers.
+//!
+//! Two backends with one contract:
+//! - [`send`](Bus::send) confirms an event only once the bus holds it durably; the
+//!   relay deletes it from the outbox only then;
+//! - a [`Consumer`] reads the topics of one consumer group (one subscribing module)
+//!   from its last acknowledged position, in order per key, and
+//!   [`ack`](Consumer::ack) moves that position on only after the handler's
+//!   transaction committed. A crash in between delivers the event again; the
+//!   subscriber's inbox makes that harmless.
+
+pub mod embedded;
+pub mod kafka;
+
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::envelope::Envelope;
+use crate::deployment::{EventsBackend, EventsSettings};
+
+/// The bus a node's relays send to and its consumers read from.
+#[derive(Clone)]
+pub enum Bus {
+    /// The embedded, in-process log.
+    Embedded(embedded::EmbeddedBus),
+    /// A Kafka-protocol broker.
+    Kafka(kafka::KafkaBus),
+}
+
+/// Where one delivered event sits on the bus, to acknowledge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The event's topic.
+    pub topic: String,
+    /// The partition (always 0 on the embedded bus).
+    pub partition: i32,
+    /// The event's offset within its partition (its log position, embedded).
+    pub offset: i64,
+}
+
+/// One event read from the bus.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event.
+    pub envelope: Envelope,
+    /// Where it was read, to acknowledge it.
+    pub position: Position,
+}
+
+impl Bus {
+    /// Opens the bus `settings` name. `subscriptions` (topic → consumer groups) tells
+    /// the embedded bus what it may purge; `topics` are created on Kafka if missing.
+    pub async fn open(
+        settings: &EventsSettings,
+        data_dir: &Path,
+        topics: &[String],
+        subscriptions: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Bus> {
+        Ok(match &settings.backend {
+            EventsBackend::Embedded => Bus::Embedded(
+                embedded::EmbeddedBus::open(data_dir, settings.retention, subscriptions.clone())
+                    .await?,
+            ),
+            EventsBackend::Kafka {
+                brokers,
+                partitions,
+                replication,
+            } => {
+                Bus::Kafka(kafka::KafkaBus::open(brokers, topics, *partitions, *replication).await?)
+            }
+        })
+    }
+
+    /// Sends `events`, in order. Each outcome says whether the bus confirmed that
+    /// event (it then holds it durably) or why not.
+    pub async fn send(&self, events: &[Envelope]) -> Vec<Result<(), String>> {
+        match self {
+            Bus::Embedded(bus) => bus.send(events).await,
+            Bus::Kafka(bus) => bus.send(events).await,
+        }
+    }
+
+    /// A consumer of `topics` for consumer group `group`, from its last acknowledged
+    /// position (from the oldest retained event for a new group).
+    pub async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Consumer> {
+        Ok(match self {
+            Bus::Embedded(bus) => Consumer::Embedded(bus.subscribe(group, topics).await?),
+            Bus::Kafka(bus) => Consumer::Kafka(bus.subscribe(group, topics)?),
+        })
+    }
+
+    /// Every event retained on `topic`, oldest first (for the dead-letter listing).
+    pub async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>> {
+        match self {
+            Bus::Embedded(bus) => bus.read_all(topic).await,
+            Bus::Kafka(bus) => bus.read_all(topic).await,
+        }
+    }
+
+    /// `embedded` or `kafka`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bus::Embedded(_) => "embedded",
+            Bus::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// One consumer group's reader.
+pub enum Consumer {
+    /// On the embedded bus.
+    Embedded(embedded::EmbeddedConsumer),
+    /// On Kafka.
+    Kafka(kafka::KafkaConsumer),
+}
+
+impl Consumer {
+    /// The next events, at most `max`: waits until there is at least one.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        match self {
+            Consumer::Embedded(consumer) => consumer.next_batch(max).await,
+            Consumer::Kafka(consumer) => consumer.next_batch(max).await,
+        }
+    }
+
+    /// Records that every event up to and including these has been handled.
+    pub async fn ack(&mut self, deliveries: &[Delivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Consumer::Embedded(consumer) => consumer.ack(deliveries).await,
+            Consumer::Kafka(consumer) => consumer.ack(deliveries),
+        }
+    }
+}
+
+/// The highest offset per (topic, partition) among `deliveries`.
+fn highest(deliveries: &[Delivery]) -> BTreeMap<(String, i32), i64> {
+    let mut highest = BTreeMap::new();
+    for delivery in deliveries {
+        let entry = highest
+            .entry((delivery.position.topic.clone(), delivery.position.partition))
+            .or_insert(delivery.position.offset);
+        *entry = (*entry).max(delivery.position.offset);
+    }
+    highest
+}

@@ -1,0 +1,444 @@
+//! Delivery: one subscribing module's consumer loop.
+//!
+//! Events come off the bus in batches. A batch runs in **one transaction** on the
+//! module's database, each event inside a savepoint of its own:
+//!
+//! 1. record the event's id in the module's inbox — if it is already there, the event
+//!    was handled before (a redelivery after a crash): skip it;
+//! 2. call the module's `handle(event, tx)` in an instance of its own, under the
+//!    module's limits;
+//! 3. `ok`: keep the savepoint; `err`, a trap, a timeout: undo the savepoint, commit
+//!    the events before it, and retry the failed one on its own.
+//!
+//! The bus position moves on only after the commit, so a crash at any point either
+//! replays events whose effects were rolled back, or replays events whose inbox record
+//! makes them skipped: each handler's effects happen once.
+//!
+//! A failed event is retried with backoff (doubling up to `max_backoff`), holding back
+//! the events behind it, so events of one key stay in order. After `max_attempts`
+//! failures it goes to the module's dead-letter topic with the error, is recorded in
+//! the inbox as dead-lettered, and delivery moves on. When the host itself cannot do
+//! its part (the database is unreachable, a commit fails), nothing counts as an
+//! attempt: it waits and tries again, so an outage never dead-letters an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::Instrument;
+use wasmtime::component::Resource;
+
+use super::bus::{Bus, Consumer, Delivery};
+use super::envelope::{now_ms, Envelope};
+use super::tables::{self, savepoint, Outcome};
+use crate::capabilities::sql::{Database, Error, Transaction};
+use crate::deployment::events::dead_letter_topic;
+use crate::deployment::EventsSettings;
+use crate::registry::LoadedModule;
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::trace::TraceContext;
+
+/// How often a subscriber forgets inbox records older than the retention.
+const FORGET_EVERY: Duration = Duration::from_secs(3600);
+/// Waits after the host's own failures (database, bus): from the first, doubling.
+const HOST_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// One subscribing module, fed by its consumer.
+pub struct Subscriber {
+    /// The module.
+    pub module: Arc<LoadedModule>,
+    /// Its database: its inbox, and the transaction handlers write in.
+    pub database: Arc<Database>,
+    /// Its consumer group's reader.
+    pub consumer: Consumer,
+    /// The bus, for dead letters.
+    pub bus: Bus,
+    /// Batch size, attempts, backoff, and how long inbox records are kept.
+    pub settings: EventsSettings,
+}
+
+/// How a run of events through the handler ended.
+enum Run {
+    /// Every event was handled (or skipped as a duplicate) and committed.
+    Done,
+    /// The handler failed on event `failed`; the `committed` events before it are
+    /// committed (all of them, or none when the failure took the transaction down).
+    Failed {
+        committed: usize,
+        failed: usize,
+        error: String,
+    },
+    /// The host could not do its part; nothing was committed and no attempt counts.
+    HostFailed(String),
+}
+
+impl Subscriber {
+    fn name(&self) -> &str {
+        &self.module.name
+    }
+
+    /// Delivers until `shutdown` turns true. Events not yet acknowledged when it
+    /// stops are delivered again at the next start.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut host_retry = HOST_RETRY.0;
+        let mut forgotten = tokio::time::Instant::now();
+        self.forget_old().await;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if forgotten.elapsed() >= FORGET_EVERY {
+                self.forget_old().await;
+                forgotten = tokio::time::Instant::now();
+            }
+            let max = self.settings.batch as usize;
+            let batch = tokio::select! {
+                batch = self.consumer.next_batch(max) => batch,
+                _ = shutdown.changed() => continue,
+            };
+            match batch {
+                Ok(batch) => {
+                    host_retry = HOST_RETRY.0;
+                    self.deliver(batch, &mut shutdown).await;
+                }
+                Err(error) => {
+                    tracing::warn!(module = %self.name(), error = %format!("{error:#}"), "reading events from the bus failed; retrying");
+                    pause(&mut shutdown, host_retry).await;
+                    host_retry = (host_retry * 2).min(HOST_RETRY.1);
+                }
+            }
+        }
+    }
+
+    /// Delivers one batch: returns when every event was handled or dead-lettered and
+    /// acknowledged, or when shutdown begins.
+    async fn deliver(&mut self, batch: Vec<Delivery>, shutdown: &mut watch::Receiver<bool>) {
+        let mut rest = &batch[..];
+        let mut host_retry = HOST_RETRY.0;
+        while !rest.is_empty() {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.run_batch(rest, 1).await {
+                Run::Done => {
+                    self.ack(rest, shutdown).await;
+                    return;
+                }
+                Run::HostFailed(error) => {
+                    tracing::warn!(module = %self.name(), %error, "delivering events failed on the host's side; retrying");
+                    pause(shutdown, host_retry).await;
+                    host_retry = (host_retry * 2).min(HOST_RETRY.1);
+                }
+                Run::Failed {
+                    committed,
+                    failed,
+                    error,
+                } => {
+                    self.ack(&rest[..committed], shutdown).await;
+                    // Events the failure rolled back with it go through one by one,
+                    // as fresh first attempts; then the failed one, from attempt 2.
+                    for delivery in &rest[committed..failed] {
+                        if !self.deliver_alone(delivery, 1, None, shutdown).await {
+                            return;
+                        }
+                    }
+                    if !self
+                        .deliver_alone(&rest[failed], 2, Some(error), shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                    rest = &rest[failed + 1..];
+                }
+            }
+        }
+    }
+
+    /// Delivers one event on its own from attempt `attempt`, retrying with backoff
+    /// and dead-lettering it after the last attempt. `failed` is the error of the
+    /// attempt before, if there was one. Returns `false` if shutdown interrupted it.
+    async fn deliver_alone(
+        &mut self,
+        delivery: &Delivery,
+        mut attempt: u32,
+        mut failed: Option<String>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let topic = &delivery.envelope.topic;
+        let mut host_retry = HOST_RETRY.0;
+        loop {
+            if let Some(error) = &failed {
+                if attempt > self.settings.max_attempts {
+                    return self
+                        .dead_letter(delivery, attempt - 1, error, shutdown)
+                        .await;
+                }
+                metrics().retried(self.name(), topic);
+                let wait = self.backoff(attempt);
+                tracing::warn!(
+                    module = %self.name(), event = %delivery.envelope.id, %topic,
+                    attempt = attempt - 1, retry_in_ms = wait.as_millis() as u64, %error,
+                    "event handler failed; retrying"
+                );
+                pause(shutdown, wait).await;
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
+            match self
+                .run_batch(std::slice::from_ref(delivery), attempt)
+                .await
+            {
+                Run::Done => {
+                    self.ack(std::slice::from_ref(delivery), shutdown).await;
+                    return true;
+                }
+                Run::Failed { error, .. } => {
+                    failed = Some(error);
+                    attempt += 1;
+                }
+                Run::HostFailed(error) => {
+                    tracing::warn!(module = %self.name(), %error, "delivering an event failed on the host's side; retrying");
+                    pause(shutdown, host_retry).await;
+                    host_retry = (host_retry * 2).min(HOST_RETRY.1);
+                    if *shutdown.borrow() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The wait before attempt `attempt` (≥ 2): `backoff`, doubling, at most
+    /// `max_backoff`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(2).min(30);
+        self.settings
+            .backoff
+            .saturating_mul(1 << doublings)
+            .min(self.settings.max_backoff)
+    }
+
+    /// Runs `deliveries` through the handler in one transaction, each in a savepoint,
+    /// all as attempt `attempt`.
+    async fn run_batch(&self, deliveries: &[Delivery], attempt: u32) -> Run {
+        let host = |error: Error| Run::HostFailed(format!("{error:?}"));
+        let mut tx = match self.database.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return host(error),
+        };
+        for (index, delivery) in deliveries.iter().enumerate() {
+            let envelope = &delivery.envelope;
+            if let Err(error) = savepoint::begin(&mut tx).await {
+                return host(error);
+            }
+            match tables::claim(&mut tx, envelope, Outcome::Handled).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    metrics().duplicate(self.name(), &envelope.topic);
+                    if let Err(error) = savepoint::keep(&mut tx).await {
+                        return host(error);
+                    }
+                    continue;
+                }
+                Err(error) => return host(error),
+            }
+            let (outcome, back) = self.handle(envelope, attempt, tx).await;
+            let Some(back) = back else {
+                // The transaction went down with the instance: nothing committed.
+                return Run::Failed {
+                    committed: 0,
+                    failed: index,
+                    error: outcome
+                        .err()
+                        .unwrap_or_else(|| "the handler's transaction was lost".into()),
+                };
+            };
+            tx = back;
+            match outcome {
+                Ok(()) => {
+                    if let Err(error) = savepoint::keep(&mut tx).await {
+                        return host(error);
+                    }
+                }
+                Err(error) => {
+                    if let Err(undo) = savepoint::undo(&mut tx).await {
+                        return host(undo);
+                    }
+                    if let Err(commit) = self.commit(tx, &deliveries[..index]).await {
+                        return host(commit);
+                    }
+                    return Run::Failed {
+                        committed: index,
+                        failed: index,
+                        error,
+                    };
+                }
+            }
+        }
+        match self.commit(tx, deliveries).await {
+            Ok(()) => Run::Done,
+            Err(error) => host(error),
+        }
+    }
+
+    /// Commits `tx` and counts the events it delivered.
+    async fn commit(&self, tx: Transaction, deliveries: &[Delivery]) -> Result<(), Error> {
+        tx.commit().await?;
+        for delivery in deliveries {
+            metrics().delivered(self.name(), &delivery.envelope.topic);
+        }
+        Ok(())
+    }
+
+    /// Calls the module's handler with `envelope` and `tx` in an instance of its own.
+    /// Returns the outcome and, unless the failure took it down, the transaction.
+    async fn handle(
+        &self,
+        envelope: &Envelope,
+        attempt: u32,
+        tx: Transaction,
+    ) -> (Result<(), String>, Option<Transaction>) {
+        let module = &self.module;
+        let Some(indices) = &module.subscriber else {
+            return (Err("the module exports no subscriber".into()), Some(tx));
+        };
+        // The bulkhead applies: a delivery waits for one of the module's permits.
+        let Ok(_permit) = module.permits.clone().acquire_owned().await else {
+            return (Err("the module is shutting down".into()), Some(tx));
+        };
+        let trace = envelope
+            .traceparent
+            .as_deref()
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::new_root, |parent| parent.child());
+        let span = tracing::info_span!(
+            "event",
+            module = %module.name,
+            topic = %envelope.topic,
+            event = %envelope.id,
+            source = %envelope.source,
+            attempt,
+            trace_id = %trace.trace_id(),
+        );
+        let event = envelope.to_event(attempt);
+        let mut slot = Some(tx);
+        let outcome = module
+            .run(0, trace, async |store, instance| {
+                let Some(tx) = slot.take() else {
+                    wasmtime::bail!("no transaction for the handler");
+                };
+                let owned = store.data_mut().table.push(tx)?;
+                let handled = async {
+                    let bindings = indices.load(&mut *store, instance)?;
+                    bindings
+                        .modhost_events_subscriber()
+                        .call_handle(&mut *store, &event, Resource::new_borrow(owned.rep()))
+                        .await
+                }
+                .await;
+                slot = store.data_mut().table.delete(owned).ok();
+                handled
+            })
+            .instrument(span.clone())
+            .await;
+        let outcome = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => Err(format!("the handler returned an error: {refused}")),
+            Err(failure) => Err(format!(
+                "the handler failed ({}): {failure}",
+                failure.code()
+            )),
+        };
+        if let Err(error) = &outcome {
+            span.in_scope(|| tracing::debug!(%error, "event handler failed"));
+        }
+        (outcome, slot)
+    }
+
+    /// Sends an event that failed `attempts` times to the module's dead-letter topic,
+    /// records it in the inbox as given up on, and acknowledges it.
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        attempts: u32,
+        error: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let original = &delivery.envelope;
+        let mut letter = original.clone();
+        letter.topic = dead_letter_topic(self.name());
+        letter.headers.extend([
+            ("modhost-dead-letter-topic".into(), original.topic.clone()),
+            ("modhost-dead-letter-module".into(), self.name().to_string()),
+            ("modhost-dead-letter-attempts".into(), attempts.to_string()),
+            ("modhost-dead-letter-error".into(), error.to_string()),
+            ("modhost-dead-letter-at".into(), now_ms().to_string()),
+        ]);
+        let mut retry = HOST_RETRY.0;
+        loop {
+            let sent = self.bus.send(std::slice::from_ref(&letter)).await;
+            let recorded = match sent.first() {
+                Some(Ok(())) => self.record_dead_letter(original).await,
+                Some(Err(error)) => Err(error.clone()),
+                None => Err("the bus returned no outcome".into()),
+            };
+            match recorded {
+                Ok(()) => break,
+                Err(problem) => {
+                    tracing::warn!(module = %self.name(), event = %original.id, %problem, "dead-lettering an event failed; retrying");
+                    pause(shutdown, retry).await;
+                    retry = (retry * 2).min(HOST_RETRY.1);
+                    if *shutdown.borrow() {
+                        return false;
+                    }
+                }
+            }
+        }
+        metrics().dead_lettered(self.name(), &original.topic);
+        tracing::error!(
+            module = %self.name(), event = %original.id, topic = %original.topic,
+            attempts, %error, dead_letter_topic = %letter.topic,
+            "event handler failed on every attempt; the event went to the dead-letter topic"
+        );
+        self.ack(std::slice::from_ref(delivery), shutdown).await;
+        true
+    }
+
+    async fn record_dead_letter(&self, envelope: &Envelope) -> Result<(), String> {
+        let mut tx = self.database.begin().await.map_err(|e| format!("{e:?}"))?;
+        tables::claim(&mut tx, envelope, Outcome::DeadLettered)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        tx.commit().await.map_err(|e| format!("{e:?}"))
+    }
+
+    /// Acknowledges `deliveries` on the bus, retrying until it works or shutdown.
+    async fn ack(&mut self, deliveries: &[Delivery], shutdown: &mut watch::Receiver<bool>) {
+        let mut retry = HOST_RETRY.0;
+        while let Err(error) = self.consumer.ack(deliveries).await {
+            tracing::warn!(module = %self.name(), error = %format!("{error:#}"), "acknowledging events failed; retrying");
+            pause(shutdown, retry).await;
+            retry = (retry * 2).min(HOST_RETRY.1);
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Forgets inbox records past the retention.
+    async fn forget_old(&self) {
+        let cutoff =
+            now_ms() - i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
+        if let Err(error) = tables::forget_before(&self.database, cutoff).await {
+            tracing::warn!(module = %self.name(), ?error, "forgetting old inbox records failed");
+        }
+    }
+}
+
+/// Sleeps `duration`, or less if shutdown is signalled.
+async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! `modhost:events`: events between modules (`wit/modhost/events.wit`), with a
+//! transactional outbox, so that once a module's transaction commits, its events are
+//! never lost.
+//!
+//! The path of one event:
+//! 1. **Publish** ([`publisher`](bindings::modhost::events::publisher)): the module
+//!    calls `publish-in(tx, …)`; the host checks the module's `publishes` grant and
+//!    writes the event to the module's own `modhost_outbox` table inside `tx`
+//!    ([`tables`]). Rollback, and the event never existed. (`publish` does the same in
+//!    a transaction of its own.)
+//! 2. **Relay** ([`relay`]): once the transaction commits, the module's relay reads the
+//!    outbox in order, hands the events to the [`bus`] and deletes them from the outbox
+//!    only after the bus confirmed them. A crash in between sends them again.
+//! 3. **Bus** ([`bus`]): embedded (a durable SQLite log under the data dir, in this
+//!    process) or Kafka. Each subscribing module reads it as its own consumer group.
+//! 4. **Delivery** ([`delivery`]): for each event, the host opens a transaction on the
+//!    subscriber's database, records the event id in its `modhost_inbox` — skipping the
+//!    event if the id is already there — and calls the module's `handle` export with
+//!    that transaction. The handler's writes and the inbox record commit together, so
+//!    an event redelivered after a crash has its effects once. A failing handler is
+//!    retried with backoff; after `max_attempts` the event goes to the module's
+//!    dead-letter topic.
+//!
+//! Lifecycle, like every capability: `publisher` is **linked once** ([`link`]); each
+//! publishing module gets its **own [`ModuleEvents`]** (its grants, its relay's wake-up)
+//! at load; every instance of it holds a handle to that in its state. The relays and
+//! consumers run as one [`EventsService`] per node.
+
+pub mod bus;
+pub mod delivery;
+pub mod envelope;
+pub mod relay;
+mod service;
+pub mod tables;
+
+use anyhow::Result;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::sql::Transaction;
+use super::InstanceState;
+use envelope::Envelope;
+
+pub use service::{open_for_reading, EventsService};
+
+/// Host bindings of `modhost:events` (the world `modhost:events/events-host`).
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: ["../wit/modhost/sql.wit", "../wit/modhost/events.wit"],
+        world: "modhost:events/events-host",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: { "modhost:sql/sql": crate::capabilities::sql::modhost::sql::sql },
+    });
+}
+
+use bindings::modhost::events::publisher;
+use bindings::modhost::events::types::PublishError;
+
+/// Where a subscribing module's `handle` export is, found once at load.
+pub type SubscriberIndices = bindings::EventsHostIndices;
+
+/// The interface publishing modules import.
+pub const PUBLISHER: &str = "modhost:events/publisher@1.0.0";
+/// The interface subscribing modules export.
+pub const SUBSCRIBER: &str = "modhost:events/subscriber@1.0.0";
+
+/// Links `modhost:events/publisher` into `linker`.
+pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
+    publisher::add_to_linker::<InstanceState, HasSelf<InstanceState>>(linker, |state| state)?;
+    Ok(())
+}
+
+/// One publishing module's events: the topics it may publish to, and the signal that
+/// wakes its relay when new events have committed.
+pub struct ModuleEvents {
+    module: String,
+    publishes: BTreeSet<String>,
+    committed: Arc<Notify>,
+}
+
+impl ModuleEvents {
+    /// The events of `module`, which may publish to `topics`.
+    pub fn new(module: &str, topics: &[String]) -> ModuleEvents {
+        ModuleEvents {
+            module: module.to_string(),
+            publishes: topics.iter().cloned().collect(),
+            committed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Woken each time events of this module commit to its outbox.
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+}
+
+impl InstanceState {
+    /// The envelope of an event this instance wants to publish, or why it may not.
+    fn envelope(
+        &self,
+        topic: String,
+        key: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(Envelope, Arc<Notify>), PublishError>> {
+        // A module that may publish nothing is refused at load; one that gets here
+        // without grants is a host bug, so a trap, not an error value.
+        let events = self
+            .events
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("module {} may not publish", self.module()))?;
+        if !events.publishes.contains(&topic) {
+            return Ok(Err(PublishError::Denied(format!(
+                "module {} may not publish to {topic:?}; its grants: {}",
+                events.module,
+                events
+                    .publishes
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))));
+        }
+        if let Some(problem) = envelope::check(&key, &payload, &headers) {
+            return Ok(Err(PublishError::Invalid(problem)));
+        }
+        Ok(Ok((
+            Envelope {
+                id: uuid::Uuid::now_v7().to_string(),
+                topic,
+                key,
+                payload,
+                headers,
+                source: events.module.clone(),
+                published_at_ms: envelope::now_ms(),
+                traceparent: Some(self.trace.to_string()),
+            },
+            events.committed.clone(),
+        )))
+    }
+}
+
+impl publisher::Host for InstanceState {
+    async fn publish(
+        &mut self,
+        topic: String,
+        key: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<String, PublishError>> {
+        let (envelope, committed) = match self.envelope(topic, key, payload, headers)? {
+            Ok(ready) => ready,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let database = self.database()?;
+        Ok(match tables::append(&database, &envelope).await {
+            Ok(()) => {
+                committed.notify_one();
+                Ok(envelope.id)
+            }
+            Err(error) => Err(PublishError::Unavailable(format!("{error:?}"))),
+        })
+    }
+
+    async fn publish_in(
+        &mut self,
+        tx: Resource<Transaction>,
+        topic: String,
+        key: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<String, PublishError>> {
+        let (envelope, committed) = match self.envelope(topic, key, payload, headers)? {
+            Ok(ready) => ready,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let timeout = self.database()?.statement_timeout();
+        let transaction = self.table.get_mut(&tx)?;
+        let appended = tokio::time::timeout(timeout, tables::append_in(transaction, &envelope))
+            .await
+            .unwrap_or(Err(super::sql::Error::Timeout));
+        Ok(match appended {
+            Ok(()) => {
+                transaction.notify_on_commit(committed);
+                Ok(envelope.id)
+            }
+            Err(error) => Err(PublishError::Unavailable(format!("{error:?}"))),
+        })
+    }
+}
+
+impl bindings::modhost::events::types::Host for InstanceState {}

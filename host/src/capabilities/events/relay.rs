@@ -1,0 +1,142 @@
+//! The relay: moves one publishing module's committed events from its outbox to the
+//! bus, in publication order, and removes them from the outbox only once the bus has
+//! confirmed them.
+//!
+//! It wakes when the module commits events (and polls once a second in case a
+//! wake-up was missed, or another node wrote the outbox). While the bus refuses, it
+//! keeps the events and retries with backoff: the outbox is the buffer, so a broker
+//! outage delays events but never loses one. A crash between the bus's confirmation
+//! and the removal sends those events again; their ids let subscribers skip them.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+use super::bus::Bus;
+use super::tables;
+use crate::capabilities::sql::Database;
+use crate::faults;
+use crate::telemetry::metrics::metrics;
+
+/// Most events read from the outbox and sent in one go.
+const BATCH: u32 = 500;
+/// How long an idle relay waits before looking at the outbox anyway.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Retry waits after a failed send: from the first, doubling, up to the last.
+const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// One module's relay.
+pub struct Relay {
+    /// The publishing module.
+    pub module: String,
+    /// Its database, which holds its outbox.
+    pub database: Arc<Database>,
+    /// Woken when the module commits events.
+    pub committed: Arc<Notify>,
+    /// Where the events go.
+    pub bus: Bus,
+}
+
+impl Relay {
+    /// Relays until `shutdown` turns true (after finishing the batch in hand).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut retry = RETRY.0;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let pending = match tables::pending(&self.database, &self.module, BATCH).await {
+                Ok(pending) => pending,
+                Err(error) => {
+                    tracing::warn!(module = %self.module, ?error, "reading the outbox failed; retrying");
+                    wait(&mut shutdown, retry).await;
+                    retry = (retry * 2).min(RETRY.1);
+                    continue;
+                }
+            };
+            if pending.is_empty() {
+                tokio::select! {
+                    () = self.committed.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            if faults::active("relay-stall") {
+                // Test hook: committed events wait here until the process is killed.
+                tracing::warn!(module = %self.module, events = pending.len(), "fault relay-stall: holding events");
+                std::future::pending::<()>().await;
+            }
+
+            let envelopes: Vec<_> = pending.iter().map(|p| p.envelope.clone()).collect();
+            let outcomes = self.bus.send(&envelopes).await;
+            if faults::active("relay-crash-after-send") {
+                tracing::warn!(module = %self.module, "fault relay-crash-after-send: aborting");
+                std::process::abort();
+            }
+            let mut confirmed = Vec::new();
+            let mut refused = None;
+            for (row, outcome) in pending.iter().zip(&outcomes) {
+                match outcome {
+                    Ok(()) => {
+                        confirmed.push(row.seq);
+                        metrics().published(&self.module, &row.envelope.topic);
+                    }
+                    Err(error) => {
+                        refused.get_or_insert_with(|| error.clone());
+                    }
+                }
+            }
+            // Confirmed events leave the outbox; until that succeeds they stay and may
+            // be sent twice, which subscribers' inboxes absorb.
+            while let Err(error) = tables::remove(&self.database, &confirmed).await {
+                tracing::warn!(module = %self.module, ?error, "removing sent events from the outbox failed; retrying");
+                wait(&mut shutdown, retry).await;
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            match refused {
+                None => retry = RETRY.0,
+                Some(error) => {
+                    tracing::warn!(
+                        module = %self.module,
+                        bus = self.bus.name(),
+                        unsent = pending.len() - confirmed.len(),
+                        %error,
+                        "the bus did not take every event; they stay in the outbox and are retried"
+                    );
+                    wait(&mut shutdown, retry).await;
+                    retry = (retry * 2).min(RETRY.1);
+                }
+            }
+        }
+    }
+}
+
+/// Samples, once a second until shutdown, how old the oldest event still in
+/// `module`'s outbox is (0 when it is empty). It runs beside the relay, not in it: a
+/// relay waiting on an unreachable bus is exactly when the lag matters.
+pub async fn watch_lag(
+    module: String,
+    database: Arc<Database>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        if let Ok(oldest) = tables::oldest(&database).await {
+            let lag = oldest.map_or(0.0, |ms| {
+                (super::envelope::now_ms() - ms).max(0) as f64 / 1000.0
+            });
+            metrics().outbox_lag(&module, lag);
+        }
+        wait(&mut shutdown, IDLE_POLL).await;
+    }
+}
+
+/// Sleeps `duration`, or less if shutdown is signalled.
+async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,233 @@
+//! The host's two event tables in a module's own database.
+//!
+//! - `modhost_outbox`: events the module published and the relay has not yet handed to
+//!   the bus. A row is written in the publisher's transaction and deleted once the bus
+//!   has confirmed the event: the table holds exactly the committed events still in
+//!   flight.
+//! - `modhost_inbox`: ids of events the module has handled (or given up on). A row is
+//!   written in the same transaction as the handler's own writes, so a redelivered
+//!   event finds its id there and is skipped: its effects happen once.
+//!
+//! Both live beside the module's tables, in its file or schema, under its role, and are
+//! created when the node starts. Like `modhost_migrations`, names starting with
+//! `modhost_` are the host's.
+
+use super::envelope::Envelope;
+use crate::capabilities::sql::{Database, Error, Transaction, Value};
+
+/// The statements that create both tables, for the database's dialect.
+fn create_statements(backend: &str) -> [&'static str; 2] {
+    match backend {
+        "postgres" => [
+            "CREATE TABLE IF NOT EXISTS modhost_outbox (\
+             seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, \
+             key TEXT NOT NULL, payload BYTEA NOT NULL, headers TEXT NOT NULL, \
+             traceparent TEXT, published_at BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS modhost_inbox (\
+             id TEXT PRIMARY KEY, topic TEXT NOT NULL, source TEXT NOT NULL, \
+             outcome TEXT NOT NULL, handled_at BIGINT NOT NULL)",
+        ],
+        _ => [
+            "CREATE TABLE IF NOT EXISTS modhost_outbox (\
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, \
+             topic TEXT NOT NULL, key TEXT NOT NULL, payload BLOB NOT NULL, \
+             headers TEXT NOT NULL, traceparent TEXT, published_at INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS modhost_inbox (\
+             id TEXT PRIMARY KEY, topic TEXT NOT NULL, source TEXT NOT NULL, \
+             outcome TEXT NOT NULL, handled_at INTEGER NOT NULL)",
+        ],
+    }
+}
+
+/// Creates the outbox and inbox in `database` if they are missing.
+pub async fn create(database: &Database) -> Result<(), Error> {
+    for statement in create_statements(database.backend()) {
+        database.execute(statement, Vec::new()).await?;
+    }
+    Ok(())
+}
+
+const INSERT_OUTBOX: &str = "INSERT INTO modhost_outbox \
+     (id, topic, key, payload, headers, traceparent, published_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+fn outbox_row(envelope: &Envelope) -> Vec<Value> {
+    vec![
+        Value::Text(envelope.id.clone()),
+        Value::Text(envelope.topic.clone()),
+        Value::Text(envelope.key.clone()),
+        Value::Blob(envelope.payload.clone()),
+        Value::Text(envelope.headers_json()),
+        envelope
+            .traceparent
+            .clone()
+            .map_or(Value::Null, Value::Text),
+        Value::Integer(envelope.published_at_ms),
+    ]
+}
+
+/// Writes `envelope` to the outbox inside `tx`.
+pub async fn append_in(tx: &mut Transaction, envelope: &Envelope) -> Result<(), Error> {
+    tx.execute(INSERT_OUTBOX, outbox_row(envelope))
+        .await
+        .map(drop)
+}
+
+/// Writes `envelope` to the outbox in a transaction of its own.
+pub async fn append(database: &Database, envelope: &Envelope) -> Result<(), Error> {
+    database
+        .execute(INSERT_OUTBOX, outbox_row(envelope))
+        .await
+        .map(drop)
+}
+
+/// A committed outbox row: its position and its event.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The row's position: events leave the outbox in this order.
+    pub seq: i64,
+    /// The event.
+    pub envelope: Envelope,
+}
+
+/// The oldest `limit` committed events of `source`'s outbox, in publication order.
+pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Vec<Pending>, Error> {
+    let rows = database
+        .query(
+            "SELECT seq, id, topic, key, payload, headers, traceparent, published_at \
+             FROM modhost_outbox ORDER BY seq LIMIT $1",
+            vec![Value::Integer(i64::from(limit))],
+        )
+        .await?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .filter_map(|row| match <[Value; 8]>::try_from(row).ok()? {
+            [Value::Integer(seq), Value::Text(id), Value::Text(topic), Value::Text(key), Value::Blob(payload), Value::Text(headers), traceparent, Value::Integer(published_at_ms)] => {
+                Some(Pending {
+                    seq,
+                    envelope: Envelope {
+                        id,
+                        topic,
+                        key,
+                        payload,
+                        headers: Envelope::headers_from_json(&headers),
+                        source: source.to_string(),
+                        published_at_ms,
+                        traceparent: match traceparent {
+                            Value::Text(text) => Some(text),
+                            _ => None,
+                        },
+                    },
+                })
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Removes events the bus has confirmed from the outbox.
+pub async fn remove(database: &Database, seqs: &[i64]) -> Result<(), Error> {
+    for chunk in seqs.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        database
+            .execute(
+                &format!(
+                    "DELETE FROM modhost_outbox WHERE seq IN ({})",
+                    placeholders.join(", ")
+                ),
+                chunk.iter().copied().map(Value::Integer).collect(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The publication time of the oldest event still in the outbox, if any.
+pub async fn oldest(database: &Database) -> Result<Option<i64>, Error> {
+    let rows = database
+        .query("SELECT MIN(published_at) FROM modhost_outbox", Vec::new())
+        .await?;
+    Ok(match rows.rows.first().and_then(|row| row.first()) {
+        Some(Value::Integer(ms)) => Some(*ms),
+        _ => None,
+    })
+}
+
+/// How an event left a subscriber's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded; its writes committed with this record.
+    Handled,
+    /// The handler kept failing; the event went to the dead-letter topic.
+    DeadLettered,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Handled => "handled",
+            Outcome::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// Records `envelope` in the inbox inside `tx`. Returns `false` when it was already
+/// there: the event was handled before, and must not be again.
+pub async fn claim(
+    tx: &mut Transaction,
+    envelope: &Envelope,
+    outcome: Outcome,
+) -> Result<bool, Error> {
+    let changed = tx
+        .execute(
+            "INSERT INTO modhost_inbox (id, topic, source, outcome, handled_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            vec![
+                Value::Text(envelope.id.clone()),
+                Value::Text(envelope.topic.clone()),
+                Value::Text(envelope.source.clone()),
+                Value::Text(outcome.as_str().into()),
+                Value::Integer(super::envelope::now_ms()),
+            ],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Forgets inbox records older than `before_ms`: events that old are past redelivery.
+pub async fn forget_before(database: &Database, before_ms: i64) -> Result<u64, Error> {
+    database
+        .execute(
+            "DELETE FROM modhost_inbox WHERE handled_at < $1",
+            vec![Value::Integer(before_ms)],
+        )
+        .await
+}
+
+/// Savepoints: each event of a batch runs in its own, so one that fails is undone
+/// alone while the events before it commit.
+pub mod savepoint {
+    use super::*;
+
+    /// Marks the start of one event's writes.
+    pub async fn begin(tx: &mut Transaction) -> Result<(), Error> {
+        tx.execute("SAVEPOINT modhost_event", Vec::new())
+            .await
+            .map(drop)
+    }
+
+    /// Keeps the event's writes.
+    pub async fn keep(tx: &mut Transaction) -> Result<(), Error> {
+        tx.execute("RELEASE SAVEPOINT modhost_event", Vec::new())
+            .await
+            .map(drop)
+    }
+
+    /// Undoes the event's writes, keeping the transaction's earlier ones.
+    pub async fn undo(tx: &mut Transaction) -> Result<(), Error> {
+        tx.execute("ROLLBACK TO SAVEPOINT modhost_event", Vec::new())
+            .await?;
+        keep(tx).await
+    }
+}

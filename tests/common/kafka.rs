@@ -1,0 +1,184 @@
+//! A real Kafka-protocol broker for a test: tansu (a Kafka-compatible broker written
+//! in Rust) on a free loopback port, in memory, behind a TCP proxy the test can cut.
+//!
+//! Clients only ever see the proxy (it is the broker's advertised address), so
+//! [`Broker::cut`] makes the broker unreachable exactly as a crashed or partitioned
+//! broker is: every open connection is closed and new ones are closed at once, until
+//! [`Broker::restore`]. The broker keeps what it stored meanwhile, as a broker with
+//! durable storage does across a restart. (tansu's durable Postgres storage needs a
+//! schema its crate does not ship, so the outage tests cut the network path instead
+//! of restarting the process.)
+//!
+//! `./test.sh` installs tansu (`cargo install tansu --locked --features
+//! dynostore,postgres`) into `~/.cache/modhost/tools` when it is missing. Without it a
+//! test is skipped with a message, except under `CI=true`, where it fails.
+
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A running tansu broker behind a cuttable proxy; stopped when dropped.
+pub struct Broker {
+    child: Child,
+    dir: tempfile::TempDir,
+    proxy: Proxy,
+}
+
+impl Broker {
+    /// Starts a broker, or `None` (after saying why) when tansu is not installed and
+    /// this is not CI.
+    pub fn start() -> Option<Broker> {
+        let Some(tansu) = tansu_binary() else {
+            let message = "no tansu binary (MODHOST_TANSU, ~/.cache/modhost/tools/bin/tansu or \
+                           on PATH): ./test.sh installs it";
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("{message} (CI=true: this test may not be skipped)");
+            }
+            eprintln!("skipping the Kafka half of this test: {message}");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("modhost-kafka-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let proxy = Proxy::start(upstream);
+        let log = std::fs::File::create(dir.path().join("tansu.log")).expect("tansu log");
+        let child = Command::new(tansu)
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://{upstream}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{}", proxy.addr))
+            .arg("--storage-engine")
+            .arg("memory://tansu/")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("tansu log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let broker = Broker { child, dir, proxy };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(upstream).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {upstream} within 30s:\n{}",
+                broker.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(broker)
+    }
+
+    /// The bootstrap address clients use (the proxy's).
+    pub fn address(&self) -> String {
+        self.proxy.addr.to_string()
+    }
+
+    /// Makes the broker unreachable: closes every connection, and new ones at once.
+    pub fn cut(&self) {
+        self.proxy.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the broker reachable again.
+    pub fn restore(&self) {
+        self.proxy.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// What the broker has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy to the broker on its own thread and runtime.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("proxy address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("proxy listener");
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if flag.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    tokio::spawn(relay(client, upstream, flag.clone()));
+                }
+            });
+        });
+        Proxy { addr, cut }
+    }
+}
+
+/// Copies bytes both ways until either side closes or the proxy is cut.
+async fn relay(mut client: tokio::net::TcpStream, upstream: SocketAddr, cut: Arc<AtomicBool>) {
+    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let copying = tokio::io::copy_bidirectional(&mut client, &mut server);
+    tokio::pin!(copying);
+    loop {
+        tokio::select! {
+            _ = &mut copying => return,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                if cut.load(Ordering::SeqCst) {
+                    // Both ends close, as they do when a broker process dies.
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn tansu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("MODHOST_TANSU").map(PathBuf::from) {
+        return path.is_file().then_some(path);
+    }
+    let cached = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .map(|home| home.join(".cache/modhost/tools/bin/tansu"));
+    if let Some(cached) = cached.filter(|path| path.is_file()) {
+        return Some(cached);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|path| path.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
