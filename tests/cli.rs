@@ -32,8 +32,15 @@ fn check_accepts_a_valid_deployment() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("5 module(s) valid"), "{stdout}");
-    for module in ["users", "catalog", "inventory", "payments", "orders"] {
+    assert!(stdout.contains("6 module(s) valid"), "{stdout}");
+    for module in [
+        "users",
+        "catalog",
+        "inventory",
+        "payments",
+        "orders",
+        "notifications",
+    ] {
         assert!(stdout.contains(module), "{module} missing: {stdout}");
     }
     drop(data);
@@ -149,7 +156,7 @@ async fn a_restart_takes_compiled_code_from_the_cache() {
     let entries = std::fs::read_dir(deployment.data_dir().join("compile-cache"))
         .unwrap()
         .count();
-    assert_eq!(entries, 5, "one cache entry per component");
+    assert_eq!(entries, 6, "one cache entry per component");
 
     let host = Modhost::start(&deployment);
     let second = host.wait_for_log("\"module\":\"users\"");

@@ -270,8 +270,167 @@ async fn placing_an_order_reserves_stock_and_charges_the_card() {
     assert_eq!(level.json()["unit_price_cents"], 8900);
     assert_eq!(level.json()["available"], 48);
     assert_eq!(get(&host.url("/inventory/NOPE")).await.status, 404);
-    // Payments serves no HTTP: no route reaches it.
+    // Payments serves only the card network's settlement reports over HTTP.
     assert_eq!(get(&host.url("/payments")).await.status, 404);
+}
+
+/// Waits (bounded) until `path` answers with JSON that `done` accepts; returns it.
+async fn eventually(
+    host: &Modhost,
+    path: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let reply = get(&host.url(path)).await;
+        if reply.status == 200 && done(&reply.json()) {
+            return reply.json();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never became what was expected; last answer {} {}\nlog:\n{}",
+            reply.status,
+            reply.text(),
+            host.logs().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn kinds(notifications: &serde_json::Value) -> Vec<String> {
+    notifications["notifications"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|n| n["kind"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The saga: payments publishes `payments.charged` with every charge (notifications
+/// tells the customer); when the card network later reports that the charge failed to
+/// settle, payments publishes `payments.failed`, orders compensates — stock released
+/// through inventory, order cancelled, `orders.cancelled` published — and notifications
+/// tells the customer again. Each step happens once, however often it is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
+    let deployment = TestDeployment::new(SHOP);
+    let host = Modhost::start(&deployment);
+    let http = client(false);
+
+    let placed = send(
+        &http,
+        "POST",
+        &host.url("/orders"),
+        Some(&order(r#"[{"sku": "KB-001", "quantity": 2}]"#, GOOD_CARD)),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_string();
+    let receipt = placed.json()["payment"]["receipt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get(&host.url("/inventory/KB-001")).await.json()["available"],
+        48
+    );
+
+    // payments.charged → notifications: the customer hears about the payment.
+    let path = format!("/notifications?order_id={id}");
+    let told = eventually(&host, &path, |n| kinds(n) == ["payment_received"]).await;
+    let message = told["notifications"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("178.00 EUR") && message.contains("4242"),
+        "{message}"
+    );
+
+    // The card network reports the charge failed to settle.
+    let report = serde_json::json!({
+        "receipt_id": receipt, "outcome": "failed", "reason": "insufficient funds at settlement"
+    })
+    .to_string();
+    let settled = send(
+        &http,
+        "POST",
+        &host.url("/payments/settlements"),
+        Some(&report),
+    )
+    .await;
+    assert_eq!(settled.status, 200, "{}", settled.text());
+    assert_eq!(settled.json()["state"], "settlement-failed");
+
+    // payments.failed → orders: cancelled, with the reason, and the stock is back.
+    let cancelled = eventually(&host, &format!("/orders/{id}"), |o| {
+        o["status"] == "cancelled"
+    })
+    .await;
+    assert_eq!(
+        cancelled["reason"],
+        "payment failed: insufficient funds at settlement"
+    );
+    assert_eq!(
+        get(&host.url("/inventory/KB-001")).await.json()["available"],
+        50
+    );
+    // orders.cancelled → notifications: the customer hears about the cancellation.
+    eventually(&host, &path, |n| {
+        kinds(n) == ["payment_received", "order_cancelled"]
+    })
+    .await;
+
+    // The same report again changes nothing: no second release, no second message.
+    let again = send(
+        &http,
+        "POST",
+        &host.url("/payments/settlements"),
+        Some(&report),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    let marker = send(
+        &http,
+        "POST",
+        &host.url("/orders"),
+        Some(&order(r#"[{"sku": "MS-002", "quantity": 1}]"#, GOOD_CARD)),
+    )
+    .await;
+    let marker_id = marker.json()["id"].as_str().unwrap().to_string();
+    eventually(
+        &host,
+        &format!("/notifications?order_id={marker_id}"),
+        |n| kinds(n) == ["payment_received"],
+    )
+    .await;
+    assert_eq!(
+        kinds(&get(&host.url(&path)).await.json()),
+        ["payment_received", "order_cancelled"]
+    );
+    assert_eq!(
+        get(&host.url("/inventory/KB-001")).await.json()["available"],
+        50
+    );
+
+    // Bad reports are refused.
+    let unknown = send(
+        &http,
+        "POST",
+        &host.url("/payments/settlements"),
+        Some(r#"{"receipt_id": "pay_nope", "outcome": "failed"}"#),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    let settled_ok = send(
+        &http,
+        "POST",
+        &host.url("/payments/settlements"),
+        Some(&format!(
+            r#"{{"receipt_id": "{receipt}", "outcome": "settled"}}"#
+        )),
+    )
+    .await;
+    assert_eq!(settled_ok.status, 422, "{}", settled_ok.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod kafka;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
@@ -97,8 +98,10 @@ migrations = "{repo}/modules/inventory/migrations"
 
 [modules.payments]
 component = "{payments}"
+routes = ["/payments"]
 database = "sqlite"
 migrations = "{repo}/modules/payments/migrations"
+publishes = ["payments.charged", "payments.failed"]
 limits = { concurrency = 256 }
 
 [modules.orders]
@@ -108,6 +111,19 @@ calls = ["inventory", "payments"]
 limits = { concurrency = 256 }
 database = "sqlite"
 migrations = "{repo}/modules/orders/migrations"
+publishes = ["orders.cancelled"]
+subscribes = ["payments.charged", "payments.failed"]
+
+[modules.notifications]
+component = "{notifications}"
+routes = ["/notifications"]
+database = "sqlite"
+migrations = "{repo}/modules/notifications/migrations"
+subscribes = ["payments.charged", "orders.cancelled"]
+
+[events]
+backoff = "50ms"
+max_backoff = "500ms"
 "#;
 
 /// A deployment file in a fresh temporary directory (which also holds the data dir).
@@ -133,6 +149,8 @@ impl TestDeployment {
             "callee",
             "caller",
             "sqlprobe",
+            "eventprobe",
+            "notifications",
         ] {
             let placeholder = format!("{{{name}}}");
             if text.contains(&placeholder) {
@@ -166,6 +184,16 @@ impl Modhost {
 
     /// Like [`Modhost::start`], with another subcommand (`up`) and extra arguments.
     pub fn start_with(deployment: &TestDeployment, command: &str, extra: &[&str]) -> Modhost {
+        Modhost::start_with_env(deployment, command, extra, &[])
+    }
+
+    /// Like [`Modhost::start_with`], with extra environment variables (`MODHOST_FAULTS`).
+    pub fn start_with_env(
+        deployment: &TestDeployment,
+        command: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Modhost {
         let mut child = Command::new(modhost_bin())
             .arg("--log-format")
             .arg("json")
@@ -177,6 +205,7 @@ impl Modhost {
             .arg(deployment.data_dir())
             .args(extra)
             .env("MODHOST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -264,6 +293,12 @@ impl Modhost {
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Kills the process at once (SIGKILL: no shutdown, no flushing) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits (bounded) for the process to exit.

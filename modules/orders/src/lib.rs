@@ -8,22 +8,34 @@
 //! 2. `shop:inventory/api.reserve`: stock for every line, priced — or 409
 //!    `out_of_stock` listing each short product, 422 `unknown_sku`, 422
 //!    `invalid_order`;
-//! 3. `shop:payments/api.charge` for the reservation's total — or 402
+//! 3. stores the order as `pending`, with its lines and reservation;
+//! 4. `shop:payments/api.charge` for the reservation's total — or 402
 //!    `payment_declined` with the issuer's reason, 422 `invalid_card` /
-//!    `invalid_amount`; a refused charge releases the reservation (compensation);
-//! 4. stores the order in its own database and answers 201 with it and
+//!    `invalid_amount`; a refused charge releases the reservation (compensation) and
+//!    the order is `rejected`;
+//! 5. marks the order `confirmed` with its receipt and answers 201 with it and
 //!    `Location: /orders/{id}`.
 //!
-//! `GET /orders/{id}` returns a stored order, or 404.
+//! `GET /orders/{id}` returns a stored order (with its `status` and, when rejected or
+//! cancelled, its `reason`), or 404.
+//!
+//! The rest of the saga runs on events (`wit/shop/orders.wit`):
+//! - `payments.charged`: a `pending` order becomes `confirmed`. This completes an
+//!   order whose placement was cut off between the charge and step 5 (a crash, a
+//!   timeout): the charge's event arrives anyway, from payments' outbox.
+//! - `payments.failed` (a charge that failed to settle, days later): the order's
+//!   stock is released through inventory, the order becomes `cancelled` with the
+//!   reason, and `orders.cancelled` is published — all in the handler's transaction,
+//!   so a retry after a failed release changes nothing twice.
 //!
 //! If a call itself fails (the callee crashed, timed out or is unavailable), the host
-//! fails this request with a 5xx naming the broken edge; no order is confirmed. A
-//! charge followed by a failure to store the order is logged with both ids (until
-//! the events issue makes the whole flow a saga with an outbox).
+//! fails this request with a 5xx naming the broken edge; the order stays `pending`
+//! until a `payments.charged` event confirms it.
 
 wit_bindgen::generate!({
     path: [
         "../../wit/modhost/sql.wit",
+        "../../wit/modhost/events.wit",
         "../../wit/shop/inventory.wit",
         "../../wit/shop/payments.wit",
         "../../wit/shop/orders.wit",
@@ -32,6 +44,9 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+use exports::modhost::events::subscriber::Guest;
+use modhost::events::publisher;
+use modhost::events::types::Event;
 use modhost::sql::sql::{self as sql, Transaction, Value};
 use modhost_guest::{Request, Response};
 use serde::Deserialize;
@@ -101,6 +116,26 @@ fn place(request: &Request) -> Response {
         Err(error) => return reserve_failed(error),
     };
 
+    let mut stored = Stored {
+        id: order_id.clone(),
+        status: "pending".into(),
+        reason: None,
+        customer_id: order.customer_id,
+        total_cents: reservation.total_cents,
+        reservation_id: reservation.id.clone(),
+        receipt_id: String::new(),
+        card_last4: String::new(),
+        lines: reservation.lines.clone(),
+    };
+    if let Err(error) = store(&stored) {
+        release(&reservation.id, &order_id);
+        return Response::error(
+            503,
+            "unavailable",
+            &format!("the order could not be stored: {error:?}"),
+        );
+    }
+
     let charge = ChargeRequest {
         order_id: order_id.clone(),
         amount_cents: reservation.total_cents,
@@ -111,37 +146,25 @@ fn place(request: &Request) -> Response {
         Ok(receipt) => receipt,
         Err(error) => {
             // Compensate: the stock held for an order that will not be paid goes back.
-            if let Err(release) = inventory::release(&reservation.id) {
-                eprintln!(
-                    "orders: releasing reservation {} of unpaid order {order_id} failed: {release:?}",
-                    reservation.id
-                );
+            release(&reservation.id, &order_id);
+            let reason = format!("payment refused: {error:?}");
+            if let Err(failed) = set_status(&order_id, "rejected", Some(&reason)) {
+                eprintln!("orders: marking order {order_id} rejected failed: {failed:?}");
             }
             return charge_failed(error);
         }
     };
 
-    let stored = Stored {
-        id: order_id.clone(),
-        customer_id: order.customer_id,
-        total_cents: reservation.total_cents,
-        reservation_id: reservation.id.clone(),
-        receipt_id: receipt.id.clone(),
-        card_last4: receipt.card_last4.clone(),
-        lines: reservation.lines.clone(),
-    };
-    if let Err(error) = store(&stored) {
+    stored.status = "confirmed".into();
+    stored.receipt_id = receipt.id.clone();
+    stored.card_last4 = receipt.card_last4.clone();
+    if let Err(error) = confirm(&order_id, &receipt.id, &receipt.card_last4) {
+        // The card was charged, so the order will be confirmed: payments published
+        // `payments.charged` with the charge, and its handler confirms the order.
         eprintln!(
-            "orders: order {order_id} was paid (receipt {}) but could not be stored: {error:?}",
+            "orders: order {order_id} was paid (receipt {}); confirming it failed ({error:?}), \
+             the payments.charged event will",
             receipt.id
-        );
-        return Response::error(
-            503,
-            "unavailable",
-            &format!(
-                "the order could not be stored; payment receipt {}",
-                receipt.id
-            ),
         );
     }
     let mut response = Response::json(201, &order_json(&stored));
@@ -152,9 +175,45 @@ fn place(request: &Request) -> Response {
     response
 }
 
+/// Gives an order's reserved stock back, logging (not failing on) a refusal.
+fn release(reservation_id: &str, order_id: &str) {
+    if let Err(error) = inventory::release(reservation_id) {
+        eprintln!(
+            "orders: releasing reservation {reservation_id} of unpaid order {order_id} failed: {error:?}"
+        );
+    }
+}
+
+/// Marks a pending order paid with its receipt.
+fn confirm(order_id: &str, receipt_id: &str, card_last4: &str) -> Result<u64, sql::Error> {
+    sql::execute(
+        "UPDATE orders SET status = 'confirmed', receipt_id = $2, card_last4 = $3 \
+         WHERE id = $1 AND status = 'pending'",
+        &[
+            Value::Text(order_id.into()),
+            Value::Text(receipt_id.into()),
+            Value::Text(card_last4.into()),
+        ],
+    )
+}
+
+/// Sets an order's status and reason.
+fn set_status(order_id: &str, status: &str, reason: Option<&str>) -> Result<u64, sql::Error> {
+    sql::execute(
+        "UPDATE orders SET status = $2, reason = $3 WHERE id = $1",
+        &[
+            Value::Text(order_id.into()),
+            Value::Text(status.into()),
+            reason.map_or(Value::Null, |r| Value::Text(r.into())),
+        ],
+    )
+}
+
 /// An order as stored.
 struct Stored {
     id: String,
+    status: String,
+    reason: Option<String>,
     customer_id: u64,
     total_cents: u64,
     reservation_id: String,
@@ -177,20 +236,26 @@ fn order_json(order: &Stored) -> Value_ {
             })
         })
         .collect();
-    json!({
+    let mut json = json!({
         "id": order.id,
-        "status": "confirmed",
+        "status": order.status,
         "customer_id": order.customer_id,
         "lines": lines,
         "total_cents": order.total_cents,
         "currency": CURRENCY,
         "reservation_id": order.reservation_id,
-        "payment": {
+    });
+    if !order.receipt_id.is_empty() {
+        json["payment"] = json!({
             "receipt_id": order.receipt_id,
             "amount_cents": order.total_cents,
             "card_last4": order.card_last4,
-        },
-    })
+        });
+    }
+    if let Some(reason) = &order.reason {
+        json["reason"] = reason.as_str().into();
+    }
+    json
 }
 
 /// Writes the order and its lines in one transaction.
@@ -198,7 +263,7 @@ fn store(order: &Stored) -> Result<(), sql::Error> {
     let tx = sql::begin()?;
     tx.execute(
         "INSERT INTO orders (id, customer_id, status, total_cents, currency, reservation_id, \
-         receipt_id, card_last4, created_at) VALUES ($1, $2, 'confirmed', $3, $4, $5, $6, $7, $8)",
+         receipt_id, card_last4, created_at) VALUES ($1, $2, $9, $3, $4, $5, $6, $7, $8)",
         &[
             Value::Text(order.id.clone()),
             Value::Integer(order.customer_id as i64),
@@ -208,6 +273,7 @@ fn store(order: &Stored) -> Result<(), sql::Error> {
             Value::Text(order.receipt_id.clone()),
             Value::Text(order.card_last4.clone()),
             Value::Integer(modhost_guest::unix_time() as i64),
+            Value::Text(order.status.clone()),
         ],
     )?;
     for (position, line) in order.lines.iter().enumerate() {
@@ -230,7 +296,7 @@ fn store(order: &Stored) -> Result<(), sql::Error> {
 fn get(id: &str) -> Response {
     let id_param = [Value::Text(id.to_string())];
     let header = sql::query(
-        "SELECT customer_id, total_cents, reservation_id, receipt_id, card_last4 \
+        "SELECT customer_id, total_cents, reservation_id, receipt_id, card_last4, status, reason \
          FROM orders WHERE id = $1",
         &id_param,
     );
@@ -246,7 +312,7 @@ fn get(id: &str) -> Response {
         }
     };
     let Some(
-        [Value::Integer(customer_id), Value::Integer(total), Value::Text(reservation_id), Value::Text(receipt_id), Value::Text(card_last4)],
+        [Value::Integer(customer_id), Value::Integer(total), Value::Text(reservation_id), Value::Text(receipt_id), Value::Text(card_last4), Value::Text(status), reason],
     ) = header.rows.first().map(Vec::as_slice)
     else {
         return Response::not_found(&format!("no order {id}"));
@@ -270,6 +336,11 @@ fn get(id: &str) -> Response {
         200,
         &order_json(&Stored {
             id: id.to_string(),
+            status: status.clone(),
+            reason: match reason {
+                Value::Text(reason) => Some(reason.clone()),
+                _ => None,
+            },
             customer_id: u64::try_from(*customer_id).unwrap_or(0),
             total_cents: u64::try_from(*total).unwrap_or(0),
             reservation_id: reservation_id.clone(),
@@ -437,4 +508,111 @@ fn charge_failed(error: ChargeError) -> Response {
         ChargeError::InvalidAmount(why) => Response::error(422, "invalid_amount", &why),
         ChargeError::Unavailable(why) => Response::error(503, "payments_unavailable", &why),
     }
+}
+
+/// The part of `payments.charged` orders uses.
+#[derive(Deserialize)]
+struct Charged {
+    order_id: String,
+    receipt_id: String,
+    card_last4: String,
+}
+
+/// The part of `payments.failed` orders uses.
+#[derive(Deserialize)]
+struct PaymentFailed {
+    order_id: String,
+    reason: String,
+}
+
+struct Saga;
+
+impl Guest for Saga {
+    fn handle(event: Event, tx: &Transaction) -> Result<(), String> {
+        match event.topic.as_str() {
+            "payments.charged" => {
+                let charged: Charged = parse(&event)?;
+                // Confirms an order whose placement stopped after the charge; one
+                // already confirmed is left as it is.
+                tx.execute(
+                    "UPDATE orders SET status = 'confirmed', receipt_id = $2, card_last4 = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                    &[
+                        Value::Text(charged.order_id),
+                        Value::Text(charged.receipt_id),
+                        Value::Text(charged.card_last4),
+                    ],
+                )
+                .map(drop)
+                .map_err(|error| format!("confirming the order: {error:?}"))
+            }
+            "payments.failed" => cancel(&parse::<PaymentFailed>(&event)?, tx),
+            other => Err(format!("orders does not handle {other}")),
+        }
+    }
+}
+
+export!(Saga);
+
+/// Compensates a payment that failed after the order was placed: stock back, order
+/// cancelled, `orders.cancelled` published — or nothing, if it was already done.
+fn cancel(failed: &PaymentFailed, tx: &Transaction) -> Result<(), String> {
+    let found = tx
+        .query(
+            "SELECT status, reservation_id, customer_id, total_cents, currency FROM orders \
+             WHERE id = $1",
+            &[Value::Text(failed.order_id.clone())],
+        )
+        .map_err(|error| format!("reading the order: {error:?}"))?;
+    let Some(
+        [Value::Text(status), Value::Text(reservation_id), Value::Integer(customer_id), Value::Integer(total_cents), Value::Text(currency)],
+    ) = found.rows.first().map(Vec::as_slice)
+    else {
+        eprintln!(
+            "orders: payment of unknown order {} failed; nothing to cancel",
+            failed.order_id
+        );
+        return Ok(());
+    };
+    if status != "confirmed" && status != "pending" {
+        return Ok(());
+    }
+    match inventory::release(reservation_id) {
+        Ok(()) | Err(inventory::ReleaseError::UnknownReservation(_)) => {}
+        // Inventory cannot take the stock back now: fail, and the host retries later.
+        Err(inventory::ReleaseError::Unavailable(why)) => {
+            return Err(format!("releasing reservation {reservation_id}: {why}"))
+        }
+    }
+    let reason = format!("payment failed: {}", failed.reason);
+    tx.execute(
+        "UPDATE orders SET status = 'cancelled', reason = $2 WHERE id = $1",
+        &[
+            Value::Text(failed.order_id.clone()),
+            Value::Text(reason.clone()),
+        ],
+    )
+    .map_err(|error| format!("cancelling the order: {error:?}"))?;
+    let payload = json!({
+        "order_id": failed.order_id,
+        "customer_id": customer_id,
+        "reason": reason,
+        "total_cents": total_cents,
+        "currency": currency,
+    });
+    publisher::publish_in(
+        tx,
+        "orders.cancelled",
+        &failed.order_id,
+        payload.to_string().as_bytes(),
+        &[("content-type".into(), "application/json".into())],
+    )
+    .map(drop)
+    .map_err(|error| format!("publishing orders.cancelled: {error:?}"))
+}
+
+/// The event's JSON payload, or an error naming the event.
+fn parse<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, String> {
+    serde_json::from_slice(&event.payload)
+        .map_err(|error| format!("{} event {}: bad payload: {error}", event.topic, event.id))
 }

@@ -19,15 +19,36 @@
 //! Every charge of a valid card, taken or declined, is recorded in the module's own
 //! database (`charges`, see `migrations/`), never the full card number: its last four
 //! digits. A charge that cannot be recorded is not taken.
+//!
+//! Events (`wit/shop/payments.wit` has the payloads): a charge taken publishes
+//! `payments.charged` in the same transaction that records it, so the event exists
+//! exactly when the charge does. Later, the card network may report that a charge
+//! failed to settle (`POST /payments/settlements`, below): the charge is marked so and
+//! `payments.failed` is published, in one transaction; orders then cancels the order
+//! and gives its stock back.
+//!
+//! `POST /payments/settlements` with `{"receipt_id": "pay_…", "outcome": "failed",
+//! "reason": "…"}` is the network's settlement report (the shop's test processor
+//! accepts it from anyone; a real one would check the network's signature). It answers
+//! 200 with the charge's new state — also when it was already failed — 404 for an
+//! unknown receipt, 409 for a charge that was never taken.
 
 wit_bindgen::generate!({
-    path: ["../../wit/modhost/sql.wit", "../../wit/shop/payments.wit"],
+    path: [
+        "../../wit/modhost/sql.wit",
+        "../../wit/modhost/events.wit",
+        "../../wit/shop/payments.wit",
+    ],
     world: "shop:payments/payments",
     generate_all,
 });
 
 use exports::shop::payments::api::{ChargeError, ChargeRequest, DeclineReason, Guest, Receipt};
-use modhost::sql::sql::{self as sql, Value};
+use modhost::events::publisher;
+use modhost::sql::sql::{self as sql, Transaction, Value};
+use modhost_guest::{Request, Response};
+use serde::Deserialize;
+use serde_json::json;
 
 /// Currencies the processor settles.
 const CURRENCIES: &[&str] = &["EUR", "USD", "GBP"];
@@ -103,10 +124,15 @@ impl Guest for Payments {
 
 export!(Payments);
 
-/// Writes one charge attempt to the ledger. If the ledger is unavailable no money may
-/// move, so the charge is refused as `unavailable`.
+/// Writes one charge attempt to the ledger and, for a charge taken, publishes
+/// `payments.charged` in the same transaction. If the ledger is unavailable no money
+/// may move, so the charge is refused as `unavailable`.
 fn record(receipt: &Receipt, outcome: &str) -> Result<(), ChargeError> {
-    sql::execute(
+    let unavailable = |what: String| {
+        ChargeError::Unavailable(format!("the payments ledger is unavailable: {what}"))
+    };
+    let tx = sql::begin().map_err(|error| unavailable(format!("{error:?}")))?;
+    tx.execute(
         "INSERT INTO charges (id, order_id, amount_cents, currency, card_last4, outcome, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
@@ -119,10 +145,133 @@ fn record(receipt: &Receipt, outcome: &str) -> Result<(), ChargeError> {
             Value::Integer(modhost_guest::unix_time() as i64),
         ],
     )
-    .map(drop)
-    .map_err(|error| {
-        ChargeError::Unavailable(format!("the payments ledger is unavailable: {error:?}"))
-    })
+    .map_err(|error| unavailable(format!("{error:?}")))?;
+    if outcome == "charged" {
+        let payload = json!({
+            "receipt_id": receipt.id,
+            "order_id": receipt.order_id,
+            "amount_cents": receipt.amount_cents,
+            "currency": receipt.currency,
+            "card_last4": receipt.card_last4,
+        });
+        publisher::publish_in(
+            &tx,
+            "payments.charged",
+            &receipt.order_id,
+            payload.to_string().as_bytes(),
+            &[("content-type".into(), "application/json".into())],
+        )
+        .map_err(|error| unavailable(format!("publishing payments.charged: {error:?}")))?;
+    }
+    Transaction::commit(tx).map_err(|error| unavailable(format!("{error:?}")))
+}
+
+/// A settlement report from the card network.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settlement {
+    receipt_id: String,
+    outcome: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn handle(request: Request) -> Response {
+    match (request.method.as_str(), request.segments().as_slice()) {
+        ("POST", ["payments", "settlements"]) => settle(&request),
+        (method, ["payments", "settlements"]) => Response::method_not_allowed(method),
+        _ => Response::not_found(&request.path),
+    }
+}
+
+modhost_guest::http_module!(handle);
+
+/// Records a charge that failed to settle and publishes `payments.failed`, once.
+fn settle(request: &Request) -> Response {
+    let report: Settlement = match request.json() {
+        Ok(report) => report,
+        Err(response) => return response,
+    };
+    if report.outcome != "failed" {
+        return Response::error(
+            422,
+            "invalid_settlement",
+            "only failed settlements are reported (outcome = \"failed\")",
+        );
+    }
+    let reason = report
+        .reason
+        .filter(|reason| !reason.trim().is_empty())
+        .unwrap_or_else(|| "the payment failed to settle".into());
+    let unavailable = |error: &dyn std::fmt::Debug| {
+        Response::error(
+            503,
+            "unavailable",
+            &format!("the payments ledger is unavailable: {error:?}"),
+        )
+    };
+    let tx = match sql::begin() {
+        Ok(tx) => tx,
+        Err(error) => return unavailable(&error),
+    };
+    let found = tx.query(
+        "SELECT order_id, amount_cents, currency, outcome FROM charges WHERE id = $1",
+        &[Value::Text(report.receipt_id.clone())],
+    );
+    let (order_id, amount_cents, currency, outcome) = match found
+        .as_ref()
+        .map(|rows| rows.rows.first().map(Vec::as_slice))
+    {
+        Ok(Some(
+            [Value::Text(order), Value::Integer(amount), Value::Text(currency), Value::Text(outcome)],
+        )) => (order.clone(), *amount, currency.clone(), outcome.clone()),
+        Ok(_) => return Response::not_found(&format!("no charge {}", report.receipt_id)),
+        Err(error) => return unavailable(error),
+    };
+    let answer = |state: &str| {
+        Response::json(
+            200,
+            &json!({ "receipt_id": report.receipt_id, "order_id": order_id, "state": state }),
+        )
+    };
+    match outcome.as_str() {
+        "charged" => {}
+        "settlement-failed" => return answer("settlement-failed"),
+        _ => {
+            return Response::error(
+                409,
+                "not_charged",
+                &format!("charge {} was never taken ({outcome})", report.receipt_id),
+            )
+        }
+    }
+    let updated = tx.execute(
+        "UPDATE charges SET outcome = 'settlement-failed' WHERE id = $1 AND outcome = 'charged'",
+        &[Value::Text(report.receipt_id.clone())],
+    );
+    if let Err(error) = updated {
+        return unavailable(&error);
+    }
+    let payload = json!({
+        "receipt_id": report.receipt_id,
+        "order_id": order_id,
+        "amount_cents": amount_cents,
+        "currency": currency,
+        "reason": reason,
+    });
+    if let Err(error) = publisher::publish_in(
+        &tx,
+        "payments.failed",
+        &order_id,
+        payload.to_string().as_bytes(),
+        &[("content-type".into(), "application/json".into())],
+    ) {
+        return unavailable(&error);
+    }
+    match Transaction::commit(tx) {
+        Ok(()) => answer("settlement-failed"),
+        Err(error) => unavailable(&error),
+    }
 }
 
 /// The card number's digits, if it can be a card number: 12–19 digits (spaces and
