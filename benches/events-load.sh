@@ -19,7 +19,8 @@ TANSU=${MODHOST_TANSU:-$HOME/.cache/modhost/tools/bin/tansu}
 [ -x "$TANSU" ] || { echo "no tansu at $TANSU: run ./test.sh once (it installs it)" >&2; exit 1; }
 
 cargo build --profile guest --target wasm32-wasip2 -p eventprobe
-cargo build --release -p modhost --bin modhost --example events-load
+cargo build --release -p modhost --bin modhost
+cargo build --release -p modhost-suite --example events-load
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -33,7 +34,7 @@ KAFKA_PORT=$(free_port)
   >"$WORK/tansu.log" 2>&1 &
 PIDS+=($!)
 
-deployment() { # deployment NAME EVENTS-SECTION
+deployment() { # deployment NAME EVENTS-SECTION [SINK-INSTANCES]
   cat > "$WORK/$1.toml" <<TOML
 [app]
 name = "bench-$1"
@@ -58,16 +59,19 @@ migrations = "$PWD/modules/testing/eventprobe/migrations"
 publishes = ["probe.forwarded"]
 subscribes = ["probe.events"]
 limits = { concurrency = 256 }
+instances = "${3:-fresh}"
 TOML
 }
 deployment embedded 'backend = "embedded"'
+deployment embedded-reuse 'backend = "embedded"' reuse
 deployment kafka "backend = \"kafka\"
 brokers = \"127.0.0.1:$KAFKA_PORT\"
 partitions = 6"
 
 ROWS=()
-for bus in embedded kafka; do
+for bus in embedded kafka embedded-reuse; do
   for per_tx in 1 100; do
+    [ "$bus" = embedded-reuse ] && [ "$per_tx" = 1 ] && continue
     rm -rf "$WORK/data-$bus"
     MODHOST_LOG=warn ./target/release/modhost run "$WORK/$bus.toml" 2>"$WORK/$bus-$per_tx.log" &
     PID=$!; PIDS+=($PID)
@@ -84,7 +88,7 @@ done
 echo
 echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /,""); print; exit}' /proc/cpuinfo), $(uname -sr); $("$TANSU" --version)"
 echo
-echo "| bus | events per transaction | events | end to end | events/s |"
+echo "| bus (handler instances) | events per transaction | events | end to end | events/s |"
 echo "| --- | ---: | ---: | ---: | ---: |"
 for row in "${ROWS[@]}"; do
   IFS='|' read -r bus per_tx line <<<"$row"

@@ -1,14 +1,18 @@
 //! Delivery: one subscribing module's consumer loop.
 //!
 //! Events come off the bus in batches. A batch runs in **one transaction** on the
-//! module's database, each event inside a savepoint of its own:
+//! module's database:
 //!
-//! 1. record the event's id in the module's inbox — if it is already there, the event
-//!    was handled before (a redelivery after a crash): skip it;
-//! 2. call the module's `handle(event, tx)` in an instance of its own, under the
-//!    module's limits;
-//! 3. `ok`: keep the savepoint; `err`, a trap, a timeout: undo the savepoint, commit
-//!    the events before it, and retry the failed one on its own.
+//! 1. record every event's id in the module's inbox (one statement) — an id already
+//!    there was handled before (a redelivery after a crash): that event is skipped;
+//! 2. call the module's `handle(event, tx)` for each new event, in an instance of its
+//!    own, under the module's limits;
+//! 3. all `ok`: commit. An `err`, a trap, a timeout: roll the whole batch back, run
+//!    the events before the failed one again as a batch of their own (they succeeded;
+//!    it commits them), then retry the failed one on its own.
+//!
+//! One commit and one inbox statement per batch, rather than per event, is what makes
+//! batches cheap; a failure costs re-running the events before it.
 //!
 //! The bus position moves on only after the commit, so a crash at any point either
 //! replays events whose effects were rolled back, or replays events whose inbox record
@@ -29,7 +33,7 @@ use wasmtime::component::Resource;
 
 use super::bus::{Bus, Consumer, Delivery};
 use super::envelope::{now_ms, Envelope};
-use super::tables::{self, savepoint, Outcome};
+use super::tables::{self, Outcome};
 use crate::capabilities::sql::{Database, Error, Transaction};
 use crate::deployment::events::dead_letter_topic;
 use crate::deployment::EventsSettings;
@@ -60,13 +64,8 @@ pub struct Subscriber {
 enum Run {
     /// Every event was handled (or skipped as a duplicate) and committed.
     Done,
-    /// The handler failed on event `failed`; the `committed` events before it are
-    /// committed (all of them, or none when the failure took the transaction down).
-    Failed {
-        committed: usize,
-        failed: usize,
-        error: String,
-    },
+    /// The handler failed on event `failed`; nothing was committed.
+    Failed { failed: usize, error: String },
     /// The host could not do its part; nothing was committed and no attempt counts.
     HostFailed(String),
 }
@@ -113,10 +112,19 @@ impl Subscriber {
     /// acknowledged, or when shutdown begins.
     async fn deliver(&mut self, batch: Vec<Delivery>, shutdown: &mut watch::Receiver<bool>) {
         let mut rest = &batch[..];
+        // The first attempt's error of `rest[0]`, once it failed inside a batch.
+        let mut first_failed: Option<String> = None;
         let mut host_retry = HOST_RETRY.0;
         while !rest.is_empty() {
             if *shutdown.borrow() {
                 return;
+            }
+            if let Some(error) = first_failed.take() {
+                if !self.deliver_alone(&rest[0], 2, Some(error), shutdown).await {
+                    return;
+                }
+                rest = &rest[1..];
+                continue;
             }
             match self.run_batch(rest, 1).await {
                 Run::Done => {
@@ -128,26 +136,16 @@ impl Subscriber {
                     pause(shutdown, host_retry).await;
                     host_retry = (host_retry * 2).min(HOST_RETRY.1);
                 }
-                Run::Failed {
-                    committed,
-                    failed,
-                    error,
-                } => {
-                    self.ack(&rest[..committed], shutdown).await;
-                    // Events the failure rolled back with it go through one by one,
-                    // as fresh first attempts; then the failed one, from attempt 2.
-                    for delivery in &rest[committed..failed] {
-                        if !self.deliver_alone(delivery, 1, None, shutdown).await {
-                            return;
-                        }
+                Run::Failed { failed: 0, error } => first_failed = Some(error),
+                Run::Failed { failed, error } => {
+                    // The events before the failed one succeeded: commit them as a
+                    // batch of their own, then retry the failed one alone. Should one
+                    // of them fail this time, the loop starts over from `rest`.
+                    if let Run::Done = self.run_batch(&rest[..failed], 1).await {
+                        self.ack(&rest[..failed], shutdown).await;
+                        rest = &rest[failed..];
+                        first_failed = Some(error);
                     }
-                    if !self
-                        .deliver_alone(&rest[failed], 2, Some(error), shutdown)
-                        .await
-                    {
-                        return;
-                    }
-                    rest = &rest[failed + 1..];
                 }
             }
         }
@@ -218,76 +216,49 @@ impl Subscriber {
             .min(self.settings.max_backoff)
     }
 
-    /// Runs `deliveries` through the handler in one transaction, each in a savepoint,
-    /// all as attempt `attempt`.
+    /// Runs `deliveries` through the handler in one transaction, all as attempt
+    /// `attempt`, and commits it if every one succeeded.
     async fn run_batch(&self, deliveries: &[Delivery], attempt: u32) -> Run {
         let host = |error: Error| Run::HostFailed(format!("{error:?}"));
         let mut tx = match self.database.begin().await {
             Ok(tx) => tx,
             Err(error) => return host(error),
         };
-        for (index, delivery) in deliveries.iter().enumerate() {
-            let envelope = &delivery.envelope;
-            if let Err(error) = savepoint::begin(&mut tx).await {
-                return host(error);
+        let envelopes: Vec<&Envelope> = deliveries.iter().map(|d| &d.envelope).collect();
+        let fresh = match tables::claim(&mut tx, &envelopes, Outcome::Handled).await {
+            Ok(fresh) => fresh,
+            Err(error) => return host(error),
+        };
+        let mut handled = Vec::with_capacity(envelopes.len());
+        for (index, (envelope, fresh)) in envelopes.iter().zip(fresh).enumerate() {
+            if !fresh {
+                metrics().duplicate(self.name(), &envelope.topic);
+                continue;
             }
-            match tables::claim(&mut tx, envelope, Outcome::Handled).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    metrics().duplicate(self.name(), &envelope.topic);
-                    if let Err(error) = savepoint::keep(&mut tx).await {
-                        return host(error);
-                    }
-                    continue;
-                }
-                Err(error) => return host(error),
-            }
+            handled.push(*envelope);
             let (outcome, back) = self.handle(envelope, attempt, tx).await;
-            let Some(back) = back else {
-                // The transaction went down with the instance: nothing committed.
-                return Run::Failed {
-                    committed: 0,
-                    failed: index,
-                    error: outcome
-                        .err()
-                        .unwrap_or_else(|| "the handler's transaction was lost".into()),
-                };
-            };
-            tx = back;
-            match outcome {
-                Ok(()) => {
-                    if let Err(error) = savepoint::keep(&mut tx).await {
-                        return host(error);
-                    }
-                }
-                Err(error) => {
-                    if let Err(undo) = savepoint::undo(&mut tx).await {
-                        return host(undo);
-                    }
-                    if let Err(commit) = self.commit(tx, &deliveries[..index]).await {
-                        return host(commit);
-                    }
+            match (outcome, back) {
+                (Ok(()), Some(back)) => tx = back,
+                // Dropping the transaction (if the failure left one) rolls it back.
+                (outcome, _) => {
                     return Run::Failed {
-                        committed: index,
                         failed: index,
-                        error,
-                    };
+                        error: outcome
+                            .err()
+                            .unwrap_or_else(|| "the handler's transaction was lost".into()),
+                    }
                 }
             }
         }
-        match self.commit(tx, deliveries).await {
-            Ok(()) => Run::Done,
+        match tx.commit().await {
+            Ok(()) => {
+                for envelope in handled {
+                    metrics().delivered(self.name(), &envelope.topic);
+                }
+                Run::Done
+            }
             Err(error) => host(error),
         }
-    }
-
-    /// Commits `tx` and counts the events it delivered.
-    async fn commit(&self, tx: Transaction, deliveries: &[Delivery]) -> Result<(), Error> {
-        tx.commit().await?;
-        for delivery in deliveries {
-            metrics().delivered(self.name(), &delivery.envelope.topic);
-        }
-        Ok(())
     }
 
     /// Calls the module's handler with `envelope` and `tx` in an instance of its own.
@@ -406,7 +377,7 @@ impl Subscriber {
 
     async fn record_dead_letter(&self, envelope: &Envelope) -> Result<(), String> {
         let mut tx = self.database.begin().await.map_err(|e| format!("{e:?}"))?;
-        tables::claim(&mut tx, envelope, Outcome::DeadLettered)
+        tables::claim(&mut tx, &[envelope], Outcome::DeadLettered)
             .await
             .map_err(|e| format!("{e:?}"))?;
         tx.commit().await.map_err(|e| format!("{e:?}"))

@@ -172,27 +172,60 @@ impl Outcome {
     }
 }
 
-/// Records `envelope` in the inbox inside `tx`. Returns `false` when it was already
-/// there: the event was handled before, and must not be again.
+/// Records `envelopes` in the inbox inside `tx`, in one statement per 200. Returns,
+/// for each, whether it is new: `false` means the event was handled before (its id was
+/// already there, or earlier in `envelopes`) and must not be again.
 pub async fn claim(
     tx: &mut Transaction,
-    envelope: &Envelope,
+    envelopes: &[&Envelope],
     outcome: Outcome,
-) -> Result<bool, Error> {
-    let changed = tx
-        .execute(
-            "INSERT INTO modhost_inbox (id, topic, source, outcome, handled_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-            vec![
+) -> Result<Vec<bool>, Error> {
+    let mut claimed = std::collections::HashSet::new();
+    let now = super::envelope::now_ms();
+    for chunk in envelopes.chunks(200) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * 5);
+        for (i, envelope) in chunk.iter().enumerate() {
+            let at = i * 5;
+            rows.push(format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                at + 1,
+                at + 2,
+                at + 3,
+                at + 4,
+                at + 5
+            ));
+            params.extend([
                 Value::Text(envelope.id.clone()),
                 Value::Text(envelope.topic.clone()),
                 Value::Text(envelope.source.clone()),
                 Value::Text(outcome.as_str().into()),
-                Value::Integer(super::envelope::now_ms()),
-            ],
-        )
-        .await?;
-    Ok(changed == 1)
+                Value::Integer(now),
+            ]);
+        }
+        let inserted = tx
+            .query(
+                &format!(
+                    "INSERT INTO modhost_inbox (id, topic, source, outcome, handled_at) VALUES {} \
+                     ON CONFLICT (id) DO NOTHING RETURNING id",
+                    rows.join(", ")
+                ),
+                params,
+            )
+            .await?;
+        claimed.extend(
+            inserted
+                .rows
+                .into_iter()
+                .filter_map(|row| match row.into_iter().next() {
+                    Some(Value::Text(id)) => Some(id),
+                    _ => None,
+                }),
+        );
+    }
+    // An id twice in one batch (a resent copy next to the original) is new once: its
+    // first occurrence.
+    Ok(envelopes.iter().map(|e| claimed.remove(&e.id)).collect())
 }
 
 /// Forgets inbox records older than `before_ms`: events that old are past redelivery.
@@ -205,29 +238,79 @@ pub async fn forget_before(database: &Database, before_ms: i64) -> Result<u64, E
         .await
 }
 
-/// Savepoints: each event of a batch runs in its own, so one that fails is undone
-/// alone while the events before it commit.
-pub mod savepoint {
+#[cfg(test)]
+mod tests {
     use super::*;
+    use crate::deployment::{DatabaseBackend, DatabaseSpec, Timeout};
+    use std::time::Duration;
 
-    /// Marks the start of one event's writes.
-    pub async fn begin(tx: &mut Transaction) -> Result<(), Error> {
-        tx.execute("SAVEPOINT modhost_event", Vec::new())
-            .await
-            .map(drop)
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            topic: "t".into(),
+            key: "k".into(),
+            payload: b"p".to_vec(),
+            headers: vec![("h".into(), "v".into())],
+            source: "m".into(),
+            published_at_ms: 7,
+            traceparent: None,
+        }
     }
 
-    /// Keeps the event's writes.
-    pub async fn keep(tx: &mut Transaction) -> Result<(), Error> {
-        tx.execute("RELEASE SAVEPOINT modhost_event", Vec::new())
+    async fn database(dir: &std::path::Path) -> Database {
+        let spec = DatabaseSpec {
+            backend: DatabaseBackend::Sqlite,
+            pool: 2,
+            acquire_timeout: Timeout(Duration::from_secs(2)),
+            migrations: None,
+        };
+        let database = Database::open("m", &spec, dir, Duration::from_secs(2))
             .await
-            .map(drop)
+            .unwrap();
+        create(&database).await.unwrap();
+        database
     }
 
-    /// Undoes the event's writes, keeping the transaction's earlier ones.
-    pub async fn undo(tx: &mut Transaction) -> Result<(), Error> {
-        tx.execute("ROLLBACK TO SAVEPOINT modhost_event", Vec::new())
-            .await?;
-        keep(tx).await
+    #[tokio::test]
+    async fn an_id_is_claimed_once_even_twice_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        let (a, b) = (envelope("a"), envelope("b"));
+        let mut tx = database.begin().await.unwrap();
+        let fresh = claim(&mut tx, &[&a, &b, &a], Outcome::Handled).await.unwrap();
+        assert_eq!(fresh, [true, true, false]);
+        tx.commit().await.unwrap();
+        let mut tx = database.begin().await.unwrap();
+        let again = claim(&mut tx, &[&b, &envelope("c")], Outcome::Handled)
+            .await
+            .unwrap();
+        assert_eq!(again, [false, true]);
+        // Rolled back, the claim of `c` never happened.
+        tx.rollback().await.unwrap();
+        let mut tx = database.begin().await.unwrap();
+        let after = claim(&mut tx, &[&envelope("c")], Outcome::Handled)
+            .await
+            .unwrap();
+        assert_eq!(after, [true]);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_keeps_order_and_forgets_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        for id in ["1", "2", "3"] {
+            append(&database, &envelope(id)).await.unwrap();
+        }
+        let pending = pending(&database, "m", 10).await.unwrap();
+        let ids: Vec<&str> = pending.iter().map(|p| p.envelope.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert_eq!(pending[0].envelope, envelope("1"));
+        assert_eq!(oldest(&database).await.unwrap(), Some(7));
+        remove(&database, &[pending[0].seq, pending[2].seq])
+            .await
+            .unwrap();
+        let left = super::pending(&database, "m", 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].envelope.id, "2");
     }
 }

@@ -5,7 +5,10 @@
 //! position per topic in a second table, moved on only by [`EmbeddedConsumer::ack`].
 //! Appends commit with `synchronous = FULL`: once [`EmbeddedBus::send`] returns, the
 //! event survives a crash of the process or of the machine, and only then does the relay
-//! delete it from the publisher's outbox. SQLite has one writer at a time, so log
+//! delete it from the publisher's outbox. Consumer positions commit with `NORMAL` on
+//! connections of their own: a position lost to a power cut only replays events, which
+//! the subscribers' inboxes skip, and an fsync per acknowledged batch would cost more
+//! than the batch. SQLite has one writer at a time, so log
 //! positions are assigned in commit order and a reader never sees a later event
 //! before an earlier one has committed.
 //!
@@ -36,7 +39,10 @@ pub struct EmbeddedBus {
 }
 
 struct Inner {
+    /// Appends (durable: `synchronous = FULL`).
     pool: SqlitePool,
+    /// Reads and consumer positions (`synchronous = NORMAL`).
+    positions: SqlitePool,
     /// The newest log position: consumers wait for it to change.
     appended: watch::Sender<i64>,
     retention: Duration,
@@ -75,8 +81,13 @@ impl EmbeddedBus {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening the event log {}", file.display()))?;
+        let positions = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await
             .with_context(|| format!("opening the event log {}", file.display()))?;
         for statement in SCHEMA {
@@ -90,6 +101,7 @@ impl EmbeddedBus {
             .await?;
         let inner = Arc::new(Inner {
             pool,
+            positions,
             appended: watch::Sender::new(newest),
             retention,
             subscriptions,
@@ -113,23 +125,28 @@ impl EmbeddedBus {
         let mut tx = self.inner.pool.begin().await?;
         let appended_at = now_ms();
         let mut last = 0;
-        for event in events {
-            let done = sqlx::query(
+        // Many rows per statement: each statement is a round trip to the connection's
+        // thread, and rows keep their order within one.
+        for chunk in events.chunks(200) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let statement = format!(
                 "INSERT INTO log (topic, key, id, source, payload, headers, traceparent, \
-                 published_at, appended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&event.topic)
-            .bind(&event.key)
-            .bind(&event.id)
-            .bind(&event.source)
-            .bind(&event.payload)
-            .bind(event.headers_json())
-            .bind(&event.traceparent)
-            .bind(event.published_at_ms)
-            .bind(appended_at)
-            .execute(&mut *tx)
-            .await?;
-            last = done.last_insert_rowid();
+                 published_at, appended_at) VALUES {rows}"
+            );
+            let mut query = sqlx::query(&statement);
+            for event in chunk {
+                query = query
+                    .bind(&event.topic)
+                    .bind(&event.key)
+                    .bind(&event.id)
+                    .bind(&event.source)
+                    .bind(&event.payload)
+                    .bind(event.headers_json())
+                    .bind(&event.traceparent)
+                    .bind(event.published_at_ms)
+                    .bind(appended_at);
+            }
+            last = query.execute(&mut *tx).await?.last_insert_rowid();
         }
         tx.commit().await?;
         self.inner.appended.send_if_modified(|newest| {
@@ -148,7 +165,7 @@ impl EmbeddedBus {
                 sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
                     .bind(group)
                     .bind(topic)
-                    .fetch_optional(&self.inner.pool)
+                    .fetch_optional(&self.inner.positions)
                     .await?;
             cursors.insert(topic.clone(), position.unwrap_or(0));
         }
@@ -169,7 +186,7 @@ impl EmbeddedBus {
             "SELECT {COLUMNS} FROM log WHERE topic = ? ORDER BY position"
         ))
         .bind(topic)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&self.inner.positions)
         .await?;
         rows.iter().map(delivery).collect()
     }
@@ -281,7 +298,7 @@ impl EmbeddedConsumer {
             }
             let rows = query
                 .bind(i64::try_from(max).unwrap_or(i64::MAX))
-                .fetch_all(&self.bus.inner.pool)
+                .fetch_all(&self.bus.inner.positions)
                 .await?;
             if let Some(last) = rows.last() {
                 self.scan_from = last.try_get("position")?;
@@ -311,7 +328,7 @@ impl EmbeddedConsumer {
 
     /// Moves the group's position past `deliveries`.
     pub async fn ack(&mut self, deliveries: &[Delivery]) -> Result<()> {
-        let mut tx = self.bus.inner.pool.begin().await?;
+        let mut tx = self.bus.inner.positions.begin().await?;
         for ((topic, _), offset) in highest(deliveries) {
             sqlx::query(
                 "INSERT INTO cursors (grp, topic, position) VALUES (?, ?, ?) \
