@@ -277,7 +277,9 @@ mod tests {
         let database = database(dir.path()).await;
         let (a, b) = (envelope("a"), envelope("b"));
         let mut tx = database.begin().await.unwrap();
-        let fresh = claim(&mut tx, &[&a, &b, &a], Outcome::Handled).await.unwrap();
+        let fresh = claim(&mut tx, &[&a, &b, &a], Outcome::Handled)
+            .await
+            .unwrap();
         assert_eq!(fresh, [true, true, false]);
         tx.commit().await.unwrap();
         let mut tx = database.begin().await.unwrap();
