@@ -23,7 +23,7 @@ fn benches(c: &mut Criterion) {
     let node = Node::load(support::hello_deployment(dir.path())).expect("load hello");
     let (addr, stop) = runtime.block_on(async {
         let listener = node.bind().await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = listener.gateway.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(node.serve(listener, async {
             let _ = stopped.await;

@@ -196,7 +196,11 @@ fn the_shipped_deployment_files_are_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    for file in ["config/single-node.toml", "config/edge.toml"] {
+    for file in [
+        "config/single-node.toml",
+        "config/edge.toml",
+        "config/three-node.toml",
+    ] {
         let path = workspace().join(file);
         let output = modhost(&["check", path.to_str().unwrap()]);
         assert_eq!(

@@ -1,13 +1,13 @@
-//! The example shop served by a real `modhost` process: users and catalog as JSON APIs,
-//! and orders placed through typed calls into inventory and payments.
+//! The example shop served by real `modhost` processes: users and catalog as JSON APIs,
+//! orders placed through typed calls into inventory and payments, and the saga that
+//! runs on their events. One suite runs unchanged against the shop on one node and
+//! the shop split over three (tests/common/shop.rs).
 
 mod common;
+use common::shop::Shop;
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_api_lists_gets_creates_and_validates() {
-    let deployment = TestDeployment::new(SHOP);
-    let host = Modhost::start(&deployment);
+async fn users_api_lists_gets_creates_and_validates(host: &Shop) {
     let http = client(false);
 
     let list = send(&http, "GET", &host.url("/users"), None).await;
@@ -76,10 +76,7 @@ async fn users_api_lists_gets_creates_and_validates() {
     assert_eq!(wrong_method.status, 405);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_api_filters_gets_creates_and_validates() {
-    let deployment = TestDeployment::new(SHOP);
-    let host = Modhost::start(&deployment);
+async fn catalog_api_filters_gets_creates_and_validates(host: &Shop) {
     let http = client(false);
 
     let all = send(&http, "GET", &host.url("/catalog/products"), None)
@@ -207,11 +204,11 @@ fn order(lines: &str, number: &str) -> String {
 
 const GOOD_CARD: &str = "4242 4242 4242 4242";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn placing_an_order_reserves_stock_and_charges_the_card() {
-    let deployment = TestDeployment::new(SHOP);
-    let host = Modhost::start(&deployment);
+async fn placing_an_order_reserves_stock_and_charges_the_card(host: &Shop) {
     let http = client(false);
+    let keyboards = get(&host.url("/inventory/KB-001")).await.json()["available"]
+        .as_u64()
+        .unwrap();
 
     let body = order(
         r#"[{"sku": "KB-001", "quantity": 2}, {"sku": "CB-004", "quantity": 3}]"#,
@@ -264,11 +261,11 @@ async fn placing_an_order_reserves_stock_and_charges_the_card() {
     assert_eq!(stored.status, 200, "{}", stored.text());
     assert_eq!(stored.json(), order);
     assert_eq!(get(&host.url("/orders/ord_missing")).await.status, 404);
-    // …and the stock it took is gone from inventory's: 50 - 2 keyboards.
+    // …and the stock it took is gone from inventory's: 2 keyboards.
     let level = get(&host.url("/inventory/KB-001")).await;
     assert_eq!(level.status, 200);
     assert_eq!(level.json()["unit_price_cents"], 8900);
-    assert_eq!(level.json()["available"], 48);
+    assert_eq!(level.json()["available"], keyboards - 2);
     assert_eq!(get(&host.url("/inventory/NOPE")).await.status, 404);
     // Payments serves only the card network's settlement reports over HTTP.
     assert_eq!(get(&host.url("/payments")).await.status, 404);
@@ -276,7 +273,7 @@ async fn placing_an_order_reserves_stock_and_charges_the_card() {
 
 /// Waits (bounded) until `path` answers with JSON that `done` accepts; returns it.
 async fn eventually(
-    host: &Modhost,
+    host: &Shop,
     path: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
@@ -313,11 +310,11 @@ fn kinds(notifications: &serde_json::Value) -> Vec<String> {
 /// settle, payments publishes `payments.failed`, orders compensates — stock released
 /// through inventory, order cancelled, `orders.cancelled` published — and notifications
 /// tells the customer again. Each step happens once, however often it is reported.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
-    let deployment = TestDeployment::new(SHOP);
-    let host = Modhost::start(&deployment);
+async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock(host: &Shop) {
     let http = client(false);
+    let keyboards = get(&host.url("/inventory/KB-001")).await.json()["available"]
+        .as_u64()
+        .unwrap();
 
     let placed = send(
         &http,
@@ -334,12 +331,12 @@ async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
         .to_string();
     assert_eq!(
         get(&host.url("/inventory/KB-001")).await.json()["available"],
-        48
+        keyboards - 2
     );
 
     // payments.charged → notifications: the customer hears about the payment.
     let path = format!("/notifications?order_id={id}");
-    let told = eventually(&host, &path, |n| kinds(n) == ["payment_received"]).await;
+    let told = eventually(host, &path, |n| kinds(n) == ["payment_received"]).await;
     let message = told["notifications"][0]["message"].as_str().unwrap();
     assert!(
         message.contains("178.00 EUR") && message.contains("4242"),
@@ -362,7 +359,7 @@ async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
     assert_eq!(settled.json()["state"], "settlement-failed");
 
     // payments.failed → orders: cancelled, with the reason, and the stock is back.
-    let cancelled = eventually(&host, &format!("/orders/{id}"), |o| {
+    let cancelled = eventually(host, &format!("/orders/{id}"), |o| {
         o["status"] == "cancelled"
     })
     .await;
@@ -372,10 +369,10 @@ async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
     );
     assert_eq!(
         get(&host.url("/inventory/KB-001")).await.json()["available"],
-        50
+        keyboards
     );
     // orders.cancelled → notifications: the customer hears about the cancellation.
-    eventually(&host, &path, |n| {
+    eventually(host, &path, |n| {
         kinds(n) == ["payment_received", "order_cancelled"]
     })
     .await;
@@ -397,11 +394,9 @@ async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
     )
     .await;
     let marker_id = marker.json()["id"].as_str().unwrap().to_string();
-    eventually(
-        &host,
-        &format!("/notifications?order_id={marker_id}"),
-        |n| kinds(n) == ["payment_received"],
-    )
+    eventually(host, &format!("/notifications?order_id={marker_id}"), |n| {
+        kinds(n) == ["payment_received"]
+    })
     .await;
     assert_eq!(
         kinds(&get(&host.url(&path)).await.json()),
@@ -409,7 +404,7 @@ async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
     );
     assert_eq!(
         get(&host.url("/inventory/KB-001")).await.json()["available"],
-        50
+        keyboards
     );
 
     // Bad reports are refused.
@@ -433,10 +428,7 @@ async fn a_payment_that_fails_later_cancels_the_order_and_returns_its_stock() {
     assert_eq!(settled_ok.status, 422, "{}", settled_ok.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_orders_get_the_right_4xx_answer() {
-    let deployment = TestDeployment::new(SHOP);
-    let host = Modhost::start(&deployment);
+async fn refused_orders_get_the_right_4xx_answer(host: &Shop) {
     let http = client(false);
     let place = |body: String| {
         let http = http.clone();
@@ -484,9 +476,9 @@ async fn refused_orders_get_the_right_4xx_answer() {
         assert_eq!(declined.json()["error"]["code"], "payment_declined");
         assert_eq!(declined.json()["error"]["reason"], reason);
     }
-    // In stock, but 50 × 89.00 + 30 × 29.00 is over the 5 000.00 charge limit.
+    // In stock, but 40 × 89.00 + 60 × 29.00 is over the 5 000.00 charge limit.
     let over = place(order(
-        r#"[{"sku": "KB-001", "quantity": 50}, {"sku": "MS-002", "quantity": 30}]"#,
+        r#"[{"sku": "KB-001", "quantity": 40}, {"sku": "MS-002", "quantity": 60}]"#,
         GOOD_CARD,
     ))
     .await;
@@ -538,6 +530,71 @@ async fn refused_orders_get_the_right_4xx_answer() {
     );
     // Refusals are answers, not failures: the host stays healthy.
     assert_eq!(get(&host.url("/readyz")).await.status, 200);
+}
+
+/// Everything a client of the shop can see, on whichever shop it is given.
+async fn the_shop_suite(shop: &Shop) {
+    users_api_lists_gets_creates_and_validates(shop).await;
+    catalog_api_filters_gets_creates_and_validates(shop).await;
+    placing_an_order_reserves_stock_and_charges_the_card(shop).await;
+    refused_orders_get_the_right_4xx_answer(shop).await;
+    a_payment_that_fails_later_cancels_the_order_and_returns_its_stock(shop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_on_one_node() {
+    the_shop_suite(&Shop::one()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_split_over_three_nodes() {
+    let Some(shop) = Shop::split() else { return };
+    the_shop_suite(&shop).await;
+}
+
+/// The node running `payments` dies: placing an order fails at once with a 503 that
+/// says so; the node comes back: orders go through again, nothing else restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_payments_node_fails_orders_fast_and_its_return_restores_them() {
+    let Some(mut shop) = Shop::split() else {
+        return;
+    };
+    let body = order(r#"[{"sku": "CB-004", "quantity": 1}]"#, GOOD_CARD);
+    let placed = send(&client(false), "POST", &shop.url("/orders"), Some(&body)).await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+
+    let Shop::Split { cluster, .. } = &mut shop else {
+        unreachable!()
+    };
+    cluster.node_mut("c").kill();
+    let started = std::time::Instant::now();
+    let failed = send(&client(false), "POST", &shop.url("/orders"), Some(&body)).await;
+    let took = started.elapsed();
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    assert_eq!(failed.json()["error"]["code"], "call_unavailable");
+    // payments' timeout is 5s; a dead node is known at once.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    let logged = shop.entry().failure_log(&failed, 503);
+    assert!(logged.contains("orders → payments"), "{logged}");
+
+    let Shop::Split { cluster, .. } = &mut shop else {
+        unreachable!()
+    };
+    cluster.start_node("c", &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let again = send(&client(false), "POST", &shop.url("/orders"), Some(&body)).await;
+        if again.status == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orders did not resume: {} {}",
+            again.status,
+            again.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[test]

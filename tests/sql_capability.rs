@@ -640,3 +640,37 @@ async fn nodes_starting_together_apply_each_migration_once() {
         }
     }
 }
+
+/// A module placed on several nodes shares its Postgres database; a lease (its relay's,
+/// say) is held by one node at a time and passes on when the holder lets go — or dies,
+/// taking its connection with it. On SQLite, a database of one node, it is always
+/// granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_by_one_node_at_a_time() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(4, None) {
+        // Two nodes' handles on the same module's database.
+        let first = backends.open("leased", &spec).await.unwrap();
+        let second = backends.open("leased", &spec).await.unwrap();
+        let held = first.try_lease("relay").await.unwrap();
+        assert!(held.is_some(), "{backend}");
+        let other = second.try_lease("relay").await.unwrap();
+        if backend == "postgres" {
+            assert!(other.is_none(), "two holders of one lease");
+            // Another lease name is independent.
+            assert!(second.try_lease("other").await.unwrap().is_some());
+            drop(held);
+            let mut passed = None;
+            for _ in 0..50 {
+                passed = second.try_lease("relay").await.unwrap();
+                if passed.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(passed.is_some(), "the lease did not pass on");
+        } else {
+            assert!(other.is_some(), "{backend}");
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`capabilities`] — what the host gives a module instance (deny by default);
 //! - [`registry`] — loaded modules, and serving a request with a fresh instance;
 //! - [`gateway`] — the public HTTP listener, its limits and its route table;
+//! - [`mesh`] — nodes calling and forwarding to each other over mutual TLS;
 //! - [`node`] — one running process tying these together;
 //! - [`telemetry`] — logging, metrics, trace context;
 //! - [`faults`] — fault injection for crash tests.
@@ -21,6 +22,7 @@ pub mod deployment;
 pub mod engine;
 pub mod faults;
 pub mod gateway;
+pub mod mesh;
 pub mod node;
 pub mod registry;
 pub mod telemetry;

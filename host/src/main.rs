@@ -62,6 +62,21 @@ enum Command {
         /// The deployment file.
         deployment: PathBuf,
     },
+    /// Generate development certificates for the mesh: the deployment's CA and one
+    /// certificate per node, written where `[mesh]` says.
+    Certs {
+        /// The deployment file.
+        deployment: PathBuf,
+        /// Only these nodes (default: every node of the deployment).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// How long the node certificates are valid, in days.
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        /// Make a new CA even if one exists (every node then needs a new certificate).
+        #[arg(long)]
+        new_ca: bool,
+    },
     /// Inspect the events of a deployment.
     Events {
         #[command(subcommand)]
@@ -101,6 +116,9 @@ enum EventsCommand {
 /// several places (tests, a second instance on one machine).
 #[derive(clap::Args)]
 struct Overrides {
+    /// Which node of a split deployment this process is (`[nodes.NAME]`).
+    #[arg(long)]
+    node: Option<String>,
     /// Listen on this address instead of `gateway.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -127,6 +145,12 @@ fn main() -> ExitCode {
             components,
             out_dir,
         } => compile(&components, out_dir.as_deref()),
+        Command::Certs {
+            deployment,
+            nodes,
+            days,
+            new_ca,
+        } => certs(&deployment, &nodes, days, new_ca),
         Command::Events {
             command:
                 EventsCommand::DeadLetters {
@@ -143,6 +167,10 @@ fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deploym
     match Deployment::load(path) {
         Ok(mut deployment) => {
             if let Some(overrides) = overrides {
+                if let Err(problem) = deployment.select_node(overrides.node.as_deref()) {
+                    eprintln!("modhost: {problem}");
+                    return Err(ExitCode::from(EXIT_INVALID));
+                }
                 if let Some(listen) = overrides.listen {
                     deployment.gateway.listen = listen;
                 }
@@ -202,25 +230,34 @@ fn serve(path: &Path, overrides: Overrides, build: bool, started: Instant) -> Ex
             }
         };
         node.open_databases().await;
-        let listener = match node.bind().await {
-            Ok(listener) => listener,
+        let listeners = match node.bind().await {
+            Ok(listeners) => listeners,
             Err(error) => {
                 eprintln!("modhost: {error}");
                 return ExitCode::FAILURE;
             }
         };
-        let listen = listener
+        let listen = listeners
+            .gateway
             .local_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_default();
+        let mesh = listeners
+            .mesh
+            .as_ref()
+            .and_then(|mesh| mesh.local_addr().ok())
             .map(|addr| addr.to_string())
             .unwrap_or_default();
         tracing::info!(
             app = %node.deployment().app_name,
+            node = node.deployment().node.as_deref().unwrap_or(""),
             listen = %listen,
+            mesh = %mesh,
             modules = node.registry().modules().count(),
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "modhost ready"
         );
-        node.serve(listener, node::shutdown_signal()).await;
+        node.serve(listeners, node::shutdown_signal()).await;
         tracing::info!("modhost stopped");
         ExitCode::SUCCESS
     })
@@ -299,6 +336,7 @@ fn dead_letters(
     json: bool,
 ) -> ExitCode {
     let overrides = Overrides {
+        node: None,
         listen: None,
         data_dir,
     };
@@ -395,4 +433,29 @@ fn dead_letters(
         }
         ExitCode::SUCCESS
     })
+}
+
+fn certs(path: &Path, nodes: &[String], days: i64, new_ca: bool) -> ExitCode {
+    let deployment = match load_deployment(path, None) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    if days < 1 {
+        eprintln!("modhost: --days must be at least 1");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    match modhost::mesh::certs::generate(&deployment, nodes, days, new_ca) {
+        Ok(written) => {
+            let (ca, made) = written.ca;
+            println!("{} CA {}", if made { "made" } else { "kept" }, ca.display());
+            for (node, cert, key) in written.nodes {
+                println!("node {node}: {} {}", cert.display(), key.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

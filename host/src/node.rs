@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::calls::dispatch::{Remote, RemoteModule};
 use crate::capabilities::events::{self, EventsService};
 use crate::capabilities::sql::Database;
 use crate::deployment::Deployment;
 use crate::engine::{self, Engine, EngineSettings};
 use crate::gateway::routes::RouteTable;
 use crate::gateway::Gateway;
+use crate::mesh::Mesh;
 use crate::registry::{LoadError, Registry};
 
 /// Why a node could not start.
@@ -26,8 +28,10 @@ pub enum StartError {
     Engine(anyhow::Error),
     /// One or more modules failed to load.
     Modules(Vec<LoadError>),
-    /// The gateway could not bind its address.
+    /// The gateway or the mesh could not bind its address.
     Bind(SocketAddr, std::io::Error),
+    /// The mesh (certificates, peers) could not be set up.
+    Mesh(anyhow::Error),
 }
 
 impl fmt::Display for StartError {
@@ -43,7 +47,8 @@ impl fmt::Display for StartError {
                 }
                 Ok(())
             }
-            StartError::Bind(addr, error) => write!(f, "gateway: cannot listen on {addr}: {error}"),
+            StartError::Bind(addr, error) => write!(f, "cannot listen on {addr}: {error}"),
+            StartError::Mesh(error) => write!(f, "mesh: {error:#}"),
         }
     }
 }
@@ -55,10 +60,24 @@ pub struct Node {
     deployment: Deployment,
     engine: Engine,
     registry: Arc<Registry>,
+    mesh: Option<Arc<Mesh>>,
 }
 
+/// The sockets a node serves on.
+pub struct Listeners {
+    /// The gateway's: HTTP from clients.
+    pub gateway: TcpListener,
+    /// The mesh's: other nodes, over mutual TLS (split deployments only).
+    pub mesh: Option<TcpListener>,
+}
+
+/// How often the mesh looks for rotated certificate files.
+const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Node {
-    /// Builds the engine and loads every module of `deployment`.
+    /// Builds the engine and loads the modules of `deployment` that run on this node
+    /// (all of them, unless [`Deployment::select_node`] chose one node of several); on
+    /// a split deployment, sets up the mesh to the others.
     pub fn load(deployment: Deployment) -> Result<Node, StartError> {
         let engine = Engine::new(
             EngineSettings::for_deployment(&deployment),
@@ -66,10 +85,34 @@ impl Node {
         )
         .map_err(StartError::Engine)?;
         let registry = Registry::load(&engine, &deployment).map_err(StartError::Modules)?;
+        let mesh = Mesh::new(&deployment)
+            .map_err(StartError::Mesh)?
+            .map(Arc::new);
+        if let Some(mesh) = &mesh {
+            let modules = deployment
+                .modules
+                .values()
+                .filter(|module| !deployment.is_local(&module.name))
+                .map(|module| {
+                    (
+                        module.name.clone(),
+                        RemoteModule {
+                            nodes: deployment.nodes_of(&module.name).to_vec(),
+                            timeout: module.limits.timeout.duration(),
+                        },
+                    )
+                })
+                .collect();
+            registry.directory().connect(Remote {
+                mesh: mesh.clone(),
+                modules,
+            });
+        }
         Ok(Node {
             deployment,
             engine,
             registry: Arc::new(registry),
+            mesh,
         })
     }
 
@@ -131,24 +174,55 @@ impl Node {
         }
     }
 
-    /// Binds the gateway's listener (the deployment's `gateway.listen`).
-    pub async fn bind(&self) -> Result<TcpListener, StartError> {
-        let addr = self.deployment.gateway.listen;
-        TcpListener::bind(addr)
-            .await
-            .map_err(|error| StartError::Bind(addr, error))
+    /// Binds the gateway's listener (`gateway.listen`, or the node's `listen`) and, on
+    /// a split deployment, the mesh's (the node's `mesh`).
+    pub async fn bind(&self) -> Result<Listeners, StartError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| StartError::Bind(addr, error))
+        };
+        let gateway = bind(self.deployment.gateway.listen).await?;
+        let mesh = match (&self.mesh, &self.deployment.node) {
+            (Some(_), Some(node)) => match self.deployment.nodes.get(node) {
+                Some(spec) => Some(bind(spec.mesh).await?),
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(Listeners { gateway, mesh })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests.
-    /// Events are relayed and delivered meanwhile, and stop after the gateway.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves until `shutdown` resolves, then drains in-flight requests. Events are
+    /// relayed and delivered meanwhile; the mesh serves other nodes until the gateway
+    /// has drained; then both stop.
+    pub async fn serve(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let events = EventsService::start(&self.deployment, &self.registry);
         let gateway = Arc::new(Gateway::new(
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
             self.registry.clone(),
         ));
-        gateway.serve(listener, shutdown).await;
+        let (stop_mesh, mesh_stopping) = tokio::sync::watch::channel(false);
+        let mut mesh_tasks = Vec::new();
+        if let (Some(mesh), Some(listener)) = (&self.mesh, listeners.mesh) {
+            mesh_tasks.push(tokio::spawn(crate::mesh::server::serve(
+                listener,
+                mesh.tls().clone(),
+                self.registry.directory().clone(),
+                gateway.clone(),
+                wait_for(mesh_stopping.clone()),
+            )));
+            mesh_tasks.push(tokio::spawn(watch_certificates(
+                mesh.clone(),
+                mesh_stopping.clone(),
+            )));
+        }
+        gateway.serve(listeners.gateway, shutdown).await;
+        let _ = stop_mesh.send(true);
+        for task in mesh_tasks {
+            let _ = task.await;
+        }
         if let Some(events) = events {
             events
                 .stop(self.deployment.gateway.shutdown_grace.duration())
@@ -179,5 +253,32 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C received");
+    }
+}
+
+/// Resolves once `stopping` turns true (or its sender is gone).
+async fn wait_for(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    while !*stopping.borrow() {
+        if stopping.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reloads the mesh's certificates when their files change, until `stopping`.
+async fn watch_certificates(mesh: Arc<Mesh>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CERTIFICATE_CHECK) => {}
+            _ = stopping.changed() => return,
+        }
+        match mesh.tls().reload_if_changed() {
+            Ok(true) => tracing::info!(node = %mesh.tls().node(), "mesh: certificates reloaded"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "mesh: the certificate files changed but do not load; keeping the current ones"
+            ),
+        }
     }
 }

@@ -6,8 +6,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod kafka;
 pub mod postgres;
+pub mod shop;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -194,16 +196,25 @@ impl Modhost {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Modhost {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            command.into(),
+            deployment.file.clone().into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            deployment.data_dir().into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        Modhost::spawn(&args, env)
+    }
+
+    /// Starts `modhost` with `args` (after `--log-format json`) and `env`, and waits
+    /// until it logs "modhost ready".
+    pub fn spawn(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> Modhost {
         let mut child = Command::new(modhost_bin())
             .arg("--log-format")
             .arg("json")
-            .arg(command)
-            .arg(&deployment.file)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(deployment.data_dir())
-            .args(extra)
+            .args(args)
             .env("MODHOST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

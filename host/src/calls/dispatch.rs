@@ -16,19 +16,26 @@
 //! across modules). The caller's own request then fails with that error; contracts
 //! model expected failures as `result<_, E>` values instead.
 //!
-//! Placement decides local or remote; this is the local path, and the seam where a
-//! remote transport will slot in behind the same host function.
+//! Placement decides local or remote, at call time, behind the same host function:
+//! a callee running on this node is called here ([`call_local`]); one placed on other
+//! nodes is called over the mesh ([`crate::mesh`]), which encodes the values by their
+//! WIT types, and the callee's node takes this same local path. Either way the caller
+//! gets the same results, or the same typed failure.
 
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
-use wasmtime::component::{Component, ComponentExportIndex, Linker, Val};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, Linker, Type, Val};
+use wasmtime::Engine;
 
-use super::contract::Interface;
+use super::contract::{Interface, InterfaceName};
 use crate::capabilities::InstanceState;
+use crate::mesh::wire::CallHeader;
+use crate::mesh::Mesh;
 use crate::registry::http::Failure;
 use crate::registry::LoadedModule;
 use crate::telemetry::metrics::{metrics, EdgeMetrics};
@@ -66,8 +73,33 @@ pub enum CallFailure {
 }
 
 impl CallFailed {
-    fn new(kind: CallFailure, message: String) -> CallFailed {
+    /// A failure of `kind`, told by `message`.
+    pub fn new(kind: CallFailure, message: String) -> CallFailed {
         CallFailed { kind, message }
+    }
+}
+
+impl CallFailure {
+    /// The kind as one byte, for the mesh.
+    pub fn code(self) -> u8 {
+        match self {
+            CallFailure::Unavailable => 0,
+            CallFailure::Overloaded => 1,
+            CallFailure::TimedOut => 2,
+            CallFailure::Crashed => 3,
+            CallFailure::TooDeep => 4,
+        }
+    }
+
+    /// The kind [`Self::code`] names (an unknown code is a crash: the peer is newer).
+    pub fn from_code(code: u8) -> CallFailure {
+        match code {
+            0 => CallFailure::Unavailable,
+            1 => CallFailure::Overloaded,
+            2 => CallFailure::TimedOut,
+            4 => CallFailure::TooDeep,
+            _ => CallFailure::Crashed,
+        }
     }
 }
 
@@ -79,30 +111,132 @@ impl fmt::Display for CallFailed {
 
 impl std::error::Error for CallFailed {}
 
-/// The loaded modules, filled in once loading completes (calls resolve their callee
-/// at call time, so modules may call each other in cycles).
+/// Where each module runs, filled in once loading completes (calls resolve their
+/// callee at call time, so modules may call each other in cycles).
 #[derive(Default)]
 pub struct Directory {
+    /// The modules running on this node.
     modules: OnceLock<BTreeMap<String, Arc<LoadedModule>>>,
+    /// The exports of local modules that other nodes may call, by
+    /// `interface-without-version#function`.
+    served: OnceLock<BTreeMap<String, Served>>,
+    /// The modules on other nodes, and the mesh that reaches them.
+    remote: OnceLock<Remote>,
+}
+
+/// Modules placed on other nodes.
+pub struct Remote {
+    /// The mesh to reach them.
+    pub mesh: Arc<Mesh>,
+    /// Each remote module's nodes and timeout.
+    pub modules: BTreeMap<String, RemoteModule>,
+}
+
+/// A module placed on other nodes.
+pub struct RemoteModule {
+    /// The nodes that run it.
+    pub nodes: Vec<String>,
+    /// Its `limits.timeout`: how long a call into it may take.
+    pub timeout: Duration,
+}
+
+/// An export of a local module, callable from other nodes.
+pub struct Served {
+    /// The exporting module.
+    pub module: Arc<LoadedModule>,
+    /// The interface as the module exports it (with its version).
+    pub interface: InterfaceName,
+    /// The function's export.
+    pub export: ComponentExportIndex,
+    /// Its parameter types, in order.
+    pub params: Vec<Type>,
+    /// Its result types, in order.
+    pub results: Vec<Type>,
+}
+
+/// Where a callee runs.
+enum Route<'a> {
+    Local(&'a Arc<LoadedModule>),
+    Remote(&'a Arc<Mesh>, &'a RemoteModule),
 }
 
 impl Directory {
-    /// Publishes the loaded modules; calls made before this fail.
-    pub fn publish(&self, modules: BTreeMap<String, Arc<LoadedModule>>) {
+    /// Publishes the local modules and the exports other nodes may call; calls made
+    /// before this fail.
+    pub fn publish(
+        &self,
+        modules: BTreeMap<String, Arc<LoadedModule>>,
+        served: BTreeMap<String, Served>,
+    ) {
         let _ = self.modules.set(modules);
+        let _ = self.served.set(served);
     }
 
-    fn get(&self, name: &str) -> Result<&Arc<LoadedModule>, CallFailed> {
-        self.modules
-            .get()
-            .and_then(|modules| modules.get(name))
-            .ok_or_else(|| {
-                CallFailed::new(
-                    CallFailure::Unavailable,
-                    format!("module `{name}` is not loaded"),
-                )
-            })
+    /// Publishes where the modules of other nodes run.
+    pub fn connect(&self, remote: Remote) {
+        let _ = self.remote.set(remote);
     }
+
+    /// The local module `name`, if it runs on this node.
+    pub fn local(&self, name: &str) -> Option<&Arc<LoadedModule>> {
+        self.modules.get()?.get(name)
+    }
+
+    /// The mesh and placement of module `name`, if it runs on other nodes only.
+    pub fn remote_module(&self, name: &str) -> Option<(&Arc<Mesh>, &RemoteModule)> {
+        if self.local(name).is_some() {
+            return None;
+        }
+        let remote = self.remote.get()?;
+        Some((&remote.mesh, remote.modules.get(name)?))
+    }
+
+    /// The local export serving `function` of `interface` (as an importer names it,
+    /// with its version), if this node has one that is semver-compatible.
+    pub fn served(&self, interface: &str, function: &str) -> Option<&Served> {
+        let wanted = InterfaceName::parse(interface)?;
+        let served = self
+            .served
+            .get()?
+            .get(&format!("{}#{function}", wanted.unversioned()))?;
+        served.interface.serves(&wanted).then_some(served)
+    }
+
+    fn route(&self, name: &str) -> Result<Route<'_>, CallFailed> {
+        if let Some(module) = self.modules.get().and_then(|modules| modules.get(name)) {
+            return Ok(Route::Local(module));
+        }
+        if let Some(remote) = self.remote.get() {
+            if let Some(module) = remote.modules.get(name) {
+                return Ok(Route::Remote(&remote.mesh, module));
+            }
+        }
+        Err(CallFailed::new(
+            CallFailure::Unavailable,
+            format!("module `{name}` is not loaded"),
+        ))
+    }
+}
+
+/// The parameter and result types of `function` in `interface` as `component` exports
+/// it.
+pub fn function_types(
+    engine: &Engine,
+    component: &Component,
+    interface: &str,
+    function: &str,
+) -> Option<(Vec<Type>, Vec<Type>)> {
+    let ty = component.component_type();
+    let ComponentItem::ComponentInstance(instance) = ty.get_export(engine, interface)?.ty else {
+        return None;
+    };
+    let ComponentItem::ComponentFunc(func) = instance.get_export(engine, function)?.ty else {
+        return None;
+    };
+    Some((
+        func.params().map(|(_, ty)| ty).collect(),
+        func.results().collect(),
+    ))
 }
 
 /// Links every function of `interface`, exported by module `callee` (whose component
@@ -118,15 +252,22 @@ pub fn link_interface(
     let interface_index = component
         .get_export_index(None, &interface_name)
         .with_context(|| format!("{callee} does not export {interface_name}"))?;
+    let engine = linker.engine().clone();
     let mut instance = linker.instance(&interface_name)?;
     for function in interface.functions.keys() {
         let export = component
             .get_export_index(Some(&interface_index), function)
             .with_context(|| format!("{callee} does not export {interface_name}#{function}"))?;
+        let (params, results) = function_types(&engine, component, &interface_name, function)
+            .with_context(|| format!("{callee} does not export {interface_name}#{function}"))?;
         let target = Arc::new(Target {
             callee: callee.to_string(),
+            interface: interface_name.clone(),
+            name: function.clone(),
             function: format!("{interface_name}#{function}"),
             export,
+            params,
+            results,
             directory: directory.clone(),
             edges: RwLock::default(),
         });
@@ -153,8 +294,15 @@ pub fn link_interface(
 /// One callee function, resolved at load.
 struct Target {
     callee: String,
+    /// The interface, with the exporter's version.
+    interface: String,
+    /// The function's own name.
+    name: String,
+    /// `interface#name`, for logs and metrics.
     function: String,
     export: ComponentExportIndex,
+    params: Vec<Type>,
+    results: Vec<Type>,
     directory: Arc<Directory>,
     /// The metrics of each edge into this function, by caller.
     edges: RwLock<HashMap<String, EdgeMetrics>>,
@@ -230,56 +378,101 @@ impl Target {
                 route()
             )));
         }
-        let module = self.directory.get(&self.callee)?;
-        if let Some(reason) = module.broken.get() {
-            return Err(CallFailed::new(
-                CallFailure::Unavailable,
-                format!(
-                    "{}: module `{}` did not start: {reason}",
-                    route(),
-                    self.callee
-                ),
-            ));
+        match self.directory.route(&self.callee)? {
+            Route::Local(module) => {
+                call_local(
+                    module,
+                    self.export,
+                    &route,
+                    depth + 1,
+                    trace.child(),
+                    params,
+                    results,
+                )
+                .await
+            }
+            Route::Remote(mesh, remote) => {
+                let header = CallHeader {
+                    interface: self.interface.clone(),
+                    function: self.name.clone(),
+                    caller: caller.to_string(),
+                    depth: depth + 1,
+                    deadline_ms: u64::try_from(remote.timeout.as_millis()).unwrap_or(u64::MAX),
+                    traceparent: trace.child().to_string(),
+                };
+                mesh.call(
+                    &self.callee,
+                    remote,
+                    &header,
+                    (params, &self.params),
+                    (results, &self.results),
+                    &route,
+                )
+                .await
+            }
         }
-        let _permit = module.try_admit().ok_or_else(|| {
-            CallFailed::new(
-                CallFailure::Overloaded,
-                format!(
-                    "{}: module `{}` is at its concurrency limit",
-                    route(),
-                    self.callee
-                ),
-            )
-        })?;
-        let trace = trace.child();
-        let export = self.export;
-        let outcome = module
-            .run(depth + 1, trace, async |store, instance| {
-                let func = instance
-                    .get_func(&mut *store, export)
-                    .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
-                func.call_async(&mut *store, params, results).await
-            })
-            .await;
-        let (kind, why) = match outcome {
-            Ok(()) => return Ok(()),
-            Err(Failure::Call(deeper)) => return Err(deeper),
-            Err(Failure::MemoryExhausted) => (
-                CallFailure::Crashed,
-                "exceeded its memory limit".to_string(),
-            ),
-            Err(Failure::DeadlineExceeded) => (
-                CallFailure::TimedOut,
-                format!(
-                    "did not return within its timeout of {}",
-                    module.limits.timeout
-                ),
-            ),
-            Err(other) => (CallFailure::Crashed, format!("failed: {other}")),
-        };
-        Err(CallFailed::new(
-            kind,
-            format!("{}: the callee {why}", route()),
-        ))
     }
+}
+
+/// Calls `export` of local module `module` with `params`, `depth` calls deep, in
+/// `trace`: the module's bulkhead, an instance of its own, its deadline. `route`
+/// names the edge for messages. This is every call's last hop, whether the caller runs
+/// on this node or another.
+pub async fn call_local(
+    module: &LoadedModule,
+    export: ComponentExportIndex,
+    route: &(dyn Fn() -> String + Sync),
+    depth: u32,
+    trace: TraceContext,
+    params: &[Val],
+    results: &mut [Val],
+) -> Result<(), CallFailed> {
+    if let Some(reason) = module.broken.get() {
+        return Err(CallFailed::new(
+            CallFailure::Unavailable,
+            format!(
+                "{}: module `{}` did not start: {reason}",
+                route(),
+                module.name
+            ),
+        ));
+    }
+    let _permit = module.try_admit().ok_or_else(|| {
+        CallFailed::new(
+            CallFailure::Overloaded,
+            format!(
+                "{}: module `{}` is at its concurrency limit",
+                route(),
+                module.name
+            ),
+        )
+    })?;
+    let outcome = module
+        .run(depth, trace, async |store, instance| {
+            let func = instance
+                .get_func(&mut *store, export)
+                .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;
+            func.call_async(&mut *store, params, results).await
+        })
+        .await;
+    let (kind, why) = match outcome {
+        Ok(()) => return Ok(()),
+        Err(Failure::Call(deeper)) => return Err(deeper),
+        Err(Failure::MemoryExhausted) => (
+            CallFailure::Crashed,
+            "exceeded its memory limit".to_string(),
+        ),
+        Err(Failure::DeadlineExceeded) => (
+            CallFailure::TimedOut,
+            format!(
+                "did not return within its timeout of {}",
+                module.limits.timeout
+            ),
+        ),
+        Err(other) => (CallFailure::Crashed, format!("failed: {other}")),
+    };
+    Err(CallFailed::new(
+        kind,
+        format!("{}: the callee {why}", route()),
+    ))
 }

@@ -8,6 +8,7 @@
 //! [`ConfigError`] naming the file, the key and what is wrong.
 
 pub mod events;
+pub mod placement;
 pub mod routes;
 pub mod units;
 
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use events::{EventsBackend, EventsSettings};
+pub use placement::{MeshSettings, NodeSpec};
 pub use units::{ByteSize, Timeout};
 
 /// One problem in a deployment file.
@@ -81,6 +83,67 @@ pub struct Deployment {
     pub modules: BTreeMap<String, ModuleSpec>,
     /// `[events]`: the bus between modules and how delivery retries.
     pub events: EventsSettings,
+    /// `[nodes]`: the processes of a split deployment (empty: one node runs everything).
+    pub nodes: BTreeMap<String, NodeSpec>,
+    /// `[placement]`: module → the nodes that run it (empty for a single node).
+    pub placement: BTreeMap<String, Vec<String>>,
+    /// `[mesh]`: node identities and peer failure handling, for split deployments.
+    pub mesh: Option<MeshSettings>,
+    /// The node this process is (`--node`), in a split deployment.
+    pub node: Option<String>,
+}
+
+impl Deployment {
+    /// Makes this process node `node` of a split deployment: it then runs only the
+    /// modules placed on it, its gateway listens on the node's `listen`. A deployment
+    /// without `[nodes]` takes no node name; one with them requires one.
+    pub fn select_node(&mut self, node: Option<&str>) -> Result<(), String> {
+        match (node, self.nodes.is_empty()) {
+            (None, true) => Ok(()),
+            (Some(name), true) => Err(format!(
+                "--node {name}: {} has no [nodes]; it runs as one node without --node",
+                self.file.display()
+            )),
+            (None, false) => Err(format!(
+                "{} places modules on nodes {}: say which this is with --node NAME",
+                self.file.display(),
+                self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            (Some(name), false) => match self.nodes.get(name) {
+                Some(spec) => {
+                    self.gateway.listen = spec.listen;
+                    self.node = Some(name.to_string());
+                    Ok(())
+                }
+                None => Err(format!(
+                    "--node {name}: {} has no [nodes.{name}]; its nodes are {}",
+                    self.file.display(),
+                    self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            },
+        }
+    }
+
+    /// Whether module `module` runs in this process.
+    pub fn is_local(&self, module: &str) -> bool {
+        match &self.node {
+            None => self.modules.contains_key(module),
+            Some(node) => self
+                .placement
+                .get(module)
+                .is_some_and(|nodes| nodes.iter().any(|n| n == node)),
+        }
+    }
+
+    /// The nodes that run module `module` (none in a single-node deployment).
+    pub fn nodes_of(&self, module: &str) -> &[String] {
+        self.placement.get(module).map_or(&[], Vec::as_slice)
+    }
+
+    /// The modules this process runs.
+    pub fn local_modules(&self) -> impl Iterator<Item = &ModuleSpec> {
+        self.modules.values().filter(|m| self.is_local(&m.name))
+    }
 }
 
 /// `[gateway]`: the public HTTP listener and the limits that protect it.
@@ -254,6 +317,11 @@ struct DeploymentFile {
     modules: BTreeMap<String, ModuleSection>,
     #[serde(default)]
     events: events::EventsSection,
+    #[serde(default)]
+    nodes: BTreeMap<String, placement::NodeSection>,
+    #[serde(default)]
+    placement: BTreeMap<String, Vec<String>>,
+    mesh: Option<placement::MeshSection>,
 }
 
 #[derive(Deserialize)]
@@ -387,6 +455,15 @@ impl Deployment {
         check_grants(&modules, &mut problems);
         check_postgres_names(&modules, &mut problems);
         events::check_topics(&modules, &mut problems);
+        let topology = placement::topology(
+            base,
+            file.nodes,
+            file.placement,
+            file.mesh,
+            &modules,
+            &events.backend,
+            &mut problems,
+        );
 
         if problems.errors.is_empty() {
             Ok(Deployment {
@@ -396,6 +473,10 @@ impl Deployment {
                 gateway: file.gateway,
                 modules,
                 events,
+                nodes: topology.nodes,
+                placement: topology.placement,
+                mesh: topology.mesh,
+                node: None,
             })
         } else {
             Err(ConfigErrors(problems.errors))

@@ -40,21 +40,19 @@ pub struct EngineSettings {
 }
 
 impl EngineSettings {
-    /// Room for every module running at its full concurrency, plus as many idle warm
+    /// Room for every module of this node running at its full concurrency, plus as many idle warm
     /// instances for each module that reuses them, plus headroom for instances still
     /// being torn down.
     pub fn for_deployment(deployment: &Deployment) -> EngineSettings {
         let concurrency: u32 = deployment
-            .modules
-            .values()
+            .local_modules()
             .map(|module| match module.instances {
                 Instances::Fresh => module.limits.concurrency,
                 Instances::Reuse => module.limits.concurrency.saturating_mul(2),
             })
             .fold(0, u32::saturating_add);
         let max_memory = deployment
-            .modules
-            .values()
+            .local_modules()
             .map(|module| module.limits.memory)
             .max()
             .unwrap_or(ByteSize::mib(64));

@@ -37,8 +37,9 @@ use crate::telemetry::trace::TraceContext;
 const TRACEPARENT: &str = "traceparent";
 
 use crate::deployment::GatewaySettings;
+use crate::mesh::ForwardFailed;
 use crate::registry::http::{self as module_http, Failure};
-use crate::registry::Registry;
+use crate::registry::{LoadedModule, Registry};
 use responses::Body;
 use routes::RouteTable;
 
@@ -205,16 +206,27 @@ impl Gateway {
         };
         span.record("module", matched.module);
         span.record("route", matched.route);
-        let Some(module) = self.registry.get(matched.module) else {
-            return self.fail(
-                span,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "module_unavailable",
-                "the module is not loaded",
-                None,
-            );
+        let module_name = matched.module.to_string();
+        let Some(module) = self.registry.get(&module_name).cloned() else {
+            return self.forward(span, &module_name, request, trace).await;
         };
+        let request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        self.serve_local(span, &module, request, trace).await
+    }
 
+    /// Serves `request` (its body already read) with local module `module`: the
+    /// gateway's path for its own routes, and the mesh's for requests another node
+    /// forwarded here.
+    pub async fn serve_local(
+        &self,
+        span: &tracing::Span,
+        module: &Arc<LoadedModule>,
+        request: Request<Full<Bytes>>,
+        trace: TraceContext,
+    ) -> Response<Body> {
         if let Some(reason) = module.broken.get() {
             return self.fail(
                 span,
@@ -224,10 +236,6 @@ impl Gateway {
                 None,
             );
         }
-        let request = match self.read_body(request).await {
-            Ok(request) => request,
-            Err(response) => return response,
-        };
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
         let response = match tokio::time::timeout(
@@ -254,10 +262,58 @@ impl Gateway {
         response
     }
 
+    /// Passes a request for a module placed on other nodes to one of them.
+    async fn forward(
+        &self,
+        span: &tracing::Span,
+        module: &str,
+        request: Request<Incoming>,
+        trace: TraceContext,
+    ) -> Response<Body> {
+        let Some((mesh, remote)) = self.registry.directory().remote_module(module) else {
+            return self.fail(
+                span,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "module_unavailable",
+                &format!("module {module} is not loaded"),
+                None,
+            );
+        };
+        let mut request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        if let Ok(value) = HeaderValue::from_str(&trace.child().to_string()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let timeout = self.settings.request_timeout.duration();
+        match mesh.forward(module, &remote.nodes, request, timeout).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+                Response::from_parts(parts, body)
+            }
+            Err(ForwardFailed::Unavailable(why)) => self.fail(
+                span,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "module_unavailable",
+                &why,
+                None,
+            ),
+            Err(ForwardFailed::TimedOut(why)) => self.fail(
+                span,
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                &why,
+                None,
+            ),
+        }
+    }
+
     /// Reads the whole body within the size and time limits, and returns the request
     /// ready for a module: an exact `content-length`, no `transfer-encoding`, and a
     /// `host` header (wasi:http needs an authority).
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         request: Request<Incoming>,
     ) -> Result<Request<Full<Bytes>>, Response<Body>> {

@@ -22,7 +22,7 @@ use wasmtime::component::{Component, Instance, InstancePre, Linker};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::calls::{self, dispatch, dispatch::Directory};
+use crate::calls::{self, dispatch, dispatch::Directory, dispatch::Served};
 use crate::capabilities::events::{self, ModuleEvents, SubscriberIndices};
 use crate::capabilities::sql::{self, Database};
 use crate::capabilities::{self, InstanceState};
@@ -159,9 +159,10 @@ impl std::fmt::Display for LoadError {
     }
 }
 
-/// Every module of a deployment, loaded.
+/// Every module of a deployment that runs on this node, loaded.
 pub struct Registry {
     modules: BTreeMap<String, Arc<LoadedModule>>,
+    directory: Arc<Directory>,
 }
 
 /// A module's component, compiled but not yet linked.
@@ -172,9 +173,11 @@ struct Compiled {
 }
 
 impl Registry {
-    /// Loads every module of `deployment`: compiles each component, checks the
-    /// contracts between them against the grants, links imports to the dispatcher,
-    /// and pre-instantiates. Reports every module that fails, not just the first.
+    /// Loads the modules of `deployment` that run on this node: compiles every
+    /// component (all of them: the contracts between modules are checked across the
+    /// whole deployment, wherever each runs), checks the contracts against the
+    /// grants, links imports to the dispatcher, and pre-instantiates the local ones.
+    /// Reports every module that fails, not just the first.
     pub fn load(engine: &Engine, deployment: &Deployment) -> Result<Registry, Vec<LoadError>> {
         let fail = |module: &str, error: anyhow::Error| LoadError {
             module: module.to_string(),
@@ -239,7 +242,7 @@ impl Registry {
         }
 
         let mut modules = BTreeMap::new();
-        for spec in deployment.modules.values() {
+        for spec in deployment.local_modules() {
             match link_module(&linker, spec, &compiled[&spec.name]) {
                 Ok(module) => {
                     modules.insert(spec.name.clone(), Arc::new(module));
@@ -250,8 +253,14 @@ impl Registry {
         if !errors.is_empty() {
             return Err(errors);
         }
-        directory.publish(modules.clone());
-        Ok(Registry { modules })
+        let served = served(engine.wasmtime(), &exports, &modules, &components);
+        directory.publish(modules.clone(), served);
+        Ok(Registry { modules, directory })
+    }
+
+    /// Where every module runs, for calls and forwarded requests.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// The module called `name`.
@@ -263,6 +272,44 @@ impl Registry {
     pub fn modules(&self) -> impl Iterator<Item = &Arc<LoadedModule>> {
         self.modules.values()
     }
+}
+
+/// The exports of local modules that other nodes may call, by
+/// `interface-without-version#function`.
+fn served(
+    engine: &wasmtime::Engine,
+    exports: &calls::Exports,
+    modules: &BTreeMap<String, Arc<LoadedModule>>,
+    components: &BTreeMap<String, Component>,
+) -> BTreeMap<String, Served> {
+    let mut served = BTreeMap::new();
+    for (key, (exporter, interface)) in exports {
+        let (Some(module), Some(component)) = (modules.get(exporter), components.get(exporter))
+        else {
+            continue;
+        };
+        let name = interface.name.to_string();
+        let Some(interface_index) = component.get_export_index(None, &name) else {
+            continue;
+        };
+        for function in interface.functions.keys() {
+            let export = component.get_export_index(Some(&interface_index), function);
+            let types = dispatch::function_types(engine, component, &name, function);
+            if let (Some(export), Some((params, results))) = (export, types) {
+                served.insert(
+                    format!("{key}#{function}"),
+                    Served {
+                        module: module.clone(),
+                        interface: interface.name.clone(),
+                        export,
+                        params,
+                        results,
+                    },
+                );
+            }
+        }
+    }
+    served
 }
 
 /// The component file a module spec names (for a crate, its built artefact).

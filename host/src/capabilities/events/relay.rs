@@ -22,6 +22,8 @@ use crate::telemetry::metrics::metrics;
 const BATCH: u32 = 500;
 /// How long an idle relay waits before looking at the outbox anyway.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often a standby relay asks for the lease.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
 /// Retry waits after a failed send: from the first, doubling, up to the last.
 const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -39,7 +41,25 @@ pub struct Relay {
 
 impl Relay {
     /// Relays until `shutdown` turns true (after finishing the batch in hand).
+    ///
+    /// A module placed on several nodes shares one database (Postgres): one relay at a
+    /// time may read its outbox, or two would send the same events in interleaved
+    /// order. Each node's relay tries for the module's relay lease and stands by
+    /// until it gets it; a node that dies gives it up with its connection.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let _lease = loop {
+            match self.database.try_lease("relay").await {
+                Ok(Some(lease)) => break lease,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(module = %self.module, ?error, "taking the relay lease failed; retrying")
+                }
+            }
+            wait(&mut shutdown, LEASE_RETRY).await;
+            if *shutdown.borrow() {
+                return;
+            }
+        };
         let mut retry = RETRY.0;
         loop {
             if *shutdown.borrow() {

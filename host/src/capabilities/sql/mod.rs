@@ -60,6 +60,9 @@ enum Pool {
     Postgres(sqlx::PgPool),
 }
 
+/// A lease from [`Database::try_lease`]: held while this lives.
+pub struct Lease(#[allow(dead_code)] Option<sqlx::PgConnection>);
+
 /// An open transaction: a connection of the module's pool, held until commit,
 /// rollback, or drop (which rolls back).
 pub struct Transaction {
@@ -118,6 +121,27 @@ impl Database {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
             Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Tries to become the one holder of `name` (a lease among every node sharing this
+    /// database), for as long as the returned [`Lease`] lives: on Postgres a session
+    /// advisory lock on a connection kept for it, released when the connection goes
+    /// (the lease is dropped, the node dies). On SQLite, where a database belongs to
+    /// one node, always granted. `None`: another node holds it now.
+    pub async fn try_lease(&self, name: &str) -> Result<Option<Lease>, Error> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(Some(Lease(None))),
+            Pool::Postgres(pool) => {
+                let mut connection = pool.acquire().await.map_err(error)?;
+                let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                    .bind(format!("modhost.{}.{name}", self.module))
+                    .fetch_one(&mut *connection)
+                    .await
+                    .map_err(error)?;
+                // A connection whose lock was not granted goes back to the pool as is.
+                Ok(held.then_some(Lease(Some(connection.detach()))))
+            }
         }
     }
 

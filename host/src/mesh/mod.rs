@@ -1,0 +1,391 @@
+//! The mesh: how the nodes of a split deployment reach each other.
+//!
+//! Between nodes there is one protocol, HTTP/2 over mutual TLS ([`tls`]), and two
+//! kinds of request:
+//! - **calls** (`POST /v1/call`): a module calling a module placed on another node.
+//!   The dispatcher hands the call to [`Mesh::call`], which encodes the values by
+//!   their WIT types ([`wire`]), sends them to a node that runs the callee
+//!   (round-robin over those whose [`breaker`] is closed), and decodes the results —
+//!   or the typed failure — that come back. The callee's node runs the call on its
+//!   local path ([`server`]).
+//! - **forwarded requests** (`/v1/http/MODULE/…`): an HTTP request that reached the
+//!   gateway of a node that does not run the module owning its route, passed on
+//!   whole ([`Mesh::forward`]), so any node can sit behind a load balancer.
+//!
+//! A dead or partitioned peer never makes a caller hang: connecting is bounded by
+//! `mesh.connect_timeout`, a call by the callee's timeout, and after
+//! `mesh.breaker.consecutive_failures` failures in a row calls to that peer fail at
+//! once until a probe finds it back. Each peer keeps one HTTP/2 connection, which
+//! carries any number of calls at once; a broken one is replaced on the next call.
+
+pub mod breaker;
+pub mod certs;
+pub mod server;
+pub mod tls;
+pub mod wire;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use wasmtime::component::{Type, Val};
+
+use crate::calls::dispatch::{CallFailed, CallFailure, RemoteModule};
+use crate::deployment::Deployment;
+use breaker::{Admission, Breaker};
+use tls::MeshTls;
+use wire::CallHeader;
+
+/// Time a remote call may take beyond the callee's own timeout: the network's share.
+const NETWORK_MARGIN: Duration = Duration::from_millis(250);
+/// Header naming the node a forwarded request came from (it is never forwarded on).
+pub const FORWARDED_BY: &str = "x-modhost-forwarded-by";
+
+/// This node's view of the other nodes.
+pub struct Mesh {
+    tls: Arc<MeshTls>,
+    peers: BTreeMap<String, Arc<Peer>>,
+    next: AtomicUsize,
+}
+
+/// Why a forwarded request got no answer from any node running its module.
+#[derive(Debug)]
+pub enum ForwardFailed {
+    /// No node running the module could be reached (or its breaker is open).
+    Unavailable(String),
+    /// The node took longer than the module's timeout.
+    TimedOut(String),
+}
+
+impl Mesh {
+    /// The mesh of node `deployment.node` of a split deployment, or `None` for a
+    /// single node.
+    pub fn new(deployment: &Deployment) -> anyhow::Result<Option<Mesh>> {
+        let (Some(node), Some(settings)) = (&deployment.node, &deployment.mesh) else {
+            return Ok(None);
+        };
+        let names: Vec<String> = deployment.nodes.keys().cloned().collect();
+        let tls = Arc::new(MeshTls::load(settings, node, names)?);
+        let peers = deployment
+            .nodes
+            .values()
+            .filter(|peer| &peer.name != node)
+            .map(|peer| {
+                (
+                    peer.name.clone(),
+                    Arc::new(Peer {
+                        name: peer.name.clone(),
+                        addr: peer.mesh,
+                        tls: tls.clone(),
+                        connect_timeout: settings.connect_timeout,
+                        connection: tokio::sync::Mutex::new(None),
+                        breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
+                    }),
+                )
+            })
+            .collect();
+        Ok(Some(Mesh {
+            tls,
+            peers,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    /// This node's TLS identity and the peers' trust.
+    pub fn tls(&self) -> &Arc<MeshTls> {
+        &self.tls
+    }
+
+    /// Calls a function of `callee` (placed as `remote` says) on one of its nodes.
+    /// `params` and `results` come with their types, which encode and decode them;
+    /// `route` names the edge for messages.
+    pub async fn call(
+        &self,
+        callee: &str,
+        remote: &RemoteModule,
+        header: &CallHeader,
+        (params, param_types): (&[Val], &[Type]),
+        (results, result_types): (&mut [Val], &[Type]),
+        route: &(dyn Fn() -> String + Sync),
+    ) -> Result<(), CallFailed> {
+        let failed = |kind, why: String| CallFailed::new(kind, format!("{}: {why}", route()));
+        let mut body = Vec::with_capacity(256);
+        header.encode(&mut body);
+        wire::encode_values(params, param_types, &mut body).map_err(|error| {
+            failed(
+                CallFailure::Crashed,
+                format!("encoding the call: {error:#}"),
+            )
+        })?;
+        let body = Bytes::from(body);
+        let timeout = remote.timeout + NETWORK_MARGIN;
+
+        let answer = self
+            .send(&remote.nodes, timeout, |peer| {
+                Request::post(format!("https://{}/v1/call", peer.name))
+                    .header(http::header::CONTENT_TYPE, "application/x-modhost-call")
+                    .body(Full::new(body.clone()))
+            })
+            .await;
+        let (node, response) = match answer {
+            Ok(answer) => answer,
+            Err(SendFailed::Unreachable(why)) => {
+                return Err(failed(
+                    CallFailure::Unavailable,
+                    format!(
+                        "module `{callee}` (on {}) is unreachable: {why}",
+                        remote.nodes.join(", ")
+                    ),
+                ))
+            }
+            Err(SendFailed::TimedOut(node)) => {
+                return Err(failed(
+                    CallFailure::Unavailable,
+                    format!(
+                        "node {node}, which runs `{callee}`, did not answer within {timeout:?}"
+                    ),
+                ))
+            }
+        };
+        let status = response.status();
+        let bytes = tokio::time::timeout(timeout, response.into_body().collect())
+            .await
+            .map_err(|_| {
+                failed(
+                    CallFailure::Unavailable,
+                    format!("node {node} stopped answering"),
+                )
+            })?
+            .map_err(|error| failed(CallFailure::Unavailable, format!("node {node}: {error}")))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(failed(
+                CallFailure::Unavailable,
+                format!(
+                    "node {node} refused the call ({status}): {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            ));
+        }
+        let mut input = &bytes[..];
+        let outcome = wire::take(&mut input, 1)
+            .map_err(|e| failed(CallFailure::Crashed, format!("node {node}: {e:#}")))?[0];
+        match outcome {
+            wire::outcome::OK => {
+                let values = wire::decode_values(&mut input, result_types).map_err(|error| {
+                    failed(
+                        CallFailure::Crashed,
+                        format!("decoding node {node}'s answer: {error:#}"),
+                    )
+                })?;
+                if values.len() != results.len() {
+                    return Err(failed(
+                        CallFailure::Crashed,
+                        format!(
+                            "node {node} sent {} results for {}",
+                            values.len(),
+                            results.len()
+                        ),
+                    ));
+                }
+                for (slot, value) in results.iter_mut().zip(values) {
+                    *slot = value;
+                }
+                Ok(())
+            }
+            wire::outcome::FAILED => {
+                let kind = wire::take(&mut input, 1)
+                    .map(|code| CallFailure::from_code(code[0]))
+                    .unwrap_or(CallFailure::Crashed);
+                let message = wire::get_string(&mut input).unwrap_or_default();
+                // The callee's node already named the edge; it comes back unchanged.
+                Err(CallFailed::new(kind, message))
+            }
+            other => Err(failed(
+                CallFailure::Crashed,
+                format!("node {node} answered with outcome {other}"),
+            )),
+        }
+    }
+
+    /// Passes an HTTP request for `module` to one of `nodes`, which serves it on its
+    /// local path; waits at most `timeout` for the response head.
+    pub async fn forward(
+        &self,
+        module: &str,
+        nodes: &[String],
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ForwardFailed> {
+        let (parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let mut headers = parts.headers;
+        // HTTP/2 carries no connection-specific headers; the authority travels in the URI.
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "host",
+        ] {
+            headers.remove(name);
+        }
+        let node = self.tls.node().to_string();
+        let answer = self
+            .send(nodes, timeout, |peer| {
+                let mut request = Request::builder()
+                    .method(parts.method.clone())
+                    .uri(format!("https://{}/v1/http/{module}{path}", peer.name))
+                    .body(body.clone())?;
+                *request.headers_mut() = headers.clone();
+                if let Ok(value) = http::HeaderValue::from_str(&node) {
+                    request.headers_mut().insert(FORWARDED_BY, value);
+                }
+                Ok(request)
+            })
+            .await;
+        match answer {
+            Ok((_, response)) => Ok(response),
+            Err(SendFailed::Unreachable(why)) => Err(ForwardFailed::Unavailable(format!(
+                "module {module} runs on {}, which cannot be reached: {why}",
+                nodes.join(", ")
+            ))),
+            Err(SendFailed::TimedOut(node)) => Err(ForwardFailed::TimedOut(format!(
+                "node {node}, which runs module {module}, did not answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// Sends the request `make` builds for a peer to one of `nodes`: round-robin over
+    /// those whose breaker lets calls through, trying the next when one cannot even be
+    /// connected to (nothing was sent), waiting at most `timeout` for the answer.
+    async fn send(
+        &self,
+        nodes: &[String],
+        timeout: Duration,
+        make: impl Fn(&Peer) -> Result<Request<Full<Bytes>>, http::Error>,
+    ) -> Result<(String, Response<Incoming>), SendFailed> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut reasons = Vec::new();
+        for i in 0..nodes.len() {
+            let name = &nodes[(start + i) % nodes.len()];
+            let Some(peer) = self.peers.get(name) else {
+                reasons.push(format!("{name}: not a peer of this node"));
+                continue;
+            };
+            if peer.breaker.admit() == Admission::Refused {
+                reasons.push(format!("{name}: circuit open after repeated failures"));
+                continue;
+            }
+            let mut sender = match peer.sender().await {
+                Ok(sender) => sender,
+                Err(why) => {
+                    peer.breaker.record(false);
+                    reasons.push(format!("{name}: {why}"));
+                    continue;
+                }
+            };
+            let request = make(peer).map_err(|e| SendFailed::Unreachable(e.to_string()))?;
+            return match tokio::time::timeout(timeout, sender.send_request(request)).await {
+                Ok(Ok(response)) => {
+                    peer.breaker.record(true);
+                    Ok((name.clone(), response))
+                }
+                Ok(Err(error)) => {
+                    peer.breaker.record(false);
+                    peer.forget_connection().await;
+                    Err(SendFailed::Unreachable(format!("{name}: {error}")))
+                }
+                Err(_) => {
+                    peer.breaker.record(false);
+                    Err(SendFailed::TimedOut(name.clone()))
+                }
+            };
+        }
+        Err(SendFailed::Unreachable(reasons.join("; ")))
+    }
+}
+
+enum SendFailed {
+    /// No node could be reached (why, per node).
+    Unreachable(String),
+    /// The request went to this node, which did not answer in time.
+    TimedOut(String),
+}
+
+/// Another node, and the connection to it.
+struct Peer {
+    name: String,
+    addr: SocketAddr,
+    tls: Arc<MeshTls>,
+    connect_timeout: Duration,
+    connection: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    breaker: Breaker,
+}
+
+impl Peer {
+    /// A sender on the peer's connection, connecting first if there is none.
+    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let mut connection = self.connection.lock().await;
+        if let Some(sender) = connection.as_ref() {
+            if !sender.is_closed() {
+                return Ok(sender.clone());
+            }
+        }
+        let sender = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| format!("no connection within {:?}", self.connect_timeout))??;
+        *connection = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::try_from(self.name.clone())
+            .map_err(|e| format!("{} as a TLS name: {e}", self.name))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.client_config())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| {
+                tracing::warn!(peer = %self.name, addr = %self.addr, error = %e, "mesh: TLS handshake with a peer failed");
+                format!("TLS with {} ({}): {e}", self.name, self.addr)
+            })?;
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP/2 with {}: {e}", self.name))?;
+        let peer = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "mesh: connection to a peer ended");
+            }
+        });
+        tracing::debug!(peer = %self.name, addr = %self.addr, "mesh: connected to a peer");
+        Ok(sender)
+    }
+
+    async fn forget_connection(&self) {
+        *self.connection.lock().await = None;
+    }
+}

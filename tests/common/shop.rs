@@ -1,0 +1,81 @@
+//! The example shop as a test runs it: on one node, or split over three nodes (separate
+//! processes, mutual TLS, events over a Kafka-protocol broker) — one suite of tests
+//! runs unchanged against either, through the entry node's gateway.
+//!
+//! The split places `users`, `catalog`, `orders` and `notifications` on node `a` (the
+//! entry), `inventory` on `b`, `payments` on `c`: orders' calls cross the mesh, routes
+//! of `b` and `c` are forwarded from `a`, and `payments`' events travel from `c` to
+//! `a` through the broker.
+
+use super::cluster::Cluster;
+use super::kafka::Broker;
+use super::{Modhost, TestDeployment, SHOP};
+
+/// The shop, running.
+pub enum Shop {
+    /// Every module in one process.
+    One {
+        host: Modhost,
+        _deployment: TestDeployment,
+    },
+    /// Three nodes and a broker.
+    Split { cluster: Cluster, _broker: Broker },
+}
+
+/// Where the split shop's modules run.
+pub const PLACEMENT: &[(&str, &[&str])] = &[
+    ("users", &["a"]),
+    ("catalog", &["a"]),
+    ("orders", &["a"]),
+    ("notifications", &["a"]),
+    ("inventory", &["b"]),
+    ("payments", &["c"]),
+];
+
+impl Shop {
+    /// The shop on one node.
+    pub fn one() -> Shop {
+        let deployment = TestDeployment::new(SHOP);
+        Shop::One {
+            host: Modhost::start(&deployment),
+            _deployment: deployment,
+        }
+    }
+
+    /// The shop over three nodes, or `None` (after saying why) when no broker is
+    /// installed and this is not CI.
+    pub fn split() -> Option<Shop> {
+        let broker = Broker::start()?;
+        // SHOP ends with its [events] section: these keys join it.
+        let toml = format!(
+            "{SHOP}backend = \"kafka\"\nbrokers = \"{}\"\npartitions = 3\n",
+            broker.address()
+        );
+        let cluster = Cluster::start(&toml, &["a", "b", "c"], PLACEMENT);
+        Some(Shop::Split {
+            cluster,
+            _broker: broker,
+        })
+    }
+
+    /// The node clients talk to.
+    pub fn entry(&self) -> &Modhost {
+        match self {
+            Shop::One { host, .. } => host,
+            Shop::Split { cluster, .. } => cluster.node("a"),
+        }
+    }
+
+    /// `http://ENTRY` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        self.entry().url(path)
+    }
+
+    /// Every node's log lines.
+    pub fn logs(&self) -> Vec<String> {
+        match self {
+            Shop::One { host, .. } => host.logs(),
+            Shop::Split { cluster, .. } => cluster.logs(),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Modules split over nodes: separate `modhost` processes, real mutual TLS between
+//! them. The `caller` test module runs on node `a`, `callee` on node `b`: the same
+//! components and call sites as in one process (tests/module_calls.rs), placed apart
+//! by the deployment file alone.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::*;
+use std::time::{Duration, Instant};
+
+const CALLS: &str = r#"
+[app]
+name = "calls"
+
+[modules.caller]
+component = "{caller}"
+routes = ["/caller"]
+calls = ["callee"]
+limits = { timeout = "5s" }
+
+[modules.callee]
+component = "{callee}"
+calls = ["caller"]
+limits = { timeout = "500ms", memory = "16MiB" }
+"#;
+
+/// `caller` on `a`, `callee` on `b`.
+fn split() -> Cluster {
+    Cluster::start(
+        CALLS,
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"])],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cross_nodes_with_every_value_kind_and_every_failure_typed() {
+    let cluster = split();
+    let a = cluster.node("a");
+
+    // Every WIT value kind, through the wire format and back, unchanged.
+    let echo = get(&a.url("/caller/echo")).await;
+    assert_eq!(echo.status, 200, "{}", echo.text());
+    assert_eq!(echo.json()["identical"], true, "{}", echo.text());
+    assert!(echo.json()["echo"].as_str().unwrap().contains("ünïcødé ✓"));
+
+    // Typed errors are values: they cross as such.
+    let ok = get(&a.url("/caller/reserve?sku=KB-001&quantity=3")).await;
+    assert_eq!(ok.json()["reserved"], 3, "{}", ok.text());
+    let out = get(&a.url("/caller/reserve?sku=KB-001&quantity=11")).await;
+    assert_eq!(out.status, 409, "{}", out.text());
+
+    // A callee trap on b fails the request on a with the same answer as in one
+    // process, naming the edge.
+    let crash = get(&a.url("/caller/crash")).await;
+    let logged = a.failure_log(&crash, 502);
+    assert_eq!(crash.json()["error"]["code"], "call_failed");
+    assert!(
+        logged.contains("caller → callee.modhost-testing:kinds/api@1.0.0#crash"),
+        "{logged}"
+    );
+    // The callee's own log line on b carries the trace of the request on a.
+    let trace_id = serde_json::from_str::<serde_json::Value>(&logged).unwrap()["span"]["trace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!trace_id.is_empty(), "{logged}");
+    let remote = cluster.node("b").wait_for_log("callee: deliberate trap");
+    assert!(
+        remote.contains(&trace_id),
+        "trace {trace_id} did not cross: {remote}"
+    );
+
+    // A callee past its deadline on b: a timeout, as in one process.
+    let spin = get(&a.url("/caller/spin")).await;
+    a.failure_log(&spin, 504);
+    assert_eq!(spin.json()["error"]["code"], "call_timeout");
+
+    // Cycles cross back and forth (a → b → a → …), and runaway recursion still stops.
+    let cycle = get(&a.url("/caller/bounce?n=7")).await;
+    assert_eq!(cycle.json()["hops"], 7, "{}", cycle.text());
+    let runaway = get(&a.url("/caller/bounce?n=100000")).await;
+    assert_eq!(runaway.status, 500, "{}", runaway.text());
+    assert_eq!(runaway.json()["error"]["code"], "call_depth_exceeded");
+
+    // Every call is counted on the caller's node, per edge, like a local one.
+    let metrics = get(&a.url("/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"modhost_calls_total{caller="caller",callee="callee",function="modhost-testing:kinds/api@1.0.0#reserve",outcome="ok"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_route_by_forwarding() {
+    let cluster = split();
+    // `/caller` belongs to a module on a; b's gateway forwards it over the mesh.
+    let b = cluster.node("b");
+    let reply = get(&b.url("/caller/reserve?sku=KB-001&quantity=2")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["reserved"], 2);
+    // A module failure on a comes back through b with a's answer.
+    let crash = get(&b.url("/caller/crash")).await;
+    assert_eq!(crash.status, 502, "{}", crash.text());
+    assert_eq!(crash.json()["error"]["code"], "call_failed");
+    // b's readiness lists what b runs.
+    let ready = get(&b.url("/readyz")).await.json();
+    assert!(
+        ready["modules"]["callee"].is_object() && ready["modules"]["caller"].is_null(),
+        "{ready}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_frozen_node_fails_calls_fast_and_service_resumes_when_it_returns() {
+    let mut cluster = split();
+    let ok = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+
+    // Killed: calls fail at once with a typed 503, never a hang.
+    cluster.node_mut("b").kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], "call_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let logged = cluster.node("a").wait_for_log("call_unavailable");
+    assert!(logged.contains("callee"), "{logged}");
+
+    // Back: the same node a serves again, without a restart of its own (the breaker
+    // lets a probe through after its `open_for`).
+    cluster.start_node("b", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Frozen (partitioned): the call fails with a 503 after the callee's timeout
+    // (500ms) plus the network's share, not a hang.
+    cluster.node("b").signal("STOP");
+    let started = Instant::now();
+    let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    let took = started.elapsed();
+    cluster.node("b").signal("CONT");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "call_unavailable");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_from_another_ca_or_outside_the_deployment_is_refused_and_both_sides_log_it() {
+    let cluster = split();
+    let b_mesh = mesh_address(&cluster.deployment, "b");
+
+    // An impostor: the same deployment, but its own CA. It claims to be node a and
+    // calls b, which refuses the TLS handshake.
+    let impostor = Cluster::write(
+        CALLS,
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"])],
+    );
+    retarget(&impostor, "b", &b_mesh);
+    Cluster::certs(&impostor);
+    let mut other = Cluster {
+        deployment: impostor,
+        nodes: Default::default(),
+    };
+    other.start_node("a", &[]);
+    let reply = get(&other.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    other
+        .node("a")
+        .wait_for_log("TLS handshake with a peer failed");
+    cluster
+        .node("b")
+        .wait_for_log("refused a peer: TLS handshake failed");
+
+    // A node the deployment does not name, with a certificate from the right CA:
+    // refused after the handshake, for its name.
+    let mallory = Cluster::write(
+        CALLS,
+        &["mallory", "b"],
+        &[("caller", &["mallory"]), ("callee", &["b"])],
+    );
+    retarget(&mallory, "b", &b_mesh);
+    std::fs::create_dir_all(mallory.dir.path().join("certs")).unwrap();
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(
+            cluster.deployment.dir.path().join("certs").join(file),
+            mallory.dir.path().join("certs").join(file),
+        )
+        .unwrap();
+    }
+    Cluster::certs(&mallory);
+    let mut outsider = Cluster {
+        deployment: mallory,
+        nodes: Default::default(),
+    };
+    outsider.start_node("mallory", &[]);
+    let reply = get(&outsider
+        .node("mallory")
+        .url("/caller/reserve?sku=A&quantity=1"))
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    cluster
+        .node("b")
+        .wait_for_log("its certificate names no node of this deployment");
+    outsider.node("mallory").wait_for_log("call_unavailable");
+
+    // The real node a still gets through.
+    let ok = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_are_picked_up_without_a_restart() {
+    let cluster = split();
+    let before = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(before.status, 200);
+    let certs = cluster.deployment.dir.path().join("certs");
+    let old = std::fs::read(certs.join("b.pem")).unwrap();
+    // A new certificate for b, from the same CA (what a renewal does).
+    let output = std::process::Command::new(modhost_bin())
+        .args(["certs"])
+        .arg(&cluster.deployment.file)
+        .args(["--node", "b"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(std::fs::read(certs.join("b.pem")).unwrap(), old);
+    cluster
+        .node("b")
+        .wait_for_log("mesh: certificates reloaded");
+    // New connections see the new certificate; calls keep working throughout.
+    let after = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(after.status, 200, "{}", after.text());
+}
+
+#[test]
+fn check_validates_placement() {
+    let cases = [
+        // A module placed nowhere.
+        (
+            format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"127.0.0.1:18102\"\n[placement]\ncaller = [\"a\"]\n"),
+            "modules.callee: is not placed on any node",
+        ),
+        // An unknown node.
+        (
+            format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"127.0.0.1:18102\"\n[placement]\ncaller = [\"a\"]\ncallee = [\"z\"]\n"),
+            "placement.callee[0]: no node `z` in [nodes]",
+        ),
+        // Two nodes without a mesh.
+        (
+            format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"127.0.0.1:18102\"\n[nodes.b]\nlisten = \"127.0.0.1:18103\"\nmesh = \"127.0.0.1:18104\"\n[placement]\ncaller = [\"a\"]\ncallee = [\"b\"]\n"),
+            "mesh: a deployment of several nodes needs [mesh]",
+        ),
+    ];
+    for (text, expected) in cases {
+        let deployment = TestDeployment::new(&text);
+        let (code, stderr) = check(&deployment);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+/// The mesh address of `node` in `deployment`'s file.
+fn mesh_address(deployment: &TestDeployment, node: &str) -> String {
+    let text = std::fs::read_to_string(&deployment.file).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    table["nodes"][node]["mesh"].as_str().unwrap().to_string()
+}
+
+/// Points `deployment`'s node `node` at `mesh` (another cluster's node).
+fn retarget(deployment: &TestDeployment, node: &str, mesh: &str) {
+    let text = std::fs::read_to_string(&deployment.file).unwrap();
+    let old = mesh_address(deployment, node);
+    std::fs::write(&deployment.file, text.replace(&old, mesh)).unwrap();
+}
