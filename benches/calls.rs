@@ -8,7 +8,11 @@
 //! - `call/module_to_module_fresh`: `bounce-back(1)`, the floor plus exactly one local
 //!   call into a fresh `callee` instance (store, instantiation, call, teardown);
 //! - `call/module_to_module_reused`: the same call into a `callee` deployed with
-//!   `instances = "reuse"` (a warm instance taken from and given back to its pool).
+//!   `instances = "reuse"` (a warm instance taken from and given back to its pool);
+//! - `call/module_to_module_remote`: the same call into a fresh `callee` placed on
+//!   another node — a second node in this process, with its own runtime thread and
+//!   mesh listener — over HTTP/2 and mutual TLS on loopback (encode, send, the
+//!   callee node's local path, answer, decode).
 //!
 //! Under `cargo bench` it then times 20,000 single calls of each kind and prints their
 //! p50 and p99 (criterion reports means and medians of batches, not tail latency).
@@ -48,18 +52,64 @@ struct Caller {
     bounce_back: TypedFunc<(u32,), (u32,)>,
 }
 
-/// Loads `caller` and `callee` (with `callee_instances` as its instance strategy) and
-/// instantiates one long-lived `caller`.
-fn caller(runtime: &tokio::runtime::Runtime, dir: &Path, callee_instances: &str) -> Caller {
+/// The deployment of `caller` and `callee` (with `callee_instances` as its instance
+/// strategy), `extra` appended.
+fn deployment(dir: &Path, callee_instances: &str, extra: &str) -> Deployment {
     let text = format!(
         "[app]\nname = \"bench\"\ndata_dir = \"data\"\n\
          [modules.caller]\ncomponent = {:?}\ncalls = [\"callee\"]\n\
          [modules.callee]\ncomponent = {:?}\ncalls = [\"caller\"]\n\
-         instances = {callee_instances:?}\nlimits = {{ concurrency = 1000 }}\n",
+         instances = {callee_instances:?}\nlimits = {{ concurrency = 1000 }}\n{extra}",
         guest("caller"),
         guest("callee"),
     );
-    let deployment = Deployment::parse(&dir.join("bench.toml"), &text).unwrap();
+    Deployment::parse(&dir.join("bench.toml"), &text).unwrap()
+}
+
+/// `caller` and `callee` on two nodes of one process: node `b` serves `callee` on its
+/// own runtime (returned: it must live as long as the caller), node `a` runs `caller`.
+fn remote_caller(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+) -> (Caller, tokio::runtime::Runtime) {
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let split = format!(
+        "[nodes.a]\nlisten = \"127.0.0.1:{}\"\nmesh = \"127.0.0.1:{}\"\n\
+         [nodes.b]\nlisten = \"127.0.0.1:{}\"\nmesh = \"127.0.0.1:{}\"\n\
+         [placement]\ncaller = [\"a\"]\ncallee = [\"b\"]\n\
+         [mesh]\nca = \"certs/ca.pem\"\ncert = \"certs/{{node}}.pem\"\nkey = \"certs/{{node}}.key\"\n",
+        port(),
+        port(),
+        port(),
+        port()
+    );
+    let whole = deployment(dir, "fresh", &split);
+    modhost::mesh::certs::generate(&whole, &[], 1, false).expect("certificates");
+
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut b = whole.clone();
+    b.select_node(Some("b")).unwrap();
+    let node_b = Node::load(b).expect("load node b");
+    let listeners = server.block_on(node_b.bind()).expect("bind node b");
+    server.spawn(node_b.serve(listeners, std::future::pending()));
+
+    let mut a = whole;
+    a.select_node(Some("a")).unwrap();
+    (caller(runtime, a), server)
+}
+
+/// Loads `deployment` and instantiates one long-lived `caller`.
+fn caller(runtime: &tokio::runtime::Runtime, deployment: Deployment) -> Caller {
     let node = Node::load(deployment).expect("load caller and callee");
     let module = node.registry().get("caller").unwrap().clone();
 
@@ -113,8 +163,10 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut fresh = caller(&runtime, dir.path(), "fresh");
-    let mut reused = caller(&runtime, dir.path(), "reuse");
+    let mut fresh = caller(&runtime, deployment(dir.path(), "fresh", ""));
+    let mut reused = caller(&runtime, deployment(dir.path(), "reuse", ""));
+    let remote_dir = tempfile::tempdir().unwrap();
+    let (mut remote, _node_b) = remote_caller(&runtime, remote_dir.path());
 
     let mut group = c.benchmark_group("call");
     group.bench_function("host_to_guest_floor", |b| {
@@ -125,6 +177,9 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("module_to_module_reused", |b| {
         b.iter(|| reused.call(&runtime, 1))
+    });
+    group.bench_function("module_to_module_remote", |b| {
+        b.iter(|| remote.call(&runtime, 1))
     });
     group.finish();
 
@@ -145,6 +200,10 @@ fn benches(c: &mut Criterion) {
         report(
             "module_to_module_reused",
             percentiles(|| reused.call(&runtime, 1)),
+        );
+        report(
+            "module_to_module_remote",
+            percentiles(|| remote.call(&runtime, 1)),
         );
     }
 }

@@ -372,7 +372,7 @@ impl Peer {
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tls))
+            .handshake(TokioIo::new(tokio::io::BufWriter::new(tls)))
             .await
             .map_err(|e| format!("HTTP/2 with {}: {e}", self.name))?;
         let peer = self.name.clone();

@@ -93,7 +93,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(1024)
                 .keep_alive_interval(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(tokio::io::BufWriter::new(stream)), service)
                 .await;
             if let Err(error) = served {
                 tracing::debug!(%addr, %error, "mesh: peer connection ended");
