@@ -27,7 +27,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("instance/fresh", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut store = module.new_store(0, TraceContext::new_root());
+            let mut store = module.new_store(0, TraceContext::new_root(), None);
             module
                 .instance_pre
                 .instantiate_async(&mut store)
@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
                 .uri("http://bench/hello")
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            let response = module_http::handle(&module, request, TraceContext::new_root())
+            let response = module_http::handle(&module, request, TraceContext::new_root(), None)
                 .await
                 .unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -10,12 +10,14 @@
 //! - [`registry`] — loaded modules, and serving a request with a fresh instance;
 //! - [`gateway`] — the public HTTP listener, its limits and its route table;
 //! - [`mesh`] — nodes calling and forwarding to each other over mutual TLS;
+//! - [`admin`] — the operators' API: status, swap, canary, promote, rollback;
 //! - [`node`] — one running process tying these together;
 //! - [`telemetry`] — logging, metrics, trace context;
 //! - [`faults`] — fault injection for crash tests.
 //!
 //! The `modhost` binary (`main.rs`) is only the command line on top of this library.
 
+pub mod admin;
 pub mod calls;
 pub mod capabilities;
 pub mod deployment;

@@ -56,6 +56,55 @@ enum Command {
         deployment: PathBuf,
         #[command(flatten)]
         overrides: Overrides,
+        /// Rebuild a module crate when its files change, and hot-swap it in.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show every module's serving version, canary and work in flight (admin API).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace a module's version: checked, migrated, switched atomically (admin API).
+    Swap {
+        /// The module.
+        module: String,
+        /// The new component (.wasm or .cwasm).
+        component: PathBuf,
+        /// Apply the migrations in this directory (default: the module's own).
+        #[arg(long)]
+        migrations: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Try a new version on a share of a module's traffic (admin API).
+    Canary {
+        /// The module.
+        module: String,
+        /// The new component (.wasm or .cwasm).
+        component: PathBuf,
+        /// Percent of the module's requests and calls it gets.
+        #[arg(long)]
+        weight: u32,
+        /// Apply the migrations in this directory (default: the module's own).
+        #[arg(long)]
+        migrations: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a module's canary its serving version (admin API).
+    Promote {
+        /// The module.
+        module: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Drop a module's canary, or go back to its previous version (admin API).
+    Rollback {
+        /// The module.
+        module: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Validate a deployment and compile and link every module, without serving.
     Check {
@@ -112,6 +161,17 @@ enum EventsCommand {
     },
 }
 
+/// Where the admin API is, and its token.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's address.
+    #[arg(long, env = "MODHOST_ADMIN", default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// The deployment's admin token.
+    #[arg(long, env = "MODHOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
 /// Settings the command line may override, for running one deployment file in
 /// several places (tests, a second instance on one machine).
 #[derive(clap::Args)]
@@ -125,6 +185,9 @@ struct Overrides {
     /// Keep state here instead of `app.data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve the admin API here instead of `[admin] listen` (needs `[admin]`).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -135,11 +198,55 @@ fn main() -> ExitCode {
         Command::Run {
             deployment,
             overrides,
-        } => serve(&deployment, overrides, false, started),
+        } => serve(&deployment, overrides, false, false, started),
         Command::Up {
             deployment,
             overrides,
-        } => serve(&deployment, overrides, true, started),
+            watch,
+        } => serve(&deployment, overrides, true, watch, started),
+        Command::Status { admin } => admin_request(&admin, http::Method::GET, "/v1/status", None),
+        Command::Swap {
+            module,
+            component,
+            migrations,
+            admin,
+        } => admin_request(
+            &admin,
+            http::Method::POST,
+            &format!("/v1/modules/{module}/swap"),
+            Some(serde_json::json!({
+                "component": absolute(&component),
+                "migrations": migrations.as_deref().map(absolute),
+            })),
+        ),
+        Command::Canary {
+            module,
+            component,
+            weight,
+            migrations,
+            admin,
+        } => admin_request(
+            &admin,
+            http::Method::POST,
+            &format!("/v1/modules/{module}/canary"),
+            Some(serde_json::json!({
+                "component": absolute(&component),
+                "weight": weight,
+                "migrations": migrations.as_deref().map(absolute),
+            })),
+        ),
+        Command::Promote { module, admin } => admin_request(
+            &admin,
+            http::Method::POST,
+            &format!("/v1/modules/{module}/promote"),
+            Some(serde_json::json!({})),
+        ),
+        Command::Rollback { module, admin } => admin_request(
+            &admin,
+            http::Method::POST,
+            &format!("/v1/modules/{module}/rollback"),
+            Some(serde_json::json!({})),
+        ),
         Command::Check { deployment } => check(&deployment),
         Command::Compile {
             components,
@@ -177,6 +284,15 @@ fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deploym
                 if let Some(dir) = &overrides.data_dir {
                     deployment.data_dir = dir.clone();
                 }
+                if let Some(listen) = overrides.admin_listen {
+                    match &mut deployment.admin {
+                        Some(admin) => admin.listen = Some(listen),
+                        None => {
+                            eprintln!("modhost: --admin-listen needs an [admin] section with a token in the deployment file");
+                            return Err(ExitCode::from(EXIT_INVALID));
+                        }
+                    }
+                }
             }
             Ok(deployment)
         }
@@ -191,7 +307,13 @@ fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deploym
     }
 }
 
-fn serve(path: &Path, overrides: Overrides, build: bool, started: Instant) -> ExitCode {
+fn serve(
+    path: &Path,
+    overrides: Overrides,
+    build: bool,
+    watch: bool,
+    started: Instant,
+) -> ExitCode {
     let deployment = match load_deployment(path, Some(&overrides)) {
         Ok(deployment) => deployment,
         Err(code) => return code,
@@ -242,21 +364,27 @@ fn serve(path: &Path, overrides: Overrides, build: bool, started: Instant) -> Ex
             .local_addr()
             .map(|addr| addr.to_string())
             .unwrap_or_default();
-        let mesh = listeners
-            .mesh
-            .as_ref()
-            .and_then(|mesh| mesh.local_addr().ok())
-            .map(|addr| addr.to_string())
-            .unwrap_or_default();
+        let address = |listener: &Option<tokio::net::TcpListener>| {
+            listener
+                .as_ref()
+                .and_then(|listener| listener.local_addr().ok())
+                .map(|addr| addr.to_string())
+                .unwrap_or_default()
+        };
+        let (mesh, admin) = (address(&listeners.mesh), address(&listeners.admin));
         tracing::info!(
             app = %node.deployment().app_name,
             node = node.deployment().node.as_deref().unwrap_or(""),
             listen = %listen,
             mesh = %mesh,
-            modules = node.registry().modules().count(),
+            admin = %admin,
+            modules = node.registry().modules().len(),
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "modhost ready"
         );
+        if watch {
+            watch::start(node.deployment().clone(), node.registry().clone());
+        }
         node.serve(listeners, node::shutdown_signal()).await;
         tracing::info!("modhost stopped");
         ExitCode::SUCCESS
@@ -339,6 +467,7 @@ fn dead_letters(
         node: None,
         listen: None,
         data_dir,
+        admin_listen: None,
     };
     let deployment = match load_deployment(path, Some(&overrides)) {
         Ok(deployment) => deployment,
@@ -456,6 +585,170 @@ fn certs(path: &Path, nodes: &[String], days: i64, new_ca: bool) -> ExitCode {
         Err(error) => {
             eprintln!("modhost: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A path as the admin API should read it: absolute, since it runs elsewhere.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Sends one request to the admin API and prints its answer: exit 0 when it was done,
+/// 1 when it was refused (the answer says why), 2 when the request itself was wrong.
+fn admin_request(
+    admin: &AdminArgs,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("modhost: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = runtime.block_on(modhost::admin::client::request(
+        &admin.admin,
+        &admin.token,
+        method,
+        path,
+        body,
+    ));
+    match answer {
+        Ok((status, json)) => {
+            let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+            if status.is_success() {
+                println!("{text}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{text}");
+                eprintln!("modhost: the admin API answered {status}");
+                if status.is_client_error() && status != http::StatusCode::CONFLICT {
+                    ExitCode::from(EXIT_INVALID)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `modhost up --watch`: rebuild a module crate when its files change, and swap the
+/// new build in — checked and migrated like any swap; a build or a swap that fails is
+/// reported and the running version keeps serving.
+mod watch {
+    use modhost::deployment::{ComponentSource, Deployment};
+    use modhost::registry::{crates, Registry};
+    use notify::{RecursiveMode, Watcher};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// How long a burst of file changes settles before a rebuild.
+    const SETTLE: Duration = Duration::from_millis(300);
+
+    pub fn start(deployment: Deployment, registry: Arc<Registry>) {
+        let crates: Vec<(String, PathBuf, String)> = deployment
+            .local_modules()
+            .filter_map(|module| match &module.component {
+                ComponentSource::Crate { dir, package } => {
+                    Some((module.name.clone(), dir.clone(), package.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if crates.is_empty() {
+            tracing::warn!("--watch: no module of this deployment is a crate; nothing to watch");
+            return;
+        }
+        let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                for path in event.paths {
+                    let _ = changed.send(path);
+                }
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(watcher) => watcher,
+            Err(error) => {
+                tracing::error!(%error, "--watch: cannot watch files");
+                return;
+            }
+        };
+        for (module, dir, _) in &crates {
+            for watched in ["src", "migrations", "Cargo.toml"].map(|p| dir.join(p)) {
+                if watched.exists() {
+                    if let Err(error) = watcher.watch(&watched, RecursiveMode::Recursive) {
+                        tracing::warn!(module, path = %watched.display(), %error, "--watch: cannot watch");
+                    }
+                }
+            }
+            tracing::info!(module, dir = %dir.display(), "--watch: watching");
+        }
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            while let Some(first) = changes.recv().await {
+                let mut paths = vec![first];
+                loop {
+                    match tokio::time::timeout(SETTLE, changes.recv()).await {
+                        Ok(Some(path)) => paths.push(path),
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                for (module, dir, package) in &crates {
+                    if paths.iter().any(|path| path.starts_with(dir)) {
+                        rebuild(&registry, module, dir, package).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn rebuild(registry: &Registry, module: &str, dir: &Path, package: &str) {
+        tracing::info!(module, "--watch: files changed; rebuilding");
+        let target = (dir.to_path_buf(), package.to_string());
+        let built =
+            tokio::task::spawn_blocking(move || crates::build(std::slice::from_ref(&target))).await;
+        match built {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(module, error = %format!("{error:#}"), "--watch: the build failed; the running version keeps serving");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(module, %error, "--watch: the build did not finish");
+                return;
+            }
+        }
+        let (Some(slot), Ok(artifact)) =
+            (registry.slot(module), crates::built_artifact(dir, package))
+        else {
+            return;
+        };
+        match registry.swapper().swap(slot, &artifact, None).await {
+            Ok(swapped) => {
+                tracing::info!(module, serving = %swapped.change.serving, "--watch: swapped in the new build")
+            }
+            Err(refused) if refused.0.contains("already serves") => {
+                tracing::info!(module, "--watch: the build did not change the component");
+            }
+            Err(refused) => {
+                tracing::error!(module, reason = %refused, "--watch: the new build was refused; the running version keeps serving")
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::admin::Admin;
 use crate::calls::dispatch::{Remote, RemoteModule};
 use crate::capabilities::events::{self, EventsService};
 use crate::capabilities::sql::Database;
@@ -69,6 +70,8 @@ pub struct Listeners {
     pub gateway: TcpListener,
     /// The mesh's: other nodes, over mutual TLS (split deployments only).
     pub mesh: Option<TcpListener>,
+    /// The admin API's, when the deployment (or node) has one.
+    pub admin: Option<TcpListener>,
 }
 
 /// How often the mesh looks for rotated certificate files.
@@ -190,7 +193,20 @@ impl Node {
             },
             _ => None,
         };
-        Ok(Listeners { gateway, mesh })
+        let admin = match self
+            .deployment
+            .admin
+            .as_ref()
+            .and_then(|admin| admin.listen)
+        {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            gateway,
+            mesh,
+            admin,
+        })
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests. Events are
@@ -202,6 +218,7 @@ impl Node {
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
             self.registry.clone(),
+            &self.deployment.rollout.sticky_header,
         ));
         let (stop_mesh, mesh_stopping) = tokio::sync::watch::channel(false);
         let mut mesh_tasks = Vec::new();
@@ -217,6 +234,17 @@ impl Node {
                 mesh.clone(),
                 mesh_stopping.clone(),
             )));
+        }
+        if let (Some(settings), Some(listener)) = (&self.deployment.admin, listeners.admin) {
+            let admin = Arc::new(Admin::new(
+                settings.token.clone(),
+                self.deployment.clone(),
+                self.registry.clone(),
+                self.mesh.clone(),
+            ));
+            mesh_tasks.push(tokio::spawn(
+                admin.serve(listener, wait_for(mesh_stopping.clone())),
+            ));
         }
         gateway.serve(listeners.gateway, shutdown).await;
         let _ = stop_mesh.send(true);

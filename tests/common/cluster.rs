@@ -35,7 +35,8 @@ impl Cluster {
         let mut text = toml.to_string();
         for node in nodes {
             text.push_str(&format!(
-                "\n[nodes.{node}]\nlisten = \"127.0.0.1:{}\"\nmesh = \"127.0.0.1:{}\"\n",
+                "\n[nodes.{node}]\nlisten = \"127.0.0.1:{}\"\nmesh = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+                free_port(),
                 free_port(),
                 free_port()
             ));

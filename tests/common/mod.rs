@@ -174,6 +174,8 @@ impl TestDeployment {
 pub struct Modhost {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address, when the node serves one.
+    pub admin: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -257,7 +259,15 @@ impl Modhost {
             .as_str()
             .and_then(|listen| listen.parse().ok())
             .unwrap_or_else(|| panic!("no listen address in {line}"));
-        Modhost { child, addr, logs }
+        let admin = event["fields"]["admin"]
+            .as_str()
+            .and_then(|admin| admin.parse().ok());
+        Modhost {
+            child,
+            addr,
+            admin,
+            logs,
+        }
     }
 
     /// `http://ADDR` + `path`.

@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentExportIndex, Linker, Type, Val};
+use wasmtime::component::{Component, Linker, Type, Val};
 use wasmtime::Engine;
 
 use super::contract::{Interface, InterfaceName};
@@ -37,6 +37,7 @@ use crate::capabilities::InstanceState;
 use crate::mesh::wire::CallHeader;
 use crate::mesh::Mesh;
 use crate::registry::http::Failure;
+use crate::registry::slot::ModuleSlot;
 use crate::registry::LoadedModule;
 use crate::telemetry::metrics::{metrics, EdgeMetrics};
 use crate::telemetry::trace::TraceContext;
@@ -116,7 +117,7 @@ impl std::error::Error for CallFailed {}
 #[derive(Default)]
 pub struct Directory {
     /// The modules running on this node.
-    modules: OnceLock<BTreeMap<String, Arc<LoadedModule>>>,
+    modules: OnceLock<BTreeMap<String, Arc<ModuleSlot>>>,
     /// The exports of local modules that other nodes may call, by
     /// `interface-without-version#function`.
     served: OnceLock<BTreeMap<String, Served>>,
@@ -143,11 +144,11 @@ pub struct RemoteModule {
 /// An export of a local module, callable from other nodes.
 pub struct Served {
     /// The exporting module.
-    pub module: Arc<LoadedModule>,
+    pub slot: Arc<ModuleSlot>,
+    /// The function, as `interface-without-version#function`.
+    pub key: String,
     /// The interface as the module exports it (with its version).
     pub interface: InterfaceName,
-    /// The function's export.
-    pub export: ComponentExportIndex,
     /// Its parameter types, in order.
     pub params: Vec<Type>,
     /// Its result types, in order.
@@ -156,7 +157,7 @@ pub struct Served {
 
 /// Where a callee runs.
 enum Route<'a> {
-    Local(&'a Arc<LoadedModule>),
+    Local(&'a Arc<ModuleSlot>),
     Remote(&'a Arc<Mesh>, &'a RemoteModule),
 }
 
@@ -165,7 +166,7 @@ impl Directory {
     /// before this fail.
     pub fn publish(
         &self,
-        modules: BTreeMap<String, Arc<LoadedModule>>,
+        modules: BTreeMap<String, Arc<ModuleSlot>>,
         served: BTreeMap<String, Served>,
     ) {
         let _ = self.modules.set(modules);
@@ -178,7 +179,7 @@ impl Directory {
     }
 
     /// The local module `name`, if it runs on this node.
-    pub fn local(&self, name: &str) -> Option<&Arc<LoadedModule>> {
+    pub fn local(&self, name: &str) -> Option<&Arc<ModuleSlot>> {
         self.modules.get()?.get(name)
     }
 
@@ -255,7 +256,7 @@ pub fn link_interface(
     let engine = linker.engine().clone();
     let mut instance = linker.instance(&interface_name)?;
     for function in interface.functions.keys() {
-        let export = component
+        component
             .get_export_index(Some(&interface_index), function)
             .with_context(|| format!("{callee} does not export {interface_name}#{function}"))?;
         let (params, results) = function_types(&engine, component, &interface_name, function)
@@ -265,7 +266,7 @@ pub fn link_interface(
             interface: interface_name.clone(),
             name: function.clone(),
             function: format!("{interface_name}#{function}"),
-            export,
+            key: format!("{}#{function}", interface.name.unversioned()),
             params,
             results,
             directory: directory.clone(),
@@ -280,6 +281,7 @@ pub fn link_interface(
                         caller.module(),
                         caller.call_depth,
                         caller.trace,
+                        caller.routing,
                         params,
                         results,
                     )
@@ -300,7 +302,8 @@ struct Target {
     name: String,
     /// `interface#name`, for logs and metrics.
     function: String,
-    export: ComponentExportIndex,
+    /// `interface-without-version#name`: the export in whichever version serves.
+    key: String,
     params: Vec<Type>,
     results: Vec<Type>,
     directory: Arc<Directory>,
@@ -314,6 +317,7 @@ impl Target {
         caller: &str,
         depth: u32,
         trace: TraceContext,
+        routing: Option<u64>,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallFailed> {
@@ -329,7 +333,7 @@ impl Target {
         );
         // Inside the span: the callee's output and its own calls nest under it.
         let outcome = self
-            .call_inner(caller, depth, trace, params, results)
+            .call_inner(caller, depth, trace, routing, params, results)
             .instrument(span.clone())
             .await;
         let took = started.elapsed();
@@ -368,6 +372,7 @@ impl Target {
         caller: &str,
         depth: u32,
         trace: TraceContext,
+        routing: Option<u64>,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallFailed> {
@@ -379,17 +384,16 @@ impl Target {
             )));
         }
         match self.directory.route(&self.callee)? {
-            Route::Local(module) => {
-                call_local(
-                    module,
-                    self.export,
-                    &route,
-                    depth + 1,
-                    trace.child(),
-                    params,
-                    results,
-                )
-                .await
+            Route::Local(slot) => {
+                let picked = slot.pick(routing);
+                let hop = Hop {
+                    depth: depth + 1,
+                    trace: trace.child(),
+                    routing,
+                };
+                let outcome = call_local(&picked, &self.key, &route, hop, params, results).await;
+                slot.record(&picked, outcome.is_ok());
+                outcome
             }
             Route::Remote(mesh, remote) => {
                 let header = CallHeader {
@@ -414,19 +418,45 @@ impl Target {
     }
 }
 
-/// Calls `export` of local module `module` with `params`, `depth` calls deep, in
-/// `trace`: the module's bulkhead, an instance of its own, its deadline. `route`
-/// names the edge for messages. This is every call's last hop, whether the caller runs
-/// on this node or another.
+/// Where a call sits in the work that caused it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop {
+    /// How many calls deep the callee runs.
+    pub depth: u32,
+    /// The callee's trace context.
+    pub trace: TraceContext,
+    /// The originating request's routing key, for picking versions during a canary.
+    pub routing: Option<u64>,
+}
+
+/// Calls the export `key` (`interface-without-version#function`) of version `module`
+/// with `params`, at `hop`: the module's bulkhead, an instance of its own, its
+/// deadline. `route` names the edge for messages. This is every call's last hop,
+/// whether the caller runs on this node or another.
 pub async fn call_local(
     module: &LoadedModule,
-    export: ComponentExportIndex,
+    key: &str,
     route: &(dyn Fn() -> String + Sync),
-    depth: u32,
-    trace: TraceContext,
+    hop: Hop,
     params: &[Val],
     results: &mut [Val],
 ) -> Result<(), CallFailed> {
+    let Hop {
+        depth,
+        trace,
+        routing,
+    } = hop;
+    let Some(&export) = module.exports.get(key) else {
+        return Err(CallFailed::new(
+            CallFailure::Unavailable,
+            format!(
+                "{}: version {} of module `{}` does not export {key}",
+                route(),
+                module.version,
+                module.name
+            ),
+        ));
+    };
     if let Some(reason) = module.broken.get() {
         return Err(CallFailed::new(
             CallFailure::Unavailable,
@@ -448,7 +478,7 @@ pub async fn call_local(
         )
     })?;
     let outcome = module
-        .run(depth, trace, async |store, instance| {
+        .run(depth, trace, routing, async |store, instance| {
             let func = instance
                 .get_func(&mut *store, export)
                 .ok_or_else(|| wasmtime::format_err!("export missing from the instance"))?;

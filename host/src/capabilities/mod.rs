@@ -43,6 +43,9 @@ pub struct InstanceState {
     pub events: Option<Arc<events::ModuleEvents>>,
     /// The trace the instance's current work belongs to.
     pub trace: TraceContext,
+    /// The request's routing key (its sticky header, hashed): calls it makes pick the
+    /// callee's version by it during a canary.
+    pub routing: Option<u64>,
 }
 
 impl InstanceState {
@@ -61,6 +64,7 @@ impl InstanceState {
             database: None,
             events: None,
             trace,
+            routing: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod placement;
+pub mod rollout;
 pub mod routes;
 pub mod units;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub use events::{EventsBackend, EventsSettings};
 pub use placement::{MeshSettings, NodeSpec};
+pub use rollout::{AdminSettings, RolloutSettings};
 pub use units::{ByteSize, Timeout};
 
 /// One problem in a deployment file.
@@ -91,6 +93,10 @@ pub struct Deployment {
     pub mesh: Option<MeshSettings>,
     /// The node this process is (`--node`), in a split deployment.
     pub node: Option<String>,
+    /// `[rollout]`: how canaries are judged.
+    pub rollout: RolloutSettings,
+    /// `[admin]`: the operators' listener, when the deployment has one.
+    pub admin: Option<AdminSettings>,
 }
 
 impl Deployment {
@@ -112,6 +118,9 @@ impl Deployment {
             (Some(name), false) => match self.nodes.get(name) {
                 Some(spec) => {
                     self.gateway.listen = spec.listen;
+                    if let Some(admin) = &mut self.admin {
+                        admin.listen = spec.admin;
+                    }
                     self.node = Some(name.to_string());
                     Ok(())
                 }
@@ -322,6 +331,9 @@ struct DeploymentFile {
     #[serde(default)]
     placement: BTreeMap<String, Vec<String>>,
     mesh: Option<placement::MeshSection>,
+    #[serde(default)]
+    rollout: rollout::RolloutSection,
+    admin: Option<rollout::AdminSection>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +397,8 @@ impl Deployment {
         );
         check_gateway(&file.gateway, &mut problems);
         let events = file.events.settings(&mut problems);
+        let rollout = file.rollout.settings(&mut problems);
+        let admin = file.admin.and_then(|admin| admin.settings(&mut problems));
 
         if file.modules.is_empty() {
             problems.add(
@@ -477,6 +491,8 @@ impl Deployment {
                 placement: topology.placement,
                 mesh: topology.mesh,
                 node: None,
+                rollout,
+                admin,
             })
         } else {
             Err(ConfigErrors(problems.errors))

@@ -23,6 +23,8 @@ pub struct NodeSpec {
     pub listen: SocketAddr,
     /// Where its mesh listens for other nodes (mutual TLS, HTTP/2).
     pub mesh: SocketAddr,
+    /// Where its admin listener is, if it has one (`[admin]` gives the token).
+    pub admin: Option<SocketAddr>,
 }
 
 /// `[mesh]`: the nodes' identities and how calls between nodes fail.
@@ -59,6 +61,7 @@ impl MeshSettings {
 pub(super) struct NodeSection {
     listen: SocketAddr,
     mesh: SocketAddr,
+    admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,7 +109,11 @@ pub(super) fn topology(
                  (it is the DNS name in the node's certificate)",
             );
         }
-        for (field, addr) in [("listen", section.listen), ("mesh", section.mesh)] {
+        let admin = section.admin.map(|addr| ("admin", addr));
+        for (field, addr) in [("listen", section.listen), ("mesh", section.mesh)]
+            .into_iter()
+            .chain(admin)
+        {
             let unspecified_port = addr.port() == 0;
             if unspecified_port {
                 problems.add(
@@ -126,6 +133,7 @@ pub(super) fn topology(
                 name,
                 listen: section.listen,
                 mesh: section.mesh,
+                admin: section.admin,
             },
         );
     }

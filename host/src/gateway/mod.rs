@@ -35,11 +35,14 @@ use crate::telemetry::trace::TraceContext;
 
 /// The W3C Trace Context request header.
 const TRACEPARENT: &str = "traceparent";
+/// Response header naming the module version that answered.
+pub const VERSION_HEADER: &str = "x-modhost-version";
 
 use crate::deployment::GatewaySettings;
 use crate::mesh::ForwardFailed;
 use crate::registry::http::{self as module_http, Failure};
-use crate::registry::{LoadedModule, Registry};
+use crate::registry::slot::ModuleSlot;
+use crate::registry::Registry;
 use responses::Body;
 use routes::RouteTable;
 
@@ -50,17 +53,33 @@ pub struct Gateway {
     registry: Arc<Registry>,
     /// Set once shutdown begins: `/readyz` then answers 503 so load balancers move on.
     draining: AtomicBool,
+    /// The request header that pins a client to one version during a canary.
+    sticky_header: http::HeaderName,
 }
 
 impl Gateway {
     /// A gateway serving `registry`'s modules by `routes`.
-    pub fn new(settings: GatewaySettings, routes: RouteTable, registry: Arc<Registry>) -> Gateway {
+    /// A gateway serving `registry`'s modules by `routes`; `sticky_header` names the
+    /// request header that pins a client to one version during a canary.
+    pub fn new(
+        settings: GatewaySettings,
+        routes: RouteTable,
+        registry: Arc<Registry>,
+        sticky_header: &str,
+    ) -> Gateway {
         Gateway {
             settings,
             routes,
             registry,
             draining: AtomicBool::new(false),
+            sticky_header: http::HeaderName::from_bytes(sticky_header.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("x-canary-key")),
         }
+    }
+
+    /// The modules this gateway serves.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then drains.
@@ -161,6 +180,7 @@ impl Gateway {
             duration_us = field::Empty,
             error_id = field::Empty,
             trace_id = field::Empty,
+            version = field::Empty,
         );
         let response = self.route(request, &span).instrument(span.clone()).await;
         let status = response.status().as_u16();
@@ -207,14 +227,29 @@ impl Gateway {
         span.record("module", matched.module);
         span.record("route", matched.route);
         let module_name = matched.module.to_string();
-        let Some(module) = self.registry.get(&module_name).cloned() else {
+        let Some(slot) = self.registry.slot(&module_name).cloned() else {
             return self.forward(span, &module_name, request, trace).await;
         };
         let request = match self.read_body(request).await {
             Ok(request) => request,
             Err(response) => return response,
         };
-        self.serve_local(span, &module, request, trace).await
+        self.serve_local(span, &slot, request, trace).await
+    }
+
+    /// The request's routing key: its sticky header (`[rollout] sticky_header`),
+    /// hashed, which pins it to one version of each module during a canary.
+    fn routing_key(&self, request: &Request<Full<Bytes>>) -> Option<u64> {
+        let value = request.headers().get(&self.sticky_header)?;
+        // FNV-1a: stable across processes and nodes, unlike the std hasher.
+        Some(
+            value
+                .as_bytes()
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+                    (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+                }),
+        )
     }
 
     /// Serves `request` (its body already read) with local module `module`: the
@@ -223,10 +258,13 @@ impl Gateway {
     pub async fn serve_local(
         &self,
         span: &tracing::Span,
-        module: &Arc<LoadedModule>,
+        slot: &ModuleSlot,
         request: Request<Full<Bytes>>,
         trace: TraceContext,
     ) -> Response<Body> {
+        let routing = self.routing_key(&request);
+        let module = slot.pick(routing);
+        span.record("version", module.version.as_str());
         if let Some(reason) = module.broken.get() {
             return self.fail(
                 span,
@@ -240,11 +278,16 @@ impl Gateway {
         let handed_over = Instant::now();
         let response = match tokio::time::timeout(
             request_timeout,
-            module_http::handle(module, request, trace),
+            module_http::handle(&module, request, trace, routing),
         )
         .await
         {
-            Ok(Ok(response)) => response,
+            Ok(Ok(mut response)) => {
+                if let Ok(version) = HeaderValue::from_str(&module.version) {
+                    response.headers_mut().insert(VERSION_HEADER, version);
+                }
+                response
+            }
             Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
             Err(_) => self.fail(
                 span,
@@ -259,6 +302,7 @@ impl Gateway {
             response.status().as_u16(),
             handed_over.elapsed(),
         );
+        slot.record(&module, !response.status().is_server_error());
         response
     }
 
@@ -451,27 +495,7 @@ impl Gateway {
     }
 
     fn readiness(&self) -> Response<Body> {
-        let modules: serde_json::Map<String, serde_json::Value> = self
-            .registry
-            .modules()
-            .map(|module| {
-                (
-                    module.name.clone(),
-                    match module.broken.get() {
-                        None => serde_json::json!({
-                            "status": "serving",
-                            "version": module.version,
-                            "in_flight": module.limits.concurrency as usize - module.permits.available_permits(),
-                        }),
-                        Some(reason) => serde_json::json!({
-                            "status": "failed",
-                            "version": module.version,
-                            "reason": reason,
-                        }),
-                    },
-                )
-            })
-            .collect();
+        let modules = self.registry.status();
         if self.draining.load(Ordering::SeqCst) {
             return responses::json(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -46,6 +46,8 @@ use wire::CallHeader;
 
 /// Time a remote call may take beyond the callee's own timeout: the network's share.
 const NETWORK_MARGIN: Duration = Duration::from_millis(250);
+/// How long a node may take over an admin request (compiling and migrating a version).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Header naming the node a forwarded request came from (it is never forwarded on).
 pub const FORWARDED_BY: &str = "x-modhost-forwarded-by";
 
@@ -268,6 +270,47 @@ impl Mesh {
                 "node {node}, which runs module {module}, did not answer within {timeout:?}"
             ))),
         }
+    }
+
+    /// Asks node `node` to do admin `action` (`/v1/admin/ACTION?query`) with `body`;
+    /// the node is authenticated by its certificate, as for calls.
+    pub async fn admin(
+        &self,
+        node: &str,
+        action: &str,
+        query: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let nodes = [node.to_string()];
+        let answer = self
+            .send(&nodes, ADMIN_TIMEOUT, |peer| {
+                Request::post(format!(
+                    "https://{}/v1/admin/{action}?{}",
+                    peer.name,
+                    query.join("&")
+                ))
+                .body(Full::new(body.clone()))
+            })
+            .await;
+        let response = match answer {
+            Ok((_, response)) => response,
+            Err(SendFailed::Unreachable(why)) => {
+                return Err(format!("node {node} is unreachable: {why}"))
+            }
+            Err(SendFailed::TimedOut(_)) => {
+                return Err(format!(
+                    "node {node} did not answer within {ADMIN_TIMEOUT:?}"
+                ))
+            }
+        };
+        let status = response.status();
+        let body = tokio::time::timeout(ADMIN_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| format!("node {node} stopped answering"))?
+            .map_err(|e| format!("node {node}: {e}"))?
+            .to_bytes();
+        Ok((status, body))
     }
 
     /// Sends the request `make` builds for a peer to one of `nodes`: round-robin over

@@ -23,7 +23,7 @@ use wasmtime::component::Val;
 
 use super::tls::MeshTls;
 use super::wire::{self, CallHeader};
-use crate::calls::dispatch::{call_local, CallFailed, CallFailure, Directory};
+use crate::calls::dispatch::{call_local, CallFailed, CallFailure, Directory, Hop};
 use crate::gateway::responses::{self, Body};
 use crate::gateway::Gateway;
 use crate::telemetry::trace::TraceContext;
@@ -112,6 +112,19 @@ async fn handle(
     if path == "/v1/call" && request.method() == http::Method::POST {
         return call(directory, peer, request).await;
     }
+    if let Some(action) = path.strip_prefix("/v1/admin/") {
+        let action = action.to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let body = match Limited::new(request.into_body(), MAX_FRAME * 8)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error}")),
+        };
+        tracing::info!(%peer, %action, %query, "mesh: admin request from a peer");
+        return crate::admin::serve_peer(gateway.registry(), &action, &query, body).await;
+    }
     if let Some(rest) = path.strip_prefix("/v1/http/") {
         let (module, _) = rest.split_once('/').unwrap_or((rest, ""));
         let module = module.to_string();
@@ -164,28 +177,32 @@ async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> 
     let route = || {
         format!(
             "{} → {}.{}#{}",
-            header.caller, served.module.name, served.interface, header.function
+            header.caller, served.slot.name, served.interface, header.function
         )
     };
     let span = tracing::info_span!(
         "remote_call",
         from = %peer,
         caller = %header.caller,
-        callee = %served.module.name,
+        callee = %served.slot.name,
         function = %header.function,
         depth = header.depth,
         trace_id = %trace.trace_id(),
     );
     let mut results = vec![Val::Bool(false); served.results.len()];
     let deadline = Duration::from_millis(header.deadline_ms);
+    let module = served.slot.pick(None);
     let outcome = tokio::time::timeout(
         deadline,
         call_local(
-            &served.module,
-            served.export,
+            &module,
+            &served.key,
             &route,
-            header.depth,
-            trace,
+            Hop {
+                depth: header.depth,
+                trace,
+                routing: None,
+            },
             &params,
             &mut results,
         ),
@@ -201,6 +218,7 @@ async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> 
             ),
         ))
     });
+    served.slot.record(&module, outcome.is_ok());
     let mut answer = Vec::with_capacity(128);
     match outcome {
         Ok(()) => {
@@ -238,7 +256,7 @@ async fn forwarded(
     module: &str,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(loaded) = directory.local(module).cloned() else {
+    let Some(slot) = directory.local(module).cloned() else {
         return plain(
             StatusCode::MISDIRECTED_REQUEST,
             format!("module {module} does not run on this node"),
@@ -277,7 +295,7 @@ async fn forwarded(
         Err(response) => return response,
     };
     let response = gateway
-        .serve_local(&span, &loaded, request, trace)
+        .serve_local(&span, &slot, request, trace)
         .instrument(span.clone())
         .await;
     span.record("status", response.status().as_u16());

@@ -71,7 +71,8 @@ impl Failure {
     }
 }
 
-/// Serves `request` with a fresh instance of `module`, as part of `trace`.
+/// Serves `request` with a fresh instance of `module`, as part of `trace`; calls it
+/// makes pick their callees' versions by `routing` (the request's sticky key).
 ///
 /// Returns once the module has sent its response head; the instance keeps running in
 /// its own task while it streams the body, holding its concurrency permit and bounded
@@ -80,6 +81,7 @@ pub async fn handle(
     module: &Arc<LoadedModule>,
     request: hyper::Request<Full<Bytes>>,
     trace: TraceContext,
+    routing: Option<u64>,
 ) -> Result<ModuleResponse, Failure> {
     let Some(proxy) = module.proxy.clone() else {
         return Err(Failure::NoResponse(anyhow::anyhow!(
@@ -89,7 +91,7 @@ pub async fn handle(
     };
     let permit = module.try_admit().ok_or(Failure::Overloaded)?;
 
-    let mut store = module.new_store(0, trace);
+    let mut store = module.new_store(0, trace, routing);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let http = store.data_mut();

@@ -9,19 +9,24 @@
 
 pub mod crates;
 pub mod http;
+pub mod slot;
+pub mod swap;
+pub mod versions;
 pub mod warm;
 
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{Component, Instance, InstancePre, Linker};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, Linker};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::calls::contract::InterfaceName;
 use crate::calls::{self, dispatch, dispatch::Directory, dispatch::Served};
 use crate::capabilities::events::{self, ModuleEvents, SubscriberIndices};
 use crate::capabilities::sql::{self, Database};
@@ -30,6 +35,8 @@ use crate::deployment::{ComponentSource, Deployment, Instances, ModuleLimits, Mo
 use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
 use crate::telemetry::trace::TraceContext;
 use http::{classify, Failure};
+use slot::ModuleSlot;
+use swap::Swapper;
 use warm::{WarmInstance, WarmInstances};
 
 /// One module version, linked and ready to instantiate.
@@ -40,6 +47,11 @@ pub struct LoadedModule {
     pub source: PathBuf,
     /// Short hash of the component: the version's identity in logs and status.
     pub version: String,
+    /// Hex SHA-256 of the component: the version's whole identity.
+    pub digest: String,
+    /// Its exports of module interfaces, by `interface-without-version#function`:
+    /// where calls into this version land.
+    pub exports: HashMap<String, ComponentExportIndex>,
     /// The linked component, ready to instantiate (for calls into the module).
     pub instance_pre: InstancePre<InstanceState>,
     /// Its `wasi:http/proxy` view, when it serves HTTP.
@@ -78,24 +90,36 @@ impl LoadedModule {
 
     /// A fresh store for one instance of this module, `call_depth` calls deep, in
     /// `trace`: its own memory limit, and an epoch deadline of the module's timeout.
-    pub fn new_store(&self, call_depth: u32, trace: TraceContext) -> Store<InstanceState> {
+    pub fn new_store(
+        &self,
+        call_depth: u32,
+        trace: TraceContext,
+        routing: Option<u64>,
+    ) -> Store<InstanceState> {
         let mut state = InstanceState::new(&self.name, self.limits.memory.bytes(), trace);
         state.database = self.database.get().cloned();
         state.events = self.events.clone();
         let mut store = Store::new(self.instance_pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
-        self.rearm(&mut store, call_depth, trace);
+        self.rearm(&mut store, call_depth, trace, routing);
         store
     }
 
     /// Readies a store for one more request or call, `call_depth` calls deep, in
     /// `trace`: a new epoch deadline of the module's timeout. A warm instance's store
     /// is re-armed before every call it serves.
-    pub fn rearm(&self, store: &mut Store<InstanceState>, call_depth: u32, trace: TraceContext) {
+    pub fn rearm(
+        &self,
+        store: &mut Store<InstanceState>,
+        call_depth: u32,
+        trace: TraceContext,
+        routing: Option<u64>,
+    ) {
         let state = store.data_mut();
         state.call_depth = call_depth;
         state.trace = trace;
+        state.routing = routing;
         state.limiter.forget_refusal();
         state.log_span.follow_current();
         store.set_epoch_deadline(Engine::deadline_ticks(self.limits.timeout.duration()));
@@ -109,6 +133,7 @@ impl LoadedModule {
         &self,
         call_depth: u32,
         trace: TraceContext,
+        routing: Option<u64>,
         work: impl AsyncFnOnce(&mut Store<InstanceState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         let warm = self.warm.as_ref().and_then(|warm| warm.take());
@@ -117,10 +142,10 @@ impl LoadedModule {
                 mut store,
                 instance,
             }) => {
-                self.rearm(&mut store, call_depth, trace);
+                self.rearm(&mut store, call_depth, trace, routing);
                 (store, Some(instance))
             }
-            None => (self.new_store(call_depth, trace), None),
+            None => (self.new_store(call_depth, trace, routing), None),
         };
         let run = async {
             let instance = match warm_instance {
@@ -161,8 +186,9 @@ impl std::fmt::Display for LoadError {
 
 /// Every module of a deployment that runs on this node, loaded.
 pub struct Registry {
-    modules: BTreeMap<String, Arc<LoadedModule>>,
+    slots: BTreeMap<String, Arc<ModuleSlot>>,
     directory: Arc<Directory>,
+    swapper: Swapper,
 }
 
 /// A module's component, compiled but not yet linked.
@@ -185,9 +211,16 @@ impl Registry {
         };
         let mut errors = Vec::new();
         let mut compiled = BTreeMap::new();
+        let versions = versions::VersionStore::new(&deployment.data_dir);
         for spec in deployment.modules.values() {
             let started = Instant::now();
-            let result = component_path(spec).and_then(|path| {
+            // A module swapped at run time serves its last promoted version again.
+            let result = component_path(spec).and_then(|base| {
+                let path = if deployment.is_local(&spec.name) {
+                    versions.promoted(&spec.name, &base).unwrap_or(base)
+                } else {
+                    base
+                };
                 let loaded = engine
                     .load(&path)
                     .with_context(|| format!("loading {}", path.display()))?;
@@ -241,11 +274,16 @@ impl Registry {
             return Err(vec![error]);
         }
 
-        let mut modules = BTreeMap::new();
+        let mut slots = BTreeMap::new();
         for spec in deployment.local_modules() {
-            match link_module(&linker, spec, &compiled[&spec.name]) {
+            let compiled = &compiled[&spec.name];
+            match link_module(&linker, spec, compiled, None) {
                 Ok(module) => {
-                    modules.insert(spec.name.clone(), Arc::new(module));
+                    if component_path(spec).is_ok_and(|base| base != compiled.path) {
+                        tracing::info!(module = %spec.name, version = %module.version, "serving the last promoted version");
+                    }
+                    let slot = ModuleSlot::new(Arc::new(module), deployment.rollout.clone());
+                    slots.insert(spec.name.clone(), Arc::new(slot));
                 }
                 Err(error) => errors.push(fail(&spec.name, error)),
             }
@@ -253,9 +291,20 @@ impl Registry {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let served = served(engine.wasmtime(), &exports, &modules, &components);
-        directory.publish(modules.clone(), served);
-        Ok(Registry { modules, directory })
+        let served = served(engine.wasmtime(), &exports, &slots, &components);
+        directory.publish(slots.clone(), served);
+        let swapper = Swapper::new(
+            engine.clone(),
+            linker,
+            deployment.clone(),
+            components,
+            versions,
+        );
+        Ok(Registry {
+            slots,
+            directory,
+            swapper,
+        })
     }
 
     /// Where every module runs, for calls and forwarded requests.
@@ -263,14 +312,66 @@ impl Registry {
         &self.directory
     }
 
-    /// The module called `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<LoadedModule>> {
-        self.modules.get(name)
+    /// Module `name`'s versions, if it runs on this node.
+    pub fn slot(&self, name: &str) -> Option<&Arc<ModuleSlot>> {
+        self.slots.get(name)
     }
 
-    /// Every module, by name.
-    pub fn modules(&self) -> impl Iterator<Item = &Arc<LoadedModule>> {
-        self.modules.values()
+    /// Every local module's versions, by name.
+    pub fn slots(&self) -> impl Iterator<Item = &Arc<ModuleSlot>> {
+        self.slots.values()
+    }
+
+    /// The serving version of module `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModule>> {
+        self.slots.get(name).map(|slot| slot.serving())
+    }
+
+    /// The serving version of every local module.
+    pub fn modules(&self) -> Vec<Arc<LoadedModule>> {
+        self.slots.values().map(|slot| slot.serving()).collect()
+    }
+
+    /// Swaps, canaries, promotions and rollbacks of this node's modules.
+    pub fn swapper(&self) -> &Swapper {
+        &self.swapper
+    }
+
+    /// Every local module's state, as `/readyz` and `modhost status` show it: serving
+    /// (or failed, with the reason), its version, work in flight, and a canary or a
+    /// version to roll back to when there is one.
+    pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.slots
+            .values()
+            .map(|slot| {
+                let module = slot.serving();
+                let mut state = match module.broken.get() {
+                    None => serde_json::json!({
+                        "status": "serving",
+                        "version": module.version,
+                        "in_flight": module.limits.concurrency as usize - module.permits.available_permits(),
+                    }),
+                    Some(reason) => serde_json::json!({
+                        "status": "failed",
+                        "version": module.version,
+                        "reason": reason,
+                    }),
+                };
+                if let Some(canary) = slot.canary() {
+                    let (requests, errors) = canary.outcomes();
+                    state["canary"] = serde_json::json!({
+                        "version": canary.module.version,
+                        "weight": canary.weight,
+                        "requests": requests,
+                        "errors": errors,
+                    });
+                }
+                if let Some(previous) = slot.previous() {
+                    state["previous"] = previous.version.clone().into();
+                }
+                (slot.name.clone(), state)
+            })
+            .collect()
     }
 }
 
@@ -279,29 +380,24 @@ impl Registry {
 fn served(
     engine: &wasmtime::Engine,
     exports: &calls::Exports,
-    modules: &BTreeMap<String, Arc<LoadedModule>>,
+    slots: &BTreeMap<String, Arc<ModuleSlot>>,
     components: &BTreeMap<String, Component>,
 ) -> BTreeMap<String, Served> {
     let mut served = BTreeMap::new();
     for (key, (exporter, interface)) in exports {
-        let (Some(module), Some(component)) = (modules.get(exporter), components.get(exporter))
-        else {
+        let (Some(slot), Some(component)) = (slots.get(exporter), components.get(exporter)) else {
             continue;
         };
         let name = interface.name.to_string();
-        let Some(interface_index) = component.get_export_index(None, &name) else {
-            continue;
-        };
         for function in interface.functions.keys() {
-            let export = component.get_export_index(Some(&interface_index), function);
             let types = dispatch::function_types(engine, component, &name, function);
-            if let (Some(export), Some((params, results))) = (export, types) {
+            if let Some((params, results)) = types {
                 served.insert(
                     format!("{key}#{function}"),
                     Served {
-                        module: module.clone(),
+                        slot: slot.clone(),
+                        key: format!("{key}#{function}"),
                         interface: interface.name.clone(),
-                        export,
                         params,
                         results,
                     },
@@ -312,6 +408,34 @@ fn served(
     served
 }
 
+/// A component's exports of module interfaces (not host ones), by
+/// `interface-without-version#function`.
+fn module_exports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+) -> HashMap<String, ComponentExportIndex> {
+    let mut exports = HashMap::new();
+    let ty = component.component_type();
+    for (name, item) in ty.exports(engine) {
+        let (Some(parsed), ComponentItem::ComponentInstance(instance)) =
+            (InterfaceName::parse(name), &item.ty)
+        else {
+            continue;
+        };
+        let Some(interface) = component.get_export_index(None, name) else {
+            continue;
+        };
+        for (function, item) in instance.exports(engine) {
+            if let ComponentItem::ComponentFunc(_) = item.ty {
+                if let Some(index) = component.get_export_index(Some(&interface), function) {
+                    exports.insert(format!("{}#{function}", parsed.unversioned()), index);
+                }
+            }
+        }
+    }
+    exports
+}
+
 /// The component file a module spec names (for a crate, its built artefact).
 pub fn component_path(spec: &ModuleSpec) -> Result<PathBuf> {
     match &spec.component {
@@ -320,10 +444,14 @@ pub fn component_path(spec: &ModuleSpec) -> Result<PathBuf> {
     }
 }
 
+/// Links one version of a module. A successor (`predecessor` given: a swap or a
+/// canary) shares its predecessor's bulkhead, database and event grants: they belong
+/// to the module, not the version.
 fn link_module(
     linker: &Linker<InstanceState>,
     spec: &ModuleSpec,
     compiled: &Compiled,
+    predecessor: Option<&LoadedModule>,
 ) -> Result<LoadedModule> {
     let path = &compiled.path;
     let instance_pre = linker
@@ -399,20 +527,33 @@ fn link_module(
         load_ms = compiled.started.elapsed().as_secs_f64() * 1000.0,
         "module loaded"
     );
+    let exports = module_exports(linker.engine(), &compiled.loaded.component);
+    let database = OnceLock::new();
+    if let Some(db) = predecessor.and_then(|p| p.database.get()) {
+        let _ = database.set(db.clone());
+    }
     Ok(LoadedModule {
         name: spec.name.clone(),
         source: path.clone(),
         version,
+        digest: compiled.loaded.digest.clone(),
+        exports,
         instance_pre,
         proxy,
         limits: spec.limits,
-        permits: Arc::new(Semaphore::new(spec.limits.concurrency as usize)),
+        permits: predecessor.map_or_else(
+            || Arc::new(Semaphore::new(spec.limits.concurrency as usize)),
+            |p| p.permits.clone(),
+        ),
         warm: (spec.instances == Instances::Reuse)
             .then(|| WarmInstances::new(spec.limits.concurrency as usize)),
-        database: OnceLock::new(),
+        database,
         broken: OnceLock::new(),
-        events: (!spec.publishes.is_empty())
-            .then(|| Arc::new(ModuleEvents::new(&spec.name, &spec.publishes))),
+        events: match predecessor {
+            Some(p) => p.events.clone(),
+            None => (!spec.publishes.is_empty())
+                .then(|| Arc::new(ModuleEvents::new(&spec.name, &spec.publishes))),
+        },
         subscriber,
     })
 }

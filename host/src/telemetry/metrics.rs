@@ -12,7 +12,10 @@
 //!   `…_duplicates_total` and `…_dead_lettered_total{module, topic}`: what happened to
 //!   events at a subscribing module (handled, failed and retried, skipped as already
 //!   handled, given up on); `modhost_events_outbox_lag_seconds{module}`: the age of the
-//!   oldest event still in a module's outbox (0 when it is empty).
+//!   oldest event still in a module's outbox (0 when it is empty);
+//! - `modhost_version_outcomes_total{module, version, outcome}`: requests, calls and
+//!   deliveries per module version — what a canary is judged by;
+//!   `modhost_rollbacks_total{module, reason}`.
 //!
 //! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
 //! first buckets, a slow request in the last.
@@ -42,6 +45,21 @@ pub struct Metrics {
     call_seconds: Family<EdgeLabels, Histogram, DurationBuckets>,
     events: [Family<TopicLabels, Counter>; 5],
     outbox_lag: Family<ModuleLabels, Gauge<f64, AtomicU64>>,
+    versions: Family<VersionLabels, Counter>,
+    rollbacks: Family<RollbackLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    module: String,
+    version: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RollbackLabels {
+    module: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,6 +173,18 @@ impl Metrics {
             "Age of the oldest event still in a module's outbox (0 when empty)",
             outbox_lag.clone(),
         );
+        let versions = Family::<VersionLabels, Counter>::default();
+        registry.register(
+            "version_outcomes",
+            "Requests, calls and event deliveries per module version, by outcome (ok or error)",
+            versions.clone(),
+        );
+        let rollbacks = Family::<RollbackLabels, Counter>::default();
+        registry.register(
+            "rollbacks",
+            "Versions rolled back, by module and reason (operator, canary_errors)",
+            rollbacks.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -163,6 +193,8 @@ impl Metrics {
             call_seconds,
             events,
             outbox_lag,
+            versions,
+            rollbacks,
         }
     }
 
@@ -198,6 +230,27 @@ impl Metrics {
     /// `module` gave up on an event of `topic`; it went to the dead-letter topic.
     pub fn dead_lettered(&self, module: &str, topic: &str) {
         self.event(EventStep::DeadLettered, module, topic);
+    }
+
+    /// Work that version `version` of `module` did ended `ok` or not.
+    pub fn version_outcome(&self, module: &str, version: &str, ok: bool) {
+        self.versions
+            .get_or_create(&VersionLabels {
+                module: module.to_string(),
+                version: version.to_string(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// A version of `module` was rolled back, for `reason`.
+    pub fn rollback(&self, module: &str, reason: &'static str) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                module: module.to_string(),
+                reason,
+            })
+            .inc();
     }
 
     /// The oldest event in `module`'s outbox is `seconds` old.

@@ -37,7 +37,7 @@ use super::tables::{self, Outcome};
 use crate::capabilities::sql::{Database, Error, Transaction};
 use crate::deployment::events::dead_letter_topic;
 use crate::deployment::EventsSettings;
-use crate::registry::LoadedModule;
+use crate::registry::slot::ModuleSlot;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TraceContext;
 
@@ -48,8 +48,8 @@ const HOST_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::
 
 /// One subscribing module, fed by its consumer.
 pub struct Subscriber {
-    /// The module.
-    pub module: Arc<LoadedModule>,
+    /// The module's versions: each delivery picks one (a canary gets its share).
+    pub slot: Arc<ModuleSlot>,
     /// Its database: its inbox, and the transaction handlers write in.
     pub database: Arc<Database>,
     /// Its consumer group's reader.
@@ -72,7 +72,7 @@ enum Run {
 
 impl Subscriber {
     fn name(&self) -> &str {
-        &self.module.name
+        &self.slot.name
     }
 
     /// Delivers until `shutdown` turns true. Events not yet acknowledged when it
@@ -269,9 +269,12 @@ impl Subscriber {
         attempt: u32,
         tx: Transaction,
     ) -> (Result<(), String>, Option<Transaction>) {
-        let module = &self.module;
+        let module = self.slot.pick(None);
         let Some(indices) = &module.subscriber else {
-            return (Err("the module exports no subscriber".into()), Some(tx));
+            return (
+                Err(format!("version {} exports no subscriber", module.version)),
+                Some(tx),
+            );
         };
         // The bulkhead applies: a delivery waits for one of the module's permits.
         let Ok(_permit) = module.permits.clone().acquire_owned().await else {
@@ -292,10 +295,10 @@ impl Subscriber {
             trace_id = %trace.trace_id(),
         );
         let event = envelope.to_event(attempt);
-        let mut slot = Some(tx);
+        let mut held = Some(tx);
         let outcome = module
-            .run(0, trace, async |store, instance| {
-                let Some(tx) = slot.take() else {
+            .run(0, trace, None, async |store, instance| {
+                let Some(tx) = held.take() else {
                     wasmtime::bail!("no transaction for the handler");
                 };
                 let owned = store.data_mut().table.push(tx)?;
@@ -307,7 +310,7 @@ impl Subscriber {
                         .await
                 }
                 .await;
-                slot = store.data_mut().table.delete(owned).ok();
+                held = store.data_mut().table.delete(owned).ok();
                 handled
             })
             .instrument(span.clone())
@@ -323,7 +326,8 @@ impl Subscriber {
         if let Err(error) = &outcome {
             span.in_scope(|| tracing::debug!(%error, "event handler failed"));
         }
-        (outcome, slot)
+        self.slot.record(&module, outcome.is_ok());
+        (outcome, held)
     }
 
     /// Sends an event that failed `attempts` times to the module's dead-letter topic,

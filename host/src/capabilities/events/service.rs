@@ -17,7 +17,8 @@ use super::delivery::Subscriber;
 use super::relay::{watch_lag, Relay};
 use crate::deployment::events::dead_letter_topic;
 use crate::deployment::Deployment;
-use crate::registry::{LoadedModule, Registry};
+use crate::registry::slot::ModuleSlot;
+use crate::registry::Registry;
 
 /// Waits between attempts to reach the bus at start: from the first, doubling.
 const CONNECT_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
@@ -59,9 +60,12 @@ impl EventsService {
     /// Starts relaying and delivering for the modules of `registry` that publish or
     /// subscribe (and whose database opened), or returns `None` when none does.
     pub fn start(deployment: &Deployment, registry: &Registry) -> Option<EventsService> {
-        let modules: Vec<Arc<LoadedModule>> = registry
-            .modules()
-            .filter(|module| module.events.is_some() || module.subscriber.is_some())
+        let modules: Vec<Arc<ModuleSlot>> = registry
+            .slots()
+            .filter(|slot| {
+                let module = slot.serving();
+                module.events.is_some() || module.subscriber.is_some()
+            })
             .cloned()
             .collect();
         if modules.is_empty() {
@@ -138,10 +142,11 @@ async fn connect(deployment: &Deployment, mut shutdown: watch::Receiver<bool>) -
 async fn start_module(
     deployment: &Deployment,
     bus: &Bus,
-    module: &Arc<LoadedModule>,
+    slot: &Arc<ModuleSlot>,
     shutdown: &watch::Receiver<bool>,
     workers: &mut JoinSet<()>,
 ) {
+    let module = slot.serving();
     if let Some(reason) = module.broken.get() {
         tracing::warn!(module = %module.name, %reason, "events: module did not start; its events wait");
         return;
@@ -182,7 +187,7 @@ async fn start_module(
         };
         tracing::info!(module = %module.name, %group, topics = ?spec.subscribes, "events: subscribed");
         let subscriber = Subscriber {
-            module: module.clone(),
+            slot: slot.clone(),
             database,
             consumer,
             bus: bus.clone(),

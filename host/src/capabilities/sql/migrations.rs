@@ -134,14 +134,15 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
     }
 
     let mut count = 0;
-    for migration in migrations.iter().filter(|m| !done.contains_key(&m.version)) {
-        let failed = |e: Error| {
-            anyhow::anyhow!(
-                "module {module}: migration {} failed: {}",
-                migration.file.display(),
-                describe(&e)
-            )
-        };
+    // Collected first: an iterator adapter with a closure, held across the awaits
+    // below, would keep this future from being `Send` for every caller.
+    let pending: Vec<Migration> = migrations
+        .into_iter()
+        .filter(|m| !done.contains_key(&m.version))
+        .collect();
+    for migration in &pending {
+        let failed = FailedMigration { module, migration };
+        let failed = |e: Error| failed.error(e);
         let mut transaction = database.begin().await.map_err(failed)?;
         serialise(database, &mut transaction)
             .await
@@ -186,6 +187,23 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
         count += 1;
     }
     Ok(count)
+}
+
+/// The error of a migration that failed, naming module, file and the database's message.
+struct FailedMigration<'a> {
+    module: &'a str,
+    migration: &'a Migration,
+}
+
+impl FailedMigration<'_> {
+    fn error(&self, error: Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "module {}: migration {} failed: {}",
+            self.module,
+            self.migration.file.display(),
+            describe(&error)
+        )
+    }
 }
 
 /// On Postgres, waits for the module's migration lock (held until `transaction` ends),

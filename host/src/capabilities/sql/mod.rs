@@ -48,6 +48,9 @@ pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
     Ok(())
 }
 
+/// A boxed, `Send` future borrowing for `'a`.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// One module's database: its pool, and how long a statement may run.
 pub struct Database {
     module: String,
@@ -208,29 +211,53 @@ impl Transaction {
         self.after_commit = Some(notify);
     }
 
+    // The statement methods return boxed futures: sqlx's executor for a connection
+    // (`&mut PgConnection`) is generic over its lifetime, and a future holding one is
+    // `Send` for one lifetime but, as rustc sees it, not for every one — which
+    // `tokio::spawn` of anything awaiting it requires. Boxed as `Send` here, where the
+    // lifetime is known, the question does not arise again further up.
+
     /// Runs a statement that returns rows, inside the transaction.
-    pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
-        match &mut self.on {
-            TransactionOn::Sqlite(tx) => sqlite::query(&mut **tx, statement, params).await,
-            TransactionOn::Postgres(tx) => postgres::query(&mut **tx, statement, params).await,
-        }
+    pub fn query<'a>(
+        &'a mut self,
+        statement: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Rows, Error>> {
+        Box::pin(async move {
+            match &mut self.on {
+                TransactionOn::Sqlite(tx) => sqlite::query(&mut **tx, statement, params).await,
+                TransactionOn::Postgres(tx) => postgres::query(&mut **tx, statement, params).await,
+            }
+        })
     }
 
     /// Runs a statement that changes rows, inside the transaction.
-    pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        match &mut self.on {
-            TransactionOn::Sqlite(tx) => sqlite::execute(&mut **tx, statement, params).await,
-            TransactionOn::Postgres(tx) => postgres::execute(&mut **tx, statement, params).await,
-        }
+    pub fn execute<'a>(
+        &'a mut self,
+        statement: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            match &mut self.on {
+                TransactionOn::Sqlite(tx) => sqlite::execute(&mut **tx, statement, params).await,
+                TransactionOn::Postgres(tx) => {
+                    postgres::execute(&mut **tx, statement, params).await
+                }
+            }
+        })
     }
 
     /// Runs `sql`, one or more statements without parameters (a migration).
-    async fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
-        match &mut self.on {
-            TransactionOn::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
-            TransactionOn::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
-        }
-        .map_err(error)
+    fn execute_script<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        use sqlx::Executor;
+        Box::pin(async move {
+            // A plain `&str` runs as a script (several statements, no parameters).
+            match &mut self.on {
+                TransactionOn::Sqlite(tx) => tx.execute(sql).await.map(drop),
+                TransactionOn::Postgres(tx) => tx.execute(sql).await.map(drop),
+            }
+            .map_err(error)
+        })
     }
 
     /// Makes the transaction's changes durable.
