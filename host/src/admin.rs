@@ -309,9 +309,16 @@ impl Admin {
             .to_string();
         let mut staged = Vec::new();
         let mut refusals = serde_json::Map::new();
+        let mut timings = serde_json::Map::new();
         for node in on {
             let outcome = if self.is_here(&node) {
-                self.stage_here(module, component, migrations).await
+                let started = std::time::Instant::now();
+                let staged = self.stage_here(module, component, migrations).await;
+                timings.insert(
+                    label(&node),
+                    serde_json::json!(started.elapsed().as_secs_f64() * 1000.0),
+                );
+                staged
             } else {
                 let query = [("module", module), ("extension", extension.as_str())];
                 self.remote(&node, "stage", &query, bytes.clone()).await
