@@ -15,6 +15,7 @@ unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+rustup target add wasm32-wasip2 >/dev/null
 cargo build --profile guest --target wasm32-wasip2 -p users
 cargo build --release -p modhost --bin modhost
 

@@ -18,6 +18,7 @@ unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 TANSU=${MODHOST_TANSU:-$HOME/.cache/modhost/tools/bin/tansu}
 [ -x "$TANSU" ] || { echo "no tansu at $TANSU: run ./test.sh once (it installs it)" >&2; exit 1; }
 
+rustup target add wasm32-wasip2 >/dev/null
 cargo build --profile guest --target wasm32-wasip2 -p eventprobe
 cargo build --release -p modhost --bin modhost
 cargo build --release -p modhost-suite --example events-load

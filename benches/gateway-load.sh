@@ -20,6 +20,7 @@ if ! wasmtime --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
   cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked
 fi
 
+rustup target add wasm32-wasip2 >/dev/null
 cargo build --profile guest --target wasm32-wasip2 -p hello
 cargo build --release -p modhost --bin modhost
 cargo build --release -p modhost-suite --example raw-hyper

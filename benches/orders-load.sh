@@ -24,6 +24,7 @@ TANSU=${MODHOST_TANSU:-$HOME/.cache/modhost/tools/bin/tansu}
 [ -x "$TANSU" ] || { echo "no tansu at $TANSU: run ./test.sh once (it installs it)" >&2; exit 1; }
 
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
+rustup target add wasm32-wasip2 >/dev/null
 cargo build --profile guest --target wasm32-wasip2 -p users -p catalog -p inventory -p payments -p orders -p notifications
 cargo build --release -p modhost --bin modhost
 

@@ -309,29 +309,25 @@ impl Admin {
             .to_string();
         let mut staged = Vec::new();
         let mut refusals = serde_json::Map::new();
-        let mut timings = serde_json::Map::new();
         for node in on {
+            // Staging time as seen from here: for a remote node it includes the upload.
+            let started = std::time::Instant::now();
             let outcome = if self.is_here(&node) {
-                let started = std::time::Instant::now();
-                let staged = self.stage_here(module, component, migrations).await;
-                timings.insert(
-                    label(&node),
-                    serde_json::json!(started.elapsed().as_secs_f64() * 1000.0),
-                );
-                staged
+                self.stage_here(module, component, migrations).await
             } else {
                 let query = [("module", module), ("extension", extension.as_str())];
                 self.remote(&node, "stage", &query, bytes.clone()).await
             };
+            let staged_ms = started.elapsed().as_secs_f64() * 1000.0;
             match outcome {
-                Ok(version) => staged.push((node.clone(), version)),
+                Ok(version) => staged.push((node.clone(), version, staged_ms)),
                 Err(why) => {
                     refusals.insert(label(&node), why.into());
                 }
             }
         }
         if !refusals.is_empty() {
-            for (node, _) in staged {
+            for (node, _, _) in staged {
                 if self.is_here(&node) {
                     if let Some(slot) = self.registry.slot(module) {
                         self.registry.swapper().unstage(slot);
@@ -348,7 +344,8 @@ impl Admin {
             Switch::Canary(weight) => weight.to_string(),
         };
         let mut done = serde_json::Map::new();
-        for (node, version) in staged {
+        for (node, version, staged_ms) in staged {
+            let started = std::time::Instant::now();
             let outcome = if self.is_here(&node) {
                 match self.registry.slot(module) {
                     Some(slot) => self
@@ -364,10 +361,17 @@ impl Admin {
                 let query = [("module", module), ("weight", weight.as_str())];
                 self.remote(&node, "commit", &query, Bytes::new()).await
             };
+            // The commit as seen from here (the switch, then durably recording the
+            // version): for a remote node it includes the round trip.
+            let committed_us = started.elapsed().as_secs_f64() * 1e6;
             done.insert(
                 label(&node),
                 match outcome {
-                    Ok(version) => serde_json::json!({ "version": version }),
+                    Ok(version) => serde_json::json!({
+                        "version": version,
+                        "staged_ms": staged_ms,
+                        "committed_us": committed_us,
+                    }),
                     Err(why) => serde_json::json!({ "error": why }),
                 },
             );

@@ -147,7 +147,8 @@ impl ModuleSlot {
             serving: self.serving().version.clone(),
             replaced: Some(old.version.clone()),
         };
-        *self.lock_previous() = Some(old);
+        let displaced = self.lock_previous().replace(old);
+        release(displaced);
         change
     }
 
@@ -195,5 +196,16 @@ impl ModuleSlot {
     fn lock_previous(&self) -> std::sync::MutexGuard<'_, Option<Arc<LoadedModule>>> {
         // Replaced whole under the lock; a panic elsewhere cannot leave it torn.
         self.previous.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Lets go of a version no longer kept for rollback. Freeing a module's compiled code
+/// and pools takes a while (hundreds of µs): on a runtime it happens on a blocking
+/// thread, not on the one serving requests.
+fn release(version: Option<Arc<LoadedModule>>) {
+    let Some(version) = version else { return };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(version))),
+        Err(_) => drop(version),
     }
 }

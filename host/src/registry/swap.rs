@@ -169,11 +169,13 @@ impl Swapper {
         let old = slot.serving();
         match how {
             Switch::Swap => {
+                let switching = std::time::Instant::now();
                 let change = slot.swap(module.clone());
+                let switch_ns = switching.elapsed().as_nanos() as u64;
                 self.adopt(&slot.name, component);
-                self.remember(&slot.name, &module);
+                self.remember(&slot.name, &module).await;
                 watch_drain(&slot.name, Arc::downgrade(&old));
-                tracing::info!(module = %slot.name, from = %old.version, to = %module.version, "module swapped");
+                tracing::info!(module = %slot.name, from = %old.version, to = %module.version, switch_ns, "module swapped");
                 Ok(change)
             }
             Switch::Canary(weight) => {
@@ -193,7 +195,7 @@ impl Swapper {
         let change = slot.promote().map_err(Refused)?;
         let serving = slot.serving();
         self.adopt(&slot.name, serving.instance_pre.component().clone());
-        self.remember(&slot.name, &serving);
+        self.remember(&slot.name, &serving).await;
         tracing::info!(module = %slot.name, serving = %change.serving, "canary promoted");
         Ok(change)
     }
@@ -204,7 +206,7 @@ impl Swapper {
         let change = slot.rollback().map_err(Refused)?;
         let serving = slot.serving();
         self.adopt(&slot.name, serving.instance_pre.component().clone());
-        self.remember(&slot.name, &serving);
+        self.remember(&slot.name, &serving).await;
         crate::telemetry::metrics::metrics().rollback(&slot.name, "operator");
         tracing::info!(module = %slot.name, serving = %change.serving, replaced = ?change.replaced, "rolled back");
         Ok(change)
@@ -296,14 +298,25 @@ impl Swapper {
     }
 
     /// Remembers `module` as `name`'s serving version across restarts.
-    fn remember(&self, name: &str, module: &LoadedModule) {
+    /// The record is written (hash, write, fsync) on a blocking thread: it must not stall
+    /// the requests served by this async thread.
+    async fn remember(&self, name: &str, module: &LoadedModule) {
         let base = self
             .deployment
             .modules
             .get(name)
             .context("not in the deployment")
             .and_then(component_path);
-        let recorded = base.and_then(|base| self.versions.record(name, &module.source, &base));
+        let (versions, module_name, source) =
+            (self.versions.clone(), name.to_string(), module.source.clone());
+        let recorded = match base {
+            Ok(base) => tokio::task::spawn_blocking(move || {
+                versions.record(&module_name, &source, &base)
+            })
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("recording the version: {e}"))),
+            Err(error) => Err(error),
+        };
         if let Err(error) = recorded {
             tracing::warn!(module = name, error = %format!("{error:#}"), "cannot remember the serving version; a restart serves the deployment's");
         }
