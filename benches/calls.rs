@@ -17,33 +17,23 @@
 //! Under `cargo bench` it then times 20,000 single calls of each kind and prints their
 //! p50 and p99 (criterion reports means and medians of batches, not tail latency).
 //!
-//! Run: `env -u RUST_BACKTRACE cargo bench --bench calls` (after building the guests,
-//! see README; with RUST_BACKTRACE set, wasmtime captures a backtrace each time a store
+//! Run: `env -u RUST_BACKTRACE cargo bench --bench calls` (it builds the guests; with
+//! RUST_BACKTRACE set, wasmtime captures a backtrace each time a store
 //! is dropped, which doubles the fresh call's cost).
+
+mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use modhost::capabilities::InstanceState;
 use modhost::deployment::Deployment;
 use modhost::node::Node;
 use modhost::telemetry::trace::TraceContext;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use wasmtime::component::TypedFunc;
 use wasmtime::Store;
 
 const INTERFACE: &str = "modhost-testing:kinds/bounce-back@1.0.0";
-
-fn guest(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/wasm32-wasip2/guest")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: cargo build --profile guest --target wasm32-wasip2 -p {name}",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 /// A warm `caller` instance whose `bounce-back` export the host calls directly.
 struct Caller {
@@ -60,8 +50,8 @@ fn deployment(dir: &Path, callee_instances: &str, extra: &str) -> Deployment {
          [modules.caller]\ncomponent = {:?}\ncalls = [\"callee\"]\n\
          [modules.callee]\ncomponent = {:?}\ncalls = [\"caller\"]\n\
          instances = {callee_instances:?}\nlimits = {{ concurrency = 1000 }}\n{extra}",
-        guest("caller"),
-        guest("callee"),
+        support::guest("caller").display().to_string(),
+        support::guest("callee").display().to_string(),
     );
     Deployment::parse(&dir.join("bench.toml"), &text).unwrap()
 }

@@ -307,14 +307,17 @@ impl Swapper {
             .get(name)
             .context("not in the deployment")
             .and_then(component_path);
-        let (versions, module_name, source) =
-            (self.versions.clone(), name.to_string(), module.source.clone());
+        let (versions, module_name, source) = (
+            self.versions.clone(),
+            name.to_string(),
+            module.source.clone(),
+        );
         let recorded = match base {
-            Ok(base) => tokio::task::spawn_blocking(move || {
-                versions.record(&module_name, &source, &base)
-            })
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("recording the version: {e}"))),
+            Ok(base) => {
+                tokio::task::spawn_blocking(move || versions.record(&module_name, &source, &base))
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("recording the version: {e}")))
+            }
             Err(error) => Err(error),
         };
         if let Err(error) = recorded {
