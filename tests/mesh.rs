@@ -9,22 +9,6 @@ use common::cluster::Cluster;
 use common::*;
 use std::time::{Duration, Instant};
 
-const CALLS: &str = r#"
-[app]
-name = "calls"
-
-[modules.caller]
-component = "{caller}"
-routes = ["/caller"]
-calls = ["callee"]
-limits = { timeout = "5s" }
-
-[modules.callee]
-component = "{callee}"
-calls = ["caller"]
-limits = { timeout = "500ms", memory = "16MiB" }
-"#;
-
 /// `caller` on `a`, `callee` on `b`.
 fn split() -> Cluster {
     Cluster::start(

@@ -4,22 +4,6 @@
 mod common;
 use common::*;
 
-const CALLS: &str = r#"
-[app]
-name = "calls"
-
-[modules.caller]
-component = "{caller}"
-routes = ["/caller"]
-calls = ["callee"]
-limits = { timeout = "5s" }
-
-[modules.callee]
-component = "{callee}"
-calls = ["caller"]
-limits = { timeout = "500ms", memory = "16MiB" }
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_value_crosses_a_call_unchanged() {
     let deployment = TestDeployment::new(CALLS);

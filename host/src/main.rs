@@ -332,15 +332,8 @@ fn serve(
             return ExitCode::FAILURE;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("modhost: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = async_runtime(Runtime::Serving) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let node = match Node::load(deployment) {
@@ -489,15 +482,8 @@ fn dead_letters(
             return ExitCode::from(EXIT_INVALID);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("modhost: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = async_runtime(Runtime::Tool) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let bus = match events::open_for_reading(&deployment).await {
@@ -605,15 +591,8 @@ fn admin_request(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("modhost: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = async_runtime(Runtime::Tool) else {
+        return ExitCode::FAILURE;
     };
     let answer = runtime.block_on(modhost::admin::client::request(
         &admin.admin,
@@ -749,6 +728,28 @@ mod watch {
             Err(refused) => {
                 tracing::error!(module, reason = %refused, "--watch: the new build was refused; the running version keeps serving")
             }
+        }
+    }
+}
+
+/// What an async runtime is for: serving traffic wants every core; a one-shot tool
+/// command (the CLI's admin client, reading the dead letters) wants one thread.
+enum Runtime {
+    Serving,
+    Tool,
+}
+
+/// Builds the runtime a command needs, or says why it cannot (the caller exits 1).
+fn async_runtime(kind: Runtime) -> Option<tokio::runtime::Runtime> {
+    let mut builder = match kind {
+        Runtime::Serving => tokio::runtime::Builder::new_multi_thread(),
+        Runtime::Tool => tokio::runtime::Builder::new_current_thread(),
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("modhost: cannot start the async runtime: {error}");
+            None
         }
     }
 }

@@ -73,6 +73,24 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The `caller` and `callee` test modules: `caller` serves HTTP and calls `callee`
+/// through the `modhost-testing:kinds` contract.
+pub const CALLS: &str = r#"
+[app]
+name = "calls"
+
+[modules.caller]
+component = "{caller}"
+routes = ["/caller"]
+calls = ["callee"]
+limits = { timeout = "5s" }
+
+[modules.callee]
+component = "{callee}"
+calls = ["caller"]
+limits = { timeout = "500ms", memory = "16MiB" }
+"#;
+
 /// The example shop's modules with their routes: the deployment most tests start.
 pub const SHOP: &str = r#"
 [app]
