@@ -148,7 +148,8 @@ async fn a_dead_or_frozen_node_fails_calls_fast_and_service_resumes_when_it_retu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_from_another_ca_or_outside_the_deployment_is_refused_and_both_sides_log_it() {
+async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and_both_sides_log_it()
+{
     let cluster = split();
     let b_mesh = mesh_address(&cluster.deployment, "b");
 
@@ -206,6 +207,39 @@ async fn a_peer_from_another_ca_or_outside_the_deployment_is_refused_and_both_si
         .node("b")
         .wait_for_log("its certificate names no node of this deployment");
     outsider.node("mallory").wait_for_log("call_unavailable");
+
+    // Node a's own name and CA, but a certificate that has expired: refused in the
+    // handshake, for its date.
+    let lapsed = Cluster::write(
+        CALLS,
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"])],
+    );
+    retarget(&lapsed, "b", &b_mesh);
+    std::fs::create_dir_all(lapsed.dir.path().join("certs")).unwrap();
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(
+            cluster.deployment.dir.path().join("certs").join(file),
+            lapsed.dir.path().join("certs").join(file),
+        )
+        .unwrap();
+    }
+    let loaded = modhost::deployment::Deployment::load(&lapsed.file).expect("deployment");
+    // Valid until yesterday.
+    modhost::mesh::certs::generate(&loaded, &["a".to_string()], -1, false)
+        .expect("an expired certificate");
+    let mut expired = Cluster {
+        deployment: lapsed,
+        nodes: Default::default(),
+    };
+    expired.start_node("a", &[]);
+    let reply = get(&expired.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    // TLS 1.3: a learns of the refusal after its side of the handshake, from b's alert.
+    expired.node("a").wait_for_log("CertificateExpired");
+    cluster
+        .node("b")
+        .wait_for_log("invalid peer certificate: Expired");
 
     // The real node a still gets through.
     let ok = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;

@@ -351,7 +351,10 @@ impl Mesh {
                 Ok(Err(error)) => {
                     peer.breaker.record(false);
                     peer.forget_connection().await;
-                    Err(SendFailed::Unreachable(format!("{name}: {error}")))
+                    Err(SendFailed::Unreachable(format!(
+                        "{name}: {}",
+                        with_causes(&error)
+                    )))
                 }
                 Err(_) => {
                     peer.breaker.record(false);
@@ -421,7 +424,9 @@ impl Peer {
         let peer = self.name.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "mesh: connection to a peer ended");
+                // In TLS 1.3 the peer checks our certificate after our side of the
+                // handshake is done: its refusal (another CA, expired) arrives here.
+                tracing::warn!(%peer, error = %with_causes(&error), "mesh: the connection to a peer failed");
             }
         });
         tracing::debug!(peer = %self.name, addr = %self.addr, "mesh: connected to a peer");
@@ -431,4 +436,17 @@ impl Peer {
     async fn forget_connection(&self) {
         *self.connection.lock().await = None;
     }
+}
+
+/// `error` with its causes, `outer: inner: …`: hyper's own message ("connection
+/// error") does not say that the peer refused our certificate; its causes do.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
