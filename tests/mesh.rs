@@ -151,16 +151,10 @@ async fn a_dead_or_frozen_node_fails_calls_fast_and_service_resumes_when_it_retu
 async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and_both_sides_log_it()
 {
     let cluster = split();
-    let b_mesh = mesh_address(&cluster.deployment, "b");
 
     // An impostor: the same deployment, but its own CA. It claims to be node a and
     // calls b, which refuses the TLS handshake.
-    let impostor = Cluster::write(
-        CALLS,
-        &["a", "b"],
-        &[("caller", &["a"]), ("callee", &["b"])],
-    );
-    retarget(&impostor, "b", &b_mesh);
+    let impostor = beside(&cluster, "a", false);
     Cluster::certs(&impostor);
     let mut other = Cluster {
         deployment: impostor,
@@ -178,20 +172,7 @@ async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and
 
     // A node the deployment does not name, with a certificate from the right CA:
     // refused after the handshake, for its name.
-    let mallory = Cluster::write(
-        CALLS,
-        &["mallory", "b"],
-        &[("caller", &["mallory"]), ("callee", &["b"])],
-    );
-    retarget(&mallory, "b", &b_mesh);
-    std::fs::create_dir_all(mallory.dir.path().join("certs")).unwrap();
-    for file in ["ca.pem", "ca.key"] {
-        std::fs::copy(
-            cluster.deployment.dir.path().join("certs").join(file),
-            mallory.dir.path().join("certs").join(file),
-        )
-        .unwrap();
-    }
+    let mallory = beside(&cluster, "mallory", true);
     Cluster::certs(&mallory);
     let mut outsider = Cluster {
         deployment: mallory,
@@ -210,20 +191,7 @@ async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and
 
     // Node a's own name and CA, but a certificate that has expired: refused in the
     // handshake, for its date.
-    let lapsed = Cluster::write(
-        CALLS,
-        &["a", "b"],
-        &[("caller", &["a"]), ("callee", &["b"])],
-    );
-    retarget(&lapsed, "b", &b_mesh);
-    std::fs::create_dir_all(lapsed.dir.path().join("certs")).unwrap();
-    for file in ["ca.pem", "ca.key"] {
-        std::fs::copy(
-            cluster.deployment.dir.path().join("certs").join(file),
-            lapsed.dir.path().join("certs").join(file),
-        )
-        .unwrap();
-    }
+    let lapsed = beside(&cluster, "a", true);
     let loaded = modhost::deployment::Deployment::load(&lapsed.file).expect("deployment");
     // Valid until yesterday.
     modhost::mesh::certs::generate(&loaded, &["a".to_string()], -1, false)
@@ -308,6 +276,29 @@ fn check_validates_placement() {
 }
 
 /// The mesh address of `node` in `deployment`'s file.
+/// Another deployment whose `caller` runs on `caller_node` and calls `cluster`'s node
+/// `b` (its mesh address); with `same_ca`, it holds `cluster`'s CA, else none yet.
+fn beside(cluster: &Cluster, caller_node: &str, same_ca: bool) -> TestDeployment {
+    let deployment = Cluster::write(
+        CALLS,
+        &[caller_node, "b"],
+        &[("caller", &[caller_node]), ("callee", &["b"])],
+    );
+    retarget(&deployment, "b", &mesh_address(&cluster.deployment, "b"));
+    if same_ca {
+        let certs = deployment.dir.path().join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        for file in ["ca.pem", "ca.key"] {
+            std::fs::copy(
+                cluster.deployment.dir.path().join("certs").join(file),
+                certs.join(file),
+            )
+            .unwrap();
+        }
+    }
+    deployment
+}
+
 fn mesh_address(deployment: &TestDeployment, node: &str) -> String {
     let text = std::fs::read_to_string(&deployment.file).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();
