@@ -156,13 +156,7 @@ async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and
     // calls b, which refuses the TLS handshake.
     let impostor = beside(&cluster, "a", false);
     Cluster::certs(&impostor);
-    let mut other = Cluster {
-        deployment: impostor,
-        nodes: Default::default(),
-    };
-    other.start_node("a", &[]);
-    let reply = get(&other.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
+    let other = refused_call(impostor, "a").await;
     other
         .node("a")
         .wait_for_log("TLS handshake with a peer failed");
@@ -174,16 +168,7 @@ async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and
     // refused after the handshake, for its name.
     let mallory = beside(&cluster, "mallory", true);
     Cluster::certs(&mallory);
-    let mut outsider = Cluster {
-        deployment: mallory,
-        nodes: Default::default(),
-    };
-    outsider.start_node("mallory", &[]);
-    let reply = get(&outsider
-        .node("mallory")
-        .url("/caller/reserve?sku=A&quantity=1"))
-    .await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
+    let outsider = refused_call(mallory, "mallory").await;
     cluster
         .node("b")
         .wait_for_log("its certificate names no node of this deployment");
@@ -196,13 +181,7 @@ async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and
     // Valid until yesterday.
     modhost::mesh::certs::generate(&loaded, &["a".to_string()], -1, false)
         .expect("an expired certificate");
-    let mut expired = Cluster {
-        deployment: lapsed,
-        nodes: Default::default(),
-    };
-    expired.start_node("a", &[]);
-    let reply = get(&expired.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
+    let expired = refused_call(lapsed, "a").await;
     // TLS 1.3: a learns of the refusal after its side of the handshake — from b's
     // alert (`CertificateExpired`), or, when it was already writing, as a broken pipe.
     expired
@@ -297,6 +276,19 @@ fn beside(cluster: &Cluster, caller_node: &str, same_ca: bool) -> TestDeployment
         }
     }
     deployment
+}
+
+/// Starts `node` of `deployment` on its own and has its `caller` call `callee`: the
+/// peer refuses it, so the answer is a 503.
+async fn refused_call(deployment: TestDeployment, node: &str) -> Cluster {
+    let mut alone = Cluster {
+        deployment,
+        nodes: Default::default(),
+    };
+    alone.start_node(node, &[]);
+    let reply = get(&alone.node(node).url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    alone
 }
 
 fn mesh_address(deployment: &TestDeployment, node: &str) -> String {
