@@ -85,22 +85,13 @@ impl Broker {
     /// the broker process (SIGSTOP).
     pub fn stop(&self) {
         self.proxy.cut.store(true, Ordering::SeqCst);
-        self.signal("STOP");
+        super::send_signal(self.child.id(), "STOP");
     }
 
     /// Brings the broker back: the process continues (SIGCONT) and takes connections.
     pub fn resume(&self) {
-        self.signal("CONT");
+        super::send_signal(self.child.id(), "CONT");
         self.proxy.cut.store(false, Ordering::SeqCst);
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} tansu");
     }
 
     /// What the broker has logged.

@@ -73,6 +73,16 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// Sends `signal` (e.g. "TERM", "STOP") to process `pid`, as `kill -SIGNAL` does.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
 /// The `caller` and `callee` test modules: `caller` serves HTTP and calls `callee`
 /// through the `modhost-testing:kinds` contract.
 pub const CALLS: &str = r#"
@@ -326,12 +336,7 @@ impl Modhost {
 
     /// Sends `signal` (e.g. "TERM") to the process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        send_signal(self.child.id(), signal);
     }
 
     /// Kills the process at once (SIGKILL: no shutdown, no flushing) and reaps it.
