@@ -351,9 +351,11 @@ impl Mesh {
                 Ok(Err(error)) => {
                     peer.breaker.record(false);
                     peer.forget_connection().await;
+                    // `{:#}` names the causes: hyper's own "connection error" does not
+                    // say that the peer refused our certificate.
                     Err(SendFailed::Unreachable(format!(
-                        "{name}: {}",
-                        with_causes(&error)
+                        "{name}: {:#}",
+                        anyhow::Error::from(error)
                     )))
                 }
                 Err(_) => {
@@ -426,7 +428,8 @@ impl Peer {
             if let Err(error) = connection.await {
                 // In TLS 1.3 the peer checks our certificate after our side of the
                 // handshake is done: its refusal (another CA, expired) arrives here.
-                tracing::warn!(%peer, error = %with_causes(&error), "mesh: the connection to a peer failed");
+                let error = format!("{:#}", anyhow::Error::from(error));
+                tracing::warn!(%peer, %error, "mesh: the connection to a peer failed");
             }
         });
         tracing::debug!(peer = %self.name, addr = %self.addr, "mesh: connected to a peer");
@@ -436,17 +439,4 @@ impl Peer {
     async fn forget_connection(&self) {
         *self.connection.lock().await = None;
     }
-}
-
-/// `error` with its causes, `outer: inner: …`: hyper's own message ("connection
-/// error") does not say that the peer refused our certificate; its causes do.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
