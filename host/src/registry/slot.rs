@@ -141,7 +141,7 @@ impl ModuleSlot {
     /// Makes `module` the serving version at once (a swap); the one it replaces is kept
     /// for `rollback`. A canary under way is dropped.
     pub fn swap(&self, module: Arc<LoadedModule>) -> Change {
-        self.canary.store(None);
+        release(self.canary.swap(None));
         let old = self.serving.swap(module);
         let change = Change {
             serving: self.serving().version.clone(),
@@ -155,12 +155,12 @@ impl ModuleSlot {
     /// Starts a canary: `module` gets `weight` percent of the traffic. Replaces a
     /// canary under way.
     pub fn start_canary(&self, module: Arc<LoadedModule>, weight: u32) {
-        self.canary.store(Some(Arc::new(Canary {
+        release(self.canary.swap(Some(Arc::new(Canary {
             module,
             weight: weight.min(100),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-        })));
+        }))));
     }
 
     /// Makes the canary the serving version.
@@ -175,10 +175,12 @@ impl ModuleSlot {
     /// version that served before the last swap or promotion.
     pub fn rollback(&self) -> Result<Change, String> {
         if let Some(canary) = self.canary.swap(None) {
-            return Ok(Change {
+            let change = Change {
                 serving: self.serving().version.clone(),
                 replaced: Some(canary.module.version.clone()),
-            });
+            };
+            release(Some(canary));
+            return Ok(change);
         }
         let Some(previous) = self.lock_previous().take() else {
             return Err(format!(
@@ -187,10 +189,12 @@ impl ModuleSlot {
             ));
         };
         let replaced = self.serving.swap(previous);
-        Ok(Change {
+        let change = Change {
             serving: self.serving().version.clone(),
             replaced: Some(replaced.version.clone()),
-        })
+        };
+        release(Some(replaced));
+        Ok(change)
     }
 
     fn lock_previous(&self) -> std::sync::MutexGuard<'_, Option<Arc<LoadedModule>>> {
@@ -199,10 +203,11 @@ impl ModuleSlot {
     }
 }
 
-/// Lets go of a version no longer kept for rollback. Freeing a module's compiled code
-/// and pools takes a while (hundreds of µs): on a runtime it happens on a blocking
-/// thread, not on the one serving requests.
-fn release(version: Option<Arc<LoadedModule>>) {
+/// Lets go of a version (or a canary holding one) that the slot no longer keeps.
+/// Freeing a module's compiled code and pools takes a while (hundreds of µs): on a
+/// runtime it happens on a blocking thread, not on the one serving requests. (Work that
+/// still holds the version frees it when it ends, wherever that is.)
+fn release<T: Send + Sync + 'static>(version: Option<Arc<T>>) {
     let Some(version) = version else { return };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => drop(runtime.spawn_blocking(move || drop(version))),
