@@ -29,6 +29,7 @@ use modhost::deployment::Deployment;
 use modhost::node::Node;
 use modhost::telemetry::trace::TraceContext;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use wasmtime::component::TypedFunc;
 use wasmtime::Store;
@@ -45,13 +46,20 @@ struct Caller {
 /// The deployment of `caller` and `callee` (with `callee_instances` as its instance
 /// strategy), `extra` appended.
 fn deployment(dir: &Path, callee_instances: &str, extra: &str) -> Deployment {
+    // Built once per run: the three deployments share them.
+    static GUESTS: LazyLock<(String, String)> = LazyLock::new(|| {
+        (
+            support::guest("caller").display().to_string(),
+            support::guest("callee").display().to_string(),
+        )
+    });
+    let (caller, callee) = &*GUESTS;
     let text = format!(
         "[app]\nname = \"bench\"\ndata_dir = \"data\"\n\
          [modules.caller]\ncomponent = {:?}\ncalls = [\"callee\"]\n\
          [modules.callee]\ncomponent = {:?}\ncalls = [\"caller\"]\n\
          instances = {callee_instances:?}\nlimits = {{ concurrency = 1000 }}\n{extra}",
-        support::guest("caller").display().to_string(),
-        support::guest("callee").display().to_string(),
+        caller, callee,
     );
     Deployment::parse(&dir.join("bench.toml"), &text).unwrap()
 }
