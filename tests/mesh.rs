@@ -183,10 +183,11 @@ async fn a_peer_from_another_ca_outside_the_deployment_or_expired_is_refused_and
         .expect("an expired certificate");
     let expired = refused_call(lapsed, "a").await;
     // TLS 1.3: a learns of the refusal after its side of the handshake — from b's
-    // alert (`CertificateExpired`), or, when it was already writing, as a broken pipe.
+    // alert (`CertificateExpired`), or, when it was already writing, as a broken pipe
+    // on the call's stream; either way its failed call names b as unreachable.
     expired
         .node("a")
-        .wait_for_log("mesh: the connection to a peer failed");
+        .wait_for_log("module `callee` (on b) is unreachable");
     cluster
         .node("b")
         .wait_for_log("invalid peer certificate: Expired");
