@@ -491,10 +491,19 @@ async fn crashed_after_send(bus: Bus) {
         &[],
         &[("MODHOST_FAULTS", "relay-crash-after-send")],
     );
+    if let Bus::Kafka(_) = bus {
+        // The crash leaves members in the consumer groups that never say goodbye: the
+        // restarted node must take their places back.
+        for group in ["probes.sink", "probes.audit"] {
+            crashing.wait_for_log_with(&["events: partitions assigned", group]);
+        }
+    }
     let published = publish_rounds(&crashing, 1, 30, 3, "resent").await;
     crashing.wait(Duration::from_secs(30));
 
     crashing.wait_for_log("fault relay-crash-after-send");
+    // Shown only when the test fails: what the process did before it crashed.
+    eprintln!("the crashed process's log:\n{}", crashing.logs().join("\n"));
 
     let host = Modhost::start(&deployment);
     let ids: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();

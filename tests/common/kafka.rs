@@ -57,7 +57,11 @@ impl Broker {
             .arg(format!("tcp://{}", proxy.addr))
             .arg("--storage-engine")
             .arg("memory://tansu/")
-            .env("RUST_LOG", "warn")
+            // MODHOST_TANSU_LOG (a RUST_LOG filter) says more when a test is debugged.
+            .env(
+                "RUST_LOG",
+                std::env::var("MODHOST_TANSU_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("tansu log"))
             .stderr(log)

@@ -308,16 +308,26 @@ impl Modhost {
         self.logs.lock().unwrap().clone()
     }
 
-    /// The first log line containing `needle`, waiting (bounded) for it to appear.
+    /// The first log line containing `needle`, waiting (up to 30 s) for it to appear.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        for _ in 0..400 {
-            if let Some(line) = self.logs().into_iter().find(|line| line.contains(needle)) {
+        self.wait_for_log_with(&[needle])
+    }
+
+    /// Like [`Modhost::wait_for_log`], for a line that contains every one of `needles`.
+    pub fn wait_for_log_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(line) = self
+                .logs()
+                .into_iter()
+                .find(|line| needles.iter().all(|needle| line.contains(needle)))
+            {
                 return line;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!(
-            "no log line contains {needle:?}:\n{}",
+            "no log line contains all of {needles:?}:\n{}",
             self.logs().join("\n")
         );
     }

@@ -34,6 +34,14 @@ pub fn group(app: &str, module: &str) -> String {
     format!("{app}.{module}")
 }
 
+/// This node's member name in a consumer group: the same every time the node starts,
+/// and different for every node, so that a restarted node takes its own place back in
+/// the group (Kafka's static membership). Two processes started as the same node fence
+/// each other's consumers: the bus refuses the older one.
+pub fn member(group: &str, node: Option<&str>) -> String {
+    format!("{group}@{}", node.unwrap_or("single"))
+}
+
 /// Every topic the deployment uses (what modules publish, and each subscriber's
 /// dead-letter topic), and per topic the consumer groups subscribed to it.
 pub fn topology(deployment: &Deployment) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
@@ -174,7 +182,8 @@ async fn start_module(
     if module.subscriber.is_some() && !spec.subscribes.is_empty() {
         let group = group(&deployment.app_name, &module.name);
         let consumer = loop {
-            match bus.subscribe(&group, &spec.subscribes).await {
+            let member = member(&group, deployment.node.as_deref());
+            match bus.subscribe(&group, &member, &spec.subscribes).await {
                 Ok(consumer) => break consumer,
                 Err(error) => {
                     tracing::warn!(module = %module.name, error = %format!("{error:#}"), "events: subscribing failed; retrying");

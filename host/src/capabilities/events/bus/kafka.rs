@@ -6,7 +6,10 @@
 //!   and keeps its order. The event id, source module, publication time and trace
 //!   context travel as Kafka headers (`modhost-id`, `modhost-source`,
 //!   `modhost-published-at`, `traceparent`), beside the publisher's own.
-//! - **Consumers**: one consumer group per subscribing module. Offsets are stored only
+//! - **Consumers**: one consumer group per subscribing module, in which each node is a
+//!   static member (`group.instance.id`, named for the node): a node that restarts,
+//!   cleanly or after a crash, takes its own place back at once instead of the group
+//!   waiting out the old member's session and rebalancing twice. Offsets are stored only
 //!   after the handler's transaction committed (`enable.auto.offset.store = false`,
 //!   stored by [`KafkaConsumer::ack`], committed by the client in the background), so a
 //!   crash replays at most what was handled but not yet committed — which the
@@ -20,8 +23,8 @@
 
 use anyhow::{Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -180,17 +183,22 @@ impl KafkaBus {
         outcomes
     }
 
-    /// A consumer in group `group` of `topics`, starting at the oldest retained event
-    /// when the group is new.
-    pub fn subscribe(&self, group: &str, topics: &[String]) -> Result<KafkaConsumer> {
-        let consumer: StreamConsumer = config(&self.brokers)
+    /// A consumer in group `group` of `topics`, as static member `member`, starting at
+    /// the oldest retained event when the group is new.
+    pub fn subscribe(&self, group: &str, member: &str, topics: &[String]) -> Result<KafkaConsumer> {
+        let context = GroupMember {
+            group: group.to_string(),
+            member: member.to_string(),
+        };
+        let consumer: StreamConsumer<GroupMember> = config(&self.brokers)
             .set("group.id", group)
+            .set("group.instance.id", member)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .create()
+            .create_with_context(context)
             .with_context(|| format!("creating the Kafka consumer of group {group}"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -302,9 +310,50 @@ fn delivery(message: &BorrowedMessage<'_>) -> Option<Delivery> {
     })
 }
 
+/// What a consumer says when the group hands it partitions or takes them away: which
+/// node reads which partitions is the first question when events stall.
+struct GroupMember {
+    group: String,
+    member: String,
+}
+
+impl ClientContext for GroupMember {}
+
+impl ConsumerContext for GroupMember {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            list.elements()
+                .iter()
+                .map(|p| format!("{}/{}", p.topic(), p.partition()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(
+                group = %self.group,
+                member = %self.member,
+                partitions = %partitions(list),
+                "events: partitions assigned"
+            ),
+            Rebalance::Revoke(list) => tracing::info!(
+                group = %self.group,
+                member = %self.member,
+                partitions = %partitions(list),
+                "events: partitions revoked"
+            ),
+            Rebalance::Error(error) => tracing::warn!(
+                group = %self.group,
+                member = %self.member,
+                %error,
+                "events: the consumer group could not rebalance"
+            ),
+        }
+    }
+}
+
 /// One consumer group's reader of Kafka.
 pub struct KafkaConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<GroupMember>,
 }
 
 impl KafkaConsumer {

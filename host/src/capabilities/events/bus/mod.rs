@@ -83,11 +83,18 @@ impl Bus {
     }
 
     /// A consumer of `topics` for consumer group `group`, from its last acknowledged
-    /// position (from the oldest retained event for a new group).
-    pub async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Consumer> {
+    /// position (from the oldest retained event for a new group). `member` names this
+    /// node's place in the group, the same across its restarts (see
+    /// [`crate::capabilities::events::service::member`]).
+    pub async fn subscribe(
+        &self,
+        group: &str,
+        member: &str,
+        topics: &[String],
+    ) -> Result<Consumer> {
         Ok(match self {
             Bus::Embedded(bus) => Consumer::Embedded(bus.subscribe(group, topics).await?),
-            Bus::Kafka(bus) => Consumer::Kafka(bus.subscribe(group, topics)?),
+            Bus::Kafka(bus) => Consumer::Kafka(bus.subscribe(group, member, topics)?),
         })
     }
 
