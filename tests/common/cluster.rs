@@ -3,9 +3,8 @@
 //! certificates made by `modhost certs`).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 
-use super::{modhost_bin, Modhost, TestDeployment};
+use super::{free_port, modhost_bin, Modhost, TestDeployment};
 
 /// The nodes of a split deployment, running.
 pub struct Cluster {
@@ -107,11 +106,4 @@ impl Cluster {
             })
             .collect()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }

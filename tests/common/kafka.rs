@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
 /// A running tansu broker behind a cuttable proxy; stopped when dropped.
 pub struct Broker {
     child: Child,
@@ -197,11 +199,4 @@ fn tansu_binary() -> Option<PathBuf> {
             .map(|dir| dir.join("tansu"))
             .find(|path| path.is_file())
     })
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }

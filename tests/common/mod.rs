@@ -23,6 +23,31 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+/// A loopback port that nothing listens on, for a process a test is about to start.
+///
+/// Between this check and the process binding the port, another socket could take it.
+/// Two things make that unlikely: ports come from below Linux's ephemeral range
+/// (32768–60999), where the outgoing connections of the tests and of the processes they
+/// start never land; and no port is handed out twice in one test process.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    const RANGE: (u16, u16) = (20000, 32000);
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..10_000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = RANGE.0 + (random % u64::from(RANGE.1 - RANGE.0)) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {}..{}", RANGE.0, RANGE.1);
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

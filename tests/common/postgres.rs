@@ -9,9 +9,10 @@
 //! Without server binaries a test is skipped with a message, except under `CI=true`,
 //! where it fails: CI must run every test (`.ci/run` installs the server).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::free_port;
 
 /// The cluster's superuser and its password.
 const ADMIN: &str = "modhost_admin";
@@ -166,13 +167,6 @@ fn running_as_root() -> bool {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 fn run(command: &mut Command) {
