@@ -39,6 +39,29 @@ impl Bus {
     }
 }
 
+/// `modhost events replay --module MODULE --event ID… --json` on `deployment`: its
+/// lines, or its error output when it fails.
+fn replay(deployment: &TestDeployment, module: &str, ids: &[&str]) -> Result<Vec<Value>, String> {
+    let mut command = std::process::Command::new(common::modhost_bin());
+    command
+        .args(["events", "replay"])
+        .arg(&deployment.file)
+        .args(["--module", module, "--json", "--data-dir"])
+        .arg(deployment.data_dir())
+        .env("MODHOST_LOG", "warn");
+    for id in ids {
+        command.args(["--event", id]);
+    }
+    let output = command.output().expect("run modhost events replay");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect())
+}
+
 /// `source` publishes, `sink` receives; `sink` forwards to `source` on request.
 fn probes(bus: &Bus, database: &str) -> TestDeployment {
     TestDeployment::new(&format!(
@@ -143,6 +166,14 @@ async fn effects(host: &Modhost, module: &str) -> Vec<Value> {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// Whether `module`'s handler has recorded (committed) an effect of event `id`.
+async fn has_effect(host: &Modhost, module: &str, id: &str) -> bool {
+    effects(host, module)
+        .await
+        .iter()
+        .any(|effect| effect["event_id"] == id)
 }
 
 /// Waits (bounded) until `module` has recorded an effect for every one of `ids`, then
@@ -342,10 +373,7 @@ async fn suite(bus: Bus) {
     .await;
     wait_for(&host, "sink", &doomed[1..]).await;
     assert!(
-        !effects(&host, "sink")
-            .await
-            .iter()
-            .any(|e| e["event_id"] == doomed[0].as_str()),
+        !has_effect(&host, "sink", &doomed[0]).await,
         "a failed attempt's effect was kept"
     );
     let letters = dead_letters(&deployment);
@@ -369,6 +397,65 @@ async fn suite(bus: Bus) {
         "{letter}"
     );
     assert_eq!(letter["payload"], "fail-always");
+
+    // Once the cause of the failures is fixed, `modhost events replay` sends a dead
+    // letter through its module again: handled there once, as a new event, and skipped
+    // by the other subscriber, whose inbox still holds it as given up.
+    let mark = format!("fixed {}", doomed[0]);
+    let stuck = publish(&host, vec![event("stuck", &format!("fail-until:{mark}"))]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead_letters(&deployment)
+        .iter()
+        .filter(|l| l["id"] == stuck[0].as_str())
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "`stuck` was not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fix = json!({ "events": [{ "topic": "probe.forwarded", "key": "fix", "payload": mark }] });
+    let reply = post(&host, "/sink/publish", &fix, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let audit_skipped = r#"modhost_events_duplicates_total{module="audit",topic="probe.events"}"#;
+    let skipped_before = metric(&host, audit_skipped).await;
+    let replayed = replay(&deployment, "sink", &[&stuck[0]]).expect("replay");
+    assert_eq!(
+        replayed,
+        [json!({ "module": "sink", "id": stuck[0], "topic": "probe.events", "outcome": "sent" })]
+    );
+    let handled = wait_for(&host, "sink", &stuck).await;
+    assert_eq!(handled.len(), 1, "{handled:?}");
+    assert_eq!(handled[0]["attempt"], 1, "a replayed event starts over");
+    assert_eq!(handled[0]["key"], "stuck");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&host, audit_skipped).await <= skipped_before {
+        assert!(
+            Instant::now() < deadline,
+            "audit never saw the replayed event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !has_effect(&host, "audit", &stuck[0]).await,
+        "the replay reached a module it was not for"
+    );
+    // Replaying it again sends nothing: the module has handled it since.
+    let again = replay(&deployment, "sink", &[&stuck[0]]).expect("replay again");
+    assert_eq!(again[0]["outcome"], "already-handled");
+    // An id that is no dead letter of the module is refused, and nothing is sent.
+    let refused = replay(&deployment, "sink", &[&stuck[0], "no-such-event"])
+        .expect_err("an unknown id is refused");
+    assert!(refused.contains("no-such-event"), "{refused}");
+    // A module that subscribes to nothing has nothing to replay: a usage error.
+    let status = std::process::Command::new(common::modhost_bin())
+        .args(["events", "replay"])
+        .arg(&deployment.file)
+        .args(["--module", "nosuch"])
+        .env("MODHOST_LOG", "warn")
+        .output()
+        .expect("run modhost events replay")
+        .status;
+    assert_eq!(status.code(), Some(2), "{status:?}");
 
     // A handler publishes in its own transaction: each subscriber forwards the event,
     // and both forwarded events arrive at `source`.
@@ -416,7 +503,8 @@ async fn suite(bus: Bus) {
         r#"modhost_events_published_total{module="source",topic="probe.events"}"#,
         r#"modhost_events_delivered_total{module="sink",topic="probe.events"}"#,
         r#"modhost_events_retried_total{module="sink",topic="probe.events"}"#,
-        r#"modhost_events_dead_lettered_total{module="sink",topic="probe.events"} 1"#,
+        // `doomed` and `stuck` (before its replay).
+        r#"modhost_events_dead_lettered_total{module="sink",topic="probe.events"} 2"#,
         r#"modhost_events_outbox_lag_seconds{module="source"}"#,
     ] {
         assert!(metrics.contains(series), "{series} missing from\n{metrics}");

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use modhost::capabilities::events;
+use modhost::capabilities::events::delivery::dead_letter;
 use modhost::deployment::events::dead_letter_topic;
 use modhost::deployment::{ComponentSource, Deployment};
 use modhost::engine::{self, Engine, EngineSettings};
@@ -159,6 +160,24 @@ enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send a module's dead letters through it again, once the cause of their failures
+    /// is fixed. Other subscribers of the topic skip them (their inboxes know them).
+    Replay {
+        /// The deployment file.
+        deployment: PathBuf,
+        /// The module whose dead letters to replay.
+        #[arg(long)]
+        module: String,
+        /// Only the dead letter of this event (repeatable); all of them without it.
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// The data directory (embedded bus, SQLite files) instead of `app.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the admin API is, and its token.
@@ -267,6 +286,16 @@ fn main() -> ExitCode {
                     json,
                 },
         } => dead_letters(&deployment, module.as_deref(), data_dir, json),
+        Command::Events {
+            command:
+                EventsCommand::Replay {
+                    deployment,
+                    module,
+                    events,
+                    data_dir,
+                    json,
+                },
+        } => replay(&deployment, &module, &events, data_dir, json),
     }
 }
 
@@ -450,19 +479,33 @@ fn compile(components: &[PathBuf], out_dir: Option<&Path>) -> ExitCode {
     }
 }
 
-fn dead_letters(
-    path: &Path,
-    only: Option<&str>,
-    data_dir: Option<PathBuf>,
-    json: bool,
-) -> ExitCode {
+/// The deployment for an `events` command, with its data dir overridden when asked.
+fn load_for_events(path: &Path, data_dir: Option<PathBuf>) -> Result<Deployment, ExitCode> {
     let overrides = Overrides {
         node: None,
         listen: None,
         data_dir,
         admin_listen: None,
     };
-    let deployment = match load_deployment(path, Some(&overrides)) {
+    load_deployment(path, Some(&overrides))
+}
+
+/// An `events` command named a module that subscribes to nothing: a usage error.
+fn no_subscriber(module: &str, path: &Path) -> ExitCode {
+    eprintln!(
+        "modhost: no module `{module}` subscribes to events in {}",
+        path.display()
+    );
+    ExitCode::from(EXIT_INVALID)
+}
+
+fn dead_letters(
+    path: &Path,
+    only: Option<&str>,
+    data_dir: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let deployment = match load_for_events(path, data_dir) {
         Ok(deployment) => deployment,
         Err(code) => return code,
     };
@@ -475,11 +518,7 @@ fn dead_letters(
         .collect();
     if let Some(only) = only {
         if subscribers.is_empty() {
-            eprintln!(
-                "modhost: no module `{only}` subscribes to events in {}",
-                path.display()
-            );
-            return ExitCode::from(EXIT_INVALID);
+            return no_subscriber(only, path);
         }
     }
     let Some(runtime) = async_runtime(Runtime::Tool) else {
@@ -520,12 +559,12 @@ fn dead_letters(
                         serde_json::json!({
                             "module": module,
                             "id": event.id,
-                            "topic": header("modhost-dead-letter-topic"),
+                            "topic": header(dead_letter::TOPIC),
                             "key": event.key,
                             "source": event.source,
-                            "attempts": header("modhost-dead-letter-attempts").parse::<u32>().unwrap_or(0),
-                            "error": header("modhost-dead-letter-error"),
-                            "dead_lettered_at_ms": header("modhost-dead-letter-at").parse::<i64>().unwrap_or(0),
+                            "attempts": header(dead_letter::ATTEMPTS).parse::<u32>().unwrap_or(0),
+                            "error": header(dead_letter::ERROR),
+                            "dead_lettered_at_ms": header(dead_letter::AT).parse::<i64>().unwrap_or(0),
                             "published_at_ms": event.published_at_ms,
                             "payload": payload,
                         })
@@ -534,10 +573,10 @@ fn dead_letters(
                     println!(
                         "{module}  {}  topic={} key={} attempts={}\n    error: {}\n    payload: {}",
                         event.id,
-                        header("modhost-dead-letter-topic"),
+                        header(dead_letter::TOPIC),
                         event.key,
-                        header("modhost-dead-letter-attempts"),
-                        header("modhost-dead-letter-error"),
+                        header(dead_letter::ATTEMPTS),
+                        header(dead_letter::ERROR),
                         payload.chars().take(200).collect::<String>(),
                     );
                 }
@@ -548,6 +587,67 @@ fn dead_letters(
         }
         ExitCode::SUCCESS
     })
+}
+
+fn replay(
+    path: &Path,
+    module: &str,
+    only: &[String],
+    data_dir: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let deployment = match load_for_events(path, data_dir) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    if deployment
+        .modules
+        .get(module)
+        .is_none_or(|spec| spec.subscribes.is_empty())
+    {
+        return no_subscriber(module, path);
+    }
+    let Some(runtime) = async_runtime(Runtime::Tool) else {
+        return ExitCode::FAILURE;
+    };
+    let replays = match runtime.block_on(events::replay::replay(&deployment, module, only)) {
+        Ok(replays) => replays,
+        Err(error) => {
+            eprintln!("modhost: replaying the dead letters of `{module}`: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for replay in &replays {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "module": module,
+                    "id": replay.id,
+                    "topic": replay.topic,
+                    "outcome": replay.outcome.as_str(),
+                })
+            );
+        } else {
+            println!(
+                "{}  {}  {}",
+                replay.id,
+                replay.topic,
+                replay.outcome.as_str()
+            );
+        }
+    }
+    if !json {
+        let sent = replays
+            .iter()
+            .filter(|r| r.outcome == events::replay::Replayed::Sent)
+            .count();
+        println!(
+            "{sent} dead letter(s) of `{module}` sent again, {} already handled",
+            replays.len() - sent
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn certs(path: &Path, nodes: &[String], days: i64, new_ca: bool) -> ExitCode {

@@ -44,6 +44,23 @@ use crate::telemetry::trace::TraceContext;
 /// How often a subscriber forgets inbox records older than the retention.
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
 /// Waits after the host's own failures (database, bus): from the first, doubling.
+/// The headers a dead letter carries beside the original event's own (all starting
+/// with [`dead_letter::PREFIX`]).
+pub mod dead_letter {
+    /// What every dead-letter header name starts with.
+    pub const PREFIX: &str = "modhost-dead-letter-";
+    /// The topic the event was delivered on.
+    pub const TOPIC: &str = "modhost-dead-letter-topic";
+    /// The subscribing module that gave it up.
+    pub const MODULE: &str = "modhost-dead-letter-module";
+    /// How many attempts failed.
+    pub const ATTEMPTS: &str = "modhost-dead-letter-attempts";
+    /// The last attempt's error.
+    pub const ERROR: &str = "modhost-dead-letter-error";
+    /// When it was given up (ms since the epoch).
+    pub const AT: &str = "modhost-dead-letter-at";
+}
+
 const HOST_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// One subscribing module, fed by its consumer.
@@ -343,11 +360,11 @@ impl Subscriber {
         let mut letter = original.clone();
         letter.topic = dead_letter_topic(self.name());
         letter.headers.extend([
-            ("modhost-dead-letter-topic".into(), original.topic.clone()),
-            ("modhost-dead-letter-module".into(), self.name().to_string()),
-            ("modhost-dead-letter-attempts".into(), attempts.to_string()),
-            ("modhost-dead-letter-error".into(), error.to_string()),
-            ("modhost-dead-letter-at".into(), now_ms().to_string()),
+            (dead_letter::TOPIC.into(), original.topic.clone()),
+            (dead_letter::MODULE.into(), self.name().to_string()),
+            (dead_letter::ATTEMPTS.into(), attempts.to_string()),
+            (dead_letter::ERROR.into(), error.to_string()),
+            (dead_letter::AT.into(), now_ms().to_string()),
         ]);
         let mut retry = HOST_RETRY.0;
         loop {

@@ -30,6 +30,7 @@ pub mod bus;
 pub mod delivery;
 pub mod envelope;
 pub mod relay;
+pub mod replay;
 mod service;
 pub mod tables;
 

@@ -172,6 +172,52 @@ impl Outcome {
     }
 }
 
+impl std::str::FromStr for Outcome {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Outcome, String> {
+        match text {
+            "handled" => Ok(Outcome::Handled),
+            "dead-lettered" => Ok(Outcome::DeadLettered),
+            other => Err(format!("unknown inbox outcome {other:?}")),
+        }
+    }
+}
+
+/// What the inbox remembers of event `id`: how it left, or nothing (never seen, or
+/// forgotten after `events.retention`).
+pub async fn inbox_outcome(database: &Database, id: &str) -> Result<Option<Outcome>, Error> {
+    let rows = database
+        .query(
+            "SELECT outcome FROM modhost_inbox WHERE id = $1",
+            vec![Value::Text(id.to_string())],
+        )
+        .await?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .next()
+        .and_then(|row| match row.into_iter().next() {
+            Some(Value::Text(outcome)) => outcome.parse().ok(),
+            _ => None,
+        }))
+}
+
+/// Forgets that the module gave event `id` up, so that it is handled when it arrives
+/// again. A record of the event having been handled stays.
+pub async fn forget_dead_letter(database: &Database, id: &str) -> Result<(), Error> {
+    database
+        .execute(
+            "DELETE FROM modhost_inbox WHERE id = $1 AND outcome = $2",
+            vec![
+                Value::Text(id.to_string()),
+                Value::Text(Outcome::DeadLettered.as_str().to_string()),
+            ],
+        )
+        .await
+        .map(drop)
+}
+
 /// Records `envelopes` in the inbox inside `tx`, in one statement per 200. Returns,
 /// for each, whether it is new: `false` means the event was handled before (its id was
 /// already there, or earlier in `envelopes`) and must not be again.

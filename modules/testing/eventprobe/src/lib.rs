@@ -18,6 +18,9 @@
 //! - `fail-always`: returns an error (the recorded effect must be rolled back);
 //! - `fail-twice`: returns an error on attempts 1 and 2;
 //! - `trap-once`: panics on attempt 1;
+//! - `fail-until:MARK`: returns an error until this module has published an event whose
+//!   payload is MARK (a row in `published`): a failure whose cause can be fixed, for
+//!   replaying dead letters;
 //! - `forward:TOPIC`: publishes the event on to TOPIC in the same transaction;
 //! - anything else: succeeds.
 
@@ -212,6 +215,19 @@ impl Guest for Probe {
                 Err(format!("refused on attempt {}", event.attempt))
             }
             "trap-once" if event.attempt == 1 => panic!("trap-once: attempt 1"),
+            until if until.starts_with("fail-until:") => {
+                let mark = &until["fail-until:".len()..];
+                let found = tx
+                    .query(
+                        "SELECT COUNT(*) FROM published WHERE payload = $1",
+                        &[Value::Text(mark.to_string())],
+                    )
+                    .map_err(|error| format!("looking for {mark}: {error:?}"))?;
+                match found.rows.first().and_then(|row| row.first()) {
+                    Some(Value::Integer(n)) if *n > 0 => Ok(()),
+                    _ => Err(format!("refused: {mark} not published yet")),
+                }
+            }
             forward if forward.starts_with("forward:") => {
                 let topic = &forward["forward:".len()..];
                 publisher::publish_in(tx, topic, &event.key, event.id.as_bytes(), &[])
