@@ -14,6 +14,7 @@ use common::kafka::Broker;
 use common::{client, send, Modhost, Reply, TestDeployment};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// Which bus a test runs on.
@@ -39,27 +40,39 @@ impl Bus {
     }
 }
 
+/// `modhost events SUBCOMMAND FILE --data-dir DIR ARGS…` on `deployment`.
+fn events_command(deployment: &TestDeployment, subcommand: &str, args: &[&str]) -> Output {
+    std::process::Command::new(common::modhost_bin())
+        .args(["events", subcommand])
+        .arg(&deployment.file)
+        .arg("--data-dir")
+        .arg(deployment.data_dir())
+        .args(args)
+        .env("MODHOST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|error| panic!("run modhost events {subcommand}: {error}"))
+}
+
+/// A command's `--json` output: one JSON value per line.
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
 /// `modhost events replay --module MODULE --event ID… --json` on `deployment`: its
 /// lines, or its error output when it fails.
 fn replay(deployment: &TestDeployment, module: &str, ids: &[&str]) -> Result<Vec<Value>, String> {
-    let mut command = std::process::Command::new(common::modhost_bin());
-    command
-        .args(["events", "replay"])
-        .arg(&deployment.file)
-        .args(["--module", module, "--json", "--data-dir"])
-        .arg(deployment.data_dir())
-        .env("MODHOST_LOG", "warn");
+    let mut args = vec!["--module", module, "--json"];
     for id in ids {
-        command.args(["--event", id]);
+        args.extend(["--event", id]);
     }
-    let output = command.output().expect("run modhost events replay");
+    let output = events_command(deployment, "replay", &args);
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect())
+    Ok(json_lines(&output))
 }
 
 /// `source` publishes, `sink` receives; `sink` forwards to `source` on request.
@@ -447,14 +460,7 @@ async fn suite(bus: Bus) {
         .expect_err("an unknown id is refused");
     assert!(refused.contains("no-such-event"), "{refused}");
     // A module that subscribes to nothing has nothing to replay: a usage error.
-    let status = std::process::Command::new(common::modhost_bin())
-        .args(["events", "replay"])
-        .arg(&deployment.file)
-        .args(["--module", "nosuch"])
-        .env("MODHOST_LOG", "warn")
-        .output()
-        .expect("run modhost events replay")
-        .status;
+    let status = events_command(&deployment, "replay", &["--module", "nosuch"]).status;
     assert_eq!(status.code(), Some(2), "{status:?}");
 
     // A handler publishes in its own transaction: each subscriber forwards the event,
@@ -513,24 +519,13 @@ async fn suite(bus: Bus) {
 
 /// `modhost events dead-letters --json` on `deployment`.
 fn dead_letters(deployment: &TestDeployment) -> Vec<Value> {
-    let output = std::process::Command::new(common::modhost_bin())
-        .args(["events", "dead-letters"])
-        .arg(&deployment.file)
-        .arg("--data-dir")
-        .arg(deployment.data_dir())
-        .arg("--json")
-        .env("MODHOST_LOG", "warn")
-        .output()
-        .expect("run modhost events dead-letters");
+    let output = events_command(deployment, "dead-letters", &["--json"]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect()
+    json_lines(&output)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

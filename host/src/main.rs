@@ -600,11 +600,7 @@ fn replay(
         Ok(deployment) => deployment,
         Err(code) => return code,
     };
-    if deployment
-        .modules
-        .get(module)
-        .is_none_or(|spec| spec.subscribes.is_empty())
-    {
+    if events::replay::subscriber(&deployment, module).is_none() {
         return no_subscriber(module, path);
     }
     let Some(runtime) = async_runtime(Runtime::Tool) else {

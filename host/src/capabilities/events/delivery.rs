@@ -43,7 +43,6 @@ use crate::telemetry::trace::TraceContext;
 
 /// How often a subscriber forgets inbox records older than the retention.
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
-/// Waits after the host's own failures (database, bus): from the first, doubling.
 /// The headers a dead letter carries beside the original event's own (all starting
 /// with [`dead_letter::PREFIX`]).
 pub mod dead_letter {
@@ -61,6 +60,7 @@ pub mod dead_letter {
     pub const AT: &str = "modhost-dead-letter-at";
 }
 
+/// Waits after the host's own failures (database, bus): from the first, doubling.
 const HOST_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// One subscribing module, fed by its consumer.

@@ -20,9 +20,9 @@ use super::bus::Bus;
 use super::delivery::dead_letter;
 use super::envelope::Envelope;
 use super::tables::{self, Outcome};
-use crate::capabilities::sql::Database;
+use crate::capabilities::sql::{self, Database};
 use crate::deployment::events::dead_letter_topic;
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, ModuleSpec};
 
 /// What replaying one dead letter did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,16 +54,22 @@ pub struct Replay {
     pub outcome: Replayed,
 }
 
+/// `module` of `deployment`, if it subscribes to topics: only such a module has dead
+/// letters to replay.
+pub fn subscriber<'a>(deployment: &'a Deployment, module: &str) -> Option<&'a ModuleSpec> {
+    deployment
+        .modules
+        .get(module)
+        .filter(|spec| !spec.subscribes.is_empty())
+}
+
 /// Replays `module`'s dead letters: those with the ids in `only`, or all of them when
 /// `only` is empty. An id in `only` that is not among them is an error, and then nothing
 /// is replayed.
 pub async fn replay(deployment: &Deployment, module: &str, only: &[String]) -> Result<Vec<Replay>> {
-    let Some(spec) = deployment.modules.get(module) else {
-        bail!("no module `{module}` in the deployment");
+    let Some(spec) = subscriber(deployment, module) else {
+        bail!("no module `{module}` subscribes to events: it has no dead letters");
     };
-    if spec.subscribes.is_empty() {
-        bail!("module `{module}` subscribes to no topic: it has no dead letters");
-    }
     let Some(database_spec) = &spec.database else {
         bail!("module `{module}` has no database (its inbox lives there)");
     };
@@ -102,21 +108,21 @@ pub async fn replay(deployment: &Deployment, module: &str, only: &[String]) -> R
     .with_context(|| format!("opening the database of `{module}`"))?;
     tables::create(&database)
         .await
-        .map_err(|error| anyhow::anyhow!("{error:?}"))
+        .map_err(sql_error)
         .with_context(|| format!("opening the inbox of `{module}`"))?;
 
     let mut replays = Vec::with_capacity(chosen.len());
     for event in chosen {
         let remembered = tables::inbox_outcome(&database, &event.id)
             .await
-            .map_err(|error| anyhow::anyhow!("{error:?}"))
+            .map_err(sql_error)
             .with_context(|| format!("reading the inbox of `{module}`"))?;
         let outcome = if remembered == Some(Outcome::Handled) {
             Replayed::AlreadyHandled
         } else {
             tables::forget_dead_letter(&database, &event.id)
                 .await
-                .map_err(|error| anyhow::anyhow!("{error:?}"))
+                .map_err(sql_error)
                 .with_context(|| format!("updating the inbox of `{module}`"))?;
             if let Some(Err(error)) = bus.send(std::slice::from_ref(&event)).await.pop() {
                 bail!(
@@ -136,6 +142,11 @@ pub async fn replay(deployment: &Deployment, module: &str, only: &[String]) -> R
     Ok(replays)
 }
 
+/// A database error of the module, for the command's report.
+fn sql_error(error: sql::Error) -> anyhow::Error {
+    anyhow::anyhow!("{error:?}")
+}
+
 /// The original events of `module`'s dead letters, oldest first, each once (a
 /// dead letter of an event that was replayed and failed again appears twice on the
 /// dead-letter topic).
@@ -145,10 +156,11 @@ async fn originals(bus: &Bus, module: &str) -> Result<Vec<Envelope>> {
         .read_all(&topic)
         .await
         .with_context(|| format!("reading {topic}"))?;
+    let mut seen = std::collections::HashSet::new();
     let mut events: Vec<Envelope> = Vec::with_capacity(letters.len());
     for letter in letters {
         let mut event = letter.envelope;
-        if events.iter().any(|seen| seen.id == event.id) {
+        if !seen.insert(event.id.clone()) {
             continue;
         }
         let Some(topic) = event

@@ -181,8 +181,8 @@ async fn start_module(
     };
     if module.subscriber.is_some() && !spec.subscribes.is_empty() {
         let group = group(&deployment.app_name, &module.name);
+        let member = member(&group, deployment.node.as_deref());
         let consumer = loop {
-            let member = member(&group, deployment.node.as_deref());
             match bus.subscribe(&group, &member, &spec.subscribes).await {
                 Ok(consumer) => break consumer,
                 Err(error) => {
