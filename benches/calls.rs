@@ -24,7 +24,7 @@
 mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use modhost::capabilities::InstanceState;
+use modhost::capabilities::{Hop, InstanceState};
 use modhost::deployment::Deployment;
 use modhost::node::Node;
 use modhost::telemetry::trace::TraceContext;
@@ -113,10 +113,7 @@ fn caller(runtime: &tokio::runtime::Runtime, deployment: Deployment) -> Caller {
 
     // The caller instance serves every iteration, for longer than the module's
     // timeout: give its store no practical deadline (callee stores get theirs).
-    let mut store = Store::new(
-        module.instance_pre.engine(),
-        InstanceState::new("caller", 64 << 20, TraceContext::new_root()),
-    );
+    let mut store = module.new_store(Hop::start(TraceContext::new_root(), None));
     store.set_epoch_deadline(u64::MAX / 2);
     let bounce_back = runtime.block_on(async {
         let instance = module

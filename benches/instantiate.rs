@@ -11,8 +11,9 @@ mod support;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt, Full};
+use modhost::capabilities::Hop;
+use modhost::module::http as module_http;
 use modhost::node::Node;
-use modhost::registry::http as module_http;
 use modhost::telemetry::trace::TraceContext;
 
 fn benches(c: &mut Criterion) {
@@ -27,7 +28,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("instance/fresh", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut store = module.new_store(0, TraceContext::new_root(), None);
+            let mut store = module.new_store(Hop::start(TraceContext::new_root(), None));
             module
                 .instance_pre
                 .instantiate_async(&mut store)
@@ -42,9 +43,10 @@ fn benches(c: &mut Criterion) {
                 .uri("http://bench/hello")
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            let response = module_http::handle(&module, request, TraceContext::new_root(), None)
-                .await
-                .unwrap();
+            let response =
+                module_http::handle(&module, request, Hop::start(TraceContext::new_root(), None))
+                    .await
+                    .unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
         })

@@ -559,3 +559,103 @@ async fn up_watch_rebuilds_a_changed_crate_and_swaps_it_in() {
     }
     host.wait_for_log("--watch: swapped in the new build");
 }
+
+/// A component exporting `test:x/api@1.0.0` with `functions`, each returning a u32.
+fn exporter(functions: &[&str]) -> Vec<u8> {
+    let core: String = functions
+        .iter()
+        .map(|f| format!("(func (export \"{f}\") (result i32) i32.const 1)"))
+        .collect();
+    let lifted: String = functions
+        .iter()
+        .map(|f| format!("(func ${f} (result u32) (canon lift (core func $i \"{f}\")))"))
+        .collect();
+    let exported: String = functions
+        .iter()
+        .map(|f| format!("(export \"{f}\" (func ${f}))"))
+        .collect();
+    wat::parse_str(format!(
+        "(component (core module $m {core}) (core instance $i (instantiate $m)) {lifted} \
+         (instance $api {exported}) (export \"test:x/api@1.0.0\" (instance $api)))"
+    ))
+    .unwrap()
+}
+
+/// A component importing `functions` of `test:x/api@1.0.0`.
+fn importer(functions: &[&str]) -> Vec<u8> {
+    let imported: String = functions
+        .iter()
+        .map(|f| format!("(export \"{f}\" (func (result u32)))"))
+        .collect();
+    wat::parse_str(format!(
+        "(component (import \"test:x/api@1.0.0\" (instance $x {imported})))"
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_contract_checks_see_the_versions_serving_on_other_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    // x runs on node a, y (which imports x's interface) on node b.
+    let x1 = write("x1.wasm", exporter(&["one", "three"]));
+    let y1 = write("y1.wasm", importer(&["one"]));
+    let mut cluster = Cluster::start(
+        &format!(
+            "[app]\nname = \"contracts\"\n[admin]\ntoken = \"{TOKEN}\"\n\
+             [modules.x]\ncomponent = {x1:?}\n\
+             [modules.y]\ncomponent = {y1:?}\ncalls = [\"x\"]\n"
+        ),
+        &["a", "b"],
+        &[("x", &["a"]), ("y", &["b"])],
+    );
+    let (on_a, on_b) = (admin_of(cluster.node("a")), admin_of(cluster.node("b")));
+
+    // x's new version drops `three` (y does not use it) and adds `two`; node b, which
+    // does not run x, adopts it.
+    let x2 = write("x2.wasm", exporter(&["one", "two"]));
+    let (code, out, err) = cli(&on_a, &["swap", "x", &x2]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(answer["adopted"]["b"]["version"].is_string(), "{answer}");
+
+    // On node b, y's new version needs `two`: checked against x's new version (which
+    // has it) and linked against it, not against x's start-up version (which had not).
+    let y2 = write("y2.wasm", importer(&["one", "two"]));
+    let (code, out, err) = cli(&on_b, &["swap", "y", &y2]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    // A version of y that needs `three`, which x's start-up version had and its
+    // serving one no longer has, is refused.
+    let y3 = write("y3.wasm", importer(&["one", "three"]));
+    let (code, out, err) = cli(&on_b, &["swap", "y", &y3]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("imports test:x/api@1.0.0#three but module `x` does not export it"),
+        "{err}"
+    );
+
+    // Node a adopted y's new version in turn: a version of x without `two` breaks it.
+    let x3 = write("x3.wasm", exporter(&["one"]));
+    let (code, out, err) = cli(&on_a, &["swap", "x", &x3]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("imports test:x/api@1.0.0#two but module `x` does not export it"),
+        "{err}"
+    );
+
+    // What a node adopted, it remembers: restarted, b still checks against x's new
+    // version.
+    cluster.node_mut("b").kill();
+    cluster.start_node("b", &[]);
+    let (code, out, err) = cli(&admin_of(cluster.node("b")), &["swap", "y", &y3]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("#three but module `x` does not export it"),
+        "{err}"
+    );
+}

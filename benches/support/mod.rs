@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use modhost::deployment::Deployment;
-use modhost::registry::crates;
+use modhost::module::crates;
 
 /// The component of guest crate `package`, built first (cargo is incremental: an
 /// up-to-date crate costs a fraction of a second; a missing guest target is added).

@@ -1,21 +1,27 @@
 //! modhost runs a business application as a modular monolith of WebAssembly
 //! components: each business capability is a module (a component with its own contract
-//! and data), isolated in its own store, served from one host process.
+//! and data), isolated in its own store, served from one host process — or placed on
+//! several, by configuration alone.
 //!
-//! The crate is laid out by concern:
-//! - [`deployment`] — the deployment file, parsed and validated;
-//! - [`engine`] — wasmtime configuration, compile cache, per-store limits;
-//! - [`calls`] — contracts between modules and the checks made when they load;
-//! - [`capabilities`] — what the host gives a module instance (deny by default);
-//! - [`registry`] — loaded modules, and serving a request with a fresh instance;
-//! - [`gateway`] — the public HTTP listener, its limits and its route table;
-//! - [`mesh`] — nodes calling and forwarding to each other over mutual TLS;
-//! - [`admin`] — the operators' API: status, swap, canary, promote, rollback;
-//! - [`node`] — one running process tying these together;
-//! - [`telemetry`] — logging, metrics, trace context;
-//! - [`faults`] — fault injection for crash tests.
+//! The crate is layered; each layer uses only those below it:
+//!
+//! | layer | what it is |
+//! | --- | --- |
+//! | [`node`] | one process: wires everything below, start-up, shutdown |
+//! | [`admin`], [`gateway`], [`mesh`] | the three listeners; the mesh implements the call transport |
+//! | [`calls`] | contracts, the dispatcher, the transport trait |
+//! | [`module`] | loaded versions, instances, limits, failures, slots, the directory, the registry |
+//! | [`capabilities`] | what the host gives a module: one piece each, one lifecycle |
+//! | [`engine`] | wasmtime configuration, compile cache, per-store limits |
+//! | [`deployment`] | the deployment file: types, parsing, validation |
+//!
+//! Beside them, used by any and using none: [`telemetry`] (logging, metrics, trace
+//! context), [`runtime`] (shutdown, the accept loop, backoff, the host's own HTTP
+//! answers) and [`faults`] (fault injection for crash tests).
 //!
 //! The `modhost` binary (`main.rs`) is only the command line on top of this library.
+
+#![deny(missing_docs)]
 
 pub mod admin;
 pub mod calls;
@@ -25,6 +31,7 @@ pub mod engine;
 pub mod faults;
 pub mod gateway;
 pub mod mesh;
+pub mod module;
 pub mod node;
-pub mod registry;
+pub mod runtime;
 pub mod telemetry;

@@ -8,13 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use modhost::capabilities::events;
-use modhost::capabilities::events::delivery::dead_letter;
-use modhost::deployment::events::dead_letter_topic;
+use modhost::capabilities::events::{inspect, replay};
 use modhost::deployment::{ComponentSource, Deployment};
 use modhost::engine::{self, Engine, EngineSettings};
+use modhost::module::crates;
 use modhost::node::{self, Node};
-use modhost::registry::crates;
 use modhost::telemetry::{self, LogFormat};
 
 /// Exit code for an invalid deployment or a module that does not load.
@@ -300,7 +298,7 @@ fn main() -> ExitCode {
 }
 
 fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deployment, ExitCode> {
-    match Deployment::load(path) {
+    match node::load_deployment(path) {
         Ok(mut deployment) => {
             if let Some(overrides) = overrides {
                 if let Err(problem) = deployment.select_node(overrides.node.as_deref()) {
@@ -373,7 +371,7 @@ fn serve(
                 return ExitCode::from(EXIT_INVALID);
             }
         };
-        node.open_databases().await;
+        node.open().await;
         let listeners = match node.bind().await {
             Ok(listeners) => listeners,
             Err(error) => {
@@ -405,7 +403,7 @@ fn serve(
             "modhost ready"
         );
         if watch {
-            watch::start(node.deployment().clone(), node.registry().clone());
+            node::watch::start(node.deployment(), node.registry().clone());
         }
         node.serve(listeners, node::shutdown_signal()).await;
         tracing::info!("modhost stopped");
@@ -424,7 +422,7 @@ fn check(path: &Path) -> ExitCode {
             for module in node.registry().modules() {
                 println!(
                     "ok  {:<16} {}  {}",
-                    module.name,
+                    module.name(),
                     module.version,
                     module.source.display()
                 );
@@ -509,84 +507,32 @@ fn dead_letters(
         Ok(deployment) => deployment,
         Err(code) => return code,
     };
-    let subscribers: Vec<String> = deployment
-        .modules
-        .values()
-        .filter(|module| !module.subscribes.is_empty())
-        .map(|module| module.name.clone())
-        .filter(|name| only.is_none_or(|only| only == name))
-        .collect();
     if let Some(only) = only {
-        if subscribers.is_empty() {
+        if !inspect::subscribers(&deployment).iter().any(|m| m == only) {
             return no_subscriber(only, path);
         }
     }
     let Some(runtime) = async_runtime(Runtime::Tool) else {
         return ExitCode::FAILURE;
     };
-    runtime.block_on(async move {
-        let bus = match events::open_for_reading(&deployment).await {
-            Ok(bus) => bus,
-            Err(error) => {
-                eprintln!("modhost: cannot open the event bus: {error:#}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let mut found = 0;
-        for module in &subscribers {
-            let topic = dead_letter_topic(module);
-            let letters = match bus.read_all(&topic).await {
-                Ok(letters) => letters,
-                Err(error) => {
-                    eprintln!("modhost: reading {topic}: {error:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            for letter in letters {
-                found += 1;
-                let event = &letter.envelope;
-                let header = |name: &str| {
-                    event
-                        .headers
-                        .iter()
-                        .find(|(key, _)| key == name)
-                        .map_or("", |(_, value)| value.as_str())
-                };
-                let payload = String::from_utf8_lossy(&event.payload);
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "module": module,
-                            "id": event.id,
-                            "topic": header(dead_letter::TOPIC),
-                            "key": event.key,
-                            "source": event.source,
-                            "attempts": header(dead_letter::ATTEMPTS).parse::<u32>().unwrap_or(0),
-                            "error": header(dead_letter::ERROR),
-                            "dead_lettered_at_ms": header(dead_letter::AT).parse::<i64>().unwrap_or(0),
-                            "published_at_ms": event.published_at_ms,
-                            "payload": payload,
-                        })
-                    );
-                } else {
-                    println!(
-                        "{module}  {}  topic={} key={} attempts={}\n    error: {}\n    payload: {}",
-                        event.id,
-                        header(dead_letter::TOPIC),
-                        event.key,
-                        header(dead_letter::ATTEMPTS),
-                        header(dead_letter::ERROR),
-                        payload.chars().take(200).collect::<String>(),
-                    );
-                }
-            }
+    let letters = match runtime.block_on(inspect::dead_letters(&deployment, only)) {
+        Ok(letters) => letters,
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            return ExitCode::FAILURE;
         }
-        if !json {
-            println!("{found} dead letter(s)");
+    };
+    for letter in &letters {
+        if json {
+            println!("{}", letter.to_json());
+        } else {
+            println!("{letter}");
         }
-        ExitCode::SUCCESS
-    })
+    }
+    if !json {
+        println!("{} dead letter(s)", letters.len());
+    }
+    ExitCode::SUCCESS
 }
 
 fn replay(
@@ -600,13 +546,13 @@ fn replay(
         Ok(deployment) => deployment,
         Err(code) => return code,
     };
-    if events::replay::subscriber(&deployment, module).is_none() {
+    if replay::subscriber(&deployment, module).is_none() {
         return no_subscriber(module, path);
     }
     let Some(runtime) = async_runtime(Runtime::Tool) else {
         return ExitCode::FAILURE;
     };
-    let replays = match runtime.block_on(events::replay::replay(&deployment, module, only)) {
+    let replays = match runtime.block_on(replay::replay(&deployment, module, only)) {
         Ok(replays) => replays,
         Err(error) => {
             eprintln!("modhost: replaying the dead letters of `{module}`: {error:#}");
@@ -636,7 +582,7 @@ fn replay(
     if !json {
         let sent = replays
             .iter()
-            .filter(|r| r.outcome == events::replay::Replayed::Sent)
+            .filter(|r| r.outcome == replay::Replayed::Sent)
             .count();
         println!(
             "{sent} dead letter(s) of `{module}` sent again, {} already handled",
@@ -716,114 +662,6 @@ fn admin_request(
         Err(error) => {
             eprintln!("modhost: {error:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// `modhost up --watch`: rebuild a module crate when its files change, and swap the
-/// new build in — checked and migrated like any swap; a build or a swap that fails is
-/// reported and the running version keeps serving.
-mod watch {
-    use modhost::deployment::{ComponentSource, Deployment};
-    use modhost::registry::{crates, Registry};
-    use notify::{RecursiveMode, Watcher};
-    use std::path::{Path, PathBuf};
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    /// How long a burst of file changes settles before a rebuild.
-    const SETTLE: Duration = Duration::from_millis(300);
-
-    pub fn start(deployment: Deployment, registry: Arc<Registry>) {
-        let crates: Vec<(String, PathBuf, String)> = deployment
-            .local_modules()
-            .filter_map(|module| match &module.component {
-                ComponentSource::Crate { dir, package } => {
-                    Some((module.name.clone(), dir.clone(), package.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        if crates.is_empty() {
-            tracing::warn!("--watch: no module of this deployment is a crate; nothing to watch");
-            return;
-        }
-        let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                for path in event.paths {
-                    let _ = changed.send(path);
-                }
-            }
-        });
-        let mut watcher = match watcher {
-            Ok(watcher) => watcher,
-            Err(error) => {
-                tracing::error!(%error, "--watch: cannot watch files");
-                return;
-            }
-        };
-        for (module, dir, _) in &crates {
-            for watched in ["src", "migrations", "Cargo.toml"].map(|p| dir.join(p)) {
-                if watched.exists() {
-                    if let Err(error) = watcher.watch(&watched, RecursiveMode::Recursive) {
-                        tracing::warn!(module, path = %watched.display(), %error, "--watch: cannot watch");
-                    }
-                }
-            }
-            tracing::info!(module, dir = %dir.display(), "--watch: watching");
-        }
-        tokio::spawn(async move {
-            let _watcher = watcher;
-            while let Some(first) = changes.recv().await {
-                let mut paths = vec![first];
-                loop {
-                    match tokio::time::timeout(SETTLE, changes.recv()).await {
-                        Ok(Some(path)) => paths.push(path),
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
-                for (module, dir, package) in &crates {
-                    if paths.iter().any(|path| path.starts_with(dir)) {
-                        rebuild(&registry, module, dir, package).await;
-                    }
-                }
-            }
-        });
-    }
-
-    async fn rebuild(registry: &Registry, module: &str, dir: &Path, package: &str) {
-        tracing::info!(module, "--watch: files changed; rebuilding");
-        let target = (dir.to_path_buf(), package.to_string());
-        let built =
-            tokio::task::spawn_blocking(move || crates::build(std::slice::from_ref(&target))).await;
-        match built {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(module, error = %format!("{error:#}"), "--watch: the build failed; the running version keeps serving");
-                return;
-            }
-            Err(error) => {
-                tracing::error!(module, %error, "--watch: the build did not finish");
-                return;
-            }
-        }
-        let (Some(slot), Ok(artifact)) =
-            (registry.slot(module), crates::built_artifact(dir, package))
-        else {
-            return;
-        };
-        match registry.swapper().swap(slot, &artifact, None).await {
-            Ok(swapped) => {
-                tracing::info!(module, serving = %swapped.change.serving, "--watch: swapped in the new build")
-            }
-            Err(refused) if refused.0.contains("already serves") => {
-                tracing::info!(module, "--watch: the build did not change the component");
-            }
-            Err(refused) => {
-                tracing::error!(module, reason = %refused, "--watch: the new build was refused; the running version keeps serving")
-            }
         }
     }
 }

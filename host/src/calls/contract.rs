@@ -18,6 +18,8 @@ use std::fmt;
 use wasmtime::component::types::{ComponentFunc, ComponentInstance, ComponentItem, Type};
 use wasmtime::Engine;
 
+use crate::module::interface::InterfaceName;
+
 /// A WIT value type, structurally: two shapes are equal when the types are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
@@ -265,72 +267,6 @@ impl fmt::Display for Signature {
         write!(f, ")")?;
         if let Some(result) = &self.result {
             write!(f, " -> {result}")?;
-        }
-        Ok(())
-    }
-}
-
-/// An interface name split into its parts: `shop:inventory/api@1.0.0`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct InterfaceName {
-    /// `shop:inventory`
-    pub package: String,
-    /// `api`
-    pub interface: String,
-    /// `1.0.0`, when versioned.
-    pub version: Option<semver::Version>,
-}
-
-impl InterfaceName {
-    /// Parses `namespace:package/interface[@version]`; `None` for anything else (a
-    /// plain name such as a world's own function export).
-    pub fn parse(name: &str) -> Option<InterfaceName> {
-        let (path, version) = match name.split_once('@') {
-            Some((path, version)) => (path, Some(semver::Version::parse(version).ok()?)),
-            None => (name, None),
-        };
-        let (package, interface) = path.split_once('/')?;
-        if !package.contains(':') || interface.is_empty() {
-            return None;
-        }
-        Some(InterfaceName {
-            package: package.to_string(),
-            interface: interface.to_string(),
-            version,
-        })
-    }
-
-    /// `shop:inventory/api`, without the version.
-    pub fn unversioned(&self) -> String {
-        format!("{}/{}", self.package, self.interface)
-    }
-
-    /// Whether an exporter of version `self` can serve an importer of `wanted`: the
-    /// same major version (for 0.x, the same minor), and not older.
-    pub fn serves(&self, wanted: &InterfaceName) -> bool {
-        if self.package != wanted.package || self.interface != wanted.interface {
-            return false;
-        }
-        match (&self.version, &wanted.version) {
-            (None, None) => true,
-            (Some(have), Some(want)) => {
-                let same_line = if want.major == 0 {
-                    have.major == 0 && have.minor == want.minor
-                } else {
-                    have.major == want.major
-                };
-                same_line && have >= want
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for InterfaceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.unversioned())?;
-        if let Some(version) = &self.version {
-            write!(f, "@{version}")?;
         }
         Ok(())
     }

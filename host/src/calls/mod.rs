@@ -1,158 +1,25 @@
 //! Calls between modules through their WIT contracts.
 //!
 //! - [`contract`]: the type model contracts are compared with;
-//! - [`check`]: at load, every interface a module imports must be exported by a
-//!   deployed module it is granted to call, with identical function signatures;
-//! - [`dispatch`]: the host functions those imports are linked to, which run the
-//!   callee's export in the callee's own store.
+//! - [`check`]: at load and on each swap, every interface a module imports must be
+//!   exported by a deployed module it is granted to call, with identical signatures;
+//! - [`dispatcher`]: calls as a capability of the host, routed by the directory, and
+//!   the inbound side of calls from other nodes;
+//! - [`link`]: the host functions imports are linked to;
+//! - [`local`]: a call's last hop, in the callee's own instance;
+//! - [`transport`]: the trait the mesh implements to reach other nodes.
 
+pub mod check;
 pub mod contract;
-pub mod dispatch;
+pub mod dispatcher;
+pub mod link;
+pub mod local;
+pub mod transport;
 
-use std::collections::BTreeMap;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
-use wasmtime::Engine;
-
-use crate::deployment::Deployment;
-use contract::{mismatches, Interface, InterfaceName, Mismatch};
-
-/// Namespaces of interfaces the host itself provides (capabilities), not modules.
-const HOST_NAMESPACES: &[&str] = &["wasi", "modhost"];
-
-/// The interfaces modules export to each other, by unversioned name
-/// (`shop:inventory/api`), with the exporting module.
-pub type Exports = BTreeMap<String, (String, Interface)>;
-
-/// A module's problem with its contracts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContractError {
-    /// The module whose import or export is wrong.
-    pub module: String,
-    /// What is wrong, naming importer, exporter, interface and function.
-    pub problem: String,
-}
-
-/// Checks every module-to-module import in `components` (by module name) against the
-/// exports and the deployment's grants. Returns the exported interfaces to link.
-pub fn check(
-    engine: &Engine,
-    deployment: &Deployment,
-    components: &BTreeMap<String, Component>,
-) -> Result<Exports, Vec<ContractError>> {
-    let mut errors = Vec::new();
-    let mut exports: Exports = BTreeMap::new();
-    let mut imports: Vec<(String, Interface)> = Vec::new();
-
-    for (module, component) in components {
-        let ty = component.component_type();
-        let mut fail = |problem: String| {
-            errors.push(ContractError {
-                module: module.clone(),
-                problem,
-            })
-        };
-        for (name, item) in ty.exports(engine) {
-            let Some(interface) = module_interface(engine, name, &item.ty, &mut fail) else {
-                continue;
-            };
-            let key = interface.name.unversioned();
-            if let Some((other, _)) = exports.get(&key) {
-                fail(format!(
-                    "exports {name}, which module `{other}` exports too; an interface has one owner"
-                ));
-                continue;
-            }
-            exports.insert(key, (module.clone(), interface));
-        }
-        for (name, item) in ty.imports(engine) {
-            if let Some(interface) = module_interface(engine, name, &item.ty, &mut fail) {
-                imports.push((module.clone(), interface));
-            }
-        }
-    }
-
-    for (importer, wanted) in &imports {
-        let fail = |problem: String| ContractError {
-            module: importer.clone(),
-            problem,
-        };
-        let Some((exporter, offered)) = exports.get(&wanted.name.unversioned()) else {
-            errors.push(fail(format!(
-                "imports {}, which no deployed module exports",
-                wanted.name
-            )));
-            continue;
-        };
-        let granted = deployment
-            .modules
-            .get(importer)
-            .is_some_and(|spec| spec.calls.contains(exporter));
-        if !granted {
-            errors.push(fail(format!(
-                "imports {} from module `{exporter}` without a grant: add \"{exporter}\" to modules.{importer}.calls",
-                wanted.name
-            )));
-            continue;
-        }
-        if !offered.name.serves(&wanted.name) {
-            errors.push(fail(format!(
-                "imports {} but module `{exporter}` exports {}, which is not semver-compatible",
-                wanted.name, offered.name
-            )));
-            continue;
-        }
-        for mismatch in mismatches(wanted, offered) {
-            errors.push(fail(match mismatch {
-                Mismatch::Missing { function, expected } => format!(
-                    "imports {}#{function} but module `{exporter}` does not export it\n  \
-                     {importer} expects: {expected}",
-                    wanted.name
-                ),
-                Mismatch::Signature {
-                    function,
-                    expected,
-                    found,
-                } => format!(
-                    "imports {}#{function} with a signature module `{exporter}` does not have\n  \
-                     {importer} expects: {expected}\n  {exporter} exports: {found}",
-                    wanted.name
-                ),
-            }));
-        }
-    }
-
-    if errors.is_empty() {
-        Ok(exports)
-    } else {
-        Err(errors)
-    }
-}
-
-/// The contract of a component import or export named `name`, if it is a
-/// module-to-module interface (not a host capability); a malformed one is reported.
-fn module_interface(
-    engine: &Engine,
-    name: &str,
-    item: &ComponentItem,
-    fail: &mut impl FnMut(String),
-) -> Option<Interface> {
-    let ComponentItem::ComponentInstance(instance) = item else {
-        return None;
-    };
-    let parsed = InterfaceName::parse(name)?;
-    let namespace = parsed.package.split(':').next().unwrap_or_default();
-    if HOST_NAMESPACES.contains(&namespace) {
-        return None;
-    }
-    match Interface::of(engine, parsed, instance) {
-        Ok(interface) => Some(interface),
-        Err(problem) => {
-            fail(problem);
-            None
-        }
-    }
-}
+pub use check::{check, ContractError, Exports};
+pub use dispatcher::{Calls, Dispatcher, Inbound};
+pub use local::{call_local, MAX_CALL_DEPTH};
+pub use transport::{ForwardFailed, RemoteCall, Transport};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use super::contract::*;
+use crate::module::interface::InterfaceName;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Engine;

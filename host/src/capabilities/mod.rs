@@ -1,86 +1,332 @@
 //! What the host gives a module instance, and nothing more.
 //!
-//! Each capability is one piece with a clear lifecycle, after Spin's factors: it is
-//! **linked once** into the shared linker ([`link`]), and it contributes **per-instance
-//! state** to [`InstanceState`], built fresh for every store. Deny by default: a module
-//! gets only what the deployment grants it.
+//! A capability is everything a module can get from the host beyond its own memory:
+//! WASI, `wasi:http`, its database, events, calls to other modules, a key-value store,
+//! configuration. Each is one self-contained piece, after Spin's factors: one folder
+//! here (or, for calls to other modules, in the calls layer above), implementing
+//! [`Capability`], registered by one line in [`Capabilities::standard`]. Its lifecycle:
 //!
-//! Today an instance gets:
-//! - [`wasi`]: WASI 0.2 with no files, no environment, no sockets; stdout/stderr go to
-//!   the host's log, tagged with the module name;
-//! - [`http`]: `wasi:http` types for serving requests; outbound requests are refused;
-//! - [`sql`]: `modhost:sql`, the module's own database, when the deployment gives it one;
-//! - [`events`]: `modhost:events`, publishing to the topics the deployment grants (through
-//!   the module's outbox) and receiving the topics it subscribes to.
+//! 1. **link** once into the shared linker: its WIT binding ([`Capability::link`]);
+//! 2. **configure** per module version: check the version's imports and exports
+//!    against the module's grants in the deployment — a module that imports the
+//!    capability without a grant is a load error — and keep what each instance will
+//!    need ([`Capability::check`] for checks across the whole deployment,
+//!    [`Capability::configure`] for one version);
+//! 3. **open** per module: its database, tables, buckets ([`Capability::open`]), and
+//!    bring them up to each new version before it serves ([`Capability::upgrade`]);
+//! 4. **prepare** per instance: the slice of store state that instance may use, and
+//!    nothing more ([`Capability::prepare`]);
+//! 5. **start / stop** its background work with the node ([`Capability::start`]).
+//!
+//! Deny by default: a capability prepares nothing for a module the deployment did not
+//! grant it to, and its host functions then refuse. The registry, the node and the
+//! swap code drive this lifecycle for every capability alike and name none of them;
+//! a capability's settings in the deployment file are its own ([`Capability::validate`]).
 
 pub mod events;
 pub mod http;
+pub mod runner;
 pub mod sql;
+pub mod state;
 pub mod wasi;
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::{Linker, ResourceTable};
+use std::time::Duration;
+use wasmtime::component::{Component, InstancePre, Linker};
 
-use crate::engine::limits::MemoryLimiter;
-use crate::telemetry::trace::TraceContext;
+use crate::deployment::{ConfigError, Deployment, ModuleSpec};
+use crate::runtime::BoxFuture;
+pub use runner::{InstanceWork, ModuleRunner, WorkFailed};
+pub use state::{Hop, InstanceState, Slices, StateMap};
 
-/// Everything one instance's store holds: the state of every capability.
-pub struct InstanceState {
-    module: Arc<str>,
-    /// How many module-to-module calls deep this instance runs (0: serving a request).
-    pub call_depth: u32,
-    table: ResourceTable,
-    wasi: wasmtime_wasi::WasiCtx,
-    http: http::HttpState,
-    /// Memory accounting for this store.
-    pub limiter: MemoryLimiter,
-    /// The span the instance's output is logged in.
-    pub log_span: wasi::LogSpan,
-    /// The module's own database, if it has one.
-    pub database: Option<Arc<sql::Database>>,
-    /// What the module may publish, if it publishes.
-    pub events: Option<Arc<events::ModuleEvents>>,
-    /// The trace the instance's current work belongs to.
-    pub trace: TraceContext,
-    /// The request's routing key (its sticky header, hashed): calls it makes pick the
-    /// callee's version by it during a canary.
-    pub routing: Option<u64>,
+/// One host capability and its lifecycle. Every step has a default that does
+/// nothing: a capability implements the steps it needs.
+pub trait Capability: Send + Sync + 'static {
+    /// Its name, for logs and errors (`modhost:sql`).
+    fn name(&self) -> &'static str;
+
+    /// The keys of a `[modules.NAME]` section this capability owns, beyond the host's
+    /// own (module settings such as `keyvalue = …`).
+    fn module_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The top-level sections of the deployment file this capability owns.
+    fn sections(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Validates this capability's settings in `deployment`: every problem, each
+    /// naming the file, the key and what is wrong. Run before anything loads.
+    fn validate(&self, deployment: &Deployment) -> Vec<ConfigError> {
+        let _ = deployment;
+        Vec::new()
+    }
+
+    /// 1. Links the capability's host functions into `linker`, once. `components`
+    ///    are the deployment's components as they serve (a capability that links
+    ///    against other modules — calls — needs them).
+    fn link(
+        &self,
+        linker: &mut Linker<InstanceState>,
+        components: &Components<'_>,
+    ) -> anyhow::Result<()> {
+        let _ = (linker, components);
+        Ok(())
+    }
+
+    /// 2. Checks the deployment's components together (at start, and on a swap with
+    ///    the new version in place): problems that concern several modules at once.
+    fn check(&self, components: &Components<'_>) -> Vec<ModuleProblem> {
+        let _ = components;
+        Vec::new()
+    }
+
+    /// 2. Configures one version of one module: refuses it (with the module, key and
+    ///    problem in the error) when its imports or exports do not match its grants,
+    ///    and keeps in `state` what its instances need of this version.
+    fn configure(&self, version: &VersionContext<'_>, state: &mut StateMap) -> anyhow::Result<()> {
+        let _ = (version, state);
+        Ok(())
+    }
+
+    /// 3. Opens what this capability keeps for `module` (once, when the node starts),
+    ///    into `state`, which holds what the capabilities registered before it opened.
+    fn open<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a mut StateMap,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = (module, state);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// 3. Brings what [`Self::open`] made up to a new version of the module before it
+    ///    serves (its database migrations); an error refuses the version.
+    fn upgrade<'a>(
+        &'a self,
+        version: UpgradeContext<'a>,
+        state: &'a StateMap,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = (version, state);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// 4. Prepares one instance: puts in `instance` the slice of state it may use,
+    ///    from the module's `module` state and its version's `version` state.
+    fn prepare(&self, instance: &mut InstanceState, module: &StateMap, version: &StateMap) {
+        let _ = (instance, module, version);
+    }
+
+    /// 5. Starts this capability's background work for the node's modules, if it has
+    ///    any for them.
+    fn start(&self, node: &StartContext<'_>) -> Option<Box<dyn Service>> {
+        let _ = node;
+        None
+    }
 }
 
-impl InstanceState {
-    /// Fresh state for one instance of module `module`, with `memory_limit` bytes of
-    /// linear memory, working in `trace`.
-    pub fn new(module: &str, memory_limit: u64, trace: TraceContext) -> InstanceState {
-        let (wasi, log_span) = wasi::context(module);
-        InstanceState {
-            module: module.into(),
-            call_depth: 0,
-            table: ResourceTable::new(),
-            wasi,
-            log_span,
-            http: http::HttpState::default(),
-            limiter: MemoryLimiter::new(memory_limit),
-            database: None,
-            events: None,
-            trace,
-            routing: None,
+/// What [`Capability::link`] and [`Capability::check`] see: the deployment and every
+/// module's component.
+pub struct Components<'a> {
+    /// The engine the components were compiled with.
+    pub engine: &'a wasmtime::Engine,
+    /// The deployment.
+    pub deployment: &'a Deployment,
+    /// Every module's component, by module name: as it serves, or, when a swap is
+    /// checked, with the new version in place.
+    pub components: &'a BTreeMap<String, Component>,
+}
+
+/// A problem a capability found with one module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleProblem {
+    /// The module.
+    pub module: String,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+/// What [`Capability::configure`] sees: one version of one module.
+pub struct VersionContext<'a> {
+    /// The engine.
+    pub engine: &'a wasmtime::Engine,
+    /// The deployment.
+    pub deployment: &'a Deployment,
+    /// The module as deployed.
+    pub spec: &'a ModuleSpec,
+    /// The version's component file.
+    pub path: &'a Path,
+    /// The version's component.
+    pub component: &'a Component,
+    /// The version, linked.
+    pub instance_pre: &'a InstancePre<InstanceState>,
+}
+
+impl VersionContext<'_> {
+    /// Whether the version imports an interface whose name starts with `prefix`.
+    pub fn imports(&self, prefix: &str) -> bool {
+        self.component
+            .component_type()
+            .imports(self.engine)
+            .any(|(name, _)| name.starts_with(prefix))
+    }
+}
+
+/// What [`Capability::open`] sees: one module of the node.
+#[derive(Clone, Copy)]
+pub struct OpenContext<'a> {
+    /// The deployment.
+    pub deployment: &'a Deployment,
+    /// The module as deployed.
+    pub spec: &'a ModuleSpec,
+}
+
+/// What [`Capability::upgrade`] sees: a new version about to serve.
+#[derive(Clone, Copy)]
+pub struct UpgradeContext<'a> {
+    /// The deployment.
+    pub deployment: &'a Deployment,
+    /// The module as deployed.
+    pub spec: &'a ModuleSpec,
+    /// The new version's migrations directory, when the operator gave one with it
+    /// (otherwise the module's own).
+    pub migrations: Option<&'a Path>,
+}
+
+/// What [`Capability::start`] sees: the node's modules.
+pub struct StartContext<'a> {
+    /// The deployment.
+    pub deployment: &'a Deployment,
+    /// Every module this node runs.
+    pub modules: &'a [RunningModule],
+}
+
+/// One module of the node, as background work sees it.
+#[derive(Clone)]
+pub struct RunningModule {
+    /// The module's name.
+    pub name: String,
+    /// What the capabilities opened for it.
+    pub state: StateMap,
+    /// Runs work in its instances.
+    pub runner: Arc<dyn ModuleRunner>,
+    /// Why it does not serve, if its start failed.
+    pub not_started: Option<String>,
+}
+
+/// Background work a capability started: stopped with the node.
+pub trait Service: Send {
+    /// Stops the work, letting what is in hand finish for at most `grace`.
+    fn stop(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// The capabilities of a node, in the order their lifecycle steps run.
+#[derive(Clone)]
+pub struct Capabilities(Arc<[Arc<dyn Capability>]>);
+
+impl Capabilities {
+    /// The host's own capabilities. Registering a new one is one line here.
+    pub fn standard() -> Vec<Arc<dyn Capability>> {
+        vec![
+            Arc::new(wasi::Wasi),
+            Arc::new(http::Http),
+            Arc::new(sql::Sql),
+            Arc::new(events::Events),
+        ]
+    }
+
+    /// A node's capabilities: `list`, in that order.
+    pub fn new(list: Vec<Arc<dyn Capability>>) -> Capabilities {
+        Capabilities(list.into())
+    }
+
+    /// Every capability, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Capability>> {
+        self.0.iter()
+    }
+
+    /// The module keys and sections the capabilities own in the deployment file.
+    pub fn settings(&self) -> crate::deployment::settings::Owned {
+        let mut owned = crate::deployment::settings::Owned::default();
+        for capability in self.iter() {
+            owned.module_keys.extend(capability.module_keys());
+            owned.sections.extend(capability.sections());
+        }
+        owned
+    }
+
+    /// Every capability's problems with `deployment`'s settings.
+    pub fn validate(&self, deployment: &Deployment) -> Vec<ConfigError> {
+        self.iter()
+            .flat_map(|capability| capability.validate(deployment))
+            .collect()
+    }
+
+    /// Links every capability into `linker`.
+    pub fn link(
+        &self,
+        linker: &mut Linker<InstanceState>,
+        components: &Components<'_>,
+    ) -> anyhow::Result<()> {
+        for capability in self.iter() {
+            capability.link(linker, components).map_err(|error| {
+                error.context(format!("linking the host capability {}", capability.name()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every capability's problems with `components` taken together.
+    pub fn check(&self, components: &Components<'_>) -> Vec<ModuleProblem> {
+        self.iter()
+            .flat_map(|capability| capability.check(components))
+            .collect()
+    }
+
+    /// Configures one version with every capability; its state, or the first refusal.
+    pub fn configure(&self, version: &VersionContext<'_>) -> anyhow::Result<StateMap> {
+        let mut state = StateMap::default();
+        for capability in self.iter() {
+            capability.configure(version, &mut state)?;
+        }
+        Ok(state)
+    }
+
+    /// Opens one module with every capability in turn.
+    pub async fn open(&self, module: OpenContext<'_>) -> anyhow::Result<StateMap> {
+        let mut state = StateMap::default();
+        for capability in self.iter() {
+            capability.open(module, &mut state).await?;
+        }
+        Ok(state)
+    }
+
+    /// Brings every capability's state of a module up to a new version.
+    pub async fn upgrade(
+        &self,
+        version: UpgradeContext<'_>,
+        state: &StateMap,
+    ) -> anyhow::Result<()> {
+        for capability in self.iter() {
+            capability.upgrade(version, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Prepares one instance with every capability.
+    pub fn prepare(&self, instance: &mut InstanceState, module: &StateMap, version: &StateMap) {
+        for capability in self.iter() {
+            capability.prepare(instance, module, version);
         }
     }
-}
 
-impl InstanceState {
-    /// The module this instance belongs to.
-    pub fn module(&self) -> &str {
-        &self.module
+    /// Starts every capability's background work.
+    pub fn start(&self, node: &StartContext<'_>) -> Vec<Box<dyn Service>> {
+        self.iter()
+            .filter_map(|capability| capability.start(node))
+            .collect()
     }
-}
-
-/// Links every capability into `linker`. Called once per engine.
-pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
-    wasi::link(linker)?;
-    http::link(linker)?;
-    sql::link(linker)?;
-    events::link(linker)?;
-    Ok(())
 }

@@ -1,4 +1,6 @@
 use super::*;
+use database::{DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_POOL};
+use std::time::Duration;
 
 fn parse(text: &str) -> Result<Deployment, ConfigErrors> {
     let dir = tempfile::tempdir().unwrap();

@@ -236,3 +236,12 @@ fn start_epoch_ticker(engine: &wasmtime::Engine) {
 pub fn cache_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("compile-cache")
 }
+
+/// The file extension a component's bytes call for: `cwasm` for wasmtime's
+/// precompiled output, `wasm` otherwise.
+pub fn component_extension(bytes: &[u8]) -> &'static str {
+    match wasmtime::Engine::detect_precompiled(bytes) {
+        Some(_) => "cwasm",
+        None => "wasm",
+    }
+}

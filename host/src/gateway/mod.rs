@@ -10,7 +10,7 @@
 //! On shutdown it stops accepting, lets in-flight requests finish (up to the grace
 //! period), and returns.
 
-pub mod responses;
+pub mod failures;
 pub mod routes;
 
 use bytes::Bytes;
@@ -19,38 +19,39 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{field, Instrument};
 
-use crate::calls::dispatch::CallFailure;
+use crate::calls::transport::{ForwardFailed, Transport};
+use crate::capabilities::Hop;
+use crate::deployment::GatewaySettings;
+use crate::module::directory::Directory;
+use crate::module::http as module_http;
+use crate::module::{Failure, ModuleSlot, Registry};
+use crate::runtime::accept::{self, Accept};
+use crate::runtime::responses::{self, Body};
+use crate::runtime::shutdown::Shutdown;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TraceContext;
+use routes::RouteTable;
 
 /// The W3C Trace Context request header.
 const TRACEPARENT: &str = "traceparent";
 /// Response header naming the module version that answered.
 pub const VERSION_HEADER: &str = "x-modhost-version";
 
-use crate::deployment::GatewaySettings;
-use crate::mesh::ForwardFailed;
-use crate::registry::http::{self as module_http, Failure};
-use crate::registry::slot::ModuleSlot;
-use crate::registry::Registry;
-use responses::Body;
-use routes::RouteTable;
-
 /// The gateway's shared state.
 pub struct Gateway {
     settings: GatewaySettings,
     routes: RouteTable,
     registry: Arc<Registry>,
+    directory: Arc<Directory>,
+    /// Reaches the nodes that run modules this one does not (split deployments).
+    transport: Option<Arc<dyn Transport>>,
     /// Set once shutdown begins: `/readyz` then answers 503 so load balancers move on.
     draining: AtomicBool,
     /// The request header that pins a client to one version during a canary.
@@ -58,32 +59,31 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving `registry`'s modules by `routes`.
-    /// A gateway serving `registry`'s modules by `routes`; `sticky_header` names the
-    /// request header that pins a client to one version during a canary.
+    /// A gateway serving `registry`'s modules by `routes`, forwarding requests for
+    /// modules placed elsewhere over `transport`; `sticky_header` names the request
+    /// header that pins a client to one version during a canary.
     pub fn new(
         settings: GatewaySettings,
         routes: RouteTable,
         registry: Arc<Registry>,
+        transport: Option<Arc<dyn Transport>>,
         sticky_header: &str,
     ) -> Gateway {
         Gateway {
             settings,
             routes,
+            directory: registry.directory().clone(),
             registry,
+            transport,
             draining: AtomicBool::new(false),
             sticky_header: http::HeaderName::from_bytes(sticky_header.as_bytes())
                 .unwrap_or(http::HeaderName::from_static("x-canary-key")),
         }
     }
 
-    /// The modules this gateway serves.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
-    /// Serves connections from `listener` until `shutdown` resolves, then drains.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves connections from `listener` until `shutdown`, then drains: no new
+    /// connections, in-flight requests finish (up to the grace period).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -104,67 +104,50 @@ impl Gateway {
         let builder = Arc::new(builder);
         let first_byte_timeout = self.settings.header_read_timeout.duration();
 
-        let connections = Arc::new(Semaphore::new(self.settings.max_connections));
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
+        // Readiness turns to "draining" the moment shutdown begins.
+        let draining = self.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.triggered().await;
+            draining.draining.store(true, Ordering::SeqCst);
+        });
 
-        loop {
-            // Hold a connection slot before accepting: at the limit, new clients wait
-            // in the kernel's accept queue instead of being served badly.
-            let slot = tokio::select! {
-                slot = connections.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        let options = Accept {
+            name: "gateway",
+            max_connections: Some(self.settings.max_connections),
+            grace: self.settings.shutdown_grace.duration(),
+        };
+        let gateway = self.clone();
+        accept::serve(
+            listener,
+            options,
+            shutdown,
+            move |stream, peer, shutdown| {
+                let (gateway, builder) = (gateway.clone(), builder.clone());
+                async move {
+                    // hyper times the request head only once it knows the protocol, and
+                    // learning it waits for the first bytes: a client that connects and
+                    // sends nothing would hold its slot forever. Give it the same time.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(read)) if read > 0 => {}
+                        _ => {
+                            tracing::debug!(%peer, "connection closed: no request started in time");
+                            return;
+                        }
                     }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let gateway = self.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(request).await) }
-            });
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
-            tokio::spawn(async move {
-                // hyper times the request head only once it knows the protocol, and
-                // learning it waits for the first bytes: a client that connects and
-                // sends nothing would hold its slot forever. Give it the same time.
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
-                    Ok(Ok(read)) if read > 0 => {}
-                    _ => {
-                        tracing::debug!(%peer, "connection closed: no request started in time");
-                        return;
+                    let service = hyper::service::service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(err) = accept::graceful(connection, &shutdown).await {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
                     }
                 }
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                if let Err(err) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
-                drop(slot);
-            });
-        }
-
-        self.draining.store(true, Ordering::SeqCst);
-        drop(listener);
-        let grace = self.settings.shutdown_grace.duration();
-        tracing::info!(grace = %humantime::format_duration(grace), "gateway draining: no new connections");
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("gateway drained: all connections closed"),
-            () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
-        }
+            },
+        )
+        .await;
     }
 
     /// Answers one request. Never fails: every problem is a response.
@@ -227,7 +210,7 @@ impl Gateway {
         span.record("module", matched.module);
         span.record("route", matched.route);
         let module_name = matched.module.to_string();
-        let Some(slot) = self.registry.slot(&module_name).cloned() else {
+        let Some(slot) = self.directory.local(&module_name) else {
             return self.forward(span, &module_name, request, trace).await;
         };
         let request = match self.read_body(request).await {
@@ -255,7 +238,7 @@ impl Gateway {
     /// Serves `request` (its body already read) with local module `module`: the
     /// gateway's path for its own routes, and the mesh's for requests another node
     /// forwarded here.
-    pub async fn serve_local(
+    async fn serve_local(
         &self,
         span: &tracing::Span,
         slot: &ModuleSlot,
@@ -265,20 +248,11 @@ impl Gateway {
         let routing = self.routing_key(&request);
         let module = slot.pick(routing);
         span.record("version", module.version.as_str());
-        if let Some(reason) = module.broken.get() {
-            return self.fail(
-                span,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "module_unavailable",
-                &format!("module {} did not start: {reason}", module.name),
-                None,
-            );
-        }
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
         let response = match tokio::time::timeout(
             request_timeout,
-            module_http::handle(&module, request, trace, routing),
+            module_http::handle(&module, request, Hop::start(trace, routing)),
         )
         .await
         {
@@ -288,7 +262,7 @@ impl Gateway {
                 }
                 response
             }
-            Ok(Err(failure)) => self.module_failed(span, &module.name, failure),
+            Ok(Err(failure)) => self.module_failed(span, module.name(), failure),
             Err(_) => self.fail(
                 span,
                 StatusCode::GATEWAY_TIMEOUT,
@@ -298,7 +272,7 @@ impl Gateway {
             ),
         };
         metrics().record_request(
-            &module.name,
+            module.name(),
             response.status().as_u16(),
             handed_over.elapsed(),
         );
@@ -314,7 +288,8 @@ impl Gateway {
         request: Request<Incoming>,
         trace: TraceContext,
     ) -> Response<Body> {
-        let Some((mesh, remote)) = self.registry.directory().remote_module(module) else {
+        let (Some(transport), Some(remote)) = (&self.transport, self.directory.remote(module))
+        else {
             return self.fail(
                 span,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -331,7 +306,10 @@ impl Gateway {
             request.headers_mut().insert(TRACEPARENT, value);
         }
         let timeout = self.settings.request_timeout.duration();
-        match mesh.forward(module, &remote.nodes, request, timeout).await {
+        match transport
+            .forward(module, &remote.nodes, request, timeout)
+            .await
+        {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
@@ -357,7 +335,7 @@ impl Gateway {
     /// Reads the whole body within the size and time limits, and returns the request
     /// ready for a module: an exact `content-length`, no `transfer-encoding`, and a
     /// `host` header (wasi:http needs an authority).
-    pub(crate) async fn read_body(
+    async fn read_body(
         &self,
         request: Request<Incoming>,
     ) -> Result<Request<Full<Bytes>>, Response<Body>> {
@@ -423,48 +401,61 @@ impl Gateway {
         module: &str,
         failure: Failure,
     ) -> Response<Body> {
-        let (status, message) = match &failure {
-            Failure::Overloaded => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("module {module} is at its concurrency limit; retry shortly"),
-            ),
-            Failure::DeadlineExceeded => (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("module {module} did not answer within its timeout"),
-            ),
-            Failure::MemoryExhausted => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("module {module} exceeded its memory limit"),
-            ),
-            Failure::Trapped(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("module {module} failed (trapped) while handling the request"),
-            ),
-            Failure::NoResponse(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("module {module} did not produce a response"),
-            ),
-            // The module's own code was fine; a module it depends on was not.
-            Failure::Call(failed) => (
-                match failed.kind {
-                    CallFailure::Unavailable | CallFailure::Overloaded => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    CallFailure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-                    CallFailure::Crashed => StatusCode::BAD_GATEWAY,
-                    CallFailure::TooDeep => StatusCode::INTERNAL_SERVER_ERROR,
-                },
-                format!("module {module} could not complete a call to another module"),
-            ),
-        };
-        let overloaded = matches!(failure, Failure::Overloaded)
-            || matches!(&failure, Failure::Call(failed) if failed.kind == CallFailure::Overloaded);
-        let mut response = self.fail(span, status, failure.code(), &message, Some(&failure));
-        if overloaded {
+        let answer = failures::answer(module, &failure);
+        let mut response = self.fail(
+            span,
+            answer.status,
+            failure.code(),
+            &answer.message,
+            Some(&failure),
+        );
+        if answer.retry_soon {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        response
+    }
+
+    /// Serves a request another node forwarded here for local module `module` (its
+    /// path and query as the client sent them), as if it had arrived here: the same
+    /// limits, version pick and error answers.
+    pub async fn serve_forwarded(
+        &self,
+        peer: &str,
+        module: &str,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        let Some(slot) = self.directory.local(module) else {
+            return responses::plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("module {module} does not run on this node"),
+            );
+        };
+        let trace = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse)
+            .unwrap_or_else(TraceContext::new_root);
+        let span = tracing::info_span!(
+            "forwarded",
+            from = %peer,
+            module,
+            path = %request.uri(),
+            status = tracing::field::Empty,
+            error_id = tracing::field::Empty,
+            trace_id = %trace.trace_id(),
+        );
+        let request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        let response = self
+            .serve_local(&span, &slot, request, trace)
+            .instrument(span.clone())
+            .await;
+        span.record("status", response.status().as_u16());
         response
     }
 

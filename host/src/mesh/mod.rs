@@ -3,14 +3,16 @@
 //! Between nodes there is one protocol, HTTP/2 over mutual TLS ([`tls`]), and two
 //! kinds of request:
 //! - **calls** (`POST /v1/call`): a module calling a module placed on another node.
-//!   The dispatcher hands the call to [`Mesh::call`], which encodes the values by
-//!   their WIT types ([`wire`]), sends them to a node that runs the callee
+//!   The dispatcher hands the call to the mesh as its [`Transport`], which encodes the
+//!   values by their WIT types ([`wire`]), sends them to a node that runs the callee
 //!   (round-robin over those whose [`breaker`] is closed), and decodes the results —
 //!   or the typed failure — that come back. The callee's node runs the call on its
 //!   local path ([`server`]).
 //! - **forwarded requests** (`/v1/http/MODULE/…`): an HTTP request that reached the
 //!   gateway of a node that does not run the module owning its route, passed on
-//!   whole ([`Mesh::forward`]), so any node can sit behind a load balancer.
+//!   whole ([`Transport::forward`]), so any node can sit behind a load balancer;
+//! - **admin requests** (`/v1/admin/ACTION`): one node's admin API asking another to
+//!   stage, commit or adopt a module version ([`Mesh::admin`]).
 //!
 //! A dead or partitioned peer never makes a caller hang: connecting is bounded by
 //! `mesh.connect_timeout`, a call by the callee's timeout, and after
@@ -38,8 +40,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Type, Val};
 
-use crate::calls::dispatch::{CallFailed, CallFailure, RemoteModule};
+use crate::calls::transport::{ForwardFailed, RemoteCall, Transport};
 use crate::deployment::Deployment;
+use crate::module::{CallFailed, CallFailure};
+use crate::runtime::BoxFuture;
 use breaker::{Admission, Breaker};
 use tls::MeshTls;
 use wire::CallHeader;
@@ -58,13 +62,33 @@ pub struct Mesh {
     next: AtomicUsize,
 }
 
-/// Why a forwarded request got no answer from any node running its module.
-#[derive(Debug)]
-pub enum ForwardFailed {
-    /// No node running the module could be reached (or its breaker is open).
-    Unavailable(String),
-    /// The node took longer than the module's timeout.
-    TimedOut(String),
+/// Why an admin request to another node got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// No connection to the node could be made.
+    #[error("node {node} is unreachable: {why}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// Why, as the connection attempt said.
+        why: String,
+    },
+    /// The node did not answer in time.
+    #[error("node {node} did not answer within {after:?}")]
+    TimedOut {
+        /// The node.
+        node: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The node's answer broke off.
+    #[error("node {node}: {why}")]
+    Broken {
+        /// The node.
+        node: String,
+        /// What happened.
+        why: String,
+    },
 }
 
 impl Mesh {
@@ -106,18 +130,28 @@ impl Mesh {
         &self.tls
     }
 
-    /// Calls a function of `callee` (placed as `remote` says) on one of its nodes.
-    /// `params` and `results` come with their types, which encode and decode them;
-    /// `route` names the edge for messages.
-    pub async fn call(
+    /// Calls a function of `call.callee` on one of its nodes. `params` and `results`
+    /// come with their types, which encode and decode them.
+    async fn call_remote(
         &self,
-        callee: &str,
-        remote: &RemoteModule,
-        header: &CallHeader,
+        call: RemoteCall<'_>,
         (params, param_types): (&[Val], &[Type]),
         (results, result_types): (&mut [Val], &[Type]),
-        route: &(dyn Fn() -> String + Sync),
     ) -> Result<(), CallFailed> {
+        let RemoteCall {
+            callee,
+            placement: remote,
+            route,
+            ..
+        } = call;
+        let header = CallHeader {
+            interface: call.interface.to_string(),
+            function: call.function.to_string(),
+            caller: call.caller.to_string(),
+            depth: call.depth,
+            deadline_ms: u64::try_from(call.deadline.as_millis()).unwrap_or(u64::MAX),
+            traceparent: call.trace.to_string(),
+        };
         let failed = |kind, why: String| CallFailed::new(kind, format!("{}: {why}", route()));
         let mut body = Vec::with_capacity(256);
         header.encode(&mut body);
@@ -220,7 +254,7 @@ impl Mesh {
 
     /// Passes an HTTP request for `module` to one of `nodes`, which serves it on its
     /// local path; waits at most `timeout` for the response head.
-    pub async fn forward(
+    async fn forward_request(
         &self,
         module: &str,
         nodes: &[String],
@@ -280,7 +314,7 @@ impl Mesh {
         action: &str,
         query: &[(&str, &str)],
         body: Bytes,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), PeerError> {
         let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let nodes = [node.to_string()];
         let answer = self
@@ -296,19 +330,27 @@ impl Mesh {
         let response = match answer {
             Ok((_, response)) => response,
             Err(SendFailed::Unreachable(why)) => {
-                return Err(format!("node {node} is unreachable: {why}"))
+                return Err(PeerError::Unreachable {
+                    node: node.to_string(),
+                    why,
+                })
             }
             Err(SendFailed::TimedOut(_)) => {
-                return Err(format!(
-                    "node {node} did not answer within {ADMIN_TIMEOUT:?}"
-                ))
+                return Err(PeerError::TimedOut {
+                    node: node.to_string(),
+                    after: ADMIN_TIMEOUT,
+                })
             }
         };
         let status = response.status();
+        let broken = |why: String| PeerError::Broken {
+            node: node.to_string(),
+            why,
+        };
         let body = tokio::time::timeout(ADMIN_TIMEOUT, response.into_body().collect())
             .await
-            .map_err(|_| format!("node {node} stopped answering"))?
-            .map_err(|e| format!("node {node}: {e}"))?
+            .map_err(|_| broken("stopped answering".into()))?
+            .map_err(|e| broken(e.to_string()))?
             .to_bytes();
         Ok((status, body))
     }
@@ -365,6 +407,27 @@ impl Mesh {
             };
         }
         Err(SendFailed::Unreachable(reasons.join("; ")))
+    }
+}
+
+impl Transport for Mesh {
+    fn call<'a>(
+        &'a self,
+        call: RemoteCall<'a>,
+        params: (&'a [Val], &'a [Type]),
+        results: (&'a mut [Val], &'a [Type]),
+    ) -> BoxFuture<'a, Result<(), CallFailed>> {
+        Box::pin(self.call_remote(call, params, results))
+    }
+
+    fn forward<'a>(
+        &'a self,
+        module: &'a str,
+        nodes: &'a [String],
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Response<Incoming>, ForwardFailed>> {
+        Box::pin(self.forward_request(module, nodes, request, timeout))
     }
 }
 

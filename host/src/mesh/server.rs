@@ -1,20 +1,26 @@
-//! The mesh listener: where other nodes' calls and forwarded requests arrive.
+//! The mesh listener: where other nodes' calls, forwarded requests and admin requests
+//! arrive.
 //!
 //! Every connection must complete a mutual-TLS handshake with a certificate from the
 //! deployment's CA (rustls refuses another CA, an expired certificate, or none), and
 //! that certificate must name a node of the deployment; a refused connection is closed
 //! and logged with its address and the reason. Accepted connections speak HTTP/2:
 //! - `POST /v1/call`: a call frame ([`super::wire`]); the callee runs on this node's
-//!   local path, under its own limits, within the caller's deadline, in the caller's
-//!   trace; the answer is the results or a typed failure.
-//! - `/v1/http/MODULE/PATH`: a request forwarded by another node's gateway, served by
-//!   MODULE here as if it had arrived at this node's gateway.
+//!   local path ([`Dispatcher::inbound`]), under its own limits, within the caller's
+//!   deadline, in the caller's trace; the answer is the results or a typed failure.
+//! - `/v1/http/MODULE/PATH`: a request forwarded by another node's gateway, handed to
+//!   this node's gateway ([`ForwardedHttp`]) as if it had arrived there.
+//! - `/v1/admin/ACTION`: another node's admin API staging or committing a version
+//!   here ([`PeerAdmin`]).
+//!
+//! The mesh knows nothing of the gateway or the admin API: the node hands it the
+//! [`Handlers`] for what arrives.
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -23,9 +29,13 @@ use wasmtime::component::Val;
 
 use super::tls::MeshTls;
 use super::wire::{self, CallHeader};
-use crate::calls::dispatch::{call_local, CallFailed, CallFailure, Directory, Hop};
-use crate::gateway::responses::{self, Body};
-use crate::gateway::Gateway;
+use crate::calls::Dispatcher;
+use crate::capabilities::Hop;
+use crate::module::CallFailure;
+use crate::runtime::accept::{self, Accept};
+use crate::runtime::responses::{self, plain, Body};
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::BoxFuture;
 use crate::telemetry::trace::TraceContext;
 
 /// Largest call frame accepted.
@@ -33,31 +43,58 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// How long a peer has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves other nodes on `listener` until `shutdown` resolves: calls through
-/// `directory`, forwarded requests through `gateway` (its limits and error answers).
+/// Serves HTTP requests another node forwarded here for a local module.
+pub trait ForwardedHttp: Send + Sync {
+    /// Answers `request` (its path and query as the client sent them) for `module`,
+    /// forwarded by node `peer`.
+    fn serve<'a>(
+        &'a self,
+        peer: &'a str,
+        module: &'a str,
+        request: Request<Incoming>,
+    ) -> BoxFuture<'a, Response<Body>>;
+}
+
+/// Serves another node's admin requests (the peer is authenticated by its certificate).
+pub trait PeerAdmin: Send + Sync {
+    /// Does admin `action` with the request's `query` and `body` for node `peer`.
+    fn serve<'a>(
+        &'a self,
+        peer: &'a str,
+        action: &'a str,
+        query: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Response<Body>>;
+}
+
+/// What serves each kind of request that arrives over the mesh.
+#[derive(Clone)]
+pub struct Handlers {
+    /// Calls into local modules.
+    pub calls: Arc<Dispatcher>,
+    /// Forwarded HTTP requests.
+    pub http: Arc<dyn ForwardedHttp>,
+    /// Admin requests.
+    pub admin: Arc<dyn PeerAdmin>,
+}
+
+/// Serves other nodes on `listener` until `shutdown`, then lets requests in flight
+/// finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<MeshTls>,
-    directory: Arc<Directory>,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()>,
+    handlers: Handlers,
+    shutdown: Shutdown,
+    grace: Duration,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "mesh: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (tls, directory, gateway) = (tls.clone(), directory.clone(), gateway.clone());
-        tokio::spawn(async move {
+    let options = Accept {
+        name: "mesh",
+        max_connections: None,
+        grace,
+    };
+    accept::serve(listener, options, shutdown, move |tcp, addr, shutdown| {
+        let (tls, handlers) = (tls.clone(), handlers.clone());
+        async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
@@ -82,38 +119,30 @@ pub async fn serve(
             };
             tracing::debug!(%addr, %peer, "mesh: peer connected");
             let service = hyper::service::service_fn(move |request| {
-                let (directory, gateway, peer) = (directory.clone(), gateway.clone(), peer.clone());
+                let (handlers, peer) = (handlers.clone(), peer.clone());
                 async move {
-                    Ok::<_, std::convert::Infallible>(
-                        handle(&directory, &gateway, &peer, request).await,
-                    )
+                    Ok::<_, std::convert::Infallible>(handle(&handlers, &peer, request).await)
                 }
             });
-            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(1024)
                 .keep_alive_interval(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tokio::io::BufWriter::new(stream)), service)
-                .await;
-            if let Err(error) = served {
+                .serve_connection(TokioIo::new(tokio::io::BufWriter::new(stream)), service);
+            if let Err(error) = accept::graceful(connection, &shutdown).await {
                 tracing::debug!(%addr, %error, "mesh: peer connection ended");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
-async fn handle(
-    directory: &Directory,
-    gateway: &Gateway,
-    peer: &str,
-    request: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(handlers: &Handlers, peer: &str, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     if path == "/v1/call" && request.method() == http::Method::POST {
-        return call(directory, peer, request).await;
+        return call(&handlers.calls, peer, request).await;
     }
     if let Some(action) = path.strip_prefix("/v1/admin/") {
-        let action = action.to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
         let body = match Limited::new(request.into_body(), MAX_FRAME * 8)
             .collect()
@@ -123,18 +152,34 @@ async fn handle(
             Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error}")),
         };
         tracing::info!(%peer, %action, %query, "mesh: admin request from a peer");
-        return crate::admin::serve_peer(gateway.registry(), &action, &query, body).await;
+        return handlers.admin.serve(peer, action, &query, body).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/http/") {
         let (module, _) = rest.split_once('/').unwrap_or((rest, ""));
         let module = module.to_string();
-        return forwarded(directory, gateway, peer, &module, request).await;
+        let (mut parts, body) = request.into_parts();
+        // Back to the path and query the client sent: strip `/v1/http/MODULE`.
+        let original = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .strip_prefix(&format!("/v1/http/{module}"))
+            .unwrap_or("/")
+            .to_string();
+        parts.uri = match original.parse() {
+            Ok(uri) => uri,
+            Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error}")),
+        };
+        return handlers
+            .http
+            .serve(peer, &module, Request::from_parts(parts, body))
+            .await;
     }
     plain(StatusCode::NOT_FOUND, format!("no mesh endpoint {path}"))
 }
 
 /// Runs one call frame on the local path and answers with its outcome.
-async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> Response<Body> {
+async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -> Response<Body> {
     let body = match Limited::new(request.into_body(), MAX_FRAME).collect().await {
         Ok(body) => body.to_bytes(),
         Err(error) => {
@@ -149,7 +194,7 @@ async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> 
         Ok(header) => header,
         Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error:#}")),
     };
-    let Some(served) = directory.served(&header.interface, &header.function) else {
+    let Some(inbound) = dispatcher.inbound(&header.interface, &header.function) else {
         return plain(
             StatusCode::MISDIRECTED_REQUEST,
             format!(
@@ -158,14 +203,9 @@ async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> 
             ),
         );
     };
-    let params = match wire::decode_values(&mut input, &served.params) {
+    let params = match wire::decode_values(&mut input, inbound.params()) {
         Ok(params) if input.is_empty() => params,
-        Ok(_) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the call frame has trailing bytes".into(),
-            )
-        }
+        Ok(_) => return plain(StatusCode::BAD_REQUEST, "the call frame has trailing bytes"),
         Err(error) => {
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -174,62 +214,43 @@ async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> 
         }
     };
     let trace = TraceContext::parse(&header.traceparent).unwrap_or_else(TraceContext::new_root);
-    let route = || {
-        format!(
-            "{} → {}.{}#{}",
-            header.caller, served.slot.name, served.interface, header.function
-        )
-    };
     let span = tracing::info_span!(
         "remote_call",
         from = %peer,
         caller = %header.caller,
-        callee = %served.slot.name,
+        callee = %inbound.callee(),
         function = %header.function,
         depth = header.depth,
         trace_id = %trace.trace_id(),
     );
-    let mut results = vec![Val::Bool(false); served.results.len()];
+    let mut results = vec![Val::Bool(false); inbound.results().len()];
+    let hop = Hop {
+        depth: header.depth,
+        trace,
+        routing: None,
+    };
     let deadline = Duration::from_millis(header.deadline_ms);
-    let module = served.slot.pick(None);
-    let outcome = tokio::time::timeout(
-        deadline,
-        call_local(
-            &module,
-            &served.key,
-            &route,
-            Hop {
-                depth: header.depth,
-                trace,
-                routing: None,
-            },
-            &params,
-            &mut results,
-        ),
-    )
-    .instrument(span)
-    .await
-    .unwrap_or_else(|_| {
-        Err(CallFailed::new(
-            CallFailure::TimedOut,
-            format!(
-                "{}: the callee did not return within the caller's deadline of {deadline:?}",
-                route()
-            ),
-        ))
-    });
-    served.slot.record(&module, outcome.is_ok());
+    let outcome = inbound
+        .call(&header.caller, hop, deadline, &params, &mut results)
+        .instrument(span)
+        .await;
     let mut answer = Vec::with_capacity(128);
     match outcome {
         Ok(()) => {
             answer.push(wire::outcome::OK);
-            if let Err(error) = wire::encode_values(&results, &served.results, &mut answer) {
+            if let Err(error) = wire::encode_values(&results, inbound.results(), &mut answer) {
                 answer.clear();
                 answer.push(wire::outcome::FAILED);
                 answer.push(CallFailure::Crashed.code());
                 wire::put_bytes(
                     &mut answer,
-                    format!("{}: encoding the results: {error:#}", route()).as_bytes(),
+                    format!(
+                        "{} → {}#{}: encoding the results: {error:#}",
+                        header.caller,
+                        inbound.callee(),
+                        header.function
+                    )
+                    .as_bytes(),
                 );
             }
         }
@@ -244,66 +265,5 @@ async fn call(directory: &Directory, peer: &str, request: Request<Incoming>) -> 
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-modhost-call"),
     );
-    response
-}
-
-/// Serves a request another node's gateway forwarded, with a local module, as this
-/// node's gateway would have.
-async fn forwarded(
-    directory: &Directory,
-    gateway: &Gateway,
-    peer: &str,
-    module: &str,
-    request: Request<Incoming>,
-) -> Response<Body> {
-    let Some(slot) = directory.local(module).cloned() else {
-        return plain(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("module {module} does not run on this node"),
-        );
-    };
-    let (mut parts, body) = request.into_parts();
-    // Back to the path and query the client sent: strip `/v1/http/MODULE`.
-    let original = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .strip_prefix(&format!("/v1/http/{module}"))
-        .unwrap_or("/")
-        .to_string();
-    parts.uri = match original.parse() {
-        Ok(uri) => uri,
-        Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error}")),
-    };
-    let trace = parts
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::new_root);
-    let span = tracing::info_span!(
-        "forwarded",
-        from = %peer,
-        module,
-        path = %original,
-        status = tracing::field::Empty,
-        error_id = tracing::field::Empty,
-        trace_id = %trace.trace_id(),
-    );
-    let request = match gateway.read_body(Request::from_parts(parts, body)).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let response = gateway
-        .serve_local(&span, &slot, request, trace)
-        .instrument(span.clone())
-        .await;
-    span.record("status", response.status().as_u16());
-    response
-}
-
-fn plain(status: StatusCode, message: String) -> Response<Body> {
-    let mut response = Response::new(responses::full(message));
-    *response.status_mut() = status;
     response
 }

@@ -7,6 +7,7 @@
 //! `MODHOST_LOG=info,modhost::access=off`.
 
 pub mod metrics;
+pub mod span;
 pub mod trace;
 
 use tracing_subscriber::EnvFilter;

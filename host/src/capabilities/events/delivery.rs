@@ -27,17 +27,22 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tracing::Instrument;
-use wasmtime::component::Resource;
+use wasmtime::component::{Instance, Resource};
+use wasmtime::Store;
 
+use super::bindings::modhost::events::types::Event;
 use super::bus::{Bus, Consumer, Delivery};
 use super::envelope::{now_ms, Envelope};
 use super::tables::{self, Outcome};
+use super::EventsSlice;
 use crate::capabilities::sql::{Database, Error, Transaction};
+use crate::capabilities::{Hop, InstanceState, InstanceWork, ModuleRunner};
 use crate::deployment::events::dead_letter_topic;
 use crate::deployment::EventsSettings;
-use crate::registry::slot::ModuleSlot;
+use crate::runtime::backoff::Backoff;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::BoxFuture;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TraceContext;
 
@@ -63,10 +68,15 @@ pub mod dead_letter {
 /// Waits after the host's own failures (database, bus): from the first, doubling.
 const HOST_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
+fn host_retry() -> Backoff {
+    Backoff::new(HOST_RETRY.0, HOST_RETRY.1)
+}
+
 /// One subscribing module, fed by its consumer.
 pub struct Subscriber {
-    /// The module's versions: each delivery picks one (a canary gets its share).
-    pub slot: Arc<ModuleSlot>,
+    /// Runs the module's handler: each delivery in a version picked as for any work
+    /// (a canary gets its share), under the module's bulkhead and limits.
+    pub runner: Arc<dyn ModuleRunner>,
     /// Its database: its inbox, and the transaction handlers write in.
     pub database: Arc<Database>,
     /// Its consumer group's reader.
@@ -89,17 +99,17 @@ enum Run {
 
 impl Subscriber {
     fn name(&self) -> &str {
-        &self.slot.name
+        self.runner.module()
     }
 
-    /// Delivers until `shutdown` turns true. Events not yet acknowledged when it
-    /// stops are delivered again at the next start.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut host_retry = HOST_RETRY.0;
+    /// Delivers until `shutdown`. Events not yet acknowledged when it stops are
+    /// delivered again at the next start.
+    pub async fn run(mut self, shutdown: Shutdown) {
+        let mut retry = host_retry();
         let mut forgotten = tokio::time::Instant::now();
         self.forget_old().await;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 return;
             }
             if forgotten.elapsed() >= FORGET_EVERY {
@@ -109,17 +119,16 @@ impl Subscriber {
             let max = self.settings.batch as usize;
             let batch = tokio::select! {
                 batch = self.consumer.next_batch(max) => batch,
-                _ = shutdown.changed() => continue,
+                () = shutdown.triggered() => continue,
             };
             match batch {
                 Ok(batch) => {
-                    host_retry = HOST_RETRY.0;
-                    self.deliver(batch, &mut shutdown).await;
+                    retry.reset();
+                    self.deliver(batch, &shutdown).await;
                 }
                 Err(error) => {
                     tracing::warn!(module = %self.name(), error = %format!("{error:#}"), "reading events from the bus failed; retrying");
-                    pause(&mut shutdown, host_retry).await;
-                    host_retry = (host_retry * 2).min(HOST_RETRY.1);
+                    shutdown.sleep(retry.next_wait()).await;
                 }
             }
         }
@@ -127,13 +136,13 @@ impl Subscriber {
 
     /// Delivers one batch: returns when every event was handled or dead-lettered and
     /// acknowledged, or when shutdown begins.
-    async fn deliver(&mut self, batch: Vec<Delivery>, shutdown: &mut watch::Receiver<bool>) {
+    async fn deliver(&mut self, batch: Vec<Delivery>, shutdown: &Shutdown) {
         let mut rest = &batch[..];
         // The first attempt's error of `rest[0]`, once it failed inside a batch.
         let mut first_failed: Option<String> = None;
-        let mut host_retry = HOST_RETRY.0;
+        let mut retry = host_retry();
         while !rest.is_empty() {
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 return;
             }
             if let Some(error) = first_failed.take() {
@@ -150,8 +159,7 @@ impl Subscriber {
                 }
                 Run::HostFailed(error) => {
                     tracing::warn!(module = %self.name(), %error, "delivering events failed on the host's side; retrying");
-                    pause(shutdown, host_retry).await;
-                    host_retry = (host_retry * 2).min(HOST_RETRY.1);
+                    shutdown.sleep(retry.next_wait()).await;
                 }
                 Run::Failed { failed: 0, error } => first_failed = Some(error),
                 Run::Failed { failed, error } => {
@@ -176,10 +184,10 @@ impl Subscriber {
         delivery: &Delivery,
         mut attempt: u32,
         mut failed: Option<String>,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> bool {
         let topic = &delivery.envelope.topic;
-        let mut host_retry = HOST_RETRY.0;
+        let mut retry = host_retry();
         loop {
             if let Some(error) = &failed {
                 if attempt > self.settings.max_attempts {
@@ -194,9 +202,9 @@ impl Subscriber {
                     attempt = attempt - 1, retry_in_ms = wait.as_millis() as u64, %error,
                     "event handler failed; retrying"
                 );
-                pause(shutdown, wait).await;
+                shutdown.sleep(wait).await;
             }
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 return false;
             }
             match self
@@ -213,9 +221,7 @@ impl Subscriber {
                 }
                 Run::HostFailed(error) => {
                     tracing::warn!(module = %self.name(), %error, "delivering an event failed on the host's side; retrying");
-                    pause(shutdown, host_retry).await;
-                    host_retry = (host_retry * 2).min(HOST_RETRY.1);
-                    if *shutdown.borrow() {
+                    if !shutdown.sleep(retry.next_wait()).await {
                         return false;
                     }
                 }
@@ -286,17 +292,6 @@ impl Subscriber {
         attempt: u32,
         tx: Transaction,
     ) -> (Result<(), String>, Option<Transaction>) {
-        let module = self.slot.pick(None);
-        let Some(indices) = &module.subscriber else {
-            return (
-                Err(format!("version {} exports no subscriber", module.version)),
-                Some(tx),
-            );
-        };
-        // The bulkhead applies: a delivery waits for one of the module's permits.
-        let Ok(_permit) = module.permits.clone().acquire_owned().await else {
-            return (Err("the module is shutting down".into()), Some(tx));
-        };
         let trace = envelope
             .traceparent
             .as_deref()
@@ -304,47 +299,33 @@ impl Subscriber {
             .map_or_else(TraceContext::new_root, |parent| parent.child());
         let span = tracing::info_span!(
             "event",
-            module = %module.name,
+            module = %self.name(),
             topic = %envelope.topic,
             event = %envelope.id,
             source = %envelope.source,
             attempt,
             trace_id = %trace.trace_id(),
         );
-        let event = envelope.to_event(attempt);
-        let mut held = Some(tx);
-        let outcome = module
-            .run(0, trace, None, async |store, instance| {
-                let Some(tx) = held.take() else {
-                    wasmtime::bail!("no transaction for the handler");
-                };
-                let owned = store.data_mut().table.push(tx)?;
-                let handled = async {
-                    let bindings = indices.load(&mut *store, instance)?;
-                    bindings
-                        .modhost_events_subscriber()
-                        .call_handle(&mut *store, &event, Resource::new_borrow(owned.rep()))
-                        .await
-                }
-                .await;
-                held = store.data_mut().table.delete(owned).ok();
-                handled
-            })
+        let mut work = Handle {
+            event: envelope.to_event(attempt),
+            tx: Some(tx),
+            refused: None,
+        };
+        // The bulkhead applies: a delivery waits for one of the module's permits.
+        let ran = self
+            .runner
+            .run(Hop::start(trace, None), &mut work)
             .instrument(span.clone())
             .await;
-        let outcome = match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(format!("the handler returned an error: {refused}")),
-            Err(failure) => Err(format!(
-                "the handler failed ({}): {failure}",
-                failure.code()
-            )),
+        let outcome = match (ran, work.refused) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(refused)) => Err(refused),
+            (Err(failure), _) => Err(format!("the handler failed ({}): {failure}", failure.code)),
         };
         if let Err(error) = &outcome {
             span.in_scope(|| tracing::debug!(%error, "event handler failed"));
         }
-        self.slot.record(&module, outcome.is_ok());
-        (outcome, held)
+        (outcome, work.tx)
     }
 
     /// Sends an event that failed `attempts` times to the module's dead-letter topic,
@@ -354,7 +335,7 @@ impl Subscriber {
         delivery: &Delivery,
         attempts: u32,
         error: &str,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> bool {
         let original = &delivery.envelope;
         let mut letter = original.clone();
@@ -366,7 +347,7 @@ impl Subscriber {
             (dead_letter::ERROR.into(), error.to_string()),
             (dead_letter::AT.into(), now_ms().to_string()),
         ]);
-        let mut retry = HOST_RETRY.0;
+        let mut retry = host_retry();
         loop {
             let sent = self.bus.send(std::slice::from_ref(&letter)).await;
             let recorded = match sent.first() {
@@ -378,9 +359,7 @@ impl Subscriber {
                 Ok(()) => break,
                 Err(problem) => {
                     tracing::warn!(module = %self.name(), event = %original.id, %problem, "dead-lettering an event failed; retrying");
-                    pause(shutdown, retry).await;
-                    retry = (retry * 2).min(HOST_RETRY.1);
-                    if *shutdown.borrow() {
+                    if !shutdown.sleep(retry.next_wait()).await {
                         return false;
                     }
                 }
@@ -405,13 +384,11 @@ impl Subscriber {
     }
 
     /// Acknowledges `deliveries` on the bus, retrying until it works or shutdown.
-    async fn ack(&mut self, deliveries: &[Delivery], shutdown: &mut watch::Receiver<bool>) {
-        let mut retry = HOST_RETRY.0;
+    async fn ack(&mut self, deliveries: &[Delivery], shutdown: &Shutdown) {
+        let mut retry = host_retry();
         while let Err(error) = self.consumer.ack(deliveries).await {
             tracing::warn!(module = %self.name(), error = %format!("{error:#}"), "acknowledging events failed; retrying");
-            pause(shutdown, retry).await;
-            retry = (retry * 2).min(HOST_RETRY.1);
-            if *shutdown.borrow() {
+            if !shutdown.sleep(retry.next_wait()).await {
                 return;
             }
         }
@@ -427,10 +404,49 @@ impl Subscriber {
     }
 }
 
-/// Sleeps `duration`, or less if shutdown is signalled.
-async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        _ = shutdown.changed() => {}
+/// One call of a subscriber's `handle` export, lending it the delivery's transaction.
+struct Handle {
+    event: Event,
+    /// The transaction: lent to the instance for the call, given back after it.
+    tx: Option<Transaction>,
+    /// What the handler refused the event with, if it did.
+    refused: Option<String>,
+}
+
+impl InstanceWork for Handle {
+    fn run<'s>(
+        &'s mut self,
+        store: &'s mut Store<InstanceState>,
+        instance: &'s Instance,
+    ) -> BoxFuture<'s, wasmtime::Result<bool>> {
+        Box::pin(async move {
+            let Some(subscriber) = store
+                .data()
+                .slice::<EventsSlice>()
+                .and_then(|slice| slice.subscriber.clone())
+            else {
+                wasmtime::bail!("this version of the module exports no subscriber");
+            };
+            let Some(tx) = self.tx.take() else {
+                wasmtime::bail!("no transaction for the handler");
+            };
+            let owned = store.data_mut().table.push(tx)?;
+            let handled = async {
+                let bindings = subscriber.load(&mut *store, instance)?;
+                bindings
+                    .modhost_events_subscriber()
+                    .call_handle(&mut *store, &self.event, Resource::new_borrow(owned.rep()))
+                    .await
+            }
+            .await;
+            self.tx = store.data_mut().table.delete(owned).ok();
+            match handled? {
+                Ok(()) => Ok(true),
+                Err(refused) => {
+                    self.refused = Some(format!("the handler returned an error: {refused}"));
+                    Ok(false)
+                }
+            }
+        })
     }
 }

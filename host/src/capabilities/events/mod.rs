@@ -21,39 +21,49 @@
 //!    retried with backoff; after `max_attempts` the event goes to the module's
 //!    dead-letter topic.
 //!
-//! Lifecycle, like every capability: `publisher` is **linked once** ([`link`]); each
-//! publishing module gets its **own [`ModuleEvents`]** (its grants, its relay's wake-up)
-//! at load; every instance of it holds a handle to that in its state. The relays and
-//! consumers run as one [`EventsService`] per node.
+//! Lifecycle, like every capability ([`Events`]): `publisher` is **linked once**; a
+//! version that imports it without a `publishes` grant, or subscribes without
+//! exporting `subscriber`, is **refused** when configured; **opening** a module
+//! creates its outbox and inbox in its database and gives a publishing module its
+//! **own [`ModuleEvents`]** (its grants, its relay's wake-up); each instance is
+//! **prepared** with those grants and its version's subscriber export, nothing more;
+//! the relays and consumers **start** as one [`EventsService`] per node.
 
 pub mod bus;
 pub mod delivery;
 pub mod envelope;
+pub mod inspect;
 pub mod relay;
 pub mod replay;
 mod service;
 pub mod tables;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use super::sql::Transaction;
-use super::InstanceState;
+use super::sql::{Database, Transaction};
+use super::{
+    Capability, Components, InstanceState, OpenContext, Service, StartContext, StateMap,
+    VersionContext,
+};
+use crate::runtime::BoxFuture;
 use envelope::Envelope;
 
 pub use service::{open_for_reading, EventsService};
 
-/// Host bindings of `modhost:events` (the world `modhost:events/events-host`).
+/// Host bindings of `modhost:events` (the world `modhost:events/events-host`),
+/// generated from its WIT (`wit/modhost/events.wit`, which documents them).
+#[allow(missing_docs)]
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: ["../wit/modhost/sql.wit", "../wit/modhost/events.wit"],
         world: "modhost:events/events-host",
         imports: { default: async | trappable },
         exports: { default: async },
-        with: { "modhost:sql/sql": crate::capabilities::sql::modhost::sql::sql },
+        with: { "modhost:sql/sql": crate::capabilities::sql::bindings::modhost::sql::sql },
     });
 }
 
@@ -68,10 +78,98 @@ pub const PUBLISHER: &str = "modhost:events/publisher@1.0.0";
 /// The interface subscribing modules export.
 pub const SUBSCRIBER: &str = "modhost:events/subscriber@1.0.0";
 
-/// Links `modhost:events/publisher` into `linker`.
-pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
-    publisher::add_to_linker::<InstanceState, HasSelf<InstanceState>>(linker, |state| state)?;
-    Ok(())
+/// The `modhost:events` capability.
+pub struct Events;
+
+/// A version's `modhost:events/subscriber` export, found when it was configured.
+struct SubscriberExport(Arc<SubscriberIndices>);
+
+/// What an instance may do with events: publish to its module's topics, and (for the
+/// host's delivery) where its version's `handle` export is.
+pub struct EventsSlice {
+    publishing: Option<Arc<ModuleEvents>>,
+    /// The version's subscriber export, when the module subscribes.
+    pub subscriber: Option<Arc<SubscriberIndices>>,
+}
+
+impl Capability for Events {
+    fn name(&self) -> &'static str {
+        "modhost:events"
+    }
+
+    /// Links `modhost:events/publisher` into `linker`.
+    fn link(&self, linker: &mut Linker<InstanceState>, _: &Components<'_>) -> Result<()> {
+        publisher::add_to_linker::<InstanceState, HasSelf<InstanceState>>(linker, |state| state)?;
+        Ok(())
+    }
+
+    fn configure(&self, version: &VersionContext<'_>, state: &mut StateMap) -> Result<()> {
+        let (spec, path) = (version.spec, version.path);
+        if version.imports("modhost:events/publisher") && spec.publishes.is_empty() {
+            anyhow::bail!(
+                "{} imports {PUBLISHER} but the module may publish to no topic: list its topics in \
+                 `publishes = [...]` under [modules.{}]",
+                path.display(),
+                spec.name
+            );
+        }
+        if !spec.subscribes.is_empty() {
+            let indices = SubscriberIndices::new(version.instance_pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "{} subscribes to {} but does not export {SUBSCRIBER}",
+                        path.display(),
+                        spec.subscribes.join(", "),
+                    )
+                })?;
+            state.insert(SubscriberExport(Arc::new(indices)));
+        }
+        Ok(())
+    }
+
+    fn open<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a mut StateMap,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let spec = module.spec;
+            if spec.publishes.is_empty() && spec.subscribes.is_empty() {
+                return Ok(());
+            }
+            // A module that publishes or receives events keeps its outbox and inbox in
+            // its database, next to its own tables.
+            let Some(database) = state.get::<Database>() else {
+                anyhow::bail!("it publishes or subscribes to events but has no database");
+            };
+            tables::create(database).await.map_err(|error| {
+                anyhow::anyhow!("creating its event outbox and inbox: {error:?}")
+            })?;
+            if !spec.publishes.is_empty() {
+                state.insert(ModuleEvents::new(&spec.name, &spec.publishes));
+            }
+            Ok(())
+        })
+    }
+
+    fn prepare(&self, instance: &mut InstanceState, module: &StateMap, version: &StateMap) {
+        let publishing = module.get_arc::<ModuleEvents>();
+        let subscriber = version
+            .get::<SubscriberExport>()
+            .map(|SubscriberExport(indices)| indices.clone());
+        if publishing.is_some() || subscriber.is_some() {
+            instance.slices.insert(EventsSlice {
+                publishing,
+                subscriber,
+            });
+        }
+    }
+
+    fn start(&self, node: &StartContext<'_>) -> Option<Box<dyn Service>> {
+        EventsService::start(node.deployment, node.modules)
+            .map(|service| Box::new(service) as Box<dyn Service>)
+    }
 }
 
 /// One publishing module's events: the topics it may publish to, and the signal that
@@ -110,8 +208,8 @@ impl InstanceState {
         // A module that may publish nothing is refused at load; one that gets here
         // without grants is a host bug, so a trap, not an error value.
         let events = self
-            .events
-            .as_ref()
+            .slice::<EventsSlice>()
+            .and_then(|slice| slice.publishing.as_ref())
             .ok_or_else(|| wasmtime::format_err!("module {} may not publish", self.module()))?;
         if !events.publishes.contains(&topic) {
             return Ok(Err(PublishError::Denied(format!(
@@ -137,7 +235,7 @@ impl InstanceState {
                 headers,
                 source: events.module.clone(),
                 published_at_ms: envelope::now_ms(),
-                traceparent: Some(self.trace.to_string()),
+                traceparent: Some(self.hop.trace.to_string()),
             },
             events.committed.clone(),
         )))

@@ -10,12 +10,14 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::bus::Bus;
 use super::tables;
 use crate::capabilities::sql::Database;
 use crate::faults;
+use crate::runtime::backoff::Backoff;
+use crate::runtime::shutdown::Shutdown;
 use crate::telemetry::metrics::metrics;
 
 /// Most events read from the outbox and sent in one go.
@@ -26,6 +28,10 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const LEASE_RETRY: Duration = Duration::from_secs(2);
 /// Retry waits after a failed send: from the first, doubling, up to the last.
 const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+fn retry() -> Backoff {
+    Backoff::new(RETRY.0, RETRY.1)
+}
 
 /// One module's relay.
 pub struct Relay {
@@ -40,13 +46,13 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Relays until `shutdown` turns true (after finishing the batch in hand).
+    /// Relays until `shutdown` (after finishing the batch in hand).
     ///
     /// A module placed on several nodes shares one database (Postgres): one relay at a
     /// time may read its outbox, or two would send the same events in interleaved
     /// order. Each node's relay tries for the module's relay lease and stands by
     /// until it gets it; a node that dies gives it up with its connection.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: Shutdown) {
         let _lease = loop {
             match self.database.try_lease("relay").await {
                 Ok(Some(lease)) => break lease,
@@ -55,22 +61,20 @@ impl Relay {
                     tracing::warn!(module = %self.module, ?error, "taking the relay lease failed; retrying")
                 }
             }
-            wait(&mut shutdown, LEASE_RETRY).await;
-            if *shutdown.borrow() {
+            if !shutdown.sleep(LEASE_RETRY).await {
                 return;
             }
         };
-        let mut retry = RETRY.0;
+        let mut retry = retry();
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 return;
             }
             let pending = match tables::pending(&self.database, &self.module, BATCH).await {
                 Ok(pending) => pending,
                 Err(error) => {
                     tracing::warn!(module = %self.module, ?error, "reading the outbox failed; retrying");
-                    wait(&mut shutdown, retry).await;
-                    retry = (retry * 2).min(RETRY.1);
+                    shutdown.sleep(retry.next_wait()).await;
                     continue;
                 }
             };
@@ -78,7 +82,7 @@ impl Relay {
                 tokio::select! {
                     () = self.committed.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.triggered() => {}
                 }
                 continue;
             }
@@ -111,13 +115,12 @@ impl Relay {
             // be sent twice, which subscribers' inboxes absorb.
             while let Err(error) = tables::remove(&self.database, &confirmed).await {
                 tracing::warn!(module = %self.module, ?error, "removing sent events from the outbox failed; retrying");
-                wait(&mut shutdown, retry).await;
-                if *shutdown.borrow() {
+                if !shutdown.sleep(retry.next_wait()).await {
                     return;
                 }
             }
             match refused {
-                None => retry = RETRY.0,
+                None => retry.reset(),
                 Some(error) => {
                     tracing::warn!(
                         module = %self.module,
@@ -126,8 +129,7 @@ impl Relay {
                         %error,
                         "the bus did not take every event; they stay in the outbox and are retried"
                     );
-                    wait(&mut shutdown, retry).await;
-                    retry = (retry * 2).min(RETRY.1);
+                    shutdown.sleep(retry.next_wait()).await;
                 }
             }
         }
@@ -137,26 +139,14 @@ impl Relay {
 /// Samples, once a second until shutdown, how old the oldest event still in
 /// `module`'s outbox is (0 when it is empty). It runs beside the relay, not in it: a
 /// relay waiting on an unreachable bus is exactly when the lag matters.
-pub async fn watch_lag(
-    module: String,
-    database: Arc<Database>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    while !*shutdown.borrow() {
+pub async fn watch_lag(module: String, database: Arc<Database>, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
         if let Ok(oldest) = tables::oldest(&database).await {
             let lag = oldest.map_or(0.0, |ms| {
                 (super::envelope::now_ms() - ms).max(0) as f64 / 1000.0
             });
             metrics().outbox_lag(&module, lag);
         }
-        wait(&mut shutdown, IDLE_POLL).await;
-    }
-}
-
-/// Sleeps `duration`, or less if shutdown is signalled.
-async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        _ = shutdown.changed() => {}
+        shutdown.sleep(IDLE_POLL).await;
     }
 }

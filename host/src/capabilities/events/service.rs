@@ -7,25 +7,27 @@
 
 use anyhow::Result;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::bus::Bus;
 use super::delivery::Subscriber;
 use super::relay::{watch_lag, Relay};
+use super::ModuleEvents;
+use crate::capabilities::sql::Database;
+use crate::capabilities::{RunningModule, Service};
 use crate::deployment::events::dead_letter_topic;
 use crate::deployment::Deployment;
-use crate::registry::slot::ModuleSlot;
-use crate::registry::Registry;
+use crate::runtime::backoff::Backoff;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::BoxFuture;
 
 /// Waits between attempts to reach the bus at start: from the first, doubling.
 const CONNECT_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
 
 /// The running relays and consumers of a node.
 pub struct EventsService {
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: JoinSet<()>,
 }
 
@@ -65,26 +67,28 @@ pub fn topology(deployment: &Deployment) -> (Vec<String>, BTreeMap<String, Vec<S
 }
 
 impl EventsService {
-    /// Starts relaying and delivering for the modules of `registry` that publish or
-    /// subscribe (and whose database opened), or returns `None` when none does.
-    pub fn start(deployment: &Deployment, registry: &Registry) -> Option<EventsService> {
-        let modules: Vec<Arc<ModuleSlot>> = registry
-            .slots()
-            .filter(|slot| {
-                let module = slot.serving();
-                module.events.is_some() || module.subscriber.is_some()
+    /// Starts relaying and delivering for the `modules` that publish or subscribe,
+    /// or returns `None` when none does.
+    pub fn start(deployment: &Deployment, modules: &[RunningModule]) -> Option<EventsService> {
+        let modules: Vec<RunningModule> = modules
+            .iter()
+            .filter(|module| {
+                deployment
+                    .modules
+                    .get(&module.name)
+                    .is_some_and(|spec| !spec.publishes.is_empty() || !spec.subscribes.is_empty())
             })
             .cloned()
             .collect();
         if modules.is_empty() {
             return None;
         }
-        let (shutdown, watching) = watch::channel(false);
+        let shutdown = Shutdown::new();
         let mut tasks = JoinSet::new();
         let deployment = deployment.clone();
-        let supervisor_shutdown = watching.clone();
+        let watching = shutdown.clone();
         tasks.spawn(async move {
-            let Some(bus) = connect(&deployment, watching.clone()).await else {
+            let Some(bus) = connect(&deployment, &watching).await else {
                 return;
             };
             tracing::info!(bus = bus.name(), "events: bus ready");
@@ -95,7 +99,6 @@ impl EventsService {
             // The workers stop on the same signal; wait for them here so that
             // stopping the service waits for every one.
             while workers.join_next().await.is_some() {}
-            drop(supervisor_shutdown);
         });
         Some(EventsService { shutdown, tasks })
     }
@@ -103,7 +106,7 @@ impl EventsService {
     /// Stops every relay and consumer, letting each finish the batch in hand (at most
     /// `grace`). What is not acknowledged by then is delivered again at the next start.
     pub async fn stop(mut self, grace: Duration) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.trigger();
         let drained = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -118,10 +121,11 @@ impl EventsService {
 }
 
 /// Opens the bus, retrying until it can be reached or shutdown begins.
-async fn connect(deployment: &Deployment, mut shutdown: watch::Receiver<bool>) -> Option<Bus> {
+async fn connect(deployment: &Deployment, shutdown: &Shutdown) -> Option<Bus> {
     let (topics, subscriptions) = topology(deployment);
-    let mut retry = CONNECT_RETRY.0;
+    let mut retry = Backoff::new(CONNECT_RETRY.0, CONNECT_RETRY.1);
     loop {
+        let wait = retry.next_wait();
         match Bus::open(
             &deployment.events,
             &deployment.data_dir,
@@ -134,15 +138,13 @@ async fn connect(deployment: &Deployment, mut shutdown: watch::Receiver<bool>) -
             Err(error) => tracing::warn!(
                 backend = deployment.events.backend.name(),
                 error = %format!("{error:#}"),
-                retry_in_ms = retry.as_millis() as u64,
+                retry_in_ms = wait.as_millis() as u64,
                 "events: cannot reach the bus yet; events wait in the outboxes"
             ),
         }
-        tokio::select! {
-            () = tokio::time::sleep(retry) => {}
-            _ = shutdown.changed() => return None,
+        if !shutdown.sleep(wait).await {
+            return None;
         }
-        retry = (retry * 2).min(CONNECT_RETRY.1);
     }
 }
 
@@ -150,19 +152,18 @@ async fn connect(deployment: &Deployment, mut shutdown: watch::Receiver<bool>) -
 async fn start_module(
     deployment: &Deployment,
     bus: &Bus,
-    slot: &Arc<ModuleSlot>,
-    shutdown: &watch::Receiver<bool>,
+    module: &RunningModule,
+    shutdown: &Shutdown,
     workers: &mut JoinSet<()>,
 ) {
-    let module = slot.serving();
-    if let Some(reason) = module.broken.get() {
+    if let Some(reason) = &module.not_started {
         tracing::warn!(module = %module.name, %reason, "events: module did not start; its events wait");
         return;
     }
-    let Some(database) = module.database.get().cloned() else {
+    let Some(database) = module.state.get_arc::<Database>() else {
         return;
     };
-    if let Some(events) = &module.events {
+    if let Some(events) = module.state.get::<ModuleEvents>() {
         let relay = Relay {
             module: module.name.clone(),
             database: database.clone(),
@@ -179,7 +180,7 @@ async fn start_module(
     let Some(spec) = deployment.modules.get(&module.name) else {
         return;
     };
-    if module.subscriber.is_some() && !spec.subscribes.is_empty() {
+    if !spec.subscribes.is_empty() {
         let group = group(&deployment.app_name, &module.name);
         let member = member(&group, deployment.node.as_deref());
         let consumer = loop {
@@ -187,8 +188,7 @@ async fn start_module(
                 Ok(consumer) => break consumer,
                 Err(error) => {
                     tracing::warn!(module = %module.name, error = %format!("{error:#}"), "events: subscribing failed; retrying");
-                    tokio::time::sleep(CONNECT_RETRY.1).await;
-                    if *shutdown.borrow() {
+                    if !shutdown.sleep(CONNECT_RETRY.1).await {
                         return;
                     }
                 }
@@ -196,13 +196,19 @@ async fn start_module(
         };
         tracing::info!(module = %module.name, %group, topics = ?spec.subscribes, "events: subscribed");
         let subscriber = Subscriber {
-            slot: slot.clone(),
+            runner: module.runner.clone(),
             database,
             consumer,
             bus: bus.clone(),
             settings: deployment.events.clone(),
         };
         workers.spawn(subscriber.run(shutdown.clone()));
+    }
+}
+
+impl Service for EventsService {
+    fn stop(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(EventsService::stop(*self, grace))
     }
 }
 

@@ -1,11 +1,12 @@
 //! `modhost:sql`: each module's own database (`wit/modhost/sql.wit`).
 //!
-//! Lifecycle, like every capability: the interface is **linked once** ([`link`]); each
-//! module with `database = …` gets **its own [`Database`]** when the node starts
-//! ([`Database::open`]: its SQLite file or its Postgres schema and role, its pool, its
-//! migrations applied); every instance of that module gets a handle to it in its
-//! [`InstanceState`]. A module without a database that imports `modhost:sql` is
-//! refused at load: deny by default.
+//! Lifecycle, like every capability ([`Sql`]): the interface is **linked once**; a
+//! version that imports `modhost:sql` without `database = …` is **refused** when it is
+//! configured (deny by default); each module with a database gets **its own
+//! [`Database`]** when the node **opens** it ([`Database::open`]: its SQLite file or its
+//! Postgres schema and role, its pool, its migrations applied); a new version's
+//! migrations are applied before it serves (**upgrade**); every instance of the module
+//! is **prepared** with a handle to the database, and nothing else.
 //!
 //! Isolation is the database's own: a module's SQLite connections open only its file
 //! (and may not `ATTACH` another); its Postgres connections log in as its own role,
@@ -18,38 +19,131 @@ pub mod migrations;
 mod postgres;
 mod sqlite;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use super::InstanceState;
+use super::{
+    Capability, Components, InstanceState, OpenContext, StateMap, UpgradeContext, VersionContext,
+};
 use crate::deployment::{DatabaseBackend, DatabaseSpec};
+use crate::runtime::BoxFuture;
 
-wasmtime::component::bindgen!({
-    path: "../wit/modhost/sql.wit",
-    world: "modhost:sql/guest",
-    imports: { default: async | trappable },
-    with: { "modhost:sql/sql.transaction": Transaction },
-    additional_derives: [PartialEq],
-});
+/// Host bindings of `modhost:sql`, generated from its WIT (`wit/modhost/sql.wit`,
+/// which documents them).
+#[allow(missing_docs)]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/modhost/sql.wit",
+        world: "modhost:sql/guest",
+        imports: { default: async | trappable },
+        with: { "modhost:sql/sql.transaction": super::Transaction },
+        additional_derives: [PartialEq],
+    });
+}
 
-pub use modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
-use modhost::sql::sql::{Host, HostTransaction};
+pub use bindings::modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
+use bindings::modhost::sql::sql::{Host, HostTransaction};
 
 /// The interface's name, as modules import it.
 pub const INTERFACE: &str = "modhost:sql/sql@1.0.0";
 
-/// Links `modhost:sql` into `linker`.
-pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
-    modhost::sql::sql::add_to_linker::<InstanceState, HasSelf<InstanceState>>(linker, |state| {
-        state
-    })?;
-    Ok(())
-}
+/// The `modhost:sql` capability.
+pub struct Sql;
 
-/// A boxed, `Send` future borrowing for `'a`.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// An instance's handle to its module's database.
+pub struct SqlSlice(Arc<Database>);
+
+impl Capability for Sql {
+    fn name(&self) -> &'static str {
+        "modhost:sql"
+    }
+
+    /// Links `modhost:sql` into `linker`.
+    fn link(&self, linker: &mut Linker<InstanceState>, _: &Components<'_>) -> Result<()> {
+        bindings::modhost::sql::sql::add_to_linker::<InstanceState, HasSelf<InstanceState>>(
+            linker,
+            |state| state,
+        )?;
+        Ok(())
+    }
+
+    fn configure(&self, version: &VersionContext<'_>, _: &mut StateMap) -> Result<()> {
+        let spec = version.spec;
+        if version.imports("modhost:sql/") && spec.database.is_none() {
+            anyhow::bail!(
+                "{} imports {INTERFACE} but the module has no database: add `database = \"sqlite\"` \
+                 (or postgres) under [modules.{}]",
+                version.path.display(),
+                spec.name
+            );
+        }
+        // Migrations are applied when the module opens; their names are checked now,
+        // so `modhost check` catches a misnamed or duplicated file.
+        if let Some(dir) = spec.database.as_ref().and_then(|db| db.migrations.as_ref()) {
+            migrations::read(dir)?;
+        }
+        Ok(())
+    }
+
+    fn open<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a mut StateMap,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let spec = module.spec;
+            let Some(database) = &spec.database else {
+                return Ok(());
+            };
+            let opened = Database::open(
+                &spec.name,
+                database,
+                &module.deployment.data_dir,
+                spec.limits.timeout.duration(),
+            )
+            .await?;
+            tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
+            state.insert(opened);
+            Ok(())
+        })
+    }
+
+    fn upgrade<'a>(
+        &'a self,
+        version: UpgradeContext<'a>,
+        state: &'a StateMap,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let Some(database) = state.get::<Database>() else {
+                return Ok(());
+            };
+            let dir: Option<PathBuf> = version.migrations.map(Path::to_path_buf).or_else(|| {
+                version
+                    .spec
+                    .database
+                    .as_ref()
+                    .and_then(|db| db.migrations.clone())
+            });
+            let Some(dir) = dir else { return Ok(()) };
+            let applied = migrations::apply(database, &dir)
+                .await
+                .with_context(|| format!("migrating {}'s database", version.spec.name))?;
+            if applied > 0 {
+                tracing::info!(module = %version.spec.name, applied, dir = %dir.display(), "migrations applied for the new version");
+            }
+            Ok(())
+        })
+    }
+
+    fn prepare(&self, instance: &mut InstanceState, module: &StateMap, _: &StateMap) {
+        if let Some(database) = module.get_arc::<Database>() {
+            instance.slices.insert(SqlSlice(database));
+        }
+    }
+}
 
 /// One module's database: its pool, and how long a statement may run.
 pub struct Database {
@@ -423,8 +517,8 @@ impl InstanceState {
     /// The module's database; a module without one cannot get here, as it is refused
     /// at load, so this is a trap, not an error value.
     pub(crate) fn database(&self) -> wasmtime::Result<Arc<Database>> {
-        self.database
-            .clone()
+        self.slice::<SqlSlice>()
+            .map(|SqlSlice(database)| database.clone())
             .ok_or_else(|| wasmtime::format_err!("module {} has no database", self.module()))
     }
 }

@@ -1,66 +1,87 @@
 //! A node: one running modhost process, serving the modules of a deployment.
 //!
-//! Starting a node is: build the engine, load every module (compile or take from the
-//! cache, link, pre-instantiate), bind the gateway, serve until told to stop. Nothing is
-//! served until every module has loaded, so `/readyz` answering 200 means the whole
-//! deployment is up.
+//! The node wires every layer below it together, and only it does:
+//! - the capabilities (the host's standard ones, and calls to other modules through
+//!   the dispatcher) and the registry that loads the modules with them;
+//! - on a split deployment, the mesh: the dispatcher's and the gateway's transport to
+//!   other nodes, and a listener handed its inbound handlers (calls, forwarded HTTP,
+//!   admin) — the mesh never reaches up into the gateway or the admin API itself;
+//! - the gateway, the admin API, and the capabilities' background work.
+//!
+//! Starting a node is: validate the deployment ([`load_deployment`]), load every module
+//! ([`Node::load`]), open them ([`Node::open`]: databases, tables…), bind the
+//! listeners, serve until told to stop. Nothing is served until every module has
+//! loaded, so `/readyz` answering 200 means the whole deployment is up.
 
-use std::fmt;
+pub mod watch;
+
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::admin::peer::PeerRequests;
 use crate::admin::Admin;
-use crate::calls::dispatch::{Remote, RemoteModule};
-use crate::capabilities::events::{self, EventsService};
-use crate::capabilities::sql::Database;
-use crate::deployment::Deployment;
+use crate::calls::{Calls, Dispatcher, Transport};
+use crate::capabilities::Capabilities;
+use crate::deployment::{ConfigErrors, Deployment};
 use crate::engine::{self, Engine, EngineSettings};
 use crate::gateway::routes::RouteTable;
 use crate::gateway::Gateway;
+use crate::mesh::server::{ForwardedHttp, Handlers};
 use crate::mesh::Mesh;
-use crate::registry::{LoadError, Registry};
+use crate::module::directory::{Directory, Placement};
+use crate::module::{LoadError, Registry};
+use crate::runtime::responses::Body;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::BoxFuture;
 
 /// Why a node could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The engine or its compile cache could not be set up.
+    #[error("engine: {0:#}")]
     Engine(anyhow::Error),
     /// One or more modules failed to load.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Modules(Vec<LoadError>),
     /// The gateway or the mesh could not bind its address.
+    #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     /// The mesh (certificates, peers) could not be set up.
+    #[error("mesh: {0:#}")]
     Mesh(anyhow::Error),
 }
 
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Engine(error) => write!(f, "engine: {error:#}"),
-            StartError::Modules(errors) => {
-                for (i, error) in errors.iter().enumerate() {
-                    if i > 0 {
-                        writeln!(f)?;
-                    }
-                    write!(f, "{error}")?;
-                }
-                Ok(())
-            }
-            StartError::Bind(addr, error) => write!(f, "cannot listen on {addr}: {error}"),
-            StartError::Mesh(error) => write!(f, "mesh: {error:#}"),
-        }
-    }
+/// The host's capabilities, as a node runs them: the standard ones, then calls to
+/// other modules through `dispatcher`.
+fn capabilities(dispatcher: &Arc<Dispatcher>) -> Capabilities {
+    let mut list = Capabilities::standard();
+    list.push(Arc::new(Calls::new(dispatcher.clone())));
+    Capabilities::new(list)
 }
 
-impl std::error::Error for StartError {}
+/// Reads and validates the deployment file at `path`: the host's own sections and
+/// every capability's settings. Every problem is reported, each naming the file, the
+/// key and what is wrong.
+pub fn load_deployment(path: &Path) -> Result<Deployment, ConfigErrors> {
+    let capabilities = Capabilities::new(Capabilities::standard());
+    let deployment = Deployment::load_with(path, &capabilities.settings())?;
+    let problems = capabilities.validate(&deployment);
+    if problems.is_empty() {
+        Ok(deployment)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
 
 /// A node with every module loaded, not yet serving.
 pub struct Node {
     deployment: Deployment,
     engine: Engine,
     registry: Arc<Registry>,
+    dispatcher: Arc<Dispatcher>,
     mesh: Option<Arc<Mesh>>,
 }
 
@@ -87,34 +108,21 @@ impl Node {
             Some(&engine::cache_dir(&deployment.data_dir)),
         )
         .map_err(StartError::Engine)?;
-        let registry = Registry::load(&engine, &deployment).map_err(StartError::Modules)?;
+        let directory = Arc::new(Directory::new(Placement::default()));
+        let dispatcher = Arc::new(Dispatcher::new(directory.clone()));
+        let registry = Registry::load(&engine, &deployment, capabilities(&dispatcher), directory)
+            .map_err(StartError::Modules)?;
         let mesh = Mesh::new(&deployment)
             .map_err(StartError::Mesh)?
             .map(Arc::new);
         if let Some(mesh) = &mesh {
-            let modules = deployment
-                .modules
-                .values()
-                .filter(|module| !deployment.is_local(&module.name))
-                .map(|module| {
-                    (
-                        module.name.clone(),
-                        RemoteModule {
-                            nodes: deployment.nodes_of(&module.name).to_vec(),
-                            timeout: module.limits.timeout.duration(),
-                        },
-                    )
-                })
-                .collect();
-            registry.directory().connect(Remote {
-                mesh: mesh.clone(),
-                modules,
-            });
+            dispatcher.connect(mesh.clone());
         }
         Ok(Node {
             deployment,
             engine,
             registry: Arc::new(registry),
+            dispatcher,
             mesh,
         })
     }
@@ -134,47 +142,12 @@ impl Node {
         &self.registry
     }
 
-    /// Opens the database of every module that has one and applies its migrations. A
-    /// module whose database fails to open or migrate does not start — its requests
-    /// and calls get 503 with the reason — while every other module serves.
-    pub async fn open_databases(&self) {
-        for spec in self.deployment.modules.values() {
-            let (Some(database), Some(module)) = (&spec.database, self.registry.get(&spec.name))
-            else {
-                continue;
-            };
-            let opened = Database::open(
-                &spec.name,
-                database,
-                &self.deployment.data_dir,
-                spec.limits.timeout.duration(),
-            )
-            .await;
-            // A module that publishes or receives events keeps its outbox and inbox in
-            // its database, next to its own tables.
-            let opened = match opened {
-                Ok(opened) if !spec.publishes.is_empty() || !spec.subscribes.is_empty() => {
-                    match events::tables::create(&opened).await {
-                        Ok(()) => Ok(opened),
-                        Err(error) => Err(anyhow::anyhow!(
-                            "creating its event outbox and inbox: {error:?}"
-                        )),
-                    }
-                }
-                other => other,
-            };
-            match opened {
-                Ok(opened) => {
-                    tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
-                    let _ = module.database.set(Arc::new(opened));
-                }
-                Err(error) => {
-                    let reason = format!("{error:#}");
-                    tracing::error!(module = %spec.name, %reason, "module not started: its database did not open");
-                    let _ = module.broken.set(reason);
-                }
-            }
-        }
+    /// Opens every module: what its capabilities keep for it (its database and
+    /// migrations, its event tables…). A module that fails to open does not start —
+    /// its requests and calls get 503 with the reason — while every other module
+    /// serves.
+    pub async fn open(&self) {
+        self.registry.open().await;
     }
 
     /// Binds the gateway's listener (`gateway.listen`, or the node's `listen`) and, on
@@ -209,30 +182,39 @@ impl Node {
         })
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests. Events are
-    /// relayed and delivered meanwhile; the mesh serves other nodes until the gateway
-    /// has drained; then both stop.
+    /// Serves until `shutdown` resolves, then drains in-flight requests. The
+    /// capabilities' background work (event relays and deliveries) runs meanwhile; the
+    /// mesh and the admin API serve until the gateway has drained; then all stop.
     pub async fn serve(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-        let events = EventsService::start(&self.deployment, &self.registry);
+        let grace = self.deployment.gateway.shutdown_grace.duration();
+        let services = self.registry.start();
+        let transport = self.mesh.clone().map(|mesh| mesh as Arc<dyn Transport>);
         let gateway = Arc::new(Gateway::new(
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
             self.registry.clone(),
+            transport,
             &self.deployment.rollout.sticky_header,
         ));
-        let (stop_mesh, mesh_stopping) = tokio::sync::watch::channel(false);
-        let mut mesh_tasks = Vec::new();
+        let stopping = Shutdown::new();
+        let after_gateway = Shutdown::new();
+        let mut tasks = Vec::new();
         if let (Some(mesh), Some(listener)) = (&self.mesh, listeners.mesh) {
-            mesh_tasks.push(tokio::spawn(crate::mesh::server::serve(
+            let handlers = Handlers {
+                calls: self.dispatcher.clone(),
+                http: Arc::new(ForwardedToGateway(gateway.clone())),
+                admin: Arc::new(PeerRequests::new(self.registry.clone())),
+            };
+            tasks.push(tokio::spawn(crate::mesh::server::serve(
                 listener,
                 mesh.tls().clone(),
-                self.registry.directory().clone(),
-                gateway.clone(),
-                wait_for(mesh_stopping.clone()),
+                handlers,
+                after_gateway.clone(),
+                grace,
             )));
-            mesh_tasks.push(tokio::spawn(watch_certificates(
+            tasks.push(tokio::spawn(watch_certificates(
                 mesh.clone(),
-                mesh_stopping.clone(),
+                after_gateway.clone(),
             )));
         }
         if let (Some(settings), Some(listener)) = (&self.deployment.admin, listeners.admin) {
@@ -242,20 +224,39 @@ impl Node {
                 self.registry.clone(),
                 self.mesh.clone(),
             ));
-            mesh_tasks.push(tokio::spawn(
-                admin.serve(listener, wait_for(mesh_stopping.clone())),
-            ));
+            tasks.push(tokio::spawn(admin.serve(listener, after_gateway.clone())));
         }
-        gateway.serve(listeners.gateway, shutdown).await;
-        let _ = stop_mesh.send(true);
-        for task in mesh_tasks {
+        let stop_on_signal = async {
+            shutdown.await;
+            stopping.trigger();
+        };
+        // The gateway serves until the signal, and returns once it has drained.
+        tokio::join!(
+            gateway.clone().serve(listeners.gateway, stopping.clone()),
+            stop_on_signal
+        );
+        after_gateway.trigger();
+        for task in tasks {
             let _ = task.await;
         }
-        if let Some(events) = events {
-            events
-                .stop(self.deployment.gateway.shutdown_grace.duration())
-                .await;
+        for service in services {
+            service.stop(grace).await;
         }
+    }
+}
+
+/// The gateway, as the mesh server sees it: what serves requests forwarded by other
+/// nodes.
+struct ForwardedToGateway(Arc<Gateway>);
+
+impl ForwardedHttp for ForwardedToGateway {
+    fn serve<'a>(
+        &'a self,
+        peer: &'a str,
+        module: &'a str,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> BoxFuture<'a, hyper::Response<Body>> {
+        Box::pin(self.0.serve_forwarded(peer, module, request))
     }
 }
 
@@ -284,22 +285,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Resolves once `stopping` turns true (or its sender is gone).
-async fn wait_for(mut stopping: tokio::sync::watch::Receiver<bool>) {
-    while !*stopping.borrow() {
-        if stopping.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Reloads the mesh's certificates when their files change, until `stopping`.
-async fn watch_certificates(mesh: Arc<Mesh>, mut stopping: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(CERTIFICATE_CHECK) => {}
-            _ = stopping.changed() => return,
-        }
+/// Reloads the mesh's certificates when their files change, until `shutdown`.
+async fn watch_certificates(mesh: Arc<Mesh>, shutdown: Shutdown) {
+    while shutdown.sleep(CERTIFICATE_CHECK).await {
         match mesh.tls().reload_if_changed() {
             Ok(true) => tracing::info!(node = %mesh.tls().node(), "mesh: certificates reloaded"),
             Ok(false) => {}

@@ -1,12 +1,13 @@
-//! The gateway's own answers: health, readiness, and errors in the JSON shape every
-//! module uses too: `{"error": {"code": "...", "message": "...", "error_id": "..."}}`.
+//! The answers the host gives itself, on every listener: health, readiness, metrics,
+//! and errors in the JSON shape every module uses too:
+//! `{"error": {"code": "...", "message": "...", "error_id": "..."}}`.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// The body type of every gateway response (a module's streamed body, or ours).
+/// The body type of every response the host sends (a module's streamed body, or ours).
 pub type Body = HyperOutgoingBody;
 
 /// Header carrying the error id of a failed request, also written to the log.
@@ -61,4 +62,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A new error id: short enough to read out, random enough never to repeat in a log.
 pub fn new_error_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+/// A plain-text answer with `status` (node-to-node answers).
+pub fn plain(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(message));
+    *response.status_mut() = status;
+    response
 }

@@ -9,89 +9,40 @@ use http_body_util::Full;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
-use wasmtime::Trap;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
-use super::LoadedModule;
-use crate::calls::dispatch::{CallFailed, CallFailure};
-use crate::capabilities::InstanceState;
-use crate::telemetry::trace::TraceContext;
+use super::failure::{classify, Failure};
+use super::version::ModuleVersion;
+use crate::capabilities::Hop;
 
 /// A module's response: headers now, body streamed from the instance as it writes it.
 pub type ModuleResponse = hyper::Response<HyperOutgoingBody>;
 
-/// Why a module could not answer a request.
-#[derive(Debug)]
-pub enum Failure {
-    /// The module is serving as many requests as its `concurrency` limit allows.
-    Overloaded,
-    /// The instance ran past its module's `timeout`.
-    DeadlineExceeded,
-    /// The instance tried to grow its memory past its module's `memory` limit.
-    MemoryExhausted,
-    /// The instance trapped: a panic, `unreachable`, an out-of-bounds access…
-    Trapped(anyhow::Error),
-    /// The instance returned without a response, or answered with a `wasi:http` error.
-    NoResponse(anyhow::Error),
-    /// A call the instance made to another module failed, and with it the instance.
-    Call(CallFailed),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Overloaded => write!(f, "at its concurrency limit"),
-            Failure::DeadlineExceeded => write!(f, "past its deadline"),
-            Failure::MemoryExhausted => write!(f, "out of memory"),
-            Failure::Trapped(error) | Failure::NoResponse(error) => write!(f, "{error:#}"),
-            Failure::Call(failed) => write!(f, "{failed}"),
-        }
-    }
-}
-
-impl Failure {
-    /// A short, stable name for logs and error bodies.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Failure::Overloaded => "module_overloaded",
-            Failure::DeadlineExceeded => "module_timeout",
-            Failure::MemoryExhausted => "module_out_of_memory",
-            Failure::Trapped(_) => "module_trapped",
-            Failure::NoResponse(_) => "module_no_response",
-            Failure::Call(failed) => match failed.kind {
-                CallFailure::Unavailable => "call_unavailable",
-                CallFailure::Overloaded => "call_overloaded",
-                CallFailure::TimedOut => "call_timeout",
-                CallFailure::Crashed => "call_failed",
-                CallFailure::TooDeep => "call_depth_exceeded",
-            },
-        }
-    }
-}
-
-/// Serves `request` with a fresh instance of `module`, as part of `trace`; calls it
-/// makes pick their callees' versions by `routing` (the request's sticky key).
+/// Serves `request` with a fresh instance of `module`, as the first hop of its work
+/// (its trace; the routing key calls it makes pick their callees' versions by).
 ///
 /// Returns once the module has sent its response head; the instance keeps running in
 /// its own task while it streams the body, holding its concurrency permit and bounded
 /// by its deadline.
 pub async fn handle(
-    module: &Arc<LoadedModule>,
+    module: &Arc<ModuleVersion>,
     request: hyper::Request<Full<Bytes>>,
-    trace: TraceContext,
-    routing: Option<u64>,
+    hop: Hop,
 ) -> Result<ModuleResponse, Failure> {
+    if let Some(reason) = module.module.not_started() {
+        return Err(Failure::NotStarted(reason.to_string()));
+    }
     let Some(proxy) = module.proxy.clone() else {
         return Err(Failure::NoResponse(anyhow::anyhow!(
             "module {} does not serve HTTP",
-            module.name
+            module.name()
         )));
     };
     let permit = module.try_admit().ok_or(Failure::Overloaded)?;
 
-    let mut store = module.new_store(0, trace, routing);
+    let mut store = module.new_store(hop);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let http = store.data_mut();
@@ -161,19 +112,5 @@ pub async fn handle(
                 "the module's task ended abnormally: {join}"
             ))),
         },
-    }
-}
-
-/// Tells apart the ways an instance can fail (from its error and its store's state).
-pub fn classify(error: wasmtime::Error, state: &InstanceState) -> Failure {
-    if let Some(failed) = error.downcast_ref::<CallFailed>() {
-        return Failure::Call(failed.clone());
-    }
-    if state.limiter.exceeded() {
-        return Failure::MemoryExhausted;
-    }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::DeadlineExceeded,
-        _ => Failure::Trapped(error.into()),
     }
 }

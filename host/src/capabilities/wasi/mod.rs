@@ -1,6 +1,10 @@
 //! WASI 0.2 for modules: clocks and randomness, but no filesystem, environment,
 //! arguments or sockets. Whatever a module writes to stdout or stderr becomes log
-//! lines of the host, tagged with the module's name.
+//! lines of the host, tagged with the module's name, in the span of the work the
+//! instance serves.
+//!
+//! Every module gets it (a Rust std component cannot run without `wasi:cli` and
+//! friends); what it grants is nothing beyond the clock and the random source.
 
 use anyhow::Result;
 use std::io::Write;
@@ -9,53 +13,53 @@ use wasmtime::component::Linker;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::InstanceState;
+use super::{Capability, Components, InstanceState, StateMap};
+use crate::telemetry::span::LogSpan;
 
-/// Links WASI 0.2 (the `wasi:cli/*`, `wasi:io`, `wasi:clocks`, `wasi:random`,
-/// `wasi:filesystem` and `wasi:sockets` interfaces a Rust std component imports).
-pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
-    Ok(wasmtime_wasi::p2::add_to_linker_async(linker)?)
+/// The WASI capability.
+pub struct Wasi;
+
+/// An instance's WASI context.
+pub struct WasiSlice(WasiCtx);
+
+impl Capability for Wasi {
+    fn name(&self) -> &'static str {
+        "wasi"
+    }
+
+    /// Links WASI 0.2 (the `wasi:cli/*`, `wasi:io`, `wasi:clocks`, `wasi:random`,
+    /// `wasi:filesystem` and `wasi:sockets` interfaces a Rust std component imports).
+    fn link(&self, linker: &mut Linker<InstanceState>, _: &Components<'_>) -> Result<()> {
+        Ok(wasmtime_wasi::p2::add_to_linker_async(linker)?)
+    }
+
+    fn prepare(&self, instance: &mut InstanceState, _: &StateMap, _: &StateMap) {
+        let ctx = context(instance.module(), &instance.log_span);
+        instance.slices.insert(WasiSlice(ctx));
+    }
 }
 
-/// A WASI context granting nothing beyond clocks and randomness, and the span its
-/// output is logged in (the current one, until [`LogSpan::follow_current`]).
-pub fn context(module: &str) -> (WasiCtx, LogSpan) {
-    let span = LogSpan(Arc::new(Mutex::new(tracing::Span::current())));
-    let ctx = WasiCtx::builder()
-        .stdout(GuestLog::new(module, "stdout", &span))
-        .stderr(GuestLog::new(module, "stderr", &span))
+/// A WASI context granting nothing beyond clocks and randomness, its output logged in
+/// `span`.
+fn context(module: &str, span: &LogSpan) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(GuestLog::new(module, "stdout", span))
+        .stderr(GuestLog::new(module, "stderr", span))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .build();
-    (ctx, span)
-}
-
-/// The span an instance's output is logged in: the request's or call's it serves.
-#[derive(Clone)]
-pub struct LogSpan(Arc<Mutex<tracing::Span>>);
-
-impl LogSpan {
-    /// Logs the instance's output in the current span from now on: a warm instance
-    /// moves on to the call it serves next.
-    pub fn follow_current(&self) {
-        if let Ok(mut span) = self.0.lock() {
-            *span = tracing::Span::current();
-        }
-    }
-
-    fn get(&self) -> tracing::Span {
-        self.0
-            .lock()
-            .map(|span| span.clone())
-            .unwrap_or_else(|_| tracing::Span::none())
-    }
+        .build()
 }
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Every instance is prepared with its context; should one not be, it gets the
+        // same grant-nothing context rather than a panic.
+        let WasiSlice(ctx) = self
+            .slices
+            .get_or_insert_with(|| WasiSlice(context(&self.module, &self.log_span)));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

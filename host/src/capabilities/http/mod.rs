@@ -9,28 +9,44 @@ use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::InstanceState;
+use super::{Capability, Components, InstanceState, StateMap};
 
-/// Links the `wasi:http` interfaces (types and the outgoing handler).
-pub fn link(linker: &mut Linker<InstanceState>) -> Result<()> {
-    Ok(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
-        linker,
-    )?)
-}
+/// The `wasi:http` capability.
+pub struct Http;
 
-/// Per-instance `wasi:http` state.
+/// An instance's `wasi:http` state.
 #[derive(Default)]
-pub struct HttpState {
+pub struct HttpSlice {
     ctx: WasiHttpCtx,
     hooks: DenyOutbound,
 }
 
+impl Capability for Http {
+    fn name(&self) -> &'static str {
+        "wasi:http"
+    }
+
+    /// Links the `wasi:http` interfaces (types and the outgoing handler).
+    fn link(&self, linker: &mut Linker<InstanceState>, _: &Components<'_>) -> Result<()> {
+        Ok(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+            linker,
+        )?)
+    }
+
+    fn prepare(&self, instance: &mut InstanceState, _: &StateMap, _: &StateMap) {
+        instance.slices.insert(HttpSlice::default());
+    }
+}
+
 impl WasiHttpView for InstanceState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Every instance is prepared with its state; should one not be, it gets the
+        // same deny-outbound state rather than a panic.
+        let slice = self.slices.get_or_insert_with(HttpSlice::default);
         WasiHttpCtxView {
-            ctx: &mut self.http.ctx,
+            ctx: &mut slice.ctx,
             table: &mut self.table,
-            hooks: &mut self.http.hooks,
+            hooks: &mut slice.hooks,
         }
     }
 }

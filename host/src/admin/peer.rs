@@ -1,0 +1,130 @@
+//! What other nodes' admin APIs ask of this one, over the mesh
+//! (`/v1/admin/ACTION?module=…`). The peer is already authenticated as a node of the
+//! deployment by its certificate. Every answer is 200 with a version (or the bytes
+//! asked for), or 409 with the reason.
+//!
+//! | action | what it does here |
+//! | --- | --- |
+//! | `status` | this node's modules, as JSON |
+//! | `stage` (body: the component) | prepares the version, not serving it |
+//! | `unstage` | drops the staged version |
+//! | `commit` (`weight` for a canary) | switches the staged version in |
+//! | `promote`, `rollback` | as the operators' API |
+//! | `adopt` (body: the component) | takes it as the version a module of other nodes serves |
+//! | `component` | the component the module serves here |
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use std::sync::Arc;
+
+use crate::engine::component_extension;
+use crate::mesh::server::PeerAdmin;
+use crate::module::swap::{Refused, Switch};
+use crate::module::Registry;
+use crate::runtime::responses::{self, plain, Body};
+use crate::runtime::BoxFuture;
+
+/// This node's side of other nodes' admin requests.
+pub struct PeerRequests {
+    registry: Arc<Registry>,
+}
+
+impl PeerRequests {
+    /// Serves peers' admin requests with `registry`.
+    pub fn new(registry: Arc<Registry>) -> PeerRequests {
+        PeerRequests { registry }
+    }
+
+    async fn serve_action(&self, action: &str, query: &str, body: Bytes) -> Response<Body> {
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        };
+        let registry = &self.registry;
+        if action == "status" {
+            return responses::json(
+                StatusCode::OK,
+                &serde_json::Value::Object(registry.status()),
+            );
+        }
+        let Some(module) = param("module") else {
+            return plain(StatusCode::BAD_REQUEST, "no module");
+        };
+        let swapper = registry.swapper();
+        if action == "adopt" {
+            return answer(
+                swapper
+                    .adopt(&module, &body, component_extension(&body))
+                    .await,
+            );
+        }
+        let Some(slot) = registry.slot(&module) else {
+            return plain(StatusCode::CONFLICT, Refused::NotHere(module).to_string());
+        };
+        let outcome = match action {
+            "component" => {
+                return match std::fs::read(&slot.serving().source) {
+                    Ok(bytes) => plain(StatusCode::OK, bytes),
+                    Err(error) => plain(
+                        StatusCode::CONFLICT,
+                        format!("reading the component: {error}"),
+                    ),
+                }
+            }
+            "stage" => {
+                let extension = match param("extension").as_deref() {
+                    Some("cwasm") => "cwasm",
+                    _ => "wasm",
+                };
+                match swapper.versions().keep_bytes(&body, extension) {
+                    Ok(path) => swapper.stage(&slot, &path, None).await,
+                    Err(error) => Err(Refused::Unusable(format!("{error:#}"))),
+                }
+            }
+            "unstage" => {
+                swapper.unstage(&slot);
+                Ok(String::new())
+            }
+            "commit" => {
+                let switch = match param("weight").and_then(|w| w.parse().ok()) {
+                    Some(weight) => Switch::Canary(weight),
+                    None => Switch::Swap,
+                };
+                swapper.commit(&slot, switch).await.map(|_| match switch {
+                    Switch::Swap => slot.serving().version.clone(),
+                    Switch::Canary(_) => slot
+                        .canary()
+                        .map(|c| c.module.version.clone())
+                        .unwrap_or_default(),
+                })
+            }
+            "promote" => swapper.promote(&slot).await.map(|c| c.serving),
+            "rollback" => swapper.rollback(&slot).await.map(|c| c.serving),
+            other => return plain(StatusCode::NOT_FOUND, format!("no admin action {other}")),
+        };
+        answer(outcome)
+    }
+}
+
+/// 200 with the version, or 409 with why not.
+fn answer(outcome: Result<String, Refused>) -> Response<Body> {
+    match outcome {
+        Ok(version) => plain(StatusCode::OK, version),
+        Err(why) => plain(StatusCode::CONFLICT, why.to_string()),
+    }
+}
+
+impl PeerAdmin for PeerRequests {
+    fn serve<'a>(
+        &'a self,
+        _peer: &'a str,
+        action: &'a str,
+        query: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Response<Body>> {
+        Box::pin(self.serve_action(action, query, body))
+    }
+}

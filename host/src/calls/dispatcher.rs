@@ -1,0 +1,186 @@
+//! The dispatcher: calls to other modules as a capability of the host.
+//!
+//! Its lifecycle is every capability's ([`Calls`]): it **checks** the deployment's
+//! contracts ([`super::check`]) at load and on every swap, and **links** every function
+//! of every exported interface into the shared linker as a host function
+//! ([`super::link`]). Calling one routes the call at call time, through the node's
+//! [`Directory`]: to the callee's serving version here, or over the [`Transport`] to a
+//! node that runs it. That node serves it through [`Dispatcher::inbound`], the same
+//! local path.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wasmtime::component::{Linker, Type, Val};
+
+use super::check::{check, exports};
+use super::link::link_interface;
+use super::local::call_local;
+use super::transport::Transport;
+use crate::capabilities::{Capability, Components, Hop, InstanceState, ModuleProblem};
+use crate::module::directory::Directory;
+use crate::module::interface::{key, Export, InterfaceName};
+use crate::module::{CallFailed, CallFailure, ModuleSlot, ModuleVersion};
+
+/// Routes calls between modules: the node's directory, and the transport to other
+/// nodes once the node has connected one.
+pub struct Dispatcher {
+    directory: Arc<Directory>,
+    transport: OnceLock<Arc<dyn Transport>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher routing by `directory`.
+    pub fn new(directory: Arc<Directory>) -> Dispatcher {
+        Dispatcher {
+            directory,
+            transport: OnceLock::new(),
+        }
+    }
+
+    /// Connects the transport to other nodes (a split deployment's mesh).
+    pub fn connect(&self, transport: Arc<dyn Transport>) {
+        let _ = self.transport.set(transport);
+    }
+
+    /// The node's directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// The transport to other nodes, if there is one.
+    pub fn transport(&self) -> Option<&Arc<dyn Transport>> {
+        self.transport.get()
+    }
+
+    /// The local export that serves a call from another node to `function` of
+    /// `interface` (as the caller names it, with its version): the version it runs
+    /// in, picked now, and its types to decode the call with.
+    pub fn inbound(&self, interface: &str, function: &str) -> Option<Inbound> {
+        let wanted = InterfaceName::parse(interface)?;
+        let exporter = self.directory.exporter(&wanted.unversioned())?;
+        let slot = self.directory.local(&exporter)?;
+        let version = slot.pick(None);
+        let export = version.exports.serving(&wanted, function)?.clone();
+        Some(Inbound {
+            key: key(&wanted, function),
+            function: function.to_string(),
+            slot,
+            version,
+            export,
+        })
+    }
+}
+
+/// A call from another node, about to run here.
+pub struct Inbound {
+    slot: Arc<ModuleSlot>,
+    version: Arc<ModuleVersion>,
+    export: Export,
+    key: String,
+    function: String,
+}
+
+impl Inbound {
+    /// The function's parameter types, to decode the call's values with.
+    pub fn params(&self) -> &[Type] {
+        &self.export.params
+    }
+
+    /// Its result types.
+    pub fn results(&self) -> &[Type] {
+        &self.export.results
+    }
+
+    /// The module that serves the call.
+    pub fn callee(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// Runs the call for `caller` at `hop` with `params`, within `deadline` (the
+    /// caller's), filling `results`.
+    pub async fn call(
+        &self,
+        caller: &str,
+        hop: Hop,
+        deadline: Duration,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), CallFailed> {
+        let route = || {
+            format!(
+                "{caller} → {}.{}#{}",
+                self.slot.name, self.export.interface, self.function
+            )
+        };
+        let outcome = tokio::time::timeout(
+            deadline,
+            call_local(&self.version, &self.key, &route, hop, params, results),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(CallFailed::new(
+                CallFailure::TimedOut,
+                format!(
+                    "{}: the callee did not return within the caller's deadline of {deadline:?}",
+                    route()
+                ),
+            ))
+        });
+        self.slot.record(&self.version, outcome.is_ok());
+        outcome
+    }
+}
+
+/// Calls to other modules, as a capability.
+pub struct Calls {
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Calls {
+    /// The capability, routing through `dispatcher`.
+    pub fn new(dispatcher: Arc<Dispatcher>) -> Calls {
+        Calls { dispatcher }
+    }
+}
+
+impl Capability for Calls {
+    fn name(&self) -> &'static str {
+        "calls"
+    }
+
+    /// Every import of another module's interface is granted (`calls`), exported by
+    /// exactly one module, at a compatible version, with the same signatures.
+    fn check(&self, components: &Components<'_>) -> Vec<ModuleProblem> {
+        match check(
+            components.engine,
+            components.deployment,
+            components.components,
+        ) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|error| ModuleProblem {
+                    module: error.module,
+                    problem: error.problem,
+                })
+                .collect(),
+        }
+    }
+
+    /// Links every function of every exported interface to the dispatcher.
+    fn link(
+        &self,
+        linker: &mut Linker<InstanceState>,
+        components: &Components<'_>,
+    ) -> anyhow::Result<()> {
+        let exports = exports(components.engine, components.components);
+        for (exporter, interface) in exports.values() {
+            let Some(component) = components.components.get(exporter) else {
+                continue;
+            };
+            link_interface(linker, &self.dispatcher, exporter, component, interface)
+                .map_err(|error| error.context(format!("module `{exporter}`")))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! The registry: every module of the deployment that runs on this node, loaded, linked
+//! and ready to instantiate; the owner of the node's [`Directory`].
+//!
+//! Loading is the capabilities' lifecycle, driven alike for all of them:
+//! 1. every component of the deployment is compiled (or taken from the compile cache)
+//!    — all of them, wherever each runs, since contracts are checked across the whole
+//!    deployment;
+//! 2. the capabilities **check** the components together (calls: every import served
+//!    by a granted exporter with the same signatures);
+//! 3. the capabilities **link** the shared linker;
+//! 4. each local module's version is pre-instantiated and **configured** by every
+//!    capability (a version that imports what it was not granted is refused);
+//! 5. the node **opens** each module ([`Registry::open`]) and **starts** the
+//!    capabilities' background work ([`Registry::start`]).
+//!
+//! Every problem is reported, not just the first.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::crates;
+use super::directory::{Directory, Placement, RemoteModule};
+use super::interface::Exports;
+use super::slot::ModuleSlot;
+use super::swap::Swapper;
+use super::version::{Module, ModuleVersion};
+use super::versions::VersionStore;
+use super::warm::WarmInstances;
+use crate::capabilities::{
+    Capabilities, Components, InstanceState, OpenContext, RunningModule, Service, VersionContext,
+};
+use crate::deployment::{ComponentSource, Deployment, Instances, ModuleSpec};
+use crate::engine::{Engine, LoadedComponent};
+
+/// A module that failed to load, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("module `{module}`: {error:#}")]
+pub struct LoadError {
+    /// The module (`(host)` for a failure of the host's own linking).
+    pub module: String,
+    /// What went wrong (the full cause chain).
+    pub error: anyhow::Error,
+}
+
+impl LoadError {
+    fn new(module: &str, error: anyhow::Error) -> LoadError {
+        LoadError {
+            module: module.to_string(),
+            error,
+        }
+    }
+}
+
+/// Every module of a deployment that runs on this node, loaded.
+pub struct Registry {
+    deployment: Deployment,
+    capabilities: Capabilities,
+    directory: Arc<Directory>,
+    swapper: Swapper,
+}
+
+/// A module's component, compiled but not yet linked.
+pub(super) struct Compiled {
+    pub(super) path: PathBuf,
+    pub(super) loaded: LoadedComponent,
+    pub(super) started: Instant,
+}
+
+impl Registry {
+    /// Loads the modules of `deployment` that run on this node with `capabilities`,
+    /// and publishes where each is served in `directory` (which the capabilities may
+    /// already hold: calls are routed through it).
+    pub fn load(
+        engine: &Engine,
+        deployment: &Deployment,
+        capabilities: Capabilities,
+        directory: Arc<Directory>,
+    ) -> Result<Registry, Vec<LoadError>> {
+        let versions = VersionStore::new(&deployment.data_dir);
+        let mut errors = Vec::new();
+        let mut compiled = BTreeMap::new();
+        for spec in deployment.modules.values() {
+            let started = Instant::now();
+            // A module swapped at run time serves its last promoted version again; the
+            // modules of other nodes are checked against the version last adopted.
+            let result = component_path(spec).and_then(|base| {
+                let path = versions.promoted(&spec.name, &base).unwrap_or(base);
+                let loaded = engine
+                    .load(&path)
+                    .with_context(|| format!("loading {}", path.display()))?;
+                Ok(Compiled {
+                    path,
+                    loaded,
+                    started,
+                })
+            });
+            match result {
+                Ok(component) => {
+                    compiled.insert(spec.name.clone(), component);
+                }
+                Err(error) => errors.push(LoadError::new(&spec.name, error)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let components: BTreeMap<String, Component> = compiled
+            .iter()
+            .map(|(name, c)| (name.clone(), c.loaded.component.clone()))
+            .collect();
+        let digests = compiled
+            .iter()
+            .map(|(name, c)| (name.clone(), c.loaded.digest.clone()))
+            .collect();
+        let all = Components {
+            engine: engine.wasmtime(),
+            deployment,
+            components: &components,
+        };
+        let problems = capabilities.check(&all);
+        if !problems.is_empty() {
+            return Err(problems
+                .into_iter()
+                .map(|p| LoadError::new(&p.module, anyhow::anyhow!(p.problem)))
+                .collect());
+        }
+        let mut linker = Linker::<InstanceState>::new(engine.wasmtime());
+        if let Err(error) = capabilities.link(&mut linker, &all) {
+            return Err(vec![LoadError::new("(host)", error)]);
+        }
+
+        let mut local = BTreeMap::new();
+        for spec in deployment.local_modules() {
+            let compiled = &compiled[&spec.name];
+            let module = Arc::new(Module::new(spec.clone(), capabilities.clone()));
+            let linked = link_version(engine, &linker, deployment, &capabilities, module, compiled);
+            match linked {
+                Ok(version) => {
+                    if component_path(spec).is_ok_and(|base| base != compiled.path) {
+                        tracing::info!(module = %spec.name, version = %version.version, "serving the last promoted version");
+                    }
+                    let slot = ModuleSlot::new(Arc::new(version), deployment.rollout.clone());
+                    local.insert(spec.name.clone(), Arc::new(slot));
+                }
+                Err(error) => errors.push(LoadError::new(&spec.name, error)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let remote = deployment
+            .modules
+            .values()
+            .filter(|module| !deployment.is_local(&module.name))
+            .map(|module| {
+                let placed = RemoteModule {
+                    nodes: deployment.nodes_of(&module.name).to_vec(),
+                    timeout: module.limits.timeout.duration(),
+                };
+                (module.name.clone(), Arc::new(placed))
+            })
+            .collect();
+        let placement = Placement {
+            local,
+            remote,
+            exporters: exporters(engine.wasmtime(), &components),
+            components,
+            digests,
+        };
+        directory.republish(move |now| *now = placement.clone());
+        let swapper = Swapper::new(
+            engine.clone(),
+            linker,
+            deployment.clone(),
+            capabilities.clone(),
+            directory.clone(),
+            versions,
+        );
+        Ok(Registry {
+            deployment: deployment.clone(),
+            capabilities,
+            directory,
+            swapper,
+        })
+    }
+
+    /// What is served where: the node's one directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Module `name`'s versions, if it runs on this node.
+    pub fn slot(&self, name: &str) -> Option<Arc<ModuleSlot>> {
+        self.directory.local(name)
+    }
+
+    /// The serving version of module `name`, if it runs on this node.
+    pub fn get(&self, name: &str) -> Option<Arc<ModuleVersion>> {
+        self.slot(name).map(|slot| slot.serving())
+    }
+
+    /// Every local module's versions, by name.
+    pub fn slots(&self) -> Vec<Arc<ModuleSlot>> {
+        self.directory.snapshot().local.values().cloned().collect()
+    }
+
+    /// The serving version of every local module.
+    pub fn modules(&self) -> Vec<Arc<ModuleVersion>> {
+        self.slots().iter().map(|slot| slot.serving()).collect()
+    }
+
+    /// Swaps, canaries, promotions and rollbacks of this node's modules.
+    pub fn swapper(&self) -> &Swapper {
+        &self.swapper
+    }
+
+    /// Opens every local module with every capability (its database, its tables…).
+    /// A module that fails to open does not start — its requests and calls get 503
+    /// with the reason — while every other module serves.
+    pub async fn open(&self) {
+        for slot in self.slots() {
+            let module = slot.serving().module.clone();
+            let opening = OpenContext {
+                deployment: &self.deployment,
+                spec: &module.spec,
+            };
+            match self.capabilities.open(opening).await {
+                Ok(state) => module.opened(state),
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    tracing::error!(module = %module.name(), %reason, "module not started: it did not open");
+                    module.failed_to_start(reason);
+                }
+            }
+        }
+    }
+
+    /// Starts the capabilities' background work for the local modules.
+    pub fn start(&self) -> Vec<Box<dyn Service>> {
+        let modules: Vec<RunningModule> = self
+            .slots()
+            .into_iter()
+            .map(|slot| {
+                let module = slot.serving().module.clone();
+                RunningModule {
+                    name: module.name().to_string(),
+                    state: module.state().clone(),
+                    not_started: module.not_started().map(str::to_string),
+                    runner: slot,
+                }
+            })
+            .collect();
+        self.capabilities.start(&crate::capabilities::StartContext {
+            deployment: &self.deployment,
+            modules: &modules,
+        })
+    }
+
+    /// Every local module's state, as `/readyz` and `modhost status` show it: serving
+    /// (or failed, with the reason), its version, work in flight, and a canary or a
+    /// version to roll back to when there is one.
+    pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.slots()
+            .into_iter()
+            .map(|slot| {
+                let version = slot.serving();
+                let module = &version.module;
+                let mut state = match module.not_started() {
+                    None => serde_json::json!({
+                        "status": "serving",
+                        "version": version.version,
+                        "in_flight": module.in_flight(),
+                    }),
+                    Some(reason) => serde_json::json!({
+                        "status": "failed",
+                        "version": version.version,
+                        "reason": reason,
+                    }),
+                };
+                if let Some(canary) = slot.canary() {
+                    let (requests, errors) = canary.outcomes();
+                    state["canary"] = serde_json::json!({
+                        "version": canary.module.version,
+                        "weight": canary.weight,
+                        "requests": requests,
+                        "errors": errors,
+                    });
+                }
+                if let Some(previous) = slot.previous() {
+                    state["previous"] = previous.version.clone().into();
+                }
+                (slot.name.clone(), state)
+            })
+            .collect()
+    }
+}
+
+/// Which module exports each module interface, by unversioned name.
+pub(super) fn exporters(
+    engine: &wasmtime::Engine,
+    components: &BTreeMap<String, Component>,
+) -> BTreeMap<String, String> {
+    components
+        .iter()
+        .flat_map(|(module, component)| {
+            Exports::of(engine, component)
+                .interfaces()
+                .map(|interface| (interface, module.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The component file a module spec names (for a crate, its built artefact).
+pub fn component_path(spec: &ModuleSpec) -> Result<PathBuf> {
+    match &spec.component {
+        ComponentSource::Wasm(path) | ComponentSource::Precompiled(path) => Ok(path.clone()),
+        ComponentSource::Crate { dir, package } => crates::built_artifact(dir, package),
+    }
+}
+
+/// Links one version of `module`, and has every capability configure it.
+pub(super) fn link_version(
+    engine: &Engine,
+    linker: &Linker<InstanceState>,
+    deployment: &Deployment,
+    capabilities: &Capabilities,
+    module: Arc<Module>,
+    compiled: &Compiled,
+) -> Result<ModuleVersion> {
+    let path = &compiled.path;
+    let spec = &module.spec;
+    let component = &compiled.loaded.component;
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| link_hint(path))?;
+    let proxy = match ProxyPre::new(instance_pre.clone()) {
+        Ok(proxy) => Some(proxy),
+        Err(_) if spec.routes.is_empty() => None,
+        Err(error) => {
+            return Err(anyhow::Error::from(error)).with_context(|| {
+                format!(
+                "{} does not export wasi:http/incoming-handler, which a module with routes must",
+                path.display()
+            )
+            })
+        }
+    };
+    let state = capabilities.configure(&VersionContext {
+        engine: engine.wasmtime(),
+        deployment,
+        spec,
+        path,
+        component,
+        instance_pre: &instance_pre,
+    })?;
+    let version = compiled.loaded.digest[..12].to_string();
+    tracing::info!(
+        module = %spec.name,
+        version = %version,
+        component = %path.display(),
+        cached = compiled.loaded.precompiled,
+        load_ms = compiled.started.elapsed().as_secs_f64() * 1000.0,
+        "module loaded"
+    );
+    Ok(ModuleVersion {
+        source: path.clone(),
+        version,
+        digest: compiled.loaded.digest.clone(),
+        exports: Exports::of(engine.wasmtime(), component),
+        instance_pre,
+        proxy,
+        warm: (spec.instances == Instances::Reuse)
+            .then(|| WarmInstances::new(spec.limits.concurrency as usize)),
+        state,
+        module,
+    })
+}
+
+fn link_hint(path: &Path) -> String {
+    format!(
+        "linking {}: it imports something neither the host nor another module provides \
+         (modules get WASI 0.2, wasi:http, and the interfaces of modules they may call)",
+        path.display()
+    )
+}
