@@ -24,6 +24,17 @@ else
   echo "(install it with: apt-get install postgresql)" >&2
 fi
 
+step "Redis server binary (the key-value tests start their own servers)"
+if command -v redis-server >/dev/null 2>&1; then
+  command -v redis-server
+elif [ "${CI:-}" = "true" ]; then
+  echo "no redis-server: .ci/run installs it; CI may not skip" >&2
+  exit 1
+else
+  echo "no redis-server: the Redis halves of the key-value tests will be skipped" >&2
+  echo "(install it with: apt-get install redis-server)" >&2
+fi
+
 step "Kafka-protocol broker for the event tests (tansu, cached in \$MODHOST_TOOLS)"
 # tansu speaks the Kafka protocol; the tests start it themselves. Its default build has
 # no storage engine, and without --locked it does not compile. ~10 minutes, once.
@@ -39,7 +50,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "guest modules (wasm32-wasip2, guest profile)"
-GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p notifications -p hello -p faulty -p callee -p caller -p sqlprobe -p eventprobe)
+GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p notifications -p hello -p faulty -p callee -p caller -p sqlprobe -p eventprobe -p kvprobe -p configprobe)
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
 

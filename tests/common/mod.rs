@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod kafka;
 pub mod postgres;
+pub mod redis;
 pub mod shop;
 
 use std::io::{BufRead, BufReader};
@@ -140,6 +141,7 @@ migrations = "{repo}/modules/users/migrations"
 [modules.catalog]
 component = "{catalog}"
 routes = ["/catalog"]
+keyvalue = ["lookups"]
 database = "sqlite"
 migrations = "{repo}/modules/catalog/migrations"
 
@@ -154,6 +156,7 @@ migrations = "{repo}/modules/inventory/migrations"
 [modules.payments]
 component = "{payments}"
 routes = ["/payments"]
+config = { currencies = "EUR,USD,GBP", charge_limit_cents = 500000, processor_key = { env = "PAYMENTS_PROCESSOR_KEY", default = "sk_test_sandbox" } }
 database = "sqlite"
 migrations = "{repo}/modules/payments/migrations"
 publishes = ["payments.charged", "payments.failed"]
@@ -205,6 +208,8 @@ impl TestDeployment {
             "caller",
             "sqlprobe",
             "eventprobe",
+            "kvprobe",
+            "configprobe",
             "notifications",
         ] {
             let placeholder = format!("{{{name}}}");

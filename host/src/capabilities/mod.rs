@@ -23,8 +23,10 @@
 //! swap code drive this lifecycle for every capability alike and name none of them;
 //! a capability's settings in the deployment file are its own ([`Capability::validate`]).
 
+pub mod config;
 pub mod events;
 pub mod http;
+pub mod keyvalue;
 pub mod runner;
 pub mod sql;
 pub mod state;
@@ -235,6 +237,8 @@ impl Capabilities {
             Arc::new(http::Http),
             Arc::new(sql::Sql),
             Arc::new(events::Events),
+            Arc::new(keyvalue::KeyValue::default()),
+            Arc::new(config::Config),
         ]
     }
 

@@ -69,6 +69,11 @@ impl Problems {
         self.at(key, None, problem);
     }
 
+    /// Every problem found.
+    pub(crate) fn into_errors(self) -> Vec<ConfigError> {
+        self.errors
+    }
+
     /// A problem with `key`, on `line`.
     pub(crate) fn at(&mut self, key: &str, line: Option<usize>, problem: &str) {
         self.errors.push(ConfigError {

@@ -1,0 +1,183 @@
+//! The Redis key-value store, shared by every node of a deployment.
+//!
+//! Every key the host writes for a module is named
+//! `modhost:<app>:<module>:<bucket>:<key>`: the host makes the name, the module gives
+//! only the bucket (checked against its grants) and the key, so a module reaches its
+//! own buckets and nothing else. (Neither module nor bucket names may contain `:`.)
+//! Listing keys scans only the module's bucket's names.
+
+use anyhow::{Context, Result};
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use super::embedded::Failed;
+
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection to the deployment's Redis server, shared by the node's modules.
+pub async fn connect(url: &str) -> Result<ConnectionManager> {
+    let client = redis::Client::open(url).with_context(|| "the key-value store's url")?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(2);
+    tokio::time::timeout(
+        CONNECT_TIMEOUT * 2,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!("no connection to the key-value store within {CONNECT_TIMEOUT:?}")
+    })?
+    .context("connecting to the key-value store")
+}
+
+/// One module's buckets on the shared server.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    /// `modhost:<app>:<module>:`
+    prefix: String,
+}
+
+impl RedisStore {
+    /// `module`'s buckets (of app `app`) over `connection`.
+    pub fn new(connection: ConnectionManager, app: &str, module: &str) -> RedisStore {
+        RedisStore {
+            connection,
+            prefix: format!("modhost:{app}:{module}:"),
+        }
+    }
+
+    fn name(&self, bucket: &str, key: &str) -> String {
+        format!("{}{bucket}:{key}", self.prefix)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, Failed> {
+        let mut connection = self.connection.clone();
+        command
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| format!("the key-value store failed: {error}"))
+    }
+
+    /// The value of `key` in `bucket`, if any.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, Failed> {
+        self.run(redis::cmd("GET").arg(self.name(bucket, key)))
+            .await
+    }
+
+    /// Sets `key` in `bucket` to `value`.
+    pub async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), Failed> {
+        self.run(redis::cmd("SET").arg(self.name(bucket, key)).arg(value))
+            .await
+    }
+
+    /// Removes `keys` from `bucket`.
+    pub async fn delete(&self, bucket: &str, keys: &[String]) -> Result<(), Failed> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut command = redis::cmd("DEL");
+        for key in keys {
+            command.arg(self.name(bucket, key));
+        }
+        self.run::<i64>(&command).await.map(drop)
+    }
+
+    /// Whether `key` is in `bucket`.
+    pub async fn exists(&self, bucket: &str, key: &str) -> Result<bool, Failed> {
+        let found: i64 = self
+            .run(redis::cmd("EXISTS").arg(self.name(bucket, key)))
+            .await?;
+        Ok(found > 0)
+    }
+
+    /// The values of `keys` in `bucket`, in order.
+    pub async fn get_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, Failed> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut command = redis::cmd("MGET");
+        for key in keys {
+            command.arg(self.name(bucket, key));
+        }
+        self.run(&command).await
+    }
+
+    /// Sets every pair of `pairs` in `bucket`, all at once.
+    pub async fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), Failed> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut command = redis::cmd("MSET");
+        for (key, value) in pairs {
+            command.arg(self.name(bucket, key)).arg(value.as_slice());
+        }
+        self.run(&command).await
+    }
+
+    /// One page of `bucket`'s keys from scan position `cursor` (about `page` of them),
+    /// and the position of the next page if the scan is not over.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        cursor: u64,
+        page: u32,
+    ) -> Result<(Vec<String>, Option<u64>), Failed> {
+        let prefix = format!("{}{bucket}:", self.prefix);
+        let pattern = format!("{}*", escape_glob(&prefix));
+        let (next, names): (u64, Vec<String>) = self
+            .run(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(page),
+            )
+            .await?;
+        let keys = names
+            .into_iter()
+            .filter_map(|name| name.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        Ok((keys, (next != 0).then_some(next)))
+    }
+
+    /// Adds `delta` to the number at `key` in `bucket` (0 when absent), atomically.
+    pub async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, Failed> {
+        let delta = i64::try_from(delta)
+            .map_err(|_| "the store's counters hold at most 2^63-1".to_string())?;
+        let value: i64 = self
+            .run(redis::cmd("INCRBY").arg(self.name(bucket, key)).arg(delta))
+            .await?;
+        u64::try_from(value).map_err(|_| format!("the counter at {key:?} is negative"))
+    }
+}
+
+/// `text` with Redis glob characters escaped, to match it literally.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_glob;
+
+    #[test]
+    fn glob_characters_match_literally() {
+        assert_eq!(escape_glob("modhost:a*b:m:"), "modhost:a\\*b:m:");
+        assert_eq!(escape_glob("x[1]?"), "x\\[1\\]\\?");
+    }
+}
