@@ -53,6 +53,7 @@ migrations = "$PWD/modules/users/migrations"
 [modules.catalog]
 component = "$GUEST/catalog.wasm"
 routes = ["/catalog"]
+keyvalue = ["lookups"]
 database = "sqlite"
 migrations = "$PWD/modules/catalog/migrations"
 [modules.inventory]
@@ -65,6 +66,7 @@ instances = "$2"
 [modules.payments]
 component = "$GUEST/payments.wasm"
 routes = ["/payments"]
+config = { currencies = "EUR,USD,GBP", charge_limit_cents = 500000, processor_key = { env = "PAYMENTS_PROCESSOR_KEY", default = "sk_test_sandbox" } }
 database = "sqlite"
 migrations = "$PWD/modules/payments/migrations"
 publishes = ["payments.charged", "payments.failed"]

@@ -49,7 +49,7 @@ component = "$HELLO"
 routes = ["/hello"]
 limits = { concurrency = 1000 }
 TOML
-MODHOST_LOG=warn,modhost::registry::swap=info ./target/release/modhost run "$WORK/swap.toml" 2>"$WORK/modhost.log" &
+MODHOST_LOG=warn,modhost::module::swap=info ./target/release/modhost run "$WORK/swap.toml" 2>"$WORK/modhost.log" &
 PID=$!
 for _ in $(seq 1 200); do curl -sf -o /dev/null "http://$GATEWAY/readyz" && break; sleep 0.05; done
 swap() {

@@ -169,7 +169,7 @@ async fn up_builds_module_crates_and_serves_them() {
     // A deployment naming crates (as config/single-node.toml does), in a temp dir.
     let workspace = workspace();
     let deployment = TestDeployment::new(&format!(
-        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\ndatabase = \"sqlite\"\n[modules.catalog]\ncomponent = {:?}\nroutes = [\"/catalog\"]\ndatabase = \"sqlite\"\n",
+        "[app]\nname = \"shop\"\n[modules.users]\ncomponent = {:?}\nroutes = [\"/users\"]\ndatabase = \"sqlite\"\n[modules.catalog]\ncomponent = {:?}\nroutes = [\"/catalog\"]\nkeyvalue = [\"lookups\"]\ndatabase = \"sqlite\"\n",
         workspace.join("modules/users").display().to_string(),
         workspace.join("modules/catalog").display().to_string(),
     ));

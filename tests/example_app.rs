@@ -532,10 +532,39 @@ async fn refused_orders_get_the_right_4xx_answer(host: &Shop) {
     assert_eq!(get(&host.url("/readyz")).await.status, 200);
 }
 
+/// Catalog lookups come from its key-value cache once they have been made, and a new
+/// product is in the cache from the start.
+async fn catalog_lookups_are_cached(host: &Shop) {
+    let cache = |reply: &Reply| {
+        reply
+            .headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = get(&host.url("/catalog/products/cb-004")).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(cache(&first), "miss");
+    let again = get(&host.url("/catalog/products/CB-004")).await;
+    assert_eq!(cache(&again), "hit");
+    assert_eq!(
+        again.json(),
+        first.json(),
+        "the cache answers what the database did"
+    );
+    // Created by catalog_api_filters_gets_creates_and_validates: cached when written.
+    let created = get(&host.url("/catalog/products/HD-010")).await;
+    assert_eq!((created.status, cache(&created).as_str()), (200, "hit"));
+    let missing = get(&host.url("/catalog/products/ZZ-999")).await;
+    assert_eq!(missing.status, 404);
+}
+
 /// Everything a client of the shop can see, on whichever shop it is given.
 async fn the_shop_suite(shop: &Shop) {
     users_api_lists_gets_creates_and_validates(shop).await;
     catalog_api_filters_gets_creates_and_validates(shop).await;
+    catalog_lookups_are_cached(shop).await;
     placing_an_order_reserves_stock_and_charges_the_card(shop).await;
     refused_orders_get_the_right_4xx_answer(shop).await;
     a_payment_that_fails_later_cancels_the_order_and_returns_its_stock(shop).await;
@@ -770,4 +799,73 @@ fn a_module_that_imports_sql_without_a_database_is_refused() {
         "{stderr}"
     );
     assert!(stderr.contains("[modules.inventory]"), "{stderr}");
+}
+
+/// Payments takes its processor's settings from the deployment (`wasi:config`): the
+/// charge limit and currencies it is given, and its credentials from the environment
+/// — which appear nowhere the host writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_takes_its_processor_settings_from_the_deployment() {
+    const DEFAULT: &str = "config = { currencies = \"EUR,USD,GBP\", charge_limit_cents = 500000, processor_key = { env = \"PAYMENTS_PROCESSOR_KEY\", default = \"sk_test_sandbox\" } }";
+    const KEY: &str = "sk_test_e2e-7f3a9c";
+    let shop = |config: &str| {
+        assert!(
+            SHOP.contains(DEFAULT),
+            "SHOP configures payments as this test expects"
+        );
+        TestDeployment::new(&SHOP.replace(DEFAULT, config))
+    };
+    let one_keyboard = r#"[{"sku": "KB-001", "quantity": 1}]"#;
+    let two_keyboards = r#"[{"sku": "KB-001", "quantity": 2}]"#;
+    let place = |host: &Modhost, lines: &str| {
+        let url = host.url("/orders");
+        let body = order(lines, GOOD_CARD);
+        async move { send(&client(false), "POST", &url, Some(&body)).await }
+    };
+
+    // A lower limit, and the key from the environment.
+    let limited = shop(
+        "config = { charge_limit_cents = 10000, processor_key = { env = \"PAYMENTS_PROCESSOR_KEY\" } }",
+    );
+    let host = Modhost::start_with_env(&limited, "run", &[], &[("PAYMENTS_PROCESSOR_KEY", KEY)]);
+    let within = place(&host, one_keyboard).await;
+    assert_eq!(within.status, 201, "{}", within.text());
+    let over = place(&host, two_keyboards).await;
+    assert_eq!(over.status, 402, "{}", over.text());
+    assert_eq!(over.json()["error"]["reason"], "over_limit");
+    let seen = format!(
+        "{}\n{}\n{}",
+        host.logs().join("\n"),
+        get(&host.url("/readyz")).await.text(),
+        get(&host.url("/metrics")).await.text()
+    );
+    assert!(
+        !seen.contains(KEY),
+        "the processor key is in the host's output"
+    );
+    drop(host);
+
+    // Currencies the shop does not charge in.
+    let dollars = shop("config = { currencies = \"USD\", processor_key = \"sk_test_plain\" }");
+    let host = Modhost::start(&dollars);
+    let refused = place(&host, one_keyboard).await;
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert!(
+        refused.text().contains("is not one of USD"),
+        "{}",
+        refused.text()
+    );
+    drop(host);
+
+    // Credentials the test processor refuses: nothing is charged, payments says why.
+    let live = shop("config = { processor_key = \"sk_live_not-for-tests\" }");
+    let host = Modhost::start(&live);
+    let unavailable = place(&host, one_keyboard).await;
+    assert_eq!(unavailable.status, 503, "{}", unavailable.text());
+    assert_eq!(unavailable.json()["error"]["code"], "payments_unavailable");
+    assert!(
+        unavailable.text().contains("accepts only test keys"),
+        "{}",
+        unavailable.text()
+    );
 }

@@ -8,18 +8,29 @@
 //!
 //! Every request runs in a fresh instance; the catalogue is in the module's own
 //! database (`migrations/` creates it with four products).
+//!
+//! Product lookups are cached in the module's `lookups` bucket (`wasi:keyvalue`): a
+//! lookup answers from the cache when it can (`x-cache: hit`), else from the database,
+//! and fills the cache (`x-cache: miss`); a new product is written to both. The cache
+//! is only a shortcut: when the store cannot be reached, lookups go to the database.
 
 wit_bindgen::generate!({
-    path: "../../wit/modhost/sql.wit",
-    world: "modhost:sql/guest",
+    path: [
+        "../../wit/modhost/sql.wit",
+        "../../wit/wasi/keyvalue",
+        "../../wit/shop/catalog.wit",
+    ],
+    world: "shop:catalog/catalog",
+    generate_all,
 });
 
 use modhost::sql::sql::{self as sql, Value};
 use modhost_guest::{Request, Response};
 use serde::{Deserialize, Serialize};
+use wasi::keyvalue::store;
 
 /// A product as the API returns it. Prices are integer cents: money is never a float.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Product {
     sku: String,
     name: String,
@@ -122,13 +133,52 @@ fn list(request: &Request) -> Response {
     }
 }
 
+/// The bucket product lookups are cached in.
+const LOOKUPS: &str = "lookups";
+
+/// The cache key of product `sku`.
+fn cache_key(sku: &str) -> String {
+    format!("product:{sku}")
+}
+
+/// The lookups cache, if the store can be reached.
+fn lookups() -> Option<store::Bucket> {
+    store::open(LOOKUPS).ok()
+}
+
+/// Remembers `product` in the lookups cache (a failure only costs a later miss).
+fn cache(bucket: Option<&store::Bucket>, product: &Product) {
+    if let (Some(bucket), Ok(bytes)) = (bucket, serde_json::to_vec(product)) {
+        let _ = bucket.set(&cache_key(&product.sku), &bytes);
+    }
+}
+
+/// `response` with the `x-cache` header saying where the product came from.
+fn from_cache(mut response: Response, hit: bool) -> Response {
+    let value: &[u8] = if hit { b"hit" } else { b"miss" };
+    response.headers.push(("x-cache".into(), value.to_vec()));
+    response
+}
+
 fn get(sku: &str) -> Response {
+    let sku = sku.to_ascii_uppercase();
+    let bucket = lookups();
+    let cached = bucket
+        .as_ref()
+        .and_then(|bucket| bucket.get(&cache_key(&sku)).ok().flatten())
+        .and_then(|bytes| serde_json::from_slice::<Product>(&bytes).ok());
+    if let Some(product) = cached {
+        return from_cache(Response::json(200, &product), true);
+    }
     match sql::query(
         &format!("{COLUMNS} WHERE sku = $1"),
-        &[Value::Text(sku.to_ascii_uppercase())],
+        &[Value::Text(sku.clone())],
     ) {
         Ok(rows) => match rows.rows.first().and_then(|r| Product::from_row(r)) {
-            Some(product) => Response::json(200, &product),
+            Some(product) => {
+                cache(bucket.as_ref(), &product);
+                from_cache(Response::json(200, &product), false)
+            }
             None => Response::not_found(&format!("no product with sku {sku}")),
         },
         Err(error) => unavailable(error),
@@ -189,7 +239,10 @@ fn create(request: &Request) -> Response {
         ],
     );
     match inserted {
-        Ok(_) => Response::json(201, &product),
+        Ok(_) => {
+            cache(lookups().as_ref(), &product);
+            Response::json(201, &product)
+        }
         Err(sql::Error::ConstraintViolation(_)) => Response::error(
             409,
             "sku_taken",

@@ -37,6 +37,8 @@ wit_bindgen::generate!({
         "../../wit/modhost/sql.wit",
         "../../wit/modhost/events.wit",
         "../../wit/shop/inventory.wit",
+        // payments.wit's world imports wasi:config; its package must resolve too.
+        "../../wit/wasi/config",
         "../../wit/shop/payments.wit",
         "../../wit/shop/orders.wit",
     ],

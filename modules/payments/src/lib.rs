@@ -16,6 +16,13 @@
 //! 5 000.00 in one charge is `over-limit`; a zero amount or a currency other than
 //! EUR, USD or GBP is `invalid-amount`.
 //!
+//! The processor's settings come from the deployment (`wasi:config`, under
+//! `[modules.payments] config`): `currencies` (comma-separated, default EUR,USD,GBP),
+//! `charge_limit_cents` (default 500000) and `processor_key`, the credentials the
+//! processor is called with — a secret, read from the host's environment. The test
+//! processor takes only test keys (`sk_test_…`); without one, no charge is taken and
+//! the answer is `unavailable`.
+//!
 //! Every charge of a valid card, taken or declined, is recorded in the module's own
 //! database (`charges`, see `migrations/`), never the full card number: its last four
 //! digits. A charge that cannot be recorded is not taken.
@@ -37,6 +44,7 @@ wit_bindgen::generate!({
     path: [
         "../../wit/modhost/sql.wit",
         "../../wit/modhost/events.wit",
+        "../../wit/wasi/config",
         "../../wit/shop/payments.wit",
     ],
     world: "shop:payments/payments",
@@ -50,10 +58,57 @@ use modhost_guest::{Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-/// Currencies the processor settles.
-const CURRENCIES: &[&str] = &["EUR", "USD", "GBP"];
-/// Largest single charge, in cents.
+/// Currencies the processor settles, unless `currencies` says otherwise.
+const CURRENCIES: &str = "EUR,USD,GBP";
+/// Largest single charge, in cents, unless `charge_limit_cents` says otherwise.
 const CHARGE_LIMIT_CENTS: u64 = 500_000;
+/// What the test processor's credentials start with.
+const TEST_KEY_PREFIX: &str = "sk_test_";
+
+/// The processor's settings, as the deployment gives them.
+struct Settings {
+    currencies: Vec<String>,
+    limit_cents: u64,
+}
+
+impl Settings {
+    /// Reads the settings; a setting that cannot be used, or credentials the
+    /// processor would refuse, make payments unavailable (nothing is charged).
+    fn read() -> Result<Settings, ChargeError> {
+        let misconfigured =
+            |why: String| ChargeError::Unavailable(format!("payments is misconfigured: {why}"));
+        let get = |key: &str| {
+            wasi::config::store::get(key).map_err(|error| misconfigured(format!("{error:?}")))
+        };
+        match get("processor_key")? {
+            Some(key) if key.starts_with(TEST_KEY_PREFIX) => {}
+            Some(_) => {
+                return Err(misconfigured(
+                    "the test processor accepts only test keys (sk_test_…)".into(),
+                ))
+            }
+            None => return Err(misconfigured("no processor_key is configured".into())),
+        }
+        let currencies = get("currencies")?
+            .unwrap_or_else(|| CURRENCIES.to_string())
+            .split(',')
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let limit_cents = match get("charge_limit_cents")? {
+            None => CHARGE_LIMIT_CENTS,
+            Some(text) => text.parse().map_err(|_| {
+                misconfigured(format!(
+                    "charge_limit_cents {text:?} is not a number of cents"
+                ))
+            })?,
+        };
+        Ok(Settings {
+            currencies,
+            limit_cents,
+        })
+    }
+}
 /// Expiry dates further out than this many years are not real cards.
 const MAX_YEARS_AHEAD: u16 = 20;
 
@@ -67,14 +122,15 @@ struct Payments;
 
 impl Guest for Payments {
     fn charge(request: ChargeRequest) -> Result<Receipt, ChargeError> {
+        let settings = Settings::read()?;
         if request.amount_cents == 0 {
             return Err(ChargeError::InvalidAmount("the amount is zero".into()));
         }
-        if !CURRENCIES.contains(&request.currency.as_str()) {
+        if !settings.currencies.contains(&request.currency) {
             return Err(ChargeError::InvalidAmount(format!(
                 "currency {:?} is not one of {}",
                 request.currency,
-                CURRENCIES.join(", ")
+                settings.currencies.join(", ")
             )));
         }
         let number = card_number(&request.card.number)?;
@@ -95,7 +151,7 @@ impl Guest for Payments {
         if (card.expiry_year, card.expiry_month) < (year, month) {
             return Err(ChargeError::Declined(DeclineReason::ExpiredCard));
         }
-        let declined = if request.amount_cents > CHARGE_LIMIT_CENTS {
+        let declined = if request.amount_cents > settings.limit_cents {
             Some(DeclineReason::OverLimit)
         } else {
             REFUSING_CARDS
