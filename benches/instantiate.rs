@@ -43,10 +43,14 @@ fn benches(c: &mut Criterion) {
                 .uri("http://bench/hello")
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            let response =
-                module_http::handle(&module, request, Hop::start(TraceContext::new_root(), None))
-                    .await
-                    .unwrap();
+            let response = module_http::handle(
+                &module,
+                request,
+                Hop::start(TraceContext::new_root(), None),
+                module_http::admit(&module).unwrap(),
+            )
+            .await
+            .unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
         })

@@ -272,3 +272,158 @@ async fn connections_past_max_connections_wait_for_a_free_slot() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["id"], 2);
 }
+
+/// Four slots, one client address allowed two of them, a module that holds one request
+/// at a time.
+const GUARDED: &str = r#"
+[app]
+name = "guarded"
+
+[gateway]
+max_connections = 4
+max_connections_per_client = 2
+header_read_timeout = "1s"
+request_timeout = "20s"
+
+[modules.users]
+component = "{users}"
+routes = ["/users"]
+database = "sqlite"
+migrations = "{repo}/modules/users/migrations"
+
+[modules.faulty]
+component = "{faulty}"
+routes = ["/faulty"]
+limits = { timeout = "10s", concurrency = 1 }
+"#;
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: a client that starts
+/// HTTP/2 and then says nothing.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Reads from `stream` until it is closed (or 20 s pass): whether it was closed.
+fn closed_by_the_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(error) => return error.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_http2_connections_are_closed_and_cannot_lock_clients_out() {
+    let deployment = TestDeployment::new(&GUARDED.replace(
+        "max_connections_per_client = 2",
+        "max_connections_per_client = 1000",
+    ));
+    let host = Modhost::start(&deployment);
+    // Every slot taken by a connection that sends the HTTP/2 preface, then nothing.
+    let mut silent: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(host.addr).unwrap();
+            stream.write_all(H2_PREFACE_AND_SETTINGS).unwrap();
+            stream
+        })
+        .collect();
+    // Another client is served once they are closed (header_read_timeout = 1s).
+    let reply = get(&host.url("/users/1")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for stream in &mut silent {
+        assert!(
+            closed_by_the_server(stream),
+            "a silent connection stayed open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_past_its_share_of_connections_gets_503_and_others_are_served() {
+    let deployment = TestDeployment::new(GUARDED);
+    let host = Modhost::start(&deployment);
+    let request = b"GET /users/1 HTTP/1.1\r\nhost: t\r\n\r\n";
+    // Two keep-alive connections, served once each: this client's share.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(host.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream.write_all(request).unwrap();
+            let mut reply = vec![0u8; 4096];
+            let read = stream.read(&mut reply).unwrap();
+            assert!(reply[..read].starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+    // A third from the same address is answered, 503, and closed.
+    let mut third = TcpStream::connect(host.addr).unwrap();
+    third.write_all(request).unwrap();
+    let mut reply = String::new();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = third.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("too_many_connections"), "{reply}");
+    // Once its connections close, the client may open others (the gateway counts a
+    // connection until it has seen it close).
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(&host.url("/users/2")).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.json()["error"]["code"], "too_many_connections");
+        assert!(std::time::Instant::now() < deadline, "still refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_at_its_limit_refuses_before_the_body_is_sent() {
+    // (Every request below opens a connection of its own: no per-client limit here.)
+    let deployment = TestDeployment::new(&GUARDED.replace(
+        "max_connections_per_client = 2",
+        "max_connections_per_client = 1000",
+    ));
+    let host = Modhost::start(&deployment);
+    // The module's one permit, held by a slow request.
+    let slow_url = host.url("/faulty/sleep?ms=5000");
+    let slow = tokio::spawn(async move { get(&slow_url).await });
+    let mut in_flight = 0;
+    for _ in 0..500 {
+        in_flight = get(&host.url("/readyz")).await.json()["modules"]["faulty"]["in_flight"]
+            .as_u64()
+            .unwrap();
+        if in_flight == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(in_flight, 1);
+    // A request that announces a body and never sends it is refused at once: the
+    // gateway does not wait for (or buffer) a body for a module with no room.
+    let mut stream = TcpStream::connect(host.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /faulty/ok HTTP/1.1\r\nhost: t\r\ncontent-length: 4000\r\n\r\n")
+        .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let read = stream.read(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply[..read]);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("module_overloaded"), "{reply}");
+    // The neighbour serves; the slow request completes.
+    assert_eq!(get(&host.url("/users/1")).await.status, 200);
+    assert_eq!(slow.await.unwrap().status, 200);
+}

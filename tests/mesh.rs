@@ -304,3 +304,75 @@ fn retarget(deployment: &TestDeployment, node: &str, mesh: &str) {
     let old = mesh_address(deployment, node);
     std::fs::write(&deployment.file, text.replace(&old, mesh)).unwrap();
 }
+
+/// A peer node proves who it is, and may then do only what its placement allows: call
+/// for the modules placed on it, within their grants; forward requests for routes;
+/// send Wasm, never native code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_can_do_only_what_its_placement_and_grants_allow() {
+    let cluster = Cluster::start(
+        &format!("{CALLS}\n[modules.hello]\ncomponent = \"{{hello}}\"\nroutes = [\"/hello\"]\n"),
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"]), ("hello", &["a"])],
+    );
+    let file = &cluster.deployment.file;
+    let mut peer = common::peer::Peer::connect(file, "a", "b").await;
+    let interface = "modhost-testing:kinds/api@1.0.0";
+
+    // What node a may send: a call for `caller`, which runs on a and may call callee.
+    let (status, body) = peer
+        .post(
+            "/v1/call",
+            common::peer::call_frame("caller", interface, "served"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:?}");
+
+    // A module that does not exist, one placed on b, one on a without the grant.
+    for (caller, refusal) in [
+        ("intruder", "module `intruder` does not run on node a"),
+        ("callee", "module `callee` does not run on node a"),
+        ("hello", "module `hello` may not call `callee`"),
+    ] {
+        let (status, body) = peer
+            .post(
+                "/v1/call",
+                common::peer::call_frame(caller, interface, "served"),
+            )
+            .await;
+        assert_eq!(status, 403, "{caller}: {body:?}");
+        let said = String::from_utf8_lossy(&body);
+        assert!(said.contains(refusal), "{caller}: {said}");
+    }
+    cluster.node("b").wait_for_log("mesh: refused a call");
+
+    // A forwarded request must be for a path the module serves: callee serves none.
+    let (status, body) = peer.send("GET", "/v1/http/callee/served", Vec::new()).await;
+    assert_eq!(status, 403, "{body:?}");
+
+    // Precompiled code from a peer is refused, to stage or to adopt.
+    let out = tempfile::tempdir().unwrap();
+    let compiled = std::process::Command::new(modhost_bin())
+        .arg("compile")
+        .arg(guest("callee"))
+        .arg("--out-dir")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(compiled.status.success(), "{compiled:?}");
+    let cwasm = std::fs::read(out.path().join("callee.cwasm")).unwrap();
+    for action in ["stage?module=callee", "adopt?module=caller"] {
+        let (status, body) = peer
+            .post(&format!("/v1/admin/{action}"), cwasm.clone())
+            .await;
+        assert_eq!(status, 409, "{action}: {body:?}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("Wasm components only"),
+            "{action}: {body:?}"
+        );
+    }
+
+    // Node b kept serving its neighbours all along.
+    let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

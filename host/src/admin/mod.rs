@@ -120,7 +120,7 @@ impl Admin {
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service);
-                if let Err(error) = accept::graceful(connection, &shutdown).await {
+                if let Err(error) = accept::graceful(connection, &shutdown, || GRACE).await {
                     tracing::debug!(%peer, %error, "admin: connection ended with an error");
                 }
             }
@@ -306,7 +306,6 @@ impl Admin {
             admin: self,
             module,
             component,
-            extension: component_extension(&bytes),
             bytes: bytes.clone(),
             migrations: request.migrations.as_deref(),
             switch,
@@ -538,7 +537,6 @@ struct RolloutNodes<'a> {
     module: &'a str,
     component: &'a Path,
     bytes: Bytes,
-    extension: &'static str,
     migrations: Option<&'a Path>,
     switch: Switch,
 }
@@ -555,7 +553,7 @@ impl Nodes for RolloutNodes<'_> {
                     .stage(&slot, self.component, self.migrations)
                     .await?)
             } else {
-                let query = [("module", self.module), ("extension", self.extension)];
+                let query = [("module", self.module)];
                 admin
                     .ask_text(node, "stage", &query, self.bytes.clone())
                     .await

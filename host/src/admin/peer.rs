@@ -54,6 +54,15 @@ impl PeerRequests {
             return plain(StatusCode::BAD_REQUEST, "no module");
         };
         let swapper = registry.swapper();
+        // A peer's certificate must not mean native code here: components from other
+        // nodes are Wasm, which this node compiles itself.
+        if matches!(action, "stage" | "adopt") && component_extension(&body) == "cwasm" {
+            tracing::warn!(%module, %action, "mesh: refused precompiled code from a peer");
+            return plain(
+                StatusCode::CONFLICT,
+                "a node sends Wasm components only (each node compiles them itself), not precompiled code",
+            );
+        }
         if action == "adopt" {
             return answer(
                 swapper
@@ -74,16 +83,10 @@ impl PeerRequests {
                     ),
                 }
             }
-            "stage" => {
-                let extension = match param("extension").as_deref() {
-                    Some("cwasm") => "cwasm",
-                    _ => "wasm",
-                };
-                match swapper.versions().keep_bytes(&body, extension) {
-                    Ok(path) => swapper.stage(&slot, &path, None).await,
-                    Err(error) => Err(Refused::Unusable(format!("{error:#}"))),
-                }
-            }
+            "stage" => match swapper.versions().keep_bytes(&body, "wasm") {
+                Ok(path) => swapper.stage(&slot, &path, None).await,
+                Err(error) => Err(Refused::Unusable(format!("{error:#}"))),
+            },
             "unstage" => {
                 swapper.unstage(&slot);
                 Ok(String::new())

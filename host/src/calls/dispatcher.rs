@@ -17,6 +17,7 @@ use super::link::link_interface;
 use super::local::call_local;
 use super::transport::Transport;
 use crate::capabilities::{Capability, Components, Hop, InstanceState, ModuleProblem};
+use crate::deployment::Deployment;
 use crate::module::directory::Directory;
 use crate::module::interface::{key, Export, InterfaceName};
 use crate::module::{CallFailed, CallFailure, ModuleSlot, ModuleVersion};
@@ -26,14 +27,41 @@ use crate::module::{CallFailed, CallFailure, ModuleSlot, ModuleVersion};
 pub struct Dispatcher {
     directory: Arc<Directory>,
     transport: OnceLock<Arc<dyn Transport>>,
+    /// Who is placed where and may call whom, for calls arriving from other nodes.
+    deployment: Deployment,
+}
+
+/// Why a call from another node was not run here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundRefused {
+    /// No module of this node exports the function.
+    #[error("this node runs no module exporting {0}")]
+    NotServed(String),
+    /// The calling module is not placed on the node that sent the call.
+    #[error("module `{caller}` does not run on node {peer}: a node calls only for the modules placed on it")]
+    NotPlaced {
+        /// The module the call claims to come from.
+        caller: String,
+        /// The node that sent it.
+        peer: String,
+    },
+    /// The calling module may not call the callee.
+    #[error("module `{caller}` may not call `{callee}`: it is not in modules.{caller}.calls")]
+    NotGranted {
+        /// The calling module.
+        caller: String,
+        /// The module it called.
+        callee: String,
+    },
 }
 
 impl Dispatcher {
-    /// A dispatcher routing by `directory`.
-    pub fn new(directory: Arc<Directory>) -> Dispatcher {
+    /// A dispatcher routing by `directory`, under `deployment`'s placement and grants.
+    pub fn new(directory: Arc<Directory>, deployment: Deployment) -> Dispatcher {
         Dispatcher {
             directory,
             transport: OnceLock::new(),
+            deployment,
         }
     }
 
@@ -52,16 +80,54 @@ impl Dispatcher {
         self.transport.get()
     }
 
-    /// The local export that serves a call from another node to `function` of
-    /// `interface` (as the caller names it, with its version): the version it runs
-    /// in, picked now, and its types to decode the call with.
-    pub fn inbound(&self, interface: &str, function: &str) -> Option<Inbound> {
-        let wanted = InterfaceName::parse(interface)?;
-        let exporter = self.directory.exporter(&wanted.unversioned())?;
-        let slot = self.directory.local(&exporter)?;
+    /// The local export that serves a call node `peer` sent, from module `caller` to
+    /// `function` of `interface` (as the caller names it, with its version): the
+    /// version it runs in, picked now, and its types to decode the call with. The
+    /// receiving node holds the same lines as the sending one: the caller must be
+    /// placed on `peer`, and granted the callee.
+    pub fn inbound(
+        &self,
+        peer: &str,
+        caller: &str,
+        interface: &str,
+        function: &str,
+    ) -> Result<Inbound, InboundRefused> {
+        let not_served = || InboundRefused::NotServed(format!("{interface}#{function}"));
+        let wanted = InterfaceName::parse(interface).ok_or_else(not_served)?;
+        let exporter = self
+            .directory
+            .exporter(&wanted.unversioned())
+            .ok_or_else(not_served)?;
+        let slot = self.directory.local(&exporter).ok_or_else(not_served)?;
+        if !self
+            .deployment
+            .nodes_of(caller)
+            .iter()
+            .any(|node| node == peer)
+        {
+            return Err(InboundRefused::NotPlaced {
+                caller: caller.to_string(),
+                peer: peer.to_string(),
+            });
+        }
+        let granted = self
+            .deployment
+            .modules
+            .get(caller)
+            .is_some_and(|spec| spec.calls.contains(&exporter));
+        if !granted {
+            return Err(InboundRefused::NotGranted {
+                caller: caller.to_string(),
+                callee: exporter,
+            });
+        }
         let version = slot.pick(None);
-        let export = version.exports.serving(&wanted, function)?.clone();
-        Some(Inbound {
+        let export = version
+            .exports
+            .serving(&wanted, function)
+            .ok_or_else(not_served)?
+            .clone();
+        Ok(Inbound {
             key: key(&wanted, function),
             function: function.to_string(),
             slot,

@@ -15,6 +15,12 @@ pub struct GatewaySettings {
     pub listen: SocketAddr,
     /// Connections served at once; further clients wait in the accept queue.
     pub max_connections: usize,
+    /// Connections one client address may hold at once; more are answered 503 and
+    /// closed, so one client cannot take every connection.
+    pub max_connections_per_client: usize,
+    /// How long a connection may stay open with no request in flight before it is
+    /// closed (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Timeout,
     /// Largest request head (request line + headers); larger gets 431.
     pub max_header_bytes: ByteSize,
     /// Largest request body; larger gets 413.
@@ -32,6 +38,8 @@ impl Default for GatewaySettings {
         GatewaySettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: 10_000,
+            max_connections_per_client: 512,
+            idle_timeout: Timeout(Duration::from_secs(60)),
             max_header_bytes: ByteSize::kib(16),
             max_body: ByteSize::mib(1),
             header_read_timeout: Timeout(Duration::from_secs(10)),
@@ -46,6 +54,9 @@ pub(super) fn check_gateway(gateway: &GatewaySettings, problems: &mut Problems) 
     if gateway.max_connections == 0 {
         problems.add("gateway.max_connections", "must be at least 1");
     }
+    if gateway.max_connections_per_client == 0 {
+        problems.add("gateway.max_connections_per_client", "must be at least 1");
+    }
     // hyper needs at least 8 KiB of read buffer for a request head.
     if gateway.max_header_bytes < ByteSize::kib(8) || gateway.max_header_bytes > ByteSize::mib(1) {
         problems.add("gateway.max_header_bytes", "must be from 8KiB to 1MiB");
@@ -56,6 +67,7 @@ pub(super) fn check_gateway(gateway: &GatewaySettings, problems: &mut Problems) 
     for (key, value) in [
         ("gateway.header_read_timeout", gateway.header_read_timeout),
         ("gateway.request_timeout", gateway.request_timeout),
+        ("gateway.idle_timeout", gateway.idle_timeout),
     ] {
         if value.duration().is_zero() {
             problems.add(key, "must be longer than 0s");

@@ -117,9 +117,31 @@ impl Engine {
 
     /// Loads the component at `path`: a `.cwasm` is deserialised as is; a `.wasm` is
     /// compiled, or taken from the compile cache when this engine compiled it before.
+    /// Deserialising precompiled code trusts it as native code: only a path the
+    /// operator named in the deployment file is loaded this way. Everything else — a
+    /// new version through the admin API, a component from another node — goes
+    /// through [`Self::load_wasm`].
     pub fn load(&self, path: &Path) -> Result<LoadedComponent> {
+        self.load_from(path, true)
+    }
+
+    /// Loads the component at `path`, which must be a Wasm component: precompiled
+    /// bytes are refused, since this engine would run them as native code unchecked.
+    pub fn load_wasm(&self, path: &Path) -> Result<LoadedComponent> {
+        self.load_from(path, false)
+    }
+
+    fn load_from(&self, path: &Path, precompiled_allowed: bool) -> Result<LoadedComponent> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        match wasmtime::Engine::detect_precompiled(&bytes) {
+        let kind = wasmtime::Engine::detect_precompiled(&bytes);
+        if kind.is_some() && !precompiled_allowed {
+            bail!(
+                "{} is precompiled code: a new version is a Wasm component (.wasm), which this \
+                 node compiles itself; precompiled code is loaded only from the deployment file's paths",
+                path.display()
+            );
+        }
+        match kind {
             Some(Precompiled::Component) => {
                 // SAFETY: deserialising trusts the file to be wasmtime output. A
                 // `.cwasm` named in the deployment file is the operator's own artefact

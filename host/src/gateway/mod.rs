@@ -10,6 +10,7 @@
 //! On shutdown it stops accepting, lets in-flight requests finish (up to the grace
 //! period), and returns.
 
+pub mod connections;
 pub mod failures;
 pub mod routes;
 
@@ -37,10 +38,13 @@ use crate::runtime::responses::{self, Body};
 use crate::runtime::shutdown::Shutdown;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TraceContext;
+use connections::{Activity, Clients};
 use routes::RouteTable;
 
 /// The W3C Trace Context request header.
 const TRACEPARENT: &str = "traceparent";
+/// How long a connection closed with nothing in flight may take to close.
+const GOODBYE: Duration = Duration::from_secs(1);
 /// Response header naming the module version that answered.
 pub const VERSION_HEADER: &str = "x-modhost-version";
 
@@ -118,12 +122,19 @@ impl Gateway {
             grace: self.settings.shutdown_grace.duration(),
         };
         let gateway = self.clone();
+        let clients = Arc::new(Clients::default());
+        let (per_client, idle, grace) = (
+            self.settings.max_connections_per_client,
+            self.settings.idle_timeout.duration(),
+            self.settings.shutdown_grace.duration(),
+        );
         accept::serve(
             listener,
             options,
             shutdown,
             move |stream, peer, shutdown| {
                 let (gateway, builder) = (gateway.clone(), builder.clone());
+                let client = clients.open(peer.ip(), per_client);
                 async move {
                     // hyper times the request head only once it knows the protocol, and
                     // learning it waits for the first bytes: a client that connects and
@@ -136,14 +147,45 @@ impl Gateway {
                             return;
                         }
                     }
+                    // This connection closes when the gateway stops, when it has started no
+                    // request in time, or when it has been idle too long.
+                    let closing = shutdown.child();
+                    let activity = Activity::new();
+                    let watched = activity.clone();
+                    tokio::spawn(
+                        activity
+                            .clone()
+                            .watch(first_byte_timeout, idle, closing.clone()),
+                    );
+                    let over_limit = client.over_limit;
+                    let refuse = closing.clone();
                     let service = hyper::service::service_fn(move |request| {
-                        let gateway = gateway.clone();
-                        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                        let (gateway, refuse) = (gateway.clone(), refuse.clone());
+                        let in_flight = activity.start();
+                        async move {
+                            let _in_flight = in_flight;
+                            if over_limit {
+                                refuse.trigger();
+                                return Ok::<_, Infallible>(too_many_connections());
+                            }
+                            Ok::<_, Infallible>(gateway.handle(request).await)
+                        }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(err) = accept::graceful(connection, &shutdown).await {
+                    // Work in flight gets the grace period; a connection closed with nothing
+                    // in flight (idle, or silent) gets a moment to say goodbye.
+                    let within = || {
+                        if watched.in_flight() > 0 {
+                            grace
+                        } else {
+                            GOODBYE
+                        }
+                    };
+                    if let Err(err) = accept::graceful(connection, &closing, within).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
                     }
+                    closing.trigger();
+                    drop(client);
                 }
             },
         )
@@ -213,17 +255,13 @@ impl Gateway {
         let Some(slot) = self.directory.local(&module_name) else {
             return self.forward(span, &module_name, request, trace).await;
         };
-        let request = match self.read_body(request).await {
-            Ok(request) => request,
-            Err(response) => return response,
-        };
         self.serve_local(span, &slot, request, trace).await
     }
 
     /// The request's routing key: its sticky header (`[rollout] sticky_header`),
     /// hashed, which pins it to one version of each module during a canary.
-    fn routing_key(&self, request: &Request<Full<Bytes>>) -> Option<u64> {
-        let value = request.headers().get(&self.sticky_header)?;
+    fn routing_key(&self, headers: &http::HeaderMap) -> Option<u64> {
+        let value = headers.get(&self.sticky_header)?;
         // FNV-1a: stable across processes and nodes, unlike the std hasher.
         Some(
             value
@@ -235,24 +273,44 @@ impl Gateway {
         )
     }
 
-    /// Serves `request` (its body already read) with local module `module`: the
-    /// gateway's path for its own routes, and the mesh's for requests another node
-    /// forwarded here.
+    /// Serves `request` with local module `module`: the gateway's path for its own
+    /// routes, and the mesh's for requests another node forwarded here.
+    ///
+    /// The module's bulkhead is taken before the body is read: a module at its limit
+    /// refuses at once, and the gateway never buffers bodies for a module with no room.
     async fn serve_local(
         &self,
         span: &tracing::Span,
         slot: &ModuleSlot,
-        request: Request<Full<Bytes>>,
+        request: Request<Incoming>,
         trace: TraceContext,
     ) -> Response<Body> {
-        let routing = self.routing_key(&request);
+        let routing = self.routing_key(request.headers());
         let module = slot.pick(routing);
         span.record("version", module.version.as_str());
+        let handed_over = Instant::now();
+        let permit = match module_http::admit(&module) {
+            Ok(permit) => permit,
+            Err(failure) => {
+                let response = self.module_failed(span, module.name(), failure);
+                metrics().record_request(
+                    module.name(),
+                    response.status().as_u16(),
+                    handed_over.elapsed(),
+                );
+                slot.record(&module, false);
+                return response;
+            }
+        };
+        let request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
         let response = match tokio::time::timeout(
             request_timeout,
-            module_http::handle(&module, request, Hop::start(trace, routing)),
+            module_http::handle(&module, request, Hop::start(trace, routing), permit),
         )
         .await
         {
@@ -432,6 +490,16 @@ impl Gateway {
                 format!("module {module} does not run on this node"),
             );
         };
+        // A peer forwards what a client asked its gateway for: a path of one of the
+        // module's routes, nothing else of it.
+        let path = request.uri().path().to_string();
+        if self.routes.lookup(&path).map(|matched| matched.module) != Some(module) {
+            tracing::warn!(%peer, module, %path, "mesh: refused a forwarded request for a path that is not one of the module's routes");
+            return responses::plain(
+                StatusCode::FORBIDDEN,
+                format!("{path} is not a route of module {module}"),
+            );
+        }
         let trace = request
             .headers()
             .get(TRACEPARENT)
@@ -447,10 +515,6 @@ impl Gateway {
             error_id = tracing::field::Empty,
             trace_id = %trace.trace_id(),
         );
-        let request = match self.read_body(request).await {
-            Ok(request) => request,
-            Err(response) => return response,
-        };
         let response = self
             .serve_local(&span, &slot, request, trace)
             .instrument(span.clone())
@@ -498,4 +562,19 @@ impl Gateway {
             &serde_json::json!({ "status": "ready", "modules": modules }),
         )
     }
+}
+
+/// The answer to a request on a connection its client should not have opened: it
+/// already holds as many as it may.
+fn too_many_connections() -> Response<Body> {
+    let mut response = responses::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        "this client holds as many connections as the gateway allows it (gateway.max_connections_per_client); reuse one",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

@@ -6,6 +6,11 @@
 //! closes it, failure opens it for another `open_for`. A dead node so costs its callers
 //! one timeout per `open_for`, not one per call, and traffic resumes by itself when the
 //! node returns.
+//!
+//! An admitted call holds an [`Attempt`], which records its outcome; an attempt that is
+//! dropped before it records (the caller gave up, its task was cancelled) counts as a
+//! failure. Without that, a probe cut short would leave the breaker half-open — and
+//! every later call refused — for good.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,6 +43,36 @@ pub enum Admission {
     Refused,
 }
 
+/// A call the breaker let through: say how it ended with [`Attempt::record`]; dropped
+/// unrecorded, it counts as a failure.
+#[must_use = "an attempt dropped without recording counts as a failure"]
+pub struct Attempt<'a> {
+    breaker: &'a Breaker,
+    kind: Admission,
+    recorded: bool,
+}
+
+impl Attempt<'_> {
+    /// Whether this is the probe of a half-open breaker.
+    pub fn is_probe(&self) -> bool {
+        self.kind == Admission::Probe
+    }
+
+    /// Records how the call ended.
+    pub fn record(mut self, succeeded: bool) {
+        self.recorded = true;
+        self.breaker.record_at(succeeded, Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.record_at(false, Instant::now());
+        }
+    }
+}
+
 impl Breaker {
     /// A closed breaker that opens after `failures` consecutive failures, for `open_for`.
     pub fn new(failures: u32, open_for: Duration) -> Breaker {
@@ -48,14 +83,16 @@ impl Breaker {
         }
     }
 
-    /// Whether a call may go to the peer now.
-    pub fn admit(&self) -> Admission {
-        self.admit_at(Instant::now())
-    }
-
-    /// Records how an admitted call ended.
-    pub fn record(&self, succeeded: bool) {
-        self.record_at(succeeded, Instant::now());
+    /// A call to the peer now, if the breaker lets one through.
+    pub fn admit(&self) -> Option<Attempt<'_>> {
+        match self.admit_at(Instant::now()) {
+            Admission::Refused => None,
+            kind => Some(Attempt {
+                breaker: self,
+                kind,
+                recorded: false,
+            }),
+        }
     }
 
     /// Whether calls are being refused (open, or a probe is out).
@@ -138,5 +175,26 @@ mod tests {
         breaker.record_at(true, again);
         assert_eq!(breaker.admit_at(again), Admission::Call);
         assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn a_probe_dropped_before_it_records_counts_as_a_failure() {
+        let breaker = Breaker::new(1, Duration::from_millis(1));
+        breaker.admit().expect("closed").record(false);
+        std::thread::sleep(Duration::from_millis(2));
+        let probe = breaker.admit().expect("the probe");
+        assert!(probe.is_probe());
+        assert!(breaker.admit().is_none(), "one probe at a time");
+        // The caller gives up: the probe is dropped unrecorded.
+        drop(probe);
+        assert!(breaker.is_open(), "a dropped probe opens the breaker again");
+        std::thread::sleep(Duration::from_millis(2));
+        // …and is not stuck half-open: a new probe is let through, and closes it.
+        let again = breaker.admit().expect("a new probe after open_for");
+        again.record(true);
+        assert!(!breaker.is_open());
+        let call = breaker.admit().expect("closed");
+        assert!(!call.is_probe());
+        call.record(true);
     }
 }

@@ -28,7 +28,7 @@ pub mod wire;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -44,7 +44,7 @@ use crate::calls::transport::{ForwardFailed, RemoteCall, Transport};
 use crate::deployment::Deployment;
 use crate::module::{CallFailed, CallFailure};
 use crate::runtime::BoxFuture;
-use breaker::{Admission, Breaker};
+use breaker::Breaker;
 use tls::MeshTls;
 use wire::CallHeader;
 
@@ -52,6 +52,11 @@ use wire::CallHeader;
 const NETWORK_MARGIN: Duration = Duration::from_millis(250);
 /// How long a node may take over an admin request (compiling and migrating a version).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest answer to a call read from a peer (a peer is trusted with its identity, not
+/// with this node's memory).
+const MAX_CALL_ANSWER: usize = 16 * 1024 * 1024;
+/// Largest answer to an admin request read from a peer (a component, at most).
+const MAX_ADMIN_ANSWER: usize = 256 * 1024 * 1024;
 /// Header naming the node a forwarded request came from (it is never forwarded on).
 pub const FORWARDED_BY: &str = "x-modhost-forwarded-by";
 
@@ -192,16 +197,19 @@ impl Mesh {
             }
         };
         let status = response.status();
-        let bytes = tokio::time::timeout(timeout, response.into_body().collect())
-            .await
-            .map_err(|_| {
-                failed(
-                    CallFailure::Unavailable,
-                    format!("node {node} stopped answering"),
-                )
-            })?
-            .map_err(|error| failed(CallFailure::Unavailable, format!("node {node}: {error}")))?
-            .to_bytes();
+        let bytes = tokio::time::timeout(
+            timeout,
+            Limited::new(response.into_body(), MAX_CALL_ANSWER).collect(),
+        )
+        .await
+        .map_err(|_| {
+            failed(
+                CallFailure::Unavailable,
+                format!("node {node} stopped answering"),
+            )
+        })?
+        .map_err(|error| failed(CallFailure::Unavailable, format!("node {node}: {error}")))?
+        .to_bytes();
         if status != StatusCode::OK {
             return Err(failed(
                 CallFailure::Unavailable,
@@ -347,11 +355,14 @@ impl Mesh {
             node: node.to_string(),
             why,
         };
-        let body = tokio::time::timeout(ADMIN_TIMEOUT, response.into_body().collect())
-            .await
-            .map_err(|_| broken("stopped answering".into()))?
-            .map_err(|e| broken(e.to_string()))?
-            .to_bytes();
+        let body = tokio::time::timeout(
+            ADMIN_TIMEOUT,
+            Limited::new(response.into_body(), MAX_ADMIN_ANSWER).collect(),
+        )
+        .await
+        .map_err(|_| broken("stopped answering".into()))?
+        .map_err(|e| broken(e.to_string()))?
+        .to_bytes();
         Ok((status, body))
     }
 
@@ -372,26 +383,28 @@ impl Mesh {
                 reasons.push(format!("{name}: not a peer of this node"));
                 continue;
             };
-            if peer.breaker.admit() == Admission::Refused {
+            let request = make(peer).map_err(|e| SendFailed::Unreachable(e.to_string()))?;
+            let Some(attempt) = peer.breaker.admit() else {
                 reasons.push(format!("{name}: circuit open after repeated failures"));
                 continue;
-            }
+            };
             let mut sender = match peer.sender().await {
                 Ok(sender) => sender,
                 Err(why) => {
-                    peer.breaker.record(false);
+                    attempt.record(false);
                     reasons.push(format!("{name}: {why}"));
                     continue;
                 }
             };
-            let request = make(peer).map_err(|e| SendFailed::Unreachable(e.to_string()))?;
+            // Cancelled in the await (the caller gave up), the attempt is dropped
+            // unrecorded: a failure, so a probe cannot leave the breaker half-open.
             return match tokio::time::timeout(timeout, sender.send_request(request)).await {
                 Ok(Ok(response)) => {
-                    peer.breaker.record(true);
+                    attempt.record(true);
                     Ok((name.clone(), response))
                 }
                 Ok(Err(error)) => {
-                    peer.breaker.record(false);
+                    attempt.record(false);
                     peer.forget_connection().await;
                     // `{:#}` names the causes: hyper's own "connection error" does not
                     // say that the peer refused our certificate.
@@ -401,7 +414,7 @@ impl Mesh {
                     )))
                 }
                 Err(_) => {
-                    peer.breaker.record(false);
+                    attempt.record(false);
                     Err(SendFailed::TimedOut(name.clone()))
                 }
             };

@@ -29,6 +29,7 @@ use wasmtime::component::Val;
 
 use super::tls::MeshTls;
 use super::wire::{self, CallHeader};
+use crate::calls::dispatcher::InboundRefused;
 use crate::calls::Dispatcher;
 use crate::capabilities::Hop;
 use crate::module::CallFailure;
@@ -129,7 +130,7 @@ pub async fn serve(
                 .max_concurrent_streams(1024)
                 .keep_alive_interval(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tokio::io::BufWriter::new(stream)), service);
-            if let Err(error) = accept::graceful(connection, &shutdown).await {
+            if let Err(error) = accept::graceful(connection, &shutdown, || grace).await {
                 tracing::debug!(%addr, %error, "mesh: peer connection ended");
             }
         }
@@ -194,14 +195,20 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
         Ok(header) => header,
         Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error:#}")),
     };
-    let Some(inbound) = dispatcher.inbound(&header.interface, &header.function) else {
-        return plain(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!(
-                "this node runs no module exporting {}#{}",
-                header.interface, header.function
-            ),
-        );
+    let inbound = match dispatcher.inbound(
+        peer,
+        &header.caller,
+        &header.interface,
+        &header.function,
+    ) {
+        Ok(inbound) => inbound,
+        Err(refused @ InboundRefused::NotServed(_)) => {
+            return plain(StatusCode::MISDIRECTED_REQUEST, refused.to_string())
+        }
+        Err(refused) => {
+            tracing::warn!(%peer, caller = %header.caller, function = %header.function, reason = %refused, "mesh: refused a call");
+            return plain(StatusCode::FORBIDDEN, refused.to_string());
+        }
     };
     let params = match wire::decode_values(&mut input, inbound.params()) {
         Ok(params) if input.is_empty() => params,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -20,7 +21,18 @@ use crate::capabilities::Hop;
 /// A module's response: headers now, body streamed from the instance as it writes it.
 pub type ModuleResponse = hyper::Response<HyperOutgoingBody>;
 
-/// Serves `request` with a fresh instance of `module`, as the first hop of its work
+/// One of `module`'s concurrency permits for a request, or why it cannot take one
+/// now: it did not start, or it is at its limit. Taken before the request's body is
+/// read, and handed to [`handle`].
+pub fn admit(module: &ModuleVersion) -> Result<OwnedSemaphorePermit, Failure> {
+    if let Some(reason) = module.module.not_started() {
+        return Err(Failure::NotStarted(reason.to_string()));
+    }
+    module.try_admit().ok_or(Failure::Overloaded)
+}
+
+/// Serves `request` with a fresh instance of `module`, holding `permit` (from
+/// [`admit`]), as the first hop of its work
 /// (its trace; the routing key calls it makes pick their callees' versions by).
 ///
 /// Returns once the module has sent its response head; the instance keeps running in
@@ -30,17 +42,14 @@ pub async fn handle(
     module: &Arc<ModuleVersion>,
     request: hyper::Request<Full<Bytes>>,
     hop: Hop,
+    permit: OwnedSemaphorePermit,
 ) -> Result<ModuleResponse, Failure> {
-    if let Some(reason) = module.module.not_started() {
-        return Err(Failure::NotStarted(reason.to_string()));
-    }
     let Some(proxy) = module.proxy.clone() else {
         return Err(Failure::NoResponse(anyhow::anyhow!(
             "module {} does not serve HTTP",
             module.name()
         )));
     };
-    let permit = module.try_admit().ok_or(Failure::Overloaded)?;
 
     let mut store = module.new_store(hop);
 

@@ -89,10 +89,14 @@ impl Registry {
             // A module swapped at run time serves its last promoted version again; the
             // modules of other nodes are checked against the version last adopted.
             let result = component_path(spec).and_then(|base| {
-                let path = versions.promoted(&spec.name, &base).unwrap_or(base);
-                let loaded = engine
-                    .load(&path)
-                    .with_context(|| format!("loading {}", path.display()))?;
+                // A remembered version came through the admin API or another node:
+                // Wasm only. The deployment's own path may be precompiled.
+                let loaded = match versions.promoted(&spec.name, &base) {
+                    Some(remembered) => (remembered.clone(), engine.load_wasm(&remembered)),
+                    None => (base.clone(), engine.load(&base)),
+                };
+                let (path, loaded) = loaded;
+                let loaded = loaded.with_context(|| format!("loading {}", path.display()))?;
                 Ok(Compiled {
                     path,
                     loaded,

@@ -397,11 +397,11 @@ impl Swapper {
         })
     }
 
-    /// Compiles (or takes from the cache) the component at `path`, off the async
-    /// threads; `shown` names it in errors.
+    /// Compiles (or takes from the cache) the Wasm component at `path`, off the async
+    /// threads; `shown` names it in errors. Precompiled code is refused.
     async fn compile(&self, path: &Path, shown: &str) -> Result<LoadedComponent, Refused> {
         let (engine, path) = (self.engine.clone(), path.to_path_buf());
-        match tokio::task::spawn_blocking(move || engine.load(&path)).await {
+        match tokio::task::spawn_blocking(move || engine.load_wasm(&path)).await {
             Ok(Ok(loaded)) => Ok(loaded),
             Ok(Err(error)) => Err(Refused::Unusable(format!("{shown}: {error:#}"))),
             Err(error) => Err(Refused::Unusable(format!("compiling {shown}: {error}"))),

@@ -109,7 +109,7 @@ impl Node {
         )
         .map_err(StartError::Engine)?;
         let directory = Arc::new(Directory::new(Placement::default()));
-        let dispatcher = Arc::new(Dispatcher::new(directory.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(directory.clone(), deployment.clone()));
         let registry = Registry::load(&engine, &deployment, capabilities(&dispatcher), directory)
             .map_err(StartError::Modules)?;
         let mesh = Mesh::new(&deployment)

@@ -108,8 +108,15 @@ where
 }
 
 /// Drives a hyper connection until it ends; once `shutdown` is triggered, asks it to
-/// finish gracefully (requests in flight complete, then it closes).
-pub async fn graceful<C>(connection: C, shutdown: &Shutdown) -> Result<(), C::Error>
+/// finish gracefully (requests in flight complete, then it closes) and gives it at most
+/// `within()` — asked then — to do so before dropping it. (An HTTP/2 client that never
+/// reads would otherwise keep a closing connection open: hyper waits for it to
+/// acknowledge the shutdown.)
+pub async fn graceful<C>(
+    connection: C,
+    shutdown: &Shutdown,
+    within: impl FnOnce() -> Duration,
+) -> Result<(), C::Error>
 where
     C: hyper_util::server::graceful::GracefulConnection,
 {
@@ -119,7 +126,11 @@ where
         () = shutdown.triggered() => {}
     }
     connection.as_mut().graceful_shutdown();
-    connection.await
+    match tokio::time::timeout(within(), connection).await {
+        Ok(result) => result,
+        // Dropping the connection closes it.
+        Err(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]
