@@ -26,7 +26,7 @@ use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
 use super::{Capability, Components, InstanceState, OpenContext, StateMap, VersionContext};
 use crate::deployment::errors::Problems;
-use crate::deployment::{ConfigError, Deployment, ModuleSpec};
+use crate::deployment::{ConfigError, ConfigErrors, Deployment, ModuleSpec};
 use crate::runtime::BoxFuture;
 
 /// The interface, as modules import it.
@@ -129,16 +129,8 @@ impl Capability for Config {
             if !module.spec.settings.contains_key("config") {
                 return Ok(());
             }
-            let resolved = resolve(module.deployment, module.spec).map_err(|errors| {
-                anyhow::anyhow!(
-                    "{}",
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })?;
+            let resolved = resolve(module.deployment, module.spec)
+                .map_err(|errors| anyhow::Error::new(ConfigErrors(errors)))?;
             tracing::info!(
                 module = %module.spec.name,
                 secrets = ?resolved.secrets,

@@ -19,6 +19,10 @@ pub struct EmbeddedStore {
     pool: SqlitePool,
 }
 
+/// Sets one key of one bucket, whether it was there or not.
+const UPSERT: &str = "INSERT INTO modhost_keyvalue (bucket, key, value) VALUES (?1, ?2, ?3) \
+                      ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value";
+
 /// What a store operation can fail with, before it is told to the module.
 pub type Failed = String;
 
@@ -61,17 +65,14 @@ impl EmbeddedStore {
 
     /// Sets `key` in `bucket` to `value`.
     pub async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), Failed> {
-        sqlx::query(
-            "INSERT INTO modhost_keyvalue (bucket, key, value) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(bucket)
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(failed)
+        sqlx::query(UPSERT)
+            .bind(bucket)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(failed)
     }
 
     /// Removes `keys` from `bucket` (those that are not there are no error).
@@ -92,16 +93,13 @@ impl EmbeddedStore {
     pub async fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), Failed> {
         let mut tx = self.pool.begin().await.map_err(failed)?;
         for (key, value) in pairs {
-            sqlx::query(
-                "INSERT INTO modhost_keyvalue (bucket, key, value) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(bucket)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
+            sqlx::query(UPSERT)
+                .bind(bucket)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
         }
         tx.commit().await.map_err(failed)
     }
@@ -151,16 +149,13 @@ impl EmbeddedStore {
         let next = super::counter(current.as_deref())?
             .checked_add(delta)
             .ok_or_else(|| "incrementing overflows the counter".to_string())?;
-        sqlx::query(
-            "INSERT INTO modhost_keyvalue (bucket, key, value) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(bucket)
-        .bind(key)
-        .bind(next.to_string().into_bytes())
-        .execute(&mut *tx)
-        .await
-        .map_err(failed)?;
+        sqlx::query(UPSERT)
+            .bind(bucket)
+            .bind(key)
+            .bind(next.to_string().into_bytes())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         Ok(next)
     }

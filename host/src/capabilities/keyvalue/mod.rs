@@ -26,7 +26,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::{Capability, Components, InstanceState, OpenContext, StateMap, VersionContext};
-use crate::deployment::{ConfigError, Deployment};
+use crate::deployment::{ConfigError, ConfigErrors, Deployment};
 use crate::runtime::BoxFuture;
 use embedded::{EmbeddedStore, Failed};
 use redis::RedisStore;
@@ -176,14 +176,7 @@ impl Capability for KeyValue {
 
 /// Configuration problems, as one error (they were reported in full at validation).
 fn config(errors: Vec<ConfigError>) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{}",
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    )
+    anyhow::Error::new(ConfigErrors(errors))
 }
 
 /// The decimal counter stored in `value` (0 when there is none).
