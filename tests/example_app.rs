@@ -795,7 +795,7 @@ fn a_module_that_imports_sql_without_a_database_is_refused() {
     let (code, stderr) = check(&deployment);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("imports modhost:sql/sql@1.0.0 but the module has no database"),
+        stderr.contains("imports modhost:sql/sql@2.0.0 but the module has no database"),
         "{stderr}"
     );
     assert!(stderr.contains("[modules.inventory]"), "{stderr}");

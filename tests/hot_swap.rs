@@ -264,6 +264,35 @@ async fn a_version_that_breaks_an_importer_is_refused_and_the_old_one_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_needs_more_than_its_share_of_the_pool_is_refused_and_the_old_one_serves() {
+    let deployment = TestDeployment::new(SWAPS);
+    let host = start(&deployment);
+    // Three memories in one instance: more than a component's share of the pool's
+    // memory slots (two), so at full concurrency it would take other modules' slots.
+    let modules: String = (0..3)
+        .map(|i| format!("(core module $m{i} (memory 1)) (core instance (instantiate $m{i}))"))
+        .collect();
+    let greedy = deployment.dir.path().join("greedy.wasm");
+    std::fs::write(
+        &greedy,
+        wat::parse_str(format!("(component {modules})")).unwrap(),
+    )
+    .unwrap();
+    let (code, out, err) = cli(
+        &admin_of(&host),
+        &["swap", "faulty", greedy.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("memories"), "{err}");
+    // The old version serves, and so does its neighbour.
+    for path in ["/faulty", "/hello"] {
+        let reply = get(&host.url(path)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    }
+    assert!(status(&host)["nodes"]["local"]["faulty"]["previous"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_gets_its_share_then_is_promoted_and_rolled_back() {
     let deployment = TestDeployment::new(SWAPS);
     let host = start(&deployment);

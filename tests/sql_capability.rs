@@ -38,6 +38,7 @@ impl Backends {
             backend,
             pool,
             acquire_timeout: Timeout(Duration::from_millis(300)),
+            max_result: modhost::deployment::database::DEFAULT_MAX_RESULT,
             migrations: migrations.map(Path::to_path_buf),
         };
         let mut specs = vec![("sqlite", spec(DatabaseBackend::Sqlite))];
@@ -673,4 +674,213 @@ async fn a_lease_is_held_by_one_node_at_a_time() {
             assert!(other.is_some(), "{backend}");
         }
     }
+}
+
+/// Probe `a`, its section extended by `a_keys`, beside probe `b` with the defaults;
+/// each on its own database (`database`, or `a_database` for `a`).
+fn probes_with(a_database: &str, a_keys: &str, database: &str) -> TestDeployment {
+    TestDeployment::new(&format!(
+        "[app]\nname = \"probe\"\n\
+         [modules.a]\ncomponent = \"{{sqlprobe}}\"\nroutes = [\"/a\"]\ndatabase = {a_database}\n{a_keys}\n\
+         [modules.b]\ncomponent = \"{{sqlprobe}}\"\nroutes = [\"/b\"]\ndatabase = {database}\n"
+    ))
+}
+
+/// Module b writes and reads back 1,000 rows of its own: it still has its database.
+async fn neighbour_keeps_working(host: &Modhost, table: &str) {
+    let results = run(host, "b", json!([
+        { "op": "execute", "sql": format!("CREATE TABLE {table} (n BIGINT)") },
+        { "op": "execute", "sql": format!(
+            "INSERT INTO {table} (n) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) SELECT x FROM c") },
+        { "op": "query", "sql": format!("SELECT count(*), CAST(sum(n) AS BIGINT) FROM {table}") },
+    ]))
+    .await;
+    assert_eq!(results[1], json!({ "changed": 1000 }), "{results:?}");
+    assert_eq!(
+        results[2]["rows"]["rows"][0][1],
+        json!({ "integer": 500_500 }),
+        "{results:?}"
+    );
+}
+
+/// The host's peak memory while a module asks for results far past its bound: its
+/// own few tens of MiB, plus `max_result` (16 MiB by default) a statement, never the
+/// result (before the bound, one 300 MB value took it to ~610 MB).
+const PEAK_MEMORY_BOUND: u64 = 256 << 20;
+
+async fn a_huge_result_is_refused(database: &str, backend: &str) {
+    let deployment = probes_with(database, "limits = { memory = \"64MiB\" }", database);
+    let host = Modhost::start(&deployment);
+    let (one_value, many_rows) = match backend {
+        // One 300 MB value; then 100,000 rows of 1 KB (100 MB).
+        "sqlite" => (
+            "SELECT randomblob(300000000)",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) \
+             SELECT randomblob(1000) FROM c",
+        ),
+        // Postgres sends a row whole, and the host must read it to weigh it: one value
+        // of 32 MB here (the bound holds from the next row on; docs/configuration.md).
+        _ => (
+            "SELECT repeat('x', 32000000)",
+            "SELECT repeat('x', 1000) FROM generate_series(1, 100000)",
+        ),
+    };
+    let results = run(
+        &host,
+        "a",
+        json!([
+            { "op": "query", "sql": one_value },
+            { "op": "query", "sql": many_rows },
+            { "op": "begin" },
+            { "op": "query", "in_tx": true, "sql": many_rows },
+            { "op": "rollback" },
+            // A result within the bound is whole.
+            { "op": "query", "sql": "SELECT 1 AS one" },
+        ]),
+    )
+    .await;
+    let limit = json!(16 << 20);
+    for i in [0, 1, 3] {
+        assert_eq!(
+            results[i]["error"],
+            json!({ "kind": "too-large", "limit": limit }),
+            "{backend} step {i}: {}",
+            results[i]
+        );
+    }
+    assert_eq!(results[5]["rows"]["rows"], json!([[{ "integer": 1 }]]));
+    let peak = host.peak_resident_bytes();
+    eprintln!("{backend}: the host peaked at {} MiB", peak >> 20);
+    assert!(
+        peak < PEAK_MEMORY_BOUND,
+        "{backend}: the host peaked at {} MiB",
+        peak >> 20
+    );
+    neighbour_keeps_working(&host, "after_huge").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_result_is_refused_and_the_host_stays_small_on_sqlite() {
+    a_huge_result_is_refused("\"sqlite\"", "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_result_is_refused_and_the_host_stays_small_on_postgres() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("probe");
+    a_huge_result_is_refused(&format!("{{ postgres = {url:?} }}"), "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_its_deadline_is_interrupted_and_frees_its_core_and_connection() {
+    // One connection: if the endless statement kept it, the next would time out.
+    let deployment = probes_with(
+        "{ sqlite = true, pool = 1, acquire_timeout = \"3s\" }",
+        "limits = { timeout = \"1s\" }",
+        "\"sqlite\"",
+    );
+    let host = Modhost::start(&deployment);
+    let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                   SELECT count(*) FROM c";
+    let reply = send(
+        &client(false),
+        "POST",
+        &host.url("/a/sql"),
+        Some(&json!({ "steps": [{ "op": "query", "sql": endless }] }).to_string()),
+    )
+    .await;
+    // The statement's deadline is the request's: either the statement's `timeout`
+    // reached the module, or the request's deadline answered first.
+    match reply.status {
+        200 => assert_eq!(reply.json()["results"][0]["error"]["kind"], "timeout"),
+        status => assert_eq!(status, 504, "{}", reply.text()),
+    }
+    // Nothing runs on: the host uses (almost) no CPU in the next two seconds. Before
+    // the guard, the statement kept a core busy here.
+    let before = host.cpu_time();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = host.cpu_time() - before;
+    eprintln!("CPU used in the 2 s after the deadline: {used:?}");
+    assert!(
+        used < Duration::from_millis(500),
+        "the host used {used:?} of CPU after the deadline"
+    );
+    // And the one connection is free again.
+    let results = run(&host, "a", json!([{ "op": "query", "sql": "SELECT 2" }])).await;
+    assert_eq!(
+        results[0]["rows"]["rows"],
+        json!([[{ "integer": 2 }]]),
+        "{results:?}"
+    );
+    neighbour_keeps_working(&host, "after_endless").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_statements_that_reach_past_the_module_are_denied_and_the_neighbour_keeps_its_database(
+) {
+    let deployment = probes("\"sqlite\"");
+    let host = Modhost::start(&deployment);
+    let other_file = deployment.data_dir().join("databases/b.sqlite");
+    let other_file = other_file.display();
+    let refused = [
+        // Process-wide: every module's SQLite (and the embedded bus) would fail.
+        "PRAGMA hard_heap_limit = 65536".to_string(),
+        // The PRAGMAs' table-valued functions are judged the same way.
+        "SELECT * FROM pragma_journal_mode".to_string(),
+        "PRAGMA soft_heap_limit = 65536".to_string(),
+        "PRAGMA mmap_size = 1073741824".to_string(),
+        // The file the host relies on.
+        "PRAGMA journal_mode = DELETE".to_string(),
+        "PRAGMA synchronous = OFF".to_string(),
+        "PRAGMA writable_schema = ON".to_string(),
+        // Another file.
+        format!("ATTACH DATABASE '{other_file}' AS other"),
+    ];
+    // Native code: SQLite reports a refused function as an error in the statement.
+    let native = "SELECT load_extension('/usr/lib/x86_64-linux-gnu/libm.so.6')";
+    let steps: Vec<_> = refused
+        .iter()
+        .map(|sql| json!({ "op": "query", "sql": sql }))
+        .chain([
+            json!({ "op": "query", "sql": native }),
+            // Questions about its own schema are answered.
+            json!({ "op": "execute", "sql": "CREATE TABLE mine (id INTEGER PRIMARY KEY, name TEXT)" }),
+            json!({ "op": "query", "sql": "PRAGMA table_info(mine)" }),
+            json!({ "op": "query", "sql": "PRAGMA foreign_keys" }),
+            json!({ "op": "query", "sql": "PRAGMA journal_mode" }),
+        ])
+        .collect();
+    let results = run(&host, "a", json!(steps)).await;
+    for (i, sql) in refused.iter().enumerate() {
+        assert_eq!(
+            results[i]["error"]["kind"], "denied",
+            "{sql}: {}",
+            results[i]
+        );
+    }
+    let n = refused.len() + 1;
+    assert_eq!(
+        results[n - 1]["error"],
+        json!({ "kind": "syntax", "message": "not authorized to use function: load_extension" })
+    );
+    assert_eq!(
+        results[n + 1]["rows"]["rows"].as_array().unwrap().len(),
+        2,
+        "{}",
+        results[n + 1]
+    );
+    assert_eq!(results[n + 2]["rows"]["rows"], json!([[{ "integer": 1 }]]));
+    // Reading the journal mode is not among the questions a module may ask.
+    assert_eq!(results[n + 3]["error"]["kind"], "denied");
+    // The process kept its heap: b's statements (and a's own) still run.
+    neighbour_keeps_working(&host, "after_pragmas").await;
+    let results = run(
+        &host,
+        "a",
+        json!([{ "op": "query", "sql": "SELECT count(*) FROM mine" }]),
+    )
+    .await;
+    assert_eq!(results[0]["rows"]["rows"], json!([[{ "integer": 0 }]]));
 }

@@ -239,6 +239,24 @@ pub struct Modhost {
 }
 
 impl Modhost {
+    /// The process's peak resident memory so far, in bytes (`VmHWM`).
+    pub fn peak_resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    /// The CPU time the process has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // utime and stime: fields 14 and 15 of the whole line, in clock ticks.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+    }
+
     /// Starts `modhost run` on `deployment` with a free loopback port and JSON logs,
     /// and waits until it logs "modhost ready".
     pub fn start(deployment: &TestDeployment) -> Modhost {
@@ -504,4 +522,15 @@ pub fn check(deployment: &TestDeployment) -> (Option<i32>, String) {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Clock ticks per second, the unit of CPU time in `/proc/*/stat`.
+fn clock_ticks_per_second() -> i64 {
+    extern "C" {
+        fn sysconf(name: i32) -> i64;
+    }
+    /// `_SC_CLK_TCK` on Linux.
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: sysconf only reads a constant of the system.
+    unsafe { sysconf(SC_CLK_TCK) }
 }

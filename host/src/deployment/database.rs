@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::errors::Problems;
 use super::expand_env;
 use super::modules::{ComponentSource, ModuleSpec};
-use super::units::Timeout;
+use super::units::{ByteSize, Timeout};
 
 /// `database = "sqlite"` or `database = { postgres = "…", schema, pool, acquire_timeout }`:
 /// a module's own database, and the pool that is its bulkhead.
@@ -20,6 +20,10 @@ pub struct DatabaseSpec {
     pub pool: u32,
     /// How long a statement waits for a free connection before failing with `timeout`.
     pub acquire_timeout: Timeout,
+    /// The most one result may weigh (its values, as the module receives them): the
+    /// host holds at most `pool` such results for the module at once, and a statement
+    /// that returns more fails with `too-large`.
+    pub max_result: ByteSize,
     /// The directory of the module's numbered SQL migrations, if it has one.
     pub migrations: Option<PathBuf>,
 }
@@ -44,6 +48,10 @@ pub(super) const DEFAULT_POOL: u32 = 8;
 const POOL_RANGE: (u32, u32) = (1, 1000);
 /// Default `database.acquire_timeout`.
 pub(super) const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default `database.max_result`.
+pub const DEFAULT_MAX_RESULT: ByteSize = ByteSize::mib(16);
+/// Accepted range of `database.max_result`: SQLite refuses a single value over 1 GB.
+const MAX_RESULT_RANGE: (ByteSize, ByteSize) = (ByteSize::kib(1), ByteSize::mib(1024));
 
 /// The module's migrations directory: `migrations = "dir"`, or else a crate's own
 /// `migrations/` when it has one.
@@ -86,6 +94,7 @@ pub(super) fn parse_database(
         backend: DatabaseBackend::Sqlite,
         pool: DEFAULT_POOL,
         acquire_timeout: Timeout(DEFAULT_ACQUIRE_TIMEOUT),
+        max_result: DEFAULT_MAX_RESULT,
         migrations,
     };
     let table = match value {
@@ -141,12 +150,25 @@ pub(super) fn parse_database(
                 Ok(_) => problems.add(&field, "must be longer than 0s"),
                 Err(problem) => problems.add(&field, &problem),
             },
-            ("sqlite" | "postgres" | "schema" | "pool" | "acquire_timeout", _) => {
+            ("max_result", toml::Value::String(written)) => match ByteSize::parse(written) {
+                Ok(size) if (MAX_RESULT_RANGE.0..=MAX_RESULT_RANGE.1).contains(&size) => {
+                    spec.max_result = size
+                }
+                Ok(size) => problems.add(
+                    &field,
+                    &format!(
+                        "{size} is outside the accepted range {} to {}",
+                        MAX_RESULT_RANGE.0, MAX_RESULT_RANGE.1
+                    ),
+                ),
+                Err(problem) => problems.add(&field, &problem),
+            },
+            ("sqlite" | "postgres" | "schema" | "pool" | "acquire_timeout" | "max_result", _) => {
                 problems.add(&field, "has the wrong type (see docs/configuration.md)")
             }
             _ => problems.add(
                 &field,
-                "unknown key; expected sqlite, postgres, schema, pool or acquire_timeout",
+                "unknown key; expected sqlite, postgres, schema, pool, acquire_timeout or max_result",
             ),
         }
     }

@@ -10,18 +10,27 @@ use wasmtime::ResourceLimiter;
 /// Tables larger than this are refused: no sane component needs more elements.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
-/// Limits one store's linear memory to a fixed size and records a refusal.
+/// Limits the linear memory of one store, all its memories together, to a fixed size,
+/// and records a refusal. (A component may hold more than one memory; counted one by
+/// one, each could grow to the limit.)
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
     limit: usize,
+    /// Bytes of linear memory the store's memories hold together.
+    used: usize,
+    /// The growth granted last, taken back if wasmtime then fails to make it.
+    granted: usize,
     exceeded: bool,
 }
 
 impl MemoryLimiter {
-    /// A limiter allowing `limit` bytes of linear memory per memory.
+    /// A limiter allowing `limit` bytes of linear memory in all, across the store's
+    /// memories.
     pub fn new(limit: u64) -> MemoryLimiter {
         MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: 0,
+            granted: 0,
             exceeded: false,
         }
     }
@@ -41,15 +50,27 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let growth = desired.saturating_sub(current);
+        let total = self.used.saturating_add(growth);
+        if total > self.limit {
             self.exceeded = true;
+            self.granted = 0;
             return Ok(false);
         }
+        self.used = total;
+        self.granted = growth;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Granted here, then refused by wasmtime (past the memory's own maximum).
+        self.used = self.used.saturating_sub(self.granted);
+        self.granted = 0;
+        Ok(())
     }
 
     fn table_growing(
@@ -75,5 +96,30 @@ mod tests {
             .memory_growing(1 << 20, (1 << 20) + 65536, None)
             .unwrap());
         assert!(limiter.exceeded());
+    }
+
+    #[test]
+    fn the_limit_covers_all_of_a_stores_memories_together() {
+        let mut limiter = MemoryLimiter::new(1 << 20);
+        // Two memories of 512 KiB each fill the limit together...
+        assert!(limiter.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(limiter.memory_growing(0, 1 << 19, None).unwrap());
+        // ...so neither may grow further, nor may a third be made.
+        assert!(!limiter
+            .memory_growing(1 << 19, (1 << 19) + 65536, None)
+            .unwrap());
+        assert!(!limiter.memory_growing(0, 65536, None).unwrap());
+        assert!(limiter.exceeded());
+    }
+
+    #[test]
+    fn a_growth_wasmtime_then_refuses_is_given_back() {
+        let mut limiter = MemoryLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::format_err!("past the memory's maximum"))
+            .unwrap();
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(!limiter.exceeded());
     }
 }

@@ -30,6 +30,14 @@ const KEEP_RESIDENT: usize = 1 << 20;
 /// Slots decommitted in one batch, so one TLB flush serves many.
 const DECOMMIT_BATCH: usize = 32;
 
+/// Core instances one component instance may hold: a Rust component holds the
+/// program and the shims of its canonical-ABI adapters, three or four.
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Linear memories one component instance may hold (a Rust component has one).
+pub const MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables one component instance may hold (a Rust component has one or two).
+pub const TABLES_PER_COMPONENT: u32 = 4;
+
 /// What the pooling allocator must make room for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineSettings {
@@ -199,12 +207,17 @@ impl Engine {
 fn wasmtime_config(settings: EngineSettings) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let instances = settings.instances.max(1);
-    // A Rust component holds a handful of core instances (the program, shims for
-    // canonical ABI adapters) and one or two memories and tables.
-    pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(8))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(4))
+    // The pool's slots are shared by every module. Each component instance may hold
+    // at most its share of them (a component that needs more is refused when it
+    // loads), and the totals are that share times the instances: a module at its
+    // full concurrency can use up its own slots and never another module's.
+    pool.max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(instances)
         .max_memory_size(usize::try_from(settings.max_memory.bytes()).unwrap_or(usize::MAX));
 
@@ -265,5 +278,61 @@ pub fn component_extension(bytes: &[u8]) -> &'static str {
     match wasmtime::Engine::detect_precompiled(bytes) {
         Some(_) => "cwasm",
         None => "wasm",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::limits::MemoryLimiter;
+    use wasmtime::component::Linker;
+    use wasmtime::Store;
+
+    /// A component of `memories` core modules, each with one memory of `pages` pages.
+    fn component_with_memories(memories: usize, pages: u32) -> Vec<u8> {
+        let modules: String = (0..memories)
+            .map(|i| {
+                format!("(core module $m{i} (memory {pages})) (core instance (instantiate $m{i}))")
+            })
+            .collect();
+        wat::parse_str(format!("(component {modules})")).unwrap()
+    }
+
+    fn engine() -> wasmtime::Engine {
+        wasmtime::Engine::new(&wasmtime_config(EngineSettings {
+            instances: 4,
+            max_memory: ByteSize::mib(64),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_component_that_needs_more_than_its_share_of_the_pool_does_not_load() {
+        let engine = engine();
+        let within = component_with_memories(MEMORIES_PER_COMPONENT as usize, 1);
+        Component::new(&engine, within).unwrap();
+        let greedy = component_with_memories(MEMORIES_PER_COMPONENT as usize + 1, 1);
+        let Err(error) = Component::new(&engine, greedy) else {
+            panic!("a component with more memories than its share loaded");
+        };
+        assert!(format!("{error:#}").contains("memories"), "{error:#}");
+    }
+
+    #[test]
+    fn the_memory_limit_covers_every_memory_of_an_instance() {
+        let engine = engine();
+        // Two memories of 40 MiB: each within a 64 MiB limit, not both.
+        let component = Component::new(&engine, component_with_memories(2, 640)).unwrap();
+        let linker = Linker::<MemoryLimiter>::new(&engine);
+        let instantiate = |limit: u64| {
+            let mut store = Store::new(&engine, MemoryLimiter::new(limit));
+            store.limiter(|limiter| limiter);
+            let result = linker.instantiate(&mut store, &component).map(drop);
+            (result, store.data().exceeded())
+        };
+        let (result, exceeded) = instantiate(64 << 20);
+        assert!(result.is_err() && exceeded);
+        let (result, exceeded) = instantiate(80 << 20);
+        assert!(result.is_ok() && !exceeded, "{result:?}");
     }
 }

@@ -226,6 +226,7 @@ fn describe(error: &sql::Error) -> String {
         | sql::Error::Unavailable(m)
         | sql::Error::Other(m) => m.clone(),
         sql::Error::Timeout => "timed out".into(),
+        sql::Error::TooLarge(limit) => format!("result larger than {limit} bytes"),
     }
 }
 

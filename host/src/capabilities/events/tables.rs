@@ -308,6 +308,7 @@ mod tests {
             backend: DatabaseBackend::Sqlite,
             pool: 2,
             acquire_timeout: Timeout(Duration::from_secs(2)),
+            max_result: crate::deployment::database::DEFAULT_MAX_RESULT,
             migrations: None,
         };
         let database = Database::open("m", &spec, dir, Duration::from_secs(2))

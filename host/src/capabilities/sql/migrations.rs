@@ -233,5 +233,6 @@ pub fn describe(error: &Error) -> String {
         | Error::Unavailable(message)
         | Error::Other(message) => message.clone(),
         Error::Timeout => "timed out".to_string(),
+        Error::TooLarge(limit) => format!("a result larger than {limit} bytes"),
     }
 }

@@ -9,15 +9,19 @@
 //! is **prepared** with a handle to the database, and nothing else.
 //!
 //! Isolation is the database's own: a module's SQLite connections open only its file
-//! (and may not `ATTACH` another); its Postgres connections log in as its own role,
-//! which owns its schema and has no rights on any other.
+//! (and may not `ATTACH` another, nor change anything beyond it: [`sqlite_guard`]);
+//! its Postgres connections log in as its own role, which owns its schema and has no
+//! rights on any other.
 //!
-//! Every statement is bounded twice: waiting for a connection by the pool's acquire
-//! timeout (the module's bulkhead), and running by the module's own timeout.
+//! Every statement is bounded three times: waiting for a connection by the pool's
+//! acquire timeout (the module's bulkhead), running by the module's own timeout (the
+//! database interrupts it there too: SQLite's progress handler, Postgres's statement
+//! timeout), and what it returns by the module's `max_result` ([`ResultBudget`]).
 
 pub mod migrations;
 mod postgres;
 mod sqlite;
+pub mod sqlite_guard;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -48,7 +52,7 @@ pub use bindings::modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
 use bindings::modhost::sql::sql::{Host, HostTransaction};
 
 /// The interface's name, as modules import it.
-pub const INTERFACE: &str = "modhost:sql/sql@1.0.0";
+pub const INTERFACE: &str = "modhost:sql/sql@2.0.0";
 
 /// The `modhost:sql` capability.
 pub struct Sql;
@@ -145,11 +149,68 @@ impl Capability for Sql {
     }
 }
 
-/// One module's database: its pool, and how long a statement may run.
+/// One module's database: its pool, how long a statement may run and how much a
+/// result may weigh.
 pub struct Database {
     module: String,
     pool: Pool,
     statement_timeout: Duration,
+    max_result: u64,
+}
+
+/// A result as it arrives, weighed against the module's `max_result`: what the host
+/// holds of one result never grows past that bound (plus the row that crossed it).
+///
+/// A value weighs its bytes (text, blob) plus [`VALUE_OVERHEAD`], about what it takes
+/// in the module's memory once lowered.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultBudget {
+    limit: u64,
+    used: u64,
+}
+
+/// What a value weighs beyond its bytes: its place in the list of values.
+pub const VALUE_OVERHEAD: u64 = 16;
+
+impl ResultBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> ResultBudget {
+        ResultBudget { limit, used: 0 }
+    }
+
+    /// What a row of `values` weighs.
+    pub fn weigh(values: &[Value]) -> u64 {
+        values
+            .iter()
+            .map(|value| {
+                let bytes = match value {
+                    Value::Text(text) => text.len(),
+                    Value::Blob(bytes) => bytes.len(),
+                    _ => 0,
+                };
+                VALUE_OVERHEAD.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX))
+            })
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Takes a row of `weight` out of the budget; `too-large` once the rows so far
+    /// outweigh it.
+    pub fn take(&mut self, weight: u64) -> Result<(), Error> {
+        self.used = self.used.saturating_add(weight);
+        if self.used > self.limit {
+            return Err(Error::TooLarge(self.limit));
+        }
+        Ok(())
+    }
+
+    /// A database error as the module sees it, naming this bound when the database
+    /// refused to build a value that large.
+    fn error(&self, error: sqlx::Error) -> Error {
+        match self::error(error) {
+            Error::TooLarge(_) => Error::TooLarge(self.limit),
+            other => other,
+        }
+    }
 }
 
 enum Pool {
@@ -164,6 +225,8 @@ pub struct Lease(#[allow(dead_code)] Option<sqlx::PgConnection>);
 /// rollback, or drop (which rolls back).
 pub struct Transaction {
     on: TransactionOn,
+    /// The module's `max_result`.
+    max_result: u64,
     /// Woken once the transaction commits (the outbox relay, when it published).
     after_commit: Option<Arc<tokio::sync::Notify>>,
 }
@@ -184,7 +247,9 @@ impl Database {
         statement_timeout: Duration,
     ) -> Result<Database> {
         let pool = match &spec.backend {
-            DatabaseBackend::Sqlite => Pool::Sqlite(sqlite::open(module, spec, data_dir).await?),
+            DatabaseBackend::Sqlite => {
+                Pool::Sqlite(sqlite::open(module, spec, data_dir, statement_timeout).await?)
+            }
             DatabaseBackend::Postgres { url, schema } => {
                 Pool::Postgres(postgres::open(module, spec, url, schema, statement_timeout).await?)
             }
@@ -193,6 +258,7 @@ impl Database {
             module: module.to_string(),
             pool,
             statement_timeout,
+            max_result: spec.max_result.bytes(),
         };
         if let Some(dir) = &spec.migrations {
             let applied = migrations::apply(&database, dir).await?;
@@ -253,9 +319,10 @@ impl Database {
     /// Runs a statement that returns rows, within the statement timeout.
     pub async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
         self.bounded(async {
+            let budget = ResultBudget::new(self.max_result);
             match &self.pool {
-                Pool::Sqlite(pool) => sqlite::query(pool, statement, params).await,
-                Pool::Postgres(pool) => postgres::query(pool, statement, params).await,
+                Pool::Sqlite(pool) => sqlite::query(pool, statement, params, budget).await,
+                Pool::Postgres(pool) => postgres::query(pool, statement, params, budget).await,
             }
         })
         .await
@@ -265,8 +332,9 @@ impl Database {
     /// many it changed.
     pub async fn execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
         self.bounded(async {
+            let budget = ResultBudget::new(self.max_result);
             match &self.pool {
-                Pool::Sqlite(pool) => sqlite::execute(pool, statement, params).await,
+                Pool::Sqlite(pool) => sqlite::execute(pool, statement, params, budget).await,
                 Pool::Postgres(pool) => postgres::execute(pool, statement, params).await,
             }
         })
@@ -282,6 +350,7 @@ impl Database {
             };
             Ok(Transaction {
                 on,
+                max_result: self.max_result,
                 after_commit: None,
             })
         })
@@ -318,9 +387,14 @@ impl Transaction {
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<Rows, Error>> {
         Box::pin(async move {
+            let budget = ResultBudget::new(self.max_result);
             match &mut self.on {
-                TransactionOn::Sqlite(tx) => sqlite::query(&mut **tx, statement, params).await,
-                TransactionOn::Postgres(tx) => postgres::query(&mut **tx, statement, params).await,
+                TransactionOn::Sqlite(tx) => {
+                    sqlite::query(&mut **tx, statement, params, budget).await
+                }
+                TransactionOn::Postgres(tx) => {
+                    postgres::query(&mut **tx, statement, params, budget).await
+                }
             }
         })
     }
@@ -332,8 +406,11 @@ impl Transaction {
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(async move {
+            let budget = ResultBudget::new(self.max_result);
             match &mut self.on {
-                TransactionOn::Sqlite(tx) => sqlite::execute(&mut **tx, statement, params).await,
+                TransactionOn::Sqlite(tx) => {
+                    sqlite::execute(&mut **tx, statement, params, budget).await
+                }
                 TransactionOn::Postgres(tx) => {
                     postgres::execute(&mut **tx, statement, params).await
                 }
@@ -408,12 +485,20 @@ fn classify_code(code: &str, message: String) -> Error {
     match code {
         // Postgres: syntax error or access rule violation, undefined objects.
         c if c.starts_with("42") && c != "42501" => Error::Syntax(message),
-        // Postgres insufficient_privilege; SQLite SQLITE_AUTH.
-        "42501" | "23" => Error::Denied(message),
+        // Postgres insufficient_privilege.
+        "42501" => Error::Denied(message),
+        // SQLite SQLITE_AUTH: the module's guard refused something the statement uses.
+        "23" => Error::Denied(format!(
+            "{message}: a module's SQL may not ATTACH a database, load an extension, or \
+             use a PRAGMA beyond questions about its own schema"
+        )),
+        // SQLite SQLITE_TOOBIG: a value past the bound (named by the caller's budget).
+        "18" => Error::TooLarge(0),
         // Postgres connection exceptions, admin shutdown, cannot connect now.
         c if c.starts_with("08") || c == "57P01" || c == "57P03" => Error::Unavailable(message),
-        // Postgres query_canceled (statement_timeout); SQLite BUSY, LOCKED.
-        "57014" | "5" | "6" | "517" | "261" => Error::Timeout,
+        // Postgres query_canceled (statement_timeout); SQLite BUSY, LOCKED, and
+        // INTERRUPT (the guard's deadline).
+        "57014" | "5" | "6" | "517" | "261" | "9" => Error::Timeout,
         // Postgres deadlock or serialization failure: nothing was changed; a retry may
         // well succeed.
         "40P01" | "40001" => Error::Unavailable(format!("{message} (retry)")),

@@ -18,7 +18,7 @@ use sqlx::postgres::{
 use sqlx::{Column, ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
 
-use super::{error, Error, Rows, Value};
+use super::{error, Error, ResultBudget, Rows, Value, VALUE_OVERHEAD};
 use crate::deployment::DatabaseSpec;
 
 /// The role a module's connections log in as.
@@ -116,22 +116,48 @@ fn password(admin_url: &str, role: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs a query on `executor` (the pool, or a transaction's connection).
+/// Runs a query on `executor` (the pool, or a transaction's connection), taking its
+/// rows as they come until they outweigh `budget`. (Postgres sends a row whole: the
+/// host holds at most one row past the bound, and a row is at most what Postgres
+/// allows, 1 GB a value.)
 pub async fn query<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     statement: &str,
     params: Vec<Value>,
+    mut budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    let rows = bind(unprepared(statement), params)
-        .fetch_all(executor)
-        .await
-        .map_err(error)?;
-    let columns = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => Vec::new(),
+    use futures_util::TryStreamExt;
+    let mut stream = bind(unprepared(statement), params).fetch(executor);
+    let mut result = Rows {
+        columns: Vec::new(),
+        rows: Vec::new(),
     };
-    let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
-    Ok(Rows { columns, rows })
+    while let Some(row) = stream.try_next().await.map_err(|e| budget.error(e))? {
+        if result.columns.is_empty() {
+            result.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        // Weighed before it is decoded: a row past the bound is not copied again.
+        budget.take(raw_weight(&row)?)?;
+        result.rows.push(decode(&row)?);
+    }
+    Ok(result)
+}
+
+/// What a row weighs as Postgres sent it (see [`ResultBudget`]): its values' bytes
+/// plus their overhead. (A value read as text weighs its binary form here; the two
+/// differ by a few bytes at most, for types like timestamps and uuids.)
+fn raw_weight(row: &PgRow) -> Result<u64, Error> {
+    (0..row.len()).try_fold(0u64, |weight, i| {
+        let raw = row.try_get_raw(i).map_err(error)?;
+        let bytes = if raw.is_null() {
+            0
+        } else {
+            raw.as_bytes().map_or(0, <[u8]>::len)
+        };
+        Ok(weight
+            .saturating_add(VALUE_OVERHEAD)
+            .saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX)))
+    })
 }
 
 /// Runs a statement on `executor`; returns the number of rows it changed.

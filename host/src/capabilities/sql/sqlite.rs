@@ -1,9 +1,10 @@
 //! The SQLite backend: one file per module, `<data_dir>/databases/<module>.sqlite`.
 //!
 //! Every connection is opened in WAL mode (readers do not block the writer), with a
-//! busy timeout (a writer waits for another instead of failing at once), foreign keys
-//! enforced, and `ATTACH` disabled: a module's connections can reach its own file and
-//! nothing else.
+//! busy timeout (a writer waits for another instead of failing at once) and foreign
+//! keys enforced, and carries the module's guard ([`super::sqlite_guard`]): no
+//! `ATTACH`, no extensions, no PRAGMA that reaches past the module's own schema, no
+//! value larger than its result bound, no statement past its deadline.
 
 use anyhow::{Context, Result};
 use sqlx::sqlite::{
@@ -13,14 +14,23 @@ use sqlx::{Column, Executor, Row, Sqlite, TypeInfo, ValueRef};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{error, Error, Rows, Value};
+use super::{error, sqlite_guard, Error, ResultBudget, Rows, Value};
+use crate::deployment::database::DEFAULT_MAX_RESULT;
 use crate::deployment::DatabaseSpec;
 
-/// How long a writer waits for another writer's lock before failing with `timeout`.
+/// How long a writer waits for another writer's lock before failing with `timeout`
+/// (at most: never longer than the module's own statement timeout).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens (creating if needed) `module`'s database file and its pool.
-pub async fn open(module: &str, spec: &DatabaseSpec, data_dir: &Path) -> Result<sqlx::SqlitePool> {
+/// Opens (creating if needed) `module`'s database file and its pool, each connection
+/// guarded: statements interrupted past `statement_timeout`, no value larger than the
+/// module's result bound.
+pub async fn open(
+    module: &str,
+    spec: &DatabaseSpec,
+    data_dir: &Path,
+    statement_timeout: Duration,
+) -> Result<sqlx::SqlitePool> {
     let dir = data_dir.join("databases");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{module}.sqlite"));
@@ -29,21 +39,24 @@ pub async fn open(module: &str, spec: &DatabaseSpec, data_dir: &Path) -> Result<
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(BUSY_TIMEOUT)
+        .busy_timeout(BUSY_TIMEOUT.min(statement_timeout))
         .foreign_keys(true);
+    // No value larger than the result bound is built; the host's own rows (an event's
+    // payload) keep the default's room when the module's bound is smaller.
+    let max_length = spec.max_result.max(DEFAULT_MAX_RESULT).bytes();
     SqlitePoolOptions::new()
         .max_connections(spec.pool)
         .acquire_timeout(spec.acquire_timeout.duration())
-        .after_connect(|connection, _| {
+        .after_connect(move |connection, _| {
             Box::pin(async move {
                 let mut handle = connection.lock_handle().await?;
                 // SAFETY: the handle is a live connection, locked for our exclusive use
-                // for the duration of this call; sqlite3_limit only sets a limit on it.
+                // for the duration of this call.
                 unsafe {
-                    libsqlite3_sys::sqlite3_limit(
+                    sqlite_guard::install(
                         handle.as_raw_handle().as_ptr(),
-                        libsqlite3_sys::SQLITE_LIMIT_ATTACHED,
-                        0,
+                        statement_timeout,
+                        max_length,
                     );
                 }
                 Ok(())
@@ -70,36 +83,45 @@ fn check_parameters(statement: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs a query on `executor` (the pool, or a transaction's connection).
+/// Runs a query on `executor` (the pool, or a transaction's connection), taking its
+/// rows as they come until they outweigh `budget`.
 pub async fn query<'c>(
     executor: impl Executor<'c, Database = Sqlite>,
     statement: &str,
     params: Vec<Value>,
+    mut budget: ResultBudget,
 ) -> Result<Rows, Error> {
+    use futures_util::TryStreamExt;
     check_parameters(statement)?;
-    let rows = bind(sqlx::query(statement), params)
-        .fetch_all(executor)
-        .await
-        .map_err(error)?;
-    let columns = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => Vec::new(),
+    let mut stream = bind(sqlx::query(statement), params).fetch(executor);
+    let mut result = Rows {
+        columns: Vec::new(),
+        rows: Vec::new(),
     };
-    let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
-    Ok(Rows { columns, rows })
+    while let Some(row) = stream.try_next().await.map_err(|e| budget.error(e))? {
+        if result.columns.is_empty() {
+            result.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        let values = decode(&row)?;
+        budget.take(ResultBudget::weigh(&values))?;
+        result.rows.push(values);
+    }
+    Ok(result)
 }
 
-/// Runs a statement on `executor`; returns the number of rows it changed.
+/// Runs a statement on `executor`; returns the number of rows it changed. (`budget`
+/// names the bound when a value it builds is too large.)
 pub async fn execute<'c>(
     executor: impl Executor<'c, Database = Sqlite>,
     statement: &str,
     params: Vec<Value>,
+    budget: ResultBudget,
 ) -> Result<u64, Error> {
     check_parameters(statement)?;
     let done = bind(sqlx::query(statement), params)
         .execute(executor)
         .await
-        .map_err(error)?;
+        .map_err(|e| budget.error(e))?;
     Ok(done.rows_affected())
 }
 

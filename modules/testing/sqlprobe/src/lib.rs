@@ -138,6 +138,7 @@ fn error_json(error: &sql::Error) -> Json {
         sql::Error::Denied(m) => json!({ "kind": "denied", "message": m }),
         sql::Error::Unavailable(m) => json!({ "kind": "unavailable", "message": m }),
         sql::Error::Timeout => json!({ "kind": "timeout" }),
+        sql::Error::TooLarge(limit) => json!({ "kind": "too-large", "limit": limit }),
         sql::Error::Other(m) => json!({ "kind": "other", "message": m }),
     }
 }
