@@ -884,3 +884,133 @@ async fn sqlite_statements_that_reach_past_the_module_are_denied_and_the_neighbo
     .await;
     assert_eq!(results[0]["rows"]["rows"], json!([[{ "integer": 0 }]]));
 }
+
+/// What module `role` holds on the Postgres server, as the administrator sees it: its
+/// advisory locks, and its statements still running.
+async fn held_by(admin_url: &str, role: &str) -> (i64, i64) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE l.locktype = 'advisory' AND a.usename = $1",
+    )
+    .bind(role)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active'",
+    )
+    .bind(role)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    (locks, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_module_cannot_keep_locks_or_settings_or_outrun_its_deadline() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("probe");
+    // One connection for a: everything it leaves behind, the next statement would find.
+    let deployment = probes_with(
+        &format!("{{ postgres = {url:?}, pool = 1, acquire_timeout = \"5s\" }}"),
+        "limits = { timeout = \"1s\" }",
+        &format!("{{ postgres = {url:?} }}"),
+    );
+    let host = Modhost::start(&deployment);
+
+    // The host's start-up lock and b's relay lease, by the names the host once used,
+    // a lock of a's own, and a's limits lifted for the session.
+    let results = run(
+        &host,
+        "a",
+        json!([
+            { "op": "execute", "sql": "SELECT pg_advisory_lock(hashtext('modhost.prepare'))" },
+            { "op": "execute", "sql": "SELECT pg_advisory_lock(hashtext('modhost.b.relay'))" },
+            { "op": "execute", "sql": "SELECT pg_advisory_lock(42)" },
+            { "op": "execute", "sql": "SET statement_timeout = 0" },
+            { "op": "execute", "sql": "SET idle_in_transaction_session_timeout = 0" },
+        ]),
+    )
+    .await;
+    assert!(
+        results.iter().all(|r| r.get("error").is_none()),
+        "{results:?}"
+    );
+    // Its connection came back clean: no lock held, the host's settings back.
+    assert_eq!(
+        held_by(&url, "modhost_a").await.0,
+        0,
+        "a still holds advisory locks"
+    );
+    let results = run(&host, "a", json!([
+        { "op": "query", "sql": "SELECT current_setting('statement_timeout')" },
+        { "op": "query", "sql": "SELECT current_setting('idle_in_transaction_session_timeout')" },
+    ]))
+    .await;
+    assert_eq!(
+        results[0]["rows"]["rows"],
+        json!([[{ "text": "1s" }]]),
+        "{results:?}"
+    );
+    assert_eq!(
+        results[1]["rows"]["rows"],
+        json!([[{ "text": "1s" }]]),
+        "{results:?}"
+    );
+
+    // Inside a transaction a may lift its timeout, but not outrun the host's: past
+    // the deadline the host cancels its statement on the server.
+    let reply = send(
+        &client(false),
+        "POST",
+        &host.url("/a/sql"),
+        Some(
+            &json!({ "steps": [
+                { "op": "begin" },
+                { "op": "execute", "in_tx": true, "sql": "SET LOCAL statement_timeout = 0" },
+                { "op": "execute", "in_tx": true, "sql": "SELECT pg_sleep(60)" },
+            ] })
+            .to_string(),
+        ),
+    )
+    .await;
+    match reply.status {
+        200 => assert_eq!(
+            reply.json()["results"][2]["error"]["kind"],
+            "timeout",
+            "{}",
+            reply.text()
+        ),
+        status => assert_eq!(status, 504, "{}", reply.text()),
+    }
+    let mut running = 1;
+    for _ in 0..100 {
+        running = held_by(&url, "modhost_a").await.1;
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        running, 0,
+        "a's sleep still runs on the server after its deadline"
+    );
+    // Its one connection serves again.
+    let results = run(&host, "a", json!([{ "op": "query", "sql": "SELECT 7" }])).await;
+    assert_eq!(
+        results[0]["rows"]["rows"],
+        json!([[{ "integer": 7 }]]),
+        "{results:?}"
+    );
+
+    // Another node starting on the same database is not held up by a module: it takes
+    // the set-up lock under a key no module can compute.
+    let second = Modhost::start(&deployment);
+    let results = run(&second, "b", json!([{ "op": "query", "sql": "SELECT 1" }])).await;
+    assert_eq!(results[0]["rows"]["rows"], json!([[{ "integer": 1 }]]));
+    neighbour_keeps_working(&host, "after_locks").await;
+}

@@ -276,11 +276,11 @@ impl publisher::Host for InstanceState {
             Ok(ready) => ready,
             Err(refused) => return Ok(Err(refused)),
         };
-        let timeout = self.database()?.statement_timeout();
+        let database = self.database()?;
         let transaction = self.table.get_mut(&tx)?;
-        let appended = tokio::time::timeout(timeout, tables::append_in(transaction, &envelope))
-            .await
-            .unwrap_or(Err(super::sql::Error::Timeout));
+        let appended = database
+            .bounded(tables::append_in(transaction, &envelope))
+            .await;
         Ok(match appended {
             Ok(()) => {
                 transaction.notify_on_commit(committed);

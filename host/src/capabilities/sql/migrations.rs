@@ -210,11 +210,11 @@ impl FailedMigration<'_> {
 /// so nodes starting together apply each migration once, one after the other. SQLite
 /// needs none: its file has one writer at a time.
 async fn serialise(database: &Database, transaction: &mut super::Transaction) -> Result<(), Error> {
-    if database.backend() == "postgres" {
+    if let Some(key) = database.lock_key(&format!("modhost_migrations.{}", database.module())) {
         transaction
             .execute(
-                "SELECT pg_advisory_xact_lock(hashtext('modhost_migrations.' || current_schema()))",
-                Vec::new(),
+                "SELECT pg_advisory_xact_lock($1)",
+                vec![Value::Integer(key)],
             )
             .await?;
     }

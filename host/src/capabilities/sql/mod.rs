@@ -215,7 +215,7 @@ impl ResultBudget {
 
 enum Pool {
     Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
+    Postgres(Arc<postgres::PgDatabase>),
 }
 
 /// A lease from [`Database::try_lease`]: held while this lives.
@@ -250,9 +250,9 @@ impl Database {
             DatabaseBackend::Sqlite => {
                 Pool::Sqlite(sqlite::open(module, spec, data_dir, statement_timeout).await?)
             }
-            DatabaseBackend::Postgres { url, schema } => {
-                Pool::Postgres(postgres::open(module, spec, url, schema, statement_timeout).await?)
-            }
+            DatabaseBackend::Postgres { url, schema } => Pool::Postgres(Arc::new(
+                postgres::open(module, spec, url, schema, statement_timeout).await?,
+            )),
         };
         let database = Database {
             module: module.to_string(),
@@ -295,10 +295,10 @@ impl Database {
     pub async fn try_lease(&self, name: &str) -> Result<Option<Lease>, Error> {
         match &self.pool {
             Pool::Sqlite(_) => Ok(Some(Lease(None))),
-            Pool::Postgres(pool) => {
-                let mut connection = pool.acquire().await.map_err(error)?;
-                let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-                    .bind(format!("modhost.{}.{name}", self.module))
+            Pool::Postgres(database) => {
+                let mut connection = database.pool.acquire().await.map_err(error)?;
+                let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(database.lock_key(&format!("modhost.{}.{name}", self.module)))
                     .fetch_one(&mut *connection)
                     .await
                     .map_err(error)?;
@@ -312,7 +312,7 @@ impl Database {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Sqlite(pool) => pool.close().await,
-            Pool::Postgres(pool) => pool.close().await,
+            Pool::Postgres(database) => database.pool.close().await,
         }
     }
 
@@ -322,7 +322,9 @@ impl Database {
             let budget = ResultBudget::new(self.max_result);
             match &self.pool {
                 Pool::Sqlite(pool) => sqlite::query(pool, statement, params, budget).await,
-                Pool::Postgres(pool) => postgres::query(pool, statement, params, budget).await,
+                Pool::Postgres(database) => {
+                    postgres::query(&database.pool, statement, params, budget).await
+                }
             }
         })
         .await
@@ -335,7 +337,9 @@ impl Database {
             let budget = ResultBudget::new(self.max_result);
             match &self.pool {
                 Pool::Sqlite(pool) => sqlite::execute(pool, statement, params, budget).await,
-                Pool::Postgres(pool) => postgres::execute(pool, statement, params).await,
+                Pool::Postgres(database) => {
+                    postgres::execute(&database.pool, statement, params).await
+                }
             }
         })
         .await
@@ -346,7 +350,9 @@ impl Database {
         self.bounded(async {
             let on = match &self.pool {
                 Pool::Sqlite(pool) => TransactionOn::Sqlite(pool.begin().await.map_err(error)?),
-                Pool::Postgres(pool) => TransactionOn::Postgres(pool.begin().await.map_err(error)?),
+                Pool::Postgres(database) => {
+                    TransactionOn::Postgres(database.pool.begin().await.map_err(error)?)
+                }
             };
             Ok(Transaction {
                 on,
@@ -357,14 +363,31 @@ impl Database {
         .await
     }
 
-    /// Runs `operation` within the module's statement timeout.
-    async fn bounded<T>(
+    /// The advisory-lock key of the host's lock `name` on Postgres (one no module can
+    /// compute); `None` on SQLite, which needs none.
+    pub fn lock_key(&self, name: &str) -> Option<i64> {
+        match &self.pool {
+            Pool::Sqlite(_) => None,
+            Pool::Postgres(database) => Some(database.lock_key(name)),
+        }
+    }
+
+    /// Runs `operation` within the module's statement timeout. Past it, the database
+    /// stops running the statement too: SQLite's guard interrupts it by itself, and
+    /// the host cancels it on Postgres.
+    pub(crate) async fn bounded<T>(
         &self,
         operation: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        tokio::time::timeout(self.statement_timeout, operation)
-            .await
-            .unwrap_or(Err(Error::Timeout))
+        match tokio::time::timeout(self.statement_timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Pool::Postgres(database) = &self.pool {
+                    postgres::cancel_after_deadline(database.clone());
+                }
+                Err(Error::Timeout)
+            }
+        }
     }
 }
 
@@ -544,13 +567,11 @@ impl HostTransaction for InstanceState {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
-        let timeout = self.database()?.statement_timeout;
+        let database = self.database()?;
         let transaction = self.table.get_mut(&transaction)?;
-        Ok(
-            tokio::time::timeout(timeout, transaction.query(&statement, params))
-                .await
-                .unwrap_or(Err(Error::Timeout)),
-        )
+        Ok(database
+            .bounded(transaction.query(&statement, params))
+            .await)
     }
 
     async fn execute(
@@ -559,35 +580,29 @@ impl HostTransaction for InstanceState {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let timeout = self.database()?.statement_timeout;
+        let database = self.database()?;
         let transaction = self.table.get_mut(&transaction)?;
-        Ok(
-            tokio::time::timeout(timeout, transaction.execute(&statement, params))
-                .await
-                .unwrap_or(Err(Error::Timeout)),
-        )
+        Ok(database
+            .bounded(transaction.execute(&statement, params))
+            .await)
     }
 
     async fn commit(
         &mut self,
         transaction: Resource<Transaction>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let timeout = self.database()?.statement_timeout;
+        let database = self.database()?;
         let transaction = self.table.delete(transaction)?;
-        Ok(tokio::time::timeout(timeout, transaction.commit())
-            .await
-            .unwrap_or(Err(Error::Timeout)))
+        Ok(database.bounded(transaction.commit()).await)
     }
 
     async fn rollback(
         &mut self,
         transaction: Resource<Transaction>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let timeout = self.database()?.statement_timeout;
+        let database = self.database()?;
         let transaction = self.table.delete(transaction)?;
-        Ok(tokio::time::timeout(timeout, transaction.rollback())
-            .await
-            .unwrap_or(Err(Error::Timeout)))
+        Ok(database.bounded(transaction.rollback()).await)
     }
 
     async fn drop(&mut self, transaction: Resource<Transaction>) -> wasmtime::Result<()> {

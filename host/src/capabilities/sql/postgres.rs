@@ -8,6 +8,19 @@
 //!
 //! The role's password is derived from the administrator URL and the role name, so
 //! every node of a deployment computes the same one and none has to store it.
+//!
+//! What a module's SQL could leave behind or change is the host's to undo:
+//!
+//! - A connection goes back to the pool **clean** ([`RESET_SESSION`]): the module's
+//!   session settings reset (a `SET statement_timeout = 0` lasts until its connection
+//!   returns), its advisory locks released, its cursors, temporary tables and
+//!   listeners gone.
+//! - A statement past the module's deadline is **cancelled by the host** as the
+//!   administrator ([`PgDatabase::cancel_overdue`]), whatever the session's
+//!   `statement_timeout` says by then.
+//! - The host's own advisory locks (start-up, migrations, relay leases) are keyed by a
+//!   digest of the administrator URL ([`PgDatabase::lock_key`]), which no module
+//!   knows, so a module cannot compute them ahead to take them first.
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -17,9 +30,108 @@ use sqlx::postgres::{
 };
 use sqlx::{Column, ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::{error, Error, ResultBudget, Rows, Value, VALUE_OVERHEAD};
 use crate::deployment::DatabaseSpec;
+
+/// Run on every connection a module hands back, before anyone else gets it: what the
+/// module's statements may have changed in the session goes back to how the host
+/// opened it (`RESET ALL` returns every setting to its value at connection time,
+/// which includes the host's `statement_timeout` and `search_path`).
+pub const RESET_SESSION: &str =
+    "CLOSE ALL; UNLISTEN *; RESET ALL; SELECT pg_advisory_unlock_all(); DISCARD TEMP";
+
+/// A module's Postgres database: its pool, logged in as its role, and what the host
+/// keeps to police it.
+pub struct PgDatabase {
+    /// The module's pool.
+    pub pool: sqlx::PgPool,
+    /// How the host connects as the administrator (to cancel the module's statements).
+    admin: PgConnectOptions,
+    /// The module's role.
+    role: String,
+    /// The digest the host's advisory-lock keys are made from.
+    lock_secret: [u8; 32],
+    /// How long one of the module's statements may run.
+    statement_timeout: Duration,
+}
+
+impl PgDatabase {
+    /// The advisory-lock key of the host's lock `name` (the same on every node given
+    /// the same administrator URL; unknown to modules).
+    pub fn lock_key(&self, name: &str) -> i64 {
+        lock_key(&self.lock_secret, name)
+    }
+
+    /// Cancels, as the administrator, every statement of the module that has run past
+    /// its timeout. Called when the host stopped waiting for one: Postgres would
+    /// cancel it by the session's `statement_timeout`, unless the module changed that.
+    pub async fn cancel_overdue(&self) -> Result<u64> {
+        let mut connection = self
+            .admin
+            .connect()
+            .await
+            .context("connecting to postgres as the administrator")?;
+        let cancelled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity \
+             WHERE usename = $1 AND state = 'active' \
+             AND now() - query_start >= make_interval(secs => $2)",
+        )
+        .bind(&self.role)
+        .bind(self.statement_timeout.as_secs_f64())
+        .fetch_one(&mut connection)
+        .await
+        .context("cancelling the module's overdue statements")?;
+        connection.close().await.ok();
+        Ok(u64::try_from(cancelled).unwrap_or(0))
+    }
+}
+
+/// Makes sure the server stops running a statement of `database`'s module that the
+/// host stopped waiting for: cancels the module's overdue statements a moment after
+/// the host's deadline (the statement started on the server a little after the host
+/// began waiting), and once more a whole timeout later, when it is overdue however
+/// late it started.
+pub fn cancel_after_deadline(database: std::sync::Arc<PgDatabase>) {
+    tokio::spawn(async move {
+        let grace = (database.statement_timeout / 10)
+            .clamp(Duration::from_millis(20), Duration::from_millis(500));
+        for wait in [grace, database.statement_timeout] {
+            tokio::time::sleep(wait).await;
+            match database.cancel_overdue().await {
+                Ok(0) => {}
+                Ok(cancelled) => tracing::warn!(
+                    role = %database.role,
+                    cancelled,
+                    "cancelled statements that ran past the module's timeout"
+                ),
+                Err(error) => tracing::warn!(role = %database.role, "{error:#}"),
+            }
+        }
+    });
+}
+
+/// The digest lock keys are made from: the administrator URL, which holds its
+/// password, so no module can compute it.
+fn lock_secret(admin_url: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"modhost advisory locks\0")
+        .chain_update(admin_url.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// The advisory-lock key of lock `name` under `secret`.
+fn lock_key(secret: &[u8; 32], name: &str) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(secret)
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
 
 /// The role a module's connections log in as.
 pub fn role_name(module: &str) -> String {
@@ -29,14 +141,15 @@ pub fn role_name(module: &str) -> String {
 /// Makes sure `module`'s role and schema exist, then opens its pool as that role.
 /// `statement_timeout` (the module's timeout) is also set in every session, so a
 /// statement the host stopped waiting for is cancelled by Postgres too, and so is a
-/// transaction left idle.
+/// transaction left idle; every connection is reset as it comes back
+/// ([`RESET_SESSION`]).
 pub async fn open(
     module: &str,
     spec: &DatabaseSpec,
     admin_url: &str,
     schema: &str,
-    statement_timeout: std::time::Duration,
-) -> Result<sqlx::PgPool> {
+    statement_timeout: Duration,
+) -> Result<PgDatabase> {
     // Statement logging is off: the set-up statements carry the role's password.
     let admin = PgConnectOptions::from_str(admin_url)
         .context("the postgres URL does not parse")?
@@ -74,8 +187,10 @@ pub async fn open(
     // Nodes (and modules) preparing at once would race on the catalog rows of roles
     // and grants ("tuple concurrently updated"): one at a time, under a session lock
     // that closing the connection releases.
-    connection
-        .execute("SELECT pg_advisory_lock(hashtext('modhost.prepare'))")
+    let lock_secret = lock_secret(admin_url);
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(lock_key(&lock_secret, "modhost.prepare"))
+        .execute(&mut connection)
         .await
         .context("waiting for the postgres set-up lock")?;
     for statement in &statements {
@@ -97,12 +212,25 @@ pub async fn open(
             format!("{}ms", statement_timeout.as_millis().max(1)),
         ),
     ]);
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(spec.pool)
         .acquire_timeout(spec.acquire_timeout.duration())
+        .after_release(|connection, _| {
+            Box::pin(async move {
+                connection.execute(RESET_SESSION).await?;
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
-        .with_context(|| format!("connecting to postgres as role {role}"))
+        .with_context(|| format!("connecting to postgres as role {role}"))?;
+    Ok(PgDatabase {
+        pool,
+        admin,
+        role,
+        lock_secret,
+        statement_timeout,
+    })
 }
 
 /// The role's password: a digest of the administrator URL and the role.
