@@ -619,6 +619,92 @@ async fn metric(host: &Modhost, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `sink`, granted only `probe.forwarded`, writes its outbox by hand: a row on
+/// another module's topic posing as it, one reusing a real event's id with the host's
+/// own headers, one too large to be an event, one malformed. None is sent, each is
+/// refused and counted, and an event sink then publishes the proper way is delivered.
+async fn forged_outbox_rows(bus: Bus) {
+    let deployment = probes(&bus, SQLITE);
+    let host = Modhost::start(&deployment);
+    let real = publish(&host, vec![event("k", "real")]).await;
+    wait_for(&host, "sink", &real).await;
+
+    let insert = "INSERT INTO modhost_outbox (id, topic, key, payload, headers, traceparent, \
+                  published_at, seal) VALUES";
+    let forged = [
+        format!(
+            "{insert} ('018f0000-0000-7000-8000-000000000001', 'probe.events', 'k', \
+             CAST('forged' AS BLOB), '[]', NULL, 1, NULL)"
+        ),
+        format!(
+            "{insert} ('{}', 'probe.forwarded', 'k', CAST('forged' AS BLOB), \
+             '[[\"modhost-source\",\"source\"],[\"modhost-id\",\"{}\"]]', NULL, 1, '{}')",
+            real[0],
+            real[0],
+            "ab".repeat(32)
+        ),
+        format!("{insert} ('f3', 'probe.forwarded', 'k', zeroblob(5000000), '[]', NULL, 1, NULL)"),
+        format!("{insert} ('f4', 'probe.forwarded', 'k', 'not a blob', 'not json', NULL, 3, NULL)"),
+    ];
+    for sql in &forged {
+        let reply = post(&host, "/sink/sql", &json!({ "sql": sql }), &[]).await;
+        assert_eq!(reply.json(), json!({ "changed": 1 }), "{sql}");
+    }
+    // sink forwards this one through `publish-in`, behind the forged rows.
+    let forwarded = publish(&host, vec![event("k2", "forward:probe.forwarded")]).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let effects = effects(&host, "source").await;
+        let from_sink = effects
+            .iter()
+            .any(|e| e["source"] == "sink" && e["payload"] == forwarded[0].as_str());
+        if from_sink {
+            assert!(
+                effects.iter().all(|e| e["payload"] != "forged"),
+                "a forged row reached source: {effects:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sink's forwarded event never arrived; log:\n{}",
+            host.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing forged reached the subscribers of the topic sink posed on, either.
+    for module in ["sink", "audit"] {
+        let effects = effects(&host, module).await;
+        assert!(
+            effects.iter().all(|e| e["payload"] != "forged"),
+            "{module}: {effects:?}"
+        );
+    }
+    let refused = metric(
+        &host,
+        "modhost_events_refused_total{module=\"sink\",topic=\"probe.forwarded\"}",
+    )
+    .await
+        + metric(
+            &host,
+            "modhost_events_refused_total{module=\"sink\",topic=\"probe.events\"}",
+        )
+        .await;
+    assert_eq!(refused, 4.0);
+    host.wait_for_log("refused a row of the module's outbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_publish_by_writing_its_outbox_on_the_embedded_bus() {
+    forged_outbox_rows(Bus::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_publish_by_writing_its_outbox_on_kafka() {
+    let Some(bus) = Bus::kafka() else { return };
+    forged_outbox_rows(bus).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_commit_and_send_loses_nothing_on_the_embedded_bus() {
     killed_between_commit_and_send(Bus::Embedded).await;

@@ -43,7 +43,7 @@ pub struct Metrics {
     request_seconds: Family<ModuleLabels, Histogram, DurationBuckets>,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<EdgeLabels, Histogram, DurationBuckets>,
-    events: [Family<TopicLabels, Counter>; 5],
+    events: [Family<TopicLabels, Counter>; 6],
     outbox_lag: Family<ModuleLabels, Gauge<f64, AtomicU64>>,
     versions: Family<VersionLabels, Counter>,
     rollbacks: Family<RollbackLabels, Counter>,
@@ -76,6 +76,7 @@ enum EventStep {
     Retried = 2,
     Duplicate = 3,
     DeadLettered = 4,
+    Refused = 5,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,13 +158,14 @@ impl Metrics {
             "How long a call between modules took, by caller and callee",
             call_seconds.clone(),
         );
-        let events: [Family<TopicLabels, Counter>; 5] = Default::default();
+        let events: [Family<TopicLabels, Counter>; 6] = Default::default();
         for (family, (name, help)) in events.iter().zip([
             ("events_published", "Events the bus confirmed from a module's outbox, by module and topic"),
             ("events_delivered", "Events a subscribing module handled, by module and topic"),
             ("events_retried", "Failed deliveries of an event that will be retried, by subscribing module and topic"),
             ("events_duplicates", "Redelivered events skipped because the module had handled them, by module and topic"),
             ("events_dead_lettered", "Events moved to a module's dead-letter topic after its last attempt, by module and topic"),
+            ("events_refused", "Outbox rows the relay refused to send (not written by the host's publish, or malformed), by module and topic"),
         ]) {
             registry.register(name, help, family.clone());
         }
@@ -230,6 +232,12 @@ impl Metrics {
     /// `module` gave up on an event of `topic`; it went to the dead-letter topic.
     pub fn dead_lettered(&self, module: &str, topic: &str) {
         self.event(EventStep::DeadLettered, module, topic);
+    }
+
+    /// The relay refused a row of `module`'s outbox claiming `topic`: the host did not
+    /// write it, or it is malformed. It was removed, not sent.
+    pub fn refused(&self, module: &str, topic: &str) {
+        self.event(EventStep::Refused, module, topic);
     }
 
     /// Work that version `version` of `module` did ended `ok` or not.

@@ -4,7 +4,7 @@
 use super::bindings::modhost::events::types::Event;
 
 /// Largest payload one event may carry.
-pub const MAX_PAYLOAD: usize = 1024 * 1024;
+pub const MAX_PAYLOAD: usize = MAX_EVENT;
 /// Largest key.
 pub const MAX_KEY: usize = 1024;
 /// Most headers one event may carry, and the largest name and value.
@@ -14,6 +14,10 @@ const MAX_HEADER_VALUE: usize = 8 * 1024;
 /// Header names with this prefix are the host's own (on Kafka they carry the id,
 /// source and publication time).
 pub const RESERVED_HEADER_PREFIX: &str = "modhost-";
+/// Largest event, key, payload and headers together: under Kafka's default limit of
+/// 1,000,000 bytes a message, with room for the host's own headers. An event the bus
+/// would refuse forever is refused when it is published instead.
+pub const MAX_EVENT: usize = 960 * 1024;
 
 /// One event between publisher and subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,49 @@ impl Envelope {
     pub fn headers_from_json(text: &str) -> Vec<(String, String)> {
         serde_json::from_str(text).unwrap_or_default()
     }
+
+    /// The seal the host puts on the event's outbox row: an HMAC-SHA256, under a key
+    /// of the host's (`Database::host_key`), of every field the relay sends, source
+    /// included. A row the module wrote itself, or changed, has no valid seal, so the
+    /// relay sends only what the host's `publish` wrote: a module can neither publish
+    /// to a topic it was not granted, nor pose as another module, nor reuse an id.
+    pub fn seal(&self, key: &[u8; 32]) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .expect("HMAC takes a key of any length");
+        // Each field with its length first, so no two events share an input.
+        let headers = self.headers_json();
+        let published_at = self.published_at_ms.to_string();
+        for field in [
+            self.id.as_bytes(),
+            self.topic.as_bytes(),
+            self.key.as_bytes(),
+            &self.payload,
+            headers.as_bytes(),
+            self.source.as_bytes(),
+            published_at.as_bytes(),
+            self.traceparent.as_deref().unwrap_or("-").as_bytes(),
+        ] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `seal` is this event's seal under `key` (compared in constant time).
+    pub fn sealed_by(&self, seal: &str, key: &[u8; 32]) -> bool {
+        let expected = self.seal(key);
+        expected.len() == seal.len()
+            && expected
+                .bytes()
+                .zip(seal.bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
 }
 
 /// What is wrong with a key, payload and headers a module wants to publish, if anything.
@@ -75,6 +122,18 @@ pub fn check(key: &str, payload: &[u8], headers: &[(String, String)]) -> Option<
     }
     if headers.len() > MAX_HEADERS {
         return Some(format!("more than {MAX_HEADERS} headers"));
+    }
+    let size = key.len()
+        + payload.len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>();
+    if size > MAX_EVENT {
+        return Some(format!(
+            "the event (key, payload and headers) is {size} bytes; the most is {MAX_EVENT}, \
+             under Kafka's default message limit"
+        ));
     }
     for (name, value) in headers {
         if name.is_empty() || name.len() > MAX_HEADER_NAME {
@@ -122,6 +181,59 @@ mod tests {
         assert!(check("k", b"", &trace).is_some());
         let empty = vec![(String::new(), "x".to_string())];
         assert!(check("k", b"", &empty).is_some());
+    }
+
+    #[test]
+    fn an_event_past_the_brokers_limit_is_refused_whole() {
+        let headers = vec![
+            ("a".to_string(), "v".repeat(8 * 1024)),
+            ("b".to_string(), "v".repeat(8 * 1024)),
+        ];
+        assert_eq!(check("k", &vec![0; MAX_EVENT - 10_000], &[]), None);
+        assert!(check("k", &vec![0; MAX_EVENT - 10_000], &headers).is_some());
+    }
+
+    #[test]
+    fn a_seal_holds_only_for_the_event_and_key_it_was_made_with() {
+        let event = Envelope {
+            id: "e".into(),
+            topic: "t".into(),
+            key: "k".into(),
+            payload: vec![1, 2],
+            headers: vec![],
+            source: "m".into(),
+            published_at_ms: 5,
+            traceparent: None,
+        };
+        let key = [7u8; 32];
+        let seal = event.seal(&key);
+        assert!(event.sealed_by(&seal, &key));
+        assert!(!event.sealed_by(&seal, &[8u8; 32]));
+        assert!(!event.sealed_by("", &key));
+        for changed in [
+            Envelope {
+                topic: "payments.charged".into(),
+                ..event.clone()
+            },
+            Envelope {
+                source: "payments".into(),
+                ..event.clone()
+            },
+            Envelope {
+                id: "f".into(),
+                ..event.clone()
+            },
+            Envelope {
+                payload: vec![1, 3],
+                ..event.clone()
+            },
+            Envelope {
+                headers: vec![("modhost-source".into(), "x".into())],
+                ..event.clone()
+            },
+        ] {
+            assert!(!changed.sealed_by(&seal, &key), "{changed:?}");
+        }
     }
 
     #[test]

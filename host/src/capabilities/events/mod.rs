@@ -143,9 +143,11 @@ impl Capability for Events {
             let Some(database) = state.get::<Database>() else {
                 anyhow::bail!("it publishes or subscribes to events but has no database");
             };
-            tables::create(database).await.map_err(|error| {
-                anyhow::anyhow!("creating its event outbox and inbox: {error:?}")
-            })?;
+            tables::create(database, &spec.name)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("creating its event outbox and inbox: {error:?}")
+                })?;
             if !spec.publishes.is_empty() {
                 state.insert(ModuleEvents::new(&spec.name, &spec.publishes));
             }
@@ -279,7 +281,7 @@ impl publisher::Host for InstanceState {
         let database = self.database()?;
         let transaction = self.table.get_mut(&tx)?;
         let appended = database
-            .bounded(tables::append_in(transaction, &envelope))
+            .bounded(tables::append_in(&database, transaction, &envelope))
             .await;
         Ok(match appended {
             Ok(()) => {

@@ -7,6 +7,9 @@
 //! keeps the events and retries with backoff: the outbox is the buffer, so a broker
 //! outage delays events but never loses one. A crash between the bus's confirmation
 //! and the removal sends those events again; their ids let subscribers skip them.
+//!
+//! It sends only rows the host wrote ([`tables::pending`] checks each row's seal); any
+//! other row is logged, counted and removed unsent, so it never holds up the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,14 +73,36 @@ impl Relay {
             if shutdown.is_triggered() {
                 return;
             }
-            let pending = match tables::pending(&self.database, &self.module, BATCH).await {
-                Ok(pending) => pending,
+            let tables::Batch {
+                ready: pending,
+                refused,
+            } = match tables::pending(&self.database, &self.module, BATCH).await {
+                Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(module = %self.module, ?error, "reading the outbox failed; retrying");
                     shutdown.sleep(retry.next_wait()).await;
                     continue;
                 }
             };
+            if !refused.is_empty() {
+                // Rows the host's `publish` did not write: the module wrote its outbox
+                // by hand. Never sent; removed so they hold nothing up.
+                for row in &refused {
+                    tracing::error!(
+                        module = %self.module,
+                        topic = %row.topic,
+                        reason = row.reason,
+                        "refused a row of the module's outbox: it is not sent"
+                    );
+                    metrics().refused(&self.module, &row.topic);
+                }
+                let seqs: Vec<i64> = refused.iter().map(|row| row.seq).collect();
+                if let Err(error) = tables::remove(&self.database, &seqs).await {
+                    tracing::warn!(module = %self.module, ?error, "removing refused rows from the outbox failed; retrying");
+                    shutdown.sleep(retry.next_wait()).await;
+                }
+                continue;
+            }
             if pending.is_empty() {
                 tokio::select! {
                     () = self.committed.notified() => {}

@@ -106,7 +106,7 @@ pub async fn replay(deployment: &Deployment, module: &str, only: &[String]) -> R
     )
     .await
     .with_context(|| format!("opening the database of `{module}`"))?;
-    tables::create(&database)
+    tables::create(&database, module)
         .await
         .map_err(sql_error)
         .with_context(|| format!("opening the inbox of `{module}`"))?;

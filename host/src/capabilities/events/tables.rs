@@ -11,9 +11,23 @@
 //! Both live beside the module's tables, in its file or schema, under its role, and are
 //! created when the node starts. Like `modhost_migrations`, names starting with
 //! `modhost_` are the host's.
+//!
+//! The module's own SQL can reach these tables too. What keeps it from publishing
+//! through them is the **seal** on every outbox row ([`Envelope::seal`], a MAC under
+//! a key of the host's): the relay sends a row only if its seal holds, and removes
+//! any other (logged, and counted in `modhost_events_refused_total`). What it does to
+//! its own inbox only changes what it itself receives.
 
-use super::envelope::Envelope;
+use super::envelope::{self, Envelope};
 use crate::capabilities::sql::{Database, Error, Transaction, Value};
+
+/// What the outbox's seals are made with: [`Database::host_key`] for this purpose.
+pub const SEAL_PURPOSE: &str = "modhost_outbox seal";
+
+/// Largest outbox row the relay reads whole (its fields' bytes together); a larger
+/// one cannot be an event the host wrote (see [`envelope::MAX_EVENT`]) and is
+/// refused unread.
+const MAX_ROW: i64 = 4 * 1024 * 1024;
 
 /// The statements that create both tables, for the database's dialect.
 fn create_statements(backend: &str) -> [&'static str; 2] {
@@ -22,7 +36,7 @@ fn create_statements(backend: &str) -> [&'static str; 2] {
             "CREATE TABLE IF NOT EXISTS modhost_outbox (\
              seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, \
              key TEXT NOT NULL, payload BYTEA NOT NULL, headers TEXT NOT NULL, \
-             traceparent TEXT, published_at BIGINT NOT NULL)",
+             traceparent TEXT, published_at BIGINT NOT NULL, seal TEXT)",
             "CREATE TABLE IF NOT EXISTS modhost_inbox (\
              id TEXT PRIMARY KEY, topic TEXT NOT NULL, source TEXT NOT NULL, \
              outcome TEXT NOT NULL, handled_at BIGINT NOT NULL)",
@@ -31,7 +45,7 @@ fn create_statements(backend: &str) -> [&'static str; 2] {
             "CREATE TABLE IF NOT EXISTS modhost_outbox (\
              seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, \
              topic TEXT NOT NULL, key TEXT NOT NULL, payload BLOB NOT NULL, \
-             headers TEXT NOT NULL, traceparent TEXT, published_at INTEGER NOT NULL)",
+             headers TEXT NOT NULL, traceparent TEXT, published_at INTEGER NOT NULL, seal TEXT)",
             "CREATE TABLE IF NOT EXISTS modhost_inbox (\
              id TEXT PRIMARY KEY, topic TEXT NOT NULL, source TEXT NOT NULL, \
              outcome TEXT NOT NULL, handled_at INTEGER NOT NULL)",
@@ -39,19 +53,65 @@ fn create_statements(backend: &str) -> [&'static str; 2] {
     }
 }
 
-/// Creates the outbox and inbox in `database` if they are missing.
-pub async fn create(database: &Database) -> Result<(), Error> {
+/// Creates the outbox and inbox in `database` if they are missing. An outbox made
+/// before rows were sealed gets its `seal` column, and the rows it holds (written by
+/// the host before this version, and so trusted) their seals.
+pub async fn create(database: &Database, source: &str) -> Result<(), Error> {
     for statement in create_statements(database.backend()) {
         database.execute(statement, Vec::new()).await?;
+    }
+    let has_seal = database
+        .query(
+            match database.backend() {
+                "postgres" => {
+                    "SELECT count(*) FROM information_schema.columns WHERE table_schema = \
+                     current_schema() AND table_name = 'modhost_outbox' AND column_name = 'seal'"
+                }
+                _ => "SELECT count(*) FROM pragma_table_info('modhost_outbox') WHERE name = 'seal'",
+            },
+            Vec::new(),
+        )
+        .await?;
+    if has_seal.rows != [vec![Value::Integer(1)]] {
+        database
+            .execute(
+                "ALTER TABLE modhost_outbox ADD COLUMN seal TEXT",
+                Vec::new(),
+            )
+            .await?;
+        let key = database.host_key(SEAL_PURPOSE);
+        loop {
+            let rows = database
+                .query(
+                    "SELECT seq, id, topic, key, payload, headers, traceparent, published_at \
+                     FROM modhost_outbox WHERE seal IS NULL ORDER BY seq LIMIT 500",
+                    Vec::new(),
+                )
+                .await?;
+            if rows.rows.is_empty() {
+                break;
+            }
+            for row in rows.rows {
+                let Some((seq, envelope)) = decode_row(row, source) else {
+                    continue;
+                };
+                database
+                    .execute(
+                        "UPDATE modhost_outbox SET seal = $1 WHERE seq = $2",
+                        vec![Value::Text(envelope.seal(&key)), Value::Integer(seq)],
+                    )
+                    .await?;
+            }
+        }
     }
     Ok(())
 }
 
 const INSERT_OUTBOX: &str = "INSERT INTO modhost_outbox \
-     (id, topic, key, payload, headers, traceparent, published_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     (id, topic, key, payload, headers, traceparent, published_at, seal) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-fn outbox_row(envelope: &Envelope) -> Vec<Value> {
+fn outbox_row(envelope: &Envelope, seal: String) -> Vec<Value> {
     vec![
         Value::Text(envelope.id.clone()),
         Value::Text(envelope.topic.clone()),
@@ -63,20 +123,27 @@ fn outbox_row(envelope: &Envelope) -> Vec<Value> {
             .clone()
             .map_or(Value::Null, Value::Text),
         Value::Integer(envelope.published_at_ms),
+        Value::Text(seal),
     ]
 }
 
-/// Writes `envelope` to the outbox inside `tx`.
-pub async fn append_in(tx: &mut Transaction, envelope: &Envelope) -> Result<(), Error> {
-    tx.execute(INSERT_OUTBOX, outbox_row(envelope))
+/// Writes `envelope` to `database`'s outbox inside `tx` (a transaction on it), sealed.
+pub async fn append_in(
+    database: &Database,
+    tx: &mut Transaction,
+    envelope: &Envelope,
+) -> Result<(), Error> {
+    let seal = envelope.seal(&database.host_key(SEAL_PURPOSE));
+    tx.execute(INSERT_OUTBOX, outbox_row(envelope, seal))
         .await
         .map(drop)
 }
 
-/// Writes `envelope` to the outbox in a transaction of its own.
+/// Writes `envelope` to the outbox in a transaction of its own, sealed.
 pub async fn append(database: &Database, envelope: &Envelope) -> Result<(), Error> {
+    let seal = envelope.seal(&database.host_key(SEAL_PURPOSE));
     database
-        .execute(INSERT_OUTBOX, outbox_row(envelope))
+        .execute(INSERT_OUTBOX, outbox_row(envelope, seal))
         .await
         .map(drop)
 }
@@ -90,40 +157,146 @@ pub struct Pending {
     pub envelope: Envelope,
 }
 
-/// The oldest `limit` committed events of `source`'s outbox, in publication order.
-pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Vec<Pending>, Error> {
-    let rows = database
+/// An outbox row the relay will not send, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The row's position.
+    pub seq: i64,
+    /// The topic it claims (cut to 200 bytes), for the log and the metric.
+    pub topic: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// The next rows of an outbox: those to send, in order, and those to remove unsent.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Rows the host wrote, in publication order.
+    pub ready: Vec<Pending>,
+    /// Rows the host did not write (or cannot read).
+    pub refused: Vec<Refused>,
+}
+
+/// The oldest `limit` committed rows of `source`'s outbox: the events its `publish`
+/// wrote, in publication order, and apart from them every row whose seal does not
+/// hold, that is malformed, or too large to be an event.
+pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Batch, Error> {
+    // First each row's size (its fields' bytes), so that a row too large to be an
+    // event is never read whole.
+    let size = match database.backend() {
+        "postgres" => {
+            "octet_length(id) + octet_length(topic) + octet_length(key) + octet_length(payload) \
+             + octet_length(headers) + coalesce(octet_length(traceparent), 0) \
+             + coalesce(octet_length(seal), 0)"
+        }
+        _ => {
+            "length(CAST(id AS BLOB)) + length(CAST(topic AS BLOB)) + length(CAST(key AS BLOB)) \
+             + length(CAST(payload AS BLOB)) + length(CAST(headers AS BLOB)) \
+             + coalesce(length(CAST(traceparent AS BLOB)), 0) + coalesce(length(CAST(seal AS BLOB)), 0)"
+        }
+    };
+    let sizes = database
         .query(
-            "SELECT seq, id, topic, key, payload, headers, traceparent, published_at \
-             FROM modhost_outbox ORDER BY seq LIMIT $1",
+            &format!(
+                "SELECT seq, substr(CAST(topic AS TEXT), 1, 200), {size} FROM modhost_outbox \
+                 ORDER BY seq LIMIT $1"
+            ),
             vec![Value::Integer(i64::from(limit))],
         )
         .await?;
-    Ok(rows
-        .rows
-        .into_iter()
-        .filter_map(|row| match <[Value; 8]>::try_from(row).ok()? {
-            [Value::Integer(seq), Value::Text(id), Value::Text(topic), Value::Text(key), Value::Blob(payload), Value::Text(headers), traceparent, Value::Integer(published_at_ms)] => {
-                Some(Pending {
-                    seq,
-                    envelope: Envelope {
-                        id,
-                        topic,
-                        key,
-                        payload,
-                        headers: Envelope::headers_from_json(&headers),
-                        source: source.to_string(),
-                        published_at_ms,
-                        traceparent: match traceparent {
-                            Value::Text(text) => Some(text),
-                            _ => None,
-                        },
-                    },
-                })
+    let mut batch = Batch::default();
+    let mut readable = Vec::new();
+    for row in sizes.rows {
+        match row.as_slice() {
+            [Value::Integer(seq), _, Value::Integer(size)] if *size <= MAX_ROW => {
+                readable.push(*seq)
             }
-            _ => None,
-        })
-        .collect())
+            [Value::Integer(seq), topic, _] => batch.refused.push(Refused {
+                seq: *seq,
+                topic: match topic {
+                    Value::Text(topic) => topic.clone(),
+                    _ => String::new(),
+                },
+                reason: "larger than any event",
+            }),
+            _ => {}
+        }
+    }
+    let key = database.host_key(SEAL_PURPOSE);
+    for chunk in readable.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let rows = database
+            .query(
+                &format!(
+                    "SELECT seq, id, topic, key, payload, headers, traceparent, published_at, seal \
+                     FROM modhost_outbox WHERE seq IN ({}) ORDER BY seq",
+                    placeholders.join(", ")
+                ),
+                chunk.iter().copied().map(Value::Integer).collect(),
+            )
+            .await?;
+        for mut row in rows.rows {
+            let seal = match row.pop() {
+                Some(Value::Text(seal)) => Some(seal),
+                _ => None,
+            };
+            let seq = match row.first() {
+                Some(Value::Integer(seq)) => *seq,
+                _ => continue,
+            };
+            let topic = match row.get(2) {
+                Some(Value::Text(topic)) => topic.chars().take(200).collect(),
+                _ => String::new(),
+            };
+            let refuse = |reason| Refused {
+                seq,
+                topic: topic.clone(),
+                reason,
+            };
+            match decode_row(row, source) {
+                None => batch.refused.push(refuse("malformed")),
+                Some((_, envelope)) => match seal {
+                    Some(seal) if envelope.sealed_by(&seal, &key) => {
+                        // Sealed by the host, which checked it at publication; checked
+                        // again here all the same.
+                        match envelope::check(&envelope.key, &envelope.payload, &envelope.headers) {
+                            None => batch.ready.push(Pending { seq, envelope }),
+                            Some(_) => batch.refused.push(refuse("malformed")),
+                        }
+                    }
+                    _ => batch.refused.push(refuse("not written by the host")),
+                },
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// An outbox row of `source`'s (without its seal) as its position and event, if it has
+/// the shape the host writes.
+fn decode_row(row: Vec<Value>, source: &str) -> Option<(i64, Envelope)> {
+    match <[Value; 8]>::try_from(row).ok()? {
+        [Value::Integer(seq), Value::Text(id), Value::Text(topic), Value::Text(key), Value::Blob(payload), Value::Text(headers), traceparent, Value::Integer(published_at_ms)] => {
+            Some((
+                seq,
+                Envelope {
+                    id,
+                    topic,
+                    key,
+                    payload,
+                    headers: serde_json::from_str(&headers).ok()?,
+                    source: source.to_string(),
+                    published_at_ms,
+                    traceparent: match traceparent {
+                        Value::Text(text) => Some(text),
+                        Value::Null => None,
+                        _ => return None,
+                    },
+                },
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Removes events the bus has confirmed from the outbox.
@@ -314,7 +487,7 @@ mod tests {
         let database = Database::open("m", &spec, dir, Duration::from_secs(2))
             .await
             .unwrap();
-        create(&database).await.unwrap();
+        create(&database, "m").await.unwrap();
         database
     }
 
@@ -350,7 +523,7 @@ mod tests {
         for id in ["1", "2", "3"] {
             append(&database, &envelope(id)).await.unwrap();
         }
-        let pending = pending(&database, "m", 10).await.unwrap();
+        let pending = pending(&database, "m", 10).await.unwrap().ready;
         let ids: Vec<&str> = pending.iter().map(|p| p.envelope.id.as_str()).collect();
         assert_eq!(ids, ["1", "2", "3"]);
         assert_eq!(pending[0].envelope, envelope("1"));
@@ -358,8 +531,98 @@ mod tests {
         remove(&database, &[pending[0].seq, pending[2].seq])
             .await
             .unwrap();
-        let left = super::pending(&database, "m", 10).await.unwrap();
+        let left = super::pending(&database, "m", 10).await.unwrap().ready;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].envelope.id, "2");
+    }
+
+    #[tokio::test]
+    async fn rows_the_host_did_not_write_are_refused_and_do_not_hold_up_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        append(&database, &envelope("1")).await.unwrap();
+        // Written with plain SQL, as a module could: no seal, a forged seal, a row
+        // changed after it was sealed, a payload of the wrong type, a huge row.
+        let forged = "INSERT INTO modhost_outbox \
+                      (id, topic, key, payload, headers, traceparent, published_at, seal) \
+                      VALUES ($1, 'payments.charged', 'k', X'00', '[]', NULL, 7, $2)";
+        for (id, seal) in [("f1", Value::Null), ("f2", Value::Text("00".repeat(32)))] {
+            database
+                .execute(forged, vec![Value::Text(id.into()), seal])
+                .await
+                .unwrap();
+        }
+        append(&database, &envelope("2")).await.unwrap();
+        database
+            .execute(
+                "UPDATE modhost_outbox SET topic = 'payments.charged' WHERE id = '2'",
+                vec![],
+            )
+            .await
+            .unwrap();
+        database
+            .execute(
+                "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
+                 VALUES ('f3', 't', 'k', 'text, not a blob', '[]', 7)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        database
+            .execute(
+                "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
+                 VALUES ('f4', 't', 'k', zeroblob(5000000), '[]', 7)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        append(&database, &envelope("3")).await.unwrap();
+
+        let batch = pending(&database, "m", 10).await.unwrap();
+        let ready: Vec<&str> = batch.ready.iter().map(|p| p.envelope.id.as_str()).collect();
+        assert_eq!(ready, ["1", "3"]);
+        let reasons: Vec<&str> = batch.refused.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "larger than any event",
+                "not written by the host",
+                "not written by the host",
+                "not written by the host",
+                "malformed"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outbox_from_before_seals_gets_them_for_the_rows_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        database
+            .execute("DROP TABLE modhost_outbox", vec![])
+            .await
+            .unwrap();
+        database
+            .execute(
+                "CREATE TABLE modhost_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, key TEXT NOT NULL, \
+                 payload BLOB NOT NULL, headers TEXT NOT NULL, traceparent TEXT, \
+                 published_at INTEGER NOT NULL)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        database
+            .execute(
+                "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
+                 VALUES ('old', 't', 'k', X'70', '[[\"h\",\"v\"]]', 7)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        create(&database, "m").await.unwrap();
+        let batch = pending(&database, "m", 10).await.unwrap();
+        assert_eq!(batch.ready.len(), 1, "{batch:?}");
+        assert_eq!(batch.ready[0].envelope, envelope("old"));
     }
 }

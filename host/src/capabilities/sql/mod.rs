@@ -156,6 +156,8 @@ pub struct Database {
     pool: Pool,
     statement_timeout: Duration,
     max_result: u64,
+    /// The host's secret for this database (see [`Database::host_key`]).
+    secret: [u8; 32],
 }
 
 /// A result as it arrives, weighed against the module's `max_result`: what the host
@@ -254,11 +256,16 @@ impl Database {
                 postgres::open(module, spec, url, schema, statement_timeout).await?,
             )),
         };
+        let secret = match &pool {
+            Pool::Sqlite(_) => sqlite::host_secret(data_dir)?,
+            Pool::Postgres(database) => database.secret(),
+        };
         let database = Database {
             module: module.to_string(),
             pool,
             statement_timeout,
             max_result: spec.max_result.bytes(),
+            secret,
         };
         if let Some(dir) = &spec.migrations {
             let applied = migrations::apply(&database, dir).await?;
@@ -361,6 +368,20 @@ impl Database {
             })
         })
         .await
+    }
+
+    /// A key for the host's own use of this database, for `purpose` (sealing the rows
+    /// of its outbox, say): the same on every node that shares the database, known to
+    /// no module. (SQLite: from the node's secret file; Postgres: from the
+    /// administrator URL.)
+    pub fn host_key(&self, purpose: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::new()
+            .chain_update(self.secret)
+            .chain_update(b"\0host key\0")
+            .chain_update(purpose.as_bytes())
+            .finalize()
+            .into()
     }
 
     /// The advisory-lock key of the host's lock `name` on Postgres (one no module can

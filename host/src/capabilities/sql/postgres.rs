@@ -64,6 +64,12 @@ impl PgDatabase {
         lock_key(&self.lock_secret, name)
     }
 
+    /// The host's secret for this database: the same on every node given the same
+    /// administrator URL, unknown to modules.
+    pub fn secret(&self) -> [u8; 32] {
+        self.lock_secret
+    }
+
     /// Cancels, as the administrator, every statement of the module that has run past
     /// its timeout. Called when the host stopped waiting for one: Postgres would
     /// cancel it by the session's `statement_timeout`, unless the module changed that.

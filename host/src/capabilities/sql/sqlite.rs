@@ -67,6 +67,58 @@ pub async fn open(
         .with_context(|| format!("opening {}", file.display()))
 }
 
+/// The node's own secret for its SQLite databases (which no other node shares):
+/// `<data_dir>/host.secret`, made on first use, readable by the node's user only.
+/// Modules have no access to the host's files.
+pub fn host_secret(data_dir: &Path) -> Result<[u8; 32]> {
+    let file = data_dir.join("host.secret");
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let bytes: Vec<u8> = (0..text.trim().len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(text.trim().get(i..i + 2)?, 16).ok())
+                .collect();
+            <[u8; 32]>::try_from(bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a host secret (64 hex digits); remove it to make a new one",
+                    file.display()
+                )
+            })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // Two random UUIDs: 244 bits from the operating system's generator.
+            let mut secret = [0u8; 32];
+            secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            let text: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let temporary = data_dir.join(format!("host.secret.{}", std::process::id()));
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temporary)
+                    .with_context(|| format!("writing {}", temporary.display()))?;
+                out.write_all(text.as_bytes())?;
+                out.sync_all()?;
+            }
+            // Two processes starting at once on one data dir: the first rename wins,
+            // and both then read what it wrote.
+            if std::fs::hard_link(&temporary, &file).is_err() && !file.exists() {
+                anyhow::bail!("could not create {}", file.display());
+            }
+            std::fs::remove_file(&temporary).ok();
+            host_secret(data_dir)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
 /// SQLite accepts `$0` as a parameter name, which sqlx would then index out of range
 /// (a panic on the connection's worker): parameters start at `$1`, so say so instead.
 fn check_parameters(statement: &str) -> Result<(), Error> {

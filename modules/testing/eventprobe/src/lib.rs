@@ -12,6 +12,9 @@
 //! - `GET …/effects`: what the handler recorded, in handling order;
 //!   `GET …/effects/count`: how many (`{"count": n}`), for the load driver.
 //! - `GET …/published`: what `publish` recorded, in publication order.
+//! - `POST …/sql` with `{"sql": "…"}`: runs any statement against its own database, as
+//!   a hostile module would (say, writing the host's outbox by hand). Answers
+//!   `{"changed": n}` or `{"error": "…"}`.
 //!
 //! The handler (`modhost:events/subscriber`) first records the event in `effects`,
 //! inside the host's transaction, then acts on the payload:
@@ -68,6 +71,7 @@ fn handle(request: Request) -> Response {
     let segments = request.segments();
     match (request.method.as_str(), segments.last().copied()) {
         ("POST", Some("publish")) => publish(&request),
+        ("POST", Some("sql")) => raw_sql(&request),
         ("GET", Some("count")) => count(),
         ("GET", Some("effects")) => list(
             "SELECT event_id, topic, key, payload, source, attempt, headers FROM effects ORDER BY seq",
@@ -80,6 +84,17 @@ fn handle(request: Request) -> Response {
 }
 
 modhost_guest::http_module!(handle);
+
+fn raw_sql(request: &Request) -> Response {
+    let body: Json = match request.json() {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    match sql::execute(body["sql"].as_str().unwrap_or_default(), &[]) {
+        Ok(changed) => Response::json(200, &json!({ "changed": changed })),
+        Err(error) => Response::json(200, &json!({ "error": format!("{error:?}") })),
+    }
+}
 
 fn publish(request: &Request) -> Response {
     let batch: Batch = match request.json() {

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use super::{highest, Delivery, Position};
 use crate::capabilities::events::envelope::Envelope;
+use crate::capabilities::events::envelope::RESERVED_HEADER_PREFIX;
 
 const ID: &str = "modhost-id";
 const SOURCE: &str = "modhost-source";
@@ -282,11 +283,19 @@ fn delivery(message: &BorrowedMessage<'_>) -> Option<Delivery> {
     if let Some(all) = message.headers() {
         for header in all.iter() {
             let value = String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned();
+            // The host's headers come first; a later header of the same name (which
+            // the host never writes, but another producer on the topic might) does
+            // not override them.
             match header.key {
-                ID => id = Some(value),
-                SOURCE => source = Some(value),
-                PUBLISHED_AT => published_at_ms = value.parse().unwrap_or(0),
-                TRACEPARENT => traceparent = Some(value),
+                ID => _ = id.get_or_insert(value),
+                SOURCE => _ = source.get_or_insert(value),
+                PUBLISHED_AT if published_at_ms == 0 => {
+                    published_at_ms = value.parse().unwrap_or(0)
+                }
+                TRACEPARENT => _ = traceparent.get_or_insert(value),
+                name if name
+                    .to_ascii_lowercase()
+                    .starts_with(RESERVED_HEADER_PREFIX) => {}
                 _ => headers.push((header.key.to_string(), value)),
             }
         }
