@@ -940,11 +940,20 @@ async fn a_postgres_module_cannot_keep_locks_or_settings_or_outrun_its_deadline(
         results.iter().all(|r| r.get("error").is_none()),
         "{results:?}"
     );
-    // Its connection came back clean: no lock held, the host's settings back.
+    // Its connection came back clean: no lock held, the host's settings back — reset,
+    // not closed (a failed reset would close it, which would release the locks too).
     assert_eq!(
         held_by(&url, "modhost_a").await.0,
         0,
         "a still holds advisory locks"
+    );
+    assert!(
+        !host
+            .logs()
+            .iter()
+            .any(|line| line.contains("after_release")),
+        "resetting a's connection failed: {:?}",
+        host.logs()
     );
     let results = run(&host, "a", json!([
         { "op": "query", "sql": "SELECT current_setting('statement_timeout')" },

@@ -215,6 +215,29 @@ impl ResultBudget {
     }
 }
 
+/// Takes a result's rows as they arrive from `stream`, each through `take` (which
+/// weighs it against `budget` and decodes it, in the order the backend prefers), until
+/// the stream ends or the budget is spent.
+async fn collect<R: sqlx::Row>(
+    mut stream: futures_util::stream::BoxStream<'_, Result<R, sqlx::Error>>,
+    mut budget: ResultBudget,
+    take: impl Fn(&R, &mut ResultBudget) -> Result<Vec<Value>, Error>,
+) -> Result<Rows, Error> {
+    use futures_util::TryStreamExt;
+    use sqlx::Column;
+    let mut result = Rows {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    };
+    while let Some(row) = stream.try_next().await.map_err(|e| budget.error(e))? {
+        if result.columns.is_empty() {
+            result.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        result.rows.push(take(&row, &mut budget)?);
+    }
+    Ok(result)
+}
+
 enum Pool {
     Sqlite(sqlx::SqlitePool),
     Postgres(Arc<postgres::PgDatabase>),

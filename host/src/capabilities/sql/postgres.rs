@@ -258,23 +258,15 @@ pub async fn query<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     statement: &str,
     params: Vec<Value>,
-    mut budget: ResultBudget,
+    budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    use futures_util::TryStreamExt;
-    let mut stream = bind(unprepared(statement), params).fetch(executor);
-    let mut result = Rows {
-        columns: Vec::new(),
-        rows: Vec::new(),
-    };
-    while let Some(row) = stream.try_next().await.map_err(|e| budget.error(e))? {
-        if result.columns.is_empty() {
-            result.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
-        }
+    let stream = bind(unprepared(statement), params).fetch(executor);
+    super::collect(stream, budget, |row, budget| {
         // Weighed before it is decoded: a row past the bound is not copied again.
-        budget.take(raw_weight(&row)?)?;
-        result.rows.push(decode(&row)?);
-    }
-    Ok(result)
+        budget.take(raw_weight(row)?)?;
+        decode(row)
+    })
+    .await
 }
 
 /// What a row weighs as Postgres sent it (see [`ResultBudget`]): its values' bytes

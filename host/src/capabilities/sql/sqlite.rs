@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Column, Executor, Row, Sqlite, TypeInfo, ValueRef};
+use sqlx::{Executor, Row, Sqlite, TypeInfo, ValueRef};
 use std::path::Path;
 use std::time::Duration;
 
@@ -141,24 +141,16 @@ pub async fn query<'c>(
     executor: impl Executor<'c, Database = Sqlite>,
     statement: &str,
     params: Vec<Value>,
-    mut budget: ResultBudget,
+    budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    use futures_util::TryStreamExt;
     check_parameters(statement)?;
-    let mut stream = bind(sqlx::query(statement), params).fetch(executor);
-    let mut result = Rows {
-        columns: Vec::new(),
-        rows: Vec::new(),
-    };
-    while let Some(row) = stream.try_next().await.map_err(|e| budget.error(e))? {
-        if result.columns.is_empty() {
-            result.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
-        }
-        let values = decode(&row)?;
+    let stream = bind(sqlx::query(statement), params).fetch(executor);
+    super::collect(stream, budget, |row, budget| {
+        let values = decode(row)?;
         budget.take(ResultBudget::weigh(&values))?;
-        result.rows.push(values);
-    }
-    Ok(result)
+        Ok(values)
+    })
+    .await
 }
 
 /// Runs a statement on `executor`; returns the number of rows it changed. (`budget`
