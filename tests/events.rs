@@ -692,6 +692,16 @@ async fn forged_outbox_rows(bus: Bus) {
         .await;
     assert_eq!(refused, 4.0);
     host.wait_for_log("refused a row of the module's outbox");
+    // Set aside, not thrown away: the four rows wait in sink's refused table (an
+    // update that changes nothing counts them).
+    let kept = post(
+        &host,
+        "/sink/sql",
+        &json!({ "sql": "UPDATE modhost_outbox_refused SET reason = reason" }),
+        &[],
+    )
+    .await;
+    assert_eq!(kept.json(), json!({ "changed": 4 }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,7 +235,7 @@ impl Metrics {
     }
 
     /// The relay refused a row of `module`'s outbox claiming `topic`: the host did not
-    /// write it, or it is malformed. It was removed, not sent.
+    /// write it, or it is malformed. It was set aside, not sent.
     pub fn refused(&self, module: &str, topic: &str) {
         self.event(EventStep::Refused, module, topic);
     }

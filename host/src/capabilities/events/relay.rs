@@ -9,7 +9,8 @@
 //! and the removal sends those events again; their ids let subscribers skip them.
 //!
 //! It sends only rows the host wrote ([`tables::pending`] checks each row's seal); any
-//! other row is logged, counted and removed unsent, so it never holds up the rest.
+//! other row is logged, counted and set aside unsent ([`tables::set_aside`]), so it
+//! never holds up the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +87,7 @@ impl Relay {
             };
             if !refused.is_empty() {
                 // Rows the host's `publish` did not write: the module wrote its outbox
-                // by hand. Never sent; removed so they hold nothing up.
+                // by hand. Never sent; set aside so they hold nothing up.
                 for row in &refused {
                     tracing::error!(
                         module = %self.module,
@@ -96,9 +97,8 @@ impl Relay {
                     );
                     metrics().refused(&self.module, &row.topic);
                 }
-                let seqs: Vec<i64> = refused.iter().map(|row| row.seq).collect();
-                if let Err(error) = tables::remove(&self.database, &seqs).await {
-                    tracing::warn!(module = %self.module, ?error, "removing refused rows from the outbox failed; retrying");
+                if let Err(error) = tables::set_aside(&self.database, &refused).await {
+                    tracing::warn!(module = %self.module, ?error, "setting refused rows aside failed; retrying");
                     shutdown.sleep(retry.next_wait()).await;
                 }
                 continue;

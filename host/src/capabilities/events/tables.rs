@@ -30,7 +30,7 @@ pub const SEAL_PURPOSE: &str = "modhost_outbox seal";
 const MAX_ROW: i64 = 4 * 1024 * 1024;
 
 /// The statements that create both tables, for the database's dialect.
-fn create_statements(backend: &str) -> [&'static str; 2] {
+fn create_statements(backend: &str) -> [&'static str; 3] {
     match backend {
         "postgres" => [
             "CREATE TABLE IF NOT EXISTS modhost_outbox (\
@@ -40,6 +40,10 @@ fn create_statements(backend: &str) -> [&'static str; 2] {
             "CREATE TABLE IF NOT EXISTS modhost_inbox (\
              id TEXT PRIMARY KEY, topic TEXT NOT NULL, source TEXT NOT NULL, \
              outcome TEXT NOT NULL, handled_at BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS modhost_outbox_refused (\
+             seq BIGINT, id TEXT, topic TEXT, key TEXT, payload BYTEA, headers TEXT, \
+             traceparent TEXT, published_at BIGINT, seal TEXT, \
+             reason TEXT NOT NULL, refused_at BIGINT NOT NULL)",
         ],
         _ => [
             "CREATE TABLE IF NOT EXISTS modhost_outbox (\
@@ -49,6 +53,10 @@ fn create_statements(backend: &str) -> [&'static str; 2] {
             "CREATE TABLE IF NOT EXISTS modhost_inbox (\
              id TEXT PRIMARY KEY, topic TEXT NOT NULL, source TEXT NOT NULL, \
              outcome TEXT NOT NULL, handled_at INTEGER NOT NULL)",
+            // Untyped columns: a refused row keeps whatever the module wrote.
+            "CREATE TABLE IF NOT EXISTS modhost_outbox_refused (\
+             seq, id, topic, key, payload, headers, traceparent, published_at, seal, \
+             reason TEXT NOT NULL, refused_at INTEGER NOT NULL)",
         ],
     }
 }
@@ -297,6 +305,33 @@ fn decode_row(row: Vec<Value>, source: &str) -> Option<(i64, Envelope)> {
         }
         _ => None,
     }
+}
+
+/// Moves `refused` rows out of the outbox, unsent, into `modhost_outbox_refused`,
+/// each with its reason: nothing the relay will not send is thrown away (a row sealed
+/// under a key the node has since lost would be refused too), and an operator can
+/// look at them there.
+pub async fn set_aside(database: &Database, refused: &[Refused]) -> Result<(), Error> {
+    let mut tx = database.begin().await?;
+    let now = envelope::now_ms();
+    for row in refused {
+        tx.execute(
+            "INSERT INTO modhost_outbox_refused SELECT seq, id, topic, key, payload, headers, \
+             traceparent, published_at, seal, $2, $3 FROM modhost_outbox WHERE seq = $1",
+            vec![
+                Value::Integer(row.seq),
+                Value::Text(row.reason.to_string()),
+                Value::Integer(now),
+            ],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM modhost_outbox WHERE seq = $1",
+            vec![Value::Integer(row.seq)],
+        )
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// Removes events the bus has confirmed from the outbox.
@@ -582,6 +617,18 @@ mod tests {
         let ready: Vec<&str> = batch.ready.iter().map(|p| p.envelope.id.as_str()).collect();
         assert_eq!(ready, ["1", "3"]);
         let reasons: Vec<&str> = batch.refused.iter().map(|r| r.reason).collect();
+        set_aside(&database, &batch.refused).await.unwrap();
+        let kept = database
+            .query(
+                "SELECT id, reason FROM modhost_outbox_refused ORDER BY seq",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(kept.rows.len(), 5, "{kept:?}");
+        let next = pending(&database, "m", 10).await.unwrap();
+        assert!(next.refused.is_empty(), "{next:?}");
+        assert_eq!(next.ready.len(), 2);
         assert_eq!(
             reasons,
             [
