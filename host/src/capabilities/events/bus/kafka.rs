@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use super::{highest, Delivery, Position};
 use crate::capabilities::events::envelope::Envelope;
-use crate::capabilities::events::envelope::RESERVED_HEADER_PREFIX;
 
 const ID: &str = "modhost-id";
 const SOURCE: &str = "modhost-source";
@@ -289,13 +288,12 @@ fn delivery(message: &BorrowedMessage<'_>) -> Option<Delivery> {
             match header.key {
                 ID => _ = id.get_or_insert(value),
                 SOURCE => _ = source.get_or_insert(value),
-                PUBLISHED_AT if published_at_ms == 0 => {
-                    published_at_ms = value.parse().unwrap_or(0)
+                PUBLISHED_AT => {
+                    if published_at_ms == 0 {
+                        published_at_ms = value.parse().unwrap_or(0);
+                    }
                 }
                 TRACEPARENT => _ = traceparent.get_or_insert(value),
-                name if name
-                    .to_ascii_lowercase()
-                    .starts_with(RESERVED_HEADER_PREFIX) => {}
                 _ => headers.push((header.key.to_string(), value)),
             }
         }
