@@ -24,11 +24,11 @@ fn signatures() -> &'static Vec<Vec<Type>> {
             Component::from_file(&engine, path).expect("build the guests first: fuzz/run.sh does");
         let mut signatures = Vec::new();
         for (_, item) in component.component_type().exports(&engine) {
-            let ComponentItem::ComponentInstance(instance) = item else {
+            let ComponentItem::ComponentInstance(instance) = item.ty else {
                 continue;
             };
             for (_, item) in instance.exports(&engine) {
-                if let ComponentItem::ComponentFunc(function) = item {
+                if let ComponentItem::ComponentFunc(function) = item.ty {
                     signatures.push(function.params().map(|(_, ty)| ty).collect());
                     signatures.push(function.results().collect());
                 }
