@@ -676,6 +676,26 @@ async fn a_lease_is_held_by_one_node_at_a_time() {
     }
 }
 
+/// Runs `steps` in probe `a`, the last of which runs past a's deadline. The
+/// statement's deadline is the request's: either the statement's `timeout` reaches
+/// the module, or the request's own deadline answers first (504).
+async fn outrun_the_deadline(host: &Modhost, steps: serde_json::Value) {
+    let last = steps
+        .as_array()
+        .map_or(0, |steps| steps.len().saturating_sub(1));
+    let body = json!({ "steps": steps }).to_string();
+    let reply = send(&client(false), "POST", &host.url("/a/sql"), Some(&body)).await;
+    match reply.status {
+        200 => assert_eq!(
+            reply.json()["results"][last]["error"]["kind"],
+            "timeout",
+            "{}",
+            reply.text()
+        ),
+        status => assert_eq!(status, 504, "{}", reply.text()),
+    }
+}
+
 /// Probe `a`, its section extended by `a_keys`, beside probe `b` with the defaults;
 /// each on its own database (`database`, or `a_database` for `a`).
 fn probes_with(a_database: &str, a_keys: &str, database: &str) -> TestDeployment {
@@ -784,19 +804,7 @@ async fn a_statement_past_its_deadline_is_interrupted_and_frees_its_core_and_con
     let host = Modhost::start(&deployment);
     let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
                    SELECT count(*) FROM c";
-    let reply = send(
-        &client(false),
-        "POST",
-        &host.url("/a/sql"),
-        Some(&json!({ "steps": [{ "op": "query", "sql": endless }] }).to_string()),
-    )
-    .await;
-    // The statement's deadline is the request's: either the statement's `timeout`
-    // reached the module, or the request's deadline answered first.
-    match reply.status {
-        200 => assert_eq!(reply.json()["results"][0]["error"]["kind"], "timeout"),
-        status => assert_eq!(status, 504, "{}", reply.text()),
-    }
+    outrun_the_deadline(&host, json!([{ "op": "query", "sql": endless }])).await;
     // Nothing runs on: the host uses (almost) no CPU in the next two seconds. Before
     // the guard, the statement kept a core busy here.
     let before = host.cpu_time();
@@ -973,29 +981,15 @@ async fn a_postgres_module_cannot_keep_locks_or_settings_or_outrun_its_deadline(
 
     // Inside a transaction a may lift its timeout, but not outrun the host's: past
     // the deadline the host cancels its statement on the server.
-    let reply = send(
-        &client(false),
-        "POST",
-        &host.url("/a/sql"),
-        Some(
-            &json!({ "steps": [
-                { "op": "begin" },
-                { "op": "execute", "in_tx": true, "sql": "SET LOCAL statement_timeout = 0" },
-                { "op": "execute", "in_tx": true, "sql": "SELECT pg_sleep(60)" },
-            ] })
-            .to_string(),
-        ),
+    outrun_the_deadline(
+        &host,
+        json!([
+            { "op": "begin" },
+            { "op": "execute", "in_tx": true, "sql": "SET LOCAL statement_timeout = 0" },
+            { "op": "execute", "in_tx": true, "sql": "SELECT pg_sleep(60)" },
+        ]),
     )
     .await;
-    match reply.status {
-        200 => assert_eq!(
-            reply.json()["results"][2]["error"]["kind"],
-            "timeout",
-            "{}",
-            reply.text()
-        ),
-        status => assert_eq!(status, 504, "{}", reply.text()),
-    }
     let mut running = 1;
     for _ in 0..100 {
         running = held_by(&url, "modhost_a").await.1;
