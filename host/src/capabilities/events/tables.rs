@@ -88,18 +88,24 @@ pub async fn create(database: &Database, source: &str) -> Result<(), Error> {
             )
             .await?;
         let key = database.host_key(SEAL_PURPOSE);
+        // Forward by position: a row that cannot be read stays unsealed (the relay
+        // sets it aside) and is not read again.
+        let mut after = i64::MIN;
         loop {
             let rows = database
                 .query(
                     "SELECT seq, id, topic, key, payload, headers, traceparent, published_at \
-                     FROM modhost_outbox WHERE seal IS NULL ORDER BY seq LIMIT 500",
-                    Vec::new(),
+                     FROM modhost_outbox WHERE seal IS NULL AND seq > $1 ORDER BY seq LIMIT 500",
+                    vec![Value::Integer(after)],
                 )
                 .await?;
             if rows.rows.is_empty() {
                 break;
             }
             for row in rows.rows {
+                if let Some(Value::Integer(seq)) = row.first() {
+                    after = after.max(*seq);
+                }
                 let Some((seq, envelope)) = decode_row(row, source) else {
                     continue;
                 };
@@ -667,8 +673,18 @@ mod tests {
             )
             .await
             .unwrap();
+        // A row that cannot be read is left unsealed, and start-up goes on.
+        database
+            .execute(
+                "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
+                 VALUES ('bad', 't', 'k', X'70', 'not json', 8)",
+                vec![],
+            )
+            .await
+            .unwrap();
         create(&database, "m").await.unwrap();
         let batch = pending(&database, "m", 10).await.unwrap();
+        assert_eq!(batch.refused.len(), 1, "{batch:?}");
         assert_eq!(batch.ready.len(), 1, "{batch:?}");
         assert_eq!(batch.ready[0].envelope, envelope("old"));
     }
