@@ -623,8 +623,11 @@ async fn metric(host: &Modhost, series: &str) -> f64 {
 /// another module's topic posing as it, one reusing a real event's id with the host's
 /// own headers, one too large to be an event, one malformed. None is sent, each is
 /// refused and counted, and an event sink then publishes the proper way is delivered.
-async fn forged_outbox_rows(bus: Bus) {
-    let deployment = probes(&bus, SQLITE);
+/// Rows a module writes into its outbox with its own SQL (Postgres syntax), as on
+/// Postgres it still can (`database`): the relay publishes none of them, sets them aside, and goes on with
+/// the rows the host wrote.
+async fn forged_outbox_rows(bus: Bus, database: &str) {
+    let deployment = probes(&bus, database);
     let host = Modhost::start(&deployment);
     let real = publish(&host, vec![event("k", "real")]).await;
     wait_for(&host, "sink", &real).await;
@@ -634,16 +637,19 @@ async fn forged_outbox_rows(bus: Bus) {
     let forged = [
         format!(
             "{insert} ('018f0000-0000-7000-8000-000000000001', 'probe.events', 'k', \
-             CAST('forged' AS BLOB), '[]', NULL, 1, NULL)"
+             'forged'::bytea, '[]', NULL, 1, NULL)"
         ),
         format!(
-            "{insert} ('{}', 'probe.forwarded', 'k', CAST('forged' AS BLOB), \
+            "{insert} ('{}', 'probe.forwarded', 'k', 'forged'::bytea, \
              '[[\"modhost-source\",\"source\"],[\"modhost-id\",\"{}\"]]', NULL, 1, '{}')",
             real[0],
             real[0],
             "ab".repeat(32)
         ),
-        format!("{insert} ('f3', 'probe.forwarded', 'k', zeroblob(5000000), '[]', NULL, 1, NULL)"),
+        format!(
+            "{insert} ('f3', 'probe.forwarded', 'k', decode(repeat('00', 5000000), 'hex'), \
+             '[]', NULL, 1, NULL)"
+        ),
         format!("{insert} ('f4', 'probe.forwarded', 'k', 'not a blob', 'not json', NULL, 3, NULL)"),
     ];
     for sql in &forged {
@@ -704,15 +710,59 @@ async fn forged_outbox_rows(bus: Bus) {
     assert_eq!(kept.json(), json!({ "changed": 4 }));
 }
 
+/// On SQLite a module's SQL cannot reach the host's tables at all: it can neither
+/// write its outbox nor read or change its inbox, and its events still flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_cannot_publish_by_writing_its_outbox_on_the_embedded_bus() {
-    forged_outbox_rows(Bus::Embedded).await;
+async fn a_module_cannot_touch_its_outbox_or_inbox_on_sqlite() {
+    let deployment = probes(&Bus::Embedded, SQLITE);
+    let host = Modhost::start(&deployment);
+    let real = publish(&host, vec![event("k", "real")]).await;
+    wait_for(&host, "sink", &real).await;
+    for sql in [
+        "INSERT INTO modhost_outbox (id, topic, key, payload, headers, traceparent, \
+         published_at, seal) VALUES ('f1', 'probe.events', 'k', CAST('forged' AS BLOB), \
+         '[]', NULL, 1, NULL)"
+            .to_string(),
+        "DELETE FROM modhost_inbox".into(),
+        "UPDATE modhost_outbox_refused SET reason = reason".into(),
+        "DROP TABLE modhost_migrations".into(),
+        format!("SELECT * FROM modhost_inbox WHERE id = '{}'", real[0]),
+    ] {
+        let reply = post(&host, "/sink/sql", &json!({ "sql": sql }), &[]).await;
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.starts_with("Error::Denied"),
+            "{sql}: {}",
+            reply.json()
+        );
+    }
+    // Events flow as before, and the first was handled once.
+    let again = publish(&host, vec![event("k", "after")]).await;
+    let handled = wait_for(&host, "sink", &again).await;
+    assert_eq!(handled.len(), 1);
+    let all = effects(&host, "sink").await;
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["event_id"] == real[0].as_str())
+            .count(),
+        1
+    );
+    assert!(all.iter().all(|e| e["payload"] != "forged"), "{all:?}");
 }
 
+/// On Postgres, where the module's role still reaches its schema's host tables, the
+/// seal keeps forged rows from leaving the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_cannot_publish_by_writing_its_outbox_on_kafka() {
+async fn a_module_cannot_publish_by_writing_its_outbox_on_postgres_and_kafka() {
     let Some(bus) = Bus::kafka() else { return };
-    forged_outbox_rows(bus).await;
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("forged");
+    forged_outbox_rows(bus, &format!("{{ postgres = {url:?} }}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -845,6 +845,9 @@ async fn sqlite_statements_that_reach_past_the_module_are_denied_and_the_neighbo
         "PRAGMA writable_schema = ON".to_string(),
         // Another file.
         format!("ATTACH DATABASE '{other_file}' AS other"),
+        // The host's names, which would shadow the host's own tables.
+        "CREATE TABLE modhost_outbox (id TEXT)".to_string(),
+        "CREATE TEMP TABLE modhost_inbox (id TEXT)".to_string(),
     ];
     // Native code: SQLite reports a refused function as an error in the statement.
     let native = "SELECT load_extension('/usr/lib/x86_64-linux-gnu/libm.so.6')";

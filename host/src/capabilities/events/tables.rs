@@ -12,11 +12,13 @@
 //! created when the node starts. Like `modhost_migrations`, names starting with
 //! `modhost_` are the host's.
 //!
-//! The module's own SQL can reach these tables too. What keeps it from publishing
-//! through them is the **seal** on every outbox row ([`Envelope::seal`], a MAC under
-//! a key of the host's): the relay sends a row only if its seal holds, and removes
-//! any other (logged, and counted in `modhost_events_refused_total`). What it does to
-//! its own inbox only changes what it itself receives.
+//! The host reads and writes them with [`Database::host_query`] and its kin. On SQLite
+//! the module's own SQL cannot reach them at all (see the SQL capability's guard); on
+//! Postgres it still can. What keeps it from publishing through them there is the
+//! **seal** on every outbox row ([`Envelope::seal`], a MAC under a key of the host's):
+//! the relay sends a row only if its seal holds, and sets any other aside (logged, and
+//! counted in `modhost_events_refused_total`). What it does to its own inbox only
+//! changes what it itself receives.
 
 use super::envelope::{self, Envelope};
 use crate::capabilities::sql::{Database, Error, Transaction, Value};
@@ -66,10 +68,10 @@ fn create_statements(backend: &str) -> [&'static str; 3] {
 /// the host before this version, and so trusted) their seals.
 pub async fn create(database: &Database, source: &str) -> Result<(), Error> {
     for statement in create_statements(database.backend()) {
-        database.execute(statement, Vec::new()).await?;
+        database.host_execute(statement, Vec::new()).await?;
     }
     let has_seal = database
-        .query(
+        .host_query(
             match database.backend() {
                 "postgres" => {
                     "SELECT count(*) FROM information_schema.columns WHERE table_schema = \
@@ -82,7 +84,7 @@ pub async fn create(database: &Database, source: &str) -> Result<(), Error> {
         .await?;
     if has_seal.rows != [vec![Value::Integer(1)]] {
         database
-            .execute(
+            .host_execute(
                 "ALTER TABLE modhost_outbox ADD COLUMN seal TEXT",
                 Vec::new(),
             )
@@ -93,7 +95,7 @@ pub async fn create(database: &Database, source: &str) -> Result<(), Error> {
         let mut after = i64::MIN;
         loop {
             let rows = database
-                .query(
+                .host_query(
                     "SELECT seq, id, topic, key, payload, headers, traceparent, published_at \
                      FROM modhost_outbox WHERE seal IS NULL AND seq > $1 ORDER BY seq LIMIT 500",
                     vec![Value::Integer(after)],
@@ -110,7 +112,7 @@ pub async fn create(database: &Database, source: &str) -> Result<(), Error> {
                     continue;
                 };
                 database
-                    .execute(
+                    .host_execute(
                         "UPDATE modhost_outbox SET seal = $1 WHERE seq = $2",
                         vec![Value::Text(envelope.seal(&key)), Value::Integer(seq)],
                     )
@@ -148,7 +150,7 @@ pub async fn append_in(
     envelope: &Envelope,
 ) -> Result<(), Error> {
     let seal = envelope.seal(&database.host_key(SEAL_PURPOSE));
-    tx.execute(INSERT_OUTBOX, outbox_row(envelope, seal))
+    tx.host_execute(INSERT_OUTBOX, outbox_row(envelope, seal))
         .await
         .map(drop)
 }
@@ -157,7 +159,7 @@ pub async fn append_in(
 pub async fn append(database: &Database, envelope: &Envelope) -> Result<(), Error> {
     let seal = envelope.seal(&database.host_key(SEAL_PURPOSE));
     database
-        .execute(INSERT_OUTBOX, outbox_row(envelope, seal))
+        .host_execute(INSERT_OUTBOX, outbox_row(envelope, seal))
         .await
         .map(drop)
 }
@@ -210,7 +212,7 @@ pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Ba
         }
     };
     let sizes = database
-        .query(
+        .host_query(
             &format!(
                 "SELECT seq, substr(CAST(topic AS TEXT), 1, 200), {size} FROM modhost_outbox \
                  ORDER BY seq LIMIT $1"
@@ -240,7 +242,7 @@ pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Ba
     for chunk in readable.chunks(500) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let rows = database
-            .query(
+            .host_query(
                 &format!(
                     "SELECT seq, id, topic, key, payload, headers, traceparent, published_at, seal \
                      FROM modhost_outbox WHERE seq IN ({}) ORDER BY seq",
@@ -321,7 +323,7 @@ pub async fn set_aside(database: &Database, refused: &[Refused]) -> Result<(), E
     let mut tx = database.begin().await?;
     let now = envelope::now_ms();
     for row in refused {
-        tx.execute(
+        tx.host_execute(
             "INSERT INTO modhost_outbox_refused SELECT seq, id, topic, key, payload, headers, \
              traceparent, published_at, seal, $2, $3 FROM modhost_outbox WHERE seq = $1",
             vec![
@@ -331,7 +333,7 @@ pub async fn set_aside(database: &Database, refused: &[Refused]) -> Result<(), E
             ],
         )
         .await?;
-        tx.execute(
+        tx.host_execute(
             "DELETE FROM modhost_outbox WHERE seq = $1",
             vec![Value::Integer(row.seq)],
         )
@@ -345,7 +347,7 @@ pub async fn remove(database: &Database, seqs: &[i64]) -> Result<(), Error> {
     for chunk in seqs.chunks(500) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         database
-            .execute(
+            .host_execute(
                 &format!(
                     "DELETE FROM modhost_outbox WHERE seq IN ({})",
                     placeholders.join(", ")
@@ -360,7 +362,7 @@ pub async fn remove(database: &Database, seqs: &[i64]) -> Result<(), Error> {
 /// The publication time of the oldest event still in the outbox, if any.
 pub async fn oldest(database: &Database) -> Result<Option<i64>, Error> {
     let rows = database
-        .query("SELECT MIN(published_at) FROM modhost_outbox", Vec::new())
+        .host_query("SELECT MIN(published_at) FROM modhost_outbox", Vec::new())
         .await?;
     Ok(match rows.rows.first().and_then(|row| row.first()) {
         Some(Value::Integer(ms)) => Some(*ms),
@@ -402,7 +404,7 @@ impl std::str::FromStr for Outcome {
 /// forgotten after `events.retention`).
 pub async fn inbox_outcome(database: &Database, id: &str) -> Result<Option<Outcome>, Error> {
     let rows = database
-        .query(
+        .host_query(
             "SELECT outcome FROM modhost_inbox WHERE id = $1",
             vec![Value::Text(id.to_string())],
         )
@@ -421,7 +423,7 @@ pub async fn inbox_outcome(database: &Database, id: &str) -> Result<Option<Outco
 /// again. A record of the event having been handled stays.
 pub async fn forget_dead_letter(database: &Database, id: &str) -> Result<(), Error> {
     database
-        .execute(
+        .host_execute(
             "DELETE FROM modhost_inbox WHERE id = $1 AND outcome = $2",
             vec![
                 Value::Text(id.to_string()),
@@ -464,7 +466,7 @@ pub async fn claim(
             ]);
         }
         let inserted = tx
-            .query(
+            .host_query(
                 &format!(
                     "INSERT INTO modhost_inbox (id, topic, source, outcome, handled_at) VALUES {} \
                      ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -491,7 +493,7 @@ pub async fn claim(
 /// Forgets inbox records older than `before_ms`: events that old are past redelivery.
 pub async fn forget_before(database: &Database, before_ms: i64) -> Result<u64, Error> {
     database
-        .execute(
+        .host_execute(
             "DELETE FROM modhost_inbox WHERE handled_at < $1",
             vec![Value::Integer(before_ms)],
         )
@@ -582,27 +584,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database = database(dir.path()).await;
         append(&database, &envelope("1")).await.unwrap();
-        // Written with plain SQL, as a module could: no seal, a forged seal, a row
-        // changed after it was sealed, a payload of the wrong type, a huge row.
         let forged = "INSERT INTO modhost_outbox \
                       (id, topic, key, payload, headers, traceparent, published_at, seal) \
                       VALUES ($1, 'payments.charged', 'k', X'00', '[]', NULL, 7, $2)";
+        // A module's own SQL cannot reach the outbox on SQLite at all...
+        let refused = database
+            .execute(forged, vec![Value::Text("f0".into()), Value::Null])
+            .await;
+        assert!(matches!(refused, Err(Error::Denied(_))), "{refused:?}");
+        // ...but where it could (a database the guard does not watch), rows written
+        // with plain SQL are refused by their seal: no seal, a forged seal, a row
+        // changed after it was sealed, a payload of the wrong type, a huge row.
         for (id, seal) in [("f1", Value::Null), ("f2", Value::Text("00".repeat(32)))] {
             database
-                .execute(forged, vec![Value::Text(id.into()), seal])
+                .host_execute(forged, vec![Value::Text(id.into()), seal])
                 .await
                 .unwrap();
         }
         append(&database, &envelope("2")).await.unwrap();
         database
-            .execute(
+            .host_execute(
                 "UPDATE modhost_outbox SET topic = 'payments.charged' WHERE id = '2'",
                 vec![],
             )
             .await
             .unwrap();
         database
-            .execute(
+            .host_execute(
                 "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
                  VALUES ('f3', 't', 'k', 'text, not a blob', '[]', 7)",
                 vec![],
@@ -610,7 +618,7 @@ mod tests {
             .await
             .unwrap();
         database
-            .execute(
+            .host_execute(
                 "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
                  VALUES ('f4', 't', 'k', zeroblob(5000000), '[]', 7)",
                 vec![],
@@ -625,7 +633,7 @@ mod tests {
         let reasons: Vec<&str> = batch.refused.iter().map(|r| r.reason).collect();
         set_aside(&database, &batch.refused).await.unwrap();
         let kept = database
-            .query(
+            .host_query(
                 "SELECT id, reason FROM modhost_outbox_refused ORDER BY seq",
                 vec![],
             )
@@ -652,11 +660,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database = database(dir.path()).await;
         database
-            .execute("DROP TABLE modhost_outbox", vec![])
+            .host_execute("DROP TABLE modhost_outbox", vec![])
             .await
             .unwrap();
         database
-            .execute(
+            .host_execute(
                 "CREATE TABLE modhost_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
                  id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, key TEXT NOT NULL, \
                  payload BLOB NOT NULL, headers TEXT NOT NULL, traceparent TEXT, \
@@ -666,7 +674,7 @@ mod tests {
             .await
             .unwrap();
         database
-            .execute(
+            .host_execute(
                 "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
                  VALUES ('old', 't', 'k', X'70', '[[\"h\",\"v\"]]', 7)",
                 vec![],
@@ -675,7 +683,7 @@ mod tests {
             .unwrap();
         // A row that cannot be read is left unsealed, and start-up goes on.
         database
-            .execute(
+            .host_execute(
                 "INSERT INTO modhost_outbox (id, topic, key, payload, headers, published_at) \
                  VALUES ('bad', 't', 'k', X'70', 'not json', 8)",
                 vec![],

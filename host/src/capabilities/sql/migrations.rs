@@ -90,7 +90,7 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
     let create = async {
         let mut transaction = database.begin().await?;
         serialise(database, &mut transaction).await?;
-        transaction.execute(CREATE_TABLE, Vec::new()).await?;
+        transaction.host_execute(CREATE_TABLE, Vec::new()).await?;
         transaction.commit().await
     };
     create.await.map_err(|e| {
@@ -100,7 +100,7 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
         )
     })?;
     let applied = database
-        .query(
+        .host_query(
             "SELECT version, file, checksum FROM modhost_migrations ORDER BY version",
             Vec::new(),
         )
@@ -149,7 +149,7 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
             .map_err(failed)?;
         // Another node may have applied it while this one waited for the lock.
         let already = transaction
-            .query(
+            .host_query(
                 "SELECT version FROM modhost_migrations WHERE version = $1",
                 vec![Value::Integer(migration.version)],
             )
@@ -169,7 +169,7 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         transaction
-            .execute(
+            .host_execute(
                 "INSERT INTO modhost_migrations (version, file, checksum, applied_at) \
                  VALUES ($1, $2, $3, $4)",
                 vec![
@@ -212,7 +212,7 @@ impl FailedMigration<'_> {
 async fn serialise(database: &Database, transaction: &mut super::Transaction) -> Result<(), Error> {
     if let Some(key) = database.lock_key(&format!("modhost_migrations.{}", database.module())) {
         transaction
-            .execute(
+            .host_execute(
                 "SELECT pg_advisory_xact_lock($1)",
                 vec![Value::Integer(key)],
             )

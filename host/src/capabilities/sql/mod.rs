@@ -9,7 +9,8 @@
 //! is **prepared** with a handle to the database, and nothing else.
 //!
 //! Isolation is the database's own: a module's SQLite connections open only its file
-//! (and may not `ATTACH` another, nor change anything beyond it: [`sqlite_guard`]);
+//! (and may not `ATTACH` another, change anything beyond it, or touch the host's own
+//! tables in it: [`sqlite_guard`]; the host uses [`Database::host_query`] for those);
 //! its Postgres connections log in as its own role, which owns its schema and has no
 //! rights on any other.
 //!
@@ -375,6 +376,44 @@ impl Database {
         .await
     }
 
+    /// Runs one of the host's statements on its own tables (`modhost_…`) that returns
+    /// rows, within the statement timeout. The module's own statements
+    /// ([`Database::query`]) may not touch those tables, and these may touch nothing
+    /// else (on SQLite; see [`sqlite_guard`]).
+    pub async fn host_query(&self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
+        self.bounded(async {
+            let budget = ResultBudget::new(self.max_result);
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    let mut connection = pool.acquire().await.map_err(error)?;
+                    sqlite::host_query(&mut connection, statement, params, budget).await
+                }
+                Pool::Postgres(database) => {
+                    postgres::query(&database.pool, statement, params, budget).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs one of the host's statements on its own tables that changes rows, within
+    /// the statement timeout (see [`Database::host_query`]).
+    pub async fn host_execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        self.bounded(async {
+            let budget = ResultBudget::new(self.max_result);
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    let mut connection = pool.acquire().await.map_err(error)?;
+                    sqlite::host_execute(&mut connection, statement, params, budget).await
+                }
+                Pool::Postgres(database) => {
+                    postgres::execute(&database.pool, statement, params).await
+                }
+            }
+        })
+        .await
+    }
+
     /// Begins a transaction on one of the pool's connections.
     pub async fn begin(&self) -> Result<Transaction, Error> {
         self.bounded(async {
@@ -485,6 +524,46 @@ impl Transaction {
         })
     }
 
+    /// Runs one of the host's statements on its own tables that returns rows, inside
+    /// the transaction (see [`Database::host_query`]).
+    pub fn host_query<'a>(
+        &'a mut self,
+        statement: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Rows, Error>> {
+        Box::pin(async move {
+            let budget = ResultBudget::new(self.max_result);
+            match &mut self.on {
+                TransactionOn::Sqlite(tx) => {
+                    sqlite::host_query(tx, statement, params, budget).await
+                }
+                TransactionOn::Postgres(tx) => {
+                    postgres::query(&mut **tx, statement, params, budget).await
+                }
+            }
+        })
+    }
+
+    /// Runs one of the host's statements on its own tables that changes rows, inside
+    /// the transaction (see [`Database::host_query`]).
+    pub fn host_execute<'a>(
+        &'a mut self,
+        statement: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let budget = ResultBudget::new(self.max_result);
+            match &mut self.on {
+                TransactionOn::Sqlite(tx) => {
+                    sqlite::host_execute(tx, statement, params, budget).await
+                }
+                TransactionOn::Postgres(tx) => {
+                    postgres::execute(&mut **tx, statement, params).await
+                }
+            }
+        })
+    }
+
     /// Runs `sql`, one or more statements without parameters (a migration).
     fn execute_script<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         use sqlx::Executor;
@@ -556,8 +635,9 @@ fn classify_code(code: &str, message: String) -> Error {
         "42501" => Error::Denied(message),
         // SQLite SQLITE_AUTH: the module's guard refused something the statement uses.
         "23" => Error::Denied(format!(
-            "{message}: a module's SQL may not ATTACH a database, load an extension, or \
-             use a PRAGMA beyond questions about its own schema"
+            "{message}: a module's SQL may not ATTACH a database, load an extension, \
+             touch the host's tables (names starting with modhost_), or use a PRAGMA \
+             beyond questions about its own schema"
         )),
         // SQLite SQLITE_TOOBIG: a value past the bound (named by the caller's budget).
         "18" => Error::TooLarge(0),

@@ -4,11 +4,14 @@
 //! busy timeout (a writer waits for another instead of failing at once) and foreign
 //! keys enforced, and carries the module's guard ([`super::sqlite_guard`]): no
 //! `ATTACH`, no extensions, no PRAGMA that reaches past the module's own schema, no
-//! value larger than its result bound, no statement past its deadline.
+//! access to the host's tables, no value larger than its result bound, no statement
+//! past its deadline. The host reaches its tables with [`host_query`] and
+//! [`host_execute`].
 
 use anyhow::{Context, Result};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Executor, Row, Sqlite, TypeInfo, ValueRef};
 use std::path::Path;
@@ -167,6 +170,51 @@ pub async fn execute<'c>(
         .await
         .map_err(|e| budget.error(e))?;
     Ok(done.rows_affected())
+}
+
+/// Puts `connection` in host mode ([`sqlite_guard::host_mode`]) until the returned
+/// guard is dropped.
+async fn host_mode(connection: &mut SqliteConnection) -> Result<sqlite_guard::HostMode, Error> {
+    let mut handle = connection.lock_handle().await.map_err(error)?;
+    // SAFETY: the handle is a live connection, locked for our exclusive use for the
+    // duration of this call.
+    unsafe { sqlite_guard::host_mode(handle.as_raw_handle().as_ptr()) }.ok_or_else(|| {
+        Error::Other("the connection carries no guard (the host's own mistake)".into())
+    })
+}
+
+/// [`query`] for the host, on its own tables: on `connection` in host mode, tagged.
+pub async fn host_query(
+    connection: &mut SqliteConnection,
+    statement: &str,
+    params: Vec<Value>,
+    budget: ResultBudget,
+) -> Result<Rows, Error> {
+    let _host = host_mode(connection).await?;
+    query(
+        &mut *connection,
+        &sqlite_guard::host_statement(statement),
+        params,
+        budget,
+    )
+    .await
+}
+
+/// [`execute`] for the host, on its own tables: on `connection` in host mode, tagged.
+pub async fn host_execute(
+    connection: &mut SqliteConnection,
+    statement: &str,
+    params: Vec<Value>,
+    budget: ResultBudget,
+) -> Result<u64, Error> {
+    let _host = host_mode(connection).await?;
+    execute(
+        &mut *connection,
+        &sqlite_guard::host_statement(statement),
+        params,
+        budget,
+    )
+    .await
 }
 
 fn bind<'q>(
