@@ -376,3 +376,67 @@ async fn a_peer_can_do_only_what_its_placement_and_grants_allow() {
     let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+/// A peer that answers without end (here 1 GiB to every request): node a reads at most
+/// 16 MiB of a call's answer and 256 MiB of an admin answer, fails that call or that
+/// node's part of the answer, stays small, and keeps serving its own modules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_without_end_is_cut_off_and_the_node_stays_small() {
+    const TOKEN: &str = "test-admin-token-0123456789";
+    const MIB: u64 = 1024 * 1024;
+    let deployment = Cluster::write(
+        &format!(
+            "{CALLS}\n[admin]\ntoken = \"{TOKEN}\"\n\
+             [modules.hello]\ncomponent = \"{{hello}}\"\nroutes = [\"/hello\"]\n"
+        ),
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"]), ("hello", &["a"])],
+    );
+    Cluster::certs(&deployment);
+    let hostile = common::peer::EndlessPeer::serve(&deployment.file, "b", 1024 * MIB).await;
+    let mut cluster = Cluster {
+        deployment,
+        nodes: Default::default(),
+    };
+    cluster.start_node("a", &[]);
+    let a = cluster.node("a");
+
+    // A call into b: its answer is cut off at the bound, and the call fails typed.
+    let reply = get(&a.url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(hostile.requests().iter().any(|path| path == "/v1/call"));
+    a.wait_for_log("length limit exceeded");
+    let after_call = a.peak_resident_bytes();
+    assert!(
+        after_call < 128 * MIB,
+        "node a peaked at {} MiB reading a call's answer",
+        after_call / MIB
+    );
+
+    // The status of every node: b's part is cut off at its bound, a's is there.
+    let admin = format!("http://{}", a.admin.expect("an admin listener"));
+    let output = std::process::Command::new(modhost_bin())
+        .args(["status", "--admin", &admin, "--token", TOKEN])
+        .output()
+        .expect("run modhost status");
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let b_error = status["nodes"]["b"]["error"].as_str().unwrap_or_default();
+    assert!(b_error.contains("length limit exceeded"), "{status}");
+    assert!(status["nodes"]["a"]["hello"].is_object(), "{status}");
+    let after_admin = a.peak_resident_bytes();
+    eprintln!(
+        "node a's peak: {} MiB after the call, {} MiB after the status",
+        after_call / MIB,
+        after_admin / MIB
+    );
+    assert!(
+        after_admin < (256 + 128) * MIB,
+        "node a peaked at {} MiB reading an admin answer",
+        after_admin / MIB
+    );
+
+    // Its own module served throughout.
+    let hello = get(&a.url("/hello")).await;
+    assert_eq!(hello.status, 200, "{}", hello.text());
+}

@@ -77,3 +77,91 @@ pub fn call_frame(caller: &str, interface: &str, function: &str) -> Vec<u8> {
     header.encode(&mut frame);
     frame
 }
+
+/// A node of the deployment gone bad: it holds node `name`'s certificate and listens on
+/// its mesh address, and answers every request with `200` and a body that does not end
+/// (`bytes` of zeros, 1 MiB at a time). What a node reads from a peer must be bounded
+/// by the node, not by the peer.
+pub struct EndlessPeer {
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl EndlessPeer {
+    /// Serves as node `name` of the deployment in `file`.
+    pub async fn serve(file: &std::path::Path, name: &str, bytes: u64) -> EndlessPeer {
+        let deployment = modhost::node::load_deployment(file).expect("the deployment");
+        let settings = deployment.mesh.as_ref().expect("a [mesh] section");
+        let names = deployment.nodes.keys().cloned().collect();
+        let tls = MeshTls::load(settings, name, names).expect("node certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        let listener = tokio::net::TcpListener::bind(deployment.nodes[name].mesh)
+            .await
+            .expect("the node's mesh address is free");
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        seen.lock().unwrap().push(request.uri().path().to_string());
+                        let body = Endless {
+                            left: bytes,
+                            chunk: Bytes::from(vec![0u8; 1 << 20]),
+                        };
+                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        EndlessPeer { requests, server }
+    }
+
+    /// The paths asked of this peer so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for EndlessPeer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A body of `left` bytes, sent `chunk` at a time.
+struct Endless {
+    left: u64,
+    chunk: Bytes,
+}
+
+impl hyper::body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let size = self
+            .chunk
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        self.left -= size as u64;
+        let chunk = self.chunk.slice(..size);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+}
