@@ -619,115 +619,16 @@ async fn metric(host: &Modhost, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `sink`, granted only `probe.forwarded`, writes its outbox by hand: a row on
-/// another module's topic posing as it, one reusing a real event's id with the host's
-/// own headers, one too large to be an event, one malformed. None is sent, each is
-/// refused and counted, and an event sink then publishes the proper way is delivered.
-/// Rows a module writes into its outbox with its own SQL (Postgres syntax), as on
-/// Postgres it still can (`database`): the relay publishes none of them, sets them aside, and goes on with
-/// the rows the host wrote.
-async fn forged_outbox_rows(bus: Bus, database: &str) {
+/// `sink`'s own SQL tries the host's tables in its database (`statements`, each of
+/// which must be denied): publish by writing its outbox, forget what its inbox
+/// remembers, drop or read the host's tables. Events still flow, the first once.
+async fn host_tables_out_of_reach(bus: Bus, database: &str, statements: Vec<String>) {
     let deployment = probes(&bus, database);
     let host = Modhost::start(&deployment);
     let real = publish(&host, vec![event("k", "real")]).await;
     wait_for(&host, "sink", &real).await;
-
-    let insert = "INSERT INTO modhost_outbox (id, topic, key, payload, headers, traceparent, \
-                  published_at, seal) VALUES";
-    let forged = [
-        format!(
-            "{insert} ('018f0000-0000-7000-8000-000000000001', 'probe.events', 'k', \
-             'forged'::bytea, '[]', NULL, 1, NULL)"
-        ),
-        format!(
-            "{insert} ('{}', 'probe.forwarded', 'k', 'forged'::bytea, \
-             '[[\"modhost-source\",\"source\"],[\"modhost-id\",\"{}\"]]', NULL, 1, '{}')",
-            real[0],
-            real[0],
-            "ab".repeat(32)
-        ),
-        format!(
-            "{insert} ('f3', 'probe.forwarded', 'k', decode(repeat('00', 5000000), 'hex'), \
-             '[]', NULL, 1, NULL)"
-        ),
-        format!("{insert} ('f4', 'probe.forwarded', 'k', 'not a blob', 'not json', NULL, 3, NULL)"),
-    ];
-    for sql in &forged {
-        let reply = post(&host, "/sink/sql", &json!({ "sql": sql }), &[]).await;
-        assert_eq!(reply.json(), json!({ "changed": 1 }), "{sql}");
-    }
-    // sink forwards this one through `publish-in`, behind the forged rows.
-    let forwarded = publish(&host, vec![event("k2", "forward:probe.forwarded")]).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let effects = effects(&host, "source").await;
-        let from_sink = effects
-            .iter()
-            .any(|e| e["source"] == "sink" && e["payload"] == forwarded[0].as_str());
-        if from_sink {
-            assert!(
-                effects.iter().all(|e| e["payload"] != "forged"),
-                "a forged row reached source: {effects:?}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sink's forwarded event never arrived; log:\n{}",
-            host.logs().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Nothing forged reached the subscribers of the topic sink posed on, either.
-    for module in ["sink", "audit"] {
-        let effects = effects(&host, module).await;
-        assert!(
-            effects.iter().all(|e| e["payload"] != "forged"),
-            "{module}: {effects:?}"
-        );
-    }
-    let refused = metric(
-        &host,
-        "modhost_events_refused_total{module=\"sink\",topic=\"probe.forwarded\"}",
-    )
-    .await
-        + metric(
-            &host,
-            "modhost_events_refused_total{module=\"sink\",topic=\"probe.events\"}",
-        )
-        .await;
-    assert_eq!(refused, 4.0);
-    host.wait_for_log("refused a row of the module's outbox");
-    // Set aside, not thrown away: the four rows wait in sink's refused table (an
-    // update that changes nothing counts them).
-    let kept = post(
-        &host,
-        "/sink/sql",
-        &json!({ "sql": "UPDATE modhost_outbox_refused SET reason = reason" }),
-        &[],
-    )
-    .await;
-    assert_eq!(kept.json(), json!({ "changed": 4 }));
-}
-
-/// On SQLite a module's SQL cannot reach the host's tables at all: it can neither
-/// write its outbox nor read or change its inbox, and its events still flow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_cannot_touch_its_outbox_or_inbox_on_sqlite() {
-    let deployment = probes(&Bus::Embedded, SQLITE);
-    let host = Modhost::start(&deployment);
-    let real = publish(&host, vec![event("k", "real")]).await;
-    wait_for(&host, "sink", &real).await;
-    for sql in [
-        "INSERT INTO modhost_outbox (id, topic, key, payload, headers, traceparent, \
-         published_at, seal) VALUES ('f1', 'probe.events', 'k', CAST('forged' AS BLOB), \
-         '[]', NULL, 1, NULL)"
-            .to_string(),
-        "DELETE FROM modhost_inbox".into(),
-        "UPDATE modhost_outbox_refused SET reason = reason".into(),
-        "DROP TABLE modhost_migrations".into(),
-        format!("SELECT * FROM modhost_inbox WHERE id = '{}'", real[0]),
-    ] {
+    for sql in statements {
+        let sql = sql.replace("{id}", &real[0]);
         let reply = post(&host, "/sink/sql", &json!({ "sql": sql }), &[]).await;
         let error = reply.json()["error"]
             .as_str()
@@ -753,16 +654,56 @@ async fn a_module_cannot_touch_its_outbox_or_inbox_on_sqlite() {
     assert!(all.iter().all(|e| e["payload"] != "forged"), "{all:?}");
 }
 
-/// On Postgres, where the module's role still reaches its schema's host tables, the
-/// seal keeps forged rows from leaving the outbox.
+/// On SQLite the host's tables sit in the module's file, and its guard keeps the
+/// module's SQL from every name starting with `modhost_`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_cannot_publish_by_writing_its_outbox_on_postgres_and_kafka() {
+async fn a_module_cannot_touch_its_outbox_or_inbox_on_sqlite() {
+    let statements = [
+        "INSERT INTO modhost_outbox (id, topic, key, payload, headers, traceparent, \
+         published_at, seal) VALUES ('f1', 'probe.events', 'k', CAST('forged' AS BLOB), \
+         '[]', NULL, 1, NULL)",
+        "DELETE FROM modhost_inbox",
+        "UPDATE modhost_outbox_refused SET reason = reason",
+        "DROP TABLE modhost_migrations",
+        "SELECT * FROM modhost_inbox WHERE id = '{id}'",
+    ];
+    host_tables_out_of_reach(
+        Bus::Embedded,
+        SQLITE,
+        statements.iter().map(|s| s.to_string()).collect(),
+    )
+    .await;
+}
+
+/// On Postgres the host's tables sit in the host's schema for the module
+/// (`modhost_sink`), the administrator's; the module's role may only call the host's
+/// functions there, which refuse it without the host's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_touch_its_outbox_or_inbox_on_postgres_and_kafka() {
     let Some(bus) = Bus::kafka() else { return };
     let Some(postgres) = common::postgres::Postgres::start() else {
         return;
     };
-    let url = postgres.create_database("forged");
-    forged_outbox_rows(bus, &format!("{{ postgres = {url:?} }}")).await;
+    let url = postgres.create_database("reach");
+    let statements = [
+        "INSERT INTO modhost_sink.modhost_outbox (id, topic, key, payload, headers, \
+         traceparent, published_at, seal) VALUES ('f1', 'probe.events', 'k', \
+         'forged'::bytea, '[]', NULL, 1, NULL)",
+        "SELECT modhost_sink.modhost_append_outbox('\\x00'::bytea, 'f2', 'probe.events', \
+         'k', 'forged'::bytea, '[]', NULL, 1, NULL)",
+        "SELECT modhost_sink.modhost_claim_inbox(sha256('guess'), '[]', 'handled', 1)",
+        "DELETE FROM modhost_sink.modhost_inbox",
+        "SELECT * FROM modhost_sink.modhost_inbox WHERE id = '{id}'",
+        "DROP TABLE modhost_sink.modhost_migrations",
+        "ALTER FUNCTION modhost_sink.modhost_append_outbox SECURITY INVOKER",
+        "CREATE TABLE modhost_sink.mine (id TEXT)",
+    ];
+    host_tables_out_of_reach(
+        bus,
+        &format!("{{ postgres = {url:?} }}"),
+        statements.iter().map(|s| s.to_string()).collect(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -632,7 +632,7 @@ async fn nodes_starting_together_apply_each_migration_once() {
             vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]
         );
         let applied = a
-            .query("SELECT COUNT(*) FROM modhost_migrations", vec![])
+            .host_query("SELECT COUNT(*) FROM modhost_migrations", vec![])
             .await
             .unwrap();
         assert_eq!(applied.rows, vec![vec![Value::Integer(2)]]);
@@ -1019,4 +1019,69 @@ async fn a_postgres_module_cannot_keep_locks_or_settings_or_outrun_its_deadline(
     let results = run(&second, "b", json!([{ "op": "query", "sql": "SELECT 1" }])).await;
     assert_eq!(results[0]["rows"]["rows"], json!([[{ "integer": 1 }]]));
     neighbour_keeps_working(&host, "after_locks").await;
+}
+
+/// A Postgres database from before the host had a schema of its own for each module:
+/// the host's tables, in the module's schema and owned by its role, move to the host's
+/// schema with their rows when the node starts, and are out of the module's reach from
+/// then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_tables_left_in_a_module_schema_move_to_the_host_schema() {
+    use sqlx::Connection;
+    let backends = Backends::start();
+    let Some(url) = backends.postgres_url.clone() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_create.sql"),
+        "CREATE TABLE things (id BIGINT PRIMARY KEY);\nINSERT INTO things VALUES (1);",
+    )
+    .unwrap();
+    let (_, spec) = backends
+        .specs(2, Some(dir.path()))
+        .into_iter()
+        .find(|(backend, _)| *backend == "postgres")
+        .unwrap();
+    backends.open("legacy", &spec).await.unwrap().close().await;
+    // Put the migrations table where a node of the version before left it.
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    for statement in [
+        "ALTER TABLE modhost_legacy.modhost_migrations SET SCHEMA legacy",
+        "ALTER TABLE legacy.modhost_migrations OWNER TO modhost_legacy",
+    ] {
+        sqlx::query(statement).execute(&mut admin).await.unwrap();
+    }
+
+    // Reopened, the migration is not applied again (its INSERT would fail)...
+    let database = backends.open("legacy", &spec).await.unwrap();
+    let owner: (String, String) = sqlx::query_as(
+        "SELECT schemaname::text, tableowner::text FROM pg_tables \
+         WHERE tablename = 'modhost_migrations'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(owner.0, "modhost_legacy");
+    assert_ne!(owner.1, "modhost_legacy");
+    let recorded = database
+        .host_query("SELECT count(*) FROM modhost_migrations", vec![])
+        .await
+        .unwrap();
+    assert_eq!(recorded.rows, [vec![Value::Integer(1)]]);
+    // ...and the module's own SQL no longer reaches the table.
+    let gone = database
+        .query("SELECT count(*) FROM modhost_migrations", vec![])
+        .await;
+    assert!(matches!(gone, Err(Error::Syntax(_))), "{gone:?}");
+    let denied = database
+        .execute("DELETE FROM modhost_legacy.modhost_migrations", vec![])
+        .await;
+    assert!(matches!(denied, Err(Error::Denied(_))), "{denied:?}");
+    let things = database
+        .query("SELECT id FROM things", vec![])
+        .await
+        .unwrap();
+    assert_eq!(things.rows, [vec![Value::Integer(1)]]);
+    database.close().await;
 }

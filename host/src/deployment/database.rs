@@ -188,7 +188,8 @@ pub(super) fn parse_database(
 
 /// Two modules on Postgres must never share a role or a schema: the role is
 /// `modhost_<module>` (`-` as `_`) and must fit Postgres's 63 bytes; schemas are
-/// unique per database URL and none may be Postgres's own.
+/// unique per database URL, and none may be Postgres's own or start with `modhost_`
+/// (the host's schema for each module is named like its role).
 pub(super) fn check_postgres_names(
     modules: &BTreeMap<String, ModuleSpec>,
     problems: &mut Problems,
@@ -223,6 +224,14 @@ pub(super) fn check_postgres_names(
             problems.add(
                 &format!("{key}.schema"),
                 &format!("{schema} is Postgres's own schema; a module needs its own"),
+            );
+        } else if schema.starts_with("modhost_") {
+            problems.add(
+                &format!("{key}.schema"),
+                &format!(
+                    "{schema} starts with modhost_, which names the host's schemas (its tables \
+                     for each module); choose another name"
+                ),
             );
         } else if let Some(other) = schemas.insert((url.as_str(), schema.as_str()), &module.name) {
             problems.add(

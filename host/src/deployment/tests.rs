@@ -279,6 +279,10 @@ fn database_mistakes_name_their_key() {
             "modules.users.database.schema",
         ),
         (
+            "database = { postgres = \"postgres://db/x\", schema = \"modhost_orders\" }",
+            "modules.users.database.schema",
+        ),
+        (
             "database = { acquire_timeout = \"0s\" }",
             "modules.users.database.acquire_timeout",
         ),

@@ -82,18 +82,28 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS modhost_migrations (\
      checksum TEXT NOT NULL, \
      applied_at TEXT NOT NULL)";
 
+/// The host function (Postgres) that records a migration in the module's transaction.
+const RECORD_MIGRATION: &str = "modhost_record_migration";
+
+const INSERT_MIGRATION: &str = "INSERT INTO modhost_migrations \
+     (version, file, checksum, applied_at) VALUES ($1, $2, $3, $4)";
+
 /// Applies `database`'s pending migrations from `dir`; returns how many it applied.
 /// Safe to run from several nodes at once (see [`serialise`]).
 pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
     let migrations = read(dir)?;
     let module = database.module();
-    let create = async {
-        let mut transaction = database.begin().await?;
-        serialise(database, &mut transaction).await?;
-        transaction.host_execute(CREATE_TABLE, Vec::new()).await?;
-        transaction.commit().await
-    };
-    create.await.map_err(|e| {
+    // On Postgres a migration's transaction is the module's, and records the
+    // migration through the host's function.
+    let mut create = vec![CREATE_TABLE.to_string()];
+    create.extend(database.host_function(
+        RECORD_MIGRATION,
+        "p_version bigint, p_file text, p_checksum text, p_applied_at text",
+        "bigint",
+        "INSERT INTO modhost_migrations (version, file, checksum, applied_at) \
+         VALUES (p_version, p_file, p_checksum, p_applied_at); RETURN 1;",
+    ));
+    database.host_prepare(&create).await.map_err(|e| {
         anyhow::anyhow!(
             "module {module}: creating modhost_migrations: {}",
             describe(&e)
@@ -147,8 +157,9 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
         serialise(database, &mut transaction)
             .await
             .map_err(failed)?;
-        // Another node may have applied it while this one waited for the lock.
-        let already = transaction
+        // Another node may have applied it while this one waited for the lock (and
+        // committed it: the lock is held to the end of its transaction).
+        let already = database
             .host_query(
                 "SELECT version FROM modhost_migrations WHERE version = $1",
                 vec![Value::Integer(migration.version)],
@@ -168,21 +179,23 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        transaction
-            .host_execute(
-                "INSERT INTO modhost_migrations (version, file, checksum, applied_at) \
-                 VALUES ($1, $2, $3, $4)",
-                vec![
-                    Value::Integer(migration.version),
-                    Value::Text(file_name),
-                    Value::Text(migration.checksum.clone()),
-                    Value::Text(
-                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    ),
-                ],
-            )
-            .await
-            .map_err(failed)?;
+        let record = vec![
+            Value::Integer(migration.version),
+            Value::Text(file_name),
+            Value::Text(migration.checksum.clone()),
+            Value::Text(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ];
+        match database.backend() {
+            "postgres" => transaction
+                .host_call(RECORD_MIGRATION, record)
+                .await
+                .map(drop),
+            _ => transaction
+                .host_execute(INSERT_MIGRATION, record)
+                .await
+                .map(drop),
+        }
+        .map_err(failed)?;
         transaction.commit().await.map_err(failed)?;
         count += 1;
     }

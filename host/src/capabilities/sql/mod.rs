@@ -244,6 +244,16 @@ enum Pool {
     Postgres(Arc<postgres::PgDatabase>),
 }
 
+/// What the host's functions on Postgres are keyed with: [`Database::host_key`] for
+/// this purpose.
+const HOST_FUNCTION_KEY: &str = "postgres host functions";
+
+/// How a transaction on Postgres calls the host's functions.
+struct HostFunctions {
+    database: Arc<postgres::PgDatabase>,
+    key: [u8; 32],
+}
+
 /// A lease from [`Database::try_lease`]: held while this lives.
 pub struct Lease(#[allow(dead_code)] Option<sqlx::PgConnection>);
 
@@ -255,6 +265,8 @@ pub struct Transaction {
     max_result: u64,
     /// Woken once the transaction commits (the outbox relay, when it published).
     after_commit: Option<Arc<tokio::sync::Notify>>,
+    /// On a module's Postgres connection: how to call the host's functions.
+    host_functions: Option<HostFunctions>,
 }
 
 enum TransactionOn {
@@ -378,8 +390,9 @@ impl Database {
 
     /// Runs one of the host's statements on its own tables (`modhost_…`) that returns
     /// rows, within the statement timeout. The module's own statements
-    /// ([`Database::query`]) may not touch those tables, and these may touch nothing
-    /// else (on SQLite; see [`sqlite_guard`]).
+    /// ([`Database::query`]) may not touch those tables: on SQLite the guard keeps the
+    /// two apart ([`sqlite_guard`]; these may change nothing else), on Postgres the
+    /// tables are in the host's schema and these run as the administrator.
     pub async fn host_query(&self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
         self.bounded(async {
             let budget = ResultBudget::new(self.max_result);
@@ -389,7 +402,7 @@ impl Database {
                     sqlite::host_query(&mut connection, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::query(&database.pool, statement, params, budget).await
+                    postgres::query(&database.host_pool, statement, params, budget).await
                 }
             }
         })
@@ -407,7 +420,7 @@ impl Database {
                     sqlite::host_execute(&mut connection, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::execute(&database.pool, statement, params).await
+                    postgres::execute(&database.host_pool, statement, params).await
                 }
             }
         })
@@ -417,19 +430,103 @@ impl Database {
     /// Begins a transaction on one of the pool's connections.
     pub async fn begin(&self) -> Result<Transaction, Error> {
         self.bounded(async {
-            let on = match &self.pool {
-                Pool::Sqlite(pool) => TransactionOn::Sqlite(pool.begin().await.map_err(error)?),
-                Pool::Postgres(database) => {
-                    TransactionOn::Postgres(database.pool.begin().await.map_err(error)?)
-                }
+            let (on, host_functions) = match &self.pool {
+                Pool::Sqlite(pool) => (
+                    TransactionOn::Sqlite(pool.begin().await.map_err(error)?),
+                    None,
+                ),
+                Pool::Postgres(database) => (
+                    TransactionOn::Postgres(database.pool.begin().await.map_err(error)?),
+                    Some(HostFunctions {
+                        database: database.clone(),
+                        key: self.host_key(HOST_FUNCTION_KEY),
+                    }),
+                ),
             };
             Ok(Transaction {
                 on,
                 max_result: self.max_result,
                 after_commit: None,
+                host_functions,
             })
         })
         .await
+    }
+
+    /// Begins a transaction of the host's alone, on its own tables: on SQLite one of
+    /// the module's connections (whose statements then go through
+    /// [`Transaction::host_execute`]), on Postgres one of the host's.
+    pub async fn host_begin(&self) -> Result<Transaction, Error> {
+        match &self.pool {
+            Pool::Sqlite(_) => self.begin().await,
+            Pool::Postgres(database) => {
+                self.bounded(async {
+                    Ok(Transaction {
+                        on: TransactionOn::Postgres(
+                            database.host_pool.begin().await.map_err(error)?,
+                        ),
+                        max_result: self.max_result,
+                        after_commit: None,
+                        host_functions: None,
+                    })
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs `statements` of the host's that create its tables (and on Postgres its
+    /// functions), one node at a time: on Postgres in one transaction under the
+    /// host's set-up lock, as several nodes may start together.
+    pub async fn host_prepare(&self, statements: &[String]) -> Result<(), Error> {
+        match &self.pool {
+            Pool::Sqlite(_) => {
+                for statement in statements {
+                    self.host_execute(statement, Vec::new()).await?;
+                }
+                Ok(())
+            }
+            Pool::Postgres(database) => {
+                use sqlx::Executor;
+                let mut tx = database.host_pool.begin().await.map_err(error)?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(database.lock_key("modhost.prepare"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+                for statement in statements {
+                    // A plain string runs as a script: a function's body and its grants.
+                    (&mut *tx)
+                        .execute(statement.as_str())
+                        .await
+                        .map_err(error)?;
+                }
+                tx.commit().await.map_err(error)
+            }
+        }
+    }
+
+    /// On Postgres, the statement that creates the host function `name` (see
+    /// [`Transaction::host_call`]) with `parameters` after the host's key, returning
+    /// `returns`, doing `body` (PL/pgSQL, in the host schema); `None` on SQLite, where
+    /// the host writes its tables directly.
+    pub fn host_function(
+        &self,
+        name: &str,
+        parameters: &str,
+        returns: &str,
+        body: &str,
+    ) -> Option<String> {
+        match &self.pool {
+            Pool::Sqlite(_) => None,
+            Pool::Postgres(database) => Some(database.host_function(
+                &self.host_key(HOST_FUNCTION_KEY),
+                name,
+                parameters,
+                returns,
+                body,
+            )),
+        }
     }
 
     /// A key for the host's own use of this database, for `purpose` (sealing the rows
@@ -475,6 +572,14 @@ impl Database {
 }
 
 impl Transaction {
+    /// Which backend the transaction is on (`sqlite`, `postgres`).
+    pub fn backend(&self) -> &'static str {
+        match self.on {
+            TransactionOn::Sqlite(_) => "sqlite",
+            TransactionOn::Postgres(_) => "postgres",
+        }
+    }
+
     /// Wakes `notify` once this transaction has committed (not if it rolls back).
     pub fn notify_on_commit(&mut self, notify: Arc<tokio::sync::Notify>) {
         self.after_commit = Some(notify);
@@ -524,8 +629,9 @@ impl Transaction {
         })
     }
 
-    /// Runs one of the host's statements on its own tables that returns rows, inside
-    /// the transaction (see [`Database::host_query`]).
+    /// Runs one of the host's statements that returns rows, inside the transaction: on
+    /// SQLite on its own tables (see [`Database::host_query`]); on Postgres, where the
+    /// connection is the module's role, for what needs no table (an advisory lock).
     pub fn host_query<'a>(
         &'a mut self,
         statement: &'a str,
@@ -544,8 +650,8 @@ impl Transaction {
         })
     }
 
-    /// Runs one of the host's statements on its own tables that changes rows, inside
-    /// the transaction (see [`Database::host_query`]).
+    /// Runs one of the host's statements that changes rows, inside the transaction
+    /// (see [`Transaction::host_query`]).
     pub fn host_execute<'a>(
         &'a mut self,
         statement: &'a str,
@@ -561,6 +667,30 @@ impl Transaction {
                     postgres::execute(&mut **tx, statement, params).await
                 }
             }
+        })
+    }
+
+    /// Calls the host function `function` (made with [`Database::host_function`]) with
+    /// the host's key and `params`, inside this transaction of the module's on
+    /// Postgres: how the host writes its own tables in the module's transaction there.
+    pub fn host_call<'a>(
+        &'a mut self,
+        function: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Rows, Error>> {
+        Box::pin(async move {
+            let budget = ResultBudget::new(self.max_result);
+            let (TransactionOn::Postgres(tx), Some(host)) = (&mut self.on, &self.host_functions)
+            else {
+                return Err(Error::Other(format!(
+                    "host function {function} called outside a module's Postgres transaction"
+                )));
+            };
+            let statement = host.database.host_call(function, params.len());
+            let mut keyed = Vec::with_capacity(params.len() + 1);
+            keyed.push(Value::Blob(host.key.to_vec()));
+            keyed.extend(params);
+            postgres::query(&mut **tx, &statement, keyed, budget).await
         })
     }
 

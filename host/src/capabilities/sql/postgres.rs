@@ -21,6 +21,18 @@
 //! - The host's own advisory locks (start-up, migrations, relay leases) are keyed by a
 //!   digest of the administrator URL ([`PgDatabase::lock_key`]), which no module
 //!   knows, so a module cannot compute them ahead to take them first.
+//!
+//! The host's own tables (`modhost_outbox`, `modhost_inbox`, `modhost_migrations`…)
+//! live in a **host schema** of the module's ([`host_schema`], named like its role),
+//! owned by the administrator: the module's role may use the schema's functions and
+//! nothing else in it. The host reads and writes those tables as the administrator,
+//! through a small pool of its own ([`PgDatabase::host_pool`]). What must commit in the
+//! module's transaction (an event published, an event handled, a migration recorded)
+//! goes through a **host function** ([`PgDatabase::host_function`]): `SECURITY DEFINER`,
+//! so it writes with the administrator's rights, and refusing any caller that does not
+//! pass the host's key — which travels as a bound parameter of one statement, and which
+//! no module knows. Tables a module's role made there before this version are moved to
+//! the host schema when the node starts.
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -42,11 +54,19 @@ use crate::deployment::DatabaseSpec;
 pub const RESET_SESSION: &str =
     "CLOSE ALL; UNLISTEN *; RESET ALL; SELECT pg_advisory_unlock_all(); DISCARD TEMP";
 
+/// Connections of the host's own pool for one module's host schema.
+const HOST_POOL: u32 = 2;
+
 /// A module's Postgres database: its pool, logged in as its role, and what the host
 /// keeps to police it.
 pub struct PgDatabase {
     /// The module's pool.
     pub pool: sqlx::PgPool,
+    /// The host's pool for the module's host schema: the administrator, with that
+    /// schema first on its search path. Small, and opened on first use.
+    pub host_pool: sqlx::PgPool,
+    /// The module's host schema.
+    host_schema: String,
     /// How the host connects as the administrator (to cancel the module's statements).
     admin: PgConnectOptions,
     /// The module's role.
@@ -58,6 +78,49 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
+    /// `CREATE OR REPLACE` of the host function `name` in the module's host schema,
+    /// taking `parameters` (SQL, after the key every host function takes first),
+    /// returning `returns`, running the PL/pgSQL `body` once `key` is checked.
+    pub fn host_function(
+        &self,
+        key: &[u8; 32],
+        name: &str,
+        parameters: &str,
+        returns: &str,
+        body: &str,
+    ) -> String {
+        let digest: String = Sha256::digest(key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let schema = &self.host_schema;
+        let role = &self.role;
+        format!(
+            "CREATE OR REPLACE FUNCTION \"{schema}\".{name}(modhost_key bytea, {parameters}) \
+             RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER \
+             SET search_path = \"{schema}\", pg_temp AS $modhost$ \
+             BEGIN \
+               IF sha256(modhost_key) IS DISTINCT FROM '\\x{digest}'::bytea THEN \
+                 RAISE EXCEPTION 'only the host may call {name}' USING ERRCODE = '42501'; \
+               END IF; \
+               {body} \
+             END $modhost$; \
+             REVOKE ALL ON FUNCTION \"{schema}\".{name} FROM PUBLIC; \
+             GRANT EXECUTE ON FUNCTION \"{schema}\".{name} TO \"{role}\""
+        )
+    }
+
+    /// The statement that calls host function `function` with the key and `arguments`
+    /// more parameters.
+    pub fn host_call(&self, function: &str, arguments: usize) -> String {
+        let parameters: Vec<String> = (1..=arguments + 1).map(|n| format!("${n}")).collect();
+        format!(
+            "SELECT * FROM \"{}\".{function}({})",
+            self.host_schema,
+            parameters.join(", ")
+        )
+    }
+
     /// The advisory-lock key of the host's lock `name` (the same on every node given
     /// the same administrator URL; unknown to modules).
     pub fn lock_key(&self, name: &str) -> i64 {
@@ -144,6 +207,13 @@ pub fn role_name(module: &str) -> String {
     format!("modhost_{}", module.replace('-', "_"))
 }
 
+/// The schema of the host's tables for `module`: named like its role (roles and
+/// schemas do not share names in Postgres), beside the module's own schema, which
+/// may not start with `modhost_`.
+pub fn host_schema(module: &str) -> String {
+    role_name(module)
+}
+
 /// Makes sure `module`'s role and schema exist, then opens its pool as that role.
 /// `statement_timeout` (the module's timeout) is also set in every session, so a
 /// statement the host stopped waiting for is cancelled by Postgres too, and so is a
@@ -161,6 +231,7 @@ pub async fn open(
         .context("the postgres URL does not parse")?
         .disable_statement_logging();
     let role = role_name(module);
+    let host_schema = host_schema(module);
     let password = password(admin_url, &role);
     let database = admin
         .get_database()
@@ -189,6 +260,24 @@ pub async fn open(
         // Only the module's own rights change: other roles of a shared database keep
         // theirs (revoking from PUBLIC database-wide would lock them out).
         format!("GRANT CONNECT ON DATABASE \"{database}\" TO \"{role}\""),
+        // The host's schema: the administrator's; the module may call its functions.
+        format!("CREATE SCHEMA IF NOT EXISTS \"{host_schema}\""),
+        format!("REVOKE ALL ON SCHEMA \"{host_schema}\" FROM PUBLIC"),
+        format!("GRANT USAGE ON SCHEMA \"{host_schema}\" TO \"{role}\""),
+        // The host's tables a module's role made in its own schema before this
+        // version move there, with their rows, and become the administrator's.
+        format!(
+            "DO $$ DECLARE t text; BEGIN \
+               FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '{schema}' \
+                        AND tablename LIKE 'modhost\\_%' LOOP \
+                 IF to_regclass(format('%I.%I', '{host_schema}', t)) IS NULL THEN \
+                   EXECUTE format('ALTER TABLE %I.%I SET SCHEMA %I', '{schema}', t, '{host_schema}'); \
+                   EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', '{host_schema}', t, current_user); \
+                 END IF; \
+               END LOOP; END $$"
+        ),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA \"{host_schema}\" FROM \"{role}\""),
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA \"{host_schema}\" FROM \"{role}\""),
     ];
     // Nodes (and modules) preparing at once would race on the catalog rows of roles
     // and grants ("tuple concurrently updated"): one at a time, under a session lock
@@ -207,6 +296,18 @@ pub async fn open(
     }
     connection.close().await.ok();
 
+    let host_pool = PgPoolOptions::new()
+        .max_connections(HOST_POOL)
+        .min_connections(0)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .acquire_timeout(spec.acquire_timeout.duration())
+        .connect_lazy_with(admin.clone().options([
+            ("search_path", host_schema.clone()),
+            (
+                "statement_timeout",
+                format!("{}ms", statement_timeout.as_millis().max(1)),
+            ),
+        ]));
     let options = admin.clone().username(&role).password(&password).options([
         ("search_path", schema.to_string()),
         (
@@ -232,6 +333,8 @@ pub async fn open(
         .with_context(|| format!("connecting to postgres as role {role}"))?;
     Ok(PgDatabase {
         pool,
+        host_pool,
+        host_schema,
         admin,
         role,
         lock_secret,
