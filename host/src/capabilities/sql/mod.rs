@@ -244,6 +244,16 @@ enum Pool {
     Postgres(Arc<postgres::PgDatabase>),
 }
 
+/// Whose statement runs: the module's own SQL, or the host's on its own tables (which
+/// each backend keeps apart: [`sqlite_guard`], [`postgres`]'s host schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author {
+    /// The module's SQL, which may not touch the host's tables.
+    Module,
+    /// The host's, on its own tables.
+    Host,
+}
+
 /// What the host's functions on Postgres are keyed with: [`Database::host_key`] for
 /// this purpose.
 const HOST_FUNCTION_KEY: &str = "postgres host functions";
@@ -359,33 +369,16 @@ impl Database {
         }
     }
 
-    /// Runs a statement that returns rows, within the statement timeout.
+    /// Runs a statement of the module's that returns rows, within the statement
+    /// timeout.
     pub async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
-        self.bounded(async {
-            let budget = ResultBudget::new(self.max_result);
-            match &self.pool {
-                Pool::Sqlite(pool) => sqlite::query(pool, statement, params, budget).await,
-                Pool::Postgres(database) => {
-                    postgres::query(&database.pool, statement, params, budget).await
-                }
-            }
-        })
-        .await
+        self.query_as(Author::Module, statement, params).await
     }
 
-    /// Runs a statement that changes rows, within the statement timeout; returns how
-    /// many it changed.
+    /// Runs a statement of the module's that changes rows, within the statement
+    /// timeout; returns how many it changed.
     pub async fn execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        self.bounded(async {
-            let budget = ResultBudget::new(self.max_result);
-            match &self.pool {
-                Pool::Sqlite(pool) => sqlite::execute(pool, statement, params, budget).await,
-                Pool::Postgres(database) => {
-                    postgres::execute(&database.pool, statement, params).await
-                }
-            }
-        })
-        .await
+        self.execute_as(Author::Module, statement, params).await
     }
 
     /// Runs one of the host's statements on its own tables (`modhost_…`) that returns
@@ -394,33 +387,51 @@ impl Database {
     /// two apart ([`sqlite_guard`]; these may change nothing else), on Postgres the
     /// tables are in the host's schema and these run as the administrator.
     pub async fn host_query(&self, statement: &str, params: Vec<Value>) -> Result<Rows, Error> {
+        self.query_as(Author::Host, statement, params).await
+    }
+
+    /// Runs one of the host's statements on its own tables that changes rows, within
+    /// the statement timeout (see [`Database::host_query`]).
+    pub async fn host_execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        self.execute_as(Author::Host, statement, params).await
+    }
+
+    async fn query_as(
+        &self,
+        author: Author,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Rows, Error> {
         self.bounded(async {
             let budget = ResultBudget::new(self.max_result);
             match &self.pool {
                 Pool::Sqlite(pool) => {
                     let mut connection = pool.acquire().await.map_err(error)?;
-                    sqlite::host_query(&mut connection, statement, params, budget).await
+                    sqlite::query_as(&mut connection, author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::query(&database.host_pool, statement, params, budget).await
+                    postgres::query(database.pool_of(author), statement, params, budget).await
                 }
             }
         })
         .await
     }
 
-    /// Runs one of the host's statements on its own tables that changes rows, within
-    /// the statement timeout (see [`Database::host_query`]).
-    pub async fn host_execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+    async fn execute_as(
+        &self,
+        author: Author,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, Error> {
         self.bounded(async {
             let budget = ResultBudget::new(self.max_result);
             match &self.pool {
                 Pool::Sqlite(pool) => {
                     let mut connection = pool.acquire().await.map_err(error)?;
-                    sqlite::host_execute(&mut connection, statement, params, budget).await
+                    sqlite::execute_as(&mut connection, author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::execute(&database.host_pool, statement, params).await
+                    postgres::execute(database.pool_of(author), statement, params).await
                 }
             }
         })
@@ -591,63 +602,34 @@ impl Transaction {
     // `tokio::spawn` of anything awaiting it requires. Boxed as `Send` here, where the
     // lifetime is known, the question does not arise again further up.
 
-    /// Runs a statement that returns rows, inside the transaction.
+    /// Runs a statement of the module's that returns rows, inside the transaction.
     pub fn query<'a>(
         &'a mut self,
         statement: &'a str,
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<Rows, Error>> {
-        Box::pin(async move {
-            let budget = ResultBudget::new(self.max_result);
-            match &mut self.on {
-                TransactionOn::Sqlite(tx) => {
-                    sqlite::query(&mut **tx, statement, params, budget).await
-                }
-                TransactionOn::Postgres(tx) => {
-                    postgres::query(&mut **tx, statement, params, budget).await
-                }
-            }
-        })
+        self.query_as(Author::Module, statement, params)
     }
 
-    /// Runs a statement that changes rows, inside the transaction.
+    /// Runs a statement of the module's that changes rows, inside the transaction.
     pub fn execute<'a>(
         &'a mut self,
         statement: &'a str,
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<u64, Error>> {
-        Box::pin(async move {
-            let budget = ResultBudget::new(self.max_result);
-            match &mut self.on {
-                TransactionOn::Sqlite(tx) => {
-                    sqlite::execute(&mut **tx, statement, params, budget).await
-                }
-                TransactionOn::Postgres(tx) => {
-                    postgres::execute(&mut **tx, statement, params).await
-                }
-            }
-        })
+        self.execute_as(Author::Module, statement, params)
     }
 
     /// Runs one of the host's statements that returns rows, inside the transaction: on
     /// SQLite on its own tables (see [`Database::host_query`]); on Postgres, where the
-    /// connection is the module's role, for what needs no table (an advisory lock).
+    /// connection is the module's role, for what needs no table (an advisory lock;
+    /// its tables are reached with [`Transaction::host_call`]).
     pub fn host_query<'a>(
         &'a mut self,
         statement: &'a str,
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<Rows, Error>> {
-        Box::pin(async move {
-            let budget = ResultBudget::new(self.max_result);
-            match &mut self.on {
-                TransactionOn::Sqlite(tx) => {
-                    sqlite::host_query(tx, statement, params, budget).await
-                }
-                TransactionOn::Postgres(tx) => {
-                    postgres::query(&mut **tx, statement, params, budget).await
-                }
-            }
-        })
+        self.query_as(Author::Host, statement, params)
     }
 
     /// Runs one of the host's statements that changes rows, inside the transaction
@@ -657,11 +639,39 @@ impl Transaction {
         statement: &'a str,
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<u64, Error>> {
+        self.execute_as(Author::Host, statement, params)
+    }
+
+    fn query_as<'a>(
+        &'a mut self,
+        author: Author,
+        statement: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Rows, Error>> {
         Box::pin(async move {
             let budget = ResultBudget::new(self.max_result);
             match &mut self.on {
                 TransactionOn::Sqlite(tx) => {
-                    sqlite::host_execute(tx, statement, params, budget).await
+                    sqlite::query_as(tx, author, statement, params, budget).await
+                }
+                TransactionOn::Postgres(tx) => {
+                    postgres::query(&mut **tx, statement, params, budget).await
+                }
+            }
+        })
+    }
+
+    fn execute_as<'a>(
+        &'a mut self,
+        author: Author,
+        statement: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let budget = ResultBudget::new(self.max_result);
+            match &mut self.on {
+                TransactionOn::Sqlite(tx) => {
+                    sqlite::execute_as(tx, author, statement, params, budget).await
                 }
                 TransactionOn::Postgres(tx) => {
                     postgres::execute(&mut **tx, statement, params).await

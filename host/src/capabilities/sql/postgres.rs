@@ -78,6 +78,14 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
+    /// The pool `author`'s statements run on: the module's, or the host's.
+    pub fn pool_of(&self, author: super::Author) -> &sqlx::PgPool {
+        match author {
+            super::Author::Module => &self.pool,
+            super::Author::Host => &self.host_pool,
+        }
+    }
+
     /// `CREATE OR REPLACE` of the host function `name` in the module's host schema,
     /// taking `parameters` (SQL, after the key every host function takes first),
     /// returning `returns`, running the PL/pgSQL `body` once `key` is checked.

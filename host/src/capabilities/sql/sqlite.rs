@@ -5,8 +5,8 @@
 //! keys enforced, and carries the module's guard ([`super::sqlite_guard`]): no
 //! `ATTACH`, no extensions, no PRAGMA that reaches past the module's own schema, no
 //! access to the host's tables, no value larger than its result bound, no statement
-//! past its deadline. The host reaches its tables with [`host_query`] and
-//! [`host_execute`].
+//! past its deadline. The host reaches its tables with [`query_as`] and
+//! [`execute_as`] as [`Author::Host`].
 
 use anyhow::{Context, Result};
 use sqlx::sqlite::{
@@ -17,7 +17,7 @@ use sqlx::{Executor, Row, Sqlite, TypeInfo, ValueRef};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{error, sqlite_guard, Error, ResultBudget, Rows, Value};
+use super::{error, sqlite_guard, Author, Error, ResultBudget, Rows, Value};
 use crate::deployment::database::DEFAULT_MAX_RESULT;
 use crate::deployment::DatabaseSpec;
 
@@ -183,38 +183,57 @@ async fn host_mode(connection: &mut SqliteConnection) -> Result<sqlite_guard::Ho
     })
 }
 
-/// [`query`] for the host, on its own tables: on `connection` in host mode, tagged.
-pub async fn host_query(
+/// [`query`] on `connection` as `author`: the host's statements run with the
+/// connection in host mode, tagged ([`sqlite_guard::host_statement`]).
+pub async fn query_as(
     connection: &mut SqliteConnection,
+    author: Author,
     statement: &str,
     params: Vec<Value>,
     budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    let _host = host_mode(connection).await?;
+    let (_host, tagged) = as_author(connection, author, statement).await?;
     query(
         &mut *connection,
-        &sqlite_guard::host_statement(statement),
+        tagged.as_deref().unwrap_or(statement),
         params,
         budget,
     )
     .await
 }
 
-/// [`execute`] for the host, on its own tables: on `connection` in host mode, tagged.
-pub async fn host_execute(
+/// [`execute`] on `connection` as `author` (see [`query_as`]).
+pub async fn execute_as(
     connection: &mut SqliteConnection,
+    author: Author,
     statement: &str,
     params: Vec<Value>,
     budget: ResultBudget,
 ) -> Result<u64, Error> {
-    let _host = host_mode(connection).await?;
+    let (_host, tagged) = as_author(connection, author, statement).await?;
     execute(
         &mut *connection,
-        &sqlite_guard::host_statement(statement),
+        tagged.as_deref().unwrap_or(statement),
         params,
         budget,
     )
     .await
+}
+
+/// For the host's statement: `connection` in host mode (until the guard is dropped)
+/// and the statement's tagged text. Nothing for the module's.
+async fn as_author(
+    connection: &mut SqliteConnection,
+    author: Author,
+    statement: &str,
+) -> Result<(Option<sqlite_guard::HostMode>, Option<String>), Error> {
+    Ok(match author {
+        Author::Module => (None, None),
+        Author::Host => (
+            Some(host_mode(connection).await?),
+            Some(sqlite_guard::host_statement(statement)),
+        ),
+    })
 }
 
 fn bind<'q>(
