@@ -1085,3 +1085,90 @@ async fn host_tables_left_in_a_module_schema_move_to_the_host_schema() {
     assert_eq!(things.rows, [vec![Value::Integer(1)]]);
     database.close().await;
 }
+
+/// A pooled Postgres connection is not pinged before every loan (its reset on the way
+/// back shows it alive): one that died while idle longer than
+/// [`modhost::capabilities::sql::PING_AFTER_IDLE`] is pinged and replaced unseen; one
+/// that died just after use costs the one statement that finds it dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_connection_that_died_is_replaced() {
+    use sqlx::Connection;
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("shop");
+    let spec = DatabaseSpec {
+        backend: DatabaseBackend::Postgres {
+            url: url.clone(),
+            schema: "ledger".into(),
+        },
+        pool: 1,
+        acquire_timeout: Timeout(Duration::from_secs(5)),
+        max_result: modhost::deployment::database::DEFAULT_MAX_RESULT,
+        migrations: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open("ledger", &spec, dir.path(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let one = || db.query("SELECT 1", vec![]);
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    // Ends the module's connection on the server, once it is back in the pool (its
+    // reset done: the last statement the server saw from it), and waits until it is
+    // gone.
+    let mut kill = async || {
+        let mut back = false;
+        for _ in 0..200 {
+            let reset: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'modhost_ledger' \
+                 AND state = 'idle' AND query LIKE 'CLOSE ALL;%'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if reset == 1 {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(back, "the module's connection never came back reset");
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'modhost_ledger'",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        for _ in 0..200 {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'modhost_ledger'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the module's connection outlived pg_terminate_backend");
+    };
+
+    one().await.unwrap();
+    kill().await;
+    // Idle past the bound (the very condition under test, hence a sleep): pinged,
+    // found dead, replaced.
+    tokio::time::sleep(modhost::capabilities::sql::PING_AFTER_IDLE + Duration::from_millis(200))
+        .await;
+    let rows = one().await.unwrap();
+    assert_eq!(rows.rows, [vec![Value::Integer(1)]]);
+
+    // Dead right after use: the statement that finds it fails as unavailable, and the
+    // connection is not lent again.
+    kill().await;
+    let failed = one().await;
+    assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
+    let rows = one().await.unwrap();
+    assert_eq!(rows.rows, [vec![Value::Integer(1)]]);
+    db.close().await;
+}

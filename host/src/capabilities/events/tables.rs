@@ -477,52 +477,30 @@ pub async fn claim(
     let mut claimed = std::collections::HashSet::new();
     let now = super::envelope::now_ms();
     for chunk in envelopes.chunks(200) {
-        if tx.backend() == "postgres" {
-            let entries: Vec<[&str; 3]> = chunk
-                .iter()
-                .map(|e| [e.id.as_str(), e.topic.as_str(), e.source.as_str()])
-                .collect();
-            let entries = serde_json::to_string(&entries)
-                .map_err(|e| Error::Other(format!("encoding inbox entries: {e}")))?;
-            let params = vec![
-                Value::Text(entries),
-                Value::Text(outcome.as_str().into()),
-                Value::Integer(now),
-            ];
-            let inserted = tx.host_call(CLAIM_INBOX, params).await?;
-            claimed.extend(first_texts(inserted.rows));
-            continue;
-        }
-        let mut rows = Vec::with_capacity(chunk.len());
-        let mut params = Vec::with_capacity(chunk.len() * 5);
-        for (i, envelope) in chunk.iter().enumerate() {
-            let at = i * 5;
-            rows.push(format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                at + 1,
-                at + 2,
-                at + 3,
-                at + 4,
-                at + 5
-            ));
-            params.extend([
-                Value::Text(envelope.id.clone()),
-                Value::Text(envelope.topic.clone()),
-                Value::Text(envelope.source.clone()),
-                Value::Text(outcome.as_str().into()),
-                Value::Integer(now),
-            ]);
-        }
-        let inserted = tx
-            .host_query(
-                &format!(
-                    "INSERT INTO modhost_inbox (id, topic, source, outcome, handled_at) VALUES {} \
-                     ON CONFLICT (id) DO NOTHING RETURNING id",
-                    rows.join(", ")
-                ),
+        let entries: Vec<[&str; 3]> = chunk
+            .iter()
+            .map(|e| [e.id.as_str(), e.topic.as_str(), e.source.as_str()])
+            .collect();
+        let entries = serde_json::to_string(&entries)
+            .map_err(|e| Error::Other(format!("encoding inbox entries: {e}")))?;
+        let params = vec![
+            Value::Text(entries),
+            Value::Text(outcome.as_str().into()),
+            Value::Integer(now),
+        ];
+        let inserted = if tx.backend() == "postgres" {
+            tx.host_call(CLAIM_INBOX, params).await?
+        } else {
+            // `WHERE true` tells SQLite's parser the `ON CONFLICT` is the upsert's.
+            tx.host_query(
+                "INSERT INTO modhost_inbox (id, topic, source, outcome, handled_at) \
+                 SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, $2, $3 \
+                 FROM json_each($1) AS e WHERE true \
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
                 params,
             )
-            .await?;
+            .await?
+        };
         claimed.extend(first_texts(inserted.rows));
     }
     // An id twice in one batch (a resent copy next to the original) is new once: its

@@ -51,6 +51,7 @@ pub mod bindings {
 
 pub use bindings::modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
 use bindings::modhost::sql::sql::{Host, HostTransaction};
+pub use postgres::PING_AFTER_IDLE;
 
 /// The interface's name, as modules import it.
 pub const INTERFACE: &str = "modhost:sql/sql@2.0.0";
@@ -240,7 +241,7 @@ async fn collect<R: sqlx::Row>(
 }
 
 enum Pool {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(Arc<sqlite::SqliteDatabase>),
     Postgres(Arc<postgres::PgDatabase>),
 }
 
@@ -258,10 +259,24 @@ pub enum Author {
 /// this purpose.
 const HOST_FUNCTION_KEY: &str = "postgres host functions";
 
-/// How a transaction on Postgres calls the host's functions.
-struct HostFunctions {
-    database: Arc<postgres::PgDatabase>,
-    key: [u8; 32],
+/// What the host's statements in a module's transaction on SQLite are keyed with
+/// ([`sqlite_guard::HOST_FUNCTION`]).
+const SQLITE_HOST_KEY: &str = "sqlite host statements";
+
+/// How a transaction's host statements reach the host's tables.
+enum HostReach {
+    /// The transaction is the host's own, on its own pool: they run as they are, and
+    /// the module's statements not at all.
+    Direct,
+    /// A module's transaction on SQLite: each runs through the guard's keyed function.
+    Sqlite(Arc<sqlite::SqliteDatabase>),
+    /// A module's transaction on Postgres: the tables through the host's functions
+    /// ([`Transaction::host_call`], keyed with `key`); what needs no table (an
+    /// advisory lock) as it is.
+    Postgres {
+        database: Arc<postgres::PgDatabase>,
+        key: [u8; 32],
+    },
 }
 
 /// A lease from [`Database::try_lease`]: held while this lives.
@@ -275,8 +290,8 @@ pub struct Transaction {
     max_result: u64,
     /// Woken once the transaction commits (the outbox relay, when it published).
     after_commit: Option<Arc<tokio::sync::Notify>>,
-    /// On a module's Postgres connection: how to call the host's functions.
-    host_functions: Option<HostFunctions>,
+    /// How its host statements reach the host's tables.
+    host: HostReach,
 }
 
 enum TransactionOn {
@@ -294,17 +309,18 @@ impl Database {
         data_dir: &std::path::Path,
         statement_timeout: Duration,
     ) -> Result<Database> {
-        let pool = match &spec.backend {
+        let (pool, secret) = match &spec.backend {
             DatabaseBackend::Sqlite => {
-                Pool::Sqlite(sqlite::open(module, spec, data_dir, statement_timeout).await?)
+                let secret = sqlite::host_secret(data_dir)?;
+                let key = derive_key(&secret, SQLITE_HOST_KEY);
+                let database = sqlite::open(module, spec, data_dir, statement_timeout, key).await?;
+                (Pool::Sqlite(Arc::new(database)), secret)
             }
-            DatabaseBackend::Postgres { url, schema } => Pool::Postgres(Arc::new(
-                postgres::open(module, spec, url, schema, statement_timeout).await?,
-            )),
-        };
-        let secret = match &pool {
-            Pool::Sqlite(_) => sqlite::host_secret(data_dir)?,
-            Pool::Postgres(database) => database.secret(),
+            DatabaseBackend::Postgres { url, schema } => {
+                let database = postgres::open(module, spec, url, schema, statement_timeout).await?;
+                let secret = database.secret();
+                (Pool::Postgres(Arc::new(database)), secret)
+            }
         };
         let database = Database {
             module: module.to_string(),
@@ -364,7 +380,7 @@ impl Database {
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(database) => database.close().await,
             Pool::Postgres(database) => database.pool.close().await,
         }
     }
@@ -405,9 +421,8 @@ impl Database {
         self.bounded(async {
             let budget = ResultBudget::new(self.max_result);
             match &self.pool {
-                Pool::Sqlite(pool) => {
-                    let mut connection = pool.acquire().await.map_err(error)?;
-                    sqlite::query_as(&mut connection, author, statement, params, budget).await
+                Pool::Sqlite(database) => {
+                    database.query_as(author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
                     postgres::query(database.pool_of(author), statement, params, budget).await
@@ -426,9 +441,8 @@ impl Database {
         self.bounded(async {
             let budget = ResultBudget::new(self.max_result);
             match &self.pool {
-                Pool::Sqlite(pool) => {
-                    let mut connection = pool.acquire().await.map_err(error)?;
-                    sqlite::execute_as(&mut connection, author, statement, params, budget).await
+                Pool::Sqlite(database) => {
+                    database.execute_as(author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
                     postgres::execute(database.pool_of(author), statement, params).await
@@ -441,49 +455,49 @@ impl Database {
     /// Begins a transaction on one of the pool's connections.
     pub async fn begin(&self) -> Result<Transaction, Error> {
         self.bounded(async {
-            let (on, host_functions) = match &self.pool {
-                Pool::Sqlite(pool) => (
-                    TransactionOn::Sqlite(pool.begin().await.map_err(error)?),
-                    None,
+            let (on, host) = match &self.pool {
+                Pool::Sqlite(database) => (
+                    TransactionOn::Sqlite(database.pool.begin().await.map_err(error)?),
+                    HostReach::Sqlite(database.clone()),
                 ),
                 Pool::Postgres(database) => (
                     TransactionOn::Postgres(database.pool.begin().await.map_err(error)?),
-                    Some(HostFunctions {
+                    HostReach::Postgres {
                         database: database.clone(),
                         key: self.host_key(HOST_FUNCTION_KEY),
-                    }),
+                    },
                 ),
             };
             Ok(Transaction {
                 on,
                 max_result: self.max_result,
                 after_commit: None,
-                host_functions,
+                host,
             })
         })
         .await
     }
 
-    /// Begins a transaction of the host's alone, on its own tables: on SQLite one of
-    /// the module's connections (whose statements then go through
-    /// [`Transaction::host_execute`]), on Postgres one of the host's.
+    /// Begins a transaction of the host's alone, on its own tables, on one of its own
+    /// connections (whose statements then go through [`Transaction::host_execute`]).
     pub async fn host_begin(&self) -> Result<Transaction, Error> {
-        match &self.pool {
-            Pool::Sqlite(_) => self.begin().await,
-            Pool::Postgres(database) => {
-                self.bounded(async {
-                    Ok(Transaction {
-                        on: TransactionOn::Postgres(
-                            database.host_pool.begin().await.map_err(error)?,
-                        ),
-                        max_result: self.max_result,
-                        after_commit: None,
-                        host_functions: None,
-                    })
-                })
-                .await
-            }
-        }
+        self.bounded(async {
+            let on = match &self.pool {
+                Pool::Sqlite(database) => {
+                    TransactionOn::Sqlite(database.host_pool.begin().await.map_err(error)?)
+                }
+                Pool::Postgres(database) => {
+                    TransactionOn::Postgres(database.host_pool.begin().await.map_err(error)?)
+                }
+            };
+            Ok(Transaction {
+                on,
+                max_result: self.max_result,
+                after_commit: None,
+                host: HostReach::Direct,
+            })
+        })
+        .await
     }
 
     /// Runs `statements` of the host's that create its tables (and on Postgres its
@@ -545,13 +559,7 @@ impl Database {
     /// no module. (SQLite: from the node's secret file; Postgres: from the
     /// administrator URL.)
     pub fn host_key(&self, purpose: &str) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        Sha256::new()
-            .chain_update(self.secret)
-            .chain_update(b"\0host key\0")
-            .chain_update(purpose.as_bytes())
-            .finalize()
-            .into()
+        derive_key(&self.secret, purpose)
     }
 
     /// The advisory-lock key of the host's lock `name` on Postgres (one no module can
@@ -650,11 +658,17 @@ impl Transaction {
     ) -> BoxFuture<'a, Result<Rows, Error>> {
         Box::pin(async move {
             let budget = ResultBudget::new(self.max_result);
-            match &mut self.on {
-                TransactionOn::Sqlite(tx) => {
-                    sqlite::query_as(tx, author, statement, params, budget).await
+            match (&mut self.on, author, &self.host) {
+                (_, Author::Module, HostReach::Direct) => Err(module_in_host_transaction()),
+                (TransactionOn::Sqlite(tx), Author::Host, HostReach::Sqlite(database)) => {
+                    sqlite::host_in_transaction(tx, database, statement, params, budget)
+                        .await
+                        .map(|(rows, _)| rows)
                 }
-                TransactionOn::Postgres(tx) => {
+                (TransactionOn::Sqlite(tx), _, _) => {
+                    sqlite::query(&mut **tx, statement, params, budget).await
+                }
+                (TransactionOn::Postgres(tx), _, _) => {
                     postgres::query(&mut **tx, statement, params, budget).await
                 }
             }
@@ -669,11 +683,17 @@ impl Transaction {
     ) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(async move {
             let budget = ResultBudget::new(self.max_result);
-            match &mut self.on {
-                TransactionOn::Sqlite(tx) => {
-                    sqlite::execute_as(tx, author, statement, params, budget).await
+            match (&mut self.on, author, &self.host) {
+                (_, Author::Module, HostReach::Direct) => Err(module_in_host_transaction()),
+                (TransactionOn::Sqlite(tx), Author::Host, HostReach::Sqlite(database)) => {
+                    sqlite::host_in_transaction(tx, database, statement, params, budget)
+                        .await
+                        .map(|(_, changes)| changes)
                 }
-                TransactionOn::Postgres(tx) => {
+                (TransactionOn::Sqlite(tx), _, _) => {
+                    sqlite::execute(&mut **tx, statement, params, budget).await
+                }
+                (TransactionOn::Postgres(tx), _, _) => {
                     postgres::execute(&mut **tx, statement, params).await
                 }
             }
@@ -690,24 +710,29 @@ impl Transaction {
     ) -> BoxFuture<'a, Result<Rows, Error>> {
         Box::pin(async move {
             let budget = ResultBudget::new(self.max_result);
-            let (TransactionOn::Postgres(tx), Some(host)) = (&mut self.on, &self.host_functions)
+            let (TransactionOn::Postgres(tx), HostReach::Postgres { database, key }) =
+                (&mut self.on, &self.host)
             else {
                 return Err(Error::Other(format!(
                     "host function {function} called outside a module's Postgres transaction"
                 )));
             };
-            let statement = host.database.host_call(function, params.len());
+            let statement = database.host_call(function, params.len());
             let mut keyed = Vec::with_capacity(params.len() + 1);
-            keyed.push(Value::Blob(host.key.to_vec()));
+            keyed.push(Value::Blob(key.to_vec()));
             keyed.extend(params);
             postgres::query(&mut **tx, &statement, keyed, budget).await
         })
     }
 
-    /// Runs `sql`, one or more statements without parameters (a migration).
+    /// Runs `sql`, one or more statements of the module's without parameters (a
+    /// migration).
     fn execute_script<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         use sqlx::Executor;
         Box::pin(async move {
+            if matches!(self.host, HostReach::Direct) {
+                return Err(module_in_host_transaction());
+            }
             // A plain `&str` runs as a script (several statements, no parameters).
             match &mut self.on {
                 TransactionOn::Sqlite(tx) => tx.execute(sql).await.map(drop),
@@ -739,6 +764,24 @@ impl Transaction {
 }
 
 /// What a database error means to a module.
+/// The refusal of a module's statement in a transaction of the host's own, whose
+/// connection may change the host's tables: the host's mistake, never run.
+fn module_in_host_transaction() -> Error {
+    Error::Other("a module's statement in a transaction of the host's (the host's mistake)".into())
+}
+
+/// The key for the host's own use of a database, for `purpose`, from its `secret`
+/// (see [`Database::host_key`]).
+fn derive_key(secret: &[u8; 32], purpose: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(secret)
+        .chain_update(b"\0host key\0")
+        .chain_update(purpose.as_bytes())
+        .finalize()
+        .into()
+}
+
 fn error(error: sqlx::Error) -> Error {
     use sqlx::error::ErrorKind;
     match error {

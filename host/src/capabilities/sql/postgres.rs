@@ -57,6 +57,27 @@ pub const RESET_SESSION: &str =
 /// Connections of the host's own pool for one module's host schema.
 const HOST_POOL: u32 = 2;
 
+/// How long a connection may sit idle in a pool and still be lent without a ping
+/// first. One used and reset more recently than this is alive as far as anyone can
+/// tell; pinging it too (sqlx's default, before every loan) would cost a round trip
+/// per statement.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// sqlx's `before_acquire` for both pools: a connection idle past
+/// [`PING_AFTER_IDLE`] is pinged, and closed (another one lent instead) if it does
+/// not answer.
+fn ping_if_idle(
+    connection: &mut sqlx::PgConnection,
+    metadata: sqlx::pool::PoolConnectionMetadata,
+) -> crate::runtime::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if metadata.idle_for < PING_AFTER_IDLE {
+            return Ok(true);
+        }
+        Ok(connection.ping().await.is_ok())
+    })
+}
+
 /// A module's Postgres database: its pool, logged in as its role, and what the host
 /// keeps to police it.
 pub struct PgDatabase {
@@ -305,6 +326,8 @@ pub async fn open(
     connection.close().await.ok();
 
     let host_pool = PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(ping_if_idle)
         .max_connections(HOST_POOL)
         .min_connections(0)
         .idle_timeout(Some(Duration::from_secs(60)))
@@ -327,9 +350,13 @@ pub async fn open(
             format!("{}ms", statement_timeout.as_millis().max(1)),
         ),
     ]);
+    // Every connection a module hands back is reset, a round trip that also shows
+    // it alive: the ping before the next loan is skipped unless it has been idle.
     let pool = PgPoolOptions::new()
         .max_connections(spec.pool)
         .acquire_timeout(spec.acquire_timeout.duration())
+        .test_before_acquire(false)
+        .before_acquire(ping_if_idle)
         .after_release(|connection, _| {
             Box::pin(async move {
                 connection.execute(RESET_SESSION).await?;

@@ -5,8 +5,9 @@
 //! keys enforced, and carries the module's guard ([`super::sqlite_guard`]): no
 //! `ATTACH`, no extensions, no PRAGMA that reaches past the module's own schema, no
 //! access to the host's tables, no value larger than its result bound, no statement
-//! past its deadline. The host reaches its tables with [`query_as`] and
-//! [`execute_as`] as [`Author::Host`].
+//! past its deadline. The host reaches its tables through a pool of its own
+//! ([`SqliteDatabase::host_pool`]), and inside a module's transaction through
+//! [`host_in_transaction`].
 
 use anyhow::{Context, Result};
 use sqlx::sqlite::{
@@ -25,15 +26,95 @@ use crate::deployment::DatabaseSpec;
 /// (at most: never longer than the module's own statement timeout).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens (creating if needed) `module`'s database file and its pool, each connection
-/// guarded: statements interrupted past `statement_timeout`, no value larger than the
-/// module's result bound.
+/// A module's SQLite database: the module's pool, and the host's own for its tables.
+pub struct SqliteDatabase {
+    /// The module's connections, in module mode.
+    pub pool: sqlx::SqlitePool,
+    /// The host's connections to the same file, in host mode: they may change the
+    /// host's tables and nothing else. Small, and opened on first use.
+    pub host_pool: sqlx::SqlitePool,
+    /// What the host passes to [`sqlite_guard::HOST_FUNCTION`] in a module's
+    /// transaction.
+    key: [u8; 32],
+}
+
+/// Connections of the host's own pool for one module's file.
+const HOST_POOL: u32 = 2;
+
+impl SqliteDatabase {
+    /// Runs a statement of `author`'s that returns rows (see [`query`]) on its pool:
+    /// the module's, or the host's ([`SqliteDatabase::host_retry`]).
+    pub async fn query_as(
+        &self,
+        author: Author,
+        statement: &str,
+        params: Vec<Value>,
+        budget: ResultBudget,
+    ) -> Result<Rows, Error> {
+        if author == Author::Module {
+            return query(&self.pool, statement, params, budget).await;
+        }
+        let mut connection = self.host_pool.acquire().await.map_err(error)?;
+        match query(&mut *connection, statement, params.clone(), budget).await {
+            Err(Error::Denied(_)) if Self::host_retry(&mut connection).await => {
+                query(&mut *connection, statement, params, budget).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Runs a statement of `author`'s that changes rows (see [`execute`]) on its pool,
+    /// as [`SqliteDatabase::query_as`] does.
+    pub async fn execute_as(
+        &self,
+        author: Author,
+        statement: &str,
+        params: Vec<Value>,
+        budget: ResultBudget,
+    ) -> Result<u64, Error> {
+        if author == Author::Module {
+            return execute(&self.pool, statement, params, budget).await;
+        }
+        let mut connection = self.host_pool.acquire().await.map_err(error)?;
+        match execute(&mut *connection, statement, params.clone(), budget).await {
+            Err(Error::Denied(_)) if Self::host_retry(&mut connection).await => {
+                execute(&mut *connection, statement, params, budget).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Whether to run a refused statement of the host's once more on `connection`,
+    /// which this brings up to date with the file's schema first. SQLite compiles a
+    /// statement against the schema the connection last read, and learns of a change
+    /// only when a statement it compiled runs: a module's table with a cascade from a
+    /// host table, dropped through another connection, would otherwise keep the
+    /// host's statements refused here. Reading `sqlite_schema` is such a statement.
+    async fn host_retry(connection: &mut SqliteConnection) -> bool {
+        sqlx::query("SELECT count(*) FROM sqlite_schema")
+            .execute(&mut *connection)
+            .await
+            .is_ok()
+    }
+
+    /// Closes both pools, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.host_pool.close().await;
+    }
+}
+
+/// Opens (creating if needed) `module`'s database file and its two pools, each
+/// connection guarded: statements interrupted past `statement_timeout`, no value
+/// larger than the module's result bound. `key` lets the host's statements into the
+/// module's transactions ([`host_in_transaction`]).
 pub async fn open(
     module: &str,
     spec: &DatabaseSpec,
     data_dir: &Path,
     statement_timeout: Duration,
-) -> Result<sqlx::SqlitePool> {
+    key: [u8; 32],
+) -> Result<SqliteDatabase> {
     let dir = data_dir.join("databases");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{module}.sqlite"));
@@ -47,27 +128,45 @@ pub async fn open(
     // No value larger than the result bound is built; the host's own rows (an event's
     // payload) keep the default's room when the module's bound is smaller.
     let max_length = spec.max_result.max(DEFAULT_MAX_RESULT).bytes();
-    SqlitePoolOptions::new()
-        .max_connections(spec.pool)
-        .acquire_timeout(spec.acquire_timeout.duration())
-        .after_connect(move |connection, _| {
-            Box::pin(async move {
-                let mut handle = connection.lock_handle().await?;
-                // SAFETY: the handle is a live connection, locked for our exclusive use
-                // for the duration of this call.
-                unsafe {
-                    sqlite_guard::install(
-                        handle.as_raw_handle().as_ptr(),
-                        statement_timeout,
-                        max_length,
-                    );
-                }
-                Ok(())
+    let guarded = move |mode| {
+        SqlitePoolOptions::new()
+            .acquire_timeout(spec.acquire_timeout.duration())
+            // sqlx pings a connection before every loan by default: on SQLite a round
+            // trip to the connection's thread, for a file that cannot go away the way
+            // a server can.
+            .test_before_acquire(false)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    let mut handle = connection.lock_handle().await?;
+                    // SAFETY: the handle is a live connection, locked for our exclusive
+                    // use for the duration of this call.
+                    unsafe {
+                        sqlite_guard::install(
+                            handle.as_raw_handle().as_ptr(),
+                            mode,
+                            statement_timeout,
+                            max_length,
+                            key,
+                        );
+                    }
+                    Ok(())
+                })
             })
-        })
-        .connect_with(options)
+    };
+    let pool = guarded(sqlite_guard::Mode::Module)
+        .max_connections(spec.pool)
+        .connect_with(options.clone())
         .await
-        .with_context(|| format!("opening {}", file.display()))
+        .with_context(|| format!("opening {}", file.display()))?;
+    let host_pool = guarded(sqlite_guard::Mode::Host)
+        .max_connections(HOST_POOL)
+        .min_connections(0)
+        .connect_lazy_with(options);
+    Ok(SqliteDatabase {
+        pool,
+        host_pool,
+        key,
+    })
 }
 
 /// The node's own secret for its SQLite databases (which no other node shares):
@@ -172,68 +271,76 @@ pub async fn execute<'c>(
     Ok(done.rows_affected())
 }
 
-/// Puts `connection` in host mode ([`sqlite_guard::host_mode`]) until the returned
-/// guard is dropped.
-async fn host_mode(connection: &mut SqliteConnection) -> Result<sqlite_guard::HostMode, Error> {
-    let mut handle = connection.lock_handle().await.map_err(error)?;
-    // SAFETY: the handle is a live connection, locked for our exclusive use for the
-    // duration of this call.
-    unsafe { sqlite_guard::host_mode(handle.as_raw_handle().as_ptr()) }.ok_or_else(|| {
-        Error::Other("the connection carries no guard (the host's own mistake)".into())
-    })
-}
+/// How many parameters one of the host's statements in a module's transaction may
+/// have: SQLite passes a function 127 arguments at most, and the key and the
+/// statement take two.
+const MAX_HOST_PARAMETERS: usize = 125;
 
-/// [`query`] on `connection` as `author`: the host's statements run with the
-/// connection in host mode, tagged ([`sqlite_guard::host_statement`]).
-pub async fn query_as(
+/// Runs one of the host's statements inside a module's transaction on `connection`:
+/// through [`sqlite_guard::HOST_FUNCTION`], which runs it in host mode, in the same
+/// round trip. Its rows, and how many rows it changed.
+pub async fn host_in_transaction(
     connection: &mut SqliteConnection,
-    author: Author,
+    database: &SqliteDatabase,
     statement: &str,
     params: Vec<Value>,
     budget: ResultBudget,
-) -> Result<Rows, Error> {
-    let (_host, tagged) = as_author(connection, author, statement).await?;
-    query(
-        &mut *connection,
-        tagged.as_deref().unwrap_or(statement),
-        params,
-        budget,
-    )
-    .await
-}
-
-/// [`execute`] on `connection` as `author` (see [`query_as`]).
-pub async fn execute_as(
-    connection: &mut SqliteConnection,
-    author: Author,
-    statement: &str,
-    params: Vec<Value>,
-    budget: ResultBudget,
-) -> Result<u64, Error> {
-    let (_host, tagged) = as_author(connection, author, statement).await?;
-    execute(
-        &mut *connection,
-        tagged.as_deref().unwrap_or(statement),
-        params,
-        budget,
-    )
-    .await
-}
-
-/// For the host's statement: `connection` in host mode (until the guard is dropped)
-/// and the statement's tagged text. Nothing for the module's.
-async fn as_author(
-    connection: &mut SqliteConnection,
-    author: Author,
-    statement: &str,
-) -> Result<(Option<sqlite_guard::HostMode>, Option<String>), Error> {
-    Ok(match author {
-        Author::Module => (None, None),
-        Author::Host => (
-            Some(host_mode(connection).await?),
-            Some(sqlite_guard::host_statement(statement)),
-        ),
-    })
+) -> Result<(Rows, u64), Error> {
+    let function = sqlite_guard::HOST_FUNCTION.to_string_lossy();
+    if params.len() > MAX_HOST_PARAMETERS {
+        return Err(Error::Other(format!(
+            "{function} takes at most {MAX_HOST_PARAMETERS} parameters, not {} \
+             (the host's mistake)",
+            params.len()
+        )));
+    }
+    let placeholders: Vec<String> = (3..params.len() + 3).map(|i| format!("${i}")).collect();
+    let call = format!(
+        "SELECT {function}($1, $2{}{})",
+        if placeholders.is_empty() { "" } else { ", " },
+        placeholders.join(", ")
+    );
+    let mut keyed = Vec::with_capacity(params.len() + 2);
+    keyed.push(Value::Blob(database.key.to_vec()));
+    keyed.push(Value::Text(statement.to_string()));
+    keyed.extend(params);
+    // The call reads no table: a transaction whose first write is the host's takes
+    // the write lock at once (waiting for it if need be), as a plain INSERT would.
+    // That also means it does not bring the connection up to date with the file's
+    // schema, so a refusal is tried once more after that (see
+    // [`SqliteDatabase::host_retry`]).
+    let unbounded = ResultBudget::new(u64::MAX);
+    let answer = match query(&mut *connection, &call, keyed.clone(), unbounded).await {
+        Err(Error::Denied(_)) if SqliteDatabase::host_retry(connection).await => {
+            query(&mut *connection, &call, keyed, unbounded).await?
+        }
+        answer => answer?,
+    };
+    let Some([Value::Text(json)]) = answer.rows.first().map(Vec::as_slice) else {
+        return Err(Error::Other(format!("{function} answered {answer:?}")));
+    };
+    let answer: sqlite_guard::HostAnswer = serde_json::from_str(json)
+        .map_err(|e| Error::Other(format!("{function} answered {json:?}: {e}")))?;
+    let mut budget = budget;
+    let mut rows = Rows {
+        columns: answer.columns,
+        rows: Vec::with_capacity(answer.rows.len()),
+    };
+    for row in answer.rows {
+        let values: Vec<Value> = row
+            .into_iter()
+            .map(|value| match value {
+                sqlite_guard::HostValue::Null => Value::Null,
+                sqlite_guard::HostValue::Integer(n) => Value::Integer(n),
+                sqlite_guard::HostValue::Real(x) => Value::Real(x),
+                sqlite_guard::HostValue::Text(text) => Value::Text(text),
+                sqlite_guard::HostValue::Blob(bytes) => Value::Blob(bytes),
+            })
+            .collect();
+        budget.take(ResultBudget::weigh(&values))?;
+        rows.rows.push(values);
+    }
+    Ok((rows, answer.changes))
 }
 
 fn bind<'q>(

@@ -24,30 +24,34 @@
 //!
 //! The host keeps its own tables in the module's file (`modhost_outbox`,
 //! `modhost_inbox`, `modhost_migrations`…) so that they commit in the module's
-//! transactions. The authorizer keeps the two apart. A connection is in **module
-//! mode** unless the host put it in **host mode** for one statement of its own
-//! ([`host_mode`]). In module mode nothing whose name starts with `modhost_` may be
-//! read, written, created, altered or dropped, and `sqlite_sequence` may not be
-//! written. In host mode only those tables may be changed, so a module's trigger or
-//! foreign-key cascade on its own tables cannot run its SQL with the host's rights
-//! (the host's statement fails instead: a module that declares `ON DELETE CASCADE`
-//! from a host table stops its own outbox, nobody else's).
+//! transactions. The authorizer keeps the two apart: a connection is in **module
+//! mode** or in **host mode**. In module mode nothing whose name starts with
+//! `modhost_` may be read, written, created, altered or dropped, and
+//! `sqlite_sequence` may not be written. In host mode only those tables may be
+//! changed, so a module's trigger or foreign-key cascade on its own tables cannot run
+//! its SQL with the host's rights (the host's statement fails instead: a module that
+//! declares `ON DELETE CASCADE` from a host table stops its own outbox, nobody
+//! else's).
 //!
-//! SQLite asks the authorizer only when it compiles a statement, and sqlx keeps
-//! compiled statements per connection, keyed by their text. So the host's statements
-//! carry a tag no module knows ([`host_statement`]): a module that sends the text of
-//! one of the host's statements compiles its own copy, in module mode.
+//! A module's connections are in module mode; the host's own pool for the file opens
+//! its connections in host mode, and they stay so. What the host must write inside a
+//! module's transaction (an event published, an event claimed as handled, a migration
+//! recorded) goes through the SQL function [`HOST_FUNCTION`],
+//! `modhost_host(key, statement, parameters…)`: given the database's host key, which
+//! no module knows, it compiles and runs that one statement in host mode, on the
+//! connection's own thread and within the call, and answers its rows as JSON
+//! ([`HostAnswer`]). Any other caller is refused with `SQLITE_AUTH`. The function is
+//! direct-only, so no trigger, view or default of a module's can call it. This costs
+//! no round trip of its own: the statement travels with the host's call, as the
+//! host's functions on Postgres do.
 //!
 //! The per-connection state ([`Guard`]) is attached to the connection as SQLite
 //! client data, which SQLite frees when the connection closes. SQLite calls every
-//! callback on the thread using the connection, one at a time; the host-mode flag,
-//! which the host sets from its own thread, is atomic.
+//! callback on the thread using the connection, one at a time.
 
 use libsqlite3_sys as ffi;
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// Virtual-machine steps between two looks at the clock: a look costs tens of
@@ -94,71 +98,80 @@ const SETTABLE_PRAGMAS: &[&str] = &["defer_foreign_keys", "foreign_keys", "user_
 /// The prefix of every name the host keeps for itself in a module's database.
 pub const HOST_PREFIX: &str = "modhost_";
 
-/// One connection's guard: its statement deadline, when its statement started, and
-/// whether the host is using it.
+/// The SQL function through which the host runs one statement of its own in a
+/// module's transaction (see the module's documentation).
+pub const HOST_FUNCTION: &CStr = c"modhost_host";
+
+/// What [`HOST_FUNCTION`] answers, as JSON: the statement's columns, its rows, and how
+/// many rows it changed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HostAnswer {
+    /// The columns' names.
+    pub columns: Vec<String>,
+    /// The rows, each value with its stored type.
+    pub rows: Vec<Vec<HostValue>>,
+    /// Rows the statement inserted, updated or deleted (0 for a read).
+    pub changes: u64,
+}
+
+/// One value of a [`HostAnswer`]'s row, by its stored type.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum HostValue {
+    /// `NULL`.
+    Null,
+    /// An integer.
+    Integer(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text (what is not UTF-8 in it replaced).
+    Text(String),
+    /// A blob.
+    Blob(Vec<u8>),
+}
+
+/// One connection's guard: its statement deadline, when its statement started,
+/// whether it is in host mode, and the key that lets the host's calls in.
 struct Guard {
     /// How long one statement may run.
     limit: Duration,
     /// When the running statement started (set by SQLite's trace callback).
     started: Cell<Option<Instant>>,
-    /// Set while the host runs a statement of its own ([`HostMode`]).
-    host: Arc<AtomicBool>,
+    /// Host mode: for the host's pool always, for a module's connection while
+    /// [`HOST_FUNCTION`] runs a statement of the host's.
+    host: Cell<bool>,
+    /// What a call of [`HOST_FUNCTION`] must pass first.
+    key: [u8; 32],
 }
 
-/// A connection in host mode, for as long as this lives: its statements may touch the
-/// host's tables and nothing else. Dropping it (the statement done, or its future
-/// dropped half-way) puts the connection back in module mode.
-pub struct HostMode(Arc<AtomicBool>);
-
-impl Drop for HostMode {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
+/// Whose connection a guard is installed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A module's: its statements may not touch the host's tables.
+    Module,
+    /// The host's own: its statements may change the host's tables and nothing else.
+    Host,
 }
 
-/// Puts `db` in host mode until the returned [`HostMode`] is dropped; `None` if the
-/// connection carries no guard (it was not opened by [`super::sqlite::open`]).
+/// Installs the guard on a freshly opened connection in `mode`: the authorizer, the
+/// length limit (`max_length` bytes, at most SQLite's own 1 GB), the deadline of
+/// `limit` per statement, and [`HOST_FUNCTION`], keyed with `key`. `ATTACH` is also
+/// limited to no database at all.
 ///
 /// # Safety
 /// `db` must be a live connection that nothing else uses during this call.
-pub unsafe fn host_mode(db: *mut ffi::sqlite3) -> Option<HostMode> {
-    // SAFETY: `db` is live (the caller's promise); the client data, if any, is the
-    // guard `install` put there, alive as long as the connection.
-    let guard = unsafe { ffi::sqlite3_get_clientdata(db, CLIENT_DATA.as_ptr()) };
-    if guard.is_null() {
-        return None;
-    }
-    // SAFETY: as above.
-    let flag = unsafe { &*guard.cast::<Guard>() }.host.clone();
-    flag.store(true, Ordering::SeqCst);
-    Some(HostMode(flag))
-}
-
-/// This process's tag for the host's statements: random, and never shown to a module.
-static HOST_TAG: LazyLock<String> =
-    LazyLock::new(|| format!(" /* modhost host {} */", uuid::Uuid::new_v4().simple()));
-
-/// `statement` as the host sends it: with this process's tag, so that its compiled
-/// form, which sqlx keeps by text, is one no module's statement can ever reuse.
-pub fn host_statement(statement: &str) -> String {
-    let mut tagged = String::with_capacity(statement.len() + HOST_TAG.len());
-    tagged.push_str(statement);
-    tagged.push_str(&HOST_TAG);
-    tagged
-}
-
-/// Installs the guard on a freshly opened connection: the authorizer, the length limit
-/// (`max_length` bytes, at most SQLite's own 1 GB) and the deadline of `limit` per
-/// statement. `ATTACH` is also limited to no database at all.
-///
-/// # Safety
-/// `db` must be a live connection that nothing else uses during this call.
-pub unsafe fn install(db: *mut ffi::sqlite3, limit: Duration, max_length: u64) {
+pub unsafe fn install(
+    db: *mut ffi::sqlite3,
+    mode: Mode,
+    limit: Duration,
+    max_length: u64,
+    key: [u8; 32],
+) {
     let max_length = c_int::try_from(max_length).unwrap_or(c_int::MAX);
     let guard = Box::into_raw(Box::new(Guard {
         limit,
         started: Cell::new(None),
-        host: Arc::new(AtomicBool::new(false)),
+        host: Cell::new(mode == Mode::Host),
+        key,
     }))
     .cast::<c_void>();
     // SAFETY: `db` is live and ours for this call (the caller's promise). The guard is
@@ -177,6 +190,282 @@ pub unsafe fn install(db: *mut ffi::sqlite3, limit: Duration, max_length: u64) {
             guard,
         );
         ffi::sqlite3_progress_handler(db, PROGRESS_STEPS, Some(past_deadline), guard);
+        ffi::sqlite3_create_function_v2(
+            db,
+            HOST_FUNCTION.as_ptr(),
+            -1,
+            ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY,
+            guard,
+            Some(run_as_host),
+            None,
+            None,
+            None,
+        );
+    }
+}
+
+/// [`HOST_FUNCTION`]: `modhost_host(key, statement, parameters…)` runs `statement`
+/// with `parameters` in host mode if `key` is the guard's, and answers a
+/// [`HostAnswer`]; refuses anyone else with `SQLITE_AUTH`. Host mode ends with the
+/// call, whatever the statement did.
+unsafe extern "C" fn run_as_host(
+    context: *mut ffi::sqlite3_context,
+    count: c_int,
+    values: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: SQLite passes the function's user data (the connection's live guard,
+    // see `install`) and `count` argument values, alive for the call.
+    let guard = unsafe { ffi::sqlite3_user_data(context) }.cast::<Guard>();
+    let arguments: &[*mut ffi::sqlite3_value] = match usize::try_from(count) {
+        Ok(count) if !values.is_null() => unsafe { std::slice::from_raw_parts(values, count) },
+        _ => &[],
+    };
+    // SAFETY: as above; the key argument's bytes live until the value changes.
+    let keyed = !guard.is_null()
+        && arguments.len() >= 2
+        && unsafe { value_bytes(arguments[0]) }
+            .is_some_and(|key| same(key, &unsafe { &*guard }.key));
+    if !keyed {
+        // SAFETY: `context` is the live call's.
+        unsafe {
+            fail(
+                context,
+                ffi::SQLITE_AUTH,
+                "modhost_host is the host's alone",
+            )
+        };
+        return;
+    }
+    // SAFETY: checked non-null above; SQLite calls this on the connection's thread.
+    let guard = unsafe { &*guard };
+    let before = guard.host.replace(true);
+    // SAFETY: the connection is the live one this call runs on.
+    let answer = unsafe {
+        run_statement(
+            ffi::sqlite3_context_db_handle(context),
+            arguments[1],
+            &arguments[2..],
+        )
+    };
+    guard.host.set(before);
+    match answer.and_then(|answer| {
+        serde_json::to_string(&answer).map_err(|e| (ffi::SQLITE_ERROR, e.to_string()))
+    }) {
+        // SAFETY: SQLite copies the text (SQLITE_TRANSIENT) before this returns.
+        Ok(json) => unsafe {
+            ffi::sqlite3_result_text64(
+                context,
+                json.as_ptr().cast::<c_char>(),
+                json.len() as u64,
+                ffi::SQLITE_TRANSIENT(),
+                ffi::SQLITE_UTF8 as u8,
+            )
+        },
+        // SAFETY: `context` is the live call's.
+        Err((code, message)) => unsafe { fail(context, code, &message) },
+    }
+}
+
+/// Compiles and runs one statement on `db` with `parameters`, collecting its answer;
+/// on failure SQLite's extended code and message.
+///
+/// # Safety
+/// `db` must be the live connection the calling function runs on; `statement` and
+/// `parameters` live values of that call.
+unsafe fn run_statement(
+    db: *mut ffi::sqlite3,
+    statement: *mut ffi::sqlite3_value,
+    parameters: &[*mut ffi::sqlite3_value],
+) -> Result<HostAnswer, (c_int, String)> {
+    // SAFETY: `db` is live (the caller's promise).
+    let failure = || unsafe {
+        let message = ffi::sqlite3_errmsg(db);
+        let message = if message.is_null() {
+            String::from("unknown error")
+        } else {
+            CStr::from_ptr(message).to_string_lossy().into_owned()
+        };
+        (ffi::sqlite3_extended_errcode(db), message)
+    };
+    // SAFETY: the statement's text lives as long as its value is not changed.
+    let text = unsafe { value_bytes(statement) }
+        .ok_or((ffi::SQLITE_ERROR, String::from("no statement")))?;
+    let mut handle: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
+    let mut tail: *const c_char = std::ptr::null();
+    let length = c_int::try_from(text.len())
+        .map_err(|_| (ffi::SQLITE_TOOBIG, String::from("statement too long")))?;
+    // SAFETY: `text` is `length` bytes; the handle and tail are written by SQLite.
+    let code = unsafe {
+        ffi::sqlite3_prepare_v3(
+            db,
+            text.as_ptr().cast::<c_char>(),
+            length,
+            0,
+            &mut handle,
+            &mut tail,
+        )
+    };
+    if code != ffi::SQLITE_OK {
+        return Err(failure());
+    }
+    if handle.is_null() {
+        return Err((ffi::SQLITE_ERROR, String::from("an empty statement")));
+    }
+    /// Finalizes the statement however the run ends.
+    struct Finalize(*mut ffi::sqlite3_stmt);
+    impl Drop for Finalize {
+        fn drop(&mut self) {
+            // SAFETY: the handle was prepared above and is finalized once, here.
+            unsafe { ffi::sqlite3_finalize(self.0) };
+        }
+    }
+    let handle = Finalize(handle);
+    // `tail` points into `text`, just past the statement compiled.
+    let compiled = if tail.is_null() {
+        text.len()
+    } else {
+        (tail as usize)
+            .saturating_sub(text.as_ptr() as usize)
+            .min(text.len())
+    };
+    if text[compiled..].iter().any(|b| !b.is_ascii_whitespace()) {
+        return Err((ffi::SQLITE_ERROR, String::from("one statement at a time")));
+    }
+    // SQLite numbers a statement's parameters in the order they first appear, and
+    // `$2` may come before `$1`: each is bound by the number in its name (a bare `?`
+    // by its place), as sqlx binds the module's.
+    // SAFETY: the statement is live for all of what follows.
+    let slots = unsafe { ffi::sqlite3_bind_parameter_count(handle.0) };
+    for slot in 1..=slots {
+        let name = unsafe { ffi::sqlite3_bind_parameter_name(handle.0, slot) };
+        let number = if name.is_null() {
+            usize::try_from(slot).ok()
+        } else {
+            let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+            std::str::from_utf8(name.get(1..).unwrap_or_default())
+                .ok()
+                .and_then(|digits| digits.parse::<usize>().ok())
+        };
+        let Some(parameter) = number.and_then(|n| parameters.get(n.checked_sub(1)?)) else {
+            return Err((
+                ffi::SQLITE_RANGE,
+                format!("parameter {slot} of the host's statement has no value"),
+            ));
+        };
+        // SAFETY: SQLite copies the value.
+        if unsafe { ffi::sqlite3_bind_value(handle.0, slot, *parameter) } != ffi::SQLITE_OK {
+            return Err(failure());
+        }
+    }
+    // SAFETY: the statement is live for all of what follows.
+    let columns = unsafe { ffi::sqlite3_column_count(handle.0) };
+    let names = (0..columns)
+        .map(|i| unsafe { text_of(ffi::sqlite3_column_name(handle.0, i)) })
+        .collect();
+    let mut rows = Vec::new();
+    loop {
+        match unsafe { ffi::sqlite3_step(handle.0) } {
+            ffi::SQLITE_ROW => rows.push(
+                (0..columns)
+                    .map(|i| unsafe { column_value(handle.0, i) })
+                    .collect(),
+            ),
+            ffi::SQLITE_DONE => break,
+            _ => return Err(failure()),
+        }
+    }
+    let changes = if unsafe { ffi::sqlite3_stmt_readonly(handle.0) } != 0 {
+        0
+    } else {
+        u64::try_from(unsafe { ffi::sqlite3_changes64(db) }).unwrap_or(0)
+    };
+    Ok(HostAnswer {
+        columns: names,
+        rows,
+        changes,
+    })
+}
+
+/// A value's bytes (text or blob), `None` for `NULL`.
+///
+/// # Safety
+/// `value` must be live; the bytes are valid until it changes.
+unsafe fn value_bytes<'a>(value: *mut ffi::sqlite3_value) -> Option<&'a [u8]> {
+    // SAFETY: the caller's promise; `sqlite3_value_blob` before `_bytes`, as SQLite
+    // asks, and a zero-length value may come back as NULL.
+    unsafe {
+        if ffi::sqlite3_value_type(value) == ffi::SQLITE_NULL {
+            return None;
+        }
+        let data = ffi::sqlite3_value_blob(value).cast::<u8>();
+        let length = usize::try_from(ffi::sqlite3_value_bytes(value)).unwrap_or(0);
+        Some(if data.is_null() || length == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(data, length)
+        })
+    }
+}
+
+/// Column `i` of the statement's current row.
+///
+/// # Safety
+/// `handle` must be a live statement on a row.
+unsafe fn column_value(handle: *mut ffi::sqlite3_stmt, i: c_int) -> HostValue {
+    // SAFETY: the caller's promise; `_blob`/`_text` before `_bytes`, as SQLite asks.
+    unsafe {
+        let bytes = |data: *const u8| {
+            let length = usize::try_from(ffi::sqlite3_column_bytes(handle, i)).unwrap_or(0);
+            if data.is_null() || length == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(data, length)
+            }
+        };
+        match ffi::sqlite3_column_type(handle, i) {
+            ffi::SQLITE_INTEGER => HostValue::Integer(ffi::sqlite3_column_int64(handle, i)),
+            ffi::SQLITE_FLOAT => HostValue::Real(ffi::sqlite3_column_double(handle, i)),
+            ffi::SQLITE_TEXT => HostValue::Text(
+                String::from_utf8_lossy(bytes(ffi::sqlite3_column_text(handle, i))).into_owned(),
+            ),
+            ffi::SQLITE_BLOB => {
+                HostValue::Blob(bytes(ffi::sqlite3_column_blob(handle, i).cast::<u8>()).to_vec())
+            }
+            _ => HostValue::Null,
+        }
+    }
+}
+
+/// A C string SQLite owns, as text ("" for NULL).
+///
+/// # Safety
+/// `text` must be NULL or a live NUL-terminated string.
+unsafe fn text_of(text: *const c_char) -> String {
+    if text.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's promise.
+    unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Whether `given` is `key`, compared in time that does not depend on where they
+/// differ.
+fn same(given: &[u8], key: &[u8; 32]) -> bool {
+    given.len() == key.len() && given.iter().zip(key).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+/// Ends the function call with an error: `code` and `message`.
+///
+/// # Safety
+/// `context` must be the live call's.
+unsafe fn fail(context: *mut ffi::sqlite3_context, code: c_int, message: &str) {
+    let length = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
+    // SAFETY: the caller's promise; SQLite copies the message.
+    unsafe {
+        ffi::sqlite3_result_error(context, message.as_ptr().cast::<c_char>(), length);
+        ffi::sqlite3_result_error_code(context, code);
     }
 }
 
@@ -237,10 +526,7 @@ unsafe extern "C" fn authorize(
         (!pointer.is_null()).then(|| unsafe { CStr::from_ptr(pointer) }.to_string_lossy())
     };
     // SAFETY: `guard` is the connection's live guard (see `install`).
-    let host = !guard.is_null()
-        && unsafe { &*guard.cast::<Guard>() }
-            .host
-            .load(Ordering::SeqCst);
+    let host = !guard.is_null() && unsafe { &*guard.cast::<Guard>() }.host.get();
     let allowed = match action {
         ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => false,
         ffi::SQLITE_PRAGMA => {
@@ -393,8 +679,8 @@ mod host_tables {
     async fn a_module_cannot_read_write_or_reshape_the_host_tables_in_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let database = database(dir.path()).await;
-        // The host has run this text, so its connection may hold it compiled: the
-        // module's identical text is compiled again, as the module's.
+        // The host has run this text on a connection of its own: the module's
+        // identical text is compiled on the module's, as the module's.
         database
             .host_query("SELECT v FROM modhost_box", vec![])
             .await
@@ -517,5 +803,220 @@ mod host_tables {
             .await
             .unwrap();
         assert!(host_rows(&database).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_the_host_may_call_the_host_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        let call = |key: &str| format!("SELECT modhost_host({key}, 'DELETE FROM modhost_box')");
+        for key in [
+            "NULL",
+            "x''",
+            "zeroblob(32)",
+            "randomblob(32)",
+            "'the key'",
+            "x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'",
+        ] {
+            denied(&database, &call(key)).await;
+        }
+        for statement in [
+            "SELECT modhost_host()",
+            "SELECT modhost_host(randomblob(32))",
+        ] {
+            denied(&database, statement).await;
+        }
+        // Nor from anything of the module's that runs inside another statement (a
+        // trigger, a view, a default): the function is direct-only.
+        for statement in [
+            "CREATE TABLE mine (v TEXT)",
+            "CREATE TRIGGER call AFTER INSERT ON mine BEGIN \
+             SELECT modhost_host(randomblob(32), 'DELETE FROM modhost_box'); END",
+            "CREATE VIEW calls AS SELECT modhost_host(randomblob(32), 'DELETE FROM modhost_box')",
+        ] {
+            database.execute(statement, vec![]).await.unwrap();
+        }
+        for statement in ["INSERT INTO mine VALUES ('x')", "SELECT * FROM calls"] {
+            let result = database.execute(statement, vec![]).await;
+            assert!(result.is_err(), "{statement}: {result:?}");
+        }
+        // Inside a transaction, after the host's own statements (one that worked and
+        // one that failed), the module is back in module mode.
+        let mut tx = database.begin().await.unwrap();
+        tx.host_execute("INSERT INTO modhost_box (v) VALUES ('host')", vec![])
+            .await
+            .unwrap();
+        let failed = tx
+            .host_execute(
+                "INSERT INTO modhost_box (id, v) VALUES (1, 'again')",
+                vec![],
+            )
+            .await;
+        assert!(
+            matches!(failed, Err(Error::ConstraintViolation(_))),
+            "{failed:?}"
+        );
+        let result = tx.execute(&call("randomblob(32)"), vec![]).await;
+        assert!(matches!(result, Err(Error::Denied(_))), "{result:?}");
+        let result = tx.execute("DELETE FROM modhost_box", vec![]).await;
+        assert!(matches!(result, Err(Error::Denied(_))), "{result:?}");
+        tx.commit().await.unwrap();
+        assert_eq!(host_rows(&database).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_host_statements_in_a_module_transaction_answer_typed_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        database
+            .host_execute(
+                "CREATE TABLE modhost_typed (i INTEGER, r REAL, t TEXT, b BLOB, n)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let mut tx = database.begin().await.unwrap();
+        let row = vec![
+            Value::Integer(i64::MIN),
+            Value::Real(0.5),
+            Value::Text("ünïcode".into()),
+            Value::Blob(vec![0, 1, 255]),
+            Value::Null,
+        ];
+        let changed = tx
+            .host_execute(
+                "INSERT INTO modhost_typed VALUES ($1, $2, $3, $4, $5), ($1, $2, $3, $4, $5)",
+                row.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed, 2);
+        let rows = tx
+            .host_query("SELECT i, r, t, b, n FROM modhost_typed LIMIT 1", vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["i", "r", "t", "b", "n"]);
+        assert_eq!(rows.rows, [row]);
+        // Parameters bound by the numbers in their names, wherever they appear.
+        let swapped = tx
+            .host_query(
+                "SELECT $2, $1, $2",
+                vec![Value::Integer(1), Value::Integer(2)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            swapped.rows,
+            [vec![
+                Value::Integer(2),
+                Value::Integer(1),
+                Value::Integer(2)
+            ]]
+        );
+        let result = tx.host_query("SELECT $3", vec![Value::Integer(1)]).await;
+        assert!(result.is_err(), "{result:?}");
+        // As many parameters as SQLite passes a function, and no more.
+        let placeholders = |n: usize| (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>();
+        let many = format!("SELECT {}", placeholders(125).join(" + "));
+        let sum = tx
+            .host_query(&many, vec![Value::Integer(1); 125])
+            .await
+            .unwrap();
+        assert_eq!(sum.rows, [vec![Value::Integer(125)]]);
+        let too_many = format!("SELECT {}", placeholders(126).join(" + "));
+        let result = tx.host_query(&too_many, vec![Value::Integer(1); 126]).await;
+        assert!(result.is_err(), "{result:?}");
+        // One statement at a time.
+        let result = tx
+            .host_execute("DELETE FROM modhost_typed; DELETE FROM modhost_box", vec![])
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        tx.rollback().await.unwrap();
+        assert_eq!(host_rows(&database).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_host_statements_follow_a_schema_changed_through_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        database
+            .execute(
+                "CREATE TABLE mine (id INTEGER REFERENCES modhost_box (id) ON DELETE CASCADE)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        // Both of the module's connections and both of the host's learn the cascade.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut tx = database.begin().await.unwrap();
+            tx.query("SELECT count(*) FROM mine", vec![]).await.unwrap();
+            held.push(tx);
+        }
+        let refused = database
+            .host_execute("DELETE FROM modhost_box WHERE id = 1", vec![])
+            .await;
+        assert!(matches!(refused, Err(Error::Denied(_))), "{refused:?}");
+        // The module drops it through one connection; the other still has it compiled
+        // in its schema.
+        let mut dropping = held.pop().unwrap();
+        dropping.execute("DROP TABLE mine", vec![]).await.unwrap();
+        dropping.commit().await.unwrap();
+        held.pop().unwrap().commit().await.unwrap();
+        // In a transaction of the module's, on either connection, the host's statement
+        // sees the schema as it is now.
+        let mut first = database.begin().await.unwrap();
+        let mut second = database.begin().await.unwrap();
+        first
+            .host_execute("DELETE FROM modhost_box WHERE id = 1", vec![])
+            .await
+            .unwrap();
+        first.rollback().await.unwrap();
+        second
+            .host_execute("DELETE FROM modhost_box WHERE id = 1", vec![])
+            .await
+            .unwrap();
+        second.rollback().await.unwrap();
+        // And on the host's own connections.
+        database
+            .host_execute("DELETE FROM modhost_box WHERE id = 1", vec![])
+            .await
+            .unwrap();
+        assert!(host_rows(&database).await.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactions_that_write_the_host_table_first_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = std::sync::Arc::new(database(dir.path()).await);
+        database
+            .execute("CREATE TABLE mine (v TEXT)", vec![])
+            .await
+            .unwrap();
+        // As a publisher does: the event first, then its own row, several at once.
+        // The host's write takes the lock as a plain write would (waiting for the
+        // others), instead of failing at once as a read turned write does.
+        let writers = (0..4).map(|writer| {
+            let database = database.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let mut tx = database.begin().await.unwrap();
+                    tx.host_execute(
+                        "INSERT INTO modhost_box (v) VALUES ($1)",
+                        vec![Value::Text(format!("{writer}.{i}"))],
+                    )
+                    .await
+                    .unwrap();
+                    tx.execute("INSERT INTO mine VALUES ('x')", vec![])
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        });
+        for writer in writers.collect::<Vec<_>>() {
+            writer.await.unwrap();
+        }
+        assert_eq!(host_rows(&database).await.len(), 201);
     }
 }
