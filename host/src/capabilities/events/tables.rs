@@ -8,17 +8,16 @@
 //!   written in the same transaction as the handler's own writes, so a redelivered
 //!   event finds its id there and is skipped: its effects happen once.
 //!
-//! Both live beside the module's tables, in its file or schema, under its role, and are
-//! created when the node starts. Like `modhost_migrations`, names starting with
-//! `modhost_` are the host's.
+//! On SQLite both live in the module's file, beside its tables, so that they commit
+//! in its transactions; on Postgres in the module's host schema. Like
+//! `modhost_migrations`, names starting with `modhost_` are the host's.
 //!
-//! The host reads and writes them with [`Database::host_query`] and its kin. On SQLite
-//! the module's own SQL cannot reach them at all (see the SQL capability's guard); on
-//! Postgres it still can. What keeps it from publishing through them there is the
-//! **seal** on every outbox row ([`Envelope::seal`], a MAC under a key of the host's):
-//! the relay sends a row only if its seal holds, and sets any other aside (logged, and
-//! counted in `modhost_events_refused_total`). What it does to its own inbox only
-//! changes what it itself receives.
+//! The host reads and writes them with [`Database::host_query`] and its kin, and
+//! inside a module's transaction through the backend's keyed host functions; the
+//! module's own SQL cannot reach them on either backend (see the SQL capability). The
+//! **seal** on every outbox row ([`Envelope::seal`], a MAC under a key of the host's)
+//! stays as a second line: the relay sends a row only if its seal holds, and sets any
+//! other aside (logged, and counted in `modhost_events_refused_total`).
 
 use super::envelope::{self, Envelope};
 use crate::capabilities::sql::{Database, Error, Transaction, Value};

@@ -140,15 +140,17 @@ pub async fn open(
                     let mut handle = connection.lock_handle().await?;
                     // SAFETY: the handle is a live connection, locked for our exclusive
                     // use for the duration of this call.
-                    unsafe {
-                        sqlite_guard::install(
-                            handle.as_raw_handle().as_ptr(),
-                            mode,
-                            statement_timeout,
-                            max_length,
-                            key,
-                        );
-                    }
+                    let statements = unsafe {
+                        let db = handle.as_raw_handle().as_ptr();
+                        sqlite_guard::install(db, mode, statement_timeout, max_length, key);
+                        sqlite_guard::statements(db)
+                    };
+                    // sqlx drops a connection's hooks after its own statements and
+                    // before it closes it: the host's compiled statements go with a
+                    // (do-nothing) rollback hook, and so are finalized in time.
+                    handle.set_rollback_hook(move || {
+                        let _kept = &statements;
+                    });
                     Ok(())
                 })
             })
@@ -276,6 +278,18 @@ pub async fn execute<'c>(
 /// statement take two.
 const MAX_HOST_PARAMETERS: usize = 125;
 
+/// The call of [`sqlite_guard::HOST_FUNCTION`] for each number of parameters, made
+/// once: `SELECT modhost_host($1, $2, $3, …)`.
+static HOST_CALLS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    let function = sqlite_guard::HOST_FUNCTION.to_string_lossy();
+    (0..=MAX_HOST_PARAMETERS)
+        .map(|count| {
+            let arguments: Vec<String> = (1..=count + 2).map(|i| format!("${i}")).collect();
+            format!("SELECT {function}({})", arguments.join(", "))
+        })
+        .collect()
+});
+
 /// Runs one of the host's statements inside a module's transaction on `connection`:
 /// through [`sqlite_guard::HOST_FUNCTION`], which runs it in host mode, in the same
 /// round trip. Its rows, and how many rows it changed.
@@ -286,41 +300,46 @@ pub async fn host_in_transaction(
     params: Vec<Value>,
     budget: ResultBudget,
 ) -> Result<(Rows, u64), Error> {
-    let function = sqlite_guard::HOST_FUNCTION.to_string_lossy();
-    if params.len() > MAX_HOST_PARAMETERS {
+    let Some(call) = HOST_CALLS.get(params.len()) else {
         return Err(Error::Other(format!(
-            "{function} takes at most {MAX_HOST_PARAMETERS} parameters, not {} \
+            "the host's statements take at most {MAX_HOST_PARAMETERS} parameters, not {} \
              (the host's mistake)",
             params.len()
         )));
-    }
-    let placeholders: Vec<String> = (3..params.len() + 3).map(|i| format!("${i}")).collect();
-    let call = format!(
-        "SELECT {function}($1, $2{}{})",
-        if placeholders.is_empty() { "" } else { ", " },
-        placeholders.join(", ")
-    );
-    let mut keyed = Vec::with_capacity(params.len() + 2);
-    keyed.push(Value::Blob(database.key.to_vec()));
-    keyed.push(Value::Text(statement.to_string()));
-    keyed.extend(params);
+    };
     // The call reads no table: a transaction whose first write is the host's takes
     // the write lock at once (waiting for it if need be), as a plain INSERT would.
     // That also means it does not bring the connection up to date with the file's
     // schema, so a refusal is tried once more after that (see
     // [`SqliteDatabase::host_retry`]).
-    let unbounded = ResultBudget::new(u64::MAX);
-    let answer = match query(&mut *connection, &call, keyed.clone(), unbounded).await {
+    let key = &database.key[..];
+    let row = match call_host(connection, call, key, statement, &params).await {
         Err(Error::Denied(_)) if SqliteDatabase::host_retry(connection).await => {
-            query(&mut *connection, &call, keyed, unbounded).await?
+            call_host(connection, call, key, statement, &params).await?
         }
-        answer => answer?,
+        row => row?,
     };
-    let Some([Value::Text(json)]) = answer.rows.first().map(Vec::as_slice) else {
-        return Err(Error::Other(format!("{function} answered {answer:?}")));
+    // A count of the rows changed, or, for a statement that answers rows, a
+    // [`sqlite_guard::HostAnswer`].
+    let json = match decode(&row)?.pop() {
+        Some(Value::Integer(changes)) => {
+            return Ok((
+                Rows {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                },
+                u64::try_from(changes).unwrap_or(0),
+            ))
+        }
+        Some(Value::Text(json)) => json,
+        other => {
+            return Err(Error::Other(format!(
+                "the host's statement answered {other:?}"
+            )))
+        }
     };
-    let answer: sqlite_guard::HostAnswer = serde_json::from_str(json)
-        .map_err(|e| Error::Other(format!("{function} answered {json:?}: {e}")))?;
+    let answer: sqlite_guard::HostAnswer = serde_json::from_str(&json)
+        .map_err(|e| Error::Other(format!("the host's statement answered {json:?}: {e}")))?;
     let mut budget = budget;
     let mut rows = Rows {
         columns: answer.columns,
@@ -341,6 +360,28 @@ pub async fn host_in_transaction(
         rows.rows.push(values);
     }
     Ok((rows, answer.changes))
+}
+
+/// One call of the host's function on `connection`, its values borrowed.
+async fn call_host(
+    connection: &mut SqliteConnection,
+    call: &str,
+    key: &[u8],
+    statement: &str,
+    params: &[Value],
+) -> Result<SqliteRow, Error> {
+    let mut query = sqlx::query(call).bind(key).bind(statement);
+    for param in params {
+        query = match param {
+            Value::Null => query.bind(None::<i64>),
+            Value::Integer(n) => query.bind(*n),
+            Value::Real(x) => query.bind(*x),
+            Value::Text(text) => query.bind(text.as_str()),
+            Value::Blob(bytes) => query.bind(bytes.as_slice()),
+            Value::Boolean(b) => query.bind(*b),
+        };
+    }
+    query.fetch_one(connection).await.map_err(error)
 }
 
 fn bind<'q>(

@@ -50,7 +50,7 @@
 //! callback on the thread using the connection, one at a time.
 
 use libsqlite3_sys as ffi;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::time::{Duration, Instant};
 
@@ -102,8 +102,9 @@ pub const HOST_PREFIX: &str = "modhost_";
 /// module's transaction (see the module's documentation).
 pub const HOST_FUNCTION: &CStr = c"modhost_host";
 
-/// What [`HOST_FUNCTION`] answers, as JSON: the statement's columns, its rows, and how
-/// many rows it changed.
+/// What [`HOST_FUNCTION`] answers for a statement that answers rows, as JSON: its
+/// columns, its rows, and how many rows it changed. (A statement without rows is
+/// answered with the number of rows it changed, an integer.)
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct HostAnswer {
     /// The columns' names.
@@ -141,6 +142,49 @@ struct Guard {
     host: Cell<bool>,
     /// What a call of [`HOST_FUNCTION`] must pass first.
     key: [u8; 32],
+    /// The host's statements [`HOST_FUNCTION`] ran here, compiled, by their text
+    /// (at most [`CACHED_STATEMENTS`]): the outbox's insert runs once per event.
+    /// Finalized by the connection's [`Statements`] as it closes.
+    statements: RefCell<Vec<CachedStatement>>,
+}
+
+/// One of the host's statements kept compiled: its text, and its handle.
+type CachedStatement = (Box<[u8]>, *mut ffi::sqlite3_stmt);
+
+/// How many of the host's statements a connection keeps compiled.
+const CACHED_STATEMENTS: usize = 16;
+
+/// The host's statements compiled on one connection ([`Guard::statements`]), which
+/// must be finalized before SQLite will close it: whoever closes the connection
+/// drops this first (sqlx drops its connection's hooks, and so this one, after its
+/// own statements and before it closes the connection). From [`statements`].
+pub struct Statements(*mut Guard);
+
+// SAFETY: the pointer is used only in `drop`, which runs on whatever thread closes
+// the connection, with nothing else using it.
+unsafe impl Send for Statements {}
+
+impl Drop for Statements {
+    fn drop(&mut self) {
+        // SAFETY: the guard lives until the connection closes, which is after this.
+        let guard = unsafe { &*self.0 };
+        for (_, statement) in guard.statements.borrow_mut().drain(..) {
+            // SAFETY: each was prepared by `run_statement` and is finalized once.
+            unsafe { ffi::sqlite3_finalize(statement) };
+        }
+    }
+}
+
+/// The compiled host statements of `db`, to drop before it closes; `None` if the
+/// connection carries no guard.
+///
+/// # Safety
+/// `db` must be a live connection with nothing else using it during this call, and
+/// the result dropped before it closes.
+pub unsafe fn statements(db: *mut ffi::sqlite3) -> Option<Statements> {
+    // SAFETY: the caller's promise; the client data is the guard `install` put there.
+    let guard = unsafe { ffi::sqlite3_get_clientdata(db, CLIENT_DATA.as_ptr()) };
+    (!guard.is_null()).then(|| Statements(guard.cast::<Guard>()))
 }
 
 /// Whose connection a guard is installed on.
@@ -172,6 +216,7 @@ pub unsafe fn install(
         started: Cell::new(None),
         host: Cell::new(mode == Mode::Host),
         key,
+        statements: RefCell::new(Vec::new()),
     }))
     .cast::<c_void>();
     // SAFETY: `db` is live and ours for this call (the caller's promise). The guard is
@@ -243,11 +288,25 @@ unsafe extern "C" fn run_as_host(
     let answer = unsafe {
         run_statement(
             ffi::sqlite3_context_db_handle(context),
+            guard,
             arguments[1],
             &arguments[2..],
         )
     };
     guard.host.set(before);
+    // A statement that answers no rows answers how many it changed; one that does,
+    // all of it as JSON.
+    if let Ok(HostAnswer {
+        columns, changes, ..
+    }) = &answer
+    {
+        if columns.is_empty() {
+            let changes = i64::try_from(*changes).unwrap_or(i64::MAX);
+            // SAFETY: `context` is the live call's.
+            unsafe { ffi::sqlite3_result_int64(context, changes) };
+            return;
+        }
+    }
     match answer.and_then(|answer| {
         serde_json::to_string(&answer).map_err(|e| (ffi::SQLITE_ERROR, e.to_string()))
     }) {
@@ -266,19 +325,73 @@ unsafe extern "C" fn run_as_host(
     }
 }
 
-/// Compiles and runs one statement on `db` with `parameters`, collecting its answer;
-/// on failure SQLite's extended code and message.
+/// Runs one statement on `db` with `parameters` (compiled before, or now), collecting
+/// its answer; on failure SQLite's extended code and message.
 ///
 /// # Safety
-/// `db` must be the live connection the calling function runs on; `statement` and
-/// `parameters` live values of that call.
+/// `db` must be the live connection the calling function runs on, `guard` its guard;
+/// `statement` and `parameters` live values of that call.
 unsafe fn run_statement(
     db: *mut ffi::sqlite3,
+    guard: &Guard,
     statement: *mut ffi::sqlite3_value,
     parameters: &[*mut ffi::sqlite3_value],
 ) -> Result<HostAnswer, (c_int, String)> {
-    // SAFETY: `db` is live (the caller's promise).
-    let failure = || unsafe {
+    // SAFETY: the statement's text lives as long as its value is not changed.
+    let text = unsafe { value_bytes(statement) }
+        .ok_or((ffi::SQLITE_ERROR, String::from("no statement")))?;
+    // Taken out of the cache while it runs, and put back once it ran well.
+    let cached = {
+        let mut statements = guard.statements.borrow_mut();
+        let found = statements.iter().position(|(known, _)| **known == *text);
+        found.map(|at| statements.swap_remove(at))
+    };
+    let handle = match cached {
+        Some((_, handle)) => Compiled(handle),
+        // SAFETY: `db` is live (the caller's promise).
+        None => unsafe { compile(db, text)? },
+    };
+    // SAFETY: as above; the handle is live until `Compiled` drops it.
+    let answer = unsafe { run_compiled(db, handle.0, parameters) }?;
+    let mut statements = guard.statements.borrow_mut();
+    if statements.len() < CACHED_STATEMENTS {
+        // SAFETY: the handle is live; reset, it holds no lock and no value.
+        unsafe {
+            ffi::sqlite3_reset(handle.0);
+            ffi::sqlite3_clear_bindings(handle.0);
+        }
+        statements.push((text.into(), handle.into_raw()));
+    }
+    Ok(answer)
+}
+
+/// A compiled statement of the host's, finalized when dropped unless kept
+/// ([`Compiled::into_raw`]).
+struct Compiled(*mut ffi::sqlite3_stmt);
+
+impl Compiled {
+    /// The handle, no longer finalized here.
+    fn into_raw(self) -> *mut ffi::sqlite3_stmt {
+        let handle = self.0;
+        std::mem::forget(self);
+        handle
+    }
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        // SAFETY: the handle was prepared by `compile` and is finalized once, here.
+        unsafe { ffi::sqlite3_finalize(self.0) };
+    }
+}
+
+/// SQLite's extended code and message for the last failure on `db`.
+///
+/// # Safety
+/// `db` must be live.
+unsafe fn failure(db: *mut ffi::sqlite3) -> (c_int, String) {
+    // SAFETY: the caller's promise; the message lives until the next call on `db`.
+    unsafe {
         let message = ffi::sqlite3_errmsg(db);
         let message = if message.is_null() {
             String::from("unknown error")
@@ -286,10 +399,14 @@ unsafe fn run_statement(
             CStr::from_ptr(message).to_string_lossy().into_owned()
         };
         (ffi::sqlite3_extended_errcode(db), message)
-    };
-    // SAFETY: the statement's text lives as long as its value is not changed.
-    let text = unsafe { value_bytes(statement) }
-        .ok_or((ffi::SQLITE_ERROR, String::from("no statement")))?;
+    }
+}
+
+/// Compiles `text`, which must be one statement, on `db`.
+///
+/// # Safety
+/// `db` must be live.
+unsafe fn compile(db: *mut ffi::sqlite3, text: &[u8]) -> Result<Compiled, (c_int, String)> {
     let mut handle: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
     let mut tail: *const c_char = std::ptr::null();
     let length = c_int::try_from(text.len())
@@ -300,26 +417,19 @@ unsafe fn run_statement(
             db,
             text.as_ptr().cast::<c_char>(),
             length,
-            0,
+            ffi::SQLITE_PREPARE_PERSISTENT as c_uint,
             &mut handle,
             &mut tail,
         )
     };
     if code != ffi::SQLITE_OK {
-        return Err(failure());
+        // SAFETY: as above.
+        return Err(unsafe { failure(db) });
     }
     if handle.is_null() {
         return Err((ffi::SQLITE_ERROR, String::from("an empty statement")));
     }
-    /// Finalizes the statement however the run ends.
-    struct Finalize(*mut ffi::sqlite3_stmt);
-    impl Drop for Finalize {
-        fn drop(&mut self) {
-            // SAFETY: the handle was prepared above and is finalized once, here.
-            unsafe { ffi::sqlite3_finalize(self.0) };
-        }
-    }
-    let handle = Finalize(handle);
+    let handle = Compiled(handle);
     // `tail` points into `text`, just past the statement compiled.
     let compiled = if tail.is_null() {
         text.len()
@@ -331,13 +441,25 @@ unsafe fn run_statement(
     if text[compiled..].iter().any(|b| !b.is_ascii_whitespace()) {
         return Err((ffi::SQLITE_ERROR, String::from("one statement at a time")));
     }
+    Ok(handle)
+}
+
+/// Binds `parameters` to the compiled `handle` and runs it to the end.
+///
+/// # Safety
+/// `db` must be live, `handle` a live statement of it, reset; `parameters` live values.
+unsafe fn run_compiled(
+    db: *mut ffi::sqlite3,
+    handle: *mut ffi::sqlite3_stmt,
+    parameters: &[*mut ffi::sqlite3_value],
+) -> Result<HostAnswer, (c_int, String)> {
     // SQLite numbers a statement's parameters in the order they first appear, and
     // `$2` may come before `$1`: each is bound by the number in its name (a bare `?`
     // by its place), as sqlx binds the module's.
     // SAFETY: the statement is live for all of what follows.
-    let slots = unsafe { ffi::sqlite3_bind_parameter_count(handle.0) };
+    let slots = unsafe { ffi::sqlite3_bind_parameter_count(handle) };
     for slot in 1..=slots {
-        let name = unsafe { ffi::sqlite3_bind_parameter_name(handle.0, slot) };
+        let name = unsafe { ffi::sqlite3_bind_parameter_name(handle, slot) };
         let number = if name.is_null() {
             usize::try_from(slot).ok()
         } else {
@@ -353,28 +475,28 @@ unsafe fn run_statement(
             ));
         };
         // SAFETY: SQLite copies the value.
-        if unsafe { ffi::sqlite3_bind_value(handle.0, slot, *parameter) } != ffi::SQLITE_OK {
-            return Err(failure());
+        if unsafe { ffi::sqlite3_bind_value(handle, slot, *parameter) } != ffi::SQLITE_OK {
+            return Err(unsafe { failure(db) });
         }
     }
     // SAFETY: the statement is live for all of what follows.
-    let columns = unsafe { ffi::sqlite3_column_count(handle.0) };
+    let columns = unsafe { ffi::sqlite3_column_count(handle) };
     let names = (0..columns)
-        .map(|i| unsafe { text_of(ffi::sqlite3_column_name(handle.0, i)) })
+        .map(|i| unsafe { text_of(ffi::sqlite3_column_name(handle, i)) })
         .collect();
     let mut rows = Vec::new();
     loop {
-        match unsafe { ffi::sqlite3_step(handle.0) } {
+        match unsafe { ffi::sqlite3_step(handle) } {
             ffi::SQLITE_ROW => rows.push(
                 (0..columns)
-                    .map(|i| unsafe { column_value(handle.0, i) })
+                    .map(|i| unsafe { column_value(handle, i) })
                     .collect(),
             ),
             ffi::SQLITE_DONE => break,
-            _ => return Err(failure()),
+            _ => return Err(unsafe { failure(db) }),
         }
     }
-    let changes = if unsafe { ffi::sqlite3_stmt_readonly(handle.0) } != 0 {
+    let changes = if unsafe { ffi::sqlite3_stmt_readonly(handle) } != 0 {
         0
     } else {
         u64::try_from(unsafe { ffi::sqlite3_changes64(db) }).unwrap_or(0)
@@ -1018,5 +1140,29 @@ mod host_tables {
             writer.await.unwrap();
         }
         assert_eq!(host_rows(&database).await.len(), 201);
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeping_the_host_statements_compiled_still_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path()).await;
+        for _ in 0..3 {
+            let mut tx = database.begin().await.unwrap();
+            for v in ["one", "two"] {
+                tx.host_execute(
+                    "INSERT INTO modhost_box (v) VALUES ($1)",
+                    vec![Value::Text(v.into())],
+                )
+                .await
+                .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(host_rows(&database).await.len(), 7);
+        database.close().await;
+        // SQLite removes the write-ahead log when the last connection closes, which it
+        // refuses to do while a statement is left compiled on it.
+        let wal = dir.path().join("databases").join("m.sqlite-wal");
+        assert!(!wal.exists(), "{} is still there", wal.display());
     }
 }
