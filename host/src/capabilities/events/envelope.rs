@@ -90,11 +90,13 @@ impl Envelope {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
         }
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut seal = String::with_capacity(64);
+        for byte in mac.finalize().into_bytes() {
+            seal.push(char::from(HEX[usize::from(byte >> 4)]));
+            seal.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        seal
     }
 
     /// Whether `seal` is this event's seal under `key` (compared in constant time).

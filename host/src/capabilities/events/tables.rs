@@ -270,16 +270,22 @@ pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Ba
         }
     }
     let key = database.host_key(SEAL_PURPOSE);
-    for chunk in readable.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+    // Then the rows themselves, those between the first and last readable one whose
+    // size is within bounds: one statement, the same every time, so it stays
+    // compiled. (A row that became visible in between is measured here too.)
+    if let (Some(first), Some(last)) = (readable.first(), readable.last()) {
         let rows = database
             .host_query(
                 &format!(
                     "SELECT seq, id, topic, key, payload, headers, traceparent, published_at, seal \
-                     FROM modhost_outbox WHERE seq IN ({}) ORDER BY seq",
-                    placeholders.join(", ")
+                     FROM modhost_outbox WHERE seq >= $1 AND seq <= $2 AND {size} <= $3 \
+                     ORDER BY seq"
                 ),
-                chunk.iter().copied().map(Value::Integer).collect(),
+                vec![
+                    Value::Integer(*first),
+                    Value::Integer(*last),
+                    Value::Integer(MAX_ROW),
+                ],
             )
             .await?;
         for mut row in rows.rows {
