@@ -666,7 +666,7 @@ impl Transaction {
                         .map(|(rows, _)| rows)
                 }
                 (TransactionOn::Sqlite(tx), _, _) => {
-                    sqlite::query(&mut **tx, statement, params, budget).await
+                    sqlite::query(&mut **tx, statement, &params, budget).await
                 }
                 (TransactionOn::Postgres(tx), _, _) => {
                     postgres::query(&mut **tx, statement, params, budget).await
@@ -691,7 +691,7 @@ impl Transaction {
                         .map(|(_, changes)| changes)
                 }
                 (TransactionOn::Sqlite(tx), _, _) => {
-                    sqlite::execute(&mut **tx, statement, params, budget).await
+                    sqlite::execute(&mut **tx, statement, &params, budget).await
                 }
                 (TransactionOn::Postgres(tx), _, _) => {
                     postgres::execute(&mut **tx, statement, params).await
@@ -763,7 +763,6 @@ impl Transaction {
     }
 }
 
-/// What a database error means to a module.
 /// The refusal of a module's statement in a transaction of the host's own, whose
 /// connection may change the host's tables: the host's mistake, never run.
 fn module_in_host_transaction() -> Error {
@@ -782,6 +781,7 @@ fn derive_key(secret: &[u8; 32], purpose: &str) -> [u8; 32] {
         .into()
 }
 
+/// What a database error means to a module.
 fn error(error: sqlx::Error) -> Error {
     use sqlx::error::ErrorKind;
     match error {

@@ -52,12 +52,12 @@ impl SqliteDatabase {
         budget: ResultBudget,
     ) -> Result<Rows, Error> {
         if author == Author::Module {
-            return query(&self.pool, statement, params, budget).await;
+            return query(&self.pool, statement, &params, budget).await;
         }
         let mut connection = self.host_pool.acquire().await.map_err(error)?;
-        match query(&mut *connection, statement, params.clone(), budget).await {
+        match query(&mut *connection, statement, &params, budget).await {
             Err(Error::Denied(_)) if Self::host_retry(&mut connection).await => {
-                query(&mut *connection, statement, params, budget).await
+                query(&mut *connection, statement, &params, budget).await
             }
             answer => answer,
         }
@@ -73,12 +73,12 @@ impl SqliteDatabase {
         budget: ResultBudget,
     ) -> Result<u64, Error> {
         if author == Author::Module {
-            return execute(&self.pool, statement, params, budget).await;
+            return execute(&self.pool, statement, &params, budget).await;
         }
         let mut connection = self.host_pool.acquire().await.map_err(error)?;
-        match execute(&mut *connection, statement, params.clone(), budget).await {
+        match execute(&mut *connection, statement, &params, budget).await {
             Err(Error::Denied(_)) if Self::host_retry(&mut connection).await => {
-                execute(&mut *connection, statement, params, budget).await
+                execute(&mut *connection, statement, &params, budget).await
             }
             answer => answer,
         }
@@ -244,7 +244,7 @@ fn check_parameters(statement: &str) -> Result<(), Error> {
 pub async fn query<'c>(
     executor: impl Executor<'c, Database = Sqlite>,
     statement: &str,
-    params: Vec<Value>,
+    params: &[Value],
     budget: ResultBudget,
 ) -> Result<Rows, Error> {
     check_parameters(statement)?;
@@ -262,7 +262,7 @@ pub async fn query<'c>(
 pub async fn execute<'c>(
     executor: impl Executor<'c, Database = Sqlite>,
     statement: &str,
-    params: Vec<Value>,
+    params: &[Value],
     budget: ResultBudget,
 ) -> Result<u64, Error> {
     check_parameters(statement)?;
@@ -370,7 +370,18 @@ async fn call_host(
     statement: &str,
     params: &[Value],
 ) -> Result<SqliteRow, Error> {
-    let mut query = sqlx::query(call).bind(key).bind(statement);
+    bind(sqlx::query(call).bind(key).bind(statement), params)
+        .fetch_one(connection)
+        .await
+        .map_err(error)
+}
+
+/// `query` with `params` bound after what it already has, borrowed: nothing is copied
+/// until sqlx hands the values to SQLite.
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
     for param in params {
         query = match param {
             Value::Null => query.bind(None::<i64>),
@@ -379,23 +390,6 @@ async fn call_host(
             Value::Text(text) => query.bind(text.as_str()),
             Value::Blob(bytes) => query.bind(bytes.as_slice()),
             Value::Boolean(b) => query.bind(*b),
-        };
-    }
-    query.fetch_one(connection).await.map_err(error)
-}
-
-fn bind<'q>(
-    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    params: Vec<Value>,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    for param in params {
-        query = match param {
-            Value::Null => query.bind(None::<i64>),
-            Value::Integer(n) => query.bind(n),
-            Value::Real(x) => query.bind(x),
-            Value::Text(text) => query.bind(text),
-            Value::Blob(bytes) => query.bind(bytes),
-            Value::Boolean(b) => query.bind(b),
         };
     }
     query
