@@ -466,7 +466,21 @@ pub async fn send(
     url: &str,
     body: Option<&str>,
 ) -> Reply {
+    send_with_headers(client, method, url, &[], body).await
+}
+
+/// Like [`send`], with extra request headers.
+pub async fn send_with_headers(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
     let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }

@@ -8,6 +8,7 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use super::contract::{mismatches, Interface, Mismatch};
+use crate::deployment::policies::names_function;
 use crate::deployment::Deployment;
 use crate::module::interface::InterfaceName;
 
@@ -113,11 +114,53 @@ pub fn check(
         }
     }
 
+    errors.extend(check_idempotent(deployment, &exports));
     if errors.is_empty() {
         Ok(exports)
     } else {
         Err(errors)
     }
+}
+
+/// Every function a retry policy lists as idempotent is one its callee exports: a
+/// misspelt name would silently never be retried.
+fn check_idempotent(deployment: &Deployment, exports: &Exports) -> Vec<ContractError> {
+    let mut errors = Vec::new();
+    for entry in deployment.policies.all() {
+        let Some(retries) = &entry.policy.retries else {
+            continue;
+        };
+        let functions: Vec<(&str, &str)> = exports
+            .iter()
+            .filter(|(_, (exporter, _))| exporter == entry.callee)
+            .flat_map(|(interface, (_, offered))| {
+                offered
+                    .functions
+                    .keys()
+                    .map(move |function| (interface.as_str(), function.as_str()))
+            })
+            .collect();
+        for listed in &retries.idempotent {
+            let named =
+                |(interface, function): &(&str, &str)| names_function(listed, interface, function);
+            if !functions.iter().any(named) {
+                let offered: Vec<String> = functions
+                    .iter()
+                    .map(|(interface, function)| format!("{interface}#{function}"))
+                    .collect();
+                errors.push(ContractError {
+                    module: entry.callee.to_string(),
+                    problem: format!(
+                        "policies.\"{}\".retries.idempotent names `{listed}`, which module `{}` does not export (it exports: {})",
+                        entry.key,
+                        entry.callee,
+                        if offered.is_empty() { "nothing".to_string() } else { offered.join(", ") }
+                    ),
+                });
+            }
+        }
+    }
+    errors
 }
 
 /// The contract of a component import or export named `name`, if it is a

@@ -8,6 +8,7 @@
 //! node that runs it. That node serves it through [`Dispatcher::inbound`], the same
 //! local path.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasmtime::component::{Linker, Type, Val};
@@ -15,6 +16,7 @@ use wasmtime::component::{Linker, Type, Val};
 use super::check::{check, exports};
 use super::link::link_interface;
 use super::local::call_local;
+use super::policy::PolicyState;
 use super::transport::Transport;
 use crate::capabilities::{Capability, Components, Hop, InstanceState, ModuleProblem};
 use crate::deployment::Deployment;
@@ -29,6 +31,10 @@ pub struct Dispatcher {
     transport: OnceLock<Arc<dyn Transport>>,
     /// Who is placed where and may call whom, for calls arriving from other nodes.
     deployment: Deployment,
+    /// The state of each call policy, by (caller, callee) for edge policies and by
+    /// (`None`, callee) for a callee's: a callee's breaker and bulkhead are shared by
+    /// all the calls its policy covers.
+    policies: HashMap<(Option<String>, String), Arc<PolicyState>>,
 }
 
 /// Why a call from another node was not run here.
@@ -58,11 +64,31 @@ pub enum InboundRefused {
 impl Dispatcher {
     /// A dispatcher routing by `directory`, under `deployment`'s placement and grants.
     pub fn new(directory: Arc<Directory>, deployment: Deployment) -> Dispatcher {
+        let policies = deployment
+            .policies
+            .all()
+            .map(|entry| {
+                let at = (entry.caller.map(str::to_string), entry.callee.to_string());
+                (
+                    at,
+                    Arc::new(PolicyState::new(entry.key, entry.policy.clone())),
+                )
+            })
+            .collect();
         Dispatcher {
             directory,
             transport: OnceLock::new(),
             deployment,
+            policies,
         }
+    }
+
+    /// The policy for `caller`'s calls into `callee`: the edge's, else the callee's.
+    pub fn policy(&self, caller: &str, callee: &str) -> Option<Arc<PolicyState>> {
+        self.policies
+            .get(&(Some(caller.to_string()), callee.to_string()))
+            .or_else(|| self.policies.get(&(None, callee.to_string())))
+            .cloned()
     }
 
     /// Connects the transport to other nodes (a split deployment's mesh).

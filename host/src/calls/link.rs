@@ -16,6 +16,10 @@
 //! across modules). The caller's own request then fails with that error; contracts
 //! model expected failures as `result<_, E>` values instead.
 //!
+//! Every call passes the caller's policy layers for its callee ([`super::policy`]:
+//! deadline, bulkhead, breaker, retries) around one attempt, so a policy holds the
+//! same whether the callee is here or on another node.
+//!
 //! Placement decides local or remote, at call time, behind the same host function:
 //! a callee running on this node is called here ([`call_local`]); one placed on other
 //! nodes through the [`Transport`](super::transport::Transport), which encodes the
@@ -25,7 +29,8 @@
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
 use tracing::Instrument;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, Type, Val};
@@ -33,9 +38,11 @@ use wasmtime::component::{Component, Linker, Type, Val};
 use super::contract::Interface;
 use super::dispatcher::Dispatcher;
 use super::local::{call_local, MAX_CALL_DEPTH};
+use super::policy::{self, CallFuture, CallRequest, PolicyStack};
 use super::transport::RemoteCall;
 use crate::capabilities::{Hop, InstanceState};
 use crate::module::directory::Route;
+use crate::module::interface::InterfaceName;
 use crate::module::{CallFailed, CallFailure};
 use crate::telemetry::metrics::{metrics, EdgeMetrics};
 
@@ -55,14 +62,16 @@ pub fn link_interface(
         let (params, results) = function_types(&engine, component, &interface_name, function)
             .with_context(|| format!("{callee} does not export {interface_name}#{function}"))?;
         let target = Arc::new(Target {
-            callee: callee.to_string(),
-            interface: interface_name.clone(),
-            name: function.clone(),
-            function: format!("{interface_name}#{function}"),
-            key: crate::module::interface::key(&interface.name, function),
-            params,
-            results,
-            dispatcher: dispatcher.clone(),
+            function: Arc::new(Function {
+                callee: callee.to_string(),
+                interface: interface_name.clone(),
+                name: function.clone(),
+                function: format!("{interface_name}#{function}"),
+                key: crate::module::interface::key(&interface.name, function),
+                params,
+                results,
+                dispatcher: dispatcher.clone(),
+            }),
             edges: RwLock::default(),
         });
         instance.func_new_async(function, move |store, _ty, params, results| {
@@ -100,8 +109,15 @@ fn function_types(
     ))
 }
 
-/// One callee function, resolved at load.
+/// One callee function, resolved at load, with what each caller's calls into it keep.
 struct Target {
+    function: Arc<Function>,
+    /// Each caller's edge into this function.
+    edges: RwLock<HashMap<String, Edge>>,
+}
+
+/// One callee function, resolved at load: what an attempt to call it needs.
+struct Function {
     callee: String,
     /// The interface, with the exporter's version.
     interface: String,
@@ -114,8 +130,14 @@ struct Target {
     params: Vec<Type>,
     results: Vec<Type>,
     dispatcher: Arc<Dispatcher>,
-    /// The metrics of each edge into this function, by caller.
-    edges: RwLock<HashMap<String, EdgeMetrics>>,
+}
+
+/// One caller's calls into one function: the edge's metrics, and its policy layers
+/// around the attempt, built on the first call.
+#[derive(Clone)]
+struct Edge {
+    metrics: EdgeMetrics,
+    policies: PolicyStack<Attempt>,
 }
 
 impl Target {
@@ -127,22 +149,24 @@ impl Target {
         results: &mut [Val],
     ) -> Result<(), CallFailed> {
         let started = Instant::now();
+        let function = &self.function;
         let span = tracing::info_span!(
             "call",
             caller,
-            callee = %self.callee,
-            function = %self.function,
+            callee = %function.callee,
+            function = %function.function,
             depth = hop.depth + 1,
             outcome = tracing::field::Empty,
             duration_us = tracing::field::Empty,
         );
+        let edge = self.edge(caller);
         // Inside the span: the callee's output and its own calls nest under it.
         let outcome = self
-            .call_inner(caller, hop, params, results)
+            .call_with_policies(&edge, caller, hop, params, results)
             .instrument(span.clone())
             .await;
         let took = started.elapsed();
-        self.edge(caller).record(outcome.is_ok(), took);
+        edge.metrics.record(outcome.is_ok(), took);
         span.record("outcome", if outcome.is_ok() { "ok" } else { "error" });
         span.record(
             "duration_us",
@@ -155,8 +179,8 @@ impl Target {
         outcome
     }
 
-    /// The metrics of the edge from `caller` into this function.
-    fn edge(&self, caller: &str) -> EdgeMetrics {
+    /// The edge from `caller` into this function.
+    fn edge(&self, caller: &str) -> Edge {
         // A poisoned lock only means a panic elsewhere while it was held; the map
         // itself is always whole (an insert either happened or did not).
         let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
@@ -164,7 +188,19 @@ impl Target {
             return edge.clone();
         }
         drop(edges);
-        let edge = metrics().edge(caller, &self.callee, &self.function);
+        let function = &self.function;
+        let state = function.dispatcher.policy(caller, &function.callee);
+        let interface = InterfaceName::parse(&function.interface)
+            .map(|name| name.unversioned())
+            .unwrap_or_default();
+        let idempotent = state
+            .as_ref()
+            .and_then(|state| state.policy.retries.as_ref())
+            .is_some_and(|retries| retries.covers(&interface, &function.name));
+        let edge = Edge {
+            metrics: metrics().edge(caller, &function.callee, &function.function),
+            policies: policy::stack(Attempt(function.clone()), state, idempotent),
+        };
         self.edges
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -172,25 +208,77 @@ impl Target {
         edge
     }
 
-    async fn call_inner(
+    async fn call_with_policies(
         &self,
+        edge: &Edge,
         caller: &str,
         hop: Hop,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallFailed> {
-        let route = || format!("{caller} → {}.{}", self.callee, self.function);
+        let function = &self.function;
+        let route = || format!("{caller} → {}.{}", function.callee, function.function);
         if hop.depth + 1 > MAX_CALL_DEPTH {
             return Err(CallFailed::new(CallFailure::TooDeep, format!(
                 "call depth limit of {MAX_CALL_DEPTH} exceeded at {} (runaway recursion across modules?)",
                 route()
             )));
         }
-        let next = Hop {
-            depth: hop.depth + 1,
-            trace: hop.trace.child(),
-            routing: hop.routing,
+        let request = CallRequest {
+            caller,
+            hop,
+            params,
+            route: &route,
+            deadline: None,
         };
+        let answered = edge.policies.clone().oneshot(request).await?;
+        for (result, value) in results.iter_mut().zip(answered) {
+            *result = value;
+        }
+        Ok(())
+    }
+}
+
+/// One attempt at a call: the callee's export here, or on a node that runs it. The
+/// policy layers wrap it ([`policy::stack`]).
+#[derive(Clone)]
+struct Attempt(Arc<Function>);
+
+impl<'a> tower::Service<CallRequest<'a>> for Attempt {
+    type Response = Vec<Val>;
+    type Error = CallFailed;
+    type Future = CallFuture<'a>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), CallFailed>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CallRequest<'a>) -> CallFuture<'a> {
+        let function = self.0.clone();
+        Box::pin(async move { function.attempt(request).await })
+    }
+}
+
+impl Function {
+    async fn attempt(&self, request: CallRequest<'_>) -> Result<Vec<Val>, CallFailed> {
+        let CallRequest {
+            caller,
+            hop,
+            params,
+            route,
+            deadline,
+        } = request;
+        let now = tokio::time::Instant::now();
+        // The callee's calls end by the earlier of this attempt's deadline and the
+        // callee's own timeout.
+        let by = |timeout: Duration| {
+            let own = now + timeout;
+            Some(deadline.map_or(own, |deadline| deadline.min(own)))
+        };
+        let mut results = vec![Val::Bool(false); self.results.len()];
         let not_loaded = || {
             CallFailed::new(
                 CallFailure::Unavailable,
@@ -200,28 +288,39 @@ impl Target {
         match self.dispatcher.directory().route(&self.callee) {
             Some(Route::Local(slot)) => {
                 let picked = slot.pick(hop.routing);
-                let outcome = call_local(&picked, &self.key, &route, next, params, results).await;
+                let next = Hop {
+                    depth: hop.depth + 1,
+                    trace: hop.trace.child(),
+                    routing: hop.routing,
+                    deadline: by(picked.limits().timeout.duration()),
+                };
+                let outcome =
+                    call_local(&picked, &self.key, route, next, params, &mut results).await;
                 slot.record(&picked, outcome.is_ok());
-                outcome
+                outcome.map(|()| results)
             }
             Some(Route::Remote(placement)) => {
                 let Some(transport) = self.dispatcher.transport() else {
                     return Err(not_loaded());
                 };
+                // The callee's node gets what is left of the deadline.
+                let left = by(placement.timeout)
+                    .map_or(placement.timeout, |by| by.saturating_duration_since(now));
                 let call = RemoteCall {
                     callee: &self.callee,
                     placement: &placement,
                     interface: &self.interface,
                     function: &self.name,
                     caller,
-                    depth: next.depth,
-                    deadline: placement.timeout,
-                    trace: next.trace,
-                    route: &route,
+                    depth: hop.depth + 1,
+                    deadline: left,
+                    trace: hop.trace.child(),
+                    route,
                 };
                 transport
-                    .call(call, (params, &self.params), (results, &self.results))
+                    .call(call, (params, &self.params), (&mut results, &self.results))
                     .await
+                    .map(|()| results)
             }
             None => Err(not_loaded()),
         }

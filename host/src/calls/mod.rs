@@ -7,6 +7,8 @@
 //!   the inbound side of calls from other nodes;
 //! - [`link`]: the host functions imports are linked to;
 //! - [`local`]: a call's last hop, in the callee's own instance;
+//! - [`policy`]: timeouts, retries, circuit breakers and bulkheads around every call,
+//!   local or remote, as tower layers;
 //! - [`transport`]: the trait the mesh implements to reach other nodes.
 
 pub mod check;
@@ -14,6 +16,7 @@ pub mod contract;
 pub mod dispatcher;
 pub mod link;
 pub mod local;
+pub mod policy;
 pub mod transport;
 
 pub use check::{check, ContractError, Exports};

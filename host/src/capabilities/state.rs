@@ -24,6 +24,10 @@ pub struct Hop {
     /// The originating request's routing key (its sticky header, hashed): calls it
     /// makes pick their callee's version by it during a canary.
     pub routing: Option<u64>,
+    /// When the work must be done by: the request's timeout at the gateway, narrowed
+    /// by each call's. Calls it makes end by then (`None`: only their own timeouts
+    /// bound them).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Hop {
@@ -33,6 +37,15 @@ impl Hop {
             depth: 0,
             trace,
             routing,
+            deadline: None,
+        }
+    }
+
+    /// This hop, to be done by `deadline`.
+    pub fn until(self, deadline: tokio::time::Instant) -> Hop {
+        Hop {
+            deadline: Some(deadline),
+            ..self
         }
     }
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use super::gateway::GatewaySettings;
 use super::modules::{Instances, ModuleLimits};
+use super::policies::CallPolicy;
 use super::{events, placement, rollout};
 
 /// A key the host does not know, kept with its value and where it was.
@@ -29,6 +30,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "mesh",
     "rollout",
     "admin",
+    "policies",
 ];
 
 /// The keys of a `[modules.NAME]` section the host owns.
@@ -55,6 +57,7 @@ pub(super) struct DeploymentFile {
     pub(super) mesh: Option<placement::MeshSection>,
     pub(super) rollout: rollout::RolloutSection,
     pub(super) admin: Option<rollout::AdminSection>,
+    pub(super) policies: BTreeMap<String, CallPolicy>,
     /// Sections the host does not know.
     pub(super) unknown: Unknown,
 }
@@ -109,6 +112,7 @@ impl<'de> Deserialize<'de> for DeploymentFile {
                     mesh: None,
                     rollout: rollout::RolloutSection::default(),
                     admin: None,
+                    policies: BTreeMap::new(),
                     unknown: BTreeMap::new(),
                 };
                 while let Some(key) = map.next_key::<String>()? {
@@ -122,6 +126,7 @@ impl<'de> Deserialize<'de> for DeploymentFile {
                         "mesh" => file.mesh = Some(map.next_value()?),
                         "rollout" => file.rollout = map.next_value()?,
                         "admin" => file.admin = Some(map.next_value()?),
+                        "policies" => file.policies = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
                             file.unknown.insert(key, value);

@@ -1,9 +1,11 @@
 //! `[gateway]`: the public HTTP listener and the limits that protect it.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::access::{IssuerSection, RouteSection};
 use super::errors::Problems;
 use super::units::{ByteSize, Timeout};
 
@@ -31,6 +33,12 @@ pub struct GatewaySettings {
     pub request_timeout: Timeout,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace: Timeout,
+    /// `[gateway.issuers.NAME]`: token services the gateway trusts, as written (checked
+    /// into [`crate::deployment::Deployment::access`]).
+    pub issuers: BTreeMap<String, IssuerSection>,
+    /// `[gateway.routes."/path"]`: each route's authentication and rate limits, as
+    /// written (checked into [`crate::deployment::Deployment::access`]).
+    pub routes: BTreeMap<String, RouteSection>,
 }
 
 impl Default for GatewaySettings {
@@ -45,6 +53,8 @@ impl Default for GatewaySettings {
             header_read_timeout: Timeout(Duration::from_secs(10)),
             request_timeout: Timeout(Duration::from_secs(30)),
             shutdown_grace: Timeout(Duration::from_secs(30)),
+            issuers: BTreeMap::new(),
+            routes: BTreeMap::new(),
         }
     }
 }

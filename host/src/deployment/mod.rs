@@ -12,6 +12,7 @@
 //! [`database`], [`events`], [`placement`], [`rollout`]; [`settings`] keeps what
 //! capabilities own, and [`errors`] how problems are reported.
 
+pub mod access;
 pub mod database;
 pub mod errors;
 pub mod events;
@@ -19,6 +20,7 @@ mod file;
 pub mod gateway;
 pub mod modules;
 pub mod placement;
+pub mod policies;
 pub mod rollout;
 pub mod routes;
 pub mod settings;
@@ -54,6 +56,9 @@ pub struct Deployment {
     pub data_dir: PathBuf,
     /// `[gateway]`: the public HTTP listener and its limits.
     pub gateway: GatewaySettings,
+    /// Each route's checked rules (`[gateway.routes]`, with `[gateway.issuers]`
+    /// loaded), by normalised route; routes without rules are absent.
+    pub access: BTreeMap<String, access::RouteAccess>,
     /// The modules, by name.
     pub modules: BTreeMap<String, ModuleSpec>,
     /// `[events]`: the bus between modules and how delivery retries.
@@ -70,6 +75,8 @@ pub struct Deployment {
     pub rollout: RolloutSettings,
     /// `[admin]`: the operators' listener, when the deployment has one.
     pub admin: Option<AdminSettings>,
+    /// `[policies]`: how calls into each module (and along each edge) are made.
+    pub policies: policies::Policies,
     /// Top-level sections owned by capabilities, as written.
     pub sections: BTreeMap<String, Setting>,
 }
@@ -272,6 +279,14 @@ impl Deployment {
             problems.add(&key, &problem);
         }
         check_grants(&modules, &mut problems);
+        let policies = policies::check_policies(file.policies, &modules, &mut problems);
+        let access = access::check_access(
+            &file.gateway.issuers,
+            &file.gateway.routes,
+            base,
+            &modules,
+            &mut problems,
+        );
         check_postgres_names(&modules, &mut problems);
         events::check_topics(&modules, &mut problems);
         let topology = placement::topology(
@@ -290,6 +305,7 @@ impl Deployment {
                 app_name: file.app.name,
                 data_dir,
                 gateway: file.gateway,
+                access,
                 modules,
                 events,
                 nodes: topology.nodes,
@@ -298,6 +314,7 @@ impl Deployment {
                 node: None,
                 rollout,
                 admin,
+                policies,
                 sections,
             })
         } else {

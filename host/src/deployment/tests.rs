@@ -445,3 +445,194 @@ fn topics_are_valid_granted_published_and_need_a_database() {
         );
     }
 }
+
+/// Parses `text` beside `files` (name, contents) in a fresh directory.
+fn parse_beside(text: &str, files: &[(&str, &[u8])]) -> Result<Deployment, ConfigErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
+    Deployment::parse(&dir.path().join("deploy.toml"), text)
+}
+
+/// A public key in PEM, and a JWKS holding it as `kid` "k1".
+fn issuer_keys() -> (String, String) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, jsonwebtoken::Algorithm::ES256)
+            .unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    (pair.public_key_pem(), jwks)
+}
+
+const GUARDED: &str = r#"
+[app]
+name = "shop"
+
+[gateway.issuers.shop]
+jwks = "keys.json"
+algorithms = ["ES256"]
+issuer = "https://id.example"
+audience = ["shop", "admin"]
+leeway = "10s"
+claims = ["sub", "role"]
+
+[gateway.routes."/orders/"]
+auth = "shop"
+client_rate = "20/s"
+route_rate = "600/min"
+route_burst = 50
+
+[modules.orders]
+component = "app.wasm"
+routes = ["/orders"]
+"#;
+
+#[test]
+fn route_rules_load_their_issuers_keys() {
+    let (_, jwks) = issuer_keys();
+    let deployment = parse_beside(GUARDED, &[("keys.json", jwks.as_bytes())]).unwrap();
+    let rules = &deployment.access["/orders"];
+    let issuer = rules.auth.as_ref().unwrap();
+    assert_eq!(issuer.keys.len(), 1);
+    assert_eq!(issuer.keys[0].id.as_deref(), Some("k1"));
+    assert_eq!(issuer.audience, ["shop", "admin"]);
+    assert_eq!(issuer.leeway, Duration::from_secs(10));
+    let client = rules.per_client.unwrap();
+    assert_eq!((client.rate.count, client.burst), (20, 20));
+    let route = rules.per_route.unwrap();
+    assert_eq!((route.rate.per_second(), route.burst), (10.0, 50));
+}
+
+#[test]
+fn unsafe_or_broken_issuers_are_refused_before_serving() {
+    let (pem, jwks) = issuer_keys();
+    let oct =
+        r#"{"keys":[{"kty":"oct","kid":"s","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"algorithms = ["ES256"]"#,
+            r#"algorithms = ["none"]"#,
+            "never accepted",
+        ),
+        (
+            r#"algorithms = ["ES256"]"#,
+            r#"algorithms = ["ES999"]"#,
+            "unknown algorithm",
+        ),
+        (
+            r#"algorithms = ["ES256"]"#,
+            r#"algorithms = []"#,
+            "name the algorithms",
+        ),
+        (
+            r#"algorithms = ["ES256"]"#,
+            r#"algorithms = ["HS256"]"#,
+            "never used with a public key",
+        ),
+        (
+            r#"jwks = "keys.json""#,
+            r#"jwks = "oct.json""#,
+            "symmetric (`oct`) key",
+        ),
+        (
+            r#"jwks = "keys.json""#,
+            r#"jwks = "missing.json""#,
+            "cannot read",
+        ),
+        (
+            r#"jwks = "keys.json""#,
+            r#"jwks = "key.pem""#,
+            "is not a JWKS",
+        ),
+        (
+            r#"jwks = "keys.json""#,
+            r#"pem = "keys.json""#,
+            "is not an EC public key in PEM",
+        ),
+        (
+            r#"jwks = "keys.json""#,
+            "jwks = \"keys.json\"\npem = \"key.pem\"",
+            "exactly one",
+        ),
+        (r#"jwks = "keys.json""#, "", "say where the keys are"),
+        (
+            r#"jwks = "keys.json""#,
+            r#"secret_file = "short.txt""#,
+            "a shared secret verifies HS",
+        ),
+        (
+            r#"algorithms = ["ES256"]"#,
+            r#"algorithms = ["ES384"]"#,
+            "has no signature key for ES384",
+        ),
+        (
+            r#"issuer = "https://id.example""#,
+            r#"issuer = """#,
+            "must not be empty",
+        ),
+        (r#"leeway = "10s""#, r#"leeway = "1h""#, "at most 5m"),
+        (
+            r#"auth = "shop""#,
+            r#"auth = "other""#,
+            "no [gateway.issuers.other]",
+        ),
+        (
+            r#"[gateway.routes."/orders/"]"#,
+            r#"[gateway.routes."/payments"]"#,
+            "no module serves the route /payments",
+        ),
+        (
+            r#"client_rate = "20/s""#,
+            r#"client_rate = "20/fortnight""#,
+            "unknown period",
+        ),
+        (r#"route_rate = "600/min""#, "", "a burst needs its rate"),
+        (
+            r#"client_rate = "20/s""#,
+            "client_rate = \"20/s\"\nclient_burst = 0",
+            "must be at least 1",
+        ),
+        (
+            r#"client_rate = "20/s""#,
+            r#"client_rates = "20/s""#,
+            "unknown field",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(GUARDED.contains(from), "{from}");
+        let text = GUARDED.replace(from, to);
+        let errors = parse_beside(
+            &text,
+            &[
+                ("keys.json", jwks.as_bytes()),
+                ("oct.json", oct.as_bytes()),
+                ("key.pem", pem.as_bytes()),
+                ("short.txt", b"too short\n"),
+            ],
+        )
+        .expect_err(to)
+        .0;
+        assert!(
+            errors
+                .iter()
+                .any(|error| error.to_string().contains(expected)),
+            "{to:?}: expected {expected:?} in {errors:?}"
+        );
+        assert!(
+            errors.iter().all(|error| error.key.starts_with("gateway.")),
+            "{to:?}: each problem names its gateway key: {errors:?}"
+        );
+    }
+    // A PEM key and a shared secret are accepted where they fit.
+    let pem_text = GUARDED.replace(r#"jwks = "keys.json""#, r#"pem = "key.pem""#);
+    assert!(parse_beside(&pem_text, &[("key.pem", pem.as_bytes())]).is_ok());
+    let hs_text = GUARDED
+        .replace(r#"jwks = "keys.json""#, r#"secret_file = "secret.txt""#)
+        .replace(r#"algorithms = ["ES256"]"#, r#"algorithms = ["HS256"]"#);
+    let secret = [b'k'; 40];
+    assert!(parse_beside(&hs_text, &[("secret.txt", &secret[..])]).is_ok());
+}

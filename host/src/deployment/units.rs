@@ -1,6 +1,6 @@
-//! The two value types a deployment file writes as text: byte sizes (`"64MiB"`) and
-//! durations (`"500ms"`). Both refuse anything ambiguous with a message that shows the
-//! accepted forms.
+//! The value types a deployment file writes as text: byte sizes (`"64MiB"`), durations
+//! (`"500ms"`) and rates (`"20/s"`). Each refuses anything ambiguous with a message
+//! that shows the accepted forms.
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -121,6 +121,83 @@ impl<'de> Deserialize<'de> for Timeout {
     }
 }
 
+/// How often something may happen: a count per period, written `"20/s"`, `"600/min"`,
+/// `"1000/h"` or with any duration as the period (`"5/10s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// How many in each period (at least 1).
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The most a rate may be: a finer one would refill faster than a clock tick.
+    pub const MAX_PER_SECOND: u32 = 1_000_000;
+
+    /// Parses `"20/s"`-style text.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let expected = "write a rate like \"20/s\", \"600/min\", \"1000/h\" or \"5/10s\"";
+        let Some((count, period)) = text.trim().split_once('/') else {
+            return Err(format!("invalid rate {text:?}: {expected}"));
+        };
+        let count: u32 = match count.trim().parse() {
+            Ok(count) if count > 0 => count,
+            _ => {
+                return Err(format!(
+                    "invalid rate {text:?}: the count must be a whole number from 1; {expected}"
+                ))
+            }
+        };
+        let per = match period.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => humantime::parse_duration(other).map_err(|_| {
+                format!("invalid rate {text:?}: unknown period {other:?}; {expected}")
+            })?,
+        };
+        if per.is_zero() {
+            return Err(format!(
+                "invalid rate {text:?}: the period must be longer than 0s"
+            ));
+        }
+        let rate = Rate { count, per };
+        if rate.per_second() > f64::from(Rate::MAX_PER_SECOND) {
+            return Err(format!(
+                "rate {text:?} is more than {} per second",
+                Rate::MAX_PER_SECOND
+            ));
+        }
+        Ok(rate)
+    }
+
+    /// The rate in events per second.
+    pub fn per_second(self) -> f64 {
+        f64::from(self.count) / self.per.as_secs_f64()
+    }
+
+    /// How long between two events at this rate (how fast one more is allowed).
+    pub fn interval(self) -> Duration {
+        self.per / self.count
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.per))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a rate in quotes, like \"20/s\" or \"600/min\"")
+        })?;
+        Rate::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +251,29 @@ mod tests {
         let err = Timeout::parse("soon").unwrap_err();
         assert!(err.contains("\"soon\"") && err.contains("500ms"), "{err}");
         assert!(Timeout::parse("10").is_err(), "a bare number has no unit");
+    }
+
+    #[test]
+    fn rates_parse_with_named_or_written_periods() {
+        let rate = Rate::parse("20/s").unwrap();
+        assert_eq!((rate.count, rate.per), (20, Duration::from_secs(1)));
+        assert_eq!(Rate::parse("600/min").unwrap().per_second(), 10.0);
+        assert_eq!(Rate::parse("3600 / h").unwrap().per_second(), 1.0);
+        assert_eq!(
+            Rate::parse("5/10s").unwrap().interval(),
+            Duration::from_secs(2)
+        );
+        for bad in [
+            "20",
+            "0/s",
+            "-1/s",
+            "x/s",
+            "20/fortnight",
+            "20/0s",
+            "2000000/s",
+        ] {
+            let err = Rate::parse(bad).expect_err(bad);
+            assert!(err.contains(bad), "{err}");
+        }
     }
 }

@@ -4,14 +4,18 @@
 //! host with limits — header size (431), body size (413), time to send the request head
 //! (slowloris), time to send the whole request (408), connections at once — answers
 //! `/healthz`, `/readyz` and `/metrics` itself, and hands every other request to the module owning
-//! its path (longest route prefix), in a fresh instance. A module's failure becomes a
-//! status code with an error id that is also in the log; it never becomes a hang.
+//! its path (longest route prefix), in a fresh instance, once the route's rate limits
+//! and authentication ([`access`]) admit it. A module's failure becomes a status code
+//! with an error id that is also in the log; it never becomes a hang. Every request
+//! carries an id ([`request_id`]) from the access log to the module and back.
 //!
 //! On shutdown it stops accepting, lets in-flight requests finish (up to the grace
 //! period), and returns.
 
+pub mod access;
 pub mod connections;
 pub mod failures;
+pub mod request_id;
 pub mod routes;
 
 use bytes::Bytes;
@@ -21,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +43,7 @@ use crate::runtime::responses::{self, Body};
 use crate::runtime::shutdown::Shutdown;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TraceContext;
+use access::Guards;
 use connections::{Activity, Clients};
 use routes::RouteTable;
 
@@ -45,6 +51,8 @@ use routes::RouteTable;
 const TRACEPARENT: &str = "traceparent";
 /// How long a connection closed with nothing in flight may take to close.
 const GOODBYE: Duration = Duration::from_secs(1);
+/// How often the rate limiters forget clients that are back to a full allowance.
+const FORGET_IDLE_CLIENTS: Duration = Duration::from_secs(10);
 /// Response header naming the module version that answered.
 pub const VERSION_HEADER: &str = "x-modhost-version";
 
@@ -52,6 +60,8 @@ pub const VERSION_HEADER: &str = "x-modhost-version";
 pub struct Gateway {
     settings: GatewaySettings,
     routes: RouteTable,
+    /// Each route's rate limits and authentication.
+    guards: Guards,
     registry: Arc<Registry>,
     directory: Arc<Directory>,
     /// Reaches the nodes that run modules this one does not (split deployments).
@@ -63,12 +73,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving `registry`'s modules by `routes`, forwarding requests for
-    /// modules placed elsewhere over `transport`; `sticky_header` names the request
-    /// header that pins a client to one version during a canary.
+    /// A gateway serving `registry`'s modules by `routes` (each admitted by its
+    /// `guards`), forwarding requests for modules placed elsewhere over `transport`;
+    /// `sticky_header` names the request header that pins a client to one version
+    /// during a canary.
     pub fn new(
         settings: GatewaySettings,
         routes: RouteTable,
+        guards: Guards,
         registry: Arc<Registry>,
         transport: Option<Arc<dyn Transport>>,
         sticky_header: &str,
@@ -76,6 +88,7 @@ impl Gateway {
         Gateway {
             settings,
             routes,
+            guards,
             directory: registry.directory().clone(),
             registry,
             transport,
@@ -114,6 +127,15 @@ impl Gateway {
         tokio::spawn(async move {
             stopping.triggered().await;
             draining.draining.store(true, Ordering::SeqCst);
+        });
+        // Rate limiters keep a state per client address; addresses gone quiet are
+        // dropped, so a stream of new addresses cannot grow it without end.
+        let limited = self.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            while stopping.sleep(FORGET_IDLE_CLIENTS).await {
+                limited.guards.forget_idle_clients();
+            }
         });
 
         let options = Accept {
@@ -168,7 +190,7 @@ impl Gateway {
                                 refuse.trigger();
                                 return Ok::<_, Infallible>(too_many_connections());
                             }
-                            Ok::<_, Infallible>(gateway.handle(request).await)
+                            Ok::<_, Infallible>(gateway.handle(request, peer.ip()).await)
                         }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -192,13 +214,18 @@ impl Gateway {
         .await;
     }
 
-    /// Answers one request. Never fails: every problem is a response.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request from `client`. Never fails: every problem is a response.
+    pub async fn handle(&self, mut request: Request<Incoming>, client: IpAddr) -> Response<Body> {
         let started = Instant::now();
+        // What a module reads in `x-modhost-*` headers, the host wrote: a client's
+        // own are dropped before anything else looks at the request.
+        access::strip_trusted_headers(request.headers_mut());
+        let request_id = request_id::for_request(request.headers_mut());
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = %request.uri().path(),
+            request_id = request_id.to_str().unwrap_or_default(),
             module = field::Empty,
             route = field::Empty,
             status = field::Empty,
@@ -207,7 +234,13 @@ impl Gateway {
             trace_id = field::Empty,
             version = field::Empty,
         );
-        let response = self.route(request, &span).instrument(span.clone()).await;
+        let mut response = self
+            .route(request, client, &span)
+            .instrument(span.clone())
+            .await;
+        response
+            .headers_mut()
+            .insert(request_id::HEADER, request_id);
         let status = response.status().as_u16();
         span.record("status", status);
         span.record(
@@ -218,7 +251,12 @@ impl Gateway {
         response
     }
 
-    async fn route(&self, mut request: Request<Incoming>, span: &tracing::Span) -> Response<Body> {
+    async fn route(
+        &self,
+        mut request: Request<Incoming>,
+        client: IpAddr,
+        span: &tracing::Span,
+    ) -> Response<Body> {
         // The request joins the caller's trace, or starts one; the module sees its own
         // hop as `traceparent`, and everything it causes carries the same trace id.
         let trace = request
@@ -251,6 +289,11 @@ impl Gateway {
         };
         span.record("module", matched.module);
         span.record("route", matched.route);
+        if let Some(guard) = self.guards.get(matched.route) {
+            if let Err(refusal) = guard.check(client, request.headers_mut()) {
+                return self.refused(span, matched.route, &refusal);
+            }
+        }
         let module_name = matched.module.to_string();
         let Some(slot) = self.directory.local(&module_name) else {
             return self.forward(span, &module_name, request, trace).await;
@@ -308,9 +351,11 @@ impl Gateway {
         };
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
+        // The module's calls end by the request's own deadline.
+        let hop = Hop::start(trace, routing).until(tokio::time::Instant::now() + request_timeout);
         let response = match tokio::time::timeout(
             request_timeout,
-            module_http::handle(&module, request, Hop::start(trace, routing), permit),
+            module_http::handle(&module, request, hop, permit),
         )
         .await
         {
@@ -475,6 +520,38 @@ impl Gateway {
         response
     }
 
+    /// The answer to a request the route's guard refused: 429 with `Retry-After`, or
+    /// 401 with `WWW-Authenticate`.
+    fn refused(
+        &self,
+        span: &tracing::Span,
+        route: &str,
+        refusal: &access::Refusal,
+    ) -> Response<Body> {
+        metrics().gateway_refused(route, refusal.code());
+        let (status, message) = match refusal {
+            access::Refusal::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests for {route}; try again later"),
+            ),
+            access::Refusal::Unauthenticated { reason, .. } => {
+                (StatusCode::UNAUTHORIZED, reason.clone())
+            }
+        };
+        let mut response = match refusal {
+            // A client over its limit is routine, not news: the access log has it.
+            access::Refusal::RateLimited { .. } => {
+                responses::error(status, refusal.code(), &message, None)
+            }
+            access::Refusal::Unauthenticated { .. } => {
+                self.fail(span, status, refusal.code(), &message, None)
+            }
+        };
+        let (name, value) = refusal.header();
+        response.headers_mut().insert(name, value);
+        response
+    }
+
     /// Serves a request another node forwarded here for local module `module` (its
     /// path and query as the client sent them), as if it had arrived here: the same
     /// limits, version pick and error answers.
@@ -511,6 +588,11 @@ impl Gateway {
             from = %peer,
             module,
             path = %request.uri(),
+            request_id = request
+                .headers()
+                .get(request_id::HEADER)
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default(),
             status = tracing::field::Empty,
             error_id = tracing::field::Empty,
             trace_id = %trace.trace_id(),

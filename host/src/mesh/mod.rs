@@ -20,7 +20,6 @@
 //! once until a probe finds it back. Each peer keeps one HTTP/2 connection, which
 //! carries any number of calls at once; a broken one is replaced on the next call.
 
-pub mod breaker;
 pub mod certs;
 pub mod server;
 pub mod tls;
@@ -40,11 +39,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Type, Val};
 
+use crate::calls::policy::breaker::Breaker;
 use crate::calls::transport::{ForwardFailed, RemoteCall, Transport};
 use crate::deployment::Deployment;
 use crate::module::{CallFailed, CallFailure};
 use crate::runtime::BoxFuture;
-use breaker::Breaker;
 use tls::MeshTls;
 use wire::CallHeader;
 

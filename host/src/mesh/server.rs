@@ -231,12 +231,14 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
         trace_id = %trace.trace_id(),
     );
     let mut results = vec![Val::Bool(false); inbound.results().len()];
+    let deadline = Duration::from_millis(header.deadline_ms);
+    // The caller's deadline, as it sent it: the callee's own calls end by it too.
     let hop = Hop {
         depth: header.depth,
         trace,
         routing: None,
+        deadline: tokio::time::Instant::now().checked_add(deadline),
     };
-    let deadline = Duration::from_millis(header.deadline_ms);
     let outcome = inbound
         .call(&header.caller, hop, deadline, &params, &mut results)
         .instrument(span)

@@ -27,6 +27,7 @@ use crate::calls::{Calls, Dispatcher, Transport};
 use crate::capabilities::Capabilities;
 use crate::deployment::{ConfigErrors, Deployment};
 use crate::engine::{self, Engine, EngineSettings};
+use crate::gateway::access::Guards;
 use crate::gateway::routes::RouteTable;
 use crate::gateway::Gateway;
 use crate::mesh::server::{ForwardedHttp, Handlers};
@@ -192,6 +193,7 @@ impl Node {
         let gateway = Arc::new(Gateway::new(
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
+            Guards::new(&self.deployment.access),
             self.registry.clone(),
             transport,
             &self.deployment.rollout.sticky_header,

@@ -15,7 +15,17 @@
 //!   oldest event still in a module's outbox (0 when it is empty);
 //! - `modhost_version_outcomes_total{module, version, outcome}`: requests, calls and
 //!   deliveries per module version — what a canary is judged by;
-//!   `modhost_rollbacks_total{module, reason}`.
+//!   `modhost_rollbacks_total{module, reason}`;
+//! - `modhost_gateway_refused_total{route, reason}`: requests the gateway answered
+//!   itself because a route's rules refused them (`client_rate_limited`,
+//!   `route_rate_limited`: 429; `unauthenticated`: 401);
+//! - call policies, by `policy` (its `[policies]` key: `payments`,
+//!   `orders->payments`): `modhost_call_retries_total`,
+//!   `modhost_call_retry_budget_exhausted_total` (failures not retried because the
+//!   budget was spent), `modhost_breaker_open` (1 while the circuit is open or
+//!   probing), `modhost_bulkhead_queued` (calls waiting now),
+//!   `modhost_bulkhead_wait_seconds` (how long admitted calls waited) and
+//!   `modhost_bulkhead_shed_total` (calls refused: queue full or waited too long).
 //!
 //! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
 //! first buckets, a slow request in the last.
@@ -47,6 +57,31 @@ pub struct Metrics {
     outbox_lag: Family<ModuleLabels, Gauge<f64, AtomicU64>>,
     versions: Family<VersionLabels, Counter>,
     rollbacks: Family<RollbackLabels, Counter>,
+    gateway_refused: Family<RefusalLabels, Counter>,
+    /// Call policies: retries, budget exhausted, shed (counters).
+    policy_counts: [Family<PolicyLabels, Counter>; 3],
+    breaker_open: Family<PolicyLabels, Gauge>,
+    bulkhead_queued: Family<PolicyLabels, Gauge>,
+    bulkhead_wait: Family<PolicyLabels, Histogram, DurationBuckets>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+/// What a call policy did, for its counters.
+#[derive(Debug, Clone, Copy)]
+enum PolicyStep {
+    Retried = 0,
+    BudgetExhausted = 1,
+    Shed = 2,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    route: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,6 +222,38 @@ impl Metrics {
             "Versions rolled back, by module and reason (operator, canary_errors)",
             rollbacks.clone(),
         );
+        let gateway_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "gateway_refused",
+            "Requests the gateway refused by a route's rules, by route and reason (client_rate_limited, route_rate_limited, unauthenticated)",
+            gateway_refused.clone(),
+        );
+        let policy_counts: [Family<PolicyLabels, Counter>; 3] = Default::default();
+        for (family, (name, help)) in policy_counts.iter().zip([
+            ("call_retries", "Calls made again by a retry policy, by policy"),
+            ("call_retry_budget_exhausted", "Failed calls not retried because the policy's retry budget was spent, by policy"),
+            ("bulkhead_shed", "Calls a policy's bulkhead refused (queue full, or waited past the queue timeout), by policy"),
+        ]) {
+            registry.register(name, help, family.clone());
+        }
+        let breaker_open = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "breaker_open",
+            "1 while a policy's circuit breaker is open or probing, 0 while closed, by policy",
+            breaker_open.clone(),
+        );
+        let bulkhead_queued = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "bulkhead_queued",
+            "Calls waiting in a policy's bulkhead queue, by policy",
+            bulkhead_queued.clone(),
+        );
+        let bulkhead_wait = Family::new_with_constructor(DurationBuckets);
+        registry.register(
+            "bulkhead_wait_seconds",
+            "How long calls waited in a policy's bulkhead queue before running, by policy",
+            bulkhead_wait.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -197,7 +264,72 @@ impl Metrics {
             outbox_lag,
             versions,
             rollbacks,
+            gateway_refused,
+            policy_counts,
+            breaker_open,
+            bulkhead_queued,
+            bulkhead_wait,
         }
+    }
+
+    fn policy_step(&self, step: PolicyStep, policy: &str) {
+        self.policy_counts[step as usize]
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .inc();
+    }
+
+    /// Policy `policy` made a failed call again.
+    pub fn call_retried(&self, policy: &str) {
+        self.policy_step(PolicyStep::Retried, policy);
+    }
+
+    /// Policy `policy` did not retry a failed call: its budget was spent.
+    pub fn retry_budget_exhausted(&self, policy: &str) {
+        self.policy_step(PolicyStep::BudgetExhausted, policy);
+    }
+
+    /// Policy `policy`'s bulkhead refused a call.
+    pub fn bulkhead_shed(&self, policy: &str) {
+        self.policy_step(PolicyStep::Shed, policy);
+    }
+
+    /// Policy `policy`'s circuit is `open` (or probing), or closed.
+    pub fn breaker_open(&self, policy: &str, open: bool) {
+        self.breaker_open
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .set(i64::from(open));
+    }
+
+    /// `waiting` calls wait in policy `policy`'s bulkhead queue now.
+    pub fn bulkhead_queue(&self, policy: &str, waiting: usize) {
+        self.bulkhead_queued
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// A call waited `waited` in policy `policy`'s bulkhead queue before it ran.
+    pub fn bulkhead_waited(&self, policy: &str, waited: Duration) {
+        self.bulkhead_wait
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
+    /// The gateway refused a request for `route` by the route's rules, for `reason`.
+    pub fn gateway_refused(&self, route: &str, reason: &'static str) {
+        self.gateway_refused
+            .get_or_create(&RefusalLabels {
+                route: route.to_string(),
+                reason,
+            })
+            .inc();
     }
 
     fn event(&self, step: EventStep, module: &str, topic: &str) {

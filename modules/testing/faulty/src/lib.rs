@@ -3,8 +3,10 @@
 //! Each route misbehaves in one way a real module can: `/faulty/trap` panics (a trap),
 //! `/faulty/loop` spins forever, `/faulty/oom` allocates without bound. The host must
 //! fail only that request (500, 504, 500) and keep serving everything else.
-//! `/faulty/ok` answers normally, to show the module itself recovers, and
-//! `/faulty/sleep?ms=N` answers after N milliseconds (for drain and bulkhead tests).
+//! `/faulty/ok` answers normally, to show the module itself recovers,
+//! `/faulty/sleep?ms=N` answers after N milliseconds (for drain and bulkhead tests), and
+//! `…/headers` (under any of its routes) answers the request headers it was given, as a JSON object (for
+//! the gateway's tests: what a module sees of a client's request).
 
 use modhost_guest::{Request, Response};
 
@@ -21,6 +23,17 @@ fn handle(request: Request) -> Response {
                 .unwrap_or(100);
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Response::text(200, &format!("slept {ms}ms"))
+        }
+        path if path.ends_with("/headers") => {
+            let headers: serde_json::Map<String, serde_json::Value> = request
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value).into_owned();
+                    (name.clone(), serde_json::Value::String(value))
+                })
+                .collect();
+            Response::json(200, &headers)
         }
         other => Response::not_found(other),
     }

@@ -1,0 +1,159 @@
+//! Call policies: how a call into another module is made — within a deadline, through
+//! a bulkhead, past a circuit breaker, retried when that is safe. Each is a tower
+//! [`Layer`](tower::Layer) around one call [`Service`](tower::Service), tested alone
+//! beside its code, and composed once ([`PolicyStack`]) around the one attempt that
+//! reaches the callee here or on another node — so a policy holds the same whether the
+//! callee is co-located or not.
+//!
+//! From the outside in:
+//! - [`retry`]: failed calls of idempotent functions are made again, after a
+//!   full-jitter backoff, while a retry budget allows (retries can never multiply load);
+//! - [`breaker`]: a callee that keeps failing is not called for a while; a probe
+//!   decides when it is back (typed `unavailable` while open);
+//! - [`bulkhead`]: at most so many calls at once, a bounded queue of waiting ones
+//!   with a queue timeout, and fast shedding past it (typed `overloaded`);
+//! - [`deadline`]: each attempt ends by the policy's timeout and never after the
+//!   caller's own deadline, which travels with the call (across nodes too).
+//!
+//! The policies are the deployment's `[policies]` ([`crate::deployment::policies`]):
+//! per callee, or per `caller->callee` edge. A callee's breaker, bulkhead and retry
+//! budget are shared by all the calls the policy covers ([`PolicyState`]).
+
+pub mod breaker;
+pub mod bulkhead;
+pub mod deadline;
+pub mod retry;
+
+use std::sync::Arc;
+use tokio::time::Instant;
+use wasmtime::component::Val;
+
+use crate::capabilities::Hop;
+use crate::deployment::policies::CallPolicy;
+use crate::module::CallFailed;
+use crate::runtime::BoxFuture;
+use breaker::{Breaker, BreakerRules, FailureRate};
+use bulkhead::Bulkhead;
+
+/// One call, as the policy layers see it: who calls, at which hop, with what. It is
+/// `Copy`, so a retry makes the same call again.
+#[derive(Clone, Copy)]
+pub struct CallRequest<'a> {
+    /// The calling module.
+    pub caller: &'a str,
+    /// Where the call sits in its request (the caller's deadline among it).
+    pub hop: Hop,
+    /// The arguments.
+    pub params: &'a [Val],
+    /// Names the edge for messages: `caller → callee.interface#function`.
+    pub route: &'a (dyn Fn() -> String + Sync),
+    /// When this attempt must end: the earlier of the caller's deadline and the
+    /// policy's timeout ([`deadline`] sets it; `None`: the callee's own timeout).
+    pub deadline: Option<Instant>,
+}
+
+/// What a call service answers: the results, or a typed failure.
+pub type CallFuture<'a> = BoxFuture<'a, Result<Vec<Val>, CallFailed>>;
+
+/// The state a policy keeps across calls, shared by every call it covers: one per
+/// policy (a callee's, or an edge's).
+pub struct PolicyState {
+    /// The `[policies]` key it came from (`payments`, `orders->payments`), for
+    /// metrics and messages.
+    pub key: String,
+    /// The policy.
+    pub policy: CallPolicy,
+    /// Its circuit breaker, if it has one.
+    pub breaker: Option<Breaker>,
+    /// Its bulkhead, if it has one.
+    pub bulkhead: Option<Bulkhead>,
+    /// Its retry budget, if it retries.
+    pub budget: Option<tower::retry::budget::TpsBudget>,
+}
+
+impl PolicyState {
+    /// The state of policy `key`.
+    pub fn new(key: String, policy: CallPolicy) -> PolicyState {
+        let breaker = policy.breaker.map(|rules| {
+            Breaker::with_rules(BreakerRules {
+                failures: rules.failures,
+                failure_rate: rules.failure_rate.map(|rate| FailureRate {
+                    rate,
+                    window: rules.window.duration(),
+                    min_calls: rules.min_calls,
+                }),
+                open_for: rules.open_for.duration(),
+                max_open_for: rules.open_for.duration() * 8,
+            })
+        });
+        let bulkhead = policy.bulkhead.map(|rules| {
+            Bulkhead::new(
+                rules.concurrency as usize,
+                rules.queue as usize,
+                rules.queue_timeout.duration(),
+            )
+        });
+        let budget = policy.retries.as_ref().map(|retries| {
+            tower::retry::budget::TpsBudget::new(
+                retry::BUDGET_WINDOW,
+                retries.min_per_second,
+                retries.budget as f32,
+            )
+        });
+        PolicyState {
+            key,
+            policy,
+            breaker,
+            bulkhead,
+            budget,
+        }
+    }
+}
+
+/// The policy layers around `attempt`, for calls of one function along one edge
+/// under `state` (none: the attempt alone, within the caller's deadline).
+/// `idempotent` says whether this function may be retried.
+pub type PolicyStack<S> =
+    retry::Retry<breaker::BreakerService<bulkhead::BulkheadService<deadline::Deadline<S>>>>;
+
+/// Builds the [`PolicyStack`] around `attempt`.
+pub fn stack<S>(attempt: S, state: Option<Arc<PolicyState>>, idempotent: bool) -> PolicyStack<S> {
+    let timeout = state
+        .as_ref()
+        .and_then(|state| state.policy.timeout)
+        .map(|timeout| timeout.duration());
+    tower::ServiceBuilder::new()
+        .layer(retry::RetryLayer::new(state.clone(), idempotent))
+        .layer(breaker::BreakerLayer::new(state.clone()))
+        .layer(bulkhead::BulkheadLayer::new(state))
+        .layer(deadline::DeadlineLayer::new(timeout))
+        .service(attempt)
+}
+
+/// A call service: what every layer wraps, and is.
+pub trait CallService<'a>:
+    tower::Service<
+        CallRequest<'a>,
+        Response = Vec<Val>,
+        Error = CallFailed,
+        Future = CallFuture<'a>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<'a, S> CallService<'a> for S where
+    S: tower::Service<
+            CallRequest<'a>,
+            Response = Vec<Val>,
+            Error = CallFailed,
+            Future = CallFuture<'a>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
