@@ -9,6 +9,10 @@
 //!   call into a fresh `callee` instance (store, instantiation, call, teardown);
 //! - `call/module_to_module_reused`: the same call into a `callee` deployed with
 //!   `instances = "reuse"` (a warm instance taken from and given back to its pool);
+//! - `call/module_to_module_reused_policies`: the reused call again, with every call
+//!   policy layer at work (`[policies.callee]` with a timeout, retries of `bounce`, a
+//!   breaker with a failure-rate window, a bulkhead): what the policy layers cost, next
+//!   to the same call without a policy (whose layers pass the call straight through);
 //! - `call/module_to_module_remote`: the same call into a fresh `callee` placed on
 //!   another node — a second node in this process, with its own runtime thread and
 //!   mesh listener — over HTTP/2 and mutual TLS on loopback (encode, send, the
@@ -35,6 +39,15 @@ use wasmtime::component::TypedFunc;
 use wasmtime::Store;
 
 const INTERFACE: &str = "modhost-testing:kinds/bounce-back@1.0.0";
+
+/// Every policy layer on the call into `callee`.
+const POLICIES: &str = r#"
+[policies.callee]
+timeout = "1s"
+retries = { attempts = 2, idempotent = ["bounce"] }
+breaker = { failures = 5, failure_rate = 0.5, open_for = "5s" }
+bulkhead = { concurrency = 1000, queue = 100 }
+"#;
 
 /// A warm `caller` instance whose `bounce-back` export the host calls directly.
 struct Caller {
@@ -160,6 +173,7 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let mut fresh = caller(&runtime, deployment(dir.path(), "fresh", ""));
     let mut reused = caller(&runtime, deployment(dir.path(), "reuse", ""));
+    let mut policed = caller(&runtime, deployment(dir.path(), "reuse", POLICIES));
     let remote_dir = tempfile::tempdir().unwrap();
     let (mut remote, _node_b) = remote_caller(&runtime, remote_dir.path());
 
@@ -172,6 +186,9 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("module_to_module_reused", |b| {
         b.iter(|| reused.call(&runtime, 1))
+    });
+    group.bench_function("module_to_module_reused_policies", |b| {
+        b.iter(|| policed.call(&runtime, 1))
     });
     group.bench_function("module_to_module_remote", |b| {
         b.iter(|| remote.call(&runtime, 1))
@@ -195,6 +212,10 @@ fn benches(c: &mut Criterion) {
         report(
             "module_to_module_reused",
             percentiles(|| reused.call(&runtime, 1)),
+        );
+        report(
+            "module_to_module_reused_policies",
+            percentiles(|| policed.call(&runtime, 1)),
         );
         report(
             "module_to_module_remote",

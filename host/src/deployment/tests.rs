@@ -636,3 +636,120 @@ fn unsafe_or_broken_issuers_are_refused_before_serving() {
     let secret = [b'k'; 40];
     assert!(parse_beside(&hs_text, &[("secret.txt", &secret[..])]).is_ok());
 }
+
+const POLICED: &str = r#"
+[app]
+name = "shop"
+
+[modules.orders]
+component = "app.wasm"
+calls = ["payments"]
+
+[modules.payments]
+component = "other.wasm"
+
+[policies.payments]
+timeout = "2s"
+retries = { attempts = 2, idempotent = ["status"] }
+breaker = { failures = 3, failure_rate = 0.5, open_for = "1s" }
+bulkhead = { concurrency = 4, queue = 8 }
+
+[policies."orders->payments"]
+timeout = "5s"
+"#;
+
+#[test]
+fn policies_apply_per_edge_before_per_callee() {
+    let deployment = parse(POLICED).unwrap();
+    let edge = deployment.policies.for_edge("orders", "payments").unwrap();
+    assert_eq!(edge.timeout, Some(Timeout(Duration::from_secs(5))));
+    assert!(edge.retries.is_none(), "an edge policy does not inherit");
+    let callee = deployment.policies.for_edge("users", "payments").unwrap();
+    let retries = callee.retries.as_ref().unwrap();
+    assert_eq!(
+        (retries.attempts, retries.budget, retries.min_per_second),
+        (2, 0.2, 10)
+    );
+    assert!(retries.covers("shop:payments/api", "status"));
+    assert!(!retries.covers("shop:payments/api", "charge"));
+    let bulkhead = callee.bulkhead.unwrap();
+    assert_eq!(bulkhead.queue_timeout, Timeout(Duration::from_millis(100)));
+    assert!(deployment.policies.for_edge("payments", "orders").is_none());
+}
+
+#[test]
+fn bad_policies_are_refused_naming_their_key() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "[policies.payments]",
+            "[policies.billing]",
+            "policies.\"billing\"",
+            "no module `billing`",
+        ),
+        (
+            "[policies.\"orders->payments\"]",
+            "[policies.\"payments->orders\"]",
+            "policies.\"payments->orders\"",
+            "may not call `orders`",
+        ),
+        (
+            "[policies.\"orders->payments\"]",
+            "[policies.\"ghost->payments\"]",
+            "policies.\"ghost->payments\"",
+            "no module `ghost`",
+        ),
+        (
+            "attempts = 2",
+            "attempts = 0",
+            "policies.\"payments\".retries.attempts",
+            "from 1 to 10",
+        ),
+        (
+            "idempotent = [\"status\"]",
+            "idempotent = []",
+            "policies.\"payments\".retries.idempotent",
+            "safe to call twice",
+        ),
+        (
+            "failures = 3",
+            "failures = 0",
+            "policies.\"payments\".breaker.failures",
+            "at least 1",
+        ),
+        (
+            "failure_rate = 0.5",
+            "failure_rate = 1.5",
+            "policies.\"payments\".breaker.failure_rate",
+            "at most 1",
+        ),
+        (
+            "concurrency = 4",
+            "concurrency = 0",
+            "policies.\"payments\".bulkhead.concurrency",
+            "from 1 to 10000",
+        ),
+        (
+            "timeout = \"2s\"",
+            "timeout = \"0s\"",
+            "policies.\"payments\".timeout",
+            "longer than 0s",
+        ),
+    ];
+    for (from, to, key, problem) in cases {
+        let errors = errors(&POLICED.replace(from, to));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.key == *key && e.problem.contains(problem)),
+            "{to}: expected {key}: {problem} in {errors:?}"
+        );
+    }
+    // A misspelt key is refused with its line, like every other.
+    let errors = errors(&POLICED.replace("queue = 8", "queu = 8"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("unknown field `queu`")),
+        "{errors:?}"
+    );
+}

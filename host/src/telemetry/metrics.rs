@@ -70,12 +70,22 @@ struct PolicyLabels {
     policy: String,
 }
 
-/// What a call policy did, for its counters.
-#[derive(Debug, Clone, Copy)]
-enum PolicyStep {
-    Retried = 0,
-    BudgetExhausted = 1,
-    Shed = 2,
+/// One call policy's metrics (its `[policies]` key), looked up once and then updated
+/// without a lookup.
+#[derive(Clone)]
+pub struct PolicyMetrics {
+    /// Calls made again.
+    pub retried: Counter,
+    /// Failed calls not retried: the budget was spent.
+    pub budget_exhausted: Counter,
+    /// Calls the bulkhead refused.
+    pub shed: Counter,
+    /// 1 while the circuit is open or probing.
+    pub breaker_open: Gauge,
+    /// Calls waiting in the bulkhead's queue.
+    pub queued: Gauge,
+    /// How long admitted calls waited in the queue.
+    pub waited: Histogram,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -272,54 +282,20 @@ impl Metrics {
         }
     }
 
-    fn policy_step(&self, step: PolicyStep, policy: &str) {
-        self.policy_counts[step as usize]
-            .get_or_create(&PolicyLabels {
-                policy: policy.to_string(),
-            })
-            .inc();
-    }
-
-    /// Policy `policy` made a failed call again.
-    pub fn call_retried(&self, policy: &str) {
-        self.policy_step(PolicyStep::Retried, policy);
-    }
-
-    /// Policy `policy` did not retry a failed call: its budget was spent.
-    pub fn retry_budget_exhausted(&self, policy: &str) {
-        self.policy_step(PolicyStep::BudgetExhausted, policy);
-    }
-
-    /// Policy `policy`'s bulkhead refused a call.
-    pub fn bulkhead_shed(&self, policy: &str) {
-        self.policy_step(PolicyStep::Shed, policy);
-    }
-
-    /// Policy `policy`'s circuit is `open` (or probing), or closed.
-    pub fn breaker_open(&self, policy: &str, open: bool) {
-        self.breaker_open
-            .get_or_create(&PolicyLabels {
-                policy: policy.to_string(),
-            })
-            .set(i64::from(open));
-    }
-
-    /// `waiting` calls wait in policy `policy`'s bulkhead queue now.
-    pub fn bulkhead_queue(&self, policy: &str, waiting: usize) {
-        self.bulkhead_queued
-            .get_or_create(&PolicyLabels {
-                policy: policy.to_string(),
-            })
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-    }
-
-    /// A call waited `waited` in policy `policy`'s bulkhead queue before it ran.
-    pub fn bulkhead_waited(&self, policy: &str, waited: Duration) {
-        self.bulkhead_wait
-            .get_or_create(&PolicyLabels {
-                policy: policy.to_string(),
-            })
-            .observe(waited.as_secs_f64());
+    /// The metrics of call policy `policy`, looked up once.
+    pub fn policy(&self, policy: &str) -> PolicyMetrics {
+        let labels = PolicyLabels {
+            policy: policy.to_string(),
+        };
+        let [retried, exhausted, shed] = &self.policy_counts;
+        PolicyMetrics {
+            retried: retried.get_or_create_owned(&labels),
+            budget_exhausted: exhausted.get_or_create_owned(&labels),
+            shed: shed.get_or_create_owned(&labels),
+            breaker_open: self.breaker_open.get_or_create_owned(&labels),
+            queued: self.bulkhead_queued.get_or_create_owned(&labels),
+            waited: self.bulkhead_wait.get_or_create_owned(&labels),
+        }
     }
 
     /// The gateway refused a request for `route` by the route's rules, for `reason`.

@@ -20,7 +20,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::module::{CallFailed, CallFailure};
-use crate::telemetry::metrics::metrics;
 
 /// When a breaker opens, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,10 +140,10 @@ impl Attempt<'_> {
         self.kind == Admission::Probe
     }
 
-    /// Records how the call ended.
-    pub fn record(mut self, succeeded: bool) {
+    /// Records how the call ended; whether that opened or closed the breaker.
+    pub fn record(mut self, succeeded: bool) -> bool {
         self.recorded = true;
-        self.breaker.record_at(succeeded, Instant::now());
+        self.breaker.record_at(succeeded, Instant::now())
     }
 }
 
@@ -214,8 +213,11 @@ impl Breaker {
         }
     }
 
-    fn record_at(&self, succeeded: bool, now: Instant) {
+    /// Records an outcome at `now`; whether the breaker turned from closed to open
+    /// or back (a probe going out changes nothing callers see).
+    fn record_at(&self, succeeded: bool, now: Instant) -> bool {
         let mut inner = self.lock();
+        let was_closed = matches!(inner.state, State::Closed { .. });
         let rules = self.rules;
         let in_window = rules
             .failure_rate
@@ -251,6 +253,7 @@ impl Breaker {
             (open @ State::Open { .. }, false) => open,
         };
         inner.state = next;
+        was_closed != matches!(next, State::Closed { .. })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -324,6 +327,8 @@ impl<'a, S: super::CallService<'a>> tower::Service<super::CallRequest<'a>> for B
                 return inner.call(request).await;
             };
             let Some(attempt) = breaker.admit() else {
+                // Refused: open, whatever opened it (a call abandoned unrecorded too).
+                state.metrics.breaker_open.set(1);
                 return Err(CallFailed::new(
                     CallFailure::Unavailable,
                     format!(
@@ -339,8 +344,9 @@ impl<'a, S: super::CallService<'a>> tower::Service<super::CallRequest<'a>> for B
                 Ok(_) => true,
                 Err(failed) => !counts_against_the_callee(failed.kind),
             };
-            attempt.record(healthy);
-            metrics().breaker_open(&state.key, breaker.is_open());
+            if attempt.record(healthy) {
+                state.metrics.breaker_open.set(i64::from(breaker.is_open()));
+            }
             outcome
         })
     }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{CallFuture, CallRequest, CallService, PolicyState};
 use crate::module::{CallFailed, CallFailure};
-use crate::telemetry::metrics::metrics;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// The places and the queue.
 pub struct Bulkhead {
@@ -43,7 +43,8 @@ impl Bulkhead {
     }
 
     /// A place for one call, at once, or after waiting in the queue; the time waited.
-    pub async fn admit(&self) -> Result<(OwnedSemaphorePermit, Duration), Shed> {
+    /// `queued` follows how many wait.
+    pub async fn admit(&self, queued: &Gauge) -> Result<(OwnedSemaphorePermit, Duration), Shed> {
         if let Ok(permit) = self.places.clone().try_acquire_owned() {
             return Ok((permit, Duration::ZERO));
         }
@@ -58,7 +59,8 @@ impl Bulkhead {
         {
             return Err(Shed::QueueFull);
         }
-        let _leave = Leave(&self.waiting);
+        queued.inc();
+        let _leave = Leave(&self.waiting, queued);
         let started = Instant::now();
         match tokio::time::timeout(self.queue_timeout, self.places.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok((permit, started.elapsed())),
@@ -75,11 +77,12 @@ impl Bulkhead {
 
 /// Leaves the queue when dropped: when the call got its place, gave up, or was
 /// cancelled while waiting.
-struct Leave<'a>(&'a AtomicUsize);
+struct Leave<'a>(&'a AtomicUsize, &'a Gauge);
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 
@@ -137,17 +140,16 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for BulkheadService
             let Some(bulkhead) = &state.bulkhead else {
                 return inner.call(request).await;
             };
-            let admitted = bulkhead.admit().await;
-            metrics().bulkhead_queue(&state.key, bulkhead.waiting());
+            let admitted = bulkhead.admit(&state.metrics.queued).await;
             let _permit = match admitted {
                 Ok((permit, waited)) => {
                     if !waited.is_zero() {
-                        metrics().bulkhead_waited(&state.key, waited);
+                        state.metrics.waited.observe(waited.as_secs_f64());
                     }
                     permit
                 }
                 Err(shed) => {
-                    metrics().bulkhead_shed(&state.key);
+                    state.metrics.shed.inc();
                     let why = match shed {
                         Shed::QueueFull => "every place is taken and the queue is full".to_string(),
                         Shed::WaitedTooLong => format!(

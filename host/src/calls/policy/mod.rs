@@ -32,6 +32,7 @@ use crate::capabilities::Hop;
 use crate::deployment::policies::CallPolicy;
 use crate::module::CallFailed;
 use crate::runtime::BoxFuture;
+use crate::telemetry::metrics::{metrics, PolicyMetrics};
 use breaker::{Breaker, BreakerRules, FailureRate};
 use bulkhead::Bulkhead;
 
@@ -69,6 +70,8 @@ pub struct PolicyState {
     pub bulkhead: Option<Bulkhead>,
     /// Its retry budget, if it retries.
     pub budget: Option<tower::retry::budget::TpsBudget>,
+    /// Its metrics.
+    pub metrics: PolicyMetrics,
 }
 
 impl PolicyState {
@@ -101,6 +104,7 @@ impl PolicyState {
             )
         });
         PolicyState {
+            metrics: metrics().policy(&key),
             key,
             policy,
             breaker,

@@ -17,7 +17,6 @@ use tower::retry::budget::Budget;
 use super::{CallFuture, CallRequest, CallService, PolicyState};
 use crate::module::{CallFailed, CallFailure};
 use crate::runtime::backoff::{Backoff, Jitter};
-use crate::telemetry::metrics::metrics;
 
 /// How far back the retry budget counts calls.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -106,12 +105,12 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Retry<S> {
                     return Err(failed);
                 };
                 if !budget.withdraw() {
-                    metrics().retry_budget_exhausted(&state.key);
+                    state.metrics.budget_exhausted.inc();
                     tracing::debug!(policy = %state.key, %failed, "not retried: the retry budget is spent");
                     return Err(failed);
                 }
                 made += 1;
-                metrics().call_retried(&state.key);
+                state.metrics.retried.inc();
                 tracing::debug!(policy = %state.key, attempt = made, ?wait, %failed, "retrying a failed call");
                 tokio::time::sleep(wait).await;
             }

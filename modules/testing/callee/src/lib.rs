@@ -1,5 +1,6 @@
 //! The callee of the call tests: exports `modhost-testing:kinds/api` (every kind of
-//! WIT value, a typed error, a trap, a spin) and `bounce`, which calls back into its
+//! WIT value, a typed error, a trap, a spin, a call failing every other time, a slow
+//! call) and `bounce`, which calls back into its
 //! caller for cycle and recursion tests. It serves no HTTP: only calls reach it.
 
 wit_bindgen::generate!({
@@ -37,6 +38,24 @@ impl Api for Callee {
 
     fn served() -> u32 {
         SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    fn flaky() -> u32 {
+        // A coin from the host's randomness (std seeds its hasher keys from it): an
+        // instance that traps is discarded, so no counter could alternate.
+        use std::hash::{BuildHasher, Hasher};
+        let coin = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        if coin & 1 == 1 {
+            panic!("callee: flaky call fails");
+        }
+        1
+    }
+
+    fn nap(ms: u32) -> u32 {
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        ms
     }
 
     fn spin() {

@@ -7,7 +7,9 @@
 //! - `GET /caller/crash`, `/caller/spin`: the callee traps / runs past its deadline;
 //! - `GET /caller/served`: how many calls the callee instance has served (1 when
 //!   fresh, counting up when the callee reuses instances);
-//! - `GET /caller/bounce?n=N`: callee and caller call each other N times (a cycle).
+//! - `GET /caller/bounce?n=N`: callee and caller call each other N times (a cycle);
+//! - `GET /caller/flaky`: a call the callee fails every other time;
+//! - `GET /caller/nap?ms=N`: a call the callee takes N milliseconds to answer.
 
 wit_bindgen::generate!({
     path: "../../../wit/testing",
@@ -109,6 +111,11 @@ fn handle(request: Request) -> Response {
             Response::text(200, "the callee returned")
         }
         "/caller/served" => Response::json(200, &serde_json::json!({ "served": api::served() })),
+        "/caller/flaky" => Response::json(200, &serde_json::json!({ "served": api::flaky() })),
+        "/caller/nap" => {
+            let ms = api::nap(number("ms").unwrap_or(100));
+            Response::json(200, &serde_json::json!({ "slept_ms": ms }))
+        }
         "/caller/bounce" => {
             let hops = bounce(number("n").unwrap_or(1));
             Response::json(200, &serde_json::json!({ "hops": hops }))
