@@ -38,7 +38,7 @@ use wasmtime::component::{Component, Linker, Type, Val};
 use super::contract::Interface;
 use super::dispatcher::Dispatcher;
 use super::local::{call_local, MAX_CALL_DEPTH};
-use super::policy::{self, CallFuture, CallRequest, PolicyStack};
+use super::policy::{self, call_service, CallFuture, CallRequest, PolicyStack};
 use super::transport::RemoteCall;
 use crate::capabilities::{Hop, InstanceState};
 use crate::module::directory::Route;
@@ -245,16 +245,7 @@ impl Target {
 struct Attempt(Arc<Function>);
 
 impl<'a> tower::Service<CallRequest<'a>> for Attempt {
-    type Response = Vec<Val>;
-    type Error = CallFailed;
-    type Future = CallFuture<'a>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), CallFailed>> {
-        std::task::Poll::Ready(Ok(()))
-    }
+    call_service!('a);
 
     fn call(&mut self, request: CallRequest<'a>) -> CallFuture<'a> {
         let function = self.0.clone();

@@ -3,7 +3,7 @@
 //! applies to that caller's calls; one for a module to every caller's that has no
 //! edge policy of its own (the more specific wins, whole).
 //!
-//! The calls layer applies them ([`crate::calls::policy`]), the same whether the
+//! The calls layer applies them (its `policy` layers), the same whether the
 //! callee runs on this node or another. Which functions are idempotent is checked
 //! against the callee's contract at load, not here: the file does not know the WIT.
 

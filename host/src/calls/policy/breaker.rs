@@ -306,16 +306,7 @@ fn counts_against_the_callee(kind: CallFailure) -> bool {
 }
 
 impl<'a, S: super::CallService<'a>> tower::Service<super::CallRequest<'a>> for BreakerService<S> {
-    type Response = Vec<wasmtime::component::Val>;
-    type Error = CallFailed;
-    type Future = super::CallFuture<'a>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), CallFailed>> {
-        std::task::Poll::Ready(Ok(()))
-    }
+    call_service!('a);
 
     fn call(&mut self, request: super::CallRequest<'a>) -> super::CallFuture<'a> {
         let mut inner = self.inner.clone();

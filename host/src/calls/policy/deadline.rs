@@ -43,16 +43,7 @@ pub struct Deadline<S> {
 }
 
 impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Deadline<S> {
-    type Response = Vec<wasmtime::component::Val>;
-    type Error = CallFailed;
-    type Future = CallFuture<'a>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), CallFailed>> {
-        std::task::Poll::Ready(Ok(()))
-    }
+    call_service!('a);
 
     fn call(&mut self, mut request: CallRequest<'a>) -> CallFuture<'a> {
         let now = Instant::now();

@@ -19,6 +19,25 @@
 //! per callee, or per `caller->callee` edge. A callee's breaker, bulkhead and retry
 //! budget are shared by all the calls the policy covers ([`PolicyState`]).
 
+/// What every call service shares: what it answers (results or a typed failure) and
+/// that it is always ready — admission happens in `call`, where a refusal is a typed
+/// failure, not back-pressure. Used inside `impl Service<CallRequest<'a>>`.
+macro_rules! call_service {
+    ($lifetime:lifetime) => {
+        type Response = Vec<wasmtime::component::Val>;
+        type Error = $crate::module::CallFailed;
+        type Future = $crate::calls::policy::CallFuture<$lifetime>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    };
+}
+pub(crate) use call_service;
+
 pub mod breaker;
 pub mod bulkhead;
 pub mod deadline;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::{CallFuture, CallRequest, CallService, PolicyState};
-use crate::module::{CallFailed, CallFailure};
+use crate::module::CallFailure;
 use crate::runtime::backoff::{Backoff, Jitter};
 
 /// How far back the retry budget counts calls.
@@ -56,16 +56,7 @@ pub struct Retry<S> {
 }
 
 impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Retry<S> {
-    type Response = Vec<wasmtime::component::Val>;
-    type Error = CallFailed;
-    type Future = CallFuture<'a>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), CallFailed>> {
-        std::task::Poll::Ready(Ok(()))
-    }
+    call_service!('a);
 
     fn call(&mut self, request: CallRequest<'a>) -> CallFuture<'a> {
         let mut inner = self.inner.clone();

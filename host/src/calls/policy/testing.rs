@@ -75,16 +75,7 @@ impl Scripted {
 }
 
 impl<'a> tower::Service<CallRequest<'a>> for Scripted {
-    type Response = Vec<wasmtime::component::Val>;
-    type Error = CallFailed;
-    type Future = CallFuture<'a>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), CallFailed>> {
-        std::task::Poll::Ready(Ok(()))
-    }
+    call_service!('a);
 
     fn call(&mut self, request: CallRequest<'a>) -> CallFuture<'a> {
         let this = self.clone();
