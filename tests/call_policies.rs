@@ -280,11 +280,17 @@ async fn a_policy_timeout_ends_the_call_before_the_callees_own_locally_and_acros
         &["a", "b"],
         &[("caller", &["a"]), ("callee", &["b"])],
     );
-    for node in [&host, cluster.node("a")] {
+    for (node, remote) in [(&host, false), (cluster.node("a"), true)] {
         let reply = get(&node.url("/caller/nap?ms=2000")).await;
         let logged = node.failure_log(&reply, 504);
         assert_eq!(reply.json()["error"]["code"], "call_timeout");
-        assert!(logged.contains("policy's timeout of 300ms"), "{logged}");
+        // Across nodes the callee's node holds the call to the same deadline, and its
+        // answer may come back first: either side ending it is right.
+        assert!(
+            logged.contains("policy's timeout of 300ms")
+                || (remote && logged.contains("did not return within the caller's deadline")),
+            "{logged}"
+        );
         // A call within the timeout is untouched.
         let reply = get(&node.url("/caller/nap?ms=10")).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
