@@ -253,8 +253,10 @@ impl Verifier {
         let keys = issuer
             .keys
             .iter()
-            .map(|key| {
-                let mut validation = Validation::new(key.algorithms[0]);
+            // A key with no algorithm verifies nothing (the deployment never lets one
+            // through; it would be dropped here rather than trusted with a default).
+            .filter_map(|key| {
+                let mut validation = Validation::new(*key.algorithms.first()?);
                 validation.algorithms = key.algorithms.clone();
                 validation.leeway = issuer.leeway.as_secs();
                 validation.validate_exp = true;
@@ -262,7 +264,7 @@ impl Verifier {
                 validation.set_issuer(&[issuer.issuer.as_str()]);
                 validation.set_audience(&issuer.audience);
                 validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-                (key.clone(), validation)
+                Some((key.clone(), validation))
             })
             .collect();
         Verifier { issuer, keys }
