@@ -529,22 +529,16 @@ impl Gateway {
         refusal: &access::Refusal,
     ) -> Response<Body> {
         metrics().gateway_refused(route, refusal.code());
-        let (status, message) = match refusal {
-            access::Refusal::RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many requests for {route}; try again later"),
-            ),
-            access::Refusal::Unauthenticated { reason, .. } => {
-                (StatusCode::UNAUTHORIZED, reason.clone())
-            }
-        };
         let mut response = match refusal {
             // A client over its limit is routine, not news: the access log has it.
-            access::Refusal::RateLimited { .. } => {
-                responses::error(status, refusal.code(), &message, None)
-            }
-            access::Refusal::Unauthenticated { .. } => {
-                self.fail(span, status, refusal.code(), &message, None)
+            access::Refusal::RateLimited { .. } => responses::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                refusal.code(),
+                &format!("too many requests for {route}; try again later"),
+                None,
+            ),
+            access::Refusal::Unauthenticated { reason, .. } => {
+                self.fail(span, StatusCode::UNAUTHORIZED, refusal.code(), reason, None)
             }
         };
         let (name, value) = refusal.header();
