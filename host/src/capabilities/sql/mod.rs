@@ -381,7 +381,7 @@ impl Database {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Sqlite(database) => database.close().await,
-            Pool::Postgres(database) => database.pool.close().await,
+            Pool::Postgres(database) => close_pool(&database.pool).await,
         }
     }
 
@@ -929,3 +929,37 @@ impl InstanceState {
             .ok_or_else(|| wasmtime::format_err!("module {} has no database", self.module()))
     }
 }
+
+/// Closes `pool` and every connection it had, waiting (up to [`CLOSE_WAIT`]) for
+/// those in use to come back.
+///
+/// sqlx's `Pool::close` alone can return with connections still open: closing an
+/// idle connection hands back a permit that connection no longer held, so the close
+/// stops waiting for connections in use too early; and a connection on its way back
+/// as the close began has already passed the pool's "closed?" check, and lands in
+/// the idle queue after the close last emptied it. So the pool is closed again until
+/// it holds none. Left open, a SQLite connection keeps the file's write-ahead log
+/// until it is dropped on its own thread, and a Postgres server sees its connection
+/// cut instead of ended.
+pub(crate) async fn close_pool<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) {
+    let give_up = tokio::time::Instant::now() + CLOSE_WAIT;
+    loop {
+        pool.close().await;
+        if pool.size() == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                open = pool.size(),
+                "connections still in use after {CLOSE_WAIT:?}; dropped unclosed"
+            );
+            return;
+        }
+        // A connection in use comes back within its statement's timeout; one on its
+        // way back, within a round trip.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// How long closing a pool waits for its connections in use.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
