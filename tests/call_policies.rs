@@ -2,7 +2,8 @@
 //! that opens on a failing callee and closes after a probe (on one node, and across
 //! two with mTLS), retries of idempotent functions only and within their budget, a
 //! bulkhead whose queue absorbs a burst and sheds a flood while a neighbouring module
-//! keeps serving, and a policy timeout.
+//! keeps serving, a policy timeout, and a frozen node ejected from its module's
+//! balance while its sibling takes the calls.
 
 mod common;
 use common::cluster::Cluster;
@@ -295,6 +296,103 @@ async fn a_policy_timeout_ends_the_call_before_the_callees_own_locally_and_acros
         let reply = get(&node.url("/caller/nap?ms=10")).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+}
+
+/// `metric{module="callee",node="NODE"}` on `node`.
+async fn endpoint_metric(node: &Modhost, metric: &str, of: &str) -> f64 {
+    let metrics = get(&node.url("/metrics")).await.text();
+    sum(
+        &metrics,
+        metric,
+        &["module=\"callee\"", &format!("node=\"{of}\"")],
+    )
+}
+
+/// `workers` clients each making `each` calls through `node` one after another; how
+/// many failed.
+async fn load(node: &Modhost, workers: usize, each: usize) -> usize {
+    let url = node.url("/caller/nap?ms=5");
+    let failed = join_all((0..workers).map(|_| {
+        let url = url.clone();
+        async move {
+            let mut failed = 0;
+            for _ in 0..each {
+                let reply = get(&url).await;
+                if reply.status != 200 {
+                    assert_eq!(reply.status, 503, "{}", reply.text());
+                    failed += 1;
+                }
+            }
+            failed
+        }
+    }))
+    .await;
+    failed.into_iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_ejected_and_its_sibling_takes_its_calls() {
+    let cluster = Cluster::start(
+        CALLS,
+        &["a", "b", "c"],
+        &[("caller", &["a"]), ("callee", &["b", "c"])],
+    );
+    // Both siblings take calls.
+    assert_eq!(load(cluster.node("a"), 2, 20).await, 0);
+    let on_b = callee_calls(cluster.node("b"), "ok").await;
+    let on_c = callee_calls(cluster.node("c"), "ok").await;
+    assert!(on_b > 0.0 && on_c > 0.0, "b {on_b}, c {on_c}");
+    assert_eq!(on_b + on_c, 40.0);
+
+    // c freezes (SIGSTOP): its connections stay open and nothing answers on them.
+    cluster.node("c").signal("STOP");
+    const WORKERS: usize = 4;
+    let failed = load(cluster.node("a"), WORKERS, 25).await;
+    eprintln!("{failed} of 100 calls failed while c froze");
+    // The only calls that fail are those sent to c before it was ejected: the three
+    // failures in a row that eject it (the test deployment's `consecutive_failures`),
+    // and the calls then in flight to it — fewer than the clients, since the balance
+    // sends a call to c only while c holds no more in flight than b.
+    assert!(
+        failed <= 2 + WORKERS,
+        "{failed} failed calls\n{}",
+        cluster.logs().join("\n")
+    );
+    let a = cluster.node("a");
+    assert_eq!(endpoint_metric(a, "modhost_mesh_ejected", "c").await, 1.0);
+    assert_eq!(
+        endpoint_metric(a, "modhost_mesh_ejections_total", "c").await,
+        1.0
+    );
+    assert_eq!(endpoint_metric(a, "modhost_mesh_ejected", "b").await, 0.0);
+    // Ejected, c gets no calls at all (pings in the background find it still frozen):
+    // b serves every one.
+    let b_before = callee_calls(cluster.node("b"), "ok").await;
+    assert_eq!(load(a, WORKERS, 25).await, 0);
+    assert_eq!(
+        callee_calls(cluster.node("b"), "ok").await - b_before,
+        100.0
+    );
+
+    // c thaws: a ping finds it back, and it takes calls again.
+    cluster.node("c").signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while endpoint_metric(cluster.node("a"), "modhost_mesh_ejected", "c").await != 0.0 {
+        assert!(Instant::now() < deadline, "c never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (The calls c held while frozen are answered as it thaws, to no one; they may
+    // still be counted during this load, so it asks for more than they could be.)
+    let c_before = callee_calls(cluster.node("c"), "ok").await;
+    assert_eq!(load(cluster.node("a"), 2, 40).await, 0);
+    let took = callee_calls(cluster.node("c"), "ok").await - c_before;
+    assert!(took >= 10.0, "c took {took} of 80 calls after coming back");
+    let logs = cluster.logs().join("\n");
+    assert!(
+        logs.contains("node ejected from the module's balance"),
+        "{logs}"
+    );
+    assert!(logs.contains("node back in the module's balance"), "{logs}");
 }
 
 #[test]

@@ -5,21 +5,23 @@
 //! - **calls** (`POST /v1/call`): a module calling a module placed on another node.
 //!   The dispatcher hands the call to the mesh as its [`Transport`], which encodes the
 //!   values by their WIT types ([`wire`]), sends them to a node that runs the callee
-//!   (round-robin over those whose [`breaker`] is closed), and decodes the results —
-//!   or the typed failure — that come back. The callee's node runs the call on its
-//!   local path ([`server`]).
+//!   (the less loaded of two, among those not ejected: [`balance`]), and decodes the
+//!   results — or the typed failure — that come back. The callee's node runs the call
+//!   on its local path ([`server`]).
 //! - **forwarded requests** (`/v1/http/MODULE/…`): an HTTP request that reached the
 //!   gateway of a node that does not run the module owning its route, passed on
 //!   whole ([`Transport::forward`]), so any node can sit behind a load balancer;
 //! - **admin requests** (`/v1/admin/ACTION`): one node's admin API asking another to
 //!   stage, commit or adopt a module version ([`Mesh::admin`]).
 //!
-//! A dead or partitioned peer never makes a caller hang: connecting is bounded by
-//! `mesh.connect_timeout`, a call by the callee's timeout, and after
-//! `mesh.breaker.consecutive_failures` failures in a row calls to that peer fail at
-//! once until a probe finds it back. Each peer keeps one HTTP/2 connection, which
-//! carries any number of calls at once; a broken one is replaced on the next call.
+//! A dead, frozen or partitioned peer never makes a caller hang: connecting is bounded
+//! by `mesh.connect_timeout`, a call by the callee's timeout, and after
+//! `mesh.breaker.consecutive_failures` failures in a row of a module on a node, that
+//! node leaves the module's balance until a ping in the background finds it back
+//! (`GET /v1/ping`). Each peer keeps one HTTP/2 connection, which carries any number
+//! of calls at once; a broken one is replaced on the next call.
 
+pub mod balance;
 pub mod certs;
 pub mod server;
 pub mod tls;
@@ -33,17 +35,16 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Type, Val};
 
-use crate::calls::policy::breaker::Breaker;
 use crate::calls::transport::{ForwardFailed, RemoteCall, Transport};
 use crate::deployment::Deployment;
 use crate::module::{CallFailed, CallFailure};
 use crate::runtime::BoxFuture;
+use balance::{Balance, Endpoint, OnEject, Pick};
 use tls::MeshTls;
 use wire::CallHeader;
 
@@ -62,8 +63,8 @@ pub const FORWARDED_BY: &str = "x-modhost-forwarded-by";
 /// This node's view of the other nodes.
 pub struct Mesh {
     tls: Arc<MeshTls>,
-    peers: BTreeMap<String, Arc<Peer>>,
-    next: AtomicUsize,
+    peers: Arc<BTreeMap<String, Arc<Peer>>>,
+    balance: Balance,
 }
 
 /// Why an admin request to another node got no answer.
@@ -117,15 +118,25 @@ impl Mesh {
                         tls: tls.clone(),
                         connect_timeout: settings.connect_timeout,
                         connection: tokio::sync::Mutex::new(None),
-                        breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
                     }),
                 )
             })
             .collect();
+        let peers: Arc<BTreeMap<String, Arc<Peer>>> = Arc::new(peers);
+        let pinged = peers.clone();
+        let on_eject: OnEject = Arc::new(move |endpoint: Arc<Endpoint>| {
+            if let Some(peer) = pinged.get(endpoint.node()).cloned() {
+                tokio::spawn(ping_until_back(peer, endpoint));
+            }
+        });
         Ok(Some(Mesh {
             tls,
             peers,
-            next: AtomicUsize::new(0),
+            balance: Balance::new(
+                settings.breaker_failures,
+                settings.breaker_open_for,
+                on_eject,
+            ),
         }))
     }
 
@@ -168,14 +179,18 @@ impl Mesh {
         let body = Bytes::from(body);
         let timeout = remote.timeout + NETWORK_MARGIN;
 
+        let to = Destination::Module {
+            module: callee,
+            nodes: &remote.nodes,
+        };
         let answer = self
-            .send(&remote.nodes, timeout, |peer| {
+            .send(to, timeout, |peer| {
                 Request::post(format!("https://{}/v1/call", peer.name))
                     .header(http::header::CONTENT_TYPE, "application/x-modhost-call")
                     .body(Full::new(body.clone()))
             })
             .await;
-        let (node, response) = match answer {
+        let (sent, response) = match answer {
             Ok(answer) => answer,
             Err(SendFailed::Unreachable(why)) => {
                 return Err(failed(
@@ -195,67 +210,22 @@ impl Mesh {
                 ))
             }
         };
-        let status = response.status();
-        let bytes = tokio::time::timeout(
-            timeout,
-            Limited::new(response.into_body(), MAX_CALL_ANSWER).collect(),
-        )
-        .await
-        .map_err(|_| {
-            failed(
-                CallFailure::Unavailable,
-                format!("node {node} stopped answering"),
-            )
-        })?
-        .map_err(|error| failed(CallFailure::Unavailable, format!("node {node}: {error}")))?
-        .to_bytes();
-        if status != StatusCode::OK {
-            return Err(failed(
-                CallFailure::Unavailable,
-                format!(
-                    "node {node} refused the call ({status}): {}",
-                    String::from_utf8_lossy(&bytes)
-                ),
-            ));
+        let answer = read_answer(&sent.node, response, timeout, results, result_types).await;
+        // The node did its part unless it broke off or answered that the callee there
+        // is overloaded or too slow (see [`balance`] for what does not count).
+        let healthy = match &answer {
+            Ok(Ok(())) => true,
+            Ok(Err(failed)) => {
+                !matches!(failed.kind, CallFailure::Overloaded | CallFailure::TimedOut)
+            }
+            Err(_) => false,
+        };
+        if let Some(pick) = sent.pick {
+            pick.record(healthy);
         }
-        let mut input = &bytes[..];
-        let outcome = wire::take(&mut input, 1)
-            .map_err(|e| failed(CallFailure::Crashed, format!("node {node}: {e:#}")))?[0];
-        match outcome {
-            wire::outcome::OK => {
-                let values = wire::decode_values(&mut input, result_types).map_err(|error| {
-                    failed(
-                        CallFailure::Crashed,
-                        format!("decoding node {node}'s answer: {error:#}"),
-                    )
-                })?;
-                if values.len() != results.len() {
-                    return Err(failed(
-                        CallFailure::Crashed,
-                        format!(
-                            "node {node} sent {} results for {}",
-                            values.len(),
-                            results.len()
-                        ),
-                    ));
-                }
-                for (slot, value) in results.iter_mut().zip(values) {
-                    *slot = value;
-                }
-                Ok(())
-            }
-            wire::outcome::FAILED => {
-                let kind = wire::take(&mut input, 1)
-                    .map(|code| CallFailure::from_code(code[0]))
-                    .unwrap_or(CallFailure::Crashed);
-                let message = wire::get_string(&mut input).unwrap_or_default();
-                // The callee's node already named the edge; it comes back unchanged.
-                Err(CallFailed::new(kind, message))
-            }
-            other => Err(failed(
-                CallFailure::Crashed,
-                format!("node {node} answered with outcome {other}"),
-            )),
+        match answer {
+            Ok(answer) => answer,
+            Err(Broken(kind, why)) => Err(failed(kind, why)),
         }
     }
 
@@ -288,8 +258,9 @@ impl Mesh {
             headers.remove(name);
         }
         let node = self.tls.node().to_string();
+        let to = Destination::Module { module, nodes };
         let answer = self
-            .send(nodes, timeout, |peer| {
+            .send(to, timeout, |peer| {
                 let mut request = Request::builder()
                     .method(parts.method.clone())
                     .uri(format!("https://{}/v1/http/{module}{path}", peer.name))
@@ -302,7 +273,18 @@ impl Mesh {
             })
             .await;
         match answer {
-            Ok((_, response)) => Ok(response),
+            Ok((sent, response)) => {
+                // The node's gateway answers 503 when the module there is at its limit
+                // or not running, 504 when it took too long.
+                let status = response.status();
+                if let Some(pick) = sent.pick {
+                    pick.record(
+                        status != StatusCode::SERVICE_UNAVAILABLE
+                            && status != StatusCode::GATEWAY_TIMEOUT,
+                    );
+                }
+                Ok(response)
+            }
             Err(SendFailed::Unreachable(why)) => Err(ForwardFailed::Unavailable(format!(
                 "module {module} runs on {}, which cannot be reached: {why}",
                 nodes.join(", ")
@@ -323,9 +305,8 @@ impl Mesh {
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), PeerError> {
         let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let nodes = [node.to_string()];
         let answer = self
-            .send(&nodes, ADMIN_TIMEOUT, |peer| {
+            .send(Destination::Node(node), ADMIN_TIMEOUT, |peer| {
                 Request::post(format!(
                     "https://{}/v1/admin/{action}?{}",
                     peer.name,
@@ -365,56 +346,78 @@ impl Mesh {
         Ok((status, body))
     }
 
-    /// Sends the request `make` builds for a peer to one of `nodes`: round-robin over
-    /// those whose breaker lets calls through, trying the next when one cannot even be
-    /// connected to (nothing was sent), waiting at most `timeout` for the answer.
+    /// Sends the request `make` builds for a peer to `to`: for a module, to the node
+    /// its balance picks, trying another when one cannot even be connected to (nothing
+    /// was sent); waits at most `timeout` for the answer. Who answered comes back with
+    /// the answer, whose outcome the caller records in the balance.
     async fn send(
         &self,
-        nodes: &[String],
+        to: Destination<'_>,
         timeout: Duration,
         make: impl Fn(&Peer) -> Result<Request<Full<Bytes>>, http::Error>,
-    ) -> Result<(String, Response<Incoming>), SendFailed> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    ) -> Result<(Sent, Response<Incoming>), SendFailed> {
         let mut reasons = Vec::new();
-        for i in 0..nodes.len() {
-            let name = &nodes[(start + i) % nodes.len()];
-            let Some(peer) = self.peers.get(name) else {
-                reasons.push(format!("{name}: not a peer of this node"));
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let (node, pick) = match to {
+                Destination::Node(node) if tried.is_empty() => (node.to_string(), None),
+                Destination::Node(_) => break,
+                Destination::Module { module, nodes } => {
+                    let left: Vec<&str> = nodes
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|node| !tried.iter().any(|tried| tried == node))
+                        .collect();
+                    if left.is_empty() {
+                        break;
+                    }
+                    let Some(pick) = self.balance.pick(module, &left) else {
+                        reasons.push(format!(
+                            "{}: ejected after failing; calls fail at once until a ping finds a node back",
+                            left.join(", ")
+                        ));
+                        break;
+                    };
+                    (pick.node().to_string(), Some(pick))
+                }
+            };
+            tried.push(node.clone());
+            let Some(peer) = self.peers.get(&node) else {
+                reasons.push(format!("{node}: not a peer of this node"));
                 continue;
             };
             let request = make(peer).map_err(|e| SendFailed::Unreachable(e.to_string()))?;
-            let Some(attempt) = peer.breaker.admit() else {
-                reasons.push(format!("{name}: circuit open after repeated failures"));
-                continue;
-            };
             let mut sender = match peer.sender().await {
                 Ok(sender) => sender,
                 Err(why) => {
-                    attempt.record(false);
-                    reasons.push(format!("{name}: {why}"));
+                    if let Some(pick) = pick {
+                        pick.record(false);
+                    }
+                    reasons.push(format!("{node}: {why}"));
                     continue;
                 }
             };
-            // Cancelled in the await (the caller gave up), the attempt is dropped
-            // unrecorded: a failure, so a probe cannot leave the breaker half-open.
+            // Cancelled in the await (the caller gave up), the pick is dropped
+            // unrecorded: a failure of the node, which did not answer in time.
             return match tokio::time::timeout(timeout, sender.send_request(request)).await {
-                Ok(Ok(response)) => {
-                    attempt.record(true);
-                    Ok((name.clone(), response))
-                }
+                Ok(Ok(response)) => Ok((Sent { node, pick }, response)),
                 Ok(Err(error)) => {
-                    attempt.record(false);
+                    if let Some(pick) = pick {
+                        pick.record(false);
+                    }
                     peer.forget_connection().await;
                     // `{:#}` names the causes: hyper's own "connection error" does not
                     // say that the peer refused our certificate.
                     Err(SendFailed::Unreachable(format!(
-                        "{name}: {:#}",
+                        "{node}: {:#}",
                         anyhow::Error::from(error)
                     )))
                 }
                 Err(_) => {
-                    attempt.record(false);
-                    Err(SendFailed::TimedOut(name.clone()))
+                    if let Some(pick) = pick {
+                        pick.record(false);
+                    }
+                    Err(SendFailed::TimedOut(node))
                 }
             };
         }
@@ -443,6 +446,115 @@ impl Transport for Mesh {
     }
 }
 
+/// A node's answer to a call that could not be read: the kind of failure, and why.
+struct Broken(CallFailure, String);
+
+/// Reads node `node`'s answer to a call (within `timeout`) into `results`: the callee's
+/// outcome — its results, or its typed failure, whose message already names the edge
+/// — or [`Broken`] when the answer itself is not one.
+async fn read_answer(
+    node: &str,
+    response: Response<Incoming>,
+    timeout: Duration,
+    results: &mut [Val],
+    result_types: &[Type],
+) -> Result<Result<(), CallFailed>, Broken> {
+    let status = response.status();
+    let bytes = tokio::time::timeout(
+        timeout,
+        Limited::new(response.into_body(), MAX_CALL_ANSWER).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Broken(
+            CallFailure::Unavailable,
+            format!("node {node} stopped answering"),
+        )
+    })?
+    .map_err(|error| Broken(CallFailure::Unavailable, format!("node {node}: {error}")))?
+    .to_bytes();
+    if status != StatusCode::OK {
+        return Err(Broken(
+            CallFailure::Unavailable,
+            format!(
+                "node {node} refused the call ({status}): {}",
+                String::from_utf8_lossy(&bytes)
+            ),
+        ));
+    }
+    let mut input = &bytes[..];
+    let outcome = wire::take(&mut input, 1)
+        .map_err(|e| Broken(CallFailure::Crashed, format!("node {node}: {e:#}")))?[0];
+    match outcome {
+        wire::outcome::OK => {
+            let values = wire::decode_values(&mut input, result_types).map_err(|error| {
+                Broken(
+                    CallFailure::Crashed,
+                    format!("decoding node {node}'s answer: {error:#}"),
+                )
+            })?;
+            if values.len() != results.len() {
+                return Err(Broken(
+                    CallFailure::Crashed,
+                    format!(
+                        "node {node} sent {} results for {}",
+                        values.len(),
+                        results.len()
+                    ),
+                ));
+            }
+            for (slot, value) in results.iter_mut().zip(values) {
+                *slot = value;
+            }
+            Ok(Ok(()))
+        }
+        wire::outcome::FAILED => {
+            let kind = wire::take(&mut input, 1)
+                .map(|code| CallFailure::from_code(code[0]))
+                .unwrap_or(CallFailure::Crashed);
+            let message = wire::get_string(&mut input).unwrap_or_default();
+            Ok(Err(CallFailed::new(kind, message)))
+        }
+        other => Err(Broken(
+            CallFailure::Crashed,
+            format!("node {node} answered with outcome {other}"),
+        )),
+    }
+}
+
+/// Pings the node of an ejected endpoint each time its ejection is up, until it
+/// answers and so is back in its module's balance.
+async fn ping_until_back(peer: Arc<Peer>, endpoint: Arc<Endpoint>) {
+    while let Some(due) = endpoint.ejected_until() {
+        tokio::time::sleep_until(due).await;
+        if let Some(ping) = endpoint.probe() {
+            let answered = peer.ping().await;
+            ping.record(answered);
+            if answered {
+                return;
+            }
+        }
+    }
+}
+
+/// Where a request may go.
+#[derive(Clone, Copy)]
+enum Destination<'a> {
+    /// Any of `nodes`, which run `module`, as the module's balance picks.
+    Module {
+        module: &'a str,
+        nodes: &'a [String],
+    },
+    /// This node only (admin requests, which are for one node).
+    Node(&'a str),
+}
+
+/// Who answered a request: the node, and its pick in the balance (for a module).
+struct Sent {
+    node: String,
+    pick: Option<Pick>,
+}
+
 enum SendFailed {
     /// No node could be reached (why, per node).
     Unreachable(String),
@@ -457,7 +569,6 @@ struct Peer {
     tls: Arc<MeshTls>,
     connect_timeout: Duration,
     connection: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
-    breaker: Breaker,
 }
 
 impl Peer {
@@ -509,6 +620,27 @@ impl Peer {
         });
         tracing::debug!(peer = %self.name, addr = %self.addr, "mesh: connected to a peer");
         Ok(sender)
+    }
+
+    /// Whether the peer answers `GET /v1/ping` within the connect timeout (on its
+    /// connection, connecting first if needed).
+    async fn ping(&self) -> bool {
+        let Ok(mut sender) = self.sender().await else {
+            return false;
+        };
+        let Ok(request) =
+            Request::get(format!("https://{}/v1/ping", self.name)).body(Full::new(Bytes::new()))
+        else {
+            return false;
+        };
+        match tokio::time::timeout(self.connect_timeout, sender.send_request(request)).await {
+            Ok(Ok(response)) => response.status().is_success(),
+            Ok(Err(_)) => {
+                self.forget_connection().await;
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     async fn forget_connection(&self) {

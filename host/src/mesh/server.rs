@@ -9,7 +9,9 @@
 //!   local path ([`Dispatcher::inbound`]), under its own limits, within the caller's
 //!   deadline, in the caller's trace; the answer is the results or a typed failure.
 //! - `/v1/http/MODULE/PATH`: a request forwarded by another node's gateway, handed to
-//!   this node's gateway ([`ForwardedHttp`]) as if it had arrived there.
+//!   this node's gateway ([`ForwardedHttp`]) as if it had arrived there;
+//! - `GET /v1/ping`: whether this node answers at all (a node that ejected it from a
+//!   module's balance asks before putting it back);
 //! - `/v1/admin/ACTION`: another node's admin API staging or committing a version
 //!   here ([`PeerAdmin`]).
 //!
@@ -140,6 +142,9 @@ pub async fn serve(
 
 async fn handle(handlers: &Handlers, peer: &str, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
+    if path == "/v1/ping" {
+        return plain(StatusCode::OK, "pong");
+    }
     if path == "/v1/call" && request.method() == http::Method::POST {
         return call(&handlers.calls, peer, request).await;
     }

@@ -25,7 +25,10 @@
 //!   budget was spent), `modhost_breaker_open` (1 while the circuit is open or
 //!   probing), `modhost_bulkhead_queued` (calls waiting now),
 //!   `modhost_bulkhead_wait_seconds` (how long admitted calls waited) and
-//!   `modhost_bulkhead_shed_total` (calls refused: queue full or waited too long).
+//!   `modhost_bulkhead_shed_total` (calls refused: queue full or waited too long);
+//! - the mesh's balance, by `module` and `node`: `modhost_mesh_ejected` (1 while the
+//!   node is out of the module's balance after failing) and
+//!   `modhost_mesh_ejections_total`.
 //!
 //! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
 //! first buckets, a slow request in the last.
@@ -63,6 +66,23 @@ pub struct Metrics {
     breaker_open: Family<PolicyLabels, Gauge>,
     bulkhead_queued: Family<PolicyLabels, Gauge>,
     bulkhead_wait: Family<PolicyLabels, Histogram, DurationBuckets>,
+    /// The mesh's balance: nodes ejected now (gauge), ejections (counter).
+    mesh_ejected: Family<EndpointLabels, Gauge>,
+    mesh_ejections: Family<EndpointLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    module: String,
+    node: String,
+}
+
+/// The metrics of one module on one node in this node's mesh balance, looked up once.
+pub struct EndpointMetrics {
+    /// 1 while the node is ejected from the module's balance.
+    pub ejected: Gauge,
+    /// Times the node was ejected.
+    pub ejections: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -264,6 +284,18 @@ impl Metrics {
             "How long calls waited in a policy's bulkhead queue before running, by policy",
             bulkhead_wait.clone(),
         );
+        let mesh_ejected = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "mesh_ejected",
+            "1 while a node is ejected from a module's balance after failing, by module and node",
+            mesh_ejected.clone(),
+        );
+        let mesh_ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "mesh_ejections",
+            "Times a node was ejected from a module's balance, by module and node",
+            mesh_ejections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -279,6 +311,20 @@ impl Metrics {
             breaker_open,
             bulkhead_queued,
             bulkhead_wait,
+            mesh_ejected,
+            mesh_ejections,
+        }
+    }
+
+    /// The metrics of `module` on `node` in the mesh's balance, looked up once.
+    pub fn mesh_endpoint(&self, module: &str, node: &str) -> EndpointMetrics {
+        let labels = EndpointLabels {
+            module: module.to_string(),
+            node: node.to_string(),
+        };
+        EndpointMetrics {
+            ejected: self.mesh_ejected.get_or_create_owned(&labels),
+            ejections: self.mesh_ejections.get_or_create_owned(&labels),
         }
     }
 

@@ -1,5 +1,5 @@
-//! A circuit breaker: for one peer node (the mesh's), or for one callee (a call
-//! policy's).
+//! A circuit breaker: for one callee (a call policy's), or for one module on one
+//! node (the mesh's, which ejects the node from the module's balance).
 //!
 //! Closed, it lets every call through and counts failures. After `failures` in a row —
 //! or, when a rate is set, once that share of the calls in the recent window failed —
@@ -14,7 +14,8 @@
 //! failure. Without that, a probe cut short would leave the breaker half-open — and
 //! every later call refused — for good.
 
-use std::sync::Mutex;
+use std::borrow::Borrow;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 // tokio's clock: the same as std's, but tests can pause it.
 use tokio::time::Instant;
@@ -127,14 +128,30 @@ pub enum Admission {
 
 /// A call the breaker let through: say how it ended with [`Attempt::record`]; dropped
 /// unrecorded, it counts as a failure.
+///
+/// It holds its breaker by reference ([`Breaker::admit`]) or shared
+/// ([`Breaker::admit_shared`], for an attempt that outlives the borrow: the mesh's
+/// background probes).
 #[must_use = "an attempt dropped without recording counts as a failure"]
-pub struct Attempt<'a> {
-    breaker: &'a Breaker,
+pub struct Attempt<B: Borrow<Breaker>> {
+    breaker: B,
     kind: Admission,
     recorded: bool,
 }
 
-impl Attempt<'_> {
+impl<B: Borrow<Breaker>> Attempt<B> {
+    /// An attempt on `breaker`, if it lets one through now.
+    fn admitted(breaker: B) -> Option<Attempt<B>> {
+        match breaker.borrow().admit_at(Instant::now()) {
+            Admission::Refused => None,
+            kind => Some(Attempt {
+                breaker,
+                kind,
+                recorded: false,
+            }),
+        }
+    }
+
     /// Whether this is the probe of a half-open breaker.
     pub fn is_probe(&self) -> bool {
         self.kind == Admission::Probe
@@ -143,21 +160,22 @@ impl Attempt<'_> {
     /// Records how the call ended; whether that opened or closed the breaker.
     pub fn record(mut self, succeeded: bool) -> bool {
         self.recorded = true;
-        self.breaker.record_at(succeeded, Instant::now())
+        self.breaker.borrow().record_at(succeeded, Instant::now())
     }
 }
 
-impl Drop for Attempt<'_> {
+impl<B: Borrow<Breaker>> Drop for Attempt<B> {
     fn drop(&mut self) {
         if !self.recorded {
-            self.breaker.record_at(false, Instant::now());
+            self.breaker.borrow().record_at(false, Instant::now());
         }
     }
 }
 
 impl Breaker {
     /// A closed breaker that opens after `failures` consecutive failures, always for
-    /// `open_for` (the mesh's per-peer breaker).
+    /// `open_for` (the simplest rules, for tests).
+    #[cfg(test)]
     pub fn new(failures: u32, open_for: Duration) -> Breaker {
         Breaker::with_rules(BreakerRules {
             failures,
@@ -185,20 +203,29 @@ impl Breaker {
     }
 
     /// A call to the peer now, if the breaker lets one through.
-    pub fn admit(&self) -> Option<Attempt<'_>> {
-        match self.admit_at(Instant::now()) {
-            Admission::Refused => None,
-            kind => Some(Attempt {
-                breaker: self,
-                kind,
-                recorded: false,
-            }),
-        }
+    pub fn admit(&self) -> Option<Attempt<&Breaker>> {
+        Attempt::admitted(self)
+    }
+
+    /// [`Breaker::admit`], for an attempt that holds on to the breaker itself.
+    pub fn admit_shared(breaker: &Arc<Breaker>) -> Option<Attempt<Arc<Breaker>>> {
+        Attempt::admitted(breaker.clone())
     }
 
     /// Whether calls are being refused (open, or a probe is out).
     pub fn is_open(&self) -> bool {
         !matches!(self.lock().state, State::Closed { .. })
+    }
+
+    /// When the breaker next lets a probe through, while it refuses calls: the end of
+    /// its open period, or (a probe being out) one `open_for` from now, by when that
+    /// probe has decided; `None` while closed.
+    pub fn reopens_at(&self) -> Option<Instant> {
+        match self.lock().state {
+            State::Closed { .. } => None,
+            State::Open { until } => Some(until),
+            State::Probing => Some(Instant::now() + self.rules.open_for),
+        }
     }
 
     fn admit_at(&self, now: Instant) -> Admission {
