@@ -126,7 +126,7 @@ fn caller(runtime: &tokio::runtime::Runtime, deployment: Deployment) -> Caller {
 
     // The caller instance serves every iteration, for longer than the module's
     // timeout: give its store no practical deadline (callee stores get theirs).
-    let mut store = module.new_store(Hop::start(TraceContext::new_root(), None));
+    let mut store = module.new_store(Hop::start(TraceContext::new_root(), None, None));
     store.set_epoch_deadline(u64::MAX / 2);
     let bounce_back = runtime.block_on(async {
         let instance = module

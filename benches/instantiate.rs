@@ -28,7 +28,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("instance/fresh", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut store = module.new_store(Hop::start(TraceContext::new_root(), None));
+            let mut store = module.new_store(Hop::start(TraceContext::new_root(), None, None));
             module
                 .instance_pre
                 .instantiate_async(&mut store)
@@ -46,7 +46,7 @@ fn benches(c: &mut Criterion) {
             let response = module_http::handle(
                 &module,
                 request,
-                Hop::start(TraceContext::new_root(), None),
+                Hop::start(TraceContext::new_root(), None, None),
                 module_http::admit(&module).unwrap(),
             )
             .await

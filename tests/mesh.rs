@@ -305,6 +305,68 @@ fn retarget(deployment: &TestDeployment, node: &str, mesh: &str) {
     std::fs::write(&deployment.file, text.replace(&old, mesh)).unwrap();
 }
 
+/// A request's id reaches the log of every call it causes, on every node: what the
+/// callee writes on its node is logged under the id the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_id_crosses_the_mesh_with_its_calls() {
+    let cluster = split();
+    let reply = send_with_headers(
+        &client(false),
+        "GET",
+        &cluster.node("a").url("/caller/crash"),
+        &[("x-request-id", "order-7781")],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.headers["x-request-id"], "order-7781");
+    // The callee's own output on b, in the call's span, names the request.
+    let line = cluster.node("b").wait_for_log_with(&[
+        "callee: deliberate trap",
+        r#""name":"remote_call""#,
+        r#""request_id":"order-7781""#,
+    ]);
+    assert!(line.contains(r#""caller":"caller""#), "{line}");
+}
+
+/// Calls `function` (no parameters) of the test interface on `peer`'s node for
+/// `caller`, giving it `deadline_ms`; the answer's body.
+async fn call(peer: &mut common::peer::Peer, function: &str, deadline_ms: u64) -> bytes::Bytes {
+    let interface = "modhost-testing:kinds/api@1.0.0";
+    let frame = common::peer::call_frame_within("caller", interface, function, deadline_ms);
+    let (status, body) = peer.post("/v1/call", frame).await;
+    assert_eq!(status, 200, "{function}: {body:?}");
+    body
+}
+
+/// A peer's deadline can shorten a call, never lengthen it: none left fails the call
+/// as timed out, and the largest there is leaves the callee's own timeout in force.
+/// A request id a peer sends that the gateway would not have kept is not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_deadline_can_shorten_a_call_but_never_lengthen_it() {
+    use modhost::mesh::wire::outcome;
+    use modhost::module::CallFailure;
+
+    let cluster = split();
+    let mut peer = common::peer::Peer::connect(&cluster.deployment.file, "a", "b").await;
+    let timed_out = [outcome::FAILED, CallFailure::TimedOut.code()];
+
+    let body = call(&mut peer, "spin", 0).await;
+    assert_eq!(body[..2], timed_out, "{body:?}");
+    let body = call(&mut peer, "served", u64::MAX).await;
+    assert_eq!(body[0], outcome::OK, "{body:?}");
+    let body = call(&mut peer, "spin", u64::MAX).await;
+    assert_eq!(body[..2], timed_out, "{body:?}");
+    let said = String::from_utf8_lossy(&body);
+    assert!(said.contains("within its timeout of 500ms"), "{said}");
+
+    // The node serves its own caller as before.
+    let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let logs = cluster.node("b").logs().join("\n");
+    assert!(!logs.contains("forged log line"), "{logs}");
+}
+
 /// A peer node proves who it is, and may then do only what its placement allows: call
 /// for the modules placed on it, within their grants; forward requests for routes;
 /// send Wasm, never native code.

@@ -65,13 +65,24 @@ impl Peer {
 /// A call frame for `function` of `interface` with no parameters, claiming to come from
 /// module `caller`.
 pub fn call_frame(caller: &str, interface: &str, function: &str) -> Vec<u8> {
+    call_frame_within(caller, interface, function, 2000)
+}
+
+/// [`call_frame`], giving the callee `deadline_ms`.
+pub fn call_frame_within(
+    caller: &str,
+    interface: &str,
+    function: &str,
+    deadline_ms: u64,
+) -> Vec<u8> {
     let header = modhost::mesh::wire::CallHeader {
         interface: interface.to_string(),
         function: function.to_string(),
         caller: caller.to_string(),
         depth: 1,
-        deadline_ms: 2000,
+        deadline_ms,
         traceparent: String::new(),
+        request_id: "peer-request\nforged log line".to_string(),
     };
     let mut frame = Vec::new();
     header.encode(&mut frame);

@@ -79,7 +79,7 @@ pub fn link_interface(
             Box::new(async move {
                 let caller = store.data();
                 target
-                    .call(caller.module(), caller.hop, params, results)
+                    .call(caller.module(), caller.hop.clone(), params, results)
                     .await
                     .map_err(wasmtime::Error::new)
             })
@@ -284,6 +284,7 @@ impl Function {
                     trace: hop.trace.child(),
                     routing: hop.routing,
                     deadline: by(picked.limits().timeout.duration()),
+                    request_id: hop.request_id.clone(),
                 };
                 let outcome =
                     call_local(&picked, &self.key, route, next, params, &mut results).await;
@@ -306,6 +307,7 @@ impl Function {
                     depth: hop.depth + 1,
                     deadline: left,
                     trace: hop.trace.child(),
+                    request_id: hop.request_id.as_deref(),
                     route,
                 };
                 transport

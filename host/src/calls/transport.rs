@@ -34,6 +34,8 @@ pub struct RemoteCall<'a> {
     pub deadline: Duration,
     /// The callee's trace context.
     pub trace: TraceContext,
+    /// The id of the request the call serves, if it serves one.
+    pub request_id: Option<&'a str>,
     /// Names the edge for messages: `caller → callee.interface#function`.
     pub route: &'a (dyn Fn() -> String + Sync),
 }

@@ -15,7 +15,7 @@ use crate::telemetry::span::LogSpan;
 use crate::telemetry::trace::TraceContext;
 
 /// Where an instance's current work sits in the request that caused it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Hop {
     /// How many module-to-module calls deep the work runs (0: a request or an event).
     pub depth: u32,
@@ -28,16 +28,21 @@ pub struct Hop {
     /// by each call's. Calls it makes end by then (`None`: only their own timeouts
     /// bound them).
     pub deadline: Option<tokio::time::Instant>,
+    /// The id of the request the work serves (`x-request-id`), in the log of every
+    /// call it causes, on every node; `None` for an event delivery.
+    pub request_id: Option<Arc<str>>,
 }
 
 impl Hop {
-    /// The first hop of new work in `trace`: a request, or an event delivery.
-    pub fn start(trace: TraceContext, routing: Option<u64>) -> Hop {
+    /// The first hop of new work in `trace`: a request (with its id), or an event
+    /// delivery.
+    pub fn start(trace: TraceContext, routing: Option<u64>, request_id: Option<Arc<str>>) -> Hop {
         Hop {
             depth: 0,
             trace,
             routing,
             deadline: None,
+            request_id,
         }
     }
 

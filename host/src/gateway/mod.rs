@@ -351,8 +351,14 @@ impl Gateway {
         };
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
+        let request_id = request
+            .headers()
+            .get(request_id::HEADER)
+            .and_then(|id| id.to_str().ok())
+            .map(Arc::from);
         // The module's calls end by the request's own deadline.
-        let hop = Hop::start(trace, routing).until(tokio::time::Instant::now() + request_timeout);
+        let hop = Hop::start(trace, routing, request_id)
+            .until(tokio::time::Instant::now() + request_timeout);
         let response = match tokio::time::timeout(
             request_timeout,
             module_http::handle(&module, request, hop, permit),

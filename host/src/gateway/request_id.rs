@@ -8,10 +8,10 @@
 
 use http::{HeaderMap, HeaderValue};
 
+use crate::telemetry::request_id::is_sane;
+
 /// The request and response header that carries the id.
 pub const HEADER: &str = "x-request-id";
-/// The longest id kept from a client.
-const MAX_LENGTH: usize = 128;
 
 /// The request's id: the client's own when sane, else a new one. It is set on the
 /// request (so the module sees it) and returned for the response and the log.
@@ -26,15 +26,6 @@ pub fn for_request(headers: &mut HeaderMap) -> HeaderValue {
     });
     headers.insert(HEADER, id.clone());
     id
-}
-
-/// 1 to 128 characters of letters, digits and `-_.:@+=/`.
-fn is_sane(id: &[u8]) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_LENGTH
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@+=/".contains(b))
 }
 
 #[cfg(test)]

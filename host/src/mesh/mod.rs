@@ -166,6 +166,7 @@ impl Mesh {
             depth: call.depth,
             deadline_ms: u64::try_from(call.deadline.as_millis()).unwrap_or(u64::MAX),
             traceparent: call.trace.to_string(),
+            request_id: call.request_id.unwrap_or_default().to_string(),
         };
         let failed = |kind, why: String| CallFailed::new(kind, format!("{}: {why}", route()));
         let mut body = Vec::with_capacity(256);

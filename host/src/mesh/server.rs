@@ -39,6 +39,7 @@ use crate::runtime::accept::{self, Accept};
 use crate::runtime::responses::{self, plain, Body};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::BoxFuture;
+use crate::telemetry::request_id;
 use crate::telemetry::trace::TraceContext;
 
 /// Largest call frame accepted.
@@ -234,7 +235,15 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
         function = %header.function,
         depth = header.depth,
         trace_id = %trace.trace_id(),
+        request_id = tracing::field::Empty,
     );
+    // A peer's request id is logged only if it is one the gateway would have kept.
+    let request_id = Some(header.request_id.as_str())
+        .filter(|id| request_id::is_sane(id.as_bytes()))
+        .map(Arc::<str>::from);
+    if let Some(id) = &request_id {
+        span.record("request_id", &**id);
+    }
     let mut results = vec![Val::Bool(false); inbound.results().len()];
     let deadline = Duration::from_millis(header.deadline_ms);
     // The caller's deadline, as it sent it: the callee's own calls end by it too.
@@ -243,6 +252,7 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
         trace,
         routing: None,
         deadline: tokio::time::Instant::now().checked_add(deadline),
+        request_id,
     };
     let outcome = inbound
         .call(&header.caller, hop, deadline, &params, &mut results)

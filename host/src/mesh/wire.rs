@@ -26,8 +26,11 @@
 use anyhow::{anyhow, bail, Result};
 use wasmtime::component::{Type, Val};
 
-/// Version of the call frame; a node refuses frames of another.
-pub const VERSION: u8 = 1;
+/// Version of the call frame this node writes. Version 2 added the request id.
+pub const VERSION: u8 = 2;
+/// The oldest version this node still reads (a node not yet upgraded sends it); a
+/// node refuses frames of any other.
+pub const OLDEST_VERSION: u8 = 1;
 
 /// Appends `values` (of `types`, in order) to `out`.
 pub fn encode_values(values: &[Val], types: &[Type], out: &mut Vec<u8>) -> Result<()> {
@@ -339,6 +342,9 @@ pub struct CallHeader {
     pub deadline_ms: u64,
     /// The caller's trace context (`traceparent`), or empty.
     pub traceparent: String,
+    /// The id of the request the call serves (`x-request-id`), or empty. Since
+    /// version 2 of the frame.
+    pub request_id: String,
 }
 
 impl CallHeader {
@@ -351,13 +357,16 @@ impl CallHeader {
         put_unsigned(out, u64::from(self.depth));
         put_unsigned(out, self.deadline_ms);
         put_bytes(out, self.traceparent.as_bytes());
+        put_bytes(out, self.request_id.as_bytes());
     }
 
     /// Reads a frame's version and header; `input` is left at the parameters.
     pub fn decode(input: &mut &[u8]) -> Result<CallHeader> {
         let version = take(input, 1)?[0];
-        if version != VERSION {
-            bail!("call frame version {version}; this node speaks version {VERSION}");
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
+            bail!(
+                "call frame version {version}; this node speaks versions {OLDEST_VERSION} to {VERSION}"
+            );
         }
         Ok(CallHeader {
             interface: get_string(input)?,
@@ -366,6 +375,12 @@ impl CallHeader {
             depth: u32::try_from(get_unsigned(input)?)?,
             deadline_ms: get_unsigned(input)?,
             traceparent: get_string(input)?,
+            // Version 1 frames carry no request id.
+            request_id: if version >= 2 {
+                get_string(input)?
+            } else {
+                String::new()
+            },
         })
     }
 }
@@ -423,6 +438,7 @@ mod tests {
             depth: 2,
             deadline_ms: 1_999,
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            request_id: "req-42".into(),
         };
         let mut out = Vec::new();
         header.encode(&mut out);
@@ -430,6 +446,32 @@ mod tests {
         let mut input = &out[..];
         assert_eq!(CallHeader::decode(&mut input).unwrap(), header);
         assert_eq!(input, b"params");
+    }
+
+    #[test]
+    fn a_version_1_header_is_read_without_a_request_id() {
+        // What a node not yet upgraded sends: no request id after the trace context.
+        let mut out = vec![1];
+        for text in ["shop:inventory/api@1.1.0", "reserve", "orders"] {
+            put_bytes(&mut out, text.as_bytes());
+        }
+        put_unsigned(&mut out, 2);
+        put_unsigned(&mut out, 1_999);
+        put_bytes(&mut out, b"");
+        out.extend_from_slice(b"params");
+        let mut input = &out[..];
+        let header = CallHeader::decode(&mut input).unwrap();
+        assert_eq!(
+            (header.caller.as_str(), header.request_id.as_str()),
+            ("orders", "")
+        );
+        assert_eq!(input, b"params");
+        // A version newer than this node's is refused, naming both.
+        let error = CallHeader::decode(&mut &[VERSION + 1][..]).unwrap_err();
+        assert!(
+            error.to_string().contains("speaks versions 1 to 2"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -150,7 +150,8 @@ impl ModuleVersion {
     /// timeout.
     pub fn new_store(&self, hop: Hop) -> Store<InstanceState> {
         let module = &self.module;
-        let mut state = InstanceState::new(module.name(), self.limits().memory.bytes(), hop);
+        let mut state =
+            InstanceState::new(module.name(), self.limits().memory.bytes(), hop.clone());
         module
             .capabilities
             .prepare(&mut state, module.state(), &self.state);

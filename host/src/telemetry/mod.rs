@@ -7,6 +7,7 @@
 //! `MODHOST_LOG=info,modhost::access=off`.
 
 pub mod metrics;
+pub mod request_id;
 pub mod span;
 pub mod trace;
 

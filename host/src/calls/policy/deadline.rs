@@ -69,6 +69,7 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Deadline<S> {
                 ));
             }
             request.deadline = Some(deadline);
+            let route = request.route;
             match tokio::time::timeout_at(deadline, inner.call(request)).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
@@ -80,10 +81,7 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Deadline<S> {
                     };
                     Err(CallFailed::new(
                         CallFailure::TimedOut,
-                        format!(
-                            "{}: the call did not return within {whose}",
-                            (request.route)()
-                        ),
+                        format!("{}: the call did not return within {whose}", route()),
                     ))
                 }
             }

@@ -57,7 +57,7 @@ use bulkhead::Bulkhead;
 
 /// One call, as the policy layers see it: who calls, at which hop, with what. It is
 /// `Copy`, so a retry makes the same call again.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CallRequest<'a> {
     /// The calling module.
     pub caller: &'a str,

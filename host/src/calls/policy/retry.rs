@@ -77,7 +77,7 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Retry<S> {
             let mut waits = Backoff::with_jitter(backoff, max_backoff, Jitter::Full);
             let mut made = 0;
             loop {
-                let failed = match inner.clone().call(request).await {
+                let failed = match inner.clone().call(request.clone()).await {
                     Ok(results) => return Ok(results),
                     Err(failed) => failed,
                 };

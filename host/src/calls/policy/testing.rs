@@ -100,7 +100,7 @@ impl<'a> tower::Service<CallRequest<'a>> for Scripted {
 /// A call from `tester` with `deadline` as the caller's.
 pub fn request(deadline: Option<Instant>) -> CallRequest<'static> {
     static ROUTE: fn() -> String = || "tester → callee.f".to_string();
-    let mut hop = Hop::start(TraceContext::new_root(), None);
+    let mut hop = Hop::start(TraceContext::new_root(), None, None);
     hop.deadline = deadline;
     CallRequest {
         caller: "tester",

@@ -314,7 +314,7 @@ impl Subscriber {
         // The bulkhead applies: a delivery waits for one of the module's permits.
         let ran = self
             .runner
-            .run(Hop::start(trace, None), &mut work)
+            .run(Hop::start(trace, None, None), &mut work)
             .instrument(span.clone())
             .await;
         let outcome = match (ran, work.refused) {
