@@ -55,8 +55,8 @@ use crate::telemetry::metrics::{metrics, PolicyMetrics};
 use breaker::{Breaker, BreakerRules, FailureRate};
 use bulkhead::Bulkhead;
 
-/// One call, as the policy layers see it: who calls, at which hop, with what. It is
-/// `Copy`, so a retry makes the same call again.
+/// One call, as the policy layers see it: who calls, at which hop, with what. A retry
+/// makes the same call again from a clone.
 #[derive(Clone)]
 pub struct CallRequest<'a> {
     /// The calling module.

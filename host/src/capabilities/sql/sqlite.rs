@@ -431,15 +431,20 @@ pub(crate) mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn closing_right_after_a_loan_closes_every_connection() {
-        let spec = DatabaseSpec {
+    /// A SQLite database of two connections, 2 s to wait for one, the default bound.
+    pub(crate) fn spec() -> DatabaseSpec {
+        DatabaseSpec {
             backend: DatabaseBackend::Sqlite,
             pool: 2,
             acquire_timeout: Timeout(Duration::from_secs(2)),
             max_result: DEFAULT_MAX_RESULT,
             migrations: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_right_after_a_loan_closes_every_connection() {
+        let spec = spec();
         let budget = || ResultBudget::new(DEFAULT_MAX_RESULT.bytes());
         for round in 0..40 {
             let dir = tempfile::tempdir().unwrap();

@@ -757,18 +757,10 @@ mod tests {
 #[cfg(test)]
 mod host_tables {
     use crate::capabilities::sql::{Database, Error, Value};
-    use crate::deployment::database::DEFAULT_MAX_RESULT;
-    use crate::deployment::{DatabaseBackend, DatabaseSpec, Timeout};
     use std::time::Duration;
 
     async fn database(dir: &std::path::Path) -> Database {
-        let spec = DatabaseSpec {
-            backend: DatabaseBackend::Sqlite,
-            pool: 2,
-            acquire_timeout: Timeout(Duration::from_secs(2)),
-            max_result: DEFAULT_MAX_RESULT,
-            migrations: None,
-        };
+        let spec = super::super::sqlite::tests::spec();
         let database = Database::open("m", &spec, dir, Duration::from_secs(2))
             .await
             .unwrap();
