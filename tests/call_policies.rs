@@ -298,6 +298,86 @@ async fn a_policy_timeout_ends_the_call_before_the_callees_own_locally_and_acros
     }
 }
 
+/// A request for a module on another node meets the module's policy on the way, as its
+/// calls do: `caller` runs on a, and b's gateway forwards `/caller/…` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_meets_its_modules_policy_as_its_calls_do() {
+    let calls = CALLS.replace(
+        "limits = { timeout = \"500ms\", memory = \"16MiB\" }",
+        "limits = { timeout = \"4s\", memory = \"16MiB\" }",
+    );
+    let policy = r#"
+[policies.caller]
+timeout = "1s"
+bulkhead = { concurrency = 1 }
+breaker = { failures = 2, open_for = "60s" }
+"#;
+    let mut cluster = Cluster::start(
+        &format!("{calls}{policy}"),
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"])],
+    );
+    let b = cluster.node("b");
+
+    // The policy's timeout ends a forwarded request that takes longer.
+    let reply = get(&b.url("/caller/nap?ms=2000")).await;
+    let logged = b.failure_log(&reply, 504);
+    assert_eq!(reply.json()["error"]["code"], "gateway_timeout");
+    assert!(logged.contains("policy's timeout of 1s"), "{logged}");
+    let reply = get(&b.url("/caller/nap?ms=10")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // The bulkhead takes one at a time, no queue: of five at once, the first is
+    // served and the others shed at once with 503 and `Retry-After`.
+    let url = b.url("/caller/nap?ms=300");
+    let replies = join_all((0..5).map(|_| {
+        let url = url.clone();
+        async move { get(&url).await }
+    }))
+    .await;
+    let mut shed = 0;
+    for reply in &replies {
+        match reply.status {
+            200 => {}
+            503 => {
+                assert_eq!(reply.json()["error"]["code"], "module_overloaded");
+                assert_eq!(reply.headers["retry-after"], "1");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.text()),
+        }
+    }
+    assert!((1..5).contains(&shed), "{shed} of 5 shed");
+    let metrics = get(&b.url("/metrics")).await.text();
+    assert_eq!(
+        sum(
+            &metrics,
+            "modhost_bulkhead_shed_total",
+            &["policy=\"caller\""]
+        ),
+        f64::from(shed)
+    );
+
+    // a dies: two forwards fail, and the policy's circuit opens — before the mesh's
+    // ejection (three), so the third fails at once on the policy's word.
+    cluster.node_mut("a").kill();
+    let b = cluster.node("b");
+    for _ in 0..2 {
+        let reply = get(&b.url("/caller/nap?ms=10")).await;
+        let logged = b.failure_log(&reply, 503);
+        assert!(logged.contains("cannot be reached"), "{logged}");
+    }
+    let reply = get(&b.url("/caller/nap?ms=10")).await;
+    let logged = b.failure_log(&reply, 503);
+    assert_eq!(reply.json()["error"]["code"], "module_unavailable");
+    assert!(logged.contains("circuit is open"), "{logged}");
+    let metrics = get(&b.url("/metrics")).await.text();
+    assert_eq!(
+        sum(&metrics, "modhost_breaker_open", &["policy=\"caller\""]),
+        1.0
+    );
+}
+
 /// `metric{module="callee",node="NODE"}` on `node`.
 async fn endpoint_metric(node: &Modhost, metric: &str, of: &str) -> f64 {
     let metrics = get(&node.url("/metrics")).await.text();

@@ -91,6 +91,12 @@ impl Dispatcher {
             .cloned()
     }
 
+    /// The policy for requests forwarded to `callee` on another node: the callee's
+    /// (no module calls them, so no edge's applies).
+    pub fn callee_policy(&self, callee: &str) -> Option<Arc<PolicyState>> {
+        self.policies.get(&(None, callee.to_string())).cloned()
+    }
+
     /// Connects the transport to other nodes (a split deployment's mesh).
     pub fn connect(&self, transport: Arc<dyn Transport>) {
         let _ = self.transport.set(transport);

@@ -5,6 +5,7 @@
 //!   exported by a deployed module it is granted to call, with identical signatures;
 //! - [`dispatcher`]: calls as a capability of the host, routed by the directory, and
 //!   the inbound side of calls from other nodes;
+//! - [`forward`]: HTTP requests for modules on other nodes, through the same policies;
 //! - [`link`]: the host functions imports are linked to;
 //! - [`local`]: a call's last hop, in the callee's own instance;
 //! - [`policy`]: timeouts, retries, circuit breakers and bulkheads around every call,
@@ -14,6 +15,7 @@
 pub mod check;
 pub mod contract;
 pub mod dispatcher;
+pub mod forward;
 pub mod link;
 pub mod local;
 pub mod policy;

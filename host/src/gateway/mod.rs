@@ -30,14 +30,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tracing::{field, Instrument};
 
-use crate::calls::transport::{ForwardFailed, Transport};
+use crate::calls::forward::{ForwardAttempt, ForwardRequest};
+use crate::calls::{policy, Dispatcher};
 use crate::capabilities::Hop;
 use crate::deployment::GatewaySettings;
 use crate::module::directory::Directory;
 use crate::module::http as module_http;
-use crate::module::{Failure, ModuleSlot, Registry};
+use crate::module::{CallFailure, Failure, ModuleSlot, Registry};
 use crate::runtime::accept::{self, Accept};
 use crate::runtime::responses::{self, Body};
 use crate::runtime::shutdown::Shutdown;
@@ -64,8 +66,9 @@ pub struct Gateway {
     guards: Guards,
     registry: Arc<Registry>,
     directory: Arc<Directory>,
-    /// Reaches the nodes that run modules this one does not (split deployments).
-    transport: Option<Arc<dyn Transport>>,
+    /// Reaches the nodes that run modules this one does not (split deployments, its
+    /// transport), under the modules' call policies.
+    calls: Arc<Dispatcher>,
     /// Set once shutdown begins: `/readyz` then answers 503 so load balancers move on.
     draining: AtomicBool,
     /// The request header that pins a client to one version during a canary.
@@ -74,7 +77,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway serving `registry`'s modules by `routes` (each admitted by its
-    /// `guards`), forwarding requests for modules placed elsewhere over `transport`;
+    /// `guards`), forwarding requests for modules placed elsewhere over `calls`'
+    /// transport, under their policies;
     /// `sticky_header` names the request header that pins a client to one version
     /// during a canary.
     pub fn new(
@@ -82,7 +86,7 @@ impl Gateway {
         routes: RouteTable,
         guards: Guards,
         registry: Arc<Registry>,
-        transport: Option<Arc<dyn Transport>>,
+        calls: Arc<Dispatcher>,
         sticky_header: &str,
     ) -> Gateway {
         Gateway {
@@ -91,7 +95,7 @@ impl Gateway {
             guards,
             directory: registry.directory().clone(),
             registry,
-            transport,
+            calls,
             draining: AtomicBool::new(false),
             sticky_header: http::HeaderName::from_bytes(sticky_header.as_bytes())
                 .unwrap_or(http::HeaderName::from_static("x-canary-key")),
@@ -397,7 +401,8 @@ impl Gateway {
         request: Request<Incoming>,
         trace: TraceContext,
     ) -> Response<Body> {
-        let (Some(transport), Some(remote)) = (&self.transport, self.directory.remote(module))
+        let (Some(transport), Some(remote)) =
+            (self.calls.transport(), self.directory.remote(module))
         else {
             return self.fail(
                 span,
@@ -414,30 +419,34 @@ impl Gateway {
         if let Ok(value) = HeaderValue::from_str(&trace.child().to_string()) {
             request.headers_mut().insert(TRACEPARENT, value);
         }
-        let timeout = self.settings.request_timeout.duration();
-        match transport
-            .forward(module, &remote.nodes, request, timeout)
-            .await
-        {
+        let by = tokio::time::Instant::now() + self.settings.request_timeout.duration();
+        let route = || format!("gateway → {module} (forwarded)");
+        let request = ForwardRequest::new(request, by, &route).await;
+        // The module's policy, as for its calls: timeout, bulkhead, breaker.
+        let attempt = ForwardAttempt::new(transport.clone(), module, remote);
+        let policies = policy::stack(attempt, self.calls.callee_policy(module), false);
+        match policies.oneshot(request).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
                 Response::from_parts(parts, body)
             }
-            Err(ForwardFailed::Unavailable(why)) => self.fail(
-                span,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "module_unavailable",
-                &why,
-                None,
-            ),
-            Err(ForwardFailed::TimedOut(why)) => self.fail(
-                span,
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                &why,
-                None,
-            ),
+            Err(failed) => {
+                let (status, code) = match failed.kind {
+                    CallFailure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
+                    CallFailure::Overloaded => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "module_overloaded")
+                    }
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, "module_unavailable"),
+                };
+                let mut response = self.fail(span, status, code, &failed.message, None);
+                if failed.kind == CallFailure::Overloaded {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                response
+            }
         }
     }
 

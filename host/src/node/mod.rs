@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::peer::PeerRequests;
 use crate::admin::Admin;
-use crate::calls::{Calls, Dispatcher, Transport};
+use crate::calls::{Calls, Dispatcher};
 use crate::capabilities::Capabilities;
 use crate::deployment::{ConfigErrors, Deployment};
 use crate::engine::{self, Engine, EngineSettings};
@@ -189,13 +189,12 @@ impl Node {
     pub async fn serve(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let grace = self.deployment.gateway.shutdown_grace.duration();
         let services = self.registry.start();
-        let transport = self.mesh.clone().map(|mesh| mesh as Arc<dyn Transport>);
         let gateway = Arc::new(Gateway::new(
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
             Guards::new(&self.deployment.access),
             self.registry.clone(),
-            transport,
+            self.dispatcher.clone(),
             &self.deployment.rollout.sticky_header,
         ));
         let stopping = Shutdown::new();

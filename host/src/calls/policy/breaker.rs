@@ -20,6 +20,7 @@ use std::time::Duration;
 // tokio's clock: the same as std's, but tests can pause it.
 use tokio::time::Instant;
 
+use super::{PolicyFuture, PolicyRequest};
 use crate::module::{CallFailed, CallFailure};
 
 /// When a breaker opens, and for how long.
@@ -332,10 +333,18 @@ fn counts_against_the_callee(kind: CallFailure) -> bool {
     )
 }
 
-impl<'a, S: super::CallService<'a>> tower::Service<super::CallRequest<'a>> for BreakerService<S> {
-    call_service!('a);
+impl<'a, Req, R, S> tower::Service<Req> for BreakerService<S>
+where
+    Req: PolicyRequest<'a>,
+    R: Send + 'a,
+    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
+        + Clone
+        + Send
+        + 'static,
+{
+    call_service!('a, R);
 
-    fn call(&mut self, request: super::CallRequest<'a>) -> super::CallFuture<'a> {
+    fn call(&mut self, request: Req) -> PolicyFuture<'a, R> {
         let mut inner = self.inner.clone();
         let Some(state) = self.state.clone() else {
             return inner.call(request);
@@ -352,7 +361,7 @@ impl<'a, S: super::CallService<'a>> tower::Service<super::CallRequest<'a>> for B
                     format!(
                         "{}: policy {}: the circuit is open (the callee failed recently); \
                          calls fail at once until a probe succeeds",
-                        (request.route)(),
+                        (request.route())(),
                         state.key
                     ),
                 ));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{CallFuture, CallRequest, CallService, PolicyState};
+use super::{PolicyFuture, PolicyRequest, PolicyState};
 use crate::module::{CallFailed, CallFailure};
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -119,10 +119,18 @@ pub struct BulkheadService<S> {
     state: Option<Arc<PolicyState>>,
 }
 
-impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for BulkheadService<S> {
-    call_service!('a);
+impl<'a, Req, R, S> tower::Service<Req> for BulkheadService<S>
+where
+    Req: PolicyRequest<'a>,
+    R: Send + 'a,
+    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
+        + Clone
+        + Send
+        + 'static,
+{
+    call_service!('a, R);
 
-    fn call(&mut self, request: CallRequest<'a>) -> CallFuture<'a> {
+    fn call(&mut self, request: Req) -> PolicyFuture<'a, R> {
         let mut inner = self.inner.clone();
         let Some(state) = self.state.clone() else {
             return inner.call(request);
@@ -150,7 +158,7 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for BulkheadService
                     };
                     return Err(CallFailed::new(
                         CallFailure::Overloaded,
-                        format!("{}: policy {}: {why}", (request.route)(), state.key),
+                        format!("{}: policy {}: {why}", (request.route())(), state.key),
                     ));
                 }
             };

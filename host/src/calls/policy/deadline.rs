@@ -7,7 +7,7 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::{CallFuture, CallRequest, CallService};
+use super::{PolicyFuture, PolicyRequest};
 use crate::module::{CallFailed, CallFailure};
 
 /// Wraps a call service in [`Deadline`].
@@ -42,13 +42,21 @@ pub struct Deadline<S> {
     timeout: Option<Duration>,
 }
 
-impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Deadline<S> {
-    call_service!('a);
+impl<'a, Req, R, S> tower::Service<Req> for Deadline<S>
+where
+    Req: PolicyRequest<'a>,
+    R: Send + 'a,
+    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
+        + Clone
+        + Send
+        + 'static,
+{
+    call_service!('a, R);
 
-    fn call(&mut self, mut request: CallRequest<'a>) -> CallFuture<'a> {
+    fn call(&mut self, mut request: Req) -> PolicyFuture<'a, R> {
         let now = Instant::now();
         let by_policy = self.timeout.map(|timeout| now + timeout);
-        let deadline = match (request.hop.deadline, by_policy) {
+        let deadline = match (request.caller_deadline(), by_policy) {
             (Some(caller), Some(policy)) => Some(caller.min(policy)),
             (caller, policy) => caller.or(policy),
         };
@@ -64,12 +72,12 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Deadline<S> {
                     CallFailure::TimedOut,
                     format!(
                         "{}: the caller's deadline passed before the call was made",
-                        (request.route)()
+                        (request.route())()
                     ),
                 ));
             }
-            request.deadline = Some(deadline);
-            let route = request.route;
+            request.set_deadline(deadline);
+            let route = request.route();
             match tokio::time::timeout_at(deadline, inner.call(request)).await {
                 Ok(outcome) => outcome,
                 Err(_) => {

@@ -3,7 +3,9 @@
 //! [`Layer`](tower::Layer) around one call [`Service`](tower::Service), tested alone
 //! beside its code, and composed once ([`PolicyStack`]) around the one attempt that
 //! reaches the callee here or on another node — so a policy holds the same whether the
-//! callee is co-located or not.
+//! callee is co-located or not. The layers are generic over what they wrap
+//! ([`PolicyRequest`]): the same stack holds an HTTP request forwarded to the module's
+//! node ([`crate::calls::forward`]) to the module's policy.
 //!
 //! From the outside in:
 //! - [`retry`]: failed calls of idempotent functions are made again, after a
@@ -19,14 +21,18 @@
 //! per callee, or per `caller->callee` edge. A callee's breaker, bulkhead and retry
 //! budget are shared by all the calls the policy covers ([`PolicyState`]).
 
-/// What every call service shares: what it answers (results or a typed failure) and
-/// that it is always ready — admission happens in `call`, where a refusal is a typed
-/// failure, not back-pressure. Used inside `impl Service<CallRequest<'a>>`.
+/// What every policy service shares: what it answers (its response, by default a
+/// call's results, or a typed failure) and that it is always ready — admission happens
+/// in `call`, where a refusal is a typed failure, not back-pressure. Used inside
+/// `impl Service<…>`.
 macro_rules! call_service {
     ($lifetime:lifetime) => {
-        type Response = Vec<wasmtime::component::Val>;
+        call_service!($lifetime, Vec<wasmtime::component::Val>);
+    };
+    ($lifetime:lifetime, $response:ty) => {
+        type Response = $response;
         type Error = $crate::module::CallFailed;
-        type Future = $crate::calls::policy::CallFuture<$lifetime>;
+        type Future = $crate::calls::policy::PolicyFuture<$lifetime, $response>;
 
         fn poll_ready(
             &mut self,
@@ -72,8 +78,38 @@ pub struct CallRequest<'a> {
     pub deadline: Option<Instant>,
 }
 
+/// What a policy service answers: its response, or a typed failure.
+pub type PolicyFuture<'a, R> = BoxFuture<'a, Result<R, CallFailed>>;
+
 /// What a call service answers: the results, or a typed failure.
-pub type CallFuture<'a> = BoxFuture<'a, Result<Vec<Val>, CallFailed>>;
+pub type CallFuture<'a> = PolicyFuture<'a, Vec<Val>>;
+
+/// What the policy layers need of the work they wrap — a call between modules
+/// ([`CallRequest`]) or an HTTP request forwarded to another node
+/// ([`crate::calls::forward::ForwardRequest`]): the caller's deadline, a place for the
+/// attempt's, and the edge's name for messages. A retry clones it.
+pub trait PolicyRequest<'a>: Clone + Send + 'a {
+    /// When the caller stops waiting, if it ever does.
+    fn caller_deadline(&self) -> Option<Instant>;
+    /// Sets when this attempt must end ([`deadline`]).
+    fn set_deadline(&mut self, deadline: Instant);
+    /// Names the edge for messages.
+    fn route(&self) -> &'a (dyn Fn() -> String + Sync);
+}
+
+impl<'a> PolicyRequest<'a> for CallRequest<'a> {
+    fn caller_deadline(&self) -> Option<Instant> {
+        self.hop.deadline
+    }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    fn route(&self) -> &'a (dyn Fn() -> String + Sync) {
+        self.route
+    }
+}
 
 /// The state a policy keeps across calls, shared by every call it covers: one per
 /// policy (a callee's, or an edge's).

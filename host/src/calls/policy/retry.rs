@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
-use super::{CallFuture, CallRequest, CallService, PolicyState};
-use crate::module::CallFailure;
+use super::{PolicyFuture, PolicyRequest, PolicyState};
+use crate::module::{CallFailed, CallFailure};
 use crate::runtime::backoff::{Backoff, Jitter};
 
 /// How far back the retry budget counts calls.
@@ -55,10 +55,18 @@ pub struct Retry<S> {
     idempotent: bool,
 }
 
-impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Retry<S> {
-    call_service!('a);
+impl<'a, Req, R, S> tower::Service<Req> for Retry<S>
+where
+    Req: PolicyRequest<'a>,
+    R: Send + 'a,
+    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
+        + Clone
+        + Send
+        + 'static,
+{
+    call_service!('a, R);
 
-    fn call(&mut self, request: CallRequest<'a>) -> CallFuture<'a> {
+    fn call(&mut self, request: Req) -> PolicyFuture<'a, R> {
         let mut inner = self.inner.clone();
         let Some(state) = self.state.clone() else {
             return inner.call(request);
@@ -86,8 +94,7 @@ impl<'a, S: CallService<'a>> tower::Service<CallRequest<'a>> for Retry<S> {
                 }
                 let wait = waits.next_wait();
                 let too_late = request
-                    .hop
-                    .deadline
+                    .caller_deadline()
                     .is_some_and(|deadline| Instant::now() + wait >= deadline);
                 if too_late {
                     return Err(failed);
