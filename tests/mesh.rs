@@ -143,6 +143,13 @@ async fn a_dead_or_frozen_node_fails_calls_fast_and_service_resumes_when_it_retu
     cluster.node("b").signal("STOP");
     let reply = get(&cluster.node("a").url("/caller/reserve?sku=A&quantity=1")).await;
     cluster.node("b").signal("CONT");
+    assert_eq!(
+        reply.status,
+        503,
+        "{}\n{}",
+        reply.text(),
+        cluster.logs().join("\n")
+    );
     let logged = cluster.node("a").failure_log(&reply, 503);
     assert_eq!(reply.json()["error"]["code"], "call_unavailable");
     assert!(logged.contains("did not answer within"), "{logged}");

@@ -100,7 +100,10 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-/// Sends `signal` (e.g. "TERM", "STOP") to process `pid`, as `kill -SIGNAL` does.
+/// Sends `signal` (e.g. "TERM", "STOP") to process `pid`, as `kill -SIGNAL` does. For
+/// `STOP`, returns once every thread of the process has stopped: the kernel stops a
+/// process's threads one by one as they are next scheduled, so on a busy machine a
+/// process can go on answering for a while after `kill` returns.
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
@@ -108,6 +111,30 @@ pub fn send_signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid}");
+    if signal == "STOP" {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in its `stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            // The state follows the command name, which is in parentheses.
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1;
+                after.split_whitespace().next().map(|state| state == "T")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// The `caller` and `callee` test modules: `caller` serves HTTP and calls `callee`

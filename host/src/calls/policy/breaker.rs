@@ -20,7 +20,6 @@ use std::time::Duration;
 // tokio's clock: the same as std's, but tests can pause it.
 use tokio::time::Instant;
 
-use super::{PolicyFuture, PolicyRequest};
 use crate::module::{CallFailed, CallFailure};
 
 /// When a breaker opens, and for how long.
@@ -333,51 +332,39 @@ fn counts_against_the_callee(kind: CallFailure) -> bool {
     )
 }
 
-impl<'a, Req, R, S> tower::Service<Req> for BreakerService<S>
-where
-    Req: PolicyRequest<'a>,
-    R: Send + 'a,
-    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
-        + Clone
-        + Send
-        + 'static,
-{
-    call_service!('a, R);
-
-    fn call(&mut self, request: Req) -> PolicyFuture<'a, R> {
-        let mut inner = self.inner.clone();
-        let Some(state) = self.state.clone() else {
-            return inner.call(request);
+policy_service!(BreakerService, fn call(&mut self, request) {
+    let mut inner = self.inner.clone();
+    let Some(state) = self.state.clone() else {
+        return inner.call(request);
+    };
+    Box::pin(async move {
+        let Some(breaker) = &state.breaker else {
+            return inner.call(request).await;
         };
-        Box::pin(async move {
-            let Some(breaker) = &state.breaker else {
-                return inner.call(request).await;
-            };
-            let Some(attempt) = breaker.admit() else {
-                // Refused: open, whatever opened it (a call abandoned unrecorded too).
-                state.metrics.breaker_open.set(1);
-                return Err(CallFailed::new(
-                    CallFailure::Unavailable,
-                    format!(
-                        "{}: policy {}: the circuit is open (the callee failed recently); \
-                         calls fail at once until a probe succeeds",
-                        (request.route())(),
-                        state.key
-                    ),
-                ));
-            };
-            let outcome = inner.call(request).await;
-            let healthy = match &outcome {
-                Ok(_) => true,
-                Err(failed) => !counts_against_the_callee(failed.kind),
-            };
-            if attempt.record(healthy) {
-                state.metrics.breaker_open.set(i64::from(breaker.is_open()));
-            }
-            outcome
-        })
-    }
-}
+        let Some(attempt) = breaker.admit() else {
+            // Refused: open, whatever opened it (a call abandoned unrecorded too).
+            state.metrics.breaker_open.set(1);
+            return Err(CallFailed::new(
+                CallFailure::Unavailable,
+                format!(
+                    "{}: policy {}: the circuit is open (the callee failed recently); \
+                     calls fail at once until a probe succeeds",
+                    (request.route())(),
+                    state.key
+                ),
+            ));
+        };
+        let outcome = inner.call(request).await;
+        let healthy = match &outcome {
+            Ok(_) => true,
+            Err(failed) => !counts_against_the_callee(failed.kind),
+        };
+        if attempt.record(healthy) {
+            state.metrics.breaker_open.set(i64::from(breaker.is_open()));
+        }
+        outcome
+    })
+});
 
 #[cfg(test)]
 mod tests {

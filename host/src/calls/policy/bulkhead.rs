@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{PolicyFuture, PolicyRequest, PolicyState};
+use super::PolicyState;
 use crate::module::{CallFailed, CallFailure};
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -119,53 +119,41 @@ pub struct BulkheadService<S> {
     state: Option<Arc<PolicyState>>,
 }
 
-impl<'a, Req, R, S> tower::Service<Req> for BulkheadService<S>
-where
-    Req: PolicyRequest<'a>,
-    R: Send + 'a,
-    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
-        + Clone
-        + Send
-        + 'static,
-{
-    call_service!('a, R);
-
-    fn call(&mut self, request: Req) -> PolicyFuture<'a, R> {
-        let mut inner = self.inner.clone();
-        let Some(state) = self.state.clone() else {
-            return inner.call(request);
+policy_service!(BulkheadService, fn call(&mut self, request) {
+    let mut inner = self.inner.clone();
+    let Some(state) = self.state.clone() else {
+        return inner.call(request);
+    };
+    Box::pin(async move {
+        let Some(bulkhead) = &state.bulkhead else {
+            return inner.call(request).await;
         };
-        Box::pin(async move {
-            let Some(bulkhead) = &state.bulkhead else {
-                return inner.call(request).await;
-            };
-            let admitted = bulkhead.admit(&state.metrics.queued).await;
-            let _permit = match admitted {
-                Ok((permit, waited)) => {
-                    if !waited.is_zero() {
-                        state.metrics.waited.observe(waited.as_secs_f64());
-                    }
-                    permit
+        let admitted = bulkhead.admit(&state.metrics.queued).await;
+        let _permit = match admitted {
+            Ok((permit, waited)) => {
+                if !waited.is_zero() {
+                    state.metrics.waited.observe(waited.as_secs_f64());
                 }
-                Err(shed) => {
-                    state.metrics.shed.inc();
-                    let why = match shed {
-                        Shed::QueueFull => "every place is taken and the queue is full".to_string(),
-                        Shed::WaitedTooLong => format!(
-                            "no place came free within the queue timeout of {:?}",
-                            bulkhead.queue_timeout
-                        ),
-                    };
-                    return Err(CallFailed::new(
-                        CallFailure::Overloaded,
-                        format!("{}: policy {}: {why}", (request.route())(), state.key),
-                    ));
-                }
-            };
-            inner.call(request).await
-        })
-    }
-}
+                permit
+            }
+            Err(shed) => {
+                state.metrics.shed.inc();
+                let why = match shed {
+                    Shed::QueueFull => "every place is taken and the queue is full".to_string(),
+                    Shed::WaitedTooLong => format!(
+                        "no place came free within the queue timeout of {:?}",
+                        bulkhead.queue_timeout
+                    ),
+                };
+                return Err(CallFailed::new(
+                    CallFailure::Overloaded,
+                    format!("{}: policy {}: {why}", (request.route())(), state.key),
+                ));
+            }
+        };
+        inner.call(request).await
+    })
+});
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,6 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::{PolicyFuture, PolicyRequest};
 use crate::module::{CallFailed, CallFailure};
 
 /// Wraps a call service in [`Deadline`].
@@ -42,60 +41,48 @@ pub struct Deadline<S> {
     timeout: Option<Duration>,
 }
 
-impl<'a, Req, R, S> tower::Service<Req> for Deadline<S>
-where
-    Req: PolicyRequest<'a>,
-    R: Send + 'a,
-    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
-        + Clone
-        + Send
-        + 'static,
-{
-    call_service!('a, R);
-
-    fn call(&mut self, mut request: Req) -> PolicyFuture<'a, R> {
-        let now = Instant::now();
-        let by_policy = self.timeout.map(|timeout| now + timeout);
-        let deadline = match (request.caller_deadline(), by_policy) {
-            (Some(caller), Some(policy)) => Some(caller.min(policy)),
-            (caller, policy) => caller.or(policy),
+policy_service!(Deadline, fn call(&mut self, mut request) {
+    let now = Instant::now();
+    let by_policy = self.timeout.map(|timeout| now + timeout);
+    let deadline = match (request.caller_deadline(), by_policy) {
+        (Some(caller), Some(policy)) => Some(caller.min(policy)),
+        (caller, policy) => caller.or(policy),
+    };
+    let mut inner = self.inner.clone();
+    let timeout = self.timeout;
+    Box::pin(async move {
+        let Some(deadline) = deadline else {
+            return inner.call(request).await;
         };
-        let mut inner = self.inner.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let Some(deadline) = deadline else {
-                return inner.call(request).await;
-            };
-            let left = deadline.saturating_duration_since(now);
-            if left.is_zero() {
-                return Err(CallFailed::new(
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(CallFailed::new(
+                CallFailure::TimedOut,
+                format!(
+                    "{}: the caller's deadline passed before the call was made",
+                    (request.route())()
+                ),
+            ));
+        }
+        request.set_deadline(deadline);
+        let route = request.route();
+        match tokio::time::timeout_at(deadline, inner.call(request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let whose = match timeout {
+                    Some(timeout) if timeout <= left => {
+                        format!("the policy's timeout of {timeout:?}")
+                    }
+                    _ => format!("the caller's deadline ({left:?} left when it was made)"),
+                };
+                Err(CallFailed::new(
                     CallFailure::TimedOut,
-                    format!(
-                        "{}: the caller's deadline passed before the call was made",
-                        (request.route())()
-                    ),
-                ));
+                    format!("{}: the call did not return within {whose}", route()),
+                ))
             }
-            request.set_deadline(deadline);
-            let route = request.route();
-            match tokio::time::timeout_at(deadline, inner.call(request)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    let whose = match timeout {
-                        Some(timeout) if timeout <= left => {
-                            format!("the policy's timeout of {timeout:?}")
-                        }
-                        _ => format!("the caller's deadline ({left:?} left when it was made)"),
-                    };
-                    Err(CallFailed::new(
-                        CallFailure::TimedOut,
-                        format!("{}: the call did not return within {whose}", route()),
-                    ))
-                }
-            }
-        })
-    }
-}
+        }
+    })
+});
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,32 @@ macro_rules! call_service {
 }
 pub(crate) use call_service;
 
+/// Implements `tower::Service` for a policy layer's service, `$service<S>`, whatever
+/// it wraps: any [`PolicyRequest`], any response, and an inner service `S` that answers
+/// it or fails typed. `call` receives the layer (`$this`) and the request.
+macro_rules! policy_service {
+    ($service:ident, fn call(&mut $this:ident, $($request:tt)+) $body:block) => {
+        impl<'a, Req, R, S> tower::Service<Req> for $service<S>
+        where
+            Req: $crate::calls::policy::PolicyRequest<'a>,
+            R: Send + 'a,
+            S: tower::Service<
+                    Req,
+                    Response = R,
+                    Error = $crate::module::CallFailed,
+                    Future = $crate::calls::policy::PolicyFuture<'a, R>,
+                > + Clone
+                + Send
+                + 'static,
+        {
+            call_service!('a, R);
+
+            fn call(&mut $this, $($request)+: Req) -> $crate::calls::policy::PolicyFuture<'a, R>
+                $body
+        }
+    };
+}
+
 pub mod breaker;
 pub mod bulkhead;
 pub mod deadline;

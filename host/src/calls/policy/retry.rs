@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
-use super::{PolicyFuture, PolicyRequest, PolicyState};
-use crate::module::{CallFailed, CallFailure};
+use super::PolicyState;
+use crate::module::CallFailure;
 use crate::runtime::backoff::{Backoff, Jitter};
 
 /// How far back the retry budget counts calls.
@@ -55,66 +55,54 @@ pub struct Retry<S> {
     idempotent: bool,
 }
 
-impl<'a, Req, R, S> tower::Service<Req> for Retry<S>
-where
-    Req: PolicyRequest<'a>,
-    R: Send + 'a,
-    S: tower::Service<Req, Response = R, Error = CallFailed, Future = PolicyFuture<'a, R>>
-        + Clone
-        + Send
-        + 'static,
-{
-    call_service!('a, R);
-
-    fn call(&mut self, request: Req) -> PolicyFuture<'a, R> {
-        let mut inner = self.inner.clone();
-        let Some(state) = self.state.clone() else {
-            return inner.call(request);
-        };
-        let (Some(budget), Some(rules)) = (&state.budget, &state.policy.retries) else {
-            return inner.call(request);
-        };
-        // Every call the policy covers earns the budget, retried or not.
-        budget.deposit();
-        if !self.idempotent {
-            return inner.call(request);
-        }
-        let (attempts, backoff) = (rules.attempts, rules.backoff.duration());
-        let max_backoff = rules.max_backoff.duration();
-        Box::pin(async move {
-            let mut waits = Backoff::with_jitter(backoff, max_backoff, Jitter::Full);
-            let mut made = 0;
-            loop {
-                let failed = match inner.clone().call(request.clone()).await {
-                    Ok(results) => return Ok(results),
-                    Err(failed) => failed,
-                };
-                if made == attempts || failed.kind == CallFailure::TooDeep {
-                    return Err(failed);
-                }
-                let wait = waits.next_wait();
-                let too_late = request
-                    .caller_deadline()
-                    .is_some_and(|deadline| Instant::now() + wait >= deadline);
-                if too_late {
-                    return Err(failed);
-                }
-                let Some(budget) = &state.budget else {
-                    return Err(failed);
-                };
-                if !budget.withdraw() {
-                    state.metrics.budget_exhausted.inc();
-                    tracing::debug!(policy = %state.key, %failed, "not retried: the retry budget is spent");
-                    return Err(failed);
-                }
-                made += 1;
-                state.metrics.retried.inc();
-                tracing::debug!(policy = %state.key, attempt = made, ?wait, %failed, "retrying a failed call");
-                tokio::time::sleep(wait).await;
-            }
-        })
+policy_service!(Retry, fn call(&mut self, request) {
+    let mut inner = self.inner.clone();
+    let Some(state) = self.state.clone() else {
+        return inner.call(request);
+    };
+    let (Some(budget), Some(rules)) = (&state.budget, &state.policy.retries) else {
+        return inner.call(request);
+    };
+    // Every call the policy covers earns the budget, retried or not.
+    budget.deposit();
+    if !self.idempotent {
+        return inner.call(request);
     }
-}
+    let (attempts, backoff) = (rules.attempts, rules.backoff.duration());
+    let max_backoff = rules.max_backoff.duration();
+    Box::pin(async move {
+        let mut waits = Backoff::with_jitter(backoff, max_backoff, Jitter::Full);
+        let mut made = 0;
+        loop {
+            let failed = match inner.clone().call(request.clone()).await {
+                Ok(results) => return Ok(results),
+                Err(failed) => failed,
+            };
+            if made == attempts || failed.kind == CallFailure::TooDeep {
+                return Err(failed);
+            }
+            let wait = waits.next_wait();
+            let too_late = request
+                .caller_deadline()
+                .is_some_and(|deadline| Instant::now() + wait >= deadline);
+            if too_late {
+                return Err(failed);
+            }
+            let Some(budget) = &state.budget else {
+                return Err(failed);
+            };
+            if !budget.withdraw() {
+                state.metrics.budget_exhausted.inc();
+                tracing::debug!(policy = %state.key, %failed, "not retried: the retry budget is spent");
+                return Err(failed);
+            }
+            made += 1;
+            state.metrics.retried.inc();
+            tracing::debug!(policy = %state.key, attempt = made, ?wait, %failed, "retrying a failed call");
+            tokio::time::sleep(wait).await;
+        }
+    })
+});
 
 #[cfg(test)]
 mod tests {
