@@ -8,7 +8,7 @@
 
 use http::StatusCode;
 
-use crate::module::{CallFailure, Failure};
+use crate::module::{CallFailed, CallFailure, Failure};
 
 /// How the gateway answers a request that `module` failed with `failure`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +70,44 @@ pub fn answer(module: &str, failure: &Failure) -> Answer {
     }
 }
 
+/// The answer to a request forwarded to its module's node that got no response: the
+/// module's policy or the mesh ended it with `failed` (whose message says why, naming
+/// the node or the policy); with its stable code.
+pub fn forwarded(failed: &CallFailed) -> (Answer, &'static str) {
+    let (status, code) = match failed.kind {
+        CallFailure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
+        CallFailure::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "module_overloaded"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "module_unavailable"),
+    };
+    let answer = Answer {
+        status,
+        message: failed.message.clone(),
+        retry_soon: failed.kind == CallFailure::Overloaded,
+    };
+    (answer, code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forward_that_got_no_response_says_why_with_its_code() {
+        let cases = [
+            (CallFailure::TimedOut, 504, "gateway_timeout", false),
+            (CallFailure::Overloaded, 503, "module_overloaded", true),
+            (CallFailure::Unavailable, 503, "module_unavailable", false),
+        ];
+        for (kind, status, code, retry_soon) in cases {
+            let failed = CallFailed::new(kind, "gateway → m (forwarded): why".into());
+            let (answer, said) = forwarded(&failed);
+            assert_eq!(
+                (answer.status.as_u16(), said, answer.retry_soon),
+                (status, code, retry_soon)
+            );
+            assert_eq!(answer.message, failed.message);
+        }
+    }
     use crate::module::CallFailed;
 
     fn call(kind: CallFailure) -> Failure {

@@ -39,7 +39,7 @@ use crate::capabilities::Hop;
 use crate::deployment::GatewaySettings;
 use crate::module::directory::Directory;
 use crate::module::http as module_http;
-use crate::module::{CallFailure, Failure, ModuleSlot, Registry};
+use crate::module::{Failure, ModuleSlot, Registry};
 use crate::runtime::accept::{self, Accept};
 use crate::runtime::responses::{self, Body};
 use crate::runtime::shutdown::Shutdown;
@@ -432,20 +432,8 @@ impl Gateway {
                 Response::from_parts(parts, body)
             }
             Err(failed) => {
-                let (status, code) = match failed.kind {
-                    CallFailure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
-                    CallFailure::Overloaded => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "module_overloaded")
-                    }
-                    _ => (StatusCode::SERVICE_UNAVAILABLE, "module_unavailable"),
-                };
-                let mut response = self.fail(span, status, code, &failed.message, None);
-                if failed.kind == CallFailure::Overloaded {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                response
+                let (answer, code) = failures::forwarded(&failed);
+                self.answer(span, answer, code, None)
             }
         }
     }
@@ -520,13 +508,19 @@ impl Gateway {
         failure: Failure,
     ) -> Response<Body> {
         let answer = failures::answer(module, &failure);
-        let mut response = self.fail(
-            span,
-            answer.status,
-            failure.code(),
-            &answer.message,
-            Some(&failure),
-        );
+        self.answer(span, answer, failure.code(), Some(&failure))
+    }
+
+    /// The error response for `answer` under `code` (logged with `failure`'s cause),
+    /// with `Retry-After` when the client may retry shortly.
+    fn answer(
+        &self,
+        span: &tracing::Span,
+        answer: failures::Answer,
+        code: &str,
+        failure: Option<&Failure>,
+    ) -> Response<Body> {
+        let mut response = self.fail(span, answer.status, code, &answer.message, failure);
         if answer.retry_soon {
             response
                 .headers_mut()

@@ -388,24 +388,19 @@ impl Mesh {
                 continue;
             };
             let request = make(peer).map_err(|e| SendFailed::Unreachable(e.to_string()))?;
+            // On every way out but an answer — no connection, a broken one, no answer
+            // in time, the caller giving up in the await — the pick is dropped
+            // unrecorded, which counts as a failure of the node.
             let mut sender = match peer.sender().await {
                 Ok(sender) => sender,
                 Err(why) => {
-                    if let Some(pick) = pick {
-                        pick.record(false);
-                    }
                     reasons.push(format!("{node}: {why}"));
                     continue;
                 }
             };
-            // Cancelled in the await (the caller gave up), the pick is dropped
-            // unrecorded: a failure of the node, which did not answer in time.
             return match tokio::time::timeout(timeout, sender.send_request(request)).await {
                 Ok(Ok(response)) => Ok((Sent { node, pick }, response)),
                 Ok(Err(error)) => {
-                    if let Some(pick) = pick {
-                        pick.record(false);
-                    }
                     peer.forget_connection().await;
                     // `{:#}` names the causes: hyper's own "connection error" does not
                     // say that the peer refused our certificate.
@@ -414,12 +409,7 @@ impl Mesh {
                         anyhow::Error::from(error)
                     )))
                 }
-                Err(_) => {
-                    if let Some(pick) = pick {
-                        pick.record(false);
-                    }
-                    Err(SendFailed::TimedOut(node))
-                }
+                Err(_) => Err(SendFailed::TimedOut(node)),
             };
         }
         Err(SendFailed::Unreachable(reasons.join("; ")))
