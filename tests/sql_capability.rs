@@ -1090,6 +1090,99 @@ async fn host_tables_left_in_a_module_schema_move_to_the_host_schema() {
 /// back shows it alive): one that died while idle longer than
 /// [`modhost::capabilities::sql::PING_AFTER_IDLE`] is pinged and replaced unseen; one
 /// that died just after use costs the one statement that finds it dead.
+/// Runs `select` in two transactions at once (so on both connections of a pool of
+/// two), returning each one's columns or error.
+async fn on_both_connections(db: &Database, select: &str) -> Vec<Result<Vec<String>, Error>> {
+    let mut a = db.begin().await.unwrap();
+    let mut b = db.begin().await.unwrap();
+    let mut seen = Vec::new();
+    for tx in [&mut a, &mut b] {
+        seen.push(
+            tx.query(select, vec![Value::Integer(1)])
+                .await
+                .map(|rows| rows.columns),
+        );
+    }
+    a.rollback().await.unwrap();
+    b.rollback().await.unwrap();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_statements_follow_every_schema_change() {
+    let backends = Backends::start();
+    for (backend, spec) in backends.specs(2, None) {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, sql: &str| std::fs::write(dir.path().join(name), sql).unwrap();
+        write(
+            "0001_notes.sql",
+            "CREATE TABLE notes (id BIGINT PRIMARY KEY);\nINSERT INTO notes VALUES (1);",
+        );
+        let mut spec = spec.clone();
+        spec.migrations = Some(dir.path().to_path_buf());
+        let db = backends
+            .open(&format!("notes_{backend}"), &spec)
+            .await
+            .unwrap();
+        let select = "SELECT * FROM notes WHERE id = $1";
+        let columns = |names: &[&str]| -> Vec<Result<Vec<String>, Error>> {
+            vec![Ok(names.iter().map(|n| n.to_string()).collect()); 2]
+        };
+        let seen = on_both_connections(&db, select).await;
+        assert_eq!(seen, columns(&["id"]), "{backend}");
+
+        // The host's migration (a hot swap's, say) changes what `SELECT *` returns:
+        // no statement either connection kept meets the new shape, not even in a
+        // transaction.
+        write("0002_title.sql", "ALTER TABLE notes ADD COLUMN title TEXT;");
+        assert_eq!(migrations::apply(&db, dir.path()).await.unwrap(), 1);
+        let seen = on_both_connections(&db, select).await;
+        assert_eq!(seen, columns(&["id", "title"]), "{backend}");
+
+        // The module's own change, which the host does not see coming: a statement on
+        // its own runs anyway (prepared again) on whichever connection it gets...
+        db.execute("ALTER TABLE notes ADD COLUMN body TEXT", vec![])
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            let rows = db.query(select, vec![Value::Integer(1)]).await.unwrap();
+            assert_eq!(rows.columns, ["id", "title", "body"], "{backend}");
+        }
+        // ... while in a transaction, on Postgres, the first statement a connection
+        // kept from before fails (the server ended the transaction), once: the
+        // connection forgets what it kept.
+        let _ = on_both_connections(&db, select).await;
+        db.execute("ALTER TABLE notes ADD COLUMN tags TEXT", vec![])
+            .await
+            .unwrap();
+        let seen = on_both_connections(&db, select).await;
+        let now = ["id", "title", "body", "tags"];
+        if backend == "postgres" {
+            for failed in &seen {
+                assert!(
+                    matches!(failed, Err(Error::Other(message)) if message.contains("cached plan")),
+                    "{seen:?}"
+                );
+            }
+        } else {
+            assert_eq!(seen, columns(&now), "{backend}");
+        }
+        let seen = on_both_connections(&db, select).await;
+        assert_eq!(seen, columns(&now), "{backend}");
+
+        // A module that drops every prepared statement of its session only makes the
+        // next ones be prepared again.
+        if backend == "postgres" {
+            db.execute("DEALLOCATE ALL", vec![]).await.unwrap();
+            for _ in 0..4 {
+                let rows = db.query(select, vec![Value::Integer(1)]).await.unwrap();
+                assert_eq!(rows.columns, now, "{backend}");
+            }
+        }
+        db.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_connection_that_died_is_replaced() {
     use sqlx::Connection;

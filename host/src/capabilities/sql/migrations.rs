@@ -197,6 +197,8 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
         }
         .map_err(failed)?;
         transaction.commit().await.map_err(failed)?;
+        // Statements the module's connections keep prepared may read the old shape.
+        database.schema_changed();
         count += 1;
     }
     Ok(count)

@@ -21,6 +21,7 @@
 
 pub mod migrations;
 mod postgres;
+mod schema_clock;
 mod sqlite;
 pub mod sqlite_guard;
 
@@ -52,6 +53,7 @@ pub mod bindings {
 pub use bindings::modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
 use bindings::modhost::sql::sql::{Host, HostTransaction};
 pub use postgres::PING_AFTER_IDLE;
+pub use schema_clock::SchemaClock;
 
 /// The interface's name, as modules import it.
 pub const INTERFACE: &str = "modhost:sql/sql@2.0.0";
@@ -295,7 +297,8 @@ pub struct Transaction {
 }
 
 enum TransactionOn {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// With its database's clock, marked if the connection's worker crashes.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, Arc<SchemaClock>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -341,6 +344,15 @@ impl Database {
     /// How long one statement may run (the module's timeout).
     pub fn statement_timeout(&self) -> Duration {
         self.statement_timeout
+    }
+
+    /// Records that the host just changed the module's schema: connections that knew
+    /// it before are closed at their next loan instead of lent ([`SchemaClock`]).
+    pub fn schema_changed(&self) {
+        match &self.pool {
+            Pool::Sqlite(database) => database.schema_clock.mark(),
+            Pool::Postgres(database) => database.schema_changed(),
+        }
     }
 
     /// The module that owns this database.
@@ -425,7 +437,7 @@ impl Database {
                     database.query_as(author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::query(database.pool_of(author), statement, params, budget).await
+                    postgres::query(database.pool_of(author), statement, &params, budget).await
                 }
             }
         })
@@ -445,7 +457,7 @@ impl Database {
                     database.execute_as(author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::execute(database.pool_of(author), statement, params).await
+                    postgres::execute(database.pool_of(author), statement, &params).await
                 }
             }
         })
@@ -457,7 +469,10 @@ impl Database {
         self.bounded(async {
             let (on, host) = match &self.pool {
                 Pool::Sqlite(database) => (
-                    TransactionOn::Sqlite(database.pool.begin().await.map_err(error)?),
+                    TransactionOn::Sqlite(
+                        database.pool.begin().await.map_err(error)?,
+                        database.schema_clock.clone(),
+                    ),
                     HostReach::Sqlite(database.clone()),
                 ),
                 Pool::Postgres(database) => (
@@ -483,9 +498,10 @@ impl Database {
     pub async fn host_begin(&self) -> Result<Transaction, Error> {
         self.bounded(async {
             let on = match &self.pool {
-                Pool::Sqlite(database) => {
-                    TransactionOn::Sqlite(database.host_pool.begin().await.map_err(error)?)
-                }
+                Pool::Sqlite(database) => TransactionOn::Sqlite(
+                    database.host_pool.begin().await.map_err(error)?,
+                    database.schema_clock.clone(),
+                ),
                 Pool::Postgres(database) => {
                     TransactionOn::Postgres(database.host_pool.begin().await.map_err(error)?)
                 }
@@ -594,7 +610,7 @@ impl Transaction {
     /// Which backend the transaction is on (`sqlite`, `postgres`).
     pub fn backend(&self) -> &'static str {
         match self.on {
-            TransactionOn::Sqlite(_) => "sqlite",
+            TransactionOn::Sqlite(..) => "sqlite",
             TransactionOn::Postgres(_) => "postgres",
         }
     }
@@ -660,16 +676,16 @@ impl Transaction {
             let budget = ResultBudget::new(self.max_result);
             match (&mut self.on, author, &self.host) {
                 (_, Author::Module, HostReach::Direct) => Err(module_in_host_transaction()),
-                (TransactionOn::Sqlite(tx), Author::Host, HostReach::Sqlite(database)) => {
+                (TransactionOn::Sqlite(tx, _), Author::Host, HostReach::Sqlite(database)) => {
                     sqlite::host_in_transaction(tx, database, statement, params, budget)
                         .await
                         .map(|(rows, _)| rows)
                 }
-                (TransactionOn::Sqlite(tx), _, _) => {
-                    sqlite::query(&mut **tx, statement, &params, budget).await
+                (TransactionOn::Sqlite(tx, clock), _, _) => {
+                    sqlite::query(&mut **tx, statement, &params, budget, clock).await
                 }
                 (TransactionOn::Postgres(tx), _, _) => {
-                    postgres::query(&mut **tx, statement, params, budget).await
+                    postgres::query_in(tx, statement, &params, budget).await
                 }
             }
         })
@@ -685,16 +701,16 @@ impl Transaction {
             let budget = ResultBudget::new(self.max_result);
             match (&mut self.on, author, &self.host) {
                 (_, Author::Module, HostReach::Direct) => Err(module_in_host_transaction()),
-                (TransactionOn::Sqlite(tx), Author::Host, HostReach::Sqlite(database)) => {
+                (TransactionOn::Sqlite(tx, _), Author::Host, HostReach::Sqlite(database)) => {
                     sqlite::host_in_transaction(tx, database, statement, params, budget)
                         .await
                         .map(|(_, changes)| changes)
                 }
-                (TransactionOn::Sqlite(tx), _, _) => {
-                    sqlite::execute(&mut **tx, statement, &params, budget).await
+                (TransactionOn::Sqlite(tx, clock), _, _) => {
+                    sqlite::execute(&mut **tx, statement, &params, budget, clock).await
                 }
                 (TransactionOn::Postgres(tx), _, _) => {
-                    postgres::execute(&mut **tx, statement, params).await
+                    postgres::execute_in(tx, statement, &params).await
                 }
             }
         })
@@ -721,7 +737,7 @@ impl Transaction {
             let mut keyed = Vec::with_capacity(params.len() + 1);
             keyed.push(Value::Blob(key.to_vec()));
             keyed.extend(params);
-            postgres::query(&mut **tx, &statement, keyed, budget).await
+            postgres::query_in(tx, &statement, &keyed, budget).await
         })
     }
 
@@ -735,7 +751,7 @@ impl Transaction {
             }
             // A plain `&str` runs as a script (several statements, no parameters).
             match &mut self.on {
-                TransactionOn::Sqlite(tx) => tx.execute(sql).await.map(drop),
+                TransactionOn::Sqlite(tx, _) => tx.execute(sql).await.map(drop),
                 TransactionOn::Postgres(tx) => tx.execute(sql).await.map(drop),
             }
             .map_err(error)
@@ -745,7 +761,7 @@ impl Transaction {
     /// Makes the transaction's changes durable.
     pub async fn commit(self) -> Result<(), Error> {
         match self.on {
-            TransactionOn::Sqlite(tx) => tx.commit().await.map_err(error)?,
+            TransactionOn::Sqlite(tx, _) => tx.commit().await.map_err(error)?,
             TransactionOn::Postgres(tx) => tx.commit().await.map_err(error)?,
         }
         if let Some(notify) = self.after_commit {
@@ -757,7 +773,7 @@ impl Transaction {
     /// Discards the transaction's changes.
     pub async fn rollback(self) -> Result<(), Error> {
         match self.on {
-            TransactionOn::Sqlite(tx) => tx.rollback().await.map_err(error),
+            TransactionOn::Sqlite(tx, _) => tx.rollback().await.map_err(error),
             TransactionOn::Postgres(tx) => tx.rollback().await.map_err(error),
         }
     }

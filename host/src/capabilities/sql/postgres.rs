@@ -96,6 +96,8 @@ pub struct PgDatabase {
     lock_secret: [u8; 32],
     /// How long one of the module's statements may run.
     statement_timeout: Duration,
+    /// When the host last changed the module's schema.
+    schema_clock: std::sync::Arc<super::SchemaClock>,
 }
 
 impl PgDatabase {
@@ -148,6 +150,13 @@ impl PgDatabase {
             self.host_schema,
             parameters.join(", ")
         )
+    }
+
+    /// Records that the host just changed the module's schema (applied a migration):
+    /// the module's connections opened before are closed rather than lent again, so
+    /// no statement they kept prepared meets the new shape ([`StaleStatements`]).
+    pub fn schema_changed(&self) {
+        self.schema_clock.mark();
     }
 
     /// The advisory-lock key of the host's lock `name` (the same on every node given
@@ -351,12 +360,20 @@ pub async fn open(
         ),
     ]);
     // Every connection a module hands back is reset, a round trip that also shows
-    // it alive: the ping before the next loan is skipped unless it has been idle.
+    // it alive: the ping before the next loan is skipped unless it has been idle. One
+    // opened before the host last changed the schema is closed instead of lent.
+    let schema_clock = std::sync::Arc::new(super::SchemaClock::new());
+    let on_loan = schema_clock.clone();
     let pool = PgPoolOptions::new()
         .max_connections(spec.pool)
         .acquire_timeout(spec.acquire_timeout.duration())
         .test_before_acquire(false)
-        .before_acquire(ping_if_idle)
+        .before_acquire(move |connection, metadata| {
+            if on_loan.predates_change(metadata.age) {
+                return Box::pin(async { Ok(false) });
+            }
+            ping_if_idle(connection, metadata)
+        })
         .after_release(|connection, _| {
             Box::pin(async move {
                 connection.execute(RESET_SESSION).await?;
@@ -374,6 +391,7 @@ pub async fn open(
         role,
         lock_secret,
         statement_timeout,
+        schema_clock,
     })
 }
 
@@ -388,23 +406,192 @@ fn password(admin_url: &str, role: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs a query on `executor` (the pool, or a transaction's connection), taking its
-/// rows as they come until they outweigh `budget`. (Postgres sends a row whole: the
-/// host holds at most one row past the bound, and a row is at most what Postgres
-/// allows, 1 GB a value.)
-pub async fn query<'c>(
-    executor: impl Executor<'c, Database = Postgres>,
+/// Runs a query on a connection of `pool` lent for it alone, taking its rows as they
+/// come until they outweigh `budget`. (Postgres sends a row whole: the host holds at
+/// most one row past the bound, and a row is at most what Postgres allows, 1 GB a
+/// value.) A statement the connection kept from before a schema change is prepared
+/// afresh and run once more ([`StaleStatements`]): it failed before it ran.
+pub async fn query(
+    pool: &sqlx::PgPool,
     statement: &str,
-    params: Vec<Value>,
+    params: &[Value],
     budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    let stream = bind(unprepared(statement), params).fetch(executor);
-    super::collect(stream, budget, |row, budget| {
+    let mut connection = pool.acquire().await.map_err(error)?;
+    match try_query(&mut connection, statement, params, budget).await {
+        Err(Failure::Stale(_)) => {
+            StaleStatements::forget(&mut connection).await;
+            try_query(&mut connection, statement, params, budget)
+                .await
+                .map_err(Failure::into_error)
+        }
+        done => done.map_err(Failure::into_error),
+    }
+}
+
+/// Runs a query inside a transaction (see [`query`]). A statement kept from before
+/// a schema change fails here as it does on the server, where it ended the
+/// transaction; the connection forgets its kept statements, so the next one works.
+pub async fn query_in(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    params: &[Value],
+    budget: ResultBudget,
+) -> Result<Rows, Error> {
+    let done = try_query(connection, statement, params, budget).await;
+    if let Err(Failure::Stale(_)) = done {
+        StaleStatements::forget(connection).await;
+    }
+    done.map_err(Failure::into_error)
+}
+
+/// Runs a statement on a connection of `pool` lent for it alone; returns the number
+/// of rows it changed (a stale kept statement as in [`query`]).
+pub async fn execute(pool: &sqlx::PgPool, statement: &str, params: &[Value]) -> Result<u64, Error> {
+    let mut connection = pool.acquire().await.map_err(error)?;
+    match try_execute(&mut connection, statement, params).await {
+        Err(Failure::Stale(_)) => {
+            StaleStatements::forget(&mut connection).await;
+            try_execute(&mut connection, statement, params)
+                .await
+                .map_err(Failure::into_error)
+        }
+        done => done.map_err(Failure::into_error),
+    }
+}
+
+/// Runs a statement inside a transaction (see [`query_in`]); returns the number of
+/// rows it changed.
+pub async fn execute_in(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    params: &[Value],
+) -> Result<u64, Error> {
+    let done = try_execute(connection, statement, params).await;
+    if let Err(Failure::Stale(_)) = done {
+        StaleStatements::forget(connection).await;
+    }
+    done.map_err(Failure::into_error)
+}
+
+/// Why one attempt at a statement failed.
+enum Failure {
+    /// The connection's kept statement no longer matches the server
+    /// ([`StaleStatements`]); the statement did not run.
+    Stale(Error),
+    /// Anything else: the statement's own failure.
+    Statement(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Stale(failed) | Failure::Statement(failed) => failed,
+        }
+    }
+}
+
+async fn try_query(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    params: &[Value],
+    budget: ResultBudget,
+) -> Result<Rows, Failure> {
+    use futures_util::{StreamExt, TryStreamExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let text = kept_text(statement, params);
+    let stale = AtomicBool::new(false);
+    let stream = bind(sqlx::query(&text), params)
+        .fetch(connection)
+        .inspect_err(|failed| {
+            if StaleStatements::caused(failed) {
+                stale.store(true, Ordering::Relaxed);
+            }
+        })
+        .boxed();
+    let done = super::collect(stream, budget, |row, budget| {
         // Weighed before it is decoded: a row past the bound is not copied again.
         budget.take(raw_weight(row)?)?;
         decode(row)
     })
-    .await
+    .await;
+    match done {
+        Err(failed) if stale.load(Ordering::Relaxed) => Err(Failure::Stale(failed)),
+        done => done.map_err(Failure::Statement),
+    }
+}
+
+async fn try_execute(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    params: &[Value],
+) -> Result<u64, Failure> {
+    let text = kept_text(statement, params);
+    match bind(sqlx::query(&text), params).execute(connection).await {
+        Ok(done) => Ok(done.rows_affected()),
+        Err(failed) if StaleStatements::caused(&failed) => Err(Failure::Stale(error(failed))),
+        Err(failed) => Err(Failure::Statement(error(failed))),
+    }
+}
+
+/// The text a statement is kept under in its connection's statement cache: the
+/// statement, then a comment naming the kind of each parameter.
+///
+/// Every statement is kept prepared on its connection (sqlx's statement cache), so
+/// running it again is one round trip (bind and execute) instead of two (parse and
+/// describe first). That cache is keyed by text alone, and a statement's parameter
+/// types are fixed when it is prepared, while a module may send the same text with an
+/// `integer` one time and a `real` or an untyped `null` the next: the comment makes
+/// each combination a statement of its own. (It goes last, on a line of its own, so
+/// it cannot change what the module's text means: a module's unterminated comment or
+/// string was an error before it and stays one.)
+fn kept_text(statement: &str, params: &[Value]) -> String {
+    const MARK: &str = "\n-- modhost parameters: ";
+    let mut text = String::with_capacity(statement.len() + MARK.len() + params.len());
+    text.push_str(statement);
+    text.push_str(MARK);
+    text.extend(params.iter().map(|param| match param {
+        Value::Null => 'n',
+        Value::Integer(_) => 'i',
+        Value::Real(_) => 'r',
+        Value::Text(_) => 't',
+        Value::Blob(_) => 'b',
+        Value::Boolean(_) => 'o',
+    }));
+    text
+}
+
+/// Statements a connection keeps prepared that the server no longer runs as they
+/// were prepared.
+///
+/// A kept `SELECT *` fails once a table it reads gains or loses a column ("cached
+/// plan must not change result type"); a module's `DEALLOCATE ALL` or `DISCARD ALL`
+/// drops the server's side of every kept statement ("prepared statement … does not
+/// exist"); a module's own `PREPARE` can take a name sqlx would use next ("… already
+/// exists"). Each fails before the statement runs, and each is cured by forgetting
+/// the connection's kept statements. The host's migrations do more: connections
+/// opened before one are not lent again ([`super::SchemaClock`]).
+struct StaleStatements;
+
+impl StaleStatements {
+    /// Whether `failed` is one of those failures (by its SQLSTATE: 0A000
+    /// feature_not_supported, which the changed result type is; 26000
+    /// invalid_sql_statement_name; 42P05 duplicate_prepared_statement).
+    fn caused(failed: &sqlx::Error) -> bool {
+        matches!(
+            failed,
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("0A000" | "26000" | "42P05"))
+        )
+    }
+
+    /// Forgets every statement `connection` keeps, here and on the server. (Allowed
+    /// in a transaction that failed, which is where a stale statement leaves one.)
+    async fn forget(connection: &mut sqlx::PgConnection) {
+        if let Err(failed) = connection.clear_cached_statements().await {
+            tracing::warn!("forgetting a connection's prepared statements: {failed}");
+        }
+    }
 }
 
 /// What a row weighs as Postgres sent it (see [`ResultBudget`]): its values' bytes
@@ -422,27 +609,6 @@ fn raw_weight(row: &PgRow) -> Result<u64, Error> {
             .saturating_add(VALUE_OVERHEAD)
             .saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX)))
     })
-}
-
-/// Runs a statement on `executor`; returns the number of rows it changed.
-pub async fn execute<'c>(
-    executor: impl Executor<'c, Database = Postgres>,
-    statement: &str,
-    params: Vec<Value>,
-) -> Result<u64, Error> {
-    let done = bind(unprepared(statement), params)
-        .execute(executor)
-        .await
-        .map_err(error)?;
-    Ok(done.rows_affected())
-}
-
-/// A guest's statement, not kept in the connection's statement cache. The cache is
-/// keyed by SQL text alone and fixes parameter types on first use, while a guest may
-/// send the same text with an `integer` one time and a `real` or untyped `null` the
-/// next: a cached statement would misread the second.
-fn unprepared(statement: &str) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(statement).persistent(false)
 }
 
 /// A NULL of no particular type: Postgres infers the parameter's type from the
@@ -465,18 +631,18 @@ impl sqlx::Encode<'_, Postgres> for UntypedNull {
     }
 }
 
-fn bind(
-    mut query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    params: Vec<Value>,
-) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     for param in params {
         query = match param {
             Value::Null => query.bind(UntypedNull),
-            Value::Integer(n) => query.bind(n),
-            Value::Real(x) => query.bind(x),
-            Value::Text(text) => query.bind(text),
-            Value::Blob(bytes) => query.bind(bytes),
-            Value::Boolean(b) => query.bind(b),
+            Value::Integer(n) => query.bind(*n),
+            Value::Real(x) => query.bind(*x),
+            Value::Text(text) => query.bind(text.as_str()),
+            Value::Blob(bytes) => query.bind(bytes.as_slice()),
+            Value::Boolean(b) => query.bind(*b),
         };
     }
     query

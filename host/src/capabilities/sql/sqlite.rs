@@ -18,7 +18,9 @@ use sqlx::{Executor, Row, Sqlite, TypeInfo, ValueRef};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{close_pool, error, sqlite_guard, Author, Error, ResultBudget, Rows, Value};
+use super::{
+    close_pool, error, sqlite_guard, Author, Error, ResultBudget, Rows, SchemaClock, Value,
+};
 use crate::deployment::database::DEFAULT_MAX_RESULT;
 use crate::deployment::DatabaseSpec;
 
@@ -36,6 +38,9 @@ pub struct SqliteDatabase {
     /// What the host passes to [`sqlite_guard::HOST_FUNCTION`] in a module's
     /// transaction.
     key: [u8; 32],
+    /// When the file's schema last changed by the host's hand, or under a connection
+    /// (see [`crashed`]): both pools close connections opened before.
+    pub schema_clock: std::sync::Arc<SchemaClock>,
 }
 
 /// Connections of the host's own pool for one module's file.
@@ -52,12 +57,13 @@ impl SqliteDatabase {
         budget: ResultBudget,
     ) -> Result<Rows, Error> {
         if author == Author::Module {
-            return query(&self.pool, statement, &params, budget).await;
+            return query(&self.pool, statement, &params, budget, &self.schema_clock).await;
         }
         let mut connection = self.host_pool.acquire().await.map_err(error)?;
-        match query(&mut *connection, statement, &params, budget).await {
+        let clock = &self.schema_clock;
+        match query(&mut *connection, statement, &params, budget, clock).await {
             Err(Error::Denied(_)) if Self::host_retry(&mut connection).await => {
-                query(&mut *connection, statement, &params, budget).await
+                query(&mut *connection, statement, &params, budget, clock).await
             }
             answer => answer,
         }
@@ -73,12 +79,13 @@ impl SqliteDatabase {
         budget: ResultBudget,
     ) -> Result<u64, Error> {
         if author == Author::Module {
-            return execute(&self.pool, statement, &params, budget).await;
+            return execute(&self.pool, statement, &params, budget, &self.schema_clock).await;
         }
         let mut connection = self.host_pool.acquire().await.map_err(error)?;
-        match execute(&mut *connection, statement, &params, budget).await {
+        let clock = &self.schema_clock;
+        match execute(&mut *connection, statement, &params, budget, clock).await {
             Err(Error::Denied(_)) if Self::host_retry(&mut connection).await => {
-                execute(&mut *connection, statement, &params, budget).await
+                execute(&mut *connection, statement, &params, budget, clock).await
             }
             answer => answer,
         }
@@ -128,21 +135,37 @@ pub async fn open(
     // No value larger than the result bound is built; the host's own rows (an event's
     // payload) keep the default's room when the module's bound is smaller.
     let max_length = spec.max_result.max(DEFAULT_MAX_RESULT).bytes();
-    let guarded = move |mode| {
+    let schema_clock = std::sync::Arc::new(SchemaClock::new());
+    let guarded = |mode| {
+        let on_loan = schema_clock.clone();
+        let on_connect = schema_clock.clone();
         SqlitePoolOptions::new()
             .acquire_timeout(spec.acquire_timeout.duration())
             // sqlx pings a connection before every loan by default: on SQLite a round
             // trip to the connection's thread, for a file that cannot go away the way
-            // a server can.
+            // a server can. One that knew the schema before its last change is
+            // closed instead (see `SchemaClock`).
             .test_before_acquire(false)
+            .before_acquire(move |_, metadata| {
+                let fresh = !on_loan.predates_change(metadata.age);
+                Box::pin(async move { Ok(fresh) })
+            })
             .after_connect(move |connection, _| {
+                let schema_clock = on_connect.clone();
                 Box::pin(async move {
                     let mut handle = connection.lock_handle().await?;
                     // SAFETY: the handle is a live connection, locked for our exclusive
                     // use for the duration of this call.
                     let statements = unsafe {
                         let db = handle.as_raw_handle().as_ptr();
-                        sqlite_guard::install(db, mode, statement_timeout, max_length, key);
+                        sqlite_guard::install(
+                            db,
+                            mode,
+                            statement_timeout,
+                            max_length,
+                            key,
+                            schema_clock,
+                        );
                         sqlite_guard::statements(db)
                     };
                     // sqlx drops a connection's hooks after its own statements and
@@ -168,6 +191,7 @@ pub async fn open(
         pool,
         host_pool,
         key,
+        schema_clock,
     })
 }
 
@@ -246,9 +270,14 @@ pub async fn query<'c>(
     statement: &str,
     params: &[Value],
     budget: ResultBudget,
+    clock: &SchemaClock,
 ) -> Result<Rows, Error> {
+    use futures_util::{StreamExt, TryStreamExt};
     check_parameters(statement)?;
-    let stream = bind(sqlx::query(statement), params).fetch(executor);
+    let stream = bind(sqlx::query(statement), params)
+        .fetch(executor)
+        .inspect_err(|failed| crashed(failed, clock))
+        .boxed();
     super::collect(stream, budget, |row, budget| {
         let values = decode(row)?;
         budget.take(ResultBudget::weigh(&values))?;
@@ -264,13 +293,30 @@ pub async fn execute<'c>(
     statement: &str,
     params: &[Value],
     budget: ResultBudget,
+    clock: &SchemaClock,
 ) -> Result<u64, Error> {
     check_parameters(statement)?;
     let done = bind(sqlx::query(statement), params)
         .execute(executor)
         .await
-        .map_err(|e| budget.error(e))?;
+        .map_err(|e| {
+            crashed(&e, clock);
+            budget.error(e)
+        })?;
     Ok(done.rows_affected())
+}
+
+/// Marks `clock` if `failed` says the connection's worker thread is gone: sqlx's
+/// SQLite worker panics when a statement it kept meets more columns than it saw (a
+/// schema change it was not closed for, such as the module's own `ALTER TABLE` on
+/// another connection), and the connection is dead from then on. Marking the clock
+/// closes it, and every other connection that knew the old schema, at their next loan
+/// (see [`SchemaClock`]): one statement fails, not every later one.
+fn crashed(failed: &sqlx::Error, clock: &SchemaClock) {
+    if matches!(failed, sqlx::Error::WorkerCrashed) {
+        tracing::warn!("a SQLite connection's worker thread crashed; replacing the connections");
+        clock.mark();
+    }
 }
 
 /// How many parameters one of the host's statements in a module's transaction may

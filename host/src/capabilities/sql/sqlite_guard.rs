@@ -49,9 +49,11 @@
 //! client data, which SQLite frees when the connection closes. SQLite calls every
 //! callback on the thread using the connection, one at a time.
 
+use super::SchemaClock;
 use libsqlite3_sys as ffi;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Virtual-machine steps between two looks at the clock: a look costs tens of
@@ -146,6 +148,8 @@ struct Guard {
     /// (at most [`CACHED_STATEMENTS`]): the outbox's insert runs once per event.
     /// Finalized by the connection's [`Statements`] as it closes.
     statements: RefCell<Vec<CachedStatement>>,
+    /// The module's schema clock, marked when a module's statement reshapes a table.
+    schema_clock: Arc<SchemaClock>,
 }
 
 /// One of the host's statements kept compiled: its text, and its handle.
@@ -199,7 +203,9 @@ pub enum Mode {
 /// Installs the guard on a freshly opened connection in `mode`: the authorizer, the
 /// length limit (`max_length` bytes, at most SQLite's own 1 GB), the deadline of
 /// `limit` per statement, and [`HOST_FUNCTION`], keyed with `key`. `ATTACH` is also
-/// limited to no database at all.
+/// limited to no database at all. A module's statement that alters or drops a table
+/// or view marks `schema_clock` as it is compiled, so the pool's other connections,
+/// which knew the old shape, are replaced ([`SchemaClock`]).
 ///
 /// # Safety
 /// `db` must be a live connection that nothing else uses during this call.
@@ -209,6 +215,7 @@ pub unsafe fn install(
     limit: Duration,
     max_length: u64,
     key: [u8; 32],
+    schema_clock: Arc<SchemaClock>,
 ) {
     let max_length = c_int::try_from(max_length).unwrap_or(c_int::MAX);
     let guard = Box::into_raw(Box::new(Guard {
@@ -217,6 +224,7 @@ pub unsafe fn install(
         host: Cell::new(mode == Mode::Host),
         key,
         statements: RefCell::new(Vec::new()),
+        schema_clock,
     }))
     .cast::<c_void>();
     // SAFETY: `db` is live and ours for this call (the caller's promise). The guard is
@@ -648,7 +656,18 @@ unsafe extern "C" fn authorize(
         (!pointer.is_null()).then(|| unsafe { CStr::from_ptr(pointer) }.to_string_lossy())
     };
     // SAFETY: `guard` is the connection's live guard (see `install`).
-    let host = !guard.is_null() && unsafe { &*guard.cast::<Guard>() }.host.get();
+    let guard = (!guard.is_null()).then(|| unsafe { &*guard.cast::<Guard>() });
+    let host = guard.is_some_and(|guard| guard.host.get());
+    // What changes the columns a kept `SELECT *` returns. (sqlx's SQLite worker,
+    // whose statement SQLite recompiles with more columns than it kept, panics.)
+    if let (Some(guard), false) = (guard, host) {
+        if matches!(
+            action,
+            ffi::SQLITE_ALTER_TABLE | ffi::SQLITE_DROP_TABLE | ffi::SQLITE_DROP_VIEW
+        ) {
+            guard.schema_clock.mark();
+        }
+    }
     let allowed = match action {
         ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => false,
         ffi::SQLITE_PRAGMA => {
