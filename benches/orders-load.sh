@@ -35,61 +35,8 @@ trap 'stop_all; rm -rf "$WORK"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GUEST="$PWD/target/wasm32-wasip2/guest"
 
-# Inventory's migrations plus one that stocks a million of everything.
-mkdir -p "$WORK/inventory-migrations"
-cp modules/inventory/migrations/*.sql "$WORK/inventory-migrations/"
-echo "UPDATE stock SET available = 1000000;" > "$WORK/inventory-migrations/9001_bench_stock.sql"
-
-# shop FILE INVENTORY-INSTANCES EVENTS-SECTION
-shop() {
-  cat > "$1" <<TOML
-[app]
-name = "bench-shop"
-[modules.users]
-component = "$GUEST/users.wasm"
-routes = ["/users"]
-database = "sqlite"
-migrations = "$PWD/modules/users/migrations"
-[modules.catalog]
-component = "$GUEST/catalog.wasm"
-routes = ["/catalog"]
-keyvalue = ["lookups"]
-database = "sqlite"
-migrations = "$PWD/modules/catalog/migrations"
-[modules.inventory]
-component = "$GUEST/inventory.wasm"
-routes = ["/inventory"]
-database = "sqlite"
-migrations = "$WORK/inventory-migrations"
-limits = { concurrency = 256 }
-instances = "$2"
-[modules.payments]
-component = "$GUEST/payments.wasm"
-routes = ["/payments"]
-config = { currencies = "EUR,USD,GBP", charge_limit_cents = 500000, processor_key = { env = "PAYMENTS_PROCESSOR_KEY", default = "sk_test_sandbox" } }
-database = "sqlite"
-migrations = "$PWD/modules/payments/migrations"
-publishes = ["payments.charged", "payments.failed"]
-limits = { concurrency = 256 }
-[modules.orders]
-component = "$GUEST/orders.wasm"
-routes = ["/orders"]
-calls = ["inventory", "payments"]
-database = "sqlite"
-migrations = "$PWD/modules/orders/migrations"
-publishes = ["orders.cancelled"]
-subscribes = ["payments.charged", "payments.failed"]
-limits = { concurrency = 256, timeout = "5s" }
-[modules.notifications]
-component = "$GUEST/notifications.wasm"
-routes = ["/notifications"]
-database = "sqlite"
-migrations = "$PWD/modules/notifications/migrations"
-subscribes = ["payments.charged", "orders.cancelled"]
-[events]
-$3
-TOML
-}
+# The bench shop: `shop FILE INVENTORY-INSTANCES EVENTS-SECTION`.
+source benches/shop.sh
 
 # measure NAME URL: prints "NAME|rps|p50|p99|p50@1conn"
 measure() {

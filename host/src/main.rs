@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use modhost::capabilities::events::{inspect, replay};
 use modhost::deployment::{ComponentSource, Deployment};
@@ -371,6 +371,15 @@ fn serve(
                 return ExitCode::from(EXIT_INVALID);
             }
         };
+        let settings = node.deployment();
+        if let Err(error) = telemetry::export::start(
+            &settings.telemetry,
+            &settings.app_name,
+            settings.node.as_deref(),
+        ) {
+            eprintln!("modhost: {error:#}");
+            return ExitCode::FAILURE;
+        }
         node.open().await;
         let listeners = match node.bind().await {
             Ok(listeners) => listeners,
@@ -406,6 +415,8 @@ fn serve(
             node::watch::start(node.deployment(), node.registry().clone());
         }
         node.serve(listeners, node::shutdown_signal()).await;
+        // The last requests' spans, if they are exported.
+        telemetry::export::flush(Duration::from_secs(2)).await;
         tracing::info!("modhost stopped");
         ExitCode::SUCCESS
     })

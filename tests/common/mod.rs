@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod kafka;
+pub mod otlp;
 pub mod peer;
 pub mod postgres;
 pub mod redis;

@@ -45,6 +45,7 @@ use crate::module::directory::Route;
 use crate::module::interface::InterfaceName;
 use crate::module::{CallFailed, CallFailure};
 use crate::telemetry::metrics::{metrics, EdgeMetrics};
+use crate::telemetry::trace::TraceContext;
 
 /// Links every function of `interface`, exported by module `callee` (whose component
 /// is `component`), into `linker` under the interface's name.
@@ -159,6 +160,11 @@ impl Target {
             outcome = tracing::field::Empty,
             duration_us = tracing::field::Empty,
         );
+        // The callee's hop is this span, a child of the caller's.
+        let hop = Hop {
+            trace: TraceContext::for_span(&span, Some(hop.trace)),
+            ..hop
+        };
         let edge = self.edge(caller);
         // Inside the span: the callee's output and its own calls nest under it.
         let outcome = self
@@ -281,7 +287,7 @@ impl Function {
                 let picked = slot.pick(hop.routing);
                 let next = Hop {
                     depth: hop.depth + 1,
-                    trace: hop.trace.child(),
+                    trace: hop.trace,
                     routing: hop.routing,
                     deadline: by(picked.limits().timeout.duration()),
                     request_id: hop.request_id.clone(),
@@ -306,7 +312,7 @@ impl Function {
                     caller,
                     depth: hop.depth + 1,
                     deadline: left,
-                    trace: hop.trace.child(),
+                    trace: hop.trace,
                     request_id: hop.request_id.as_deref(),
                     route,
                 };

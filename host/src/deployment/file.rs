@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use super::gateway::GatewaySettings;
 use super::modules::{Instances, ModuleLimits};
 use super::policies::CallPolicy;
-use super::{events, placement, rollout};
+use super::{events, placement, rollout, telemetry};
 
 /// A key the host does not know, kept with its value and where it was.
 pub(super) type Unknown = BTreeMap<String, toml::Spanned<toml::Value>>;
@@ -31,6 +31,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "rollout",
     "admin",
     "policies",
+    "telemetry",
 ];
 
 /// The keys of a `[modules.NAME]` section the host owns.
@@ -58,6 +59,7 @@ pub(super) struct DeploymentFile {
     pub(super) rollout: rollout::RolloutSection,
     pub(super) admin: Option<rollout::AdminSection>,
     pub(super) policies: BTreeMap<String, CallPolicy>,
+    pub(super) telemetry: telemetry::TelemetrySection,
     /// Sections the host does not know.
     pub(super) unknown: Unknown,
 }
@@ -113,6 +115,7 @@ impl<'de> Deserialize<'de> for DeploymentFile {
                     rollout: rollout::RolloutSection::default(),
                     admin: None,
                     policies: BTreeMap::new(),
+                    telemetry: telemetry::TelemetrySection::default(),
                     unknown: BTreeMap::new(),
                 };
                 while let Some(key) = map.next_key::<String>()? {
@@ -127,6 +130,7 @@ impl<'de> Deserialize<'de> for DeploymentFile {
                         "rollout" => file.rollout = map.next_value()?,
                         "admin" => file.admin = Some(map.next_value()?),
                         "policies" => file.policies = map.next_value()?,
+                        "telemetry" => file.telemetry = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
                             file.unknown.insert(key, value);

@@ -24,6 +24,7 @@ pub mod policies;
 pub mod rollout;
 pub mod routes;
 pub mod settings;
+pub mod telemetry;
 pub mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,7 @@ pub use modules::{ComponentSource, Instances, ModuleLimits, ModuleSpec};
 pub use placement::{MeshSettings, NodeSpec};
 pub use rollout::{AdminSettings, RolloutSettings};
 pub use settings::{Owned, Setting};
+pub use telemetry::TelemetrySettings;
 pub use units::{ByteSize, Timeout};
 
 use database::{check_postgres_names, migrations_dir, parse_database};
@@ -77,6 +79,8 @@ pub struct Deployment {
     pub admin: Option<AdminSettings>,
     /// `[policies]`: how calls into each module (and along each edge) are made.
     pub policies: policies::Policies,
+    /// `[telemetry]`: where the node's spans are exported, if anywhere.
+    pub telemetry: TelemetrySettings,
     /// Top-level sections owned by capabilities, as written.
     pub sections: BTreeMap<String, Setting>,
 }
@@ -190,6 +194,7 @@ impl Deployment {
         check_gateway(&file.gateway, &mut problems);
         let events = file.events.settings(&mut problems);
         let rollout = file.rollout.settings(&mut problems);
+        let telemetry = file.telemetry.settings(&mut problems);
         let admin = file.admin.and_then(|admin| admin.settings(&mut problems));
 
         if file.modules.is_empty() {
@@ -315,6 +320,7 @@ impl Deployment {
                 rollout,
                 admin,
                 policies,
+                telemetry,
                 sections,
             })
         } else {

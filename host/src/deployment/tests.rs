@@ -753,3 +753,49 @@ fn bad_policies_are_refused_naming_their_key() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_checked_when_set() {
+    let deployment = parse(MINIMAL).unwrap();
+    assert_eq!(deployment.telemetry, TelemetrySettings::default());
+    assert!(deployment.telemetry.otlp.is_none());
+
+    let deployment = parse(&format!(
+        "{MINIMAL}\n[telemetry]\notlp = \"http://collector:4318\"\nsampling = 0.01\n\
+         service_name = \"shop-eu\"\nqueue = 100\n"
+    ))
+    .unwrap();
+    let telemetry = &deployment.telemetry;
+    assert_eq!(
+        telemetry.otlp.as_ref().map(|uri| uri.to_string()),
+        Some("http://collector:4318/".to_string())
+    );
+    assert_eq!(telemetry.sampling, 0.01);
+    assert_eq!(telemetry.service_name.as_deref(), Some("shop-eu"));
+    assert_eq!(telemetry.queue, 100);
+
+    let errors = errors(&format!(
+        "{MINIMAL}\n[telemetry]\notlp = \"https://collector:4318\"\nsampling = 1.5\n\
+         queue = 0\nservice_name = \" \"\n"
+    ));
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "telemetry.otlp",
+            "telemetry.sampling",
+            "telemetry.service_name",
+            "telemetry.queue"
+        ],
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].problem.contains("http://"),
+        "{}",
+        errors[0].problem
+    );
+    let misspelt = self::errors(&format!(
+        "{MINIMAL}\n[telemetry]\notlp = \"http://c:4318\"\nsampled = 1\n"
+    ));
+    assert!(misspelt[0].key.starts_with("telemetry"), "{misspelt:?}");
+}

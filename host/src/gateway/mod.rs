@@ -238,8 +238,17 @@ impl Gateway {
             trace_id = field::Empty,
             version = field::Empty,
         );
+        // The request joins the caller's trace, or starts one; the module sees its own
+        // hop (this span) as `traceparent`, and everything it causes carries the same
+        // trace id.
+        let incoming = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(TraceContext::parse);
+        let trace = TraceContext::for_span(&span, incoming);
         let mut response = self
-            .route(request, client, &span)
+            .route(request, client, &span, trace)
             .instrument(span.clone())
             .await;
         response
@@ -260,15 +269,8 @@ impl Gateway {
         mut request: Request<Incoming>,
         client: IpAddr,
         span: &tracing::Span,
+        trace: TraceContext,
     ) -> Response<Body> {
-        // The request joins the caller's trace, or starts one; the module sees its own
-        // hop as `traceparent`, and everything it causes carries the same trace id.
-        let trace = request
-            .headers()
-            .get(TRACEPARENT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(TraceContext::parse)
-            .map_or_else(TraceContext::new_root, |parent| parent.child());
         span.record("trace_id", trace.trace_id().as_str());
         if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
             request.headers_mut().insert(TRACEPARENT, value);
@@ -416,7 +418,8 @@ impl Gateway {
             Ok(request) => request,
             Err(response) => return response,
         };
-        if let Ok(value) = HeaderValue::from_str(&trace.child().to_string()) {
+        // The node serving it makes its own span, a child of this request's.
+        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
             request.headers_mut().insert(TRACEPARENT, value);
         }
         let by = tokio::time::Instant::now() + self.settings.request_timeout.duration();
@@ -562,7 +565,7 @@ impl Gateway {
         &self,
         peer: &str,
         module: &str,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Response<Body> {
         let Some(slot) = self.directory.local(module) else {
             return responses::plain(
@@ -580,12 +583,11 @@ impl Gateway {
                 format!("{path} is not a route of module {module}"),
             );
         }
-        let trace = request
+        let parent = request
             .headers()
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse)
-            .unwrap_or_else(TraceContext::new_root);
+            .and_then(TraceContext::parse);
         let span = tracing::info_span!(
             "forwarded",
             from = %peer,
@@ -598,8 +600,14 @@ impl Gateway {
                 .unwrap_or_default(),
             status = tracing::field::Empty,
             error_id = tracing::field::Empty,
-            trace_id = %trace.trace_id(),
+            trace_id = tracing::field::Empty,
         );
+        // The module's hop is this span, a child of the entry node's request.
+        let trace = TraceContext::for_span(&span, parent);
+        span.record("trace_id", trace.trace_id().as_str());
+        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
         let response = self
             .serve_local(&span, &slot, request, trace)
             .instrument(span.clone())

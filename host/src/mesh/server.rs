@@ -226,7 +226,6 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
             )
         }
     };
-    let trace = TraceContext::parse(&header.traceparent).unwrap_or_else(TraceContext::new_root);
     let span = tracing::info_span!(
         "remote_call",
         from = %peer,
@@ -234,9 +233,12 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
         callee = %inbound.callee(),
         function = %header.function,
         depth = header.depth,
-        trace_id = %trace.trace_id(),
+        trace_id = tracing::field::Empty,
         request_id = tracing::field::Empty,
     );
+    // The callee's hop is this span, a child of the caller's call span.
+    let trace = TraceContext::for_span(&span, TraceContext::parse(&header.traceparent));
+    span.record("trace_id", trace.trace_id().as_str());
     // A peer's request id is logged only if it is one the gateway would have kept.
     let request_id = Some(header.request_id.as_str())
         .filter(|id| request_id::is_sane(id.as_bytes()))

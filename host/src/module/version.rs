@@ -204,6 +204,7 @@ impl ModuleVersion {
             Ok(Ok((instance, output))) => {
                 // Only an instance whose work ended normally is worth keeping.
                 if let Some(warm) = &self.warm {
+                    store.data().log_span.release();
                     warm.give_back(WarmInstance { store, instance });
                 }
                 Ok(output)

@@ -28,7 +28,11 @@
 //!   `modhost_bulkhead_shed_total` (calls refused: queue full or waited too long);
 //! - the mesh's balance, by `module` and `node`: `modhost_mesh_ejected` (1 while the
 //!   node is out of the module's balance after failing) and
-//!   `modhost_mesh_ejections_total`.
+//!   `modhost_mesh_ejections_total`;
+//! - spans sent to the `[telemetry] otlp` collector: `modhost_trace_spans_exported_total`,
+//!   `modhost_trace_spans_dropped_total` (the export queue was full: the collector is
+//!   slow or away) and `modhost_trace_exports_failed_total` (batches the collector did
+//!   not take).
 //!
 //! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
 //! first buckets, a slow request in the last.
@@ -69,6 +73,19 @@ pub struct Metrics {
     /// The mesh's balance: nodes ejected now (gauge), ejections (counter).
     mesh_ejected: Family<EndpointLabels, Gauge>,
     mesh_ejections: Family<EndpointLabels, Counter>,
+    /// Spans exported over OTLP: sent, dropped, batches failed.
+    pub trace_export: TraceExportMetrics,
+}
+
+/// What became of the spans this node records for export.
+#[derive(Clone, Debug, Default)]
+pub struct TraceExportMetrics {
+    /// Spans the collector took.
+    pub exported: Counter,
+    /// Spans dropped because the export queue was full.
+    pub dropped: Counter,
+    /// Batches the collector refused or did not answer.
+    pub failed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -296,7 +313,24 @@ impl Metrics {
             "Times a node was ejected from a module's balance, by module and node",
             mesh_ejections.clone(),
         );
+        let trace_export = TraceExportMetrics::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans sent to the OTLP collector",
+            trace_export.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped because the export queue was full (the collector is slow or away)",
+            trace_export.dropped.clone(),
+        );
+        registry.register(
+            "trace_exports_failed",
+            "Batches of spans the OTLP collector refused or did not answer",
+            trace_export.failed.clone(),
+        );
         Metrics {
+            trace_export,
             registry,
             requests,
             request_seconds,

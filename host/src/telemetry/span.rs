@@ -27,6 +27,15 @@ impl LogSpan {
         }
     }
 
+    /// Lets go of the span once the work is done: an idle warm instance must not hold
+    /// its last call's span open, or that span would end (in the log, and at the
+    /// trace collector) only when the instance serves again.
+    pub fn release(&self) {
+        if let Ok(mut span) = self.0.lock() {
+            *span = tracing::Span::none();
+        }
+    }
+
     /// The span, to log in.
     pub fn get(&self) -> tracing::Span {
         self.0

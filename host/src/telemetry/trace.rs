@@ -64,6 +64,15 @@ impl TraceContext {
         }
     }
 
+    /// The context of the hop `span` records, in `parent`'s trace (a new trace when
+    /// there is none). When spans are exported ([`super::export`]) these are the ids
+    /// of `span` itself, made the child of `parent`, so the next hop names a span the
+    /// collector has; otherwise a fresh span id. Call before `span` is first entered.
+    pub fn for_span(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+        super::export::span_context(span, parent)
+            .unwrap_or_else(|| parent.map_or_else(TraceContext::new_root, |parent| parent.child()))
+    }
+
     /// The trace id as 32 hex digits, as logs show it.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)

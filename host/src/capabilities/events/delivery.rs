@@ -292,11 +292,6 @@ impl Subscriber {
         attempt: u32,
         tx: Transaction,
     ) -> (Result<(), String>, Option<Transaction>) {
-        let trace = envelope
-            .traceparent
-            .as_deref()
-            .and_then(TraceContext::parse)
-            .map_or_else(TraceContext::new_root, |parent| parent.child());
         let span = tracing::info_span!(
             "event",
             module = %self.name(),
@@ -304,8 +299,15 @@ impl Subscriber {
             event = %envelope.id,
             source = %envelope.source,
             attempt,
-            trace_id = %trace.trace_id(),
+            trace_id = tracing::field::Empty,
         );
+        // The handler's hop is this span, a child of the publisher's.
+        let parent = envelope
+            .traceparent
+            .as_deref()
+            .and_then(TraceContext::parse);
+        let trace = TraceContext::for_span(&span, parent);
+        span.record("trace_id", trace.trace_id().as_str());
         let mut work = Handle {
             event: envelope.to_event(attempt),
             tx: Some(tx),

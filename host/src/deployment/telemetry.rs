@@ -1,0 +1,65 @@
+//! `[telemetry]`: where this node's spans go (OTLP over HTTP), how many new traces
+//! are recorded, and the name the node reports them under. Off unless `otlp` is set.
+
+use serde::Deserialize;
+
+use super::Problems;
+
+pub use crate::telemetry::export::TelemetrySettings;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TelemetrySection {
+    otlp: Option<String>,
+    sampling: Option<f64>,
+    service_name: Option<String>,
+    queue: Option<usize>,
+}
+
+impl TelemetrySection {
+    pub(super) fn settings(self, problems: &mut Problems) -> TelemetrySettings {
+        let mut settings = TelemetrySettings::default();
+        if let Some(otlp) = self.otlp {
+            match otlp.parse::<http::Uri>() {
+                Ok(uri)
+                    if uri.scheme_str() == Some("http")
+                        && uri.host().is_some()
+                        && uri.query().is_none() =>
+                {
+                    settings.otlp = Some(uri);
+                }
+                Ok(_) => problems.add(
+                    "telemetry.otlp",
+                    "must be an http:// address of an OTLP/HTTP collector, such as \
+                     \"http://127.0.0.1:4318\" (for TLS, run a collector beside the node)",
+                ),
+                Err(error) => problems.add("telemetry.otlp", &format!("is not a URL: {error}")),
+            }
+        }
+        if let Some(sampling) = self.sampling {
+            if (0.0..=1.0).contains(&sampling) {
+                settings.sampling = sampling;
+            } else {
+                problems.add(
+                    "telemetry.sampling",
+                    "must be from 0 to 1 (the share of new traces recorded)",
+                );
+            }
+        }
+        if let Some(name) = self.service_name {
+            if name.trim().is_empty() {
+                problems.add("telemetry.service_name", "must not be empty");
+            } else {
+                settings.service_name = Some(name);
+            }
+        }
+        if let Some(queue) = self.queue {
+            if queue == 0 {
+                problems.add("telemetry.queue", "must be at least 1");
+            } else {
+                settings.queue = queue;
+            }
+        }
+        settings
+    }
+}

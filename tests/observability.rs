@@ -1,0 +1,264 @@
+//! Seeing the system: spans exported over OTLP to a real receiver (a protocol-level
+//! one, decoding OTLP's protobuf), one trace per user request across nodes and the
+//! broker, and a collector that is away costing requests nothing.
+
+mod common;
+use common::cluster::Cluster;
+use common::kafka::Broker;
+use common::otlp::{ReceivedSpan, Receiver};
+use common::shop::PLACEMENT;
+use common::*;
+use std::time::Duration;
+
+const GOOD_ORDER: &str = r#"{"customer_id": 2, "lines": [{"sku": "KB-001", "quantity": 1}],
+    "card": {"number": "4242 4242 4242 4242", "expiry_month": 12, "expiry_year": 2030}}"#;
+
+/// The one span of `spans` named `name` for which `matches` holds.
+fn one<'a>(
+    spans: &'a [ReceivedSpan],
+    name: &str,
+    matches: impl Fn(&ReceivedSpan) -> bool,
+) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name == name && matches(s))
+        .collect();
+    assert_eq!(found.len(), 1, "one {name} span expected, got {found:#?}");
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let toml = format!(
+        "{SHOP}backend = \"kafka\"\nbrokers = \"{}\"\npartitions = 3\n\n\
+         [telemetry]\notlp = \"{}\"\n",
+        broker.address(),
+        receiver.endpoint()
+    );
+    let cluster = Cluster::start(&toml, &["a", "b", "c"], PLACEMENT);
+    let entry = cluster.node("a");
+
+    let placed = send(
+        &client(false),
+        "POST",
+        &entry.url("/orders"),
+        Some(GOOD_ORDER),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+
+    // The request's span at the entry node names the trace.
+    let spans = receiver
+        .wait_for(
+            Duration::from_secs(30),
+            "request span for POST /orders",
+            |spans| {
+                spans
+                    .iter()
+                    .any(|s| s.name == "request" && s.attribute("path") == "/orders")
+            },
+        )
+        .await;
+    let request = one(&spans, "request", |s| s.attribute("path") == "/orders");
+    let trace = request.trace_id.clone();
+    assert_eq!((request.node.as_str(), request.parent.as_str()), ("a", ""));
+    assert_eq!(request.service, "shop");
+
+    // Everything the order caused, in the same trace: the calls from orders (node a),
+    // each served on its own node, and payments.charged handled by both subscribers.
+    let in_trace = |s: &ReceivedSpan| s.trace_id == trace;
+    let spans = receiver
+        .wait_for(
+            Duration::from_secs(30),
+            "the order's whole trace",
+            |spans| {
+                let of = |name: &str| {
+                    spans
+                        .iter()
+                        .filter(|s| in_trace(s) && s.name == name)
+                        .count()
+                };
+                of("call") >= 2 && of("remote_call") >= 2 && of("event") >= 2
+            },
+        )
+        .await;
+    let spans: Vec<ReceivedSpan> = spans.into_iter().filter(in_trace).collect();
+    let call_to = |callee: &'static str| {
+        one(&spans, "call", move |s| {
+            s.attribute("caller") == "orders" && s.attribute("callee") == callee
+        })
+    };
+    let (reserve, charge) = (call_to("inventory"), call_to("payments"));
+    for call in [reserve, charge] {
+        assert_eq!(call.node, "a", "{call:?}");
+        assert_eq!(
+            call.parent, request.span_id,
+            "a call's parent is the request: {call:?}"
+        );
+    }
+    let served = |callee: &'static str| {
+        one(&spans, "remote_call", move |s| {
+            s.attribute("callee") == callee
+        })
+    };
+    let (reserved, charged) = (served("inventory"), served("payments"));
+    assert_eq!(
+        (reserved.node.as_str(), reserved.parent.as_str()),
+        ("b", reserve.span_id.as_str())
+    );
+    assert_eq!(
+        (charged.node.as_str(), charged.parent.as_str()),
+        ("c", charge.span_id.as_str())
+    );
+    for subscriber in ["orders", "notifications"] {
+        let handled = one(&spans, "event", |s| {
+            s.attribute("module") == subscriber && s.attribute("topic") == "payments.charged"
+        });
+        assert_eq!(handled.node, "a", "{handled:?}");
+        assert_eq!(
+            handled.parent, charged.span_id,
+            "{subscriber}'s delivery is a child of the payment that published it"
+        );
+    }
+    // Every span's parent is a span of the trace, but the request's.
+    for span in &spans {
+        if span.span_id != request.span_id {
+            assert!(
+                spans.iter().any(|parent| parent.span_id == span.parent),
+                "{span:?} has a parent the collector never got"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_costs_requests_nothing() {
+    // A collector that takes the connection and the spans, and never answers: the
+    // export task waits on it, bounded, while requests go on and their spans past the
+    // queue's bound are dropped and counted.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let (exporting, exported) = tokio::sync::oneshot::channel();
+    let collector = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut exporting = Some(exporting);
+        let mut held = Vec::new();
+        loop {
+            let (mut stream, _) = silent.accept().await.unwrap();
+            let mut first = [0u8; 1];
+            if stream.read_exact(&mut first).await.is_ok() {
+                if let Some(exporting) = exporting.take() {
+                    let _ = exporting.send(());
+                }
+            }
+            held.push(stream);
+        }
+    });
+    let deployment = TestDeployment::new(&format!(
+        "{SHOP}\n[telemetry]\notlp = \"http://{address}\"\nqueue = 1\n"
+    ));
+    let host = Modhost::start(&deployment);
+    let http = client(false);
+    let users = host.url("/users/2");
+    let answer = send(&http, "GET", &users, None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // Its span is being sent, to no answer.
+    tokio::time::timeout(Duration::from_secs(30), exported)
+        .await
+        .expect("the node sends its spans to the collector")
+        .unwrap();
+    for _ in 0..20 {
+        let answer = send(&http, "GET", &users, None).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let placed = send(&http, "POST", &host.url("/orders"), Some(GOOD_ORDER)).await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = send(&http, "GET", &host.url("/metrics"), None).await.text();
+        let dropped = counter(&metrics, "modhost_trace_spans_dropped_total");
+        let failed = counter(&metrics, "modhost_trace_exports_failed_total");
+        // The batch waited on times out, and fails; the spans that came meanwhile
+        // found the queue full.
+        if dropped > 0 && failed > 0 {
+            assert_eq!(counter(&metrics, "modhost_trace_spans_exported_total"), 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dropped {dropped}, failed {failed}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    collector.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modules_output_is_an_event_of_the_span_it_served_and_a_client_trace_is_joined() {
+    let receiver = Receiver::start().await;
+    let deployment = TestDeployment::new(&format!(
+        r#"
+[app]
+name = "traced"
+
+[modules.faulty]
+component = "{{faulty}}"
+routes = ["/faulty"]
+limits = {{ memory = "16MiB", timeout = "500ms", concurrency = 16 }}
+
+[telemetry]
+otlp = "{}"
+service_name = "edge-shop"
+"#,
+        receiver.endpoint()
+    ));
+    let host = Modhost::start(&deployment);
+    // The client's own trace: the request joins it, as a child of the client's span.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let trapped = send_with_headers(
+        &client(false),
+        "GET",
+        &host.url("/faulty/trap"),
+        &[(
+            "traceparent",
+            &format!("00-{client_trace}-{client_span}-01"),
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(trapped.status, 500, "{}", trapped.text());
+    let spans = receiver
+        .wait_for(
+            Duration::from_secs(30),
+            "the trapped request's span",
+            |spans| spans.iter().any(|s| s.name == "request"),
+        )
+        .await;
+    let request = one(&spans, "request", |s| s.attribute("path") == "/faulty/trap");
+    assert_eq!(request.service, "edge-shop");
+    assert_eq!(request.trace_id, client_trace);
+    assert_eq!(request.parent, client_span);
+    assert_eq!(request.attribute("status"), "500");
+    // What the module wrote to stderr as it trapped, with the module's name.
+    let said = request.events.iter().find(|(line, attributes)| {
+        attributes.get("module").map(String::as_str) == Some("faulty")
+            && line.contains("deliberate trap")
+    });
+    let Some((_, attributes)) = said else {
+        panic!("no event of the module's in {request:#?}");
+    };
+    assert_eq!(attributes.get("stream").map(String::as_str), Some("stderr"));
+}
