@@ -14,29 +14,21 @@ DURATION=${1:-10s}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 rustup target add wasm32-wasip2 >/dev/null
 cargo build --profile guest --target wasm32-wasip2 -p users
 cargo build --release -p modhost --bin modhost
 
 WORK=$(mktemp -d); chmod 755 "$WORK"   # the postgres user must reach its cluster dir
 PID=
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  postgres_stop
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # A Postgres cluster on a free port, password auth over TCP.
-PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/pg"; echo bench-password > "$WORK/pg/pwfile"
-[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK/pg"
-as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U admin --pwfile="$WORK/pg/pwfile" \
-  --auth-host=scram-sha-256 --auth-local=trust -E UTF8 >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
-  -o "-p $PGPORT -c listen_addresses=127.0.0.1 -k $WORK/pg" start >/dev/null
+source benches/postgres.sh
 PGPASSWORD=bench-password "$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U admin shop
 
 deployment() { # deployment NAME DATABASE
