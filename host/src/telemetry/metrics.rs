@@ -34,7 +34,7 @@
 //!   slow or away) and `modhost_trace_exports_failed_total` (batches the collector did
 //!   not take).
 //!
-//! Durations go into buckets from 5 µs doubling to ~2.6 s: a warm call lands in the
+//! Durations go into buckets from 10 µs doubling to ~84 s: a warm call lands in the
 //! first buckets, a slow request in the last.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -186,13 +186,17 @@ struct EdgeLabels {
     callee: String,
 }
 
+/// How many duration buckets: from 10 µs doubling to ~84 s, past the longest timeout
+/// a deployment sets (a 60 s request lands in a bucket of its own, not in +Inf).
+const DURATION_BUCKETS: u16 = 24;
+
 /// Makes each new histogram with the host's duration buckets.
 #[derive(Clone, Copy)]
 struct DurationBuckets;
 
 impl MetricConstructor<Histogram> for DurationBuckets {
     fn new_metric(&self) -> Histogram {
-        Histogram::new(exponential_buckets(5e-6, 2.0, 20))
+        Histogram::new(exponential_buckets(10e-6, 2.0, DURATION_BUCKETS))
     }
 }
 
@@ -559,6 +563,27 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn buckets_run_from_10_microseconds_past_a_minute() {
+        let metrics = Metrics::new();
+        metrics.record_request("slow", 200, Duration::from_secs(61));
+        metrics.record_request("slow", 200, Duration::from_micros(9));
+        let text = metrics.encode();
+        let bucket = |le: &str| {
+            format!(r#"modhost_http_request_duration_seconds_bucket{{le="{le}",module="slow"}}"#)
+        };
+        // 9 µs in the first bucket; the 61 s request below the last finite bound.
+        assert!(text.contains(&format!("{} 1", bucket("0.00001"))), "{text}");
+        assert!(
+            text.contains(&format!("{} 1", bucket("41.94304"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 2", bucket("83.88608"))),
+            "{text}"
+        );
     }
 
     #[test]
