@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::Problems;
 
 pub use crate::telemetry::export::TelemetrySettings;
+use crate::telemetry::export::MAX_QUEUE;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,10 +55,13 @@ impl TelemetrySection {
             }
         }
         if let Some(queue) = self.queue {
-            if queue == 0 {
-                problems.add("telemetry.queue", "must be at least 1");
-            } else {
+            if (1..=MAX_QUEUE).contains(&queue) {
                 settings.queue = queue;
+            } else {
+                problems.add(
+                    "telemetry.queue",
+                    &format!("must be from 1 to {MAX_QUEUE} (spans waiting for export)"),
+                );
             }
         }
         settings

@@ -794,6 +794,10 @@ fn telemetry_is_off_by_default_and_checked_when_set() {
         "{}",
         errors[0].problem
     );
+    let huge = self::errors(&format!(
+        "{MINIMAL}\n[telemetry]\notlp = \"http://c:4318\"\nqueue = 9223372036854775807\n"
+    ));
+    assert_eq!(huge[0].key, "telemetry.queue", "{huge:?}");
     let misspelt = self::errors(&format!(
         "{MINIMAL}\n[telemetry]\notlp = \"http://c:4318\"\nsampled = 1\n"
     ));

@@ -46,6 +46,9 @@ use super::trace::TraceContext;
 /// How many spans wait for export at most, by default.
 pub const DEFAULT_QUEUE: usize = 4096;
 
+/// The largest export queue a deployment may ask for.
+pub const MAX_QUEUE: usize = 1_000_000;
+
 /// How this node exports its spans: the deployment's `[telemetry]`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySettings {
@@ -116,6 +119,16 @@ impl Exported {
 impl<S> tracing_subscriber::layer::Filter<S> for Exported {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
         Exported::wanted(metadata)
+    }
+
+    // Without it the subscriber's level hint would be "anything", and every
+    // dependency's `trace!` and `log::trace!` would be built to be filtered.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(if ACTIVE.load(Ordering::Relaxed) {
+            tracing::level_filters::LevelFilter::INFO
+        } else {
+            tracing::level_filters::LevelFilter::OFF
+        })
     }
 
     fn callsite_enabled(
@@ -325,6 +338,30 @@ impl SpanProcessor for Queue {
     }
 }
 
+/// Sends `batch` (emptying it), counting what became of it.
+async fn send(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    batch: &mut Vec<SpanData>,
+    counts: &TraceExportMetrics,
+    failures: &mut u64,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let sent = batch.len() as u64;
+    if let Err(error) = exporter.export(std::mem::take(batch)).await {
+        counts.failed.inc();
+        *failures += 1;
+        // The first failure, then one in a hundred: a collector that is away must
+        // not flood the log.
+        if *failures % 100 == 1 {
+            tracing::warn!(target: "export", failures, "sending spans to the OTLP collector: {error}");
+        }
+        return;
+    }
+    counts.exported.inc_by(sent);
+}
+
 /// The export task: takes spans from the queue in batches (up to [`BATCH`], or what
 /// came within [`BATCH_WAIT`] of the first) and sends each batch, one at a time.
 async fn send_batches(
@@ -344,37 +381,29 @@ async fn send_batches(
             },
             Some(done) = flushes.recv() => flushed = Some(done),
         }
-        let until = tokio::time::Instant::now() + BATCH_WAIT;
-        while batch.len() < BATCH {
-            let next = if flushed.is_some() {
-                queued.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(until, queued.recv())
-                    .await
-                    .ok()
-                    .flatten()
-            };
-            match next {
-                Some(span) => batch.push(span),
-                None => break,
-            }
-        }
-        if !batch.is_empty() {
-            let sent = batch.len() as u64;
-            match exporter.export(std::mem::take(&mut batch)).await {
-                Ok(()) => {
-                    counts.exported.inc_by(sent);
-                }
-                Err(error) => {
-                    counts.failed.inc();
-                    failures += 1;
-                    // The first failure, then one in a hundred: a collector that is
-                    // away must not flood the log.
-                    if failures % 100 == 1 {
-                        tracing::warn!(target: "export", failures, "sending spans to the OTLP collector: {error}");
+        if flushed.is_some() {
+            // Everything queued now, batch after batch.
+            loop {
+                while batch.len() < BATCH {
+                    match queued.try_recv() {
+                        Ok(span) => batch.push(span),
+                        Err(_) => break,
                     }
                 }
+                if batch.is_empty() {
+                    break;
+                }
+                send(&exporter, &mut batch, &counts, &mut failures).await;
             }
+        } else {
+            let until = tokio::time::Instant::now() + BATCH_WAIT;
+            while batch.len() < BATCH {
+                match tokio::time::timeout_at(until, queued.recv()).await {
+                    Ok(Some(span)) => batch.push(span),
+                    _ => break,
+                }
+            }
+            send(&exporter, &mut batch, &counts, &mut failures).await;
         }
         if let Some(done) = flushed {
             let _ = done.send(());

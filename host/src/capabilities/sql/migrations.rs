@@ -168,6 +168,8 @@ pub async fn apply(database: &Database, dir: &Path) -> Result<usize> {
             .map_err(failed)?;
         if !already.rows.is_empty() {
             transaction.rollback().await.map_err(failed)?;
+            // Another node changed the schema under this node's connections.
+            database.schema_changed();
             continue;
         }
         transaction

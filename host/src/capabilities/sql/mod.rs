@@ -139,6 +139,10 @@ impl Capability for Sql {
             let applied = migrations::apply(database, &dir)
                 .await
                 .with_context(|| format!("migrating {}'s database", version.spec.name))?;
+            // The new version's migrations may have been applied by another node of
+            // the deployment, before this one got to them: its connections knew the
+            // schema before either way.
+            database.schema_changed();
             if applied > 0 {
                 tracing::info!(module = %version.spec.name, applied, dir = %dir.display(), "migrations applied for the new version");
             }
@@ -684,7 +688,12 @@ impl Transaction {
                 (TransactionOn::Sqlite(tx, clock), _, _) => {
                     sqlite::query(&mut **tx, statement, &params, budget, clock).await
                 }
-                (TransactionOn::Postgres(tx), _, _) => {
+                // The host's statements are not kept: a module could replace a
+                // kept one (see `postgres::host_query_in`).
+                (TransactionOn::Postgres(tx), Author::Host, _) => {
+                    postgres::host_query_in(tx, statement, &params, budget).await
+                }
+                (TransactionOn::Postgres(tx), Author::Module, _) => {
                     postgres::query_in(tx, statement, &params, budget).await
                 }
             }
@@ -709,7 +718,10 @@ impl Transaction {
                 (TransactionOn::Sqlite(tx, clock), _, _) => {
                     sqlite::execute(&mut **tx, statement, &params, budget, clock).await
                 }
-                (TransactionOn::Postgres(tx), _, _) => {
+                (TransactionOn::Postgres(tx), Author::Host, _) => {
+                    postgres::host_execute_in(tx, statement, &params).await
+                }
+                (TransactionOn::Postgres(tx), Author::Module, _) => {
                     postgres::execute_in(tx, statement, &params).await
                 }
             }
@@ -737,7 +749,7 @@ impl Transaction {
             let mut keyed = Vec::with_capacity(params.len() + 1);
             keyed.push(Value::Blob(key.to_vec()));
             keyed.extend(params);
-            postgres::query_in(tx, &statement, &keyed, budget).await
+            postgres::host_query_in(tx, &statement, &keyed, budget).await
         })
     }
 

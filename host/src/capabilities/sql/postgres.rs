@@ -409,8 +409,8 @@ fn password(admin_url: &str, role: &str) -> String {
 /// Runs a query on a connection of `pool` lent for it alone, taking its rows as they
 /// come until they outweigh `budget`. (Postgres sends a row whole: the host holds at
 /// most one row past the bound, and a row is at most what Postgres allows, 1 GB a
-/// value.) A statement the connection kept from before a schema change is prepared
-/// afresh and run once more ([`StaleStatements`]): it failed before it ran.
+/// value.) A kept statement whose plan the schema outdated is prepared afresh and run
+/// once more ([`StaleStatements`]): it failed before it ran.
 pub async fn query(
     pool: &sqlx::PgPool,
     statement: &str,
@@ -418,10 +418,13 @@ pub async fn query(
     budget: ResultBudget,
 ) -> Result<Rows, Error> {
     let mut connection = pool.acquire().await.map_err(error)?;
-    match try_query(&mut connection, statement, params, budget).await {
-        Err(Failure::Stale(_)) => {
+    match try_query(&mut connection, statement, params, budget, Keep::Yes).await {
+        Err(Failure::Stale { retry, failed }) => {
             StaleStatements::forget(&mut connection).await;
-            try_query(&mut connection, statement, params, budget)
+            if !retry {
+                return Err(failed);
+            }
+            try_query(&mut connection, statement, params, budget, Keep::Yes)
                 .await
                 .map_err(Failure::into_error)
         }
@@ -438,26 +441,57 @@ pub async fn query_in(
     params: &[Value],
     budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    let done = try_query(connection, statement, params, budget).await;
-    if let Err(Failure::Stale(_)) = done {
+    let done = try_query(connection, statement, params, budget, Keep::Yes).await;
+    if let Err(Failure::Stale { .. }) = done {
         StaleStatements::forget(connection).await;
     }
     done.map_err(Failure::into_error)
+}
+
+/// Runs one of the host's statements inside a module's transaction, **not** kept:
+/// a kept statement has a name the module can see (`pg_prepared_statements`) and
+/// replace with its own (`DEALLOCATE` and `PREPARE` it), which the host would then
+/// run with its secrets as parameters (the key of its functions, its lock keys).
+/// The unnamed statement of one call is the host's alone.
+pub async fn host_query_in(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    params: &[Value],
+    budget: ResultBudget,
+) -> Result<Rows, Error> {
+    try_query(connection, statement, params, budget, Keep::No)
+        .await
+        .map_err(Failure::into_error)
 }
 
 /// Runs a statement on a connection of `pool` lent for it alone; returns the number
 /// of rows it changed (a stale kept statement as in [`query`]).
 pub async fn execute(pool: &sqlx::PgPool, statement: &str, params: &[Value]) -> Result<u64, Error> {
     let mut connection = pool.acquire().await.map_err(error)?;
-    match try_execute(&mut connection, statement, params).await {
-        Err(Failure::Stale(_)) => {
+    match try_execute(&mut connection, statement, params, Keep::Yes).await {
+        Err(Failure::Stale { retry, failed }) => {
             StaleStatements::forget(&mut connection).await;
-            try_execute(&mut connection, statement, params)
+            if !retry {
+                return Err(failed);
+            }
+            try_execute(&mut connection, statement, params, Keep::Yes)
                 .await
                 .map_err(Failure::into_error)
         }
         done => done.map_err(Failure::into_error),
     }
+}
+
+/// Runs one of the host's statements that changes rows inside a module's
+/// transaction, not kept (see [`host_query_in`]).
+pub async fn host_execute_in(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    params: &[Value],
+) -> Result<u64, Error> {
+    try_execute(connection, statement, params, Keep::No)
+        .await
+        .map_err(Failure::into_error)
 }
 
 /// Runs a statement inside a transaction (see [`query_in`]); returns the number of
@@ -467,18 +501,25 @@ pub async fn execute_in(
     statement: &str,
     params: &[Value],
 ) -> Result<u64, Error> {
-    let done = try_execute(connection, statement, params).await;
-    if let Err(Failure::Stale(_)) = done {
+    let done = try_execute(connection, statement, params, Keep::Yes).await;
+    if let Err(Failure::Stale { .. }) = done {
         StaleStatements::forget(connection).await;
     }
     done.map_err(Failure::into_error)
 }
 
+/// Whether a statement is kept prepared on its connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Yes,
+    No,
+}
+
 /// Why one attempt at a statement failed.
 enum Failure {
-    /// The connection's kept statement no longer matches the server
-    /// ([`StaleStatements`]); the statement did not run.
-    Stale(Error),
+    /// The connection's kept statements no longer match the server
+    /// ([`StaleStatements`]); `retry`: the statement did not run and may run again.
+    Stale { failed: Error, retry: bool },
     /// Anything else: the statement's own failure.
     Statement(Error),
 }
@@ -486,7 +527,7 @@ enum Failure {
 impl Failure {
     fn into_error(self) -> Error {
         match self {
-            Failure::Stale(failed) | Failure::Statement(failed) => failed,
+            Failure::Stale { failed, .. } | Failure::Statement(failed) => failed,
         }
     }
 }
@@ -496,16 +537,20 @@ async fn try_query(
     statement: &str,
     params: &[Value],
     budget: ResultBudget,
+    keep: Keep,
 ) -> Result<Rows, Failure> {
     use futures_util::{StreamExt, TryStreamExt};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let text = kept_text(statement, params);
-    let stale = AtomicBool::new(false);
-    let stream = bind(sqlx::query(&text), params)
+    use std::sync::Mutex;
+    let text = match keep {
+        Keep::Yes => kept_text(statement, params),
+        Keep::No => statement.to_string(),
+    };
+    let stale = Mutex::new(None);
+    let stream = bind(sqlx::query(&text).persistent(keep == Keep::Yes), params)
         .fetch(connection)
         .inspect_err(|failed| {
-            if StaleStatements::caused(failed) {
-                stale.store(true, Ordering::Relaxed);
+            if let (Some(found), Ok(mut seen)) = (StaleStatements::of(failed), stale.lock()) {
+                *seen = Some(found);
             }
         })
         .boxed();
@@ -515,9 +560,13 @@ async fn try_query(
         decode(row)
     })
     .await;
-    match done {
-        Err(failed) if stale.load(Ordering::Relaxed) => Err(Failure::Stale(failed)),
-        done => done.map_err(Failure::Statement),
+    let stale = stale.lock().ok().and_then(|mut seen| seen.take());
+    match (done, stale) {
+        (Err(failed), Some(stale)) => Err(Failure::Stale {
+            failed,
+            retry: stale == Stale::Replanned,
+        }),
+        (done, _) => done.map_err(Failure::Statement),
     }
 }
 
@@ -525,12 +574,22 @@ async fn try_execute(
     connection: &mut sqlx::PgConnection,
     statement: &str,
     params: &[Value],
+    keep: Keep,
 ) -> Result<u64, Failure> {
-    let text = kept_text(statement, params);
-    match bind(sqlx::query(&text), params).execute(connection).await {
+    let text = match keep {
+        Keep::Yes => kept_text(statement, params),
+        Keep::No => statement.to_string(),
+    };
+    let query = sqlx::query(&text).persistent(keep == Keep::Yes);
+    match bind(query, params).execute(connection).await {
         Ok(done) => Ok(done.rows_affected()),
-        Err(failed) if StaleStatements::caused(&failed) => Err(Failure::Stale(error(failed))),
-        Err(failed) => Err(Failure::Statement(error(failed))),
+        Err(failed) => match StaleStatements::of(&failed) {
+            Some(stale) => Err(Failure::Stale {
+                failed: error(failed),
+                retry: stale == Stale::Replanned,
+            }),
+            None => Err(Failure::Statement(error(failed))),
+        },
     }
 }
 
@@ -565,24 +624,42 @@ fn kept_text(statement: &str, params: &[Value]) -> String {
 /// were prepared.
 ///
 /// A kept `SELECT *` fails once a table it reads gains or loses a column ("cached
-/// plan must not change result type"); a module's `DEALLOCATE ALL` or `DISCARD ALL`
-/// drops the server's side of every kept statement ("prepared statement … does not
-/// exist"); a module's own `PREPARE` can take a name sqlx would use next ("… already
-/// exists"). Each fails before the statement runs, and each is cured by forgetting
-/// the connection's kept statements. The host's migrations do more: connections
-/// opened before one are not lent again ([`super::SchemaClock`]).
+/// plan must not change result type"): the server found out as it bound the
+/// statement, before running it, so it is safe to prepare it again and run it. A
+/// module's `DEALLOCATE ALL` or `DISCARD ALL` drops the server's side of every kept
+/// statement, and its own `PREPARE` can take a name sqlx would use next: those fail
+/// the statement (they may also come from the module's own `EXECUTE` or `PREPARE`,
+/// mid-way through work that is not run twice) and the connection forgets what it
+/// kept. The host's migrations do more: connections opened before one are not lent
+/// again ([`super::SchemaClock`]).
 struct StaleStatements;
 
+/// What a stale kept statement met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// Its plan was outdated by a schema change, found as it was bound: it did not
+    /// run.
+    Replanned,
+    /// Prepared statements of the session were dropped or taken.
+    Dropped,
+}
+
 impl StaleStatements {
-    /// Whether `failed` is one of those failures (by its SQLSTATE: 0A000
-    /// feature_not_supported, which the changed result type is; 26000
-    /// invalid_sql_statement_name; 42P05 duplicate_prepared_statement).
-    fn caused(failed: &sqlx::Error) -> bool {
-        matches!(
-            failed,
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("0A000" | "26000" | "42P05"))
-        )
+    /// Which of those `failed` is, by its SQLSTATE and (for the outdated plan) the
+    /// server routine that raised it: 0A000 from `RevalidateCachedQuery`; 26000
+    /// invalid_sql_statement_name; 42P05 duplicate_prepared_statement.
+    fn of(failed: &sqlx::Error) -> Option<Stale> {
+        let sqlx::Error::Database(db) = failed else {
+            return None;
+        };
+        let routine = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.routine());
+        match (db.code().as_deref(), routine) {
+            (Some("0A000"), Some("RevalidateCachedQuery")) => Some(Stale::Replanned),
+            (Some("26000" | "42P05"), _) => Some(Stale::Dropped),
+            _ => None,
+        }
     }
 
     /// Forgets every statement `connection` keeps, here and on the server. (Allowed
