@@ -49,8 +49,6 @@ use access::Guards;
 use connections::{Activity, Clients};
 use routes::RouteTable;
 
-/// The W3C Trace Context request header.
-const TRACEPARENT: &str = "traceparent";
 /// How long a connection closed with nothing in flight may take to close.
 const GOODBYE: Duration = Duration::from_secs(1);
 /// How often the rate limiters forget clients that are back to a full allowance.
@@ -241,11 +239,7 @@ impl Gateway {
         // The request joins the caller's trace, or starts one; the module sees its own
         // hop (this span) as `traceparent`, and everything it causes carries the same
         // trace id.
-        let incoming = request
-            .headers()
-            .get(TRACEPARENT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(TraceContext::parse);
+        let incoming = TraceContext::from_headers(request.headers());
         let trace = TraceContext::for_span(&span, incoming);
         let mut response = self
             .route(request, client, &span, trace)
@@ -272,9 +266,9 @@ impl Gateway {
         trace: TraceContext,
     ) -> Response<Body> {
         span.record("trace_id", trace.trace_id().as_str());
-        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
-            request.headers_mut().insert(TRACEPARENT, value);
-        }
+        // Also what a forwarded request carries: the serving node makes its own span,
+        // a child of this request's.
+        trace.write_to(request.headers_mut());
         let path = request.uri().path();
         if path == "/healthz" {
             return responses::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
@@ -302,7 +296,7 @@ impl Gateway {
         }
         let module_name = matched.module.to_string();
         let Some(slot) = self.directory.local(&module_name) else {
-            return self.forward(span, &module_name, request, trace).await;
+            return self.forward(span, &module_name, request).await;
         };
         self.serve_local(span, &slot, request, trace).await
     }
@@ -401,7 +395,6 @@ impl Gateway {
         span: &tracing::Span,
         module: &str,
         request: Request<Incoming>,
-        trace: TraceContext,
     ) -> Response<Body> {
         let (Some(transport), Some(remote)) =
             (self.calls.transport(), self.directory.remote(module))
@@ -414,14 +407,10 @@ impl Gateway {
                 None,
             );
         };
-        let mut request = match self.read_body(request).await {
+        let request = match self.read_body(request).await {
             Ok(request) => request,
             Err(response) => return response,
         };
-        // The node serving it makes its own span, a child of this request's.
-        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
-            request.headers_mut().insert(TRACEPARENT, value);
-        }
         let by = tokio::time::Instant::now() + self.settings.request_timeout.duration();
         let route = || format!("gateway → {module} (forwarded)");
         let request = ForwardRequest::new(request, by, &route).await;
@@ -583,11 +572,7 @@ impl Gateway {
                 format!("{path} is not a route of module {module}"),
             );
         }
-        let parent = request
-            .headers()
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse);
+        let parent = TraceContext::from_headers(request.headers());
         let span = tracing::info_span!(
             "forwarded",
             from = %peer,
@@ -605,9 +590,7 @@ impl Gateway {
         // The module's hop is this span, a child of the entry node's request.
         let trace = TraceContext::for_span(&span, parent);
         span.record("trace_id", trace.trace_id().as_str());
-        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
-            request.headers_mut().insert(TRACEPARENT, value);
-        }
+        trace.write_to(request.headers_mut());
         let response = self
             .serve_local(&span, &slot, request, trace)
             .instrument(span.clone())

@@ -19,8 +19,7 @@
 //! deployment file is read) and does nothing until [`start`] gives it a tracer.
 
 use std::any::TypeId;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -92,11 +91,14 @@ type OtelLayer = OpenTelemetryLayer<Registry, SdkTracer>;
 /// The layer, set once by [`start`].
 static LAYER: OnceLock<OtelLayer> = OnceLock::new();
 
-/// Whether spans are recorded for export: read before anything else is done for it.
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-
 /// Asks the export task to send what it holds: answered once it has.
-static FLUSH: Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>> = Mutex::new(None);
+static FLUSH: OnceLock<mpsc::Sender<oneshot::Sender<()>>> = OnceLock::new();
+
+/// Whether spans are recorded for export (the layer exists): read before anything
+/// else is done for it.
+fn active() -> bool {
+    LAYER.get().is_some()
+}
 
 /// The subscriber's place for the exporting layer: forwards to it once it exists.
 pub(super) fn deferred_layer() -> impl Layer<Registry> {
@@ -110,7 +112,7 @@ struct Exported;
 
 impl Exported {
     fn wanted(metadata: &tracing::Metadata<'_>) -> bool {
-        ACTIVE.load(Ordering::Relaxed)
+        active()
             && *metadata.level() <= tracing::Level::INFO
             && metadata.target().starts_with("modhost")
     }
@@ -124,7 +126,7 @@ impl<S> tracing_subscriber::layer::Filter<S> for Exported {
     // Without it the subscriber's level hint would be "anything", and every
     // dependency's `trace!` and `log::trace!` would be built to be filtered.
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(if ACTIVE.load(Ordering::Relaxed) {
+        Some(if active() {
             tracing::level_filters::LevelFilter::INFO
         } else {
             tracing::level_filters::LevelFilter::OFF
@@ -252,10 +254,7 @@ pub fn start(settings: &TelemetrySettings, service: &str, node: Option<&str>) ->
     if LAYER.set(layer).is_err() {
         anyhow::bail!("span export was already started in this process");
     }
-    if let Ok(mut slot) = FLUSH.lock() {
-        *slot = Some(flush);
-    }
-    ACTIVE.store(true, Ordering::Relaxed);
+    let _ = FLUSH.set(flush);
     // Call sites decided while export was off are asked again.
     tracing::callsite::rebuild_interest_cache();
     tracing::info!(
@@ -269,8 +268,7 @@ pub fn start(settings: &TelemetrySettings, service: &str, node: Option<&str>) ->
 /// Sends what the export queue holds now and waits for it (at most `within`): at
 /// shutdown, so the last requests' spans are not lost.
 pub async fn flush(within: Duration) {
-    let flush = FLUSH.lock().ok().and_then(|slot| slot.clone());
-    let Some(flush) = flush else { return };
+    let Some(flush) = FLUSH.get() else { return };
     let (done, sent) = oneshot::channel();
     if flush.send(done).await.is_ok() {
         let _ = tokio::time::timeout(within, sent).await;
@@ -284,7 +282,7 @@ pub(super) fn span_context(
     span: &tracing::Span,
     parent: Option<TraceContext>,
 ) -> Option<TraceContext> {
-    if !ACTIVE.load(Ordering::Relaxed) {
+    if !active() {
         return None;
     }
     if let Some(parent) = parent {

@@ -8,6 +8,9 @@
 
 use std::fmt;
 
+/// The W3C Trace Context header a request's trace travels in.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// Where a piece of work sits in a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -54,6 +57,22 @@ impl TraceContext {
             span_id,
             sampled: flags & 1 == 1,
         })
+    }
+
+    /// The context a request's `traceparent` header names, if it is a valid one.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<TraceContext> {
+        headers
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(TraceContext::parse)
+    }
+
+    /// Sets `headers`' `traceparent` to this context (what the module serving the
+    /// request sees as its own hop).
+    pub fn write_to(&self, headers: &mut http::HeaderMap) {
+        if let Ok(value) = http::HeaderValue::from_str(&self.to_string()) {
+            headers.insert(TRACEPARENT, value);
+        }
     }
 
     /// The context of the next hop in the same trace (a call, a delivery).

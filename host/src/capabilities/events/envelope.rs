@@ -146,7 +146,7 @@ pub fn check(key: &str, payload: &[u8], headers: &[(String, String)]) -> Option<
         if name
             .to_ascii_lowercase()
             .starts_with(RESERVED_HEADER_PREFIX)
-            || name == "traceparent"
+            || name == crate::telemetry::trace::TRACEPARENT
         {
             return Some(format!("header {name:?} is reserved for the host"));
         }

@@ -515,6 +515,21 @@ enum Keep {
     No,
 }
 
+impl Keep {
+    /// The text `statement` is sent as: kept under [`kept_text`], or as it is.
+    fn text<'a>(self, statement: &'a str, params: &[Value]) -> std::borrow::Cow<'a, str> {
+        match self {
+            Keep::Yes => kept_text(statement, params).into(),
+            Keep::No => statement.into(),
+        }
+    }
+
+    /// `text` as a query, kept or not.
+    fn query(self, text: &str) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(text).persistent(self == Keep::Yes)
+    }
+}
+
 /// Why one attempt at a statement failed.
 enum Failure {
     /// The connection's kept statements no longer match the server
@@ -540,17 +555,13 @@ async fn try_query(
     keep: Keep,
 ) -> Result<Rows, Failure> {
     use futures_util::{StreamExt, TryStreamExt};
-    use std::sync::Mutex;
-    let text = match keep {
-        Keep::Yes => kept_text(statement, params),
-        Keep::No => statement.to_string(),
-    };
-    let stale = Mutex::new(None);
-    let stream = bind(sqlx::query(&text).persistent(keep == Keep::Yes), params)
+    let text = keep.text(statement, params);
+    let stale = std::sync::OnceLock::new();
+    let stream = bind(keep.query(&text), params)
         .fetch(connection)
         .inspect_err(|failed| {
-            if let (Some(found), Ok(mut seen)) = (StaleStatements::of(failed), stale.lock()) {
-                *seen = Some(found);
+            if let Some(found) = StaleStatements::of(failed) {
+                let _ = stale.set(found);
             }
         })
         .boxed();
@@ -560,8 +571,7 @@ async fn try_query(
         decode(row)
     })
     .await;
-    let stale = stale.lock().ok().and_then(|mut seen| seen.take());
-    match (done, stale) {
+    match (done, stale.get().copied()) {
         (Err(failed), Some(stale)) => Err(Failure::Stale {
             failed,
             retry: stale == Stale::Replanned,
@@ -576,12 +586,8 @@ async fn try_execute(
     params: &[Value],
     keep: Keep,
 ) -> Result<u64, Failure> {
-    let text = match keep {
-        Keep::Yes => kept_text(statement, params),
-        Keep::No => statement.to_string(),
-    };
-    let query = sqlx::query(&text).persistent(keep == Keep::Yes);
-    match bind(query, params).execute(connection).await {
+    let text = keep.text(statement, params);
+    match bind(keep.query(&text), params).execute(connection).await {
         Ok(done) => Ok(done.rows_affected()),
         Err(failed) => match StaleStatements::of(&failed) {
             Some(stale) => Err(Failure::Stale {

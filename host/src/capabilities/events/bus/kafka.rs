@@ -34,11 +34,11 @@ use std::time::Duration;
 
 use super::{highest, Delivery, Position};
 use crate::capabilities::events::envelope::Envelope;
+use crate::telemetry::trace::TRACEPARENT;
 
 const ID: &str = "modhost-id";
 const SOURCE: &str = "modhost-source";
 const PUBLISHED_AT: &str = "modhost-published-at";
-const TRACEPARENT: &str = "traceparent";
 
 /// How long an event may wait in the producer for the broker before its send fails
 /// (and the relay tries it again later).
