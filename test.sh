@@ -35,6 +35,17 @@ else
   echo "(install it with: apt-get install redis-server)" >&2
 fi
 
+step "Prometheus server binary (the metrics test starts its own server)"
+if command -v prometheus >/dev/null 2>&1; then
+  command -v prometheus
+elif [ "${CI:-}" = "true" ]; then
+  echo "no prometheus: .ci/run installs it; CI may not skip" >&2
+  exit 1
+else
+  echo "no prometheus: the Prometheus test will be skipped" >&2
+  echo "(install it with: apt-get install prometheus)" >&2
+fi
+
 step "Kafka-protocol broker for the event tests (tansu, cached in \$MODHOST_TOOLS)"
 # tansu speaks the Kafka protocol; the tests start it themselves. Its default build has
 # no storage engine, and without --locked it does not compile. ~10 minutes, once.

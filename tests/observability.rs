@@ -1,11 +1,13 @@
 //! Seeing the system: spans exported over OTLP to a real receiver (a protocol-level
 //! one, decoding OTLP's protobuf), one trace per user request across nodes and the
-//! broker, and a collector that is away costing requests nothing.
+//! broker, and a collector that is away costing requests nothing; the metrics scraped
+//! by a real Prometheus server and queried through its API.
 
 mod common;
 use common::cluster::Cluster;
 use common::kafka::Broker;
 use common::otlp::{ReceivedSpan, Receiver};
+use common::prometheus::Prometheus;
 use common::shop::PLACEMENT;
 use common::*;
 use std::time::Duration;
@@ -82,7 +84,10 @@ async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
                         .filter(|s| in_trace(s) && s.name == name)
                         .count()
                 };
-                of("call") >= 2 && of("remote_call") >= 2 && of("event") >= 2
+                let charged_relayed = spans.iter().any(|s| {
+                    in_trace(s) && s.name == "relay" && s.attribute("topic") == "payments.charged"
+                });
+                of("call") >= 2 && of("remote_call") >= 2 && of("event") >= 2 && charged_relayed
             },
         )
         .await;
@@ -114,6 +119,18 @@ async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
         (charged.node.as_str(), charged.parent.as_str()),
         ("c", charge.span_id.as_str())
     );
+    // payments.charged left payments' outbox through its relay on node c: a child of
+    // the call that published it, and the parent of both handlers.
+    let relay = one(&spans, "relay", |s| {
+        s.attribute("topic") == "payments.charged"
+    });
+    assert_eq!(
+        (relay.node.as_str(), relay.parent.as_str()),
+        ("c", charged.span_id.as_str()),
+        "{relay:?}"
+    );
+    assert_eq!(relay.attribute("module"), "payments");
+    assert_eq!(relay.attribute("bus"), "kafka");
     for subscriber in ["orders", "notifications"] {
         // (A delivery the broker repeats is a span of its own, with the same parent.)
         let handled: Vec<&ReceivedSpan> = spans
@@ -131,8 +148,8 @@ async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
         for delivery in handled {
             assert_eq!(delivery.node, "a", "{delivery:?}");
             assert_eq!(
-                delivery.parent, charged.span_id,
-                "{subscriber}'s delivery is a child of the payment that published it"
+                delivery.parent, relay.span_id,
+                "{subscriber}'s delivery is a child of the relay that sent the event"
             );
         }
     }
@@ -273,4 +290,124 @@ service_name = "edge-shop"
         panic!("no event of the module's in {request:#?}");
     };
     assert_eq!(attributes.get("stream").map(String::as_str), Some("stderr"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_node_and_a_rate_follows_the_load() {
+    let deployment = TestDeployment::new(SHOP);
+    let host = Modhost::start(&deployment);
+    let Some(prometheus) = Prometheus::start(&[host.addr.to_string()]).await else {
+        return;
+    };
+    let within = Duration::from_secs(30);
+    prometheus
+        .wait_for(within, r#"up{job="modhost"}"#, |up| {
+            up.len() == 1 && up[0].value == 1.0
+        })
+        .await;
+
+    // One order: a request per route, a call per edge, an event through the relay.
+    let http = client(false);
+    let placed = send(&http, "POST", &host.url("/orders"), Some(GOOD_ORDER)).await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let reserved = prometheus
+        .wait_for(
+            within,
+            r#"modhost_calls_total{caller="orders",callee="inventory",outcome="ok"}"#,
+            |calls| calls.iter().any(|c| c.value >= 1.0),
+        )
+        .await;
+    assert_eq!(reserved[0].label("path"), "local", "{reserved:?}");
+    // The charge's event was handled by both subscribers: nothing waits in
+    // payments' outbox, nor on the bus for them.
+    for (query, expected) in [
+        (r#"modhost_events_outbox_depth{module="payments"}"#, 0.0),
+        (
+            r#"modhost_events_consumer_lag{module="orders",topic="payments.charged"}"#,
+            0.0,
+        ),
+        (
+            r#"modhost_events_consumer_lag{module="notifications",topic="payments.charged"}"#,
+            0.0,
+        ),
+        (
+            r#"modhost_events_delivered_total{module="notifications",topic="payments.charged"}"#,
+            1.0,
+        ),
+    ] {
+        prometheus
+            .wait_for(within, query, |s| s.len() == 1 && s[0].value == expected)
+            .await;
+    }
+    // The state read at each scrape: the version serving, no canary, the bulkhead's
+    // size, the database pool.
+    let serving = prometheus
+        .wait_for(within, r#"modhost_module_version{module="users"}"#, |s| {
+            s.len() == 1
+        })
+        .await;
+    assert_eq!(serving[0].label("role"), "serving");
+    assert_eq!(serving[0].value, 1.0);
+    for (query, expected) in [
+        (r#"modhost_canary_weight{module="users"}"#, 0.0),
+        (r#"modhost_module_concurrency{module="users"}"#, 128.0),
+        (r#"modhost_module_in_flight{module="users"}"#, 0.0),
+        (
+            r#"modhost_db_connections{module="orders",state="in_use"}"#,
+            0.0,
+        ),
+        (r#"modhost_node_info{app="shop"}"#, 1.0),
+    ] {
+        prometheus
+            .wait_for(within, query, |s| s.len() == 1 && s[0].value == expected)
+            .await;
+    }
+    prometheus
+        .wait_for(
+            within,
+            r#"modhost_db_acquire_seconds_count{module="orders"}"#,
+            |s| s.len() == 1 && s[0].value >= 1.0,
+        )
+        .await;
+
+    // Under load, the rate of /users requests rises above zero...
+    let rate = r#"sum(rate(modhost_gateway_requests_total{route="/users",status="200"}[3s]))"#;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (stop, url) = (stop.clone(), host.url("/users/2"));
+        async move {
+            let http = client(false);
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = send(&http, "GET", &url, None).await;
+                assert_eq!(answer.status, 200, "{}", answer.text());
+                sent += 1;
+            }
+            sent
+        }
+    });
+    prometheus
+        .wait_for(within, rate, |s| s.len() == 1 && s[0].value > 1.0)
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.await.unwrap();
+    // ...Prometheus scraped every one of them...
+    prometheus
+        .wait_for(
+            within,
+            r#"modhost_gateway_requests_total{route="/users",status="200"}"#,
+            |s| s.len() == 1 && s[0].value == sent as f64,
+        )
+        .await;
+    let p99 = prometheus
+        .query(r#"histogram_quantile(0.99, sum by (le) (rate(modhost_gateway_request_duration_seconds_bucket{route="/users"}[1m])))"#)
+        .await;
+    assert!(
+        p99.len() == 1 && p99[0].value > 0.0 && p99[0].value < 84.0,
+        "a p99 within the buckets: {p99:?}"
+    );
+    // ...and once the load stops, the rate falls back to zero.
+    prometheus
+        .wait_for(within, rate, |s| s.len() == 1 && s[0].value == 0.0)
+        .await;
 }

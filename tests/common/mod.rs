@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod otlp;
 pub mod peer;
 pub mod postgres;
+pub mod prometheus;
 pub mod redis;
 pub mod shop;
 

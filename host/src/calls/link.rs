@@ -44,7 +44,7 @@ use crate::capabilities::{Hop, InstanceState};
 use crate::module::directory::Route;
 use crate::module::interface::InterfaceName;
 use crate::module::{CallFailed, CallFailure};
-use crate::telemetry::metrics::{metrics, EdgeMetrics};
+use crate::telemetry::metrics::{metrics, CallPath, EdgeMetrics};
 use crate::telemetry::trace::TraceContext;
 
 /// Links every function of `interface`, exported by module `callee` (whose component
@@ -203,8 +203,14 @@ impl Target {
             .as_ref()
             .and_then(|state| state.policy.retries.as_ref())
             .is_some_and(|retries| retries.covers(&interface, &function.name));
+        // Where the callee runs is fixed by the placement: an edge is local or remote
+        // for as long as the node runs.
+        let path = match function.dispatcher.directory().local(&function.callee) {
+            Some(_) => CallPath::Local,
+            None => CallPath::Remote,
+        };
         let edge = Edge {
-            metrics: metrics().edge(caller, &function.callee, &function.function),
+            metrics: metrics().edge(caller, &function.callee, &function.function, path),
             policies: policy::stack(Attempt(function.clone()), state, idempotent),
         };
         self.edges

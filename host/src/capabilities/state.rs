@@ -77,13 +77,13 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
-    /// Fresh state for one instance of module `module`, with `memory_limit` bytes of
-    /// linear memory, serving `hop`; no capability prepared yet.
-    pub fn new(module: &str, memory_limit: u64, hop: Hop) -> InstanceState {
+    /// Fresh state for one instance of module `module`, its memory limited by
+    /// `limiter`, serving `hop`; no capability prepared yet.
+    pub fn new(module: &str, limiter: MemoryLimiter, hop: Hop) -> InstanceState {
         InstanceState {
             module: module.into(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter,
             hop,
             log_span: LogSpan::current(),
             slices: Slices::default(),

@@ -241,29 +241,37 @@ impl Gateway {
         // trace id.
         let incoming = TraceContext::from_headers(request.headers());
         let trace = TraceContext::for_span(&span, incoming);
+        let mut matched = None;
         let mut response = self
-            .route(request, client, &span, trace)
+            .route(request, client, &span, trace, &mut matched)
             .instrument(span.clone())
             .await;
         response
             .headers_mut()
             .insert(request_id::HEADER, request_id);
         let status = response.status().as_u16();
+        let took = started.elapsed();
+        if let Some(route) = matched {
+            metrics().record_gateway_request(route, status, took);
+        }
         span.record("status", status);
         span.record(
             "duration_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         );
         span.in_scope(|| tracing::info!(target: "modhost::access", status, "request completed"));
         response
     }
 
-    async fn route(
-        &self,
+    /// Routes `request`, setting `matched` to the route that matched (empty when none
+    /// did); probes and `/metrics` leave it `None`, and are not counted.
+    async fn route<'s>(
+        &'s self,
         mut request: Request<Incoming>,
         client: IpAddr,
         span: &tracing::Span,
         trace: TraceContext,
+        matched: &mut Option<&'s str>,
     ) -> Response<Body> {
         span.record("trace_id", trace.trace_id().as_str());
         // Also what a forwarded request carries: the serving node makes its own span,
@@ -279,7 +287,8 @@ impl Gateway {
         if path == "/metrics" {
             return responses::metrics(metrics().encode());
         }
-        let Some(matched) = self.routes.lookup(path) else {
+        let Some(found) = self.routes.lookup(path) else {
+            *matched = Some("");
             return responses::error(
                 StatusCode::NOT_FOUND,
                 "no_route",
@@ -287,14 +296,16 @@ impl Gateway {
                 None,
             );
         };
-        span.record("module", matched.module);
-        span.record("route", matched.route);
-        if let Some(guard) = self.guards.get(matched.route) {
+        let found_route = found.route;
+        *matched = Some(found_route);
+        span.record("module", found.module);
+        span.record("route", found_route);
+        if let Some(guard) = self.guards.get(found_route) {
             if let Err(refusal) = guard.check(client, request.headers_mut()) {
-                return self.refused(span, matched.route, &refusal);
+                return self.refused(span, found_route, &refusal);
             }
         }
-        let module_name = matched.module.to_string();
+        let module_name = found.module.to_string();
         let Some(slot) = self.directory.local(&module_name) else {
             return self.forward(span, &module_name, request).await;
         };

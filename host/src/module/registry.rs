@@ -36,6 +36,7 @@ use crate::capabilities::{
 };
 use crate::deployment::{ComponentSource, Deployment, Instances, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent};
+use crate::telemetry::metrics::{Metrics, Sampled, VersionRole};
 
 /// A module that failed to load, and why.
 #[derive(Debug, thiserror::Error)]
@@ -381,8 +382,12 @@ pub(super) fn link_version(
         exports: Exports::of(engine.wasmtime(), component),
         instance_pre,
         proxy,
-        warm: (spec.instances == Instances::Reuse)
-            .then(|| WarmInstances::new(spec.limits.concurrency as usize)),
+        warm: (spec.instances == Instances::Reuse).then(|| {
+            WarmInstances::new(
+                spec.limits.concurrency as usize,
+                module.instances.idle.clone(),
+            )
+        }),
         state,
         module,
     })
@@ -394,4 +399,47 @@ fn link_hint(path: &Path) -> String {
          (modules get WASI 0.2, wasi:http, and the interfaces of modules they may call)",
         path.display()
     )
+}
+
+/// At each scrape: every local module's versions by role, its canary's weight, and
+/// its bulkhead's use — read from the slots that own them.
+impl Sampled for Registry {
+    fn sample(&self, metrics: &Metrics) {
+        let slots = self.slots();
+        let held: Vec<_> = slots
+            .iter()
+            .map(|slot| (slot.serving(), slot.canary(), slot.previous()))
+            .collect();
+        let mut versions = Vec::new();
+        let mut weights = Vec::new();
+        for (slot, (serving, canary, previous)) in slots.iter().zip(&held) {
+            versions.push((
+                slot.name.as_str(),
+                serving.version.as_str(),
+                VersionRole::Serving,
+            ));
+            if let Some(canary) = canary {
+                versions.push((
+                    slot.name.as_str(),
+                    canary.module.version.as_str(),
+                    VersionRole::Canary,
+                ));
+            }
+            if let Some(previous) = previous {
+                versions.push((
+                    slot.name.as_str(),
+                    previous.version.as_str(),
+                    VersionRole::Previous,
+                ));
+            }
+            weights.push((slot.name.as_str(), canary.as_ref().map_or(0, |c| c.weight)));
+            let module = &serving.module;
+            metrics.module_load(
+                module.name(),
+                module.in_flight(),
+                module.limits().concurrency as usize,
+            );
+        }
+        metrics.module_versions(versions, weights);
+    }
 }

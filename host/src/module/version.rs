@@ -25,7 +25,9 @@ use super::interface::Exports;
 use super::warm::{WarmInstance, WarmInstances};
 use crate::capabilities::{Capabilities, Hop, InstanceState, StateMap};
 use crate::deployment::{ModuleLimits, ModuleSpec};
+use crate::engine::limits::MemoryLimiter;
 use crate::engine::{Engine, EPOCH_TICK};
+use crate::telemetry::metrics::{metrics, InstanceGauges};
 
 /// A module of the deployment that runs on this node.
 pub struct Module {
@@ -39,6 +41,8 @@ pub struct Module {
     state: OnceLock<StateMap>,
     /// Why it does not serve, when its start failed after it loaded.
     not_started: OnceLock<String>,
+    /// The gauges its instances count themselves in, whichever version they are of.
+    pub instances: InstanceGauges,
 }
 
 /// Capability state before a module is opened: nothing granted yet.
@@ -48,6 +52,7 @@ impl Module {
     /// Module `spec`, served with `capabilities`, not opened yet.
     pub fn new(spec: ModuleSpec, capabilities: Capabilities) -> Module {
         Module {
+            instances: metrics().instances(&spec.name),
             permits: Arc::new(Semaphore::new(spec.limits.concurrency as usize)),
             spec,
             capabilities,
@@ -150,8 +155,9 @@ impl ModuleVersion {
     /// timeout.
     pub fn new_store(&self, hop: Hop) -> Store<InstanceState> {
         let module = &self.module;
-        let mut state =
-            InstanceState::new(module.name(), self.limits().memory.bytes(), hop.clone());
+        let limiter =
+            MemoryLimiter::counted(self.limits().memory.bytes(), module.instances.clone());
+        let mut state = InstanceState::new(module.name(), limiter, hop.clone());
         module
             .capabilities
             .prepare(&mut state, module.state(), &self.state);

@@ -9,6 +9,7 @@
 //! The pool never holds more idle instances than the module's concurrency limit: with
 //! one permit per running call, that is the most the module ever needed at once.
 
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Mutex;
 use wasmtime::component::Instance;
 use wasmtime::Store;
@@ -27,21 +28,28 @@ pub struct WarmInstance {
 pub struct WarmInstances {
     idle: Mutex<Vec<WarmInstance>>,
     capacity: usize,
+    /// The module's gauge of idle instances, which this pool's count in.
+    counted: Gauge,
 }
 
 impl WarmInstances {
-    /// An empty pool keeping at most `capacity` idle instances.
-    pub fn new(capacity: usize) -> WarmInstances {
+    /// An empty pool keeping at most `capacity` idle instances, counted in `counted`.
+    pub fn new(capacity: usize, counted: Gauge) -> WarmInstances {
         WarmInstances {
             idle: Mutex::new(Vec::new()),
             capacity,
+            counted,
         }
     }
 
     /// An idle instance, if there is one. The most recently returned comes first: its
     /// memory is the most likely to still be in cache.
     pub fn take(&self) -> Option<WarmInstance> {
-        self.lock().pop()
+        let taken = self.lock().pop();
+        if taken.is_some() {
+            self.counted.dec();
+        }
+        taken
     }
 
     /// Gives back an instance whose call returned normally. Beyond capacity it is
@@ -50,6 +58,7 @@ impl WarmInstances {
         let mut idle = self.lock();
         if idle.len() < self.capacity {
             idle.push(instance);
+            self.counted.inc();
         }
     }
 
@@ -64,5 +73,13 @@ impl WarmInstances {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for WarmInstances {
+    /// A version swapped out drops its idle instances, and their count with them.
+    fn drop(&mut self) {
+        let idle = i64::try_from(self.lock().len()).unwrap_or(i64::MAX);
+        self.counted.dec_by(idle);
     }
 }

@@ -37,6 +37,7 @@ use crate::module::{LoadError, Registry};
 use crate::runtime::responses::Body;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::BoxFuture;
+use crate::telemetry::metrics::{metrics, Sampled};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +120,18 @@ impl Node {
         if let Some(mesh) = &mesh {
             dispatcher.connect(mesh.clone());
         }
+        let registry = Arc::new(registry);
+        // The modules' versions and load are read from the registry at each scrape.
+        let sampled: Arc<dyn Sampled> = registry.clone();
+        metrics().sample_from(Arc::downgrade(&sampled));
+        metrics().node_info(
+            deployment.node.as_deref().unwrap_or_default(),
+            &deployment.app_name,
+        );
         Ok(Node {
             deployment,
             engine,
-            registry: Arc::new(registry),
+            registry,
             dispatcher,
             mesh,
         })

@@ -1,18 +1,38 @@
 //! Metrics, in the Prometheus text format on the gateway's `GET /metrics`.
 //!
-//! One process-wide set, because a process is what Prometheus scrapes:
+//! One process-wide set, because a process — a node — is what Prometheus scrapes.
+//! `docs/operations.md` lists every metric with its labels; in short:
+//! - `modhost_node_info{node, app}`: 1, naming the node the series come from;
+//! - `modhost_gateway_requests_total{route, status}` and
+//!   `modhost_gateway_request_duration_seconds{route}`: every request the gateway
+//!   answered, per route, whether a module here served it, another node did, or the
+//!   gateway refused it;
 //! - `modhost_http_requests_total{module, status}` and
-//!   `modhost_http_request_duration_seconds{module}`: requests the gateway handed to
-//!   a module, and how long the module took;
-//! - `modhost_calls_total{caller, callee, function, outcome}` and
-//!   `modhost_call_duration_seconds{caller, callee}`: calls between modules, per edge
-//!   of the call graph, `outcome` being `ok` or `error`;
+//!   `modhost_http_request_duration_seconds{module}`: requests handed to a module on
+//!   this node, and how long the module took;
+//! - `modhost_calls_total{caller, callee, function, path, outcome}` and
+//!   `modhost_call_duration_seconds{caller, callee, path}`: calls between modules, per
+//!   edge of the call graph, `path` being `local` (in-process) or `remote` (over the
+//!   mesh), `outcome` `ok` or `error`;
+//! - a module's instances on this node: `modhost_instances{module}` (live),
+//!   `modhost_instances_idle{module}` (warm, waiting for work),
+//!   `modhost_instance_memory_bytes{module}` (their linear memory together),
+//!   `modhost_module_in_flight{module}` and `modhost_module_concurrency{module}` (its
+//!   bulkhead: work running now, and the most it may run);
+//! - its versions: `modhost_module_version{module, version, role}` (1 for the
+//!   `serving`, `canary` and `previous` versions), `modhost_canary_weight{module}`;
+//! - its database's pool: `modhost_db_connections{module, state}` (`in_use`, `idle`)
+//!   and `modhost_db_acquire_seconds{module}` (how long the module waited for a
+//!   connection);
 //! - `modhost_events_published_total{module, topic}`: events the bus confirmed from a
 //!   module's outbox; `modhost_events_delivered_total`, `…_retried_total`,
 //!   `…_duplicates_total` and `…_dead_lettered_total{module, topic}`: what happened to
 //!   events at a subscribing module (handled, failed and retried, skipped as already
-//!   handled, given up on); `modhost_events_outbox_lag_seconds{module}`: the age of the
-//!   oldest event still in a module's outbox (0 when it is empty);
+//!   handled, given up on); `modhost_events_outbox_lag_seconds{module}` and
+//!   `modhost_events_outbox_depth{module}`: the age of the oldest event still in a
+//!   module's outbox (0 when it is empty) and how many wait there;
+//!   `modhost_events_consumer_lag{module, topic}`: events on the bus a subscribing
+//!   module has not yet handled (on Kafka, in the partitions this node reads);
 //! - `modhost_version_outcomes_total{module, version, outcome}`: requests, calls and
 //!   deliveries per module version — what a canary is judged by;
 //!   `modhost_rollbacks_total{module, reason}`;
@@ -23,7 +43,8 @@
 //!   `orders->payments`): `modhost_call_retries_total`,
 //!   `modhost_call_retry_budget_exhausted_total` (failures not retried because the
 //!   budget was spent), `modhost_breaker_open` (1 while the circuit is open or
-//!   probing), `modhost_bulkhead_queued` (calls waiting now),
+//!   probing), `modhost_bulkhead_in_use` (calls running now),
+//!   `modhost_bulkhead_queued` (calls waiting now),
 //!   `modhost_bulkhead_wait_seconds` (how long admitted calls waited) and
 //!   `modhost_bulkhead_shed_total` (calls refused: queue full or waited too long);
 //! - the mesh's balance, by `module` and `node`: `modhost_mesh_ejected` (1 while the
@@ -36,6 +57,11 @@
 //!
 //! Durations go into buckets from 10 µs doubling to ~84 s: a warm call lands in the
 //! first buckets, a slow request in the last.
+//!
+//! Most series are counted as things happen. What is a state rather than an event —
+//! which versions serve, how many connections a pool holds — is read when the
+//! metrics are scraped, from whoever owns it ([`Sampled`]), so it is never stale and
+//! never kept twice.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,7 +70,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 /// The process's metrics.
@@ -56,18 +82,33 @@ pub fn metrics() -> &'static Metrics {
 /// Every metric the host keeps.
 pub struct Metrics {
     registry: Registry,
+    /// What is read at each scrape (see [`Sampled`]); held while encoding, so that two
+    /// scrapes never interleave their samples.
+    sampled: Mutex<Vec<Weak<dyn Sampled>>>,
+    node_info: Family<NodeLabels, Gauge>,
+    gateway_requests: Family<RouteStatusLabels, Counter>,
+    gateway_seconds: Family<RouteLabels, Histogram, DurationBuckets>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<ModuleLabels, Histogram, DurationBuckets>,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<EdgeLabels, Histogram, DurationBuckets>,
     events: [Family<TopicLabels, Counter>; 6],
     outbox_lag: Family<ModuleLabels, Gauge<f64, AtomicU64>>,
+    outbox_depth: Family<ModuleLabels, Gauge>,
+    consumer_lag: Family<TopicLabels, Gauge>,
+    /// A module's instances: live, idle, their memory, in flight, concurrency.
+    module_gauges: [Family<ModuleLabels, Gauge>; 5],
+    module_version: Family<ModuleVersionLabels, Gauge>,
+    canary_weight: Family<ModuleLabels, Gauge>,
+    db_connections: Family<PoolLabels, Gauge>,
+    db_acquire: Family<ModuleLabels, Histogram, DurationBuckets>,
     versions: Family<VersionLabels, Counter>,
     rollbacks: Family<RollbackLabels, Counter>,
     gateway_refused: Family<RefusalLabels, Counter>,
     /// Call policies: retries, budget exhausted, shed (counters).
     policy_counts: [Family<PolicyLabels, Counter>; 3],
     breaker_open: Family<PolicyLabels, Gauge>,
+    bulkhead_in_use: Family<PolicyLabels, Gauge>,
     bulkhead_queued: Family<PolicyLabels, Gauge>,
     bulkhead_wait: Family<PolicyLabels, Histogram, DurationBuckets>,
     /// The mesh's balance: nodes ejected now (gauge), ejections (counter).
@@ -75,6 +116,82 @@ pub struct Metrics {
     mesh_ejections: Family<EndpointLabels, Counter>,
     /// Spans exported over OTLP: sent, dropped, batches failed.
     pub trace_export: TraceExportMetrics,
+}
+
+/// State that is read when the metrics are scraped rather than counted as it changes:
+/// whoever owns it registers itself ([`Metrics::sample_from`]) and sets its gauges
+/// here, just before they are encoded.
+pub trait Sampled: Send + Sync {
+    /// Sets this source's gauges in `metrics` to what they are now.
+    fn sample(&self, metrics: &Metrics);
+}
+
+/// The gauges of one module's instances on this node, looked up once: every store
+/// made for the module counts itself in them while it lives
+/// ([`crate::engine::limits::MemoryLimiter`]), and its warm pool its idle ones.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceGauges {
+    /// Instances alive now (running work, or idle in the warm pool).
+    pub live: Gauge,
+    /// Warm instances waiting for work.
+    pub idle: Gauge,
+    /// Bytes of linear memory the live instances hold together.
+    pub memory: Gauge,
+}
+
+/// A module's role in its slot, for `modhost_module_version`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum VersionRole {
+    /// Serves the module's traffic (all of it, or all but the canary's share).
+    Serving,
+    /// On trial, with its share of the traffic.
+    Canary,
+    /// Served before the last swap: what a rollback goes back to.
+    Previous,
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for VersionRole {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            VersionRole::Serving => "serving",
+            VersionRole::Canary => "canary",
+            VersionRole::Previous => "previous",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatusLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleVersionLabels {
+    module: String,
+    version: String,
+    role: VersionRole,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    module: String,
+    state: &'static str,
 }
 
 /// What became of the spans this node records for export.
@@ -119,6 +236,8 @@ pub struct PolicyMetrics {
     pub shed: Counter,
     /// 1 while the circuit is open or probing.
     pub breaker_open: Gauge,
+    /// Calls the bulkhead admitted that are running now.
+    pub in_use: Gauge,
     /// Calls waiting in the bulkhead's queue.
     pub queued: Gauge,
     /// How long admitted calls waited in the queue.
@@ -177,6 +296,7 @@ struct CallLabels {
     caller: String,
     callee: String,
     function: String,
+    path: &'static str,
     outcome: &'static str,
 }
 
@@ -184,6 +304,25 @@ struct CallLabels {
 struct EdgeLabels {
     caller: String,
     callee: String,
+    path: &'static str,
+}
+
+/// Which way a call between modules went: the `path` label of the call metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallPath {
+    /// In-process: the callee runs on this node.
+    Local,
+    /// Over the mesh, to a node that runs the callee.
+    Remote,
+}
+
+impl CallPath {
+    fn label(self) -> &'static str {
+        match self {
+            CallPath::Local => "local",
+            CallPath::Remote => "remote",
+        }
+    }
 }
 
 /// How many duration buckets: from 10 µs doubling to ~84 s, past the longest timeout
@@ -220,6 +359,24 @@ impl EdgeMetrics {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("modhost");
+        let node_info = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "node_info",
+            "1, naming the node (its [nodes] key, empty on a single node) and the application these series come from",
+            node_info.clone(),
+        );
+        let gateway_requests = Family::<RouteStatusLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Requests the gateway answered, by route (empty: no route matched) and status, whoever served them",
+            gateway_requests.clone(),
+        );
+        let gateway_seconds = Family::new_with_constructor(DurationBuckets);
+        registry.register(
+            "gateway_request_duration_seconds",
+            "How long the gateway took to answer a request, by route",
+            gateway_seconds.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let request_seconds = Family::new_with_constructor(DurationBuckets);
         let calls = Family::<CallLabels, Counter>::default();
@@ -236,12 +393,12 @@ impl Metrics {
         );
         registry.register(
             "calls",
-            "Calls between modules, by caller, callee, function and outcome",
+            "Calls between modules, by caller, callee, function, path (local or remote) and outcome",
             calls.clone(),
         );
         registry.register(
             "call_duration_seconds",
-            "How long a call between modules took, by caller and callee",
+            "How long a call between modules took, by caller, callee and path (local or remote)",
             call_seconds.clone(),
         );
         let events: [Family<TopicLabels, Counter>; 6] = Default::default();
@@ -260,6 +417,67 @@ impl Metrics {
             "events_outbox_lag_seconds",
             "Age of the oldest event still in a module's outbox (0 when empty)",
             outbox_lag.clone(),
+        );
+        let outbox_depth = Family::<ModuleLabels, Gauge>::default();
+        registry.register(
+            "events_outbox_depth",
+            "Events waiting in a module's outbox for the relay",
+            outbox_depth.clone(),
+        );
+        let consumer_lag = Family::<TopicLabels, Gauge>::default();
+        registry.register(
+            "events_consumer_lag",
+            "Events on the bus a subscribing module has not handled yet, by module and topic (Kafka: in the partitions this node reads)",
+            consumer_lag.clone(),
+        );
+        let module_gauges: [Family<ModuleLabels, Gauge>; 5] = Default::default();
+        for (family, (name, help)) in module_gauges.iter().zip([
+            (
+                "instances",
+                "A module's instances alive on this node (running work or idle)",
+            ),
+            (
+                "instances_idle",
+                "A module's warm instances waiting for work",
+            ),
+            (
+                "instance_memory_bytes",
+                "Linear memory a module's live instances hold together, in bytes",
+            ),
+            (
+                "module_in_flight",
+                "Requests, calls and deliveries a module runs now (its bulkhead in use)",
+            ),
+            (
+                "module_concurrency",
+                "The most a module may run at once (its bulkhead's size)",
+            ),
+        ]) {
+            registry.register(name, help, family.clone());
+        }
+        let module_version = Family::<ModuleVersionLabels, Gauge>::default();
+        registry.register(
+            "module_version",
+            "1 for each version a module holds on this node, by role: serving, canary, previous",
+            module_version.clone(),
+        );
+        let canary_weight = Family::<ModuleLabels, Gauge>::default();
+        registry.register(
+            "canary_weight",
+            "Percent of a module's traffic its canary gets (0: no canary)",
+            canary_weight.clone(),
+        );
+        let db_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_connections",
+            "Connections of a module's database pool, by state (in_use, idle)",
+            db_connections.clone(),
+        );
+        let db_acquire = Family::new_with_constructor(DurationBuckets);
+        registry.register(
+            "db_acquire_seconds",
+            "How long a module's statements and transactions waited for a connection of its pool",
+            db_acquire.clone(),
         );
         let versions = Family::<VersionLabels, Counter>::default();
         registry.register(
@@ -292,6 +510,12 @@ impl Metrics {
             "breaker_open",
             "1 while a policy's circuit breaker is open or probing, 0 while closed, by policy",
             breaker_open.clone(),
+        );
+        let bulkhead_in_use = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "bulkhead_in_use",
+            "Calls a policy's bulkhead admitted that are running now, by policy",
+            bulkhead_in_use.clone(),
         );
         let bulkhead_queued = Family::<PolicyLabels, Gauge>::default();
         registry.register(
@@ -336,6 +560,18 @@ impl Metrics {
         Metrics {
             trace_export,
             registry,
+            sampled: Mutex::new(Vec::new()),
+            node_info,
+            gateway_requests,
+            gateway_seconds,
+            outbox_depth,
+            consumer_lag,
+            module_gauges,
+            module_version,
+            canary_weight,
+            db_connections,
+            db_acquire,
+            bulkhead_in_use,
             requests,
             request_seconds,
             calls,
@@ -377,6 +613,7 @@ impl Metrics {
             budget_exhausted: exhausted.get_or_create_owned(&labels),
             shed: shed.get_or_create_owned(&labels),
             breaker_open: self.breaker_open.get_or_create_owned(&labels),
+            in_use: self.bulkhead_in_use.get_or_create_owned(&labels),
             queued: self.bulkhead_queued.get_or_create_owned(&labels),
             waited: self.bulkhead_wait.get_or_create_owned(&labels),
         }
@@ -477,12 +714,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The metrics of the edge `caller` → `callee`'s `function`.
-    pub fn edge(&self, caller: &str, callee: &str, function: &str) -> EdgeMetrics {
+    /// The metrics of the edge `caller` → `callee`'s `function`, along `path`.
+    pub fn edge(&self, caller: &str, callee: &str, function: &str, path: CallPath) -> EdgeMetrics {
+        let path = path.label();
         let labels = |outcome| CallLabels {
             caller: caller.to_string(),
             callee: callee.to_string(),
             function: function.to_string(),
+            path,
             outcome,
         };
         EdgeMetrics {
@@ -491,12 +730,151 @@ impl Metrics {
             seconds: self.call_seconds.get_or_create_owned(&EdgeLabels {
                 caller: caller.to_string(),
                 callee: callee.to_string(),
+                path,
             }),
         }
     }
 
-    /// Every metric in the Prometheus text exposition format.
+    /// Names the node these metrics come from (`modhost_node_info`).
+    pub fn node_info(&self, node: &str, app: &str) {
+        self.node_info
+            .get_or_create(&NodeLabels {
+                node: node.to_string(),
+                app: app.to_string(),
+            })
+            .set(1);
+    }
+
+    /// Records one request the gateway answered for `route` (empty when none matched)
+    /// with `status`, in `took`.
+    pub fn record_gateway_request(&self, route: &str, status: u16, took: Duration) {
+        self.gateway_requests
+            .get_or_create(&RouteStatusLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.gateway_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The gauges `module`'s instances count themselves in, looked up once.
+    pub fn instances(&self, module: &str) -> InstanceGauges {
+        let labels = ModuleLabels {
+            module: module.to_string(),
+        };
+        let [live, idle, memory, ..] = &self.module_gauges;
+        InstanceGauges {
+            live: live.get_or_create_owned(&labels),
+            idle: idle.get_or_create_owned(&labels),
+            memory: memory.get_or_create_owned(&labels),
+        }
+    }
+
+    /// `module` runs `in_flight` pieces of work now, of at most `concurrency`.
+    pub fn module_load(&self, module: &str, in_flight: usize, concurrency: usize) {
+        let labels = ModuleLabels {
+            module: module.to_string(),
+        };
+        let [.., running, size] = &self.module_gauges;
+        running
+            .get_or_create(&labels)
+            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        size.get_or_create(&labels)
+            .set(i64::try_from(concurrency).unwrap_or(i64::MAX));
+    }
+
+    /// The versions every module of this node holds now, each with its role, and each
+    /// module's canary weight: replaces what was set before (a version swapped out
+    /// leaves no series behind).
+    pub fn module_versions<'a>(
+        &self,
+        versions: impl IntoIterator<Item = (&'a str, &'a str, VersionRole)>,
+        weights: impl IntoIterator<Item = (&'a str, u32)>,
+    ) {
+        self.module_version.clear();
+        for (module, version, role) in versions {
+            self.module_version
+                .get_or_create(&ModuleVersionLabels {
+                    module: module.to_string(),
+                    version: version.to_string(),
+                    role,
+                })
+                .set(1);
+        }
+        for (module, weight) in weights {
+            self.canary_weight
+                .get_or_create(&ModuleLabels {
+                    module: module.to_string(),
+                })
+                .set(i64::from(weight));
+        }
+    }
+
+    /// `module`'s database pool holds `in_use` connections lent out and `idle` ones.
+    pub fn db_pool(&self, module: &str, in_use: u32, idle: u32) {
+        for (state, count) in [("in_use", in_use), ("idle", idle)] {
+            self.db_connections
+                .get_or_create(&PoolLabels {
+                    module: module.to_string(),
+                    state,
+                })
+                .set(i64::from(count));
+        }
+    }
+
+    /// The histogram of how long `module` waits for its database's connections.
+    pub fn db_acquire(&self, module: &str) -> Histogram {
+        self.db_acquire.get_or_create_owned(&ModuleLabels {
+            module: module.to_string(),
+        })
+    }
+
+    /// `depth` events wait in `module`'s outbox.
+    pub fn outbox_depth(&self, module: &str, depth: u64) {
+        self.outbox_depth
+            .get_or_create(&ModuleLabels {
+                module: module.to_string(),
+            })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// `module` has `lag` events of `topic` on the bus still to handle.
+    pub fn consumer_lag(&self, module: &str, topic: &str, lag: u64) {
+        self.consumer_lag
+            .get_or_create(&TopicLabels {
+                module: module.to_string(),
+                topic: topic.to_string(),
+            })
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Reads `source` at every scrape from now on, for as long as it lives.
+    pub fn sample_from(&self, source: Weak<dyn Sampled>) {
+        self.lock_sampled().push(source);
+    }
+
+    fn lock_sampled(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Sampled>>> {
+        // A panic in a sampler leaves the list whole: a poisoned lock is sound to use.
+        self.sampled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every metric in the Prometheus text exposition format, the sampled ones read
+    /// now.
     pub fn encode(&self) -> String {
+        let mut sampled = self.lock_sampled();
+        sampled.retain(|source| match source.upgrade() {
+            Some(source) => {
+                source.sample(self);
+                true
+            }
+            None => false,
+        });
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -511,17 +889,21 @@ mod tests {
     #[test]
     fn an_edge_counts_outcomes_and_durations_under_its_labels() {
         let metrics = Metrics::new();
-        let edge = metrics.edge("orders", "inventory", "shop:inventory/api@1.0.0#reserve");
+        let function = "shop:inventory/api@1.0.0#reserve";
+        let edge = metrics.edge("orders", "inventory", function, CallPath::Remote);
         edge.record(true, Duration::from_micros(12));
         edge.record(true, Duration::from_micros(40));
         edge.record(false, Duration::from_millis(3));
         // Looking the edge up again finds the same series.
         metrics
-            .edge("orders", "inventory", "shop:inventory/api@1.0.0#reserve")
+            .edge("orders", "inventory", function, CallPath::Remote)
             .record(true, Duration::from_micros(7));
+        // The same edge in-process is a series of its own.
+        metrics
+            .edge("orders", "inventory", function, CallPath::Local)
+            .record(true, Duration::from_micros(3));
         let text = metrics.encode();
-        let series =
-            r#"caller="orders",callee="inventory",function="shop:inventory/api@1.0.0#reserve""#;
+        let series = r#"caller="orders",callee="inventory",function="shop:inventory/api@1.0.0#reserve",path="remote""#;
         assert!(
             text.contains(&format!("modhost_calls_total{{{series},outcome=\"ok\"}} 3")),
             "{text}"
@@ -534,13 +916,20 @@ mod tests {
         );
         assert!(
             text.contains(
-                r#"modhost_call_duration_seconds_count{caller="orders",callee="inventory"} 4"#
+                r#"modhost_call_duration_seconds_count{caller="orders",callee="inventory",path="remote"} 4"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "modhost_calls_total{{{}path=\"local\",outcome=\"ok\"}} 1",
+                series.trim_end_matches(r#"path="remote""#)
+            )),
             "{text}"
         );
         // 7 µs and 12 µs are below the 20 µs bucket bound; 40 µs is not.
         assert!(
-            text.contains(r#"modhost_call_duration_seconds_bucket{le="0.00002",caller="orders",callee="inventory"} 2"#),
+            text.contains(r#"modhost_call_duration_seconds_bucket{le="0.00002",caller="orders",callee="inventory",path="remote"} 2"#),
             "{text}"
         );
     }
@@ -601,5 +990,72 @@ mod tests {
             text.contains(r#"modhost_http_requests_total{module="users",status="404"} 1"#),
             "{text}"
         );
+    }
+
+    /// A source of state, as the registry and the databases are.
+    struct Versions(Mutex<Vec<(&'static str, &'static str, VersionRole)>>);
+
+    impl Sampled for Versions {
+        fn sample(&self, metrics: &Metrics) {
+            let held = self.0.lock().unwrap().clone();
+            let weights = held
+                .iter()
+                .filter(|(_, _, role)| *role == VersionRole::Canary)
+                .map(|(module, _, _)| (*module, 10));
+            metrics.module_versions(held.clone(), weights.collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn state_is_read_at_each_scrape_and_a_version_gone_leaves_no_series() {
+        let metrics = Metrics::new();
+        let versions = std::sync::Arc::new(Versions(Mutex::new(vec![
+            ("users", "aaaa", VersionRole::Serving),
+            ("users", "bbbb", VersionRole::Canary),
+        ])));
+        let source: std::sync::Arc<dyn Sampled> = versions.clone();
+        metrics.sample_from(std::sync::Arc::downgrade(&source));
+        let text = metrics.encode();
+        for line in [
+            r#"modhost_module_version{module="users",version="aaaa",role="serving"} 1"#,
+            r#"modhost_module_version{module="users",version="bbbb",role="canary"} 1"#,
+            r#"modhost_canary_weight{module="users"} 10"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // Promoted: the canary serves, the old version is the previous one.
+        *versions.0.lock().unwrap() = vec![
+            ("users", "bbbb", VersionRole::Serving),
+            ("users", "aaaa", VersionRole::Previous),
+        ];
+        let text = metrics.encode();
+        assert!(!text.contains(r#"role="canary""#), "{text}");
+        assert!(
+            text.contains(
+                r#"modhost_module_version{module="users",version="aaaa",role="previous"} 1"#
+            ),
+            "{text}"
+        );
+        // A source that is gone is not read again; what it set last stays.
+        drop((source, versions));
+        assert!(metrics.encode().contains(r#"role="previous""#));
+        assert!(metrics.lock_sampled().is_empty());
+    }
+
+    #[test]
+    fn the_gateway_counts_per_route_and_status() {
+        let metrics = Metrics::new();
+        metrics.record_gateway_request("/orders", 201, Duration::from_millis(3));
+        metrics.record_gateway_request("/orders", 503, Duration::from_millis(1));
+        metrics.record_gateway_request("", 404, Duration::from_micros(20));
+        let text = metrics.encode();
+        for line in [
+            r#"modhost_gateway_requests_total{route="/orders",status="201"} 1"#,
+            r#"modhost_gateway_requests_total{route="/orders",status="503"} 1"#,
+            r#"modhost_gateway_requests_total{route="",status="404"} 1"#,
+            r#"modhost_gateway_request_duration_seconds_count{route="/orders"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -43,10 +43,17 @@ impl Bulkhead {
     }
 
     /// A place for one call, at once, or after waiting in the queue; the time waited.
-    /// `queued` follows how many wait.
-    pub async fn admit(&self, queued: &Gauge) -> Result<(OwnedSemaphorePermit, Duration), Shed> {
+    /// `queued` follows how many wait, `in_use` how many hold a place.
+    pub async fn admit(&self, queued: &Gauge, in_use: &Gauge) -> Result<(Place, Duration), Shed> {
+        let place = |permit| {
+            in_use.inc();
+            Place {
+                _permit: permit,
+                in_use: in_use.clone(),
+            }
+        };
         if let Ok(permit) = self.places.clone().try_acquire_owned() {
-            return Ok((permit, Duration::ZERO));
+            return Ok((place(permit), Duration::ZERO));
         }
         // Join the queue if it has room: count first, so two calls cannot both take
         // its last place.
@@ -63,7 +70,7 @@ impl Bulkhead {
         let _leave = Leave(&self.waiting, queued);
         let started = Instant::now();
         match tokio::time::timeout(self.queue_timeout, self.places.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok((permit, started.elapsed())),
+            Ok(Ok(permit)) => Ok((place(permit), started.elapsed())),
             // The semaphore is never closed; a timeout is the only way to fail.
             _ => Err(Shed::WaitedTooLong),
         }
@@ -72,6 +79,19 @@ impl Bulkhead {
     /// Calls waiting for a place now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
+    }
+}
+
+/// A call's place in the bulkhead, given back (and no longer counted in use) when
+/// the call ends.
+pub struct Place {
+    _permit: OwnedSemaphorePermit,
+    in_use: Gauge,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.in_use.dec();
     }
 }
 
@@ -128,7 +148,9 @@ policy_service!(BulkheadService, fn call(&mut self, request) {
         let Some(bulkhead) = &state.bulkhead else {
             return inner.call(request).await;
         };
-        let admitted = bulkhead.admit(&state.metrics.queued).await;
+        let admitted = bulkhead
+            .admit(&state.metrics.queued, &state.metrics.in_use)
+            .await;
         let _permit = match admitted {
             Ok((permit, waited)) => {
                 if !waited.is_zero() {
@@ -217,5 +239,31 @@ mod tests {
         assert_eq!(state.bulkhead.as_ref().unwrap().waiting(), 0);
         running.await.unwrap().unwrap();
         assert_eq!(callee.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_calls_running_and_waiting_are_counted_while_they_do() {
+        let callee = Scripted::always_ok().taking(Duration::from_secs(1));
+        // A policy of its own: its gauges are this test's alone.
+        let policy = CallPolicy {
+            bulkhead: Some(BulkheadPolicy {
+                concurrency: 2,
+                queue: 4,
+                queue_timeout: Timeout(Duration::from_secs(10)),
+            }),
+            ..CallPolicy::default()
+        };
+        let state = Arc::new(PolicyState::new("bulkhead-gauges".into(), policy));
+        let service = BulkheadLayer::new(Some(state.clone())).layer(callee.clone());
+        let calls: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(service.clone().oneshot(request(None))))
+            .collect();
+        tokio::task::yield_now().await;
+        let gauges = &state.metrics;
+        assert_eq!((gauges.in_use.get(), gauges.queued.get()), (2, 1));
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!((gauges.in_use.get(), gauges.queued.get()), (0, 0));
     }
 }

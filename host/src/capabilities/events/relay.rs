@@ -17,12 +17,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::bus::Bus;
+use super::envelope::Envelope;
 use super::tables;
 use crate::capabilities::sql::Database;
 use crate::faults;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::shutdown::Shutdown;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::trace::TraceContext;
 
 /// Most events read from the outbox and sent in one go.
 const BATCH: u32 = 500;
@@ -117,7 +119,12 @@ impl Relay {
                 std::future::pending::<()>().await;
             }
 
-            let envelopes: Vec<_> = pending.iter().map(|p| p.envelope.clone()).collect();
+            // Each event's relay is a hop of its trace: a child of the publisher's, and
+            // the parent of every handler's (the envelope the bus gets names it).
+            let (spans, envelopes): (Vec<_>, Vec<_>) = pending
+                .iter()
+                .map(|row| self.relay_span(&row.envelope))
+                .unzip();
             let outcomes = self.bus.send(&envelopes).await;
             if faults::active("relay-crash-after-send") {
                 tracing::warn!(module = %self.module, "fault relay-crash-after-send: aborting");
@@ -125,13 +132,14 @@ impl Relay {
             }
             let mut confirmed = Vec::new();
             let mut refused = None;
-            for (row, outcome) in pending.iter().zip(&outcomes) {
+            for ((row, outcome), span) in pending.iter().zip(&outcomes).zip(spans) {
                 match outcome {
                     Ok(()) => {
                         confirmed.push(row.seq);
                         metrics().published(&self.module, &row.envelope.topic);
                     }
                     Err(error) => {
+                        span.record("error", tracing::field::display(error));
                         refused.get_or_insert_with(|| error.clone());
                     }
                 }
@@ -161,16 +169,44 @@ impl Relay {
     }
 }
 
-/// Samples, once a second until shutdown, how old the oldest event still in
-/// `module`'s outbox is (0 when it is empty). It runs beside the relay, not in it: a
-/// relay waiting on an unreachable bus is exactly when the lag matters.
+impl Relay {
+    /// The span of relaying `envelope` to the bus, and the envelope as the bus gets
+    /// it: carrying this span's trace context, so that its handlers are children of
+    /// the relay, and the relay the child of the hop that published it. The span
+    /// ends when it is dropped, once the bus has answered.
+    fn relay_span(&self, envelope: &Envelope) -> (tracing::Span, Envelope) {
+        let span = tracing::info_span!(
+            "relay",
+            module = %self.module,
+            topic = %envelope.topic,
+            event = %envelope.id,
+            bus = self.bus.name(),
+            error = tracing::field::Empty,
+        );
+        let parent = envelope
+            .traceparent
+            .as_deref()
+            .and_then(TraceContext::parse);
+        let trace = TraceContext::for_span(&span, parent);
+        let sent = Envelope {
+            traceparent: Some(trace.to_string()),
+            ..envelope.clone()
+        };
+        (span, sent)
+    }
+}
+
+/// Samples, once a second until shutdown, how many events wait in `module`'s outbox
+/// and how old the oldest is (0 when it is empty). It runs beside the relay, not in
+/// it: a relay waiting on an unreachable bus is exactly when the lag matters.
 pub async fn watch_lag(module: String, database: Arc<Database>, shutdown: Shutdown) {
     while !shutdown.is_triggered() {
-        if let Ok(oldest) = tables::oldest(&database).await {
-            let lag = oldest.map_or(0.0, |ms| {
+        if let Ok(backlog) = tables::backlog(&database).await {
+            let lag = backlog.oldest.map_or(0.0, |ms| {
                 (super::envelope::now_ms() - ms).max(0) as f64 / 1000.0
             });
             metrics().outbox_lag(&module, lag);
+            metrics().outbox_depth(&module, backlog.depth);
         }
         shutdown.sleep(IDLE_POLL).await;
     }

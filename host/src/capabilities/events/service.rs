@@ -21,6 +21,10 @@ use crate::deployment::Deployment;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::BoxFuture;
+use crate::telemetry::metrics::metrics;
+
+/// How often a subscriber's lag on the embedded bus is read.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Waits between attempts to reach the bus at start: from the first, doubling.
 const CONNECT_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
@@ -184,7 +188,10 @@ async fn start_module(
         let group = group(&deployment.app_name, &module.name);
         let member = member(&group, deployment.node.as_deref());
         let consumer = loop {
-            match bus.subscribe(&group, &member, &spec.subscribes).await {
+            match bus
+                .subscribe(&module.name, &group, &member, &spec.subscribes)
+                .await
+            {
                 Ok(consumer) => break consumer,
                 Err(error) => {
                     tracing::warn!(module = %module.name, error = %format!("{error:#}"), "events: subscribing failed; retrying");
@@ -203,6 +210,39 @@ async fn start_module(
             settings: deployment.events.clone(),
         };
         workers.spawn(subscriber.run(shutdown.clone()));
+        workers.spawn(watch_consumer_lag(
+            module.name.clone(),
+            bus.clone(),
+            group,
+            spec.subscribes.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Samples, once a second until shutdown, how many events of each topic `module`
+/// subscribes to wait on the bus for it. On Kafka its consumer's client reports that
+/// itself, and this returns at once.
+async fn watch_consumer_lag(
+    module: String,
+    bus: Bus,
+    group: String,
+    topics: Vec<String>,
+    shutdown: Shutdown,
+) {
+    while !shutdown.is_triggered() {
+        match bus.lag(&group, &topics).await {
+            None => return,
+            Some(Ok(lags)) => {
+                for (topic, lag) in lags {
+                    metrics().consumer_lag(&module, &topic, lag);
+                }
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%module, error = %format!("{error:#}"), "events: reading the consumer lag failed")
+            }
+        }
+        shutdown.sleep(LAG_EVERY).await;
     }
 }
 

@@ -396,14 +396,33 @@ pub async fn remove(database: &Database, seqs: &[i64]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The publication time of the oldest event still in the outbox, if any.
-pub async fn oldest(database: &Database) -> Result<Option<i64>, Error> {
+/// What waits in a module's outbox for the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// How many events.
+    pub depth: u64,
+    /// The publication time of the oldest, if there is one.
+    pub oldest: Option<i64>,
+}
+
+/// What waits in the outbox now.
+pub async fn backlog(database: &Database) -> Result<Backlog, Error> {
     let rows = database
-        .host_query("SELECT MIN(published_at) FROM modhost_outbox", Vec::new())
+        .host_query(
+            "SELECT COUNT(*), MIN(published_at) FROM modhost_outbox",
+            Vec::new(),
+        )
         .await?;
-    Ok(match rows.rows.first().and_then(|row| row.first()) {
-        Some(Value::Integer(ms)) => Some(*ms),
-        _ => None,
+    let row = rows.rows.first().map(Vec::as_slice).unwrap_or_default();
+    Ok(Backlog {
+        depth: match row.first() {
+            Some(Value::Integer(count)) => u64::try_from(*count).unwrap_or(0),
+            _ => 0,
+        },
+        oldest: match row.get(1) {
+            Some(Value::Integer(ms)) => Some(*ms),
+            _ => None,
+        },
     })
 }
 
@@ -602,13 +621,24 @@ mod tests {
         let ids: Vec<&str> = pending.iter().map(|p| p.envelope.id.as_str()).collect();
         assert_eq!(ids, ["1", "2", "3"]);
         assert_eq!(pending[0].envelope, envelope("1"));
-        assert_eq!(oldest(&database).await.unwrap(), Some(7));
+        let waiting = Backlog {
+            depth: 3,
+            oldest: Some(7),
+        };
+        assert_eq!(backlog(&database).await.unwrap(), waiting);
         remove(&database, &[pending[0].seq, pending[2].seq])
             .await
             .unwrap();
         let left = super::pending(&database, "m", 10).await.unwrap().ready;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].envelope.id, "2");
+        assert_eq!(backlog(&database).await.unwrap().depth, 1);
+        remove(&database, &[left[0].seq]).await.unwrap();
+        let empty = Backlog {
+            depth: 0,
+            oldest: None,
+        };
+        assert_eq!(backlog(&database).await.unwrap(), empty);
     }
 
     #[tokio::test]

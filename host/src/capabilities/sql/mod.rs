@@ -36,6 +36,8 @@ use super::{
 };
 use crate::deployment::{DatabaseBackend, DatabaseSpec};
 use crate::runtime::BoxFuture;
+use crate::telemetry::metrics::{metrics, Metrics, Sampled};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Host bindings of `modhost:sql`, generated from its WIT (`wit/modhost/sql.wit`,
 /// which documents them).
@@ -115,6 +117,11 @@ impl Capability for Sql {
             .await?;
             tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
             state.insert(opened);
+            if let Some(opened) = state.get_arc::<Database>() {
+                // Its pool's connections are read at each scrape, while it is open.
+                let sampled: Arc<dyn Sampled> = opened;
+                metrics().sample_from(Arc::downgrade(&sampled));
+            }
             Ok(())
         })
     }
@@ -246,6 +253,29 @@ async fn collect<R: sqlx::Row>(
     Ok(result)
 }
 
+/// Waits for `acquiring` — a connection of a module's pool, or a transaction on one —
+/// and records in `waited` how long that took (for a transaction, with its `BEGIN`):
+/// `modhost_db_acquire_seconds`, the sign of a pool too small for its module.
+async fn timed<T>(waited: &Histogram, acquiring: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let acquired = acquiring.await;
+    waited.observe(started.elapsed().as_secs_f64());
+    acquired
+}
+
+/// A connection of `pool`, the wait for it recorded in `waited` when given (the
+/// module's own pool; the host's small pool is not the module's to tune).
+async fn lend<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    waited: Option<&Histogram>,
+) -> Result<sqlx::pool::PoolConnection<DB>, Error> {
+    match waited {
+        Some(waited) => timed(waited, pool.acquire()).await,
+        None => pool.acquire().await,
+    }
+    .map_err(error)
+}
+
 enum Pool {
     Sqlite(Arc<sqlite::SqliteDatabase>),
     Postgres(Arc<postgres::PgDatabase>),
@@ -304,6 +334,19 @@ enum TransactionOn {
     /// With its database's clock, marked if the connection's worker crashes.
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, Arc<SchemaClock>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// At each scrape: how many of the module's pool's connections are lent out, and how
+/// many idle.
+impl Sampled for Database {
+    fn sample(&self, metrics: &Metrics) {
+        let (size, idle) = match &self.pool {
+            Pool::Sqlite(database) => (database.pool.size(), database.pool.num_idle()),
+            Pool::Postgres(database) => (database.pool.size(), database.pool.num_idle()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        metrics.db_pool(&self.module, size.saturating_sub(idle), idle);
+    }
 }
 
 impl Database {
@@ -441,7 +484,9 @@ impl Database {
                     database.query_as(author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::query(database.pool_of(author), statement, &params, budget).await
+                    let connection =
+                        lend(database.pool_of(author), database.waited(author)).await?;
+                    postgres::query(connection, statement, &params, budget).await
                 }
             }
         })
@@ -461,7 +506,9 @@ impl Database {
                     database.execute_as(author, statement, params, budget).await
                 }
                 Pool::Postgres(database) => {
-                    postgres::execute(database.pool_of(author), statement, &params).await
+                    let connection =
+                        lend(database.pool_of(author), database.waited(author)).await?;
+                    postgres::execute(connection, statement, &params).await
                 }
             }
         })
@@ -474,13 +521,19 @@ impl Database {
             let (on, host) = match &self.pool {
                 Pool::Sqlite(database) => (
                     TransactionOn::Sqlite(
-                        database.pool.begin().await.map_err(error)?,
+                        timed(&database.acquire_wait, database.pool.begin())
+                            .await
+                            .map_err(error)?,
                         database.schema_clock.clone(),
                     ),
                     HostReach::Sqlite(database.clone()),
                 ),
                 Pool::Postgres(database) => (
-                    TransactionOn::Postgres(database.pool.begin().await.map_err(error)?),
+                    TransactionOn::Postgres(
+                        timed(&database.acquire_wait, database.pool.begin())
+                            .await
+                            .map_err(error)?,
+                    ),
                     HostReach::Postgres {
                         database: database.clone(),
                         key: self.host_key(HOST_FUNCTION_KEY),

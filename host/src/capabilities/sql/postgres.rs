@@ -46,6 +46,9 @@ use std::time::Duration;
 
 use super::{error, Error, ResultBudget, Rows, Value, VALUE_OVERHEAD};
 use crate::deployment::DatabaseSpec;
+use crate::telemetry::metrics::metrics;
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::pool::PoolConnection;
 
 /// Run on every connection a module hands back, before anyone else gets it: what the
 /// module's statements may have changed in the session goes back to how the host
@@ -98,6 +101,8 @@ pub struct PgDatabase {
     statement_timeout: Duration,
     /// When the host last changed the module's schema.
     schema_clock: std::sync::Arc<super::SchemaClock>,
+    /// How long the module waits for its pool's connections.
+    pub acquire_wait: Histogram,
 }
 
 impl PgDatabase {
@@ -107,6 +112,11 @@ impl PgDatabase {
             super::Author::Module => &self.pool,
             super::Author::Host => &self.host_pool,
         }
+    }
+
+    /// Where the wait for `author`'s connections is recorded: the module's only.
+    pub fn waited(&self, author: super::Author) -> Option<&Histogram> {
+        (author == super::Author::Module).then_some(&self.acquire_wait)
     }
 
     /// `CREATE OR REPLACE` of the host function `name` in the module's host schema,
@@ -392,6 +402,7 @@ pub async fn open(
         lock_secret,
         statement_timeout,
         schema_clock,
+        acquire_wait: metrics().db_acquire(module),
     })
 }
 
@@ -406,18 +417,17 @@ fn password(admin_url: &str, role: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs a query on a connection of `pool` lent for it alone, taking its rows as they
+/// Runs a query on `connection`, lent from the pool for it alone, taking its rows as they
 /// come until they outweigh `budget`. (Postgres sends a row whole: the host holds at
 /// most one row past the bound, and a row is at most what Postgres allows, 1 GB a
 /// value.) A kept statement whose plan the schema outdated is prepared afresh and run
 /// once more ([`StaleStatements`]): it failed before it ran.
 pub async fn query(
-    pool: &sqlx::PgPool,
+    mut connection: PoolConnection<Postgres>,
     statement: &str,
     params: &[Value],
     budget: ResultBudget,
 ) -> Result<Rows, Error> {
-    let mut connection = pool.acquire().await.map_err(error)?;
     match try_query(&mut connection, statement, params, budget, Keep::Yes).await {
         Err(Failure::Stale { retry, failed }) => {
             StaleStatements::forget(&mut connection).await;
@@ -464,10 +474,13 @@ pub async fn host_query_in(
         .map_err(Failure::into_error)
 }
 
-/// Runs a statement on a connection of `pool` lent for it alone; returns the number
+/// Runs a statement on `connection`, lent from the pool for it alone; returns the number
 /// of rows it changed (a stale kept statement as in [`query`]).
-pub async fn execute(pool: &sqlx::PgPool, statement: &str, params: &[Value]) -> Result<u64, Error> {
-    let mut connection = pool.acquire().await.map_err(error)?;
+pub async fn execute(
+    mut connection: PoolConnection<Postgres>,
+    statement: &str,
+    params: &[Value],
+) -> Result<u64, Error> {
     match try_execute(&mut connection, statement, params, Keep::Yes).await {
         Err(Failure::Stale { retry, failed }) => {
             StaleStatements::forget(&mut connection).await;

@@ -19,10 +19,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    close_pool, error, sqlite_guard, Author, Error, ResultBudget, Rows, SchemaClock, Value,
+    close_pool, error, lend, sqlite_guard, Author, Error, ResultBudget, Rows, SchemaClock, Value,
 };
 use crate::deployment::database::DEFAULT_MAX_RESULT;
 use crate::deployment::DatabaseSpec;
+use crate::telemetry::metrics::metrics;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// How long a writer waits for another writer's lock before failing with `timeout`
 /// (at most: never longer than the module's own statement timeout).
@@ -41,6 +43,8 @@ pub struct SqliteDatabase {
     /// When the file's schema last changed by the host's hand, or under a connection
     /// (see [`crashed`]): both pools close connections opened before.
     pub schema_clock: std::sync::Arc<SchemaClock>,
+    /// How long the module waits for its pool's connections.
+    pub acquire_wait: Histogram,
 }
 
 /// Connections of the host's own pool for one module's file.
@@ -57,7 +61,9 @@ impl SqliteDatabase {
         budget: ResultBudget,
     ) -> Result<Rows, Error> {
         if author == Author::Module {
-            return query(&self.pool, statement, &params, budget, &self.schema_clock).await;
+            let mut connection = lend(&self.pool, Some(&self.acquire_wait)).await?;
+            let clock = &self.schema_clock;
+            return query(&mut *connection, statement, &params, budget, clock).await;
         }
         let mut connection = self.host_pool.acquire().await.map_err(error)?;
         let clock = &self.schema_clock;
@@ -79,7 +85,9 @@ impl SqliteDatabase {
         budget: ResultBudget,
     ) -> Result<u64, Error> {
         if author == Author::Module {
-            return execute(&self.pool, statement, &params, budget, &self.schema_clock).await;
+            let mut connection = lend(&self.pool, Some(&self.acquire_wait)).await?;
+            let clock = &self.schema_clock;
+            return execute(&mut *connection, statement, &params, budget, clock).await;
         }
         let mut connection = self.host_pool.acquire().await.map_err(error)?;
         let clock = &self.schema_clock;
@@ -192,6 +200,7 @@ pub async fn open(
         host_pool,
         key,
         schema_clock,
+        acquire_wait: metrics().db_acquire(module),
     })
 }
 

@@ -180,6 +180,23 @@ impl EmbeddedBus {
         })
     }
 
+    /// How many events of each of `topics` group `group` has not acknowledged yet.
+    pub async fn lag(&self, group: &str, topics: &[String]) -> Result<Vec<(String, u64)>> {
+        let mut lags = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let lag: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM log WHERE topic = ?1 AND position > COALESCE(\
+                 (SELECT position FROM cursors WHERE grp = ?2 AND topic = ?1), 0)",
+            )
+            .bind(topic)
+            .bind(group)
+            .fetch_one(&self.inner.positions)
+            .await?;
+            lags.push((topic.clone(), lag.unsigned_abs()));
+        }
+        Ok(lags)
+    }
+
     /// Every event retained on `topic`, oldest first.
     pub async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(&format!(

@@ -28,12 +28,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance,
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{highest, Delivery, Position};
 use crate::capabilities::events::envelope::Envelope;
+use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TRACEPARENT;
 
 const ID: &str = "modhost-id";
@@ -183,10 +185,18 @@ impl KafkaBus {
         outcomes
     }
 
-    /// A consumer in group `group` of `topics`, as static member `member`, starting at
-    /// the oldest retained event when the group is new.
-    pub fn subscribe(&self, group: &str, member: &str, topics: &[String]) -> Result<KafkaConsumer> {
+    /// `module`'s consumer in group `group` of `topics`, as static member `member`,
+    /// starting at the oldest retained event when the group is new. Its client reports
+    /// the module's lag once a second ([`GroupMember`]'s statistics).
+    pub fn subscribe(
+        &self,
+        module: &str,
+        group: &str,
+        member: &str,
+        topics: &[String],
+    ) -> Result<KafkaConsumer> {
         let context = GroupMember {
+            module: module.to_string(),
             group: group.to_string(),
             member: member.to_string(),
         };
@@ -198,6 +208,7 @@ impl KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            .set("statistics.interval.ms", LAG_EVERY_MS)
             .create_with_context(context)
             .with_context(|| format!("creating the Kafka consumer of group {group}"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -317,14 +328,41 @@ fn delivery(message: &BorrowedMessage<'_>) -> Option<Delivery> {
     })
 }
 
+/// How often a consumer's client reports its statistics, the module's lag among them.
+const LAG_EVERY_MS: &str = "1000";
+
 /// What a consumer says when the group hands it partitions or takes them away: which
-/// node reads which partitions is the first question when events stall.
+/// node reads which partitions is the first question when events stall. Its client's
+/// statistics give the module's lag.
 struct GroupMember {
+    module: String,
     group: String,
     member: String,
 }
 
-impl ClientContext for GroupMember {}
+impl ClientContext for GroupMember {
+    /// Sets the module's consumer lag per topic: in each partition this node reads,
+    /// the events past the offset it stored last (what it handled, committed or about
+    /// to be), or before its first, past the group's committed offset. Partitions
+    /// other nodes read report no lag here (-1): each node counts its own, and their
+    /// sum is the group's.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, state) in &statistics.topics {
+            let lag = state
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0)
+                .filter_map(|p| {
+                    [p.consumer_lag_stored, p.consumer_lag]
+                        .into_iter()
+                        .find(|lag| *lag >= 0)
+                })
+                .map(i64::unsigned_abs)
+                .sum();
+            metrics().consumer_lag(&self.module, topic, lag);
+        }
+    }
+}
 
 impl ConsumerContext for GroupMember {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -82,20 +82,31 @@ impl Bus {
         }
     }
 
-    /// A consumer of `topics` for consumer group `group`, from its last acknowledged
-    /// position (from the oldest retained event for a new group). `member` names this
-    /// node's place in the group, the same across its restarts (see
-    /// [`crate::capabilities::events::service::member`]).
+    /// `module`'s consumer of `topics` for consumer group `group`, from its last
+    /// acknowledged position (from the oldest retained event for a new group).
+    /// `member` names this node's place in the group, the same across its restarts
+    /// (see [`crate::capabilities::events::service::member`]).
     pub async fn subscribe(
         &self,
+        module: &str,
         group: &str,
         member: &str,
         topics: &[String],
     ) -> Result<Consumer> {
         Ok(match self {
             Bus::Embedded(bus) => Consumer::Embedded(bus.subscribe(group, topics).await?),
-            Bus::Kafka(bus) => Consumer::Kafka(bus.subscribe(group, member, topics)?),
+            Bus::Kafka(bus) => Consumer::Kafka(bus.subscribe(module, group, member, topics)?),
         })
+    }
+
+    /// How many events of each of `topics` group `group` has not acknowledged yet, on
+    /// a bus that answers when asked (embedded). `None` on Kafka, whose client
+    /// reports the lag by itself, once a second, for the partitions this node reads.
+    pub async fn lag(&self, group: &str, topics: &[String]) -> Option<Result<Vec<(String, u64)>>> {
+        match self {
+            Bus::Embedded(bus) => Some(bus.lag(group, topics).await),
+            Bus::Kafka(_) => None,
+        }
     }
 
     /// Every event retained on `topic`, oldest first (for the dead-letter listing).
