@@ -247,8 +247,14 @@ async fn placing_an_order_reserves_stock_and_charges_the_card(host: &Shop) {
         "shop:payments/api@1.1.0#charge",
     ] {
         let callee = function.split([':', '/']).nth(1).unwrap();
+        // In-process on one node; over the mesh when split (orders on a, the others
+        // each on a node of its own).
+        let path = match host {
+            Shop::One { .. } => "local",
+            Shop::Split { .. } => "remote",
+        };
         let series = format!(
-            r#"modhost_calls_total{{caller="orders",callee="{callee}",function="{function}",outcome="ok"}} 1"#
+            r#"modhost_calls_total{{caller="orders",callee="{callee}",function="{function}",path="{path}",outcome="ok"}} 1"#
         );
         assert!(
             metrics.contains(&series),

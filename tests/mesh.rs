@@ -71,7 +71,7 @@ async fn calls_cross_nodes_with_every_value_kind_and_every_failure_typed() {
     // Every call is counted on the caller's node, per edge, like a local one.
     let metrics = get(&a.url("/metrics")).await.text();
     assert!(
-        metrics.contains(r#"modhost_calls_total{caller="caller",callee="callee",function="modhost-testing:kinds/api@1.0.0#reserve",outcome="ok"} 2"#),
+        metrics.contains(r#"modhost_calls_total{caller="caller",callee="callee",function="modhost-testing:kinds/api@1.0.0#reserve",path="remote",outcome="ok"} 2"#),
         "{metrics}"
     );
 }

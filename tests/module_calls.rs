@@ -225,12 +225,12 @@ async fn every_call_is_counted_and_timed_per_edge() {
     let edge = r#"caller="caller",callee="callee""#;
     for expected in [
         format!(
-            r#"modhost_calls_total{{{edge},function="modhost-testing:kinds/api@1.0.0#reserve",outcome="ok"}} 3"#
+            r#"modhost_calls_total{{{edge},function="modhost-testing:kinds/api@1.0.0#reserve",path="local",outcome="ok"}} 3"#
         ),
         format!(
-            r#"modhost_calls_total{{{edge},function="modhost-testing:kinds/api@1.0.0#crash",outcome="error"}} 1"#
+            r#"modhost_calls_total{{{edge},function="modhost-testing:kinds/api@1.0.0#crash",path="local",outcome="error"}} 1"#
         ),
-        format!(r#"modhost_call_duration_seconds_count{{{edge}}} 4"#),
+        format!(r#"modhost_call_duration_seconds_count{{{edge},path="local"}} 4"#),
         r#"modhost_http_requests_total{module="caller",status="200"} 3"#.to_string(),
         r#"modhost_http_requests_total{module="caller",status="502"} 1"#.to_string(),
     ] {

@@ -106,21 +106,26 @@ pub(super) fn deferred_layer() -> impl Layer<Registry> {
 }
 
 /// Which spans and events go to the exporting layer: the host's, at `info` and
-/// above, once export is on. Decided once per call site (the interest cache is
-/// rebuilt when export starts), so it costs nothing per span while export is off.
+/// above, once export is on.
+///
+/// What a call site is (its level, its target) never changes, so a call site that can
+/// never be exported is told so once (`never`), and costs nothing after. Whether
+/// export is on is asked each time (`sometimes`): the answer is then the filter's,
+/// decided right before the span is made. (Cached as `always` instead, a span's
+/// per-layer filter state would not be set fresh when it is made, and a `relay`
+/// span was seen left out of the export though export was on.)
 struct Exported;
 
 impl Exported {
-    fn wanted(metadata: &tracing::Metadata<'_>) -> bool {
-        active()
-            && *metadata.level() <= tracing::Level::INFO
-            && metadata.target().starts_with("modhost")
+    /// Whether spans and events of `metadata`'s call site may ever be exported.
+    fn exportable(metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::INFO && metadata.target().starts_with("modhost")
     }
 }
 
 impl<S> tracing_subscriber::layer::Filter<S> for Exported {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
-        Exported::wanted(metadata)
+        active() && Exported::exportable(metadata)
     }
 
     // Without it the subscriber's level hint would be "anything", and every
@@ -137,8 +142,8 @@ impl<S> tracing_subscriber::layer::Filter<S> for Exported {
         &self,
         metadata: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        if Exported::wanted(metadata) {
-            tracing::subscriber::Interest::always()
+        if Exported::exportable(metadata) {
+            tracing::subscriber::Interest::sometimes()
         } else {
             tracing::subscriber::Interest::never()
         }

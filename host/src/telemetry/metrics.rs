@@ -127,8 +127,8 @@ pub trait Sampled: Send + Sync {
 }
 
 /// The gauges of one module's instances on this node, looked up once: every store
-/// made for the module counts itself in them while it lives
-/// ([`crate::engine::limits::MemoryLimiter`]), and its warm pool its idle ones.
+/// made for the module counts itself in them while it lives (its memory limiter
+/// does, in the engine), and its warm pool its idle ones.
 #[derive(Clone, Debug, Default)]
 pub struct InstanceGauges {
     /// Instances alive now (running work, or idle in the warm pool).
