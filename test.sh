@@ -57,6 +57,32 @@ fi
 export MODHOST_TANSU="$TOOLS/bin/tansu"
 "$MODHOST_TANSU" --version
 
+step "browser tests: playwright-core (drives Debian's Chromium; cached in \$MODHOST_TOOLS)"
+# Only the driver: Playwright's own browser download is never used (it cannot reach
+# its servers here, and the tests drive the machine's /usr/bin/chromium).
+PLAYWRIGHT_VERSION=1.65.2
+NODE_TOOLS="$TOOLS/node"
+if ! grep -qs "\"version\": \"$PLAYWRIGHT_VERSION\"" "$NODE_TOOLS/node_modules/playwright-core/package.json"; then
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p "$NODE_TOOLS"
+    npm install --prefix "$NODE_TOOLS" --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION"
+  elif [ "${CI:-}" = "true" ]; then
+    echo "no npm: .ci/run installs Node.js; CI may not skip" >&2
+    exit 1
+  else
+    echo "no npm: the browser test will be skipped" >&2
+  fi
+fi
+export MODHOST_NODE_MODULES="$NODE_TOOLS/node_modules"
+if command -v chromium >/dev/null 2>&1; then
+  command -v chromium
+elif [ "${CI:-}" = "true" ]; then
+  echo "no chromium: .ci/run installs it; CI may not skip" >&2
+  exit 1
+else
+  echo "no chromium: the browser test will be skipped (install it with: apt-get install chromium)" >&2
+fi
+
 step "format"
 cargo fmt --all -- --check
 

@@ -11,7 +11,6 @@ mod common;
 use common::cluster::Cluster;
 use common::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,21 +52,6 @@ component = "{sqlprobe}"
 routes = ["/probe"]
 database = "sqlite"
 "#;
-
-/// `component` with a custom section naming `tag`: a new version of the same code.
-fn variant(component: &Path, tag: &str, dir: &Path) -> PathBuf {
-    let mut bytes = std::fs::read(component).unwrap();
-    let name = b"modhost-test-version";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    bytes.push(0); // custom section
-    bytes.push(payload.len() as u8);
-    bytes.extend_from_slice(&payload);
-    let path = dir.join(format!("{tag}.wasm"));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 /// The version a response came from.
 fn version(reply: &Reply) -> String {

@@ -1,9 +1,11 @@
 //! Seeing the system: spans exported over OTLP to a real receiver (a protocol-level
 //! one, decoding OTLP's protobuf), one trace per user request across nodes and the
 //! broker, and a collector that is away costing requests nothing; the metrics scraped
-//! by a real Prometheus server and queried through its API.
+//! by a real Prometheus server and queried through its API; the dashboard opened in a
+//! real browser (Chromium, driven by Playwright).
 
 mod common;
+use common::browser::Browser;
 use common::cluster::Cluster;
 use common::kafka::Broker;
 use common::otlp::{ReceivedSpan, Receiver};
@@ -410,4 +412,181 @@ async fn prometheus_scrapes_the_node_and_a_rate_follows_the_load() {
     prometheus
         .wait_for(within, rate, |s| s.len() == 1 && s[0].value == 0.0)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_split_shop_live_in_a_browser() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    const TOKEN: &str = "dashboard-token-0123456789abcdef";
+    let toml = format!(
+        "{SHOP}backend = \"kafka\"\nbrokers = \"{}\"\npartitions = 3\n\n\
+         [admin]\ntoken = \"{TOKEN}\"\n\n\
+         [telemetry]\nslow_request = \"1ms\"\n\
+         trace_url = \"http://traces.example/trace/{{trace_id}}\"\n",
+        broker.address()
+    );
+    let cluster = Cluster::start(&toml, &["a", "b", "c"], PLACEMENT);
+    let entry = cluster.node("a");
+    let admin = format!("http://{}", entry.admin.expect("node a's admin listener"));
+    let http = client(false);
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+
+    // A canary of users takes a quarter of its traffic.
+    let canary = variant(
+        &guest("users"),
+        "dashboard-canary",
+        cluster.deployment.dir.path(),
+    );
+    let body = serde_json::json!({ "component": canary, "weight": 25 }).to_string();
+    let started = send_with_headers(
+        &http,
+        "POST",
+        &format!("{admin}/v1/modules/users/canary"),
+        &auth,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{}", started.text());
+
+    // Without the token: refused, with the challenges a browser and a client answer.
+    let refused = send(&http, "GET", &format!("{admin}/dashboard"), None).await;
+    assert_eq!(refused.status, 401);
+    let challenges: Vec<&str> = refused
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Basic")),
+        "{challenges:?}"
+    );
+    let wrong = send_with_headers(
+        &http,
+        "GET",
+        &format!("{admin}/v1/overview"),
+        &[("authorization", "Basic b3BlcmF0b3I6bm90LXRoZS10b2tlbg==")],
+        None,
+    )
+    .await;
+    assert_eq!(wrong.status, 401, "a wrong password is refused");
+
+    // The JSON the page draws: every node, its modules, every declared edge.
+    let overview =
+        send_with_headers(&http, "GET", &format!("{admin}/v1/overview"), &auth, None).await;
+    assert_eq!(overview.status, 200, "{}", overview.text());
+    let overview = overview.json();
+    assert_eq!(overview["app"], "shop");
+    assert_eq!(overview["asked"], "a");
+    let mut placed: Vec<String> = overview["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|node| {
+            let name = node["name"].as_str().unwrap().to_string();
+            node["modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |m| format!("{name}/{}", m["name"].as_str().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    placed.sort();
+    let mut expected: Vec<String> = PLACEMENT
+        .iter()
+        .flat_map(|(module, on)| on.iter().map(move |node| format!("{node}/{module}")))
+        .collect();
+    expected.sort();
+    assert_eq!(placed, expected, "{overview:#}");
+    let edges: Vec<String> = overview["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let topic = e["topic"]
+                .as_str()
+                .map(|t| format!("@{t}"))
+                .unwrap_or_default();
+            format!(
+                "{}->{}{topic}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let shop_edges = [
+        "orders->inventory",
+        "orders->payments",
+        "payments->orders@payments.charged",
+        "payments->orders@payments.failed",
+        "payments->notifications@payments.charged",
+        "orders->notifications@orders.cancelled",
+    ];
+    for edge in shop_edges {
+        assert!(edges.contains(&edge.to_string()), "{edge} not in {edges:?}");
+    }
+    let remote = overview["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == "orders" && e["to"] == "inventory")
+        .unwrap();
+    assert_eq!(remote["path"], "remote");
+
+    // The page, in Chromium: everything above drawn, and a rate rising under load.
+    let screenshot = workspace().join("target/test-artifacts/dashboard.png");
+    std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&screenshot);
+    let modules: Vec<&str> = PLACEMENT.iter().map(|(module, _)| *module).collect();
+    let seen = browser
+        .run(
+            &workspace().join("tests/dashboard/check.cjs"),
+            vec![
+                ("DASHBOARD".into(), format!("{admin}/dashboard")),
+                ("TOKEN".into(), TOKEN.into()),
+                ("GATEWAY".into(), entry.url("")),
+                ("MODULES".into(), modules.join(",")),
+                ("EDGES".into(), shop_edges.join(",")),
+                ("CANARY".into(), "users=25".into()),
+                ("LOADED_EDGE".into(), "orders->inventory".into()),
+                ("ORDER".into(), GOOD_ORDER.into()),
+                ("SCREENSHOT".into(), screenshot.display().to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(seen["status"], 200, "{seen:#}");
+    assert!(
+        seen["rate_during"].as_f64().unwrap() > seen["rate_before"].as_f64().unwrap(),
+        "{seen:#}"
+    );
+    assert!(seen["placed"].as_u64().unwrap() > 0, "{seen:#}");
+    assert!(seen["canary"].as_str().unwrap().contains("25%"), "{seen:#}");
+    assert_eq!(seen["problems"], serde_json::json!([]), "{seen:#}");
+    assert_eq!(seen["error_banner"], "", "{seen:#}");
+    let picture = std::fs::metadata(&screenshot).expect("the screenshot is kept");
+    assert!(picture.len() > 10_000, "{} bytes", picture.len());
+
+    // The orders placed were slower than the 1 ms `slow_request`: listed, with
+    // their trace ids, linked through `trace_url`.
+    let overview = send_with_headers(&http, "GET", &format!("{admin}/v1/overview"), &auth, None)
+        .await
+        .json();
+    assert_eq!(
+        overview["trace_url"],
+        "http://traces.example/trace/{trace_id}"
+    );
+    let notable = overview["notable"].as_array().unwrap();
+    assert!(
+        notable.iter().any(|n| n["route"] == "/orders"
+            && n["node"] == "a"
+            && n["trace_id"].as_str().unwrap().len() == 32),
+        "{notable:#?}"
+    );
 }

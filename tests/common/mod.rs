@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
 pub mod cluster;
 pub mod kafka;
 pub mod otlp;
@@ -50,6 +51,21 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port in {}..{}", RANGE.0, RANGE.1);
+}
+
+/// `component` with a custom section naming `tag`: a new version of the same code.
+pub fn variant(component: &Path, tag: &str, dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"modhost-test-version";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    bytes.push(0); // custom section
+    bytes.push(payload.len() as u8);
+    bytes.extend_from_slice(&payload);
+    let path = dir.join(format!("{tag}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
 }
 
 /// The workspace root.

@@ -2,11 +2,15 @@
 //!
 //! It listens on its own address (`[admin] listen`, or a node's `admin`), never on the
 //! public gateway, and every request must carry the deployment's token
-//! (`Authorization: Bearer …`, compared in constant time). JSON in, JSON out:
+//! (`Authorization: Bearer …`, or as the password of HTTP Basic authentication, which
+//! a browser asks for when it opens the dashboard; compared in constant time). JSON
+//! in, JSON out:
 //!
 //! | request | what it does |
 //! | --- | --- |
 //! | `GET /v1/status` | every module of every node: serving version, canary, previous, in flight |
+//! | `GET /v1/overview` | the dashboard's numbers: every node's modules, routes, edges, outboxes, slow or failed requests ([`dashboard`]) |
+//! | `GET /dashboard` | the dashboard: a page drawing `/v1/overview`, live |
 //! | `POST /v1/modules/M/swap` `{"component": PATH, "migrations"?: DIR}` | M's new version serves everything |
 //! | `POST /v1/modules/M/canary` `{"component": PATH, "weight": N}` | M's new version gets N% of its traffic |
 //! | `POST /v1/modules/M/promote` | M's canary serves everything |
@@ -21,6 +25,7 @@
 //! [`peer`]; [`client`] is the command line's side.
 
 pub mod client;
+pub mod dashboard;
 pub mod peer;
 pub mod rollout;
 
@@ -134,13 +139,17 @@ impl Admin {
             let mut response = responses::error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "the admin API needs `Authorization: Bearer <token>` with the deployment's token",
+                "the admin API needs `Authorization: Bearer <token>` with the deployment's token \
+                 (a browser: the token as the password)",
                 None,
             );
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
+            // A browser asks for a password on `Basic`; other clients use the bearer.
+            for challenge in ["Bearer", "Basic realm=\"modhost admin\", charset=\"UTF-8\""] {
+                response.headers_mut().append(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(challenge),
+                );
+            }
             return response;
         }
         let method = request.method().clone();
@@ -148,6 +157,8 @@ impl Admin {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["v1", "status"]) => self.status().await,
+            (&Method::GET, ["v1", "overview"]) => self.overview().await,
+            (&Method::GET, ["dashboard"]) => responses::html(dashboard::PAGE),
             (&Method::POST, ["v1", "modules", module, action]) => {
                 let (module, action) = (module.to_string(), action.to_string());
                 let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
@@ -173,23 +184,56 @@ impl Admin {
         }
     }
 
-    /// Constant-time comparison of the bearer token.
+    /// Whether the request carries the deployment's token: as a bearer token, or as
+    /// the password of Basic authentication (any user name). Compared in constant
+    /// time.
     fn authorized(&self, request: &Request<Incoming>) -> bool {
-        let Some(given) = request
+        let Some(value) = request
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
         else {
             return false;
         };
-        let (given, wanted) = (given.as_bytes(), self.token.as_bytes());
+        let given = if let Some(token) = value.strip_prefix("Bearer ") {
+            token.as_bytes().to_vec()
+        } else if let Some(encoded) = value.strip_prefix("Basic ") {
+            use base64::Engine;
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
+            else {
+                return false;
+            };
+            match decoded.iter().position(|byte| *byte == b':') {
+                Some(colon) => decoded[colon + 1..].to_vec(),
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        let wanted = self.token.as_bytes();
         given.len() == wanted.len()
             && given
                 .iter()
                 .zip(wanted)
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
+    }
+
+    /// The dashboard's numbers: this node's part and every other node's, merged.
+    async fn overview(&self) -> Response<Body> {
+        let node = self.deployment.node.clone().unwrap_or_default();
+        let mut parts = vec![(label(&node), Ok(dashboard::local_part(&self.registry)))];
+        for peer in self.peers() {
+            let part = match self.ask(&peer, "overview", &[], Bytes::new()).await {
+                Ok(body) => serde_json::from_slice(&body).map_err(|e| e.to_string()),
+                Err(why) => Err(why.to_string()),
+            };
+            parts.push((peer, part));
+        }
+        responses::json(
+            StatusCode::OK,
+            &dashboard::merge(&self.deployment, &label(&node), parts),
+        )
     }
 
     /// This node's modules, and every other node's.

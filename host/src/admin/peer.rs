@@ -6,6 +6,7 @@
 //! | action | what it does here |
 //! | --- | --- |
 //! | `status` | this node's modules, as JSON |
+//! | `overview` | this node's part of the dashboard ([`super::dashboard::NodePart`]), as JSON |
 //! | `stage` (body: the component) | prepares the version, not serving it |
 //! | `unstage` | drops the staged version |
 //! | `commit` (`weight` for a canary) | switches the staged version in |
@@ -48,6 +49,13 @@ impl PeerRequests {
             return responses::json(
                 StatusCode::OK,
                 &serde_json::Value::Object(registry.status()),
+            );
+        }
+        if action == "overview" {
+            let part = super::dashboard::local_part(registry);
+            return responses::json(
+                StatusCode::OK,
+                &serde_json::to_value(part).unwrap_or_default(),
             );
         }
         let Some(module) = param("module") else {

@@ -1,8 +1,10 @@
 //! `[telemetry]`: where this node's spans go (OTLP over HTTP), how many new traces
-//! are recorded, and the name the node reports them under. Off unless `otlp` is set.
+//! are recorded, and the name the node reports them under (off unless `otlp` is
+//! set); what the dashboard calls a slow request, and where it links trace ids.
 
 use serde::Deserialize;
 
+use super::units::Timeout;
 use super::Problems;
 
 pub use crate::telemetry::export::TelemetrySettings;
@@ -15,6 +17,8 @@ pub(super) struct TelemetrySection {
     sampling: Option<f64>,
     service_name: Option<String>,
     queue: Option<usize>,
+    slow_request: Option<String>,
+    trace_url: Option<String>,
 }
 
 impl TelemetrySection {
@@ -61,6 +65,26 @@ impl TelemetrySection {
                 problems.add(
                     "telemetry.queue",
                     &format!("must be from 1 to {MAX_QUEUE} (spans waiting for export)"),
+                );
+            }
+        }
+        if let Some(slow) = self.slow_request {
+            match Timeout::parse(&slow) {
+                Ok(Timeout(slow)) if !slow.is_zero() => settings.slow_request = slow,
+                Ok(_) => problems.add("telemetry.slow_request", "must be longer than zero"),
+                Err(error) => problems.add("telemetry.slow_request", &error),
+            }
+        }
+        if let Some(url) = self.trace_url {
+            let linkable = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.contains("{trace_id}");
+            if linkable {
+                settings.trace_url = Some(url);
+            } else {
+                problems.add(
+                    "telemetry.trace_url",
+                    "must be an http:// or https:// address with {trace_id} in it, such as \
+                     \"http://jaeger:16686/trace/{trace_id}\"",
                 );
             }
         }

@@ -762,10 +762,19 @@ fn telemetry_is_off_by_default_and_checked_when_set() {
 
     let deployment = parse(&format!(
         "{MINIMAL}\n[telemetry]\notlp = \"http://collector:4318\"\nsampling = 0.01\n\
-         service_name = \"shop-eu\"\nqueue = 100\n"
+         service_name = \"shop-eu\"\nqueue = 100\nslow_request = \"250ms\"\n\
+         trace_url = \"http://jaeger:16686/trace/{{trace_id}}\"\n"
     ))
     .unwrap();
     let telemetry = &deployment.telemetry;
+    assert_eq!(
+        telemetry.slow_request,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(
+        telemetry.trace_url.as_deref(),
+        Some("http://jaeger:16686/trace/{trace_id}")
+    );
     assert_eq!(
         telemetry.otlp.as_ref().map(|uri| uri.to_string()),
         Some("http://collector:4318/".to_string())
@@ -776,7 +785,8 @@ fn telemetry_is_off_by_default_and_checked_when_set() {
 
     let errors = errors(&format!(
         "{MINIMAL}\n[telemetry]\notlp = \"https://collector:4318\"\nsampling = 1.5\n\
-         queue = 0\nservice_name = \" \"\n"
+         queue = 0\nservice_name = \" \"\nslow_request = \"soon\"\n\
+         trace_url = \"http://jaeger:16686/trace/\"\n"
     ));
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
@@ -785,7 +795,9 @@ fn telemetry_is_off_by_default_and_checked_when_set() {
             "telemetry.otlp",
             "telemetry.sampling",
             "telemetry.service_name",
-            "telemetry.queue"
+            "telemetry.queue",
+            "telemetry.slow_request",
+            "telemetry.trace_url"
         ],
         "{errors:?}"
     );

@@ -44,6 +44,7 @@ use crate::runtime::accept::{self, Accept};
 use crate::runtime::responses::{self, Body};
 use crate::runtime::shutdown::Shutdown;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::overview;
 use crate::telemetry::trace::TraceContext;
 use access::Guards;
 use connections::{Activity, Clients};
@@ -246,14 +247,17 @@ impl Gateway {
             .route(request, client, &span, trace, &mut matched)
             .instrument(span.clone())
             .await;
-        response
-            .headers_mut()
-            .insert(request_id::HEADER, request_id);
         let status = response.status().as_u16();
         let took = started.elapsed();
         if let Some(route) = matched {
             metrics().record_gateway_request(route, status, took);
+            // A failed or slow request is kept for the dashboard, with its trace.
+            let id = request_id.to_str().unwrap_or_default();
+            overview::history().request(route, status, took, || trace.trace_id(), id);
         }
+        response
+            .headers_mut()
+            .insert(request_id::HEADER, request_id);
         span.record("status", status);
         span.record(
             "duration_us",

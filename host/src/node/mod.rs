@@ -38,6 +38,7 @@ use crate::runtime::responses::Body;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::BoxFuture;
 use crate::telemetry::metrics::{metrics, Sampled};
+use crate::telemetry::overview;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +210,15 @@ impl Node {
         let stopping = Shutdown::new();
         let after_gateway = Shutdown::new();
         let mut tasks = Vec::new();
+        // What the dashboard shows: a short history of this node's metrics, which the
+        // admin API reads, here or asked by another node over the mesh.
+        overview::history().set_slow(self.deployment.telemetry.slow_request);
+        if self.mesh.is_some() || listeners.admin.is_some() {
+            let stopped = after_gateway.clone();
+            tasks.push(tokio::spawn(overview::record(async move {
+                stopped.triggered().await
+            })));
+        }
         if let (Some(mesh), Some(listener)) = (&self.mesh, listeners.mesh) {
             let handlers = Handlers {
                 calls: self.dispatcher.clone(),

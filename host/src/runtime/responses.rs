@@ -24,6 +24,28 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     response
 }
 
+/// A page of HTML (the admin listener's dashboard), never cached: it is the live
+/// view's shell, and a stale one would poll an API it no longer matches.
+pub fn html(page: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(page));
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        // The page runs its own inline script and fetches from its own origin only.
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// The metrics page, in the Prometheus text exposition format (version 0.0.4).
 pub fn metrics(text: String) -> Response<Body> {
     let mut response = Response::new(full(text));

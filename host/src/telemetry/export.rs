@@ -63,6 +63,11 @@ pub struct TelemetrySettings {
     /// Spans waiting for export at most: a slow or absent collector never holds up a
     /// request, the spans past this are dropped and counted.
     pub queue: usize,
+    /// How long a request may take before the dashboard lists it as slow.
+    pub slow_request: Duration,
+    /// Where the dashboard links a trace id to (`{trace_id}` replaced), such as a
+    /// Jaeger or Tempo page. `None`: trace ids are shown, not linked.
+    pub trace_url: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -72,6 +77,8 @@ impl Default for TelemetrySettings {
             sampling: 1.0,
             service_name: None,
             queue: DEFAULT_QUEUE,
+            slow_request: super::overview::DEFAULT_SLOW,
+            trace_url: None,
         }
     }
 }

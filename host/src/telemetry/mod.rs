@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod metrics;
+pub mod overview;
 pub mod request_id;
 pub mod span;
 pub mod trace;
