@@ -5,6 +5,7 @@
 //! real browser (Chromium, driven by Playwright).
 
 mod common;
+use base64::Engine;
 use common::browser::Browser;
 use common::cluster::Cluster;
 use common::kafka::Broker;
@@ -476,6 +477,30 @@ async fn the_dashboard_draws_the_split_shop_live_in_a_browser() {
     )
     .await;
     assert_eq!(wrong.status, 401, "a wrong password is refused");
+    // The right password reads, but changes nothing: a browser would send it with a
+    // form another site posted here.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("operator:{TOKEN}"))
+    );
+    let read = send_with_headers(
+        &http,
+        "GET",
+        &format!("{admin}/v1/status"),
+        &[("authorization", basic.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    let posted = send_with_headers(
+        &http,
+        "POST",
+        &format!("{admin}/v1/modules/users/rollback"),
+        &[("authorization", basic.as_str())],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(posted.status, 401, "{}", posted.text());
 
     // The JSON the page draws: every node, its modules, every declared edge.
     let overview =

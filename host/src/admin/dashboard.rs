@@ -20,6 +20,9 @@ use crate::deployment::Deployment;
 use crate::module::Registry;
 use crate::telemetry::overview::{self, NodeOverview, Notable, Red, HISTORY, WINDOW};
 
+/// How long the node asked waits for another node's part.
+pub const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The page, built into the binary.
 pub const PAGE: &str = include_str!("dashboard.html");
 
@@ -49,7 +52,8 @@ struct Edge {
     to: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     topic: Option<String>,
-    /// Calls: `local`, `remote`, or `mixed` when both were seen.
+    /// Calls: `local` or `remote` as the calls went over the window (as placed, without
+    /// traffic), `mixed` when both were seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
     red: Red,
@@ -106,6 +110,9 @@ pub fn merge(
         }
     }
     let mut routes: BTreeMap<String, Red> = BTreeMap::new();
+    // The paths calls along each edge took over the window, where there was traffic.
+    let mut traffic: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
     let mut nodes = Vec::new();
     let mut outboxes = Vec::new();
     let mut notable: Vec<Notable> = Vec::new();
@@ -133,8 +140,11 @@ pub fn merge(
                 dead_lettered: None,
                 lag: None,
             });
-            if edge.red.rate > 0.0 && entry.path.as_deref() != Some(edge.path.as_str()) {
-                entry.path = Some("mixed".to_string());
+            if edge.red.rate > 0.0 {
+                traffic
+                    .entry((edge.caller.clone(), edge.callee.clone()))
+                    .or_default()
+                    .insert(edge.path.clone());
             }
             entry.red.merge(&edge.red);
         }
@@ -170,6 +180,14 @@ pub fn merge(
             })
             .collect();
         nodes.push(serde_json::json!({ "name": node, "modules": modules }));
+    }
+    for (key, paths) in traffic {
+        if let Some(edge) = calls.get_mut(&key) {
+            edge.path = Some(match paths.len() {
+                1 => paths.into_iter().next().unwrap_or_default(),
+                _ => "mixed".to_string(),
+            });
+        }
     }
     notable.sort_by_key(|request| std::cmp::Reverse(request.at_ms));
     notable.truncate(overview::NOTABLE);

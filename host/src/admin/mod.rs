@@ -184,9 +184,9 @@ impl Admin {
         }
     }
 
-    /// Whether the request carries the deployment's token: as a bearer token, or as
-    /// the password of Basic authentication (any user name). Compared in constant
-    /// time.
+    /// Whether the request carries the deployment's token: as a bearer token, or, to
+    /// read (`GET`), as the password of Basic authentication (any user name).
+    /// Compared in constant time.
     fn authorized(&self, request: &Request<Incoming>) -> bool {
         let Some(value) = request
             .headers()
@@ -197,7 +197,13 @@ impl Admin {
         };
         let given = if let Some(token) = value.strip_prefix("Bearer ") {
             token.as_bytes().to_vec()
-        } else if let Some(encoded) = value.strip_prefix("Basic ") {
+        } else if let Some(encoded) = value
+            .strip_prefix("Basic ")
+            .filter(|_| request.method() == Method::GET)
+        {
+            // Only to look: a browser sends Basic credentials it keeps with any request
+            // to this address, a form posted from another site's page too. A change
+            // takes the bearer token, which no other page can make a browser send.
             use base64::Engine;
             let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
             else {
@@ -223,13 +229,25 @@ impl Admin {
     async fn overview(&self) -> Response<Body> {
         let node = self.deployment.node.clone().unwrap_or_default();
         let mut parts = vec![(label(&node), Ok(dashboard::local_part(&self.registry)))];
-        for peer in self.peers() {
-            let part = match self.ask(&peer, "overview", &[], Bytes::new()).await {
-                Ok(body) => serde_json::from_slice(&body).map_err(|e| e.to_string()),
-                Err(why) => Err(why.to_string()),
+        // Every node at once, each within a moment: one that does not answer shows as
+        // such, and never holds up the page.
+        let asked = self.peers().into_iter().map(|peer| async move {
+            let answer = tokio::time::timeout(
+                dashboard::PEER_TIMEOUT,
+                self.ask(&peer, "overview", &[], Bytes::new()),
+            )
+            .await;
+            let part = match answer {
+                Ok(Ok(body)) => serde_json::from_slice(&body).map_err(|e| e.to_string()),
+                Ok(Err(why)) => Err(why.to_string()),
+                Err(_) => Err(format!(
+                    "did not answer within {:?}",
+                    dashboard::PEER_TIMEOUT
+                )),
             };
-            parts.push((peer, part));
-        }
+            (peer, part)
+        });
+        parts.extend(futures_util::future::join_all(asked).await);
         responses::json(
             StatusCode::OK,
             &dashboard::merge(&self.deployment, &label(&node), parts),

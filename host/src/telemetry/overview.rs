@@ -4,8 +4,8 @@
 //! The metrics ([`super::metrics`]) are the one record of what happened; this keeps
 //! a short history of them. Once a second [`record`] encodes them, as a scrape would,
 //! and keeps the counters and histogram buckets the dashboard needs for the last
-//! [`HISTORY`] seconds. From two points of that history come a rate (their
-//! difference over the time between them) and a p99 (from the buckets' differences,
+//! [`HISTORY`] seconds, each point with the instant it was read. From two points of
+//! that history come a rate (their difference over the time between them) and a p99 (from the buckets' differences,
 //! as Prometheus's `histogram_quantile` computes it). Nothing else counts twice.
 //!
 //! A node's [`NodeOverview`] covers what it saw: its gateway's routes, the calls its
@@ -127,6 +127,8 @@ fn parse_line(line: &str) -> Option<(Series, f64)> {
 
 /// One second's reading of the kept series.
 struct Point {
+    /// When it was read: rates divide by the time that really passed between points.
+    at: std::time::Instant,
     values: HashMap<Series, f64>,
 }
 
@@ -174,7 +176,7 @@ pub struct Red {
     pub rate_series: Vec<f64>,
     /// The failures in each of the last seconds, oldest first.
     pub error_series: Vec<f64>,
-    /// The p99 over the [`P99_WINDOW`] seconds up to each of the last seconds.
+    /// The p99 over the 5 seconds up to each of the last seconds.
     pub p99_series: Vec<Option<f64>>,
 }
 
@@ -189,18 +191,30 @@ impl Red {
     }
 
     /// Adds `other` (the same thing seen on another node): rates add up; the p99 is
-    /// the larger of the two (the slowest node's).
+    /// the larger of the two (the slowest node's). Series line up at their newest
+    /// point: a node with a shorter history (started later) covers the latest seconds.
     pub fn merge(&mut self, other: &Red) {
         self.rate += other.rate;
         self.errors += other.errors;
         self.p99_ms = max_option(self.p99_ms, other.p99_ms);
-        add_series(&mut self.rate_series, &other.rate_series);
-        add_series(&mut self.error_series, &other.error_series);
-        let longest = self.p99_series.len().max(other.p99_series.len());
-        self.p99_series.resize(longest, None);
-        for (mine, theirs) in self.p99_series.iter_mut().zip(&other.p99_series) {
-            *mine = max_option(*mine, *theirs);
-        }
+        merge_series(&mut self.rate_series, &other.rate_series, 0.0, |a, b| a + b);
+        merge_series(&mut self.error_series, &other.error_series, 0.0, |a, b| {
+            a + b
+        });
+        merge_series(&mut self.p99_series, &other.p99_series, None, max_option);
+    }
+}
+
+/// Combines `theirs` into `mine` point by point, the newest points together; the
+/// shorter is taken as `empty` before its start.
+fn merge_series<T: Copy>(mine: &mut Vec<T>, theirs: &[T], empty: T, combine: impl Fn(T, T) -> T) {
+    if mine.len() < theirs.len() {
+        let missing = theirs.len() - mine.len();
+        mine.splice(0..0, std::iter::repeat_n(empty, missing));
+    }
+    let offset = mine.len() - theirs.len();
+    for (mine, theirs) in mine[offset..].iter_mut().zip(theirs) {
+        *mine = combine(*mine, *theirs);
     }
 }
 
@@ -208,15 +222,6 @@ fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
-    }
-}
-
-fn add_series(mine: &mut Vec<f64>, theirs: &[f64]) {
-    if mine.len() < theirs.len() {
-        mine.resize(theirs.len(), 0.0);
-    }
-    for (mine, theirs) in mine.iter_mut().zip(theirs) {
-        *mine += theirs;
     }
 }
 
@@ -350,6 +355,11 @@ impl History {
 
     /// Takes one reading of `exposition` (the metrics' text) as the newest point.
     pub fn read(&self, exposition: &str) {
+        self.read_at(exposition, std::time::Instant::now());
+    }
+
+    /// [`History::read`], for a reading taken at `at`.
+    fn read_at(&self, exposition: &str, at: std::time::Instant) {
         let mut values = HashMap::new();
         let mut gauges = HashMap::new();
         for line in exposition.lines() {
@@ -370,7 +380,7 @@ impl History {
         if points.len() > HISTORY {
             points.pop_front();
         }
-        points.push_back(Point { values });
+        points.push_back(Point { at, values });
     }
 
     /// What this node saw over the history kept so far.
@@ -448,9 +458,22 @@ impl History {
                         series.label("topic").to_string(),
                     );
                     let value = latest.values.get(series).copied().unwrap_or(0.0);
-                    subscriptions.entry(key).or_default().1 = value as u64;
+                    let subscription = subscriptions.entry(key).or_default();
+                    // The last attempt before a dead letter failed too.
+                    subscription.0.add(series, true);
+                    subscription.1 = value as u64;
                 }
                 _ => {}
+            }
+        }
+        // A subscriber stuck from the start has handled nothing, but has a lag.
+        for series in gauges.keys() {
+            if series.name == "modhost_events_consumer_lag" {
+                let key = (
+                    series.label("module").to_string(),
+                    series.label("topic").to_string(),
+                );
+                subscriptions.entry(key).or_default();
             }
         }
         overview.routes = routes
@@ -565,23 +588,32 @@ impl View<'_> {
                 .map(|(series, _)| self.increase(series, from, to))
                 .sum::<f64>()
         };
-        let window = WINDOW.min(last);
-        let from = last - window;
-        let per_second = |value: f64| {
-            if window == 0 {
-                0.0
+        let from = last - WINDOW.min(last);
+        // Per second of the time that passed between two points (a tick may be late).
+        let per_second = |value: f64, from: usize, to: usize| {
+            let seconds = self.points[to]
+                .at
+                .saturating_duration_since(self.points[from].at)
+                .as_secs_f64();
+            if seconds > 0.0 {
+                value / seconds
             } else {
-                value / window as f64
+                0.0
             }
         };
-        let seconds = HISTORY.min(last);
-        let steps = (last - seconds)..last;
+        let steps = (last - HISTORY.min(last))..last;
         Red {
-            rate: per_second(sum(false, from, last)),
-            errors: per_second(sum(true, from, last)),
+            rate: per_second(sum(false, from, last), from, last),
+            errors: per_second(sum(true, from, last), from, last),
             p99_ms: self.p99(&group.buckets, from, last),
-            rate_series: steps.clone().map(|at| sum(false, at, at + 1)).collect(),
-            error_series: steps.clone().map(|at| sum(true, at, at + 1)).collect(),
+            rate_series: steps
+                .clone()
+                .map(|at| per_second(sum(false, at, at + 1), at, at + 1))
+                .collect(),
+            error_series: steps
+                .clone()
+                .map(|at| per_second(sum(true, at, at + 1), at, at + 1))
+                .collect(),
             p99_series: steps
                 .map(|at| self.p99(&group.buckets, (at + 1).saturating_sub(P99_WINDOW), at + 1))
                 .collect(),
@@ -710,8 +742,10 @@ mod tests {
         };
         // 20 seconds of 10 requests a second, one of them failing, every request
         // fast but one a second slow.
+        let start = std::time::Instant::now();
         for second in 0..=20u64 {
-            history.read(&exposition(9 * second, second, 9 * second, second));
+            let at = start + Duration::from_secs(second);
+            history.read_at(&exposition(9 * second, second, 9 * second, second), at);
         }
         let overview = history.overview();
         assert_eq!(overview.seconds, 20);
@@ -756,8 +790,10 @@ mod tests {
         };
         a.merge(&b);
         assert_eq!((a.rate, a.errors, a.p99_ms), (5.0, 1.0, Some(9.0)));
-        assert_eq!(a.rate_series, [5.0, 7.0, 6.0]);
-        assert_eq!(a.p99_series, [Some(3.0), Some(1.0), Some(2.0)]);
+        // `a` started a second later: its two seconds are the latest two of `b`'s.
+        assert_eq!(a.rate_series, [4.0, 6.0, 8.0]);
+        assert_eq!(a.error_series, [0.0, 0.0, 1.0]);
+        assert_eq!(a.p99_series, [None, Some(3.0), Some(2.0)]);
     }
 
     #[test]
