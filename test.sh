@@ -10,6 +10,21 @@ cd "$(dirname "$0")"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# need COMMAND PACKAGE WHAT: where COMMAND is. Without it CI stops (.ci/run installs
+# PACKAGE, and nothing may skip there); a local run says WHAT is skipped, and the
+# function fails (callers that go on anyway write `|| true`).
+need() {
+  if command -v "$1" >/dev/null 2>&1; then
+    command -v "$1"
+  elif [ "${CI:-}" = "true" ]; then
+    echo "no $1: .ci/run installs $2; CI may not skip" >&2
+    exit 1
+  else
+    echo "no $1: $3 will be skipped (install it with: apt-get install $2)" >&2
+    return 1
+  fi
+}
+
 step "toolchain: wasm32-wasip2 target"
 rustup target add wasm32-wasip2
 
@@ -25,26 +40,10 @@ else
 fi
 
 step "Redis server binary (the key-value tests start their own servers)"
-if command -v redis-server >/dev/null 2>&1; then
-  command -v redis-server
-elif [ "${CI:-}" = "true" ]; then
-  echo "no redis-server: .ci/run installs it; CI may not skip" >&2
-  exit 1
-else
-  echo "no redis-server: the Redis halves of the key-value tests will be skipped" >&2
-  echo "(install it with: apt-get install redis-server)" >&2
-fi
+need redis-server redis-server "the Redis halves of the key-value tests" || true
 
 step "Prometheus server binary (the metrics test starts its own server)"
-if command -v prometheus >/dev/null 2>&1; then
-  command -v prometheus
-elif [ "${CI:-}" = "true" ]; then
-  echo "no prometheus: .ci/run installs it; CI may not skip" >&2
-  exit 1
-else
-  echo "no prometheus: the Prometheus test will be skipped" >&2
-  echo "(install it with: apt-get install prometheus)" >&2
-fi
+need prometheus prometheus "the Prometheus test" || true
 
 step "Kafka-protocol broker for the event tests (tansu, cached in \$MODHOST_TOOLS)"
 # tansu speaks the Kafka protocol; the tests start it themselves. Its default build has
@@ -63,25 +62,13 @@ step "browser tests: playwright-core (drives Debian's Chromium; cached in \$MODH
 PLAYWRIGHT_VERSION=1.65.2
 NODE_TOOLS="$TOOLS/node"
 if ! grep -qs "\"version\": \"$PLAYWRIGHT_VERSION\"" "$NODE_TOOLS/node_modules/playwright-core/package.json"; then
-  if command -v npm >/dev/null 2>&1; then
+  if need npm npm "the browser test" >/dev/null; then
     mkdir -p "$NODE_TOOLS"
     npm install --prefix "$NODE_TOOLS" --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION"
-  elif [ "${CI:-}" = "true" ]; then
-    echo "no npm: .ci/run installs Node.js; CI may not skip" >&2
-    exit 1
-  else
-    echo "no npm: the browser test will be skipped" >&2
   fi
 fi
 export MODHOST_NODE_MODULES="$NODE_TOOLS/node_modules"
-if command -v chromium >/dev/null 2>&1; then
-  command -v chromium
-elif [ "${CI:-}" = "true" ]; then
-  echo "no chromium: .ci/run installs it; CI may not skip" >&2
-  exit 1
-else
-  echo "no chromium: the browser test will be skipped (install it with: apt-get install chromium)" >&2
-fi
+need chromium chromium "the browser test" || true
 
 step "format"
 cargo fmt --all -- --check

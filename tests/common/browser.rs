@@ -51,12 +51,8 @@ impl Browser {
             )),
             _ => None,
         };
-        if let Some(missing) = missing {
-            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                panic!("{missing} (CI=true: this test may not be skipped)");
-            }
-            eprintln!("skipping this browser test: {missing}");
-            return None;
+        if let Some(why) = missing {
+            return super::missing("this browser test", &why);
         }
         Some(Browser {
             node: node?,

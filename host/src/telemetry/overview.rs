@@ -286,12 +286,7 @@ pub struct NodeOverview {
 /// This node's history.
 pub fn history() -> &'static History {
     static HISTORY_OF_THIS_NODE: OnceLock<History> = OnceLock::new();
-    HISTORY_OF_THIS_NODE.get_or_init(|| History {
-        points: Mutex::new(VecDeque::with_capacity(HISTORY + 1)),
-        gauges: Mutex::new(HashMap::new()),
-        notable: Mutex::new(VecDeque::with_capacity(NOTABLE)),
-        slow: OnceLock::new(),
-    })
+    HISTORY_OF_THIS_NODE.get_or_init(History::empty)
 }
 
 /// Reads this node's metrics once a second into [`history`], until `stopped`.
@@ -315,6 +310,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl History {
+    fn empty() -> History {
+        History {
+            points: Mutex::new(VecDeque::with_capacity(HISTORY + 1)),
+            gauges: Mutex::new(HashMap::new()),
+            notable: Mutex::new(VecDeque::with_capacity(NOTABLE)),
+            slow: OnceLock::new(),
+        }
+    }
+
     /// Sets how long a request may take before it is kept as slow.
     pub fn set_slow(&self, slow: Duration) {
         let _ = self.slow.set(slow);
@@ -734,12 +738,7 @@ mod tests {
 
     #[test]
     fn rates_and_percentiles_come_from_the_differences_between_readings() {
-        let history = History {
-            points: Mutex::new(VecDeque::new()),
-            gauges: Mutex::new(HashMap::new()),
-            notable: Mutex::new(VecDeque::new()),
-            slow: OnceLock::new(),
-        };
+        let history = History::empty();
         // 20 seconds of 10 requests a second, one of them failing, every request
         // fast but one a second slow.
         let start = std::time::Instant::now();
@@ -798,12 +797,7 @@ mod tests {
 
     #[test]
     fn only_failed_or_slow_requests_are_kept_newest_first_and_bounded() {
-        let history = History {
-            points: Mutex::new(VecDeque::new()),
-            gauges: Mutex::new(HashMap::new()),
-            notable: Mutex::new(VecDeque::new()),
-            slow: OnceLock::new(),
-        };
+        let history = History::empty();
         history.set_slow(Duration::from_millis(100));
         let trace = || "4bf92f3577b34da6a3ce929d0e0e4736".to_string();
         history.request("/users", 200, Duration::from_millis(5), trace, "r1");

@@ -302,11 +302,7 @@ impl Subscriber {
             trace_id = tracing::field::Empty,
         );
         // The handler's hop is this span, a child of the publisher's.
-        let parent = envelope
-            .traceparent
-            .as_deref()
-            .and_then(TraceContext::parse);
-        let trace = TraceContext::for_span(&span, parent);
+        let trace = TraceContext::for_span(&span, envelope.trace_parent());
         span.record("trace_id", trace.trace_id().as_str());
         let mut work = Handle {
             event: envelope.to_event(attempt),

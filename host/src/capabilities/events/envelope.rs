@@ -2,6 +2,7 @@
 //! (id, source module, publication time, trace context).
 
 use super::bindings::modhost::events::types::Event;
+use crate::telemetry::trace::TraceContext;
 
 /// Largest payload one event may carry.
 pub const MAX_PAYLOAD: usize = MAX_EVENT;
@@ -41,6 +42,12 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The trace context of the hop that sent the event on (its publisher, then the
+    /// relay), when it carries a valid one.
+    pub fn trace_parent(&self) -> Option<TraceContext> {
+        self.traceparent.as_deref().and_then(TraceContext::parse)
+    }
+
     /// The event as the subscriber's `handle` receives it, on its `attempt`th delivery.
     pub fn to_event(&self, attempt: u32) -> Event {
         Event {

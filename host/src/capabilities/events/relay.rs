@@ -183,11 +183,7 @@ impl Relay {
             bus = self.bus.name(),
             error = tracing::field::Empty,
         );
-        let parent = envelope
-            .traceparent
-            .as_deref()
-            .and_then(TraceContext::parse);
-        let trace = TraceContext::for_span(&span, parent);
+        let trace = TraceContext::for_span(&span, envelope.trace_parent());
         let sent = Envelope {
             traceparent: Some(trace.to_string()),
             ..envelope.clone()
