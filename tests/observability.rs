@@ -615,3 +615,78 @@ async fn the_dashboard_draws_the_split_shop_live_in_a_browser() {
         "{notable:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_breaker_decisions_are_events_of_the_call_span() {
+    let receiver = Receiver::start().await;
+    let deployment = TestDeployment::new(&format!(
+        "{CALLS}
+[policies.callee]
+retries = {{ attempts = 3, idempotent = [\"flaky\"], backoff = \"1ms\", max_backoff = \"5ms\", budget = 1.0, min_per_second = 100 }}
+breaker = {{ failures = 3, open_for = \"1s\" }}
+
+[telemetry]
+otlp = \"{}\"
+",
+        receiver.endpoint()
+    ));
+    let host = Modhost::start(&deployment);
+    // The decisions a call's span carries: its events that name the policy.
+    let decisions = |span: &ReceivedSpan| -> Vec<String> {
+        span.events
+            .iter()
+            .filter(|(_, attributes)| {
+                attributes.get("policy").map(String::as_str) == Some("callee")
+            })
+            .map(|(message, _)| message.clone())
+            .collect()
+    };
+    let a_call_said = |spans: &[ReceivedSpan], what: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == "call" && decisions(s).iter().any(|m| m.contains(what)))
+            .cloned()
+    };
+
+    // Three crashes in a row open the circuit (`crash` is not retried); the next call
+    // is refused at once. Each decision is an event of the call it was made for.
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/caller/crash")).await.status, 502);
+    }
+    assert_eq!(get(&host.url("/caller/crash")).await.status, 503);
+    let spans = receiver
+        .wait_for(
+            Duration::from_secs(30),
+            "the breaker's decisions",
+            |spans| {
+                a_call_said(spans, "circuit opened").is_some()
+                    && a_call_said(spans, "refused: the circuit is open").is_some()
+            },
+        )
+        .await;
+    let opened = a_call_said(&spans, "circuit opened").unwrap();
+    assert_eq!(opened.attribute("outcome"), "error", "{opened:#?}");
+    assert_eq!(opened.attribute("callee"), "callee", "{opened:#?}");
+    let refused = a_call_said(&spans, "refused: the circuit is open").unwrap();
+    assert_ne!(refused.span_id, opened.span_id);
+
+    // After `open_for`, `flaky` (which fails half its calls) goes through again: a
+    // probe first, then calls, some retried. (Three failures in a row may open the
+    // circuit again for a second: those requests get 503.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = get(&host.url("/caller/flaky")).await;
+        assert!([200, 502, 503].contains(&reply.status), "{}", reply.text());
+        let spans = receiver.spans();
+        if a_call_said(&spans, "retrying a failed call").is_some()
+            && a_call_said(&spans, "probing the callee").is_some()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retried call and probe among {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -341,9 +341,12 @@ policy_service!(BreakerService, fn call(&mut self, request) {
         let Some(breaker) = &state.breaker else {
             return inner.call(request).await;
         };
+        // The decisions below are events of the call's span (the policies run inside
+        // it), so a trace shows why a call failed at once, or went through as a probe.
         let Some(attempt) = breaker.admit() else {
             // Refused: open, whatever opened it (a call abandoned unrecorded too).
             state.metrics.breaker_open.set(1);
+            tracing::info!(policy = %state.key, "refused: the circuit is open");
             return Err(CallFailed::new(
                 CallFailure::Unavailable,
                 format!(
@@ -354,13 +357,22 @@ policy_service!(BreakerService, fn call(&mut self, request) {
                 ),
             ));
         };
+        if attempt.is_probe() {
+            tracing::info!(policy = %state.key, "probing the callee: one call through the half-open circuit");
+        }
         let outcome = inner.call(request).await;
         let healthy = match &outcome {
             Ok(_) => true,
             Err(failed) => !counts_against_the_callee(failed.kind),
         };
         if attempt.record(healthy) {
-            state.metrics.breaker_open.set(i64::from(breaker.is_open()));
+            let open = breaker.is_open();
+            state.metrics.breaker_open.set(i64::from(open));
+            if open {
+                tracing::warn!(policy = %state.key, "circuit opened: the callee keeps failing");
+            } else {
+                tracing::info!(policy = %state.key, "circuit closed: the probe succeeded");
+            }
         }
         outcome
     })

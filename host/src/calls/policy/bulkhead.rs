@@ -160,6 +160,7 @@ policy_service!(BulkheadService, fn call(&mut self, request) {
             }
             Err(shed) => {
                 state.metrics.shed.inc();
+                tracing::info!(policy = %state.key, reason = ?shed, "shed by the bulkhead");
                 let why = match shed {
                     Shed::QueueFull => "every place is taken and the queue is full".to_string(),
                     Shed::WaitedTooLong => format!(

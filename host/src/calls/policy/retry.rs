@@ -93,12 +93,19 @@ policy_service!(Retry, fn call(&mut self, request) {
             };
             if !budget.withdraw() {
                 state.metrics.budget_exhausted.inc();
-                tracing::debug!(policy = %state.key, %failed, "not retried: the retry budget is spent");
+                // Inside the call's span: an event of it in its trace.
+                tracing::info!(policy = %state.key, error = %failed, "not retried: the retry budget is spent");
                 return Err(failed);
             }
             made += 1;
             state.metrics.retried.inc();
-            tracing::debug!(policy = %state.key, attempt = made, ?wait, %failed, "retrying a failed call");
+            tracing::info!(
+                policy = %state.key,
+                attempt = made,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                error = %failed,
+                "retrying a failed call"
+            );
             tokio::time::sleep(wait).await;
         }
     })
