@@ -189,6 +189,29 @@ pub fn merge(
             });
         }
     }
+    // A module only called (no HTTP of its own) has its duration where its callers
+    // measured it: the slowest p99 of the calls into it, over every node.
+    let mut called: BTreeMap<&str, Option<f64>> = BTreeMap::new();
+    for edge in calls.values() {
+        let slowest = called.entry(edge.to.as_str()).or_default();
+        *slowest = match (*slowest, edge.red.p99_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    for node in &mut nodes {
+        let Some(modules) = node["modules"].as_array_mut() else {
+            continue;
+        };
+        for module in modules {
+            let name = module["name"].as_str().unwrap_or_default().to_string();
+            if module["red"]["p99_ms"].is_null() {
+                if let Some(Some(p99)) = called.get(name.as_str()) {
+                    module["red"]["p99_ms"] = (*p99).into();
+                }
+            }
+        }
+    }
     notable.sort_by_key(|request| std::cmp::Reverse(request.at_ms));
     notable.truncate(overview::NOTABLE);
     let route_owner = |route: &str| {
@@ -232,5 +255,158 @@ fn declared_path(deployment: &Deployment, caller: &str, callee: &str) -> &'stati
         "local"
     } else {
         "remote"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::overview::{EdgeOverview, SubscriptionOverview};
+
+    fn deployment() -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["orders", "inventory", "payments"] {
+            std::fs::write(dir.path().join(format!("{name}.wasm")), b"\0asm").unwrap();
+        }
+        let text = r#"
+[app]
+name = "shop"
+[modules.orders]
+component = "orders.wasm"
+routes = ["/orders"]
+calls = ["inventory", "payments"]
+subscribes = ["payments.charged"]
+database = "sqlite"
+[modules.inventory]
+component = "inventory.wasm"
+[modules.payments]
+component = "payments.wasm"
+publishes = ["payments.charged"]
+database = "sqlite"
+[events]
+backend = "kafka"
+brokers = "127.0.0.1:9092"
+[nodes.a]
+listen = "127.0.0.1:8080"
+mesh = "127.0.0.1:7000"
+[nodes.b]
+listen = "127.0.0.1:8081"
+mesh = "127.0.0.1:7001"
+[placement]
+orders = ["a"]
+inventory = ["a"]
+payments = ["b"]
+[mesh]
+ca = "ca.pem"
+cert = "{node}.pem"
+key = "{node}.key"
+"#;
+        Deployment::parse(&dir.path().join("deploy.toml"), text).unwrap()
+    }
+
+    fn red(rate: f64, p99: Option<f64>) -> Red {
+        Red {
+            rate,
+            p99_ms: p99,
+            rate_series: vec![rate],
+            ..Red::default()
+        }
+    }
+
+    fn part(modules: &[&str], overview: NodeOverview) -> NodePart {
+        NodePart {
+            overview,
+            modules: modules
+                .iter()
+                .map(|m| (m.to_string(), serde_json::json!({ "status": "serving" })))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_declared_edge_shows_and_nodes_merge_into_one_picture() {
+        let deployment = deployment();
+        let a = NodeOverview {
+            routes: [("/orders".to_string(), red(4.0, Some(12.0)))].into(),
+            edges: vec![EdgeOverview {
+                caller: "orders".into(),
+                callee: "payments".into(),
+                path: "remote".into(),
+                red: red(4.0, Some(9.0)),
+            }],
+            subscriptions: vec![SubscriptionOverview {
+                module: "orders".into(),
+                topic: "payments.charged".into(),
+                red: red(4.0, None),
+                dead_lettered: 2,
+                lag: 5,
+            }],
+            ..NodeOverview::default()
+        };
+        let parts = vec![
+            ("a".to_string(), Ok(part(&["orders", "inventory"], a))),
+            ("b".to_string(), Err("did not answer within 2s".to_string())),
+        ];
+        let merged = merge(&deployment, "a", parts);
+        let edges = merged["edges"].as_array().unwrap();
+        let edge = |from: &str, to: &str| {
+            edges
+                .iter()
+                .find(|e| e["from"] == from && e["to"] == to)
+                .unwrap_or_else(|| panic!("no {from}->{to} in {edges:#?}"))
+        };
+        // Declared, with no traffic: as placed (inventory shares orders' node).
+        assert_eq!(edge("orders", "inventory")["path"], "local");
+        assert_eq!(edge("orders", "inventory")["red"]["rate"], 0.0);
+        assert_eq!(edge("orders", "payments")["path"], "remote");
+        assert_eq!(edge("orders", "payments")["red"]["rate"], 4.0);
+        let event = edge("payments", "orders");
+        assert_eq!(
+            (event["kind"].as_str(), event["topic"].as_str()),
+            (Some("event"), Some("payments.charged"))
+        );
+        assert_eq!(
+            (event["lag"].as_u64(), event["dead_lettered"].as_u64()),
+            (Some(5), Some(2))
+        );
+        // A node that could not be asked is there, with why.
+        let b = &merged["nodes"][1];
+        assert_eq!(
+            (b["name"].as_str(), b["error"].as_str()),
+            (Some("b"), Some("did not answer within 2s"))
+        );
+        assert_eq!(merged["routes"][0]["module"], "orders");
+        // payments was only called: no node of its own answered, so no box; the
+        // called module on a: inventory had no calls, so no duration either.
+        let modules = merged["nodes"][0]["modules"].as_array().unwrap();
+        let inventory = modules.iter().find(|m| m["name"] == "inventory").unwrap();
+        assert!(inventory["red"]["p99_ms"].is_null());
+    }
+
+    #[test]
+    fn a_module_only_called_gets_the_duration_its_callers_measured() {
+        let deployment = deployment();
+        let a = NodeOverview {
+            edges: vec![EdgeOverview {
+                caller: "orders".into(),
+                callee: "payments".into(),
+                path: "remote".into(),
+                red: red(3.0, Some(7.5)),
+            }],
+            ..NodeOverview::default()
+        };
+        let b = NodeOverview {
+            modules: [("payments".to_string(), red(3.0, None))].into(),
+            ..NodeOverview::default()
+        };
+        let parts = vec![
+            ("a".to_string(), Ok(part(&["orders"], a))),
+            ("b".to_string(), Ok(part(&["payments"], b))),
+        ];
+        let merged = merge(&deployment, "a", parts);
+        let payments = &merged["nodes"][1]["modules"][0];
+        assert_eq!(payments["name"], "payments");
+        assert_eq!(payments["red"]["rate"], 3.0);
+        assert_eq!(payments["red"]["p99_ms"], 7.5);
     }
 }
