@@ -194,10 +194,7 @@ pub fn merge(
     let mut called: BTreeMap<&str, Option<f64>> = BTreeMap::new();
     for edge in calls.values() {
         let slowest = called.entry(edge.to.as_str()).or_default();
-        *slowest = match (*slowest, edge.red.p99_ms) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        *slowest = overview::slower(*slowest, edge.red.p99_ms);
     }
     for node in &mut nodes {
         let Some(modules) = node["modules"].as_array_mut() else {

@@ -196,12 +196,12 @@ impl Red {
     pub fn merge(&mut self, other: &Red) {
         self.rate += other.rate;
         self.errors += other.errors;
-        self.p99_ms = max_option(self.p99_ms, other.p99_ms);
+        self.p99_ms = slower(self.p99_ms, other.p99_ms);
         merge_series(&mut self.rate_series, &other.rate_series, 0.0, |a, b| a + b);
         merge_series(&mut self.error_series, &other.error_series, 0.0, |a, b| {
             a + b
         });
-        merge_series(&mut self.p99_series, &other.p99_series, None, max_option);
+        merge_series(&mut self.p99_series, &other.p99_series, None, slower);
     }
 }
 
@@ -218,7 +218,8 @@ fn merge_series<T: Copy>(mine: &mut Vec<T>, theirs: &[T], empty: T, combine: imp
     }
 }
 
-fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+/// The larger of two durations where either may be missing: the slower p99.
+pub fn slower(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
