@@ -70,6 +70,19 @@ fi
 export MODHOST_NODE_MODULES="$NODE_TOOLS/node_modules"
 need chromium chromium "the browser test" || true
 
+step "Python modules: componentize-py (cached in \$MODHOST_TOOLS/python)"
+# The version modhost builds with (host/src/module/python.rs); modhost would install it
+# by itself on first use, this step only makes it visible in the log.
+COMPONENTIZE_PY_VERSION=0.25.1
+PYTHON_TOOLS="$TOOLS/python"
+if ! "$PYTHON_TOOLS/bin/componentize-py" --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
+  python3 -m venv "$PYTHON_TOOLS"
+  "$PYTHON_TOOLS/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+export MODHOST_TOOLS="$TOOLS"
+export MODHOST_COMPONENTIZE_PY="$PYTHON_TOOLS/bin/componentize-py"
+"$MODHOST_COMPONENTIZE_PY" --version
+
 step "format"
 cargo fmt --all -- --check
 
@@ -78,14 +91,18 @@ GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p notifications 
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
 
-step "guest modules: unit tests (their pure logic, on the host target)"
+step "guest modules: unit tests (their pure logic, on the host target and CPython)"
 cargo test -p payments
+"$PYTHON_TOOLS/bin/python" -m unittest discover -s modules/fraud/tests
 
 step "host: lints"
 cargo clippy --all-targets -- -D warnings
 
 step "host: the modhost binary the end-to-end tests start"
 cargo build -p modhost --bin modhost
+
+step "Python modules (componentize-py, into target/python)"
+target/debug/modhost build config/single-node.toml
 
 step "tests"
 cargo test --all-targets

@@ -1,5 +1,6 @@
 # The example shop as the benches deploy it, sourced by orders-load.sh and
-# tracing-load.sh: every guest from target/wasm32-wasip2/guest, each module on
+# tracing-load.sh: every Rust guest from target/wasm32-wasip2/guest and the Python
+# fraud module from target/python (`modhost build` builds it), each module on
 # SQLite in the run's data dir, and inventory stocked with a million of everything
 # (a bench-only migration) so that every order can succeed. Needs WORK (a scratch
 # dir) and GUEST (where the built guests are).
@@ -44,12 +45,21 @@ limits = { concurrency = 256 }
 [modules.orders]
 component = "$GUEST/orders.wasm"
 routes = ["/orders"]
-calls = ["inventory", "payments"]
+calls = ["inventory", "fraud", "payments"]
 database = "sqlite"
 migrations = "$PWD/modules/orders/migrations"
 publishes = ["orders.cancelled"]
 subscribes = ["payments.charged", "payments.failed"]
 limits = { concurrency = 256, timeout = "5s" }
+[modules.fraud]
+component = "$PWD/target/python/fraud.wasm"
+routes = ["/fraud"]
+calls = ["users"]
+database = "sqlite"
+migrations = "$PWD/modules/fraud/migrations"
+publishes = ["fraud.flagged"]
+subscribes = ["payments.failed"]
+limits = { concurrency = 256, memory = "64MiB" }
 [modules.notifications]
 component = "$GUEST/notifications.wasm"
 routes = ["/notifications"]

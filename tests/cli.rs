@@ -32,18 +32,87 @@ fn check_accepts_a_valid_deployment() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("6 module(s) valid"), "{stdout}");
+    assert!(stdout.contains("7 module(s) valid"), "{stdout}");
     for module in [
         "users",
         "catalog",
         "inventory",
         "payments",
         "orders",
+        "fraud",
         "notifications",
     ] {
         assert!(stdout.contains(module), "{module} missing: {stdout}");
     }
     drop(data);
+}
+
+/// A team's pipeline checks its new build before anything is deployed: here a new
+/// `users` (Rust) whose `get` returns a number breaks `fraud` (Python), which imports
+/// it; the check names the consumer and both signatures, and exits 2. The current
+/// build passes the same check.
+#[test]
+fn check_with_a_new_build_lists_each_consumer_it_would_break() {
+    let deployment = TestDeployment::new(SHOP);
+    let file = deployment.file.display().to_string();
+    let current = format!("users={}", guest("users").display());
+    let ok = modhost(&["check", &file, "--module", &current]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let broken = deployment.dir.path().join("users-next.wasm");
+    let wasm = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "get") (param i64) (result i32) i32.const 7))
+            (core instance $i (instantiate $m))
+            (func $get (param "id" u64) (result u32) (canon lift (core func $i "get")))
+            (instance $api (export "get" (func $get)))
+            (export "shop:users/api@1.0.0" (instance $api))
+        )"#,
+    )
+    .unwrap();
+    std::fs::write(&broken, wasm).unwrap();
+    let next = format!("users={}", broken.display());
+    let refused = modhost(&["check", &file, "--module", &next]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("module `fraud`: imports shop:users/api@1.0.0#get with a signature module `users` does not have"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fraud expects: func(id: u64) -> result<option<record { id: u64, name: string, email: string }>"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("users exports: func(id: u64) -> u32"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("with {next}")), "{stderr}");
+
+    for (argument, expected) in [
+        (
+            "nobody=x.wasm".to_string(),
+            "the deployment has no module `nobody`",
+        ),
+        ("users".to_string(), "expected NAME=PATH"),
+        (
+            format!(
+                "users={}",
+                deployment.dir.path().join("missing.wasm").display()
+            ),
+            "does not exist",
+        ),
+    ] {
+        let bad = modhost(&["check", &file, "--module", &argument]);
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(2), "{argument}: {stderr}");
+        assert!(stderr.contains(expected), "{argument}: {stderr}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The example shop served by real `modhost` processes: users and catalog as JSON APIs,
-//! orders placed through typed calls into inventory and payments, and the saga that
-//! runs on their events. One suite runs unchanged against the shop on one node and
-//! the shop split over three (tests/common/shop.rs).
+//! orders placed through typed calls into inventory, fraud (a Python module) and
+//! payments, and the saga that runs on their events. One suite runs unchanged against
+//! the shop on one node and the shop split over three (tests/common/shop.rs).
 
 mod common;
 use common::shop::Shop;
@@ -244,11 +244,12 @@ async fn placing_an_order_reserves_stock_and_charges_the_card(host: &Shop) {
     let metrics = get(&host.url("/metrics")).await.text();
     for function in [
         "shop:inventory/api@1.1.0#reserve",
+        "shop:fraud/api@1.0.0#assess",
         "shop:payments/api@1.1.0#charge",
     ] {
         let callee = function.split([':', '/']).nth(1).unwrap();
         // In-process on one node; over the mesh when split (orders on a, the others
-        // each on a node of its own).
+        // on b and c).
         let path = match host {
             Shop::One { .. } => "local",
             Shop::Split { .. } => "remote",
@@ -566,6 +567,193 @@ async fn catalog_lookups_are_cached(host: &Shop) {
     assert_eq!(missing.status, 404);
 }
 
+/// The node that runs `module` (the only node, or its node of the split).
+fn node_of<'a>(shop: &'a Shop, module: &str) -> &'a Modhost {
+    match shop {
+        Shop::One { host, .. } => host,
+        Shop::Split { cluster, .. } => {
+            let (_, nodes) = common::shop::PLACEMENT
+                .iter()
+                .find(|(placed, _)| *placed == module)
+                .expect("a placed module");
+            cluster.node(nodes[0])
+        }
+    }
+}
+
+/// The fraud module — Python, built by componentize-py — scores every order between
+/// reserving and charging: orders (Rust) calls it through `shop:fraud/api`, it calls
+/// users (Rust) back through `shop:users/api`, keeps its assessments in its own
+/// database, publishes `fraud.flagged` inside the transaction that records a flagged
+/// assessment, and learns from `payments.failed`. Two failed settlements and a
+/// throwaway address: the next order is refused before the card is charged.
+async fn the_python_fraud_module_scores_every_order(shop: &Shop) {
+    let http = client(false);
+    let created = send(
+        &http,
+        "POST",
+        &shop.url("/users"),
+        Some(r#"{"name": "Mallory", "email": "mallory@Mailinator.com"}"#),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let mallory = created.json()["id"].as_u64().unwrap();
+    let order_for = |customer: u64, lines: &str| {
+        format!(
+            r#"{{"customer_id": {customer}, "lines": {lines},
+                "card": {{"number": "{GOOD_CARD}", "expiry_month": 12, "expiry_year": 2030}}}}"#
+        )
+    };
+    let keyboards = || async {
+        get(&shop.url("/inventory/KB-001")).await.json()["available"]
+            .as_u64()
+            .unwrap()
+    };
+    let stock_before = keyboards().await;
+
+    // 12 keyboards (1,068.00 EUR) on a throwaway address: charged, but flagged.
+    let large = order_for(mallory, r#"[{"sku": "KB-001", "quantity": 12}]"#);
+    let placed = send(&http, "POST", &shop.url("/orders"), Some(&large)).await;
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let order_id = placed.json()["id"].as_str().unwrap().to_string();
+    let receipt = placed.json()["payment"]["receipt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let assessed = get(&shop.url(&format!("/fraud/assessments/{order_id}"))).await;
+    assert_eq!(assessed.status, 200, "{}", assessed.text());
+    let assessed = assessed.json();
+    assert_eq!(assessed["customer_id"], mallory);
+    assert_eq!(assessed["total_cents"], 106800);
+    assert_eq!(assessed["verdict"], "review");
+    assert_eq!(assessed["score"], 60);
+    assert_eq!(
+        assessed["reasons"],
+        serde_json::json!(["disposable-email", "large-order"])
+    );
+    // The flag left fraud's outbox for the bus, published by the Python module.
+    let fraud_node = node_of(shop, "fraud");
+    let series = r#"modhost_events_published_total{module="fraud",topic="fraud.flagged"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = get(&fraud_node.url("/metrics")).await.text();
+        if metrics.contains(series) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} missing from:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The charge fails to settle: payments.failed reaches the Python handler, which
+    // counts it against Mallory — once, however often it is reported.
+    let report =
+        format!(r#"{{"receipt_id": "{receipt}", "outcome": "failed", "reason": "stolen card"}}"#);
+    for _ in 0..2 {
+        let settled = send(
+            &http,
+            "POST",
+            &shop.url("/payments/settlements"),
+            Some(&report),
+        )
+        .await;
+        assert_eq!(settled.status, 200, "{}", settled.text());
+    }
+    let history = eventually(shop, &format!("/fraud/customers/{mallory}"), |h| {
+        h["failed_settlements"] == 1
+    })
+    .await;
+    assert_eq!(history["assessments"], 1);
+    assert_eq!(history["flagged"], 1);
+    eventually(shop, &format!("/orders/{order_id}"), |o| {
+        o["status"] == "cancelled"
+    })
+    .await;
+    assert_eq!(
+        keyboards().await,
+        stock_before,
+        "the cancelled order's stock is back"
+    );
+
+    // The next order scores 80: refused, nothing charged, the stock released.
+    let small = order_for(mallory, r#"[{"sku": "KB-001", "quantity": 1}]"#);
+    let refused = send(&http, "POST", &shop.url("/orders"), Some(&small)).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let error = &refused.json()["error"];
+    assert_eq!(error["code"], "order_refused");
+    assert_eq!(error["score"], 80);
+    assert_eq!(
+        error["reasons"],
+        serde_json::json!(["disposable-email", "failed-settlements"])
+    );
+    assert_eq!(
+        keyboards().await,
+        stock_before,
+        "a refused order holds no stock"
+    );
+    let history = get(&shop.url(&format!("/fraud/customers/{mallory}")))
+        .await
+        .json();
+    assert_eq!(
+        (history["assessments"].clone(), history["flagged"].clone()),
+        (2.into(), 2.into())
+    );
+
+    // Grace (customer 2) is known with a real address, and one charge of hers failed
+    // to settle earlier in this suite: 40 points, approved, not flagged.
+    eventually(shop, "/fraud/customers/2", |h| h["failed_settlements"] == 1).await;
+    let grace = send(
+        &http,
+        "POST",
+        &shop.url("/orders"),
+        Some(&order_for(2, r#"[{"sku": "CB-004", "quantity": 1}]"#)),
+    )
+    .await;
+    assert_eq!(grace.status, 201, "{}", grace.text());
+    let grace_id = grace.json()["id"].as_str().unwrap().to_string();
+    let assessed = get(&shop.url(&format!("/fraud/assessments/{grace_id}")))
+        .await
+        .json();
+    assert_eq!(assessed["verdict"], "approve");
+    assert_eq!(assessed["score"], 40);
+    assert_eq!(
+        assessed["reasons"],
+        serde_json::json!(["failed-settlements"])
+    );
+    // Nobody is customer 999: reviewed, charged.
+    let stranger = send(
+        &http,
+        "POST",
+        &shop.url("/orders"),
+        Some(&order_for(999, r#"[{"sku": "CB-004", "quantity": 1}]"#)),
+    )
+    .await;
+    assert_eq!(stranger.status, 201, "{}", stranger.text());
+    let stranger_id = stranger.json()["id"].as_str().unwrap().to_string();
+    let assessed = get(&shop.url(&format!("/fraud/assessments/{stranger_id}")))
+        .await
+        .json();
+    assert_eq!(assessed["reasons"], serde_json::json!(["unknown-customer"]));
+    assert_eq!(assessed["verdict"], "review");
+
+    // Its HTTP API refuses what it does not serve, with the shop's error shape.
+    let missing = get(&shop.url("/fraud/assessments/ord_nope")).await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert_eq!(missing.json()["error"]["code"], "not_found");
+    let bad = get(&shop.url("/fraud/customers/x")).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let wrong = send(
+        &http,
+        "DELETE",
+        &shop.url(&format!("/fraud/assessments/{grace_id}")),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.status, 405, "{}", wrong.text());
+}
+
 /// Everything a client of the shop can see, on whichever shop it is given.
 async fn the_shop_suite(shop: &Shop) {
     users_api_lists_gets_creates_and_validates(shop).await;
@@ -574,6 +762,7 @@ async fn the_shop_suite(shop: &Shop) {
     placing_an_order_reserves_stock_and_charges_the_card(shop).await;
     refused_orders_get_the_right_4xx_answer(shop).await;
     a_payment_that_fails_later_cancels_the_order_and_returns_its_stock(shop).await;
+    the_python_fraud_module_scores_every_order(shop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -587,10 +776,11 @@ async fn the_shop_split_over_three_nodes() {
     the_shop_suite(&shop).await;
 }
 
-/// The node running `payments` dies: placing an order fails at once with a 503 that
-/// says so; the node comes back: orders go through again, nothing else restarted.
+/// The node running `fraud` (node c, the Python module alone) dies: placing an order
+/// fails at once with a 503 that says so; the node comes back: orders go through
+/// again, nothing else restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_payments_node_fails_orders_fast_and_its_return_restores_them() {
+async fn killing_the_fraud_node_fails_orders_fast_and_its_return_restores_them() {
     let Some(mut shop) = Shop::split() else {
         return;
     };
@@ -607,10 +797,10 @@ async fn killing_the_payments_node_fails_orders_fast_and_its_return_restores_the
     let took = started.elapsed();
     assert_eq!(failed.status, 503, "{}", failed.text());
     assert_eq!(failed.json()["error"]["code"], "call_unavailable");
-    // payments' timeout is 5s; a dead node is known at once.
+    // orders' timeout is 5s; a dead node is known at once.
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     let logged = shop.entry().failure_log(&failed, 503);
-    assert!(logged.contains("orders → payments"), "{logged}");
+    assert!(logged.contains("orders → fraud"), "{logged}");
 
     let Shop::Split { cluster, .. } = &mut shop else {
         unreachable!()
@@ -663,8 +853,8 @@ fn an_orders_build_with_a_stale_contract_is_refused_by_check() {
 
     // And without the grant, even the right build is refused.
     let ungranted = TestDeployment::new(&SHOP.replace(
-        "calls = [\"inventory\", \"payments\"]",
-        "calls = [\"inventory\"]",
+        "calls = [\"inventory\", \"fraud\", \"payments\"]",
+        "calls = [\"inventory\", \"fraud\"]",
     ));
     let (code, stderr) = check(&ungranted);
     assert_eq!(code, Some(2), "{stderr}");

@@ -90,7 +90,7 @@ async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
                 let charged_relayed = spans.iter().any(|s| {
                     in_trace(s) && s.name == "relay" && s.attribute("topic") == "payments.charged"
                 });
-                of("call") >= 2 && of("remote_call") >= 2 && of("event") >= 2 && charged_relayed
+                of("call") >= 4 && of("remote_call") >= 4 && of("event") >= 2 && charged_relayed
             },
         )
         .await;
@@ -100,8 +100,8 @@ async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
             s.attribute("caller") == "orders" && s.attribute("callee") == callee
         })
     };
-    let (reserve, charge) = (call_to("inventory"), call_to("payments"));
-    for call in [reserve, charge] {
+    let (reserve, assess, charge) = (call_to("inventory"), call_to("fraud"), call_to("payments"));
+    for call in [reserve, assess, charge] {
         assert_eq!(call.node, "a", "{call:?}");
         assert_eq!(
             call.parent, request.span_id,
@@ -113,23 +113,41 @@ async fn one_order_is_one_trace_across_three_nodes_and_the_broker() {
             s.attribute("callee") == callee
         })
     };
-    let (reserved, charged) = (served("inventory"), served("payments"));
+    let (reserved, assessed, charged) = (served("inventory"), served("fraud"), served("payments"));
     assert_eq!(
         (reserved.node.as_str(), reserved.parent.as_str()),
         ("b", reserve.span_id.as_str())
     );
     assert_eq!(
-        (charged.node.as_str(), charged.parent.as_str()),
-        ("c", charge.span_id.as_str())
+        (assessed.node.as_str(), assessed.parent.as_str()),
+        ("c", assess.span_id.as_str())
     );
-    // payments.charged left payments' outbox through its relay on node c: a child of
+    assert_eq!(
+        (charged.node.as_str(), charged.parent.as_str()),
+        ("b", charge.span_id.as_str())
+    );
+    // The Python module on c called users on a, inside the assessment: the context
+    // crossed into the Python component and out again.
+    let lookup = one(&spans, "call", |s| {
+        s.attribute("caller") == "fraud" && s.attribute("callee") == "users"
+    });
+    assert_eq!(
+        (lookup.node.as_str(), lookup.parent.as_str()),
+        ("c", assessed.span_id.as_str())
+    );
+    let looked_up = served("users");
+    assert_eq!(
+        (looked_up.node.as_str(), looked_up.parent.as_str()),
+        ("a", lookup.span_id.as_str())
+    );
+    // payments.charged left payments' outbox through its relay on node b: a child of
     // the call that published it, and the parent of both handlers.
     let relay = one(&spans, "relay", |s| {
         s.attribute("topic") == "payments.charged"
     });
     assert_eq!(
         (relay.node.as_str(), relay.parent.as_str()),
-        ("c", charged.span_id.as_str()),
+        ("b", charged.span_id.as_str()),
         "{relay:?}"
     );
     assert_eq!(relay.attribute("module"), "payments");
@@ -548,10 +566,13 @@ async fn the_dashboard_draws_the_split_shop_live_in_a_browser() {
         .collect();
     let shop_edges = [
         "orders->inventory",
+        "orders->fraud",
+        "fraud->users",
         "orders->payments",
         "payments->orders@payments.charged",
         "payments->orders@payments.failed",
         "payments->notifications@payments.charged",
+        "payments->fraud@payments.failed",
         "orders->notifications@orders.cancelled",
     ];
     for edge in shop_edges {

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use modhost::capabilities::events::{inspect, replay};
-use modhost::deployment::{ComponentSource, Deployment};
+use modhost::deployment::Deployment;
 use modhost::engine::{self, Engine, EngineSettings};
-use modhost::module::crates;
+use modhost::module::{scaffold, sources};
 use modhost::node::{self, Node};
 use modhost::telemetry::{self, LogFormat};
 
@@ -48,7 +48,7 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Build the deployment's module crates if needed, then serve it.
+    /// Build the deployment's modules from source if needed, then serve it.
     Up {
         /// The deployment file.
         #[arg(default_value = "config/single-node.toml")]
@@ -105,10 +105,35 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Start a new module in this application: a Rust crate or a Python module with its
+    /// WIT contract, a migration, an HTTP route and a test; prints its deployment stanza.
+    New {
+        /// The module's name: lower-case words joined by '-' (it names its route and
+        /// its WIT package).
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
+        /// The namespace of its WIT package (`NAMESPACE:NAME@0.1.0`).
+        #[arg(long, default_value = "app")]
+        namespace: String,
+    },
+    /// Build the deployment's modules from source (Rust crates, Python modules) where
+    /// they changed, without serving.
+    Build {
+        /// The deployment file.
+        #[arg(default_value = "config/single-node.toml")]
+        deployment: PathBuf,
+    },
     /// Validate a deployment and compile and link every module, without serving.
     Check {
         /// The deployment file.
         deployment: PathBuf,
+        /// Check a new build of module NAME (a .wasm/.cwasm file or a source directory)
+        /// in place of the deployment's: every importer it would break and every
+        /// import it lacks is listed, with both signatures.
+        #[arg(long = "module", value_name = "NAME=PATH")]
+        modules: Vec<String>,
     },
     /// Generate development certificates for the mesh: the deployment's CA and one
     /// certificate per node, written where `[mesh]` says.
@@ -139,6 +164,15 @@ enum Command {
         #[arg(long, short)]
         out_dir: Option<PathBuf>,
     },
+}
+
+/// The languages `modhost new` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    /// A Rust crate, built for wasm32-wasip2.
+    Rust,
+    /// A Python module, built with componentize-py.
+    Python,
 }
 
 #[derive(Subcommand)]
@@ -264,7 +298,16 @@ fn main() -> ExitCode {
             &format!("/v1/modules/{module}/rollback"),
             Some(serde_json::json!({})),
         ),
-        Command::Check { deployment } => check(&deployment),
+        Command::New {
+            name,
+            lang,
+            namespace,
+        } => new_module(&name, lang, &namespace),
+        Command::Build { deployment } => build(&deployment),
+        Command::Check {
+            deployment,
+            modules,
+        } => check(&deployment, &modules),
         Command::Compile {
             components,
             out_dir,
@@ -334,6 +377,54 @@ fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deploym
     }
 }
 
+/// `modhost new`: writes the module into the application around the current directory.
+fn new_module(name: &str, lang: Lang, namespace: &str) -> ExitCode {
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let Some(root) = scaffold::find_app_root(&here) else {
+        eprintln!(
+            "modhost: {} is not inside a modhost application (no wit/modhost/sql.wit here or above)",
+            here.display()
+        );
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let language = match lang {
+        Lang::Rust => scaffold::Language::Rust,
+        Lang::Python => scaffold::Language::Python,
+    };
+    match scaffold::new_module(&root, name, namespace, language) {
+        Ok(made) => {
+            for file in &made.files {
+                println!("wrote {}", file.display());
+            }
+            println!(
+                "\nAdd it to a deployment file in {}/config (then `modhost up FILE`):\n\n{}",
+                root.display(),
+                made.stanza
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `modhost build`: every module source of the deployment, built where it changed.
+fn build(path: &Path) -> ExitCode {
+    let deployment = match load_deployment(path, None) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    match sources::build(deployment.modules.values().map(|module| &module.component)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn serve(
     path: &Path,
     overrides: Overrides,
@@ -346,15 +437,8 @@ fn serve(
         Err(code) => return code,
     };
     if build {
-        let crates: Vec<(PathBuf, String)> = deployment
-            .modules
-            .values()
-            .filter_map(|module| match &module.component {
-                ComponentSource::Crate { dir, package } => Some((dir.clone(), package.clone())),
-                _ => None,
-            })
-            .collect();
-        if let Err(error) = crates::build(&crates) {
+        let sources = deployment.modules.values().map(|module| &module.component);
+        if let Err(error) = sources::build(sources) {
             eprintln!("modhost: {error:#}");
             return ExitCode::FAILURE;
         }
@@ -422,11 +506,22 @@ fn serve(
     })
 }
 
-fn check(path: &Path) -> ExitCode {
-    let deployment = match load_deployment(path, None) {
+fn check(path: &Path, replaced: &[String]) -> ExitCode {
+    let mut deployment = match load_deployment(path, None) {
         Ok(deployment) => deployment,
         Err(code) => return code,
     };
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    for replacement in replaced {
+        let Some((module, component)) = replacement.split_once('=') else {
+            eprintln!("modhost: --module {replacement}: expected NAME=PATH");
+            return ExitCode::from(EXIT_INVALID);
+        };
+        if let Err(problem) = deployment.replace_component(module, &here, component) {
+            eprintln!("modhost: {problem}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
     let modules = deployment.modules.len();
     match Node::load(deployment) {
         Ok(node) => {
@@ -446,6 +541,13 @@ fn check(path: &Path) -> ExitCode {
         }
         Err(error) => {
             eprintln!("{error}");
+            if !replaced.is_empty() {
+                eprintln!(
+                    "modhost: with {}, {} does not load: each problem above names the module it breaks",
+                    replaced.join(", "),
+                    path.display()
+                );
+            }
             ExitCode::from(EXIT_INVALID)
         }
     }

@@ -129,6 +129,51 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The Python module `name`, precompiled by this build's modhost once per test
+/// process. Its component (target/python/<name>.wasm) is built by ./test.sh with
+/// `modhost build`; compiling CPython takes seconds, so the tests' deployments name
+/// the `.cwasm` rather than have every node compile it again.
+pub fn python_guest(name: &str) -> PathBuf {
+    static COMPILED: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut compiled = COMPILED.lock().unwrap();
+    if let Some((_, path)) = compiled.iter().find(|(built, _)| built == name) {
+        return path.clone();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let wasm = target.join("python").join(format!("{name}.wasm"));
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run ./test.sh, or `modhost build config/single-node.toml`",
+        wasm.display()
+    );
+    let out = target
+        .join("test-artifacts/precompiled")
+        .join(std::process::id().to_string());
+    let status = Command::new(modhost_bin())
+        .arg("compile")
+        .arg(&wasm)
+        .arg("--out-dir")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run modhost compile");
+    assert!(
+        status.success(),
+        "modhost compile {} failed",
+        wasm.display()
+    );
+    let path = out.join(format!("{name}.cwasm"));
+    assert!(
+        path.is_file(),
+        "modhost compile wrote no {}",
+        path.display()
+    );
+    compiled.push((name.to_string(), path.clone()));
+    path
+}
+
 /// Sends `signal` (e.g. "TERM", "STOP") to process `pid`, as `kill -SIGNAL` does. For
 /// `STOP`, returns once every thread of the process has stopped: the kernel stops a
 /// process's threads one by one as they are next scheduled, so on a busy machine a
@@ -222,12 +267,22 @@ limits = { concurrency = 256 }
 [modules.orders]
 component = "{orders}"
 routes = ["/orders"]
-calls = ["inventory", "payments"]
+calls = ["inventory", "fraud", "payments"]
 limits = { concurrency = 256 }
 database = "sqlite"
 migrations = "{repo}/modules/orders/migrations"
 publishes = ["orders.cancelled"]
 subscribes = ["payments.charged", "payments.failed"]
+
+[modules.fraud]
+component = "{fraud}"
+routes = ["/fraud"]
+calls = ["users"]
+database = "sqlite"
+migrations = "{repo}/modules/fraud/migrations"
+publishes = ["fraud.flagged"]
+subscribes = ["payments.failed"]
+limits = { memory = "64MiB", concurrency = 64 }
 
 [modules.notifications]
 component = "{notifications}"
@@ -273,6 +328,9 @@ impl TestDeployment {
             if text.contains(&placeholder) {
                 text = text.replace(&placeholder, &guest(name).display().to_string());
             }
+        }
+        if text.contains("{fraud}") {
+            text = text.replace("{fraud}", &python_guest("fraud").display().to_string());
         }
         text = text.replace("{repo}", env!("CARGO_MANIFEST_DIR"));
         let file = dir.path().join("deployment.toml");

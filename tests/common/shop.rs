@@ -3,9 +3,10 @@
 //! runs unchanged against either, through the entry node's gateway.
 //!
 //! The split places `users`, `catalog`, `orders` and `notifications` on node `a` (the
-//! entry), `inventory` on `b`, `payments` on `c`: orders' calls cross the mesh, routes
-//! of `b` and `c` are forwarded from `a`, and `payments`' events travel from `c` to
-//! `a` through the broker.
+//! entry), `inventory` and `payments` on `b`, and `fraud` (the Python module) alone on
+//! `c`: orders' calls cross the mesh, and so does fraud's call back to `users`; routes
+//! of `b` and `c` are forwarded from `a`, and `payments`' events travel from `b` to `a`
+//! and `c` through the broker.
 
 use super::cluster::Cluster;
 use super::kafka::Broker;
@@ -29,7 +30,8 @@ pub const PLACEMENT: &[(&str, &[&str])] = &[
     ("orders", &["a"]),
     ("notifications", &["a"]),
     ("inventory", &["b"]),
-    ("payments", &["c"]),
+    ("payments", &["b"]),
+    ("fraud", &["c"]),
 ];
 
 impl Shop {

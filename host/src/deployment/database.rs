@@ -74,10 +74,11 @@ pub(super) fn migrations_dir(
         return Some(std::fs::canonicalize(&path).unwrap_or(path));
     }
     match component {
-        Some(ComponentSource::Crate { dir, .. }) if dir.join("migrations").is_dir() => {
-            Some(dir.join("migrations"))
-        }
-        _ => None,
+        Some(source) => source
+            .source_dir()
+            .map(|dir| dir.join("migrations"))
+            .filter(|dir| dir.is_dir()),
+        None => None,
     }
 }
 

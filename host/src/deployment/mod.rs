@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod modules;
 pub mod placement;
 pub mod policies;
+pub mod python;
 pub mod rollout;
 pub mod routes;
 pub mod settings;
@@ -36,6 +37,7 @@ pub use events::{EventsBackend, EventsSettings};
 pub use gateway::GatewaySettings;
 pub use modules::{ComponentSource, Instances, ModuleLimits, ModuleSpec};
 pub use placement::{MeshSettings, NodeSpec};
+pub use python::PythonPackage;
 pub use rollout::{AdminSettings, RolloutSettings};
 pub use settings::{Owned, Setting};
 pub use telemetry::TelemetrySettings;
@@ -138,6 +140,24 @@ impl Deployment {
     /// The modules this process runs.
     pub fn local_modules(&self) -> impl Iterator<Item = &ModuleSpec> {
         self.modules.values().filter(|m| self.is_local(&m.name))
+    }
+
+    /// Puts `component` (a `.wasm`/`.cwasm` file or a source directory, relative to
+    /// `base`) in place of module `module`'s component, as `modhost check --module`
+    /// does to check a new build against the rest of the deployment. Its migrations
+    /// stay those the deployment names.
+    pub fn replace_component(
+        &mut self,
+        module: &str,
+        base: &Path,
+        component: &str,
+    ) -> Result<(), String> {
+        let spec = self.modules.get_mut(module).ok_or_else(|| {
+            format!("--module {module}={component}: the deployment has no module `{module}`")
+        })?;
+        spec.component = resolve_component(base, component)
+            .map_err(|problem| format!("--module {module}={component}: {problem}"))?;
+        Ok(())
     }
 }
 

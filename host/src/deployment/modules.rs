@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::database::DatabaseSpec;
 use super::errors::Problems;
+use super::python::{self, PythonPackage};
 use super::settings::Setting;
 use super::units::{ByteSize, Timeout};
 
@@ -71,6 +72,22 @@ pub enum ComponentSource {
         /// The crate's package name.
         package: String,
     },
+    /// A Python module built by componentize-py (`pyproject.toml` with a
+    /// `[tool.modhost]` table); `modhost up` builds it.
+    Python(PythonPackage),
+}
+
+impl ComponentSource {
+    /// The directory the component is built from, when it is built from source (a
+    /// crate or a Python module): where its `migrations/` are looked for, and what
+    /// `modhost up --watch` watches.
+    pub fn source_dir(&self) -> Option<&Path> {
+        match self {
+            ComponentSource::Wasm(_) | ComponentSource::Precompiled(_) => None,
+            ComponentSource::Crate { dir, .. } => Some(dir),
+            ComponentSource::Python(package) => Some(&package.dir),
+        }
+    }
 }
 
 /// `limits = { memory, timeout, concurrency }`: what one module may consume.
@@ -160,17 +177,24 @@ pub(super) fn is_valid_module_name(name: &str) -> bool {
 /// Works out what kind of component `written` (relative to `base`) names.
 pub(super) fn resolve_component(base: &Path, written: &str) -> Result<ComponentSource, String> {
     if written.trim().is_empty() {
-        return Err("must name a .wasm or .cwasm file or a module crate directory".into());
+        return Err(
+            "must name a .wasm or .cwasm file, a module crate or a Python module directory".into(),
+        );
     }
     let joined = base.join(written);
     // Canonical paths make messages unambiguous and let crate lookups walk parents.
     let path = std::fs::canonicalize(&joined).unwrap_or(joined);
     if path.is_dir() {
+        if python::is_python_module(&path) {
+            return python::read(&path).map(ComponentSource::Python);
+        }
         let manifest = path.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).map_err(|_| {
             format!(
-                "{} is a directory without a Cargo.toml; name a .wasm/.cwasm file or a module crate",
-                path.display()
+                "{} is a directory without a Cargo.toml or a {}; name a .wasm/.cwasm file, \
+                 a module crate or a Python module",
+                path.display(),
+                python::MANIFEST
             )
         })?;
         let package = crate_package_name(&text)
@@ -182,7 +206,7 @@ pub(super) fn resolve_component(base: &Path, written: &str) -> Result<ComponentS
         Some("cwasm") => ComponentSource::Precompiled(path.clone()),
         _ => {
             return Err(format!(
-                "{written:?} is neither a .wasm/.cwasm file nor a module crate directory"
+                "{written:?} is neither a .wasm/.cwasm file nor a module crate or Python module directory"
             ))
         }
     };

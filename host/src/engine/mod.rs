@@ -31,8 +31,9 @@ const KEEP_RESIDENT: usize = 1 << 20;
 const DECOMMIT_BATCH: usize = 32;
 
 /// Core instances one component instance may hold: a Rust component holds the
-/// program and the shims of its canonical-ABI adapters, three or four.
-pub const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// program and the shims of its canonical-ABI adapters, three or four; a Python one
+/// (componentize-py: CPython and its libraries, dynamically linked) fourteen.
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// Linear memories one component instance may hold (a Rust component has one).
 pub const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables one component instance may hold (a Rust component has one or two).

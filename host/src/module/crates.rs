@@ -118,7 +118,9 @@ fn workspace_root(dir: &Path) -> PathBuf {
     root
 }
 
-fn target_dir(dir: &Path) -> PathBuf {
+/// Where builds of sources in `dir` go: `$CARGO_TARGET_DIR`, or the `target/` of the
+/// workspace `dir` belongs to (the Python builder puts its builds there too).
+pub(super) fn target_dir(dir: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(target) => PathBuf::from(target),
         None => workspace_root(dir).join("target"),

@@ -23,10 +23,10 @@ use std::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::crates;
 use super::directory::{Directory, Placement, RemoteModule};
 use super::interface::Exports;
 use super::slot::ModuleSlot;
+use super::sources;
 use super::swap::Swapper;
 use super::version::{Module, ModuleVersion};
 use super::versions::VersionStore;
@@ -34,7 +34,7 @@ use super::warm::WarmInstances;
 use crate::capabilities::{
     Capabilities, Components, InstanceState, OpenContext, RunningModule, Service, VersionContext,
 };
-use crate::deployment::{ComponentSource, Deployment, Instances, ModuleSpec};
+use crate::deployment::{Deployment, Instances, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent};
 use crate::telemetry::metrics::{Metrics, Sampled, VersionRole};
 
@@ -322,12 +322,9 @@ pub(super) fn exporters(
         .collect()
 }
 
-/// The component file a module spec names (for a crate, its built artefact).
+/// The component file a module spec names (for a source, its build).
 pub fn component_path(spec: &ModuleSpec) -> Result<PathBuf> {
-    match &spec.component {
-        ComponentSource::Wasm(path) | ComponentSource::Precompiled(path) => Ok(path.clone()),
-        ComponentSource::Crate { dir, package } => crates::built_artifact(dir, package),
-    }
+    sources::component_file(&spec.component)
 }
 
 /// Links one version of `module`, and has every capability configure it.

@@ -1,5 +1,5 @@
-//! `modhost up --watch`: rebuild a module crate when its files change, and swap the
-//! new build in — checked and migrated like any swap; a build or a swap that fails is
+//! `modhost up --watch`: rebuild a module (crate or Python module) when its files
+//! change, and swap the new build in — checked and migrated like any swap; a build or a swap that fails is
 //! reported and the running version keeps serving.
 
 use notify::{RecursiveMode, Watcher};
@@ -8,27 +8,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deployment::{ComponentSource, Deployment};
-use crate::module::crates;
+use crate::module::sources;
 use crate::module::swap::Refused;
 use crate::module::Registry;
 
 /// How long a burst of file changes settles before a rebuild.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Watches the crates of `deployment`'s local modules and swaps each rebuilt one into
+/// Watches the sources of `deployment`'s local modules and swaps each rebuilt one into
 /// `registry`, until the process ends.
 pub fn start(deployment: &Deployment, registry: Arc<Registry>) {
-    let crates: Vec<(String, PathBuf, String)> = deployment
+    let built: Vec<(String, ComponentSource)> = deployment
         .local_modules()
-        .filter_map(|module| match &module.component {
-            ComponentSource::Crate { dir, package } => {
-                Some((module.name.clone(), dir.clone(), package.clone()))
-            }
-            _ => None,
-        })
+        .filter(|module| module.component.source_dir().is_some())
+        .map(|module| (module.name.clone(), module.component.clone()))
         .collect();
-    if crates.is_empty() {
-        tracing::warn!("--watch: no module of this deployment is a crate; nothing to watch");
+    if built.is_empty() {
+        tracing::warn!(
+            "--watch: no module of this deployment is built from source; nothing to watch"
+        );
         return;
     }
     let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
@@ -46,14 +44,15 @@ pub fn start(deployment: &Deployment, registry: Arc<Registry>) {
             return;
         }
     };
-    for (module, dir, _) in &crates {
-        for watched in ["src", "migrations", "Cargo.toml"].map(|p| dir.join(p)) {
+    for (module, source) in &built {
+        for watched in sources::watched(source) {
             if watched.exists() {
                 if let Err(error) = watcher.watch(&watched, RecursiveMode::Recursive) {
                     tracing::warn!(module, path = %watched.display(), %error, "--watch: cannot watch");
                 }
             }
         }
+        let dir = source.source_dir().unwrap_or(Path::new(""));
         tracing::info!(module, dir = %dir.display(), "--watch: watching");
     }
     tokio::spawn(async move {
@@ -67,20 +66,28 @@ pub fn start(deployment: &Deployment, registry: Arc<Registry>) {
                     Err(_) => break,
                 }
             }
-            for (module, dir, package) in &crates {
-                if paths.iter().any(|path| path.starts_with(dir)) {
-                    rebuild(&registry, module, dir, package).await;
+            for (module, source) in &built {
+                let watched = sources::watched(source);
+                // A standalone Python module's builds go to its own target/, and
+                // Python tools write __pycache__: neither is an edit.
+                let changed = paths.iter().any(|path| {
+                    watched.iter().any(|dir| path.starts_with(dir))
+                        && !path.components().any(|part| {
+                            matches!(part.as_os_str().to_str(), Some("target" | "__pycache__"))
+                        })
+                });
+                if changed {
+                    rebuild(&registry, module, source).await;
                 }
             }
         }
     });
 }
 
-async fn rebuild(registry: &Registry, module: &str, dir: &Path, package: &str) {
+async fn rebuild(registry: &Registry, module: &str, source: &ComponentSource) {
     tracing::info!(module, "--watch: files changed; rebuilding");
-    let target = (dir.to_path_buf(), package.to_string());
-    let built =
-        tokio::task::spawn_blocking(move || crates::build(std::slice::from_ref(&target))).await;
+    let target = source.clone();
+    let built = tokio::task::spawn_blocking(move || sources::build([&target])).await;
     match built {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
@@ -92,7 +99,7 @@ async fn rebuild(registry: &Registry, module: &str, dir: &Path, package: &str) {
             return;
         }
     }
-    let (Some(slot), Ok(artifact)) = (registry.slot(module), crates::built_artifact(dir, package))
+    let (Some(slot), Ok(artifact)) = (registry.slot(module), sources::component_file(source))
     else {
         return;
     };

@@ -9,11 +9,14 @@
 //!    `out_of_stock` listing each short product, 422 `unknown_sku`, 422
 //!    `invalid_order`;
 //! 3. stores the order as `pending`, with its lines and reservation;
-//! 4. `shop:payments/api.charge` for the reservation's total — or 402
+//! 4. `shop:fraud/api.assess` (the fraud module, written in Python): a `reject`
+//!    verdict releases the reservation, the order is `rejected`, and the answer is 403
+//!    `order_refused` with the rules that fired; `review` and `approve` go on;
+//! 5. `shop:payments/api.charge` for the reservation's total — or 402
 //!    `payment_declined` with the issuer's reason, 422 `invalid_card` /
 //!    `invalid_amount`; a refused charge releases the reservation (compensation) and
 //!    the order is `rejected`;
-//! 5. marks the order `confirmed` with its receipt and answers 201 with it and
+//! 6. marks the order `confirmed` with its receipt and answers 201 with it and
 //!    `Location: /orders/{id}`.
 //!
 //! `GET /orders/{id}` returns a stored order (with its `status` and, when rejected or
@@ -40,6 +43,8 @@ wit_bindgen::generate!({
         // payments.wit's world imports wasi:config; its package must resolve too.
         "../../wit/wasi/config",
         "../../wit/shop/payments.wit",
+        "../../wit/shop/users.wit",
+        "../../wit/shop/fraud.wit",
         "../../wit/shop/orders.wit",
     ],
     world: "shop:orders/orders",
@@ -53,6 +58,7 @@ use modhost::sql::sql::{self as sql, Transaction, Value};
 use modhost_guest::{Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value as Value_};
+use shop::fraud::api::{self as fraud, AssessError, AssessmentRequest, OrderLine, Verdict};
 use shop::inventory::api::{self as inventory, Line, ReserveError};
 use shop::payments::api::{self as payments, Card, ChargeError, ChargeRequest, DeclineReason};
 
@@ -138,6 +144,10 @@ fn place(request: &Request) -> Response {
         );
     }
 
+    if let Some(refused) = assess(&stored) {
+        return refused;
+    }
+
     let charge = ChargeRequest {
         order_id: order_id.clone(),
         amount_cents: reservation.total_cents,
@@ -175,6 +185,65 @@ fn place(request: &Request) -> Response {
         format!("/orders/{order_id}").into_bytes(),
     ));
     response
+}
+
+/// Asks the fraud module about a stored, reserved order. `None` when it may be
+/// charged; otherwise the answer, after the reservation was released and the order
+/// marked `rejected` (compensation, as for a refused charge).
+fn assess(order: &Stored) -> Option<Response> {
+    let request = AssessmentRequest {
+        order_id: order.id.clone(),
+        customer_id: order.customer_id,
+        total_cents: order.total_cents,
+        currency: CURRENCY.into(),
+        lines: order
+            .lines
+            .iter()
+            .map(|line| OrderLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+                unit_price_cents: line.unit_price_cents,
+            })
+            .collect(),
+    };
+    let (reason, response) = match fraud::assess(&request) {
+        Ok(assessment) if assessment.verdict != Verdict::Reject => return None,
+        Ok(assessment) => {
+            let mut details = Map::new();
+            details.insert("assessment_id".into(), assessment.id.into());
+            details.insert("score".into(), assessment.score.into());
+            details.insert("reasons".into(), assessment.reasons.clone().into());
+            (
+                format!("refused by fraud checks: {}", assessment.reasons.join(", ")),
+                Response::error_with(
+                    403,
+                    "order_refused",
+                    "the order cannot be accepted",
+                    details,
+                ),
+            )
+        }
+        Err(AssessError::Invalid(message)) => (
+            format!("fraud check refused the order: {message}"),
+            Response::error(422, "invalid_order", &message),
+        ),
+        Err(AssessError::Unavailable(message)) => (
+            format!("fraud check unavailable: {message}"),
+            Response::error(
+                503,
+                "unavailable",
+                &format!("orders cannot be checked right now; try again: {message}"),
+            ),
+        ),
+    };
+    release(&order.reservation_id, &order.id);
+    if let Err(failed) = set_status(&order.id, "rejected", Some(&reason)) {
+        eprintln!(
+            "orders: marking order {} rejected failed: {failed:?}",
+            order.id
+        );
+    }
+    Some(response)
 }
 
 /// Gives an order's reserved stock back, logging (not failing on) a refusal.

@@ -6,14 +6,19 @@
 //! - `POST /users` with `{"name": "...", "email": "..."}` validates and creates a user:
 //!   201 with the new user, 400 with field errors, 409 if the email is taken.
 //!
+//! Other modules look users up through `shop:users/api` (`wit/shop/users.wit`): the
+//! fraud module asks who is behind an order.
+//!
 //! Every request runs in a fresh instance, so the module keeps no state in memory: the
 //! directory is in its own database (`migrations/` creates it with three users).
 
 wit_bindgen::generate!({
-    path: "../../wit/modhost/sql.wit",
-    world: "modhost:sql/guest",
+    path: ["../../wit/modhost/sql.wit", "../../wit/shop/users.wit"],
+    world: "shop:users/users",
+    generate_all,
 });
 
+use exports::shop::users::api::{self as api, Guest, LookupError};
 use modhost::sql::sql::{self as sql, Value};
 use modhost_guest::{Request, Response};
 use serde::{Deserialize, Serialize};
@@ -102,17 +107,37 @@ fn get(id: &str) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return Response::error(400, "invalid_id", "a user id is a positive integer");
     };
-    match sql::query(
-        "SELECT id, name, email FROM users WHERE id = $1",
-        &[Value::Integer(i64::try_from(id).unwrap_or(i64::MAX))],
-    ) {
-        Ok(rows) => match rows.rows.first().and_then(|r| User::from_row(r)) {
-            Some(user) => Response::json(200, &user),
-            None => Response::not_found(&format!("no user with id {id}")),
-        },
+    match find(id) {
+        Ok(Some(user)) => Response::json(200, &user),
+        Ok(None) => Response::not_found(&format!("no user with id {id}")),
         Err(error) => unavailable(error),
     }
 }
+
+/// The user with `id`, if there is one: the one lookup HTTP and the contract share.
+fn find(id: u64) -> Result<Option<User>, sql::Error> {
+    let rows = sql::query(
+        "SELECT id, name, email FROM users WHERE id = $1",
+        &[Value::Integer(i64::try_from(id).unwrap_or(i64::MAX))],
+    )?;
+    Ok(rows.rows.first().and_then(|r| User::from_row(r)))
+}
+
+/// `shop:users/api`, for other modules.
+struct Contract;
+
+impl Guest for Contract {
+    fn get(id: u64) -> Result<Option<api::User>, LookupError> {
+        let user = find(id).map_err(|error| LookupError::Unavailable(format!("{error:?}")))?;
+        Ok(user.map(|user| api::User {
+            id: u64::try_from(user.id).unwrap_or_default(),
+            name: user.name,
+            email: user.email,
+        }))
+    }
+}
+
+export!(Contract);
 
 fn create(request: &Request) -> Response {
     let new_user: NewUser = match request.json() {

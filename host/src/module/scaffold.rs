@@ -1,0 +1,254 @@
+//! `modhost new`: a new module to start from, in Rust or Python, that builds, passes its
+//! own test and serves on the first try.
+//!
+//! It is written into an application laid out like this repository — `wit/` with the
+//! `modhost:*` packages, `modules/sdk` (Rust) or `modules/sdk-python` — as
+//! `modules/NAME/` with its contract in `wit/NAMESPACE/NAME.wit`: a table of notes
+//! (its migration), `GET`/`POST /NAME`, a `count` function other modules may call, and a
+//! unit test of its rules. A Rust module also joins the workspace's `members`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The language of a new module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// A Rust crate built for `wasm32-wasip2` with the workspace's SDK.
+    Rust,
+    /// A Python module built with componentize-py with the Python SDK.
+    Python,
+}
+
+/// What `modhost new` wrote.
+#[derive(Debug)]
+pub struct Scaffolded {
+    /// The module's directory.
+    pub dir: PathBuf,
+    /// Every file written (and the workspace manifest, when it was changed).
+    pub files: Vec<PathBuf>,
+    /// The module's section for a deployment file in the application's `config/`.
+    pub stanza: String,
+}
+
+const CONTRACT: &str = include_str!("scaffold/shared/contract.wit");
+const MIGRATION: &str = include_str!("scaffold/shared/migration.sql");
+const RUST: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("scaffold/rust/Cargo.toml")),
+    ("src/lib.rs", include_str!("scaffold/rust/src/lib.rs")),
+];
+const PYTHON: &[(&str, &str)] = &[
+    (
+        "pyproject.toml",
+        include_str!("scaffold/python/pyproject.toml"),
+    ),
+    ("app.py", include_str!("scaffold/python/app.py")),
+    ("notes.py", include_str!("scaffold/python/notes.py")),
+    (
+        "tests/test_notes.py",
+        include_str!("scaffold/python/tests/test_notes.py"),
+    ),
+];
+
+/// The nearest directory at or above `from` that holds a modhost application (its
+/// `wit/modhost/sql.wit`).
+pub fn find_app_root(from: &Path) -> Option<PathBuf> {
+    from.ancestors()
+        .find(|dir| dir.join("wit/modhost/sql.wit").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Writes module `name` (contract package `namespace:name`) in `language` into the
+/// application at `root`. Nothing is overwritten: an existing module or contract of
+/// that name is an error.
+pub fn new_module(
+    root: &Path,
+    name: &str,
+    namespace: &str,
+    language: Language,
+) -> Result<Scaffolded> {
+    for (what, value) in [("module name", name), ("namespace", namespace)] {
+        if !is_wit_name(value) {
+            bail!(
+                "{what} {value:?} must be lower-case letters and digits in words joined by \
+                 '-', starting with a letter (it names a WIT package and a route)"
+            );
+        }
+    }
+    let sdk = match language {
+        Language::Rust => "modules/sdk/Cargo.toml",
+        Language::Python => "modules/sdk-python/modhost_guest/__init__.py",
+    };
+    if !root.join(sdk).is_file() {
+        bail!(
+            "{} has no {sdk}: a new module uses the application's SDK",
+            root.display()
+        );
+    }
+    let dir = root.join("modules").join(name);
+    let contract = root.join("wit").join(namespace).join(format!("{name}.wit"));
+    for taken in [&dir, &contract] {
+        if taken.exists() {
+            bail!("{} exists already; nothing was written", taken.display());
+        }
+    }
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{ident}}", &name.replace('-', "_"))
+            .replace("{{namespace}}", namespace)
+            .replace("{{namespace_ident}}", &namespace.replace('-', "_"))
+    };
+    let mut files = Vec::new();
+    let mut write = |path: PathBuf, text: String| -> Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        files.push(path);
+        Ok(())
+    };
+    write(contract, fill(CONTRACT))?;
+    write(
+        dir.join("migrations")
+            .join(format!("0001_{}.sql", name.replace('-', "_"))),
+        fill(MIGRATION),
+    )?;
+    let templates = match language {
+        Language::Rust => RUST,
+        Language::Python => PYTHON,
+    };
+    for (path, template) in templates {
+        write(dir.join(path), fill(template))?;
+    }
+    if language == Language::Rust {
+        let manifest = root.join("Cargo.toml");
+        join_workspace(&manifest, &format!("modules/{name}"))?;
+        files.push(manifest);
+    }
+    let memory = match language {
+        Language::Rust => "32MiB",
+        // CPython's heap and its image of the module take ~20 MiB before any request.
+        Language::Python => "64MiB",
+    };
+    let stanza = format!(
+        "[modules.{name}]\n\
+         component = \"../modules/{name}\"   # relative to a deployment file in config/\n\
+         routes = [\"/{name}\"]\n\
+         database = \"sqlite\"\n\
+         limits = {{ memory = \"{memory}\", timeout = \"2s\", concurrency = 64 }}\n"
+    );
+    Ok(Scaffolded { dir, files, stanza })
+}
+
+/// Adds `member` to the `members` of the workspace manifest at `path`.
+fn join_workspace(path: &Path, member: &str) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let members = parsed
+        .get("workspace")
+        .and_then(|workspace| workspace.get("members"))
+        .and_then(toml::Value::as_array);
+    if members.is_some_and(|members| members.iter().any(|m| m.as_str() == Some(member))) {
+        return Ok(());
+    }
+    // Edit the text rather than re-serialise the table, so comments and layout stay.
+    let Some(start) = text.find("members = [") else {
+        bail!(
+            "{} has no `members = [` in its [workspace]: add \"{member}\" to its members",
+            path.display()
+        );
+    };
+    let at = start + "members = [".len();
+    let rest = text[at..].trim_start();
+    let separator = if rest.starts_with(']') { "" } else { ", " };
+    let updated = format!("{}\"{member}\"{separator}{}", &text[..at], rest);
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A WIT identifier: lower-case words of letters and digits joined by '-', each word
+/// starting with a letter.
+fn is_wit_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.split('-').all(|word| {
+            word.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for file in [
+            "wit/modhost/sql.wit",
+            "modules/sdk/Cargo.toml",
+            "modules/sdk-python/modhost_guest/__init__.py",
+        ] {
+            let path = root.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        std::fs::write(
+            root.path().join("Cargo.toml"),
+            "# the app\n[workspace]\nmembers = [\"modules/sdk\"]\n",
+        )
+        .unwrap();
+        root
+    }
+
+    #[test]
+    fn a_rust_module_joins_the_workspace_and_fills_every_name() {
+        let root = app();
+        let made = new_module(root.path(), "gift-cards", "shop", Language::Rust).unwrap();
+        let manifest = std::fs::read_to_string(root.path().join("Cargo.toml")).unwrap();
+        assert!(manifest.starts_with("# the app\n"), "{manifest}");
+        assert!(
+            manifest.contains("members = [\"modules/gift-cards\", \"modules/sdk\"]"),
+            "{manifest}"
+        );
+        let lib = std::fs::read_to_string(made.dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("exports::shop::gift_cards::api::Guest"));
+        assert!(!lib.contains("{{"), "a placeholder was left");
+        let contract =
+            std::fs::read_to_string(root.path().join("wit/shop/gift-cards.wit")).unwrap();
+        assert!(contract.contains("package shop:gift-cards@0.1.0;"));
+        assert!(made.dir.join("migrations/0001_gift_cards.sql").is_file());
+        assert!(made.stanza.contains("[modules.gift-cards]"));
+        // Twice is refused, and nothing is overwritten.
+        let again = new_module(root.path(), "gift-cards", "shop", Language::Rust).unwrap_err();
+        assert!(again.to_string().contains("exists already"), "{again}");
+    }
+
+    #[test]
+    fn a_python_module_has_its_pyproject_and_test() {
+        let root = app();
+        let made = new_module(root.path(), "scores", "app", Language::Python).unwrap();
+        let pyproject = std::fs::read_to_string(made.dir.join("pyproject.toml")).unwrap();
+        assert!(pyproject.contains("worlds = [\"app:scores/scores@0.1.0\""));
+        assert!(made.dir.join("tests/test_notes.py").is_file());
+        assert!(made.stanza.contains("memory = \"64MiB\""));
+        let manifest = std::fs::read_to_string(root.path().join("Cargo.toml")).unwrap();
+        assert!(!manifest.contains("scores"), "a Python module is no crate");
+    }
+
+    #[test]
+    fn names_that_cannot_be_wit_are_refused() {
+        let root = app();
+        for bad in ["Gift", "gift_cards", "1gift", "gift--cards", "-gift", ""] {
+            assert!(
+                new_module(root.path(), bad, "app", Language::Rust).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(new_module(root.path(), "ok", "My_Space", Language::Rust).is_err());
+    }
+}
