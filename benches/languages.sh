@@ -63,7 +63,8 @@ limits = { memory = "64MiB", timeout = "5s", concurrency = 256 }
 TOML
 }
 
-declare -A SIZE COMPILE READY FIRST P50ONE RPS P50 P99 IDLE PEAK
+declare -A SIZE COMPILE READY FIRST P50ONE RPS P50 P99 IDLE PEAK CPU
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime
 for lang in rust python; do
   deployment "$lang" "$APP/modules/bench-$lang" "$APP/config/$lang.toml"
   (cd "$APP" && "$MODHOST" build "config/$lang.toml" >/dev/null 2>&1)
@@ -93,7 +94,12 @@ for lang in rust python; do
       done
       url="http://127.0.0.1:18090/bench-$lang"
       wrk -t1 -c32 -d3s "$url" >/dev/null
+      cpu_before=$(cpu_ticks "$pid")
       loaded=$(wrk -t1 -c32 -d"$DURATION" --latency "$url")
+      cpu_after=$(cpu_ticks "$pid")
+      requests=$(awk '/requests in/ {print $1}' <<<"$loaded")
+      CPU[$lang]=$(awk -v t=$(( cpu_after - cpu_before )) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN { printf "%.3f", 1000 * t / hz / n }')
       single=$(wrk -t1 -c1 -d5s --latency "$url")
       RPS[$lang]=$(awk '/Requests\/sec/ {print $2}' <<<"$loaded")
       P50[$lang]=$(awk '$1=="50%" {print $2}' <<<"$loaded")
@@ -105,7 +111,7 @@ for lang in rust python; do
     fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
-  READY[$lang]=$(printf '%s\n' "${readies[@]}" | sort -n | sed -n 3p)
+  READY[$lang]=$(printf '%s\n' "${readies[@]}" | sort -n | sed -n 3p | awk '{ printf "%.1f", $1 }')
 done
 
 echo
@@ -113,7 +119,7 @@ echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /,""); print; exit}
 echo "module: modhost new's notes module, GET /NAME over 20 rows; wrk -t1 -c32 -d$DURATION, wrk -t1 -c1 -d5s"
 echo
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k/1024 }'; }
-ratio() { awk -v p="$1" -v r="$2" 'BEGIN { if (r+0 == 0) print "-"; else printf "%.1fx", p/r }'; }
+ratio() { awk -v p="$1" -v r="$2" 'BEGIN { if (r+0 == 0) print "-"; else printf "%.2gx", p/r }'; }
 ms() { # wrk's 1.23ms / 456.78us / 1.2s → milliseconds
   awk -v t="$1" 'BEGIN { v=t+0; if (t ~ /us$/) v/=1000; else if (t ~ /ms$/) v=v; else if (t ~ /s$/) v*=1000; printf "%.2f", v }'
 }
@@ -126,7 +132,10 @@ row "start to ready, precompiled, ms (median of 5)" "${READY[rust]}" "${READY[py
 row "first request after start, ms" "$(awk -v s="${FIRST[rust]}" 'BEGIN{printf "%.2f", s*1000}')" "$(awk -v s="${FIRST[python]}" 'BEGIN{printf "%.2f", s*1000}')"
 row "GET p50 at 1 connection, ms" "$(ms "${P50ONE[rust]}")" "$(ms "${P50ONE[python]}")"
 row "GET requests/s at 32 connections" "${RPS[rust]}" "${RPS[python]}"
+row "CPU per request at 32 connections, ms (host + module)" "${CPU[rust]}" "${CPU[python]}"
 row "GET p50 at 32 connections, ms" "$(ms "${P50[rust]}")" "$(ms "${P50[python]}")"
 row "GET p99 at 32 connections, ms" "$(ms "${P99[rust]}")" "$(ms "${P99[python]}")"
 row "resident memory after the first request, MiB" "$(mib "${IDLE[rust]}")" "$(mib "${IDLE[python]}")"
 row "resident memory at peak (32 connections), MiB" "$(mib "${PEAK[rust]}")" "$(mib "${PEAK[python]}")"
+row "(peak - after first request) / 32, MiB per request in flight" \
+  "$(mib $(( (PEAK[rust] - IDLE[rust]) / 32 )))" "$(mib $(( (PEAK[python] - IDLE[python]) / 32 )))"

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Order placement through the gateway, on this machine: POST /orders on the example
-# shop, each order one request into `orders` plus two typed calls (inventory.reserve,
-# payments.charge), two writes of the order, and the events that follow
-# (payments.charged → orders, notifications). Stock is raised by a bench-only
+# shop, each order one request into `orders` plus three typed calls (inventory.reserve,
+# fraud.assess — the Python module, which calls users.get in turn — payments.charge),
+# two writes of the order, and the events that follow (payments.charged → orders,
+# notifications). Stock is raised by a bench-only
 # migration so that every order can succeed: every answer must be 201; any other is
 # reported.
 #
 # Three deployments in one run:
-# - one node, as shipped (inventory reuses warm instances), embedded event bus;
+# - one node, as shipped (inventory and fraud reuse warm instances), embedded event bus;
 # - one node, every instance fresh;
-# - split over three nodes (users/catalog/orders/notifications | inventory | payments),
+# - split over three nodes (users/catalog/orders/notifications | inventory, payments |
+#   fraud),
 #   separate processes with mutual TLS, events through a Kafka-protocol broker
 #   (tansu, in memory, started here), load on node a.
 # Load: wrk, 1 thread, 32 connections, DURATION (after a 3 s warm-up), and 1
@@ -27,6 +29,7 @@ command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
 rustup target add wasm32-wasip2 >/dev/null
 cargo build --profile guest --target wasm32-wasip2 -p users -p catalog -p inventory -p payments -p orders -p notifications
 cargo build --release -p modhost --bin modhost
+./target/release/modhost build config/single-node.toml  # the Python module, too
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -59,7 +62,7 @@ for variant in reuse fresh; do
     --data-dir "$WORK/data-one-$variant" 2>"$WORK/one-$variant.log" &
   PIDS+=($!)
   wait_ready "http://$ADDR"
-  name="one node, inventory reused"; [ "$variant" = fresh ] && name="one node, every instance fresh"
+  name="one node, inventory and fraud reused"; [ "$variant" = fresh ] && name="one node, every instance fresh"
   RESULTS+=("$(measure "$name" "http://$ADDR/orders")")
   stop_all
 done
@@ -84,7 +87,8 @@ catalog = ["a"]
 orders = ["a"]
 notifications = ["a"]
 inventory = ["b"]
-payments = ["c"]
+payments = ["b"]
+fraud = ["c"]
 [mesh]
 ca = "certs/ca.pem"
 cert = "certs/{node}.pem"

@@ -5,7 +5,7 @@
 # (a bench-only migration) so that every order can succeed. Needs WORK (a scratch
 # dir) and GUEST (where the built guests are).
 #
-#   shop FILE INVENTORY-INSTANCES EVENTS-SECTION [MORE-TOML]
+#   shop FILE INSTANCES EVENTS-SECTION [MORE-TOML]   (INSTANCES: inventory's and fraud's)
 
 # Inventory's migrations plus one that stocks a million of everything.
 mkdir -p "$WORK/inventory-migrations"
@@ -60,6 +60,7 @@ migrations = "$PWD/modules/fraud/migrations"
 publishes = ["fraud.flagged"]
 subscribes = ["payments.failed"]
 limits = { concurrency = 256, memory = "64MiB" }
+instances = "$2"
 [modules.notifications]
 component = "$GUEST/notifications.wasm"
 routes = ["/notifications"]

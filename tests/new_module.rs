@@ -18,7 +18,9 @@ fn new_application() -> tempfile::TempDir {
         root.path().join("Cargo.toml"),
         "[workspace]\nresolver = \"2\"\nmembers = [\"modules/sdk\"]\n\n\
          [workspace.package]\nedition = \"2021\"\nlicense = \"Apache-2.0\"\n\n\
-         [profile.guest]\ninherits = \"release\"\nopt-level = \"s\"\ndebug = false\nstrip = true\n",
+         [profile.guest]\ninherits = \"release\"\nopt-level = \"s\"\ndebug = false\nstrip = true\n\n\
+         [profile.dev]\ndebug = \"line-tables-only\"\n\n\
+         [profile.dev.package.\"*\"]\nopt-level = 3\ndebug = false\n",
     )
     .unwrap();
     // The repository's lock file: the same crate versions as the tested build.

@@ -283,6 +283,7 @@ migrations = "{repo}/modules/fraud/migrations"
 publishes = ["fraud.flagged"]
 subscribes = ["payments.failed"]
 limits = { memory = "64MiB", concurrency = 64 }
+instances = "reuse"
 
 [modules.notifications]
 component = "{notifications}"

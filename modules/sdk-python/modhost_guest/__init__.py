@@ -150,7 +150,7 @@ def _method_name(method):
     from wit_world.imports import wasi_http_types as types
 
     if isinstance(method, types.Method_Other):
-        return method.value
+        return method.value.upper()
     return type(method).__name__.removeprefix("Method_").upper()
 
 
@@ -163,16 +163,23 @@ def _read(incoming):
     path, _, query = target.partition("?")
     with incoming.headers() as fields:
         headers = fields.entries()
+    # modhost hands modules whole bodies with an exact content-length; without one (or
+    # with 0) there is no body, and not opening the stream saves the host work.
+    has_body = any(
+        (name.lower() == "content-length" and value != b"0") or name.lower() == "transfer-encoding"
+        for name, value in headers
+    )
     chunks = []
-    with incoming.consume() as body:
-        with body.stream() as stream:
-            while True:
-                try:
-                    chunks.append(stream.blocking_read(_READ_CHUNK))
-                except Err as error:
-                    if isinstance(error.value, streams.StreamError_Closed):
-                        break
-                    raise
+    if has_body:
+        with incoming.consume() as body:
+            with body.stream() as stream:
+                while True:
+                    try:
+                        chunks.append(stream.blocking_read(_READ_CHUNK))
+                    except Err as error:
+                        if isinstance(error.value, streams.StreamError_Closed):
+                            break
+                        raise
     return Request(method, path, parse_qsl(query, keep_blank_values=True), headers, b"".join(chunks))
 
 
