@@ -324,6 +324,8 @@ impl TestDeployment {
             "kvprobe",
             "configprobe",
             "notifications",
+            "plainhttp",
+            "wstdserver",
         ] {
             let placeholder = format!("{{{name}}}");
             if text.contains(&placeholder) {

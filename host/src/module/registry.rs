@@ -32,7 +32,8 @@ use super::version::{Module, ModuleVersion};
 use super::versions::VersionStore;
 use super::warm::WarmInstances;
 use crate::capabilities::{
-    Capabilities, Components, InstanceState, OpenContext, RunningModule, Service, VersionContext,
+    wasi, Capabilities, Components, InstanceState, OpenContext, RunningModule, Service,
+    VersionContext,
 };
 use crate::deployment::{Deployment, Instances, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent};
@@ -339,6 +340,18 @@ pub(super) fn link_version(
     let path = &compiled.path;
     let spec = &module.spec;
     let component = &compiled.loaded.component;
+    let unserved = wasi::unserved_imports(engine.wasmtime(), component);
+    if !unserved.is_empty() {
+        anyhow::bail!(
+            "{} imports {}: modhost serves WASI {} components (wasi:*@{}.x) only; rebuild it \
+             for WASI 0.2 (the wasm32-wasip2 target, componentize-py), \
+             see docs/writing-a-module.md, \"Which components modhost accepts\"",
+            path.display(),
+            unserved.join(", "),
+            wasi::SERVED_WASI,
+            wasi::SERVED_WASI
+        );
+    }
     let instance_pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)

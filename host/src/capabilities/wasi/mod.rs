@@ -41,6 +41,31 @@ impl Capability for Wasi {
 
 /// A WASI context granting nothing beyond clocks and randomness, its output logged in
 /// `span`.
+/// The WASI release line modules are linked against: every `wasi:*` import must be a
+/// 0.2 version (0.2.0 to 0.2.12 and their pre-releases are all served by wasmtime 48's
+/// 0.2.12 implementation).
+pub const SERVED_WASI: &str = "0.2";
+
+/// The `wasi:*` imports of `component` that no 0.2 implementation serves — WASI 0.3
+/// (P3) and anything else not on the 0.2 line — so a load can refuse them by name
+/// instead of failing to link with a generic message.
+pub fn unserved_imports(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("wasi:"))
+        .filter(|name| {
+            let version = name.split_once('@').map(|(_, version)| version);
+            !version.is_some_and(|version| version.starts_with(&format!("{SERVED_WASI}.")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 fn context(module: &str, span: &LogSpan) -> WasiCtx {
     WasiCtx::builder()
         .stdout(GuestLog::new(module, "stdout", span))
