@@ -83,6 +83,18 @@ export MODHOST_TOOLS="$TOOLS"
 export MODHOST_COMPONENTIZE_PY="$PYTHON_TOOLS/bin/componentize-py"
 "$MODHOST_COMPONENTIZE_PY" --version
 
+step "JavaScript modules: componentize-js (cached in \$MODHOST_TOOLS/componentize-js)"
+# The version modhost builds with (host/src/module/javascript.rs), in a prefix of its own.
+COMPONENTIZE_JS_VERSION=0.23.0
+JS_TOOLS="$TOOLS/componentize-js"
+if ! "$JS_TOOLS/node_modules/.bin/componentize-js" --version 2>/dev/null | grep -q "$COMPONENTIZE_JS_VERSION"; then
+  need npm npm "building JavaScript modules" >/dev/null
+  mkdir -p "$JS_TOOLS"
+  npm install --prefix "$JS_TOOLS" --no-audit --no-fund --silent "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION"
+fi
+export MODHOST_COMPONENTIZE_JS="$JS_TOOLS/node_modules/.bin/componentize-js"
+"$MODHOST_COMPONENTIZE_JS" --version
+
 step "format"
 cargo fmt --all -- --check
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The price of a module's language, in one run: the same module in Rust and in Python —
-# `modhost new`'s notes module in each (GET /NAME reads its SQLite table and answers
-# JSON; the same SQL, the same answer) — each served alone by a release modhost.
+# The price of a module's language, in one run: the same module in Rust, Python and
+# JavaScript — `modhost new`'s notes module in each (GET /NAME reads its SQLite table
+# and answers JSON; the same SQL, the same answer) — each served alone by a release
+# modhost.
 #
 # Measured per language: component size, compile time, start to ready with the module
 # precompiled (median of 5), the first request after start, latency at 1 connection,
@@ -27,7 +28,7 @@ trap cleanup EXIT
 # A new application with the two modules, as a team would start it.
 mkdir -p "$APP/modules" "$APP/config" "$APP/cwasm"
 cp -r wit "$APP/"
-cp -r modules/sdk modules/sdk-python "$APP/modules/"
+cp -r modules/sdk modules/sdk-python modules/sdk-js "$APP/modules/"
 cp Cargo.lock "$APP/"
 cat > "$APP/Cargo.toml" <<'TOML'
 [workspace]
@@ -42,12 +43,15 @@ opt-level = "s"
 debug = false
 strip = true
 TOML
-(cd "$APP" && "$MODHOST" new bench-rust >/dev/null && "$MODHOST" new bench-python --lang python >/dev/null)
+(cd "$APP" && "$MODHOST" new bench-rust >/dev/null && "$MODHOST" new bench-python --lang python >/dev/null \
+  && "$MODHOST" new bench-javascript --lang javascript >/dev/null)
 
 declare -A WASM=(
   [rust]="$CARGO_TARGET_DIR/wasm32-wasip2/guest/bench_rust.wasm"
   [python]="$CARGO_TARGET_DIR/python/bench-python.wasm"
+  [javascript]="$CARGO_TARGET_DIR/javascript/bench-javascript.wasm"
 )
+LANGS=(rust python javascript)
 deployment() { # LANG COMPONENT FILE
   cat > "$3" <<TOML
 [app]
@@ -65,7 +69,7 @@ TOML
 
 declare -A SIZE COMPILE READY FIRST P50ONE RPS P50 P99 IDLE PEAK CPU
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime
-for lang in rust python; do
+for lang in "${LANGS[@]}"; do
   deployment "$lang" "$APP/modules/bench-$lang" "$APP/config/$lang.toml"
   (cd "$APP" && "$MODHOST" build "config/$lang.toml" >/dev/null 2>&1)
   SIZE[$lang]=$(stat -c %s "${WASM[$lang]}")
@@ -123,19 +127,22 @@ ratio() { awk -v p="$1" -v r="$2" 'BEGIN { if (r+0 == 0) print "-"; else printf 
 ms() { # wrk's 1.23ms / 456.78us / 1.2s → milliseconds
   awk -v t="$1" 'BEGIN { v=t+0; if (t ~ /us$/) v/=1000; else if (t ~ /ms$/) v=v; else if (t ~ /s$/) v*=1000; printf "%.2f", v }'
 }
-echo "| | Rust | Python | Python / Rust |"
-echo "| --- | ---: | ---: | ---: |"
-row() { echo "| $1 | $2 | $3 | $(ratio "$3" "$2") |"; }
-row "component (.wasm), MiB" "$(mib $(( SIZE[rust] / 1024 )))" "$(mib $(( SIZE[python] / 1024 )))"
-row "compile (\`modhost compile\`), ms" "${COMPILE[rust]}" "${COMPILE[python]}"
-row "start to ready, precompiled, ms (median of 5)" "${READY[rust]}" "${READY[python]}"
-row "first request after start, ms" "$(awk -v s="${FIRST[rust]}" 'BEGIN{printf "%.2f", s*1000}')" "$(awk -v s="${FIRST[python]}" 'BEGIN{printf "%.2f", s*1000}')"
-row "GET p50 at 1 connection, ms" "$(ms "${P50ONE[rust]}")" "$(ms "${P50ONE[python]}")"
-row "GET requests/s at 32 connections" "${RPS[rust]}" "${RPS[python]}"
-row "CPU per request at 32 connections, ms (host + module)" "${CPU[rust]}" "${CPU[python]}"
-row "GET p50 at 32 connections, ms" "$(ms "${P50[rust]}")" "$(ms "${P50[python]}")"
-row "GET p99 at 32 connections, ms" "$(ms "${P99[rust]}")" "$(ms "${P99[python]}")"
-row "resident memory after the first request, MiB" "$(mib "${IDLE[rust]}")" "$(mib "${IDLE[python]}")"
-row "resident memory at peak (32 connections), MiB" "$(mib "${PEAK[rust]}")" "$(mib "${PEAK[python]}")"
-row "(peak - after first request) / 32, MiB per request in flight" \
-  "$(mib $(( (PEAK[rust] - IDLE[rust]) / 32 )))" "$(mib $(( (PEAK[python] - IDLE[python]) / 32 )))"
+echo "| | Rust | Python | JavaScript | Python / Rust | JavaScript / Rust |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+row() { echo "| $1 | $2 | $3 | $4 | $(ratio "$3" "$2") | $(ratio "$4" "$2") |"; }
+r3() { row "$1" "$2" "$3" "$4"; }
+size() { mib $(( SIZE[$1] / 1024 )); }
+r3 "component (.wasm), MiB" "$(size rust)" "$(size python)" "$(size javascript)"
+r3 "compile (\`modhost compile\`), ms" "${COMPILE[rust]}" "${COMPILE[python]}" "${COMPILE[javascript]}"
+r3 "start to ready, precompiled, ms (median of 5)" "${READY[rust]}" "${READY[python]}" "${READY[javascript]}"
+first() { awk -v s="${FIRST[$1]}" 'BEGIN{printf "%.2f", s*1000}'; }
+r3 "first request after start, ms" "$(first rust)" "$(first python)" "$(first javascript)"
+r3 "GET p50 at 1 connection, ms" "$(ms "${P50ONE[rust]}")" "$(ms "${P50ONE[python]}")" "$(ms "${P50ONE[javascript]}")"
+r3 "GET requests/s at 32 connections" "${RPS[rust]}" "${RPS[python]}" "${RPS[javascript]}"
+r3 "CPU per request at 32 connections, ms (host + module)" "${CPU[rust]}" "${CPU[python]}" "${CPU[javascript]}"
+r3 "GET p50 at 32 connections, ms" "$(ms "${P50[rust]}")" "$(ms "${P50[python]}")" "$(ms "${P50[javascript]}")"
+r3 "GET p99 at 32 connections, ms" "$(ms "${P99[rust]}")" "$(ms "${P99[python]}")" "$(ms "${P99[javascript]}")"
+r3 "resident memory after the first request, MiB" "$(mib "${IDLE[rust]}")" "$(mib "${IDLE[python]}")" "$(mib "${IDLE[javascript]}")"
+r3 "resident memory at peak (32 connections), MiB" "$(mib "${PEAK[rust]}")" "$(mib "${PEAK[python]}")" "$(mib "${PEAK[javascript]}")"
+per() { mib $(( (PEAK[$1] - IDLE[$1]) / 32 )); }
+r3 "(peak - after first request) / 32, MiB per request in flight" "$(per rust)" "$(per python)" "$(per javascript)"

@@ -1,6 +1,7 @@
-//! `modhost new`: a scaffolded module, in Rust and in Python, builds, passes its own
-//! test and serves on the first try — in an application of its own (a copy of this
-//! repository's `wit/` and SDKs in a temporary directory), as a team would start one.
+//! `modhost new`: a scaffolded module, in Rust, Python and JavaScript, builds, passes its
+//! own test and serves on the first try — in an application of its own (a copy of this
+//! repository's `wit/` and SDKs in a temporary directory, with the same build profiles,
+//! so compiled dependencies are shared), as a team would start one.
 
 mod common;
 use common::*;
@@ -11,7 +12,7 @@ use std::process::Command;
 fn new_application() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let repo = workspace();
-    for dir in ["wit", "modules/sdk", "modules/sdk-python"] {
+    for dir in ["wit", "modules/sdk", "modules/sdk-python", "modules/sdk-js"] {
         copy_dir(&repo.join(dir), &root.path().join(dir));
     }
     std::fs::write(
@@ -77,7 +78,7 @@ fn stanza(printed: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_module_in_rust_and_in_python_builds_passes_its_test_and_serves() {
+async fn a_new_module_in_rust_python_and_javascript_builds_passes_its_test_and_serves() {
     let app = new_application();
     let root = app.path();
     // From a subdirectory: the application is found above it.
@@ -85,6 +86,10 @@ async fn a_new_module_in_rust_and_in_python_builds_passes_its_test_and_serves() 
     let python = modhost(
         &root.join("config"),
         &["new", "py-notes", "--lang", "python"],
+    );
+    let javascript = modhost(
+        &root.join("config"),
+        &["new", "js-notes", "--lang", "javascript"],
     );
     assert!(
         rust.contains("wrote ") && rust.contains("notes-demo.wit"),
@@ -94,16 +99,18 @@ async fn a_new_module_in_rust_and_in_python_builds_passes_its_test_and_serves() 
     std::fs::write(
         &file,
         format!(
-            "[app]\nname = \"app\"\n\n{}\n{}",
+            "[app]\nname = \"app\"\n\n{}\n{}\n{}",
             stanza(&rust),
-            stanza(&python)
+            stanza(&python),
+            stanza(&javascript)
         ),
     )
     .unwrap();
 
     // Built from the deployment file, as `modhost up` does.
     modhost(root, &["build", "config/app.toml"]);
-    // Their own tests: Rust's on the host target, Python's on CPython.
+    // Their own tests: Rust's on the host target, Python's on CPython, JavaScript's on
+    // Node.
     let tested = Command::new(env!("CARGO"))
         .args(["test", "--quiet", "-p", "notes-demo"])
         .current_dir(root)
@@ -127,6 +134,18 @@ async fn a_new_module_in_rust_and_in_python_builds_passes_its_test_and_serves() 
         String::from_utf8_lossy(&tested.stderr)
     );
 
+    let tested = Command::new("node")
+        .args(["--test", "test/"])
+        .current_dir(root.join("modules/js-notes"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        tested.status.success() && report.contains("# pass 1"),
+        "{report}{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+
     // And they serve: each its route, its table, its validation.
     let data = root.join("data");
     let host = Modhost::spawn(
@@ -141,7 +160,7 @@ async fn a_new_module_in_rust_and_in_python_builds_passes_its_test_and_serves() 
         &[("CARGO_TARGET_DIR", target_dir().to_str().unwrap())],
     );
     let http = client(false);
-    for module in ["notes-demo", "py-notes"] {
+    for module in ["notes-demo", "py-notes", "js-notes"] {
         let url = host.url(&format!("/{module}"));
         let created = send(&http, "POST", &url, Some(r#"{"text": "  buy milk "}"#)).await;
         assert_eq!(created.status, 201, "{module}: {}", created.text());
@@ -174,6 +193,12 @@ fn new_refuses_a_name_that_exists_or_cannot_be_wit_and_outside_an_application() 
             .unwrap()
     };
     modhost(app.path(), &["new", "taken", "--lang", "python"]);
+    let js = run(app.path(), &["new", "taken", "--lang", "javascript"]);
+    assert_eq!(
+        js.status.code(),
+        Some(2),
+        "a name is taken whatever the language"
+    );
     let again = run(app.path(), &["new", "taken"]);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));

@@ -88,7 +88,13 @@ fn expect(steps: &mut [Step], expected: &str, waits: bool) {
 fn application() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let repo = workspace();
-    for dir in ["wit", "modules/sdk", "modules/sdk-python", "modules/users"] {
+    for dir in [
+        "wit",
+        "modules/sdk",
+        "modules/sdk-python",
+        "modules/sdk-js",
+        "modules/users",
+    ] {
         copy_dir(&repo.join(dir), &root.path().join(dir));
     }
     std::fs::write(

@@ -105,7 +105,7 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Start a new module in this application: a Rust crate or a Python module with its
+    /// Start a new module in this application: a Rust crate, a Python or a JavaScript module with its
     /// WIT contract, a migration, an HTTP route and a test; prints its deployment stanza.
     New {
         /// The module's name: lower-case words joined by '-' (it names its route and
@@ -173,6 +173,8 @@ enum Lang {
     Rust,
     /// A Python module, built with componentize-py.
     Python,
+    /// A JavaScript module, built with componentize-js.
+    Javascript,
 }
 
 #[derive(Subcommand)]
@@ -390,6 +392,7 @@ fn new_module(name: &str, lang: Lang, namespace: &str) -> ExitCode {
     let language = match lang {
         Lang::Rust => scaffold::Language::Rust,
         Lang::Python => scaffold::Language::Python,
+        Lang::Javascript => scaffold::Language::JavaScript,
     };
     match scaffold::new_module(&root, name, namespace, language) {
         Ok(made) => {

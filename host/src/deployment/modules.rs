@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::database::DatabaseSpec;
 use super::errors::Problems;
+use super::javascript::{self, JavaScriptPackage};
 use super::python::{self, PythonPackage};
 use super::settings::Setting;
 use super::units::{ByteSize, Timeout};
@@ -75,6 +76,9 @@ pub enum ComponentSource {
     /// A Python module built by componentize-py (`pyproject.toml` with a
     /// `[tool.modhost]` table); `modhost up` builds it.
     Python(PythonPackage),
+    /// A JavaScript module built by componentize-js (`package.json` with a `"modhost"`
+    /// object); `modhost up` builds it.
+    JavaScript(JavaScriptPackage),
 }
 
 impl ComponentSource {
@@ -86,6 +90,7 @@ impl ComponentSource {
             ComponentSource::Wasm(_) | ComponentSource::Precompiled(_) => None,
             ComponentSource::Crate { dir, .. } => Some(dir),
             ComponentSource::Python(package) => Some(&package.dir),
+            ComponentSource::JavaScript(package) => Some(&package.dir),
         }
     }
 }
@@ -178,7 +183,7 @@ pub(super) fn is_valid_module_name(name: &str) -> bool {
 pub(super) fn resolve_component(base: &Path, written: &str) -> Result<ComponentSource, String> {
     if written.trim().is_empty() {
         return Err(
-            "must name a .wasm or .cwasm file, a module crate or a Python module directory".into(),
+            "must name a .wasm or .cwasm file, or a module crate, Python or JavaScript module directory".into(),
         );
     }
     let joined = base.join(written);
@@ -188,13 +193,17 @@ pub(super) fn resolve_component(base: &Path, written: &str) -> Result<ComponentS
         if python::is_python_module(&path) {
             return python::read(&path).map(ComponentSource::Python);
         }
+        if javascript::is_javascript_module(&path) {
+            return javascript::read(&path).map(ComponentSource::JavaScript);
+        }
         let manifest = path.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).map_err(|_| {
             format!(
-                "{} is a directory without a Cargo.toml or a {}; name a .wasm/.cwasm file, \
-                 a module crate or a Python module",
+                "{} is a directory without a Cargo.toml, a {} or a {} with a \"modhost\" \
+                 object; name a .wasm/.cwasm file, a module crate, a Python or a JavaScript module",
                 path.display(),
-                python::MANIFEST
+                python::MANIFEST,
+                javascript::MANIFEST
             )
         })?;
         let package = crate_package_name(&text)
@@ -206,7 +215,7 @@ pub(super) fn resolve_component(base: &Path, written: &str) -> Result<ComponentS
         Some("cwasm") => ComponentSource::Precompiled(path.clone()),
         _ => {
             return Err(format!(
-                "{written:?} is neither a .wasm/.cwasm file nor a module crate or Python module directory"
+                "{written:?} is neither a .wasm/.cwasm file nor a module crate, Python or JavaScript module directory"
             ))
         }
     };

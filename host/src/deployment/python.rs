@@ -122,20 +122,9 @@ pub fn read(dir: &Path) -> Result<PythonPackage, String> {
             ));
         }
     }
-    let existing = |key: &str, written: &[String]| -> Result<Vec<PathBuf>, String> {
-        written
-            .iter()
-            .map(|written| {
-                let path = dir.join(written);
-                match std::fs::canonicalize(&path) {
-                    Ok(path) => Ok(path),
-                    Err(_) => Err(format!(
-                        "{file}: tool.modhost.{key}: {} does not exist",
-                        path.display()
-                    )),
-                }
-            })
-            .collect()
+    let existing = |key: &str, written: &[String]| {
+        existing_paths(dir, written)
+            .map_err(|missing| format!("{file}: tool.modhost.{key}: {missing}"))
     };
     Ok(PythonPackage {
         dir: dir.to_path_buf(),
@@ -146,6 +135,19 @@ pub fn read(dir: &Path) -> Result<PythonPackage, String> {
         python_path: existing("python-path", &table.python_path)?,
         import_names: table.import_names,
     })
+}
+
+/// `written` paths, relative to `dir`, made canonical; the error names the first
+/// that does not exist. (A module package's WIT and import paths: Python's and
+/// JavaScript's.)
+pub(super) fn existing_paths(dir: &Path, written: &[String]) -> Result<Vec<PathBuf>, String> {
+    written
+        .iter()
+        .map(|written| {
+            let path = dir.join(written);
+            std::fs::canonicalize(&path).map_err(|_| format!("{} does not exist", path.display()))
+        })
+        .collect()
 }
 
 fn is_python_identifier(name: &str) -> bool {

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod failure;
 pub mod http;
 pub mod interface;
+pub mod javascript;
 pub mod python;
 pub mod registry;
 mod runner;

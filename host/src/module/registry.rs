@@ -344,7 +344,7 @@ pub(super) fn link_version(
     if !unserved.is_empty() {
         anyhow::bail!(
             "{} imports {}: modhost serves WASI {} components (wasi:*@{}.x) only; rebuild it \
-             for WASI 0.2 (the wasm32-wasip2 target, componentize-py), \
+             for WASI 0.2 (the wasm32-wasip2 target, componentize-py, componentize-js), \
              see docs/writing-a-module.md, \"Which components modhost accepts\"",
             path.display(),
             unserved.join(", "),

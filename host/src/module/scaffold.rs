@@ -1,8 +1,9 @@
-//! `modhost new`: a new module to start from, in Rust or Python, that builds, passes its
-//! own test and serves on the first try.
+//! `modhost new`: a new module to start from, in Rust, Python or JavaScript, that
+//! builds, passes its own test and serves on the first try.
 //!
 //! It is written into an application laid out like this repository — `wit/` with the
-//! `modhost:*` packages, `modules/sdk` (Rust) or `modules/sdk-python` — as
+//! `modhost:*` packages, `modules/sdk` (Rust), `modules/sdk-python` or `modules/sdk-js`
+//! — as
 //! `modules/NAME/` with its contract in `wit/NAMESPACE/NAME.wit`: a table of notes
 //! (its migration), `GET`/`POST /NAME`, a `count` function other modules may call, and a
 //! unit test of its rules. A Rust module also joins the workspace's `members`.
@@ -17,6 +18,8 @@ pub enum Language {
     Rust,
     /// A Python module built with componentize-py with the Python SDK.
     Python,
+    /// A JavaScript module built with componentize-js with the JavaScript SDK.
+    JavaScript,
 }
 
 /// What `modhost new` wrote.
@@ -35,6 +38,18 @@ const MIGRATION: &str = include_str!("scaffold/shared/migration.sql");
 const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("scaffold/rust/Cargo.toml")),
     ("src/lib.rs", include_str!("scaffold/rust/src/lib.rs")),
+];
+const JAVASCRIPT: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("scaffold/javascript/package.json"),
+    ),
+    ("app.js", include_str!("scaffold/javascript/app.js")),
+    ("notes.js", include_str!("scaffold/javascript/notes.js")),
+    (
+        "test/notes.test.js",
+        include_str!("scaffold/javascript/test/notes.test.js"),
+    ),
 ];
 const PYTHON: &[(&str, &str)] = &[
     (
@@ -77,6 +92,7 @@ pub fn new_module(
     let sdk = match language {
         Language::Rust => "modules/sdk/Cargo.toml",
         Language::Python => "modules/sdk-python/modhost_guest/__init__.py",
+        Language::JavaScript => "modules/sdk-js/modhost_guest.js",
     };
     if !root.join(sdk).is_file() {
         bail!(
@@ -117,6 +133,7 @@ pub fn new_module(
     let templates = match language {
         Language::Rust => RUST,
         Language::Python => PYTHON,
+        Language::JavaScript => JAVASCRIPT,
     };
     for (path, template) in templates {
         write(dir.join(path), fill(template))?;
@@ -128,8 +145,9 @@ pub fn new_module(
     }
     let memory = match language {
         Language::Rust => "32MiB",
-        // CPython's heap and its image of the module take ~20 MiB before any request.
-        Language::Python => "64MiB",
+        // CPython's heap and its image of the module take ~20 MiB before any request,
+        // StarlingMonkey's about as much.
+        Language::Python | Language::JavaScript => "64MiB",
     };
     let stanza = format!(
         "[modules.{name}]\n\
@@ -192,6 +210,7 @@ mod tests {
             "wit/modhost/sql.wit",
             "modules/sdk/Cargo.toml",
             "modules/sdk-python/modhost_guest/__init__.py",
+            "modules/sdk-js/modhost_guest.js",
         ] {
             let path = root.path().join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -238,6 +257,19 @@ mod tests {
         assert!(made.stanza.contains("memory = \"64MiB\""));
         let manifest = std::fs::read_to_string(root.path().join("Cargo.toml")).unwrap();
         assert!(!manifest.contains("scores"), "a Python module is no crate");
+    }
+
+    #[test]
+    fn a_javascript_module_has_its_package_json_and_test() {
+        let root = app();
+        let made = new_module(root.path(), "reviews", "shop", Language::JavaScript).unwrap();
+        let package = std::fs::read_to_string(made.dir.join("package.json")).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&package).unwrap();
+        assert_eq!(parsed["modhost"]["worlds"][0], "shop:reviews/reviews@0.1.0");
+        assert!(made.dir.join("test/notes.test.js").is_file());
+        assert!(!std::fs::read_to_string(made.dir.join("app.js"))
+            .unwrap()
+            .contains("{{"));
     }
 
     #[test]

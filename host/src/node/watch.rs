@@ -68,12 +68,15 @@ pub fn start(deployment: &Deployment, registry: Arc<Registry>) {
             }
             for (module, source) in &built {
                 let watched = sources::watched(source);
-                // A standalone Python module's builds go to its own target/, and
-                // Python tools write __pycache__: neither is an edit.
+                // A standalone module's builds go to its own target/, Python tools
+                // write __pycache__, npm node_modules: none of them is an edit.
                 let changed = paths.iter().any(|path| {
                     watched.iter().any(|dir| path.starts_with(dir))
                         && !path.components().any(|part| {
-                            matches!(part.as_os_str().to_str(), Some("target" | "__pycache__"))
+                            matches!(
+                                part.as_os_str().to_str(),
+                                Some("target" | "__pycache__" | "node_modules")
+                            )
                         })
                 });
                 if changed {
