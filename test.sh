@@ -99,7 +99,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "guest modules (wasm32-wasip2, guest profile)"
-GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p notifications -p hello -p faulty -p callee -p caller -p sqlprobe -p eventprobe -p kvprobe -p configprobe -p plainhttp -p wstdserver)
+GUESTS=(-p users -p catalog -p inventory -p payments -p orders -p notifications -p hello -p faulty -p callee -p caller -p sqlprobe -p eventprobe -p kvprobe -p configprobe -p plainhttp -p wstdserver -p p3http)
 cargo build --profile guest --target wasm32-wasip2 "${GUESTS[@]}"
 cargo clippy --profile guest --target wasm32-wasip2 "${GUESTS[@]}" -- -D warnings
 

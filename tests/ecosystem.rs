@@ -94,7 +94,8 @@ async fn components_made_for_wasmtime_serve_are_served_unchanged() {
 }
 
 /// A component built for WASI 0.3 (P3) is refused when the deployment loads, naming
-/// each import modhost does not serve and what to do; nothing is served.
+/// each import modhost does not serve and what to do; nothing is served. Both kinds:
+/// one that compiles (only its imports are 0.3) and a real P3 handler, which does not.
 #[test]
 fn a_component_for_another_wasi_release_is_refused_at_load_by_name() {
     let wasm = wat::parse_str(
@@ -125,4 +126,22 @@ fn a_component_for_another_wasi_release_is_refused_at_load_by_name() {
         "a 0.2 import is not named: {stderr}"
     );
     assert!(stderr.contains("module `next`"), "{stderr}");
+
+    // A real one: a wasi:http handler built with the wasip3 bindings. It does not even
+    // compile here (it uses the async features the engine has off); the refusal still
+    // names its WASI 0.3 imports rather than the compiler's complaint.
+    let real = TestDeployment::new(
+        "[app]\nname = \"p3\"\n\n[modules.next]\ncomponent = \"{p3http}\"\nroutes = [\"/next\"]\n",
+    );
+    let (code, stderr) = check(&real);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("imports wasi:http/types@0.3.2"), "{stderr}");
+    assert!(
+        stderr.contains("modhost serves WASI 0.2 components (wasi:*@0.2.x) only"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("requires the component model async feature"),
+        "{stderr}"
+    );
 }

@@ -326,6 +326,7 @@ impl TestDeployment {
             "notifications",
             "plainhttp",
             "wstdserver",
+            "p3http",
         ] {
             let placeholder = format!("{{{name}}}");
             if text.contains(&placeholder) {

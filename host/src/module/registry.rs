@@ -98,7 +98,9 @@ impl Registry {
                     None => (base.clone(), engine.load(&base)),
                 };
                 let (path, loaded) = loaded;
-                let loaded = loaded.with_context(|| format!("loading {}", path.display()))?;
+                let loaded = loaded
+                    .map_err(|error| explain_load_failure(&path, error))
+                    .with_context(|| format!("loading {}", path.display()))?;
                 Ok(Compiled {
                     path,
                     loaded,
@@ -342,15 +344,7 @@ pub(super) fn link_version(
     let component = &compiled.loaded.component;
     let unserved = wasi::unserved_imports(engine.wasmtime(), component);
     if !unserved.is_empty() {
-        anyhow::bail!(
-            "{} imports {}: modhost serves WASI {} components (wasi:*@{}.x) only; rebuild it \
-             for WASI 0.2 (the wasm32-wasip2 target, componentize-py, componentize-js), \
-             see docs/writing-a-module.md, \"Which components modhost accepts\"",
-            path.display(),
-            unserved.join(", "),
-            wasi::SERVED_WASI,
-            wasi::SERVED_WASI
-        );
+        return Err(unserved_wasi(path, &unserved));
     }
     let instance_pre = linker
         .instantiate_pre(component)
@@ -401,6 +395,34 @@ pub(super) fn link_version(
         state,
         module,
     })
+}
+
+/// The refusal of a component that imports WASI this host does not serve.
+pub(super) fn unserved_wasi(path: &Path, imports: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} imports {}: modhost serves WASI {} components (wasi:*@{}.x) only; rebuild it \
+         for WASI 0.2 (the wasm32-wasip2 target, componentize-py, componentize-js), see \
+         docs/writing-a-module.md, \"Which components modhost accepts\"",
+        path.display(),
+        imports.join(", "),
+        wasi::SERVED_WASI,
+        wasi::SERVED_WASI
+    )
+}
+
+/// `error`, a failure to load the component at `path`, or the reason behind it when
+/// that is WASI this host does not serve: a WASI 0.3 component does not even compile
+/// here (it uses async features the engine has off), and wasmtime's message says so
+/// in its own terms.
+pub(super) fn explain_load_failure(path: &Path, error: anyhow::Error) -> anyhow::Error {
+    let unserved = std::fs::read(path)
+        .map(|bytes| wasi::unserved_imports_in(&bytes))
+        .unwrap_or_default();
+    if unserved.is_empty() {
+        error
+    } else {
+        unserved_wasi(path, &unserved)
+    }
 }
 
 fn link_hint(path: &Path) -> String {

@@ -30,7 +30,7 @@ use wasmtime::component::{Component, Linker};
 
 use super::directory::Directory;
 use super::interface::Exports;
-use super::registry::{component_path, exporters, link_version, Compiled};
+use super::registry::{self, component_path, exporters, link_version, Compiled};
 use super::slot::{Change, ModuleSlot, SlotError};
 use super::version::ModuleVersion;
 use super::versions::VersionStore;
@@ -401,7 +401,13 @@ impl Swapper {
     /// threads; `shown` names it in errors. Precompiled code is refused.
     async fn compile(&self, path: &Path, shown: &str) -> Result<LoadedComponent, Refused> {
         let (engine, path) = (self.engine.clone(), path.to_path_buf());
-        match tokio::task::spawn_blocking(move || engine.load_wasm(&path)).await {
+        match tokio::task::spawn_blocking(move || {
+            engine
+                .load_wasm(&path)
+                .map_err(|error| registry::explain_load_failure(&path, error))
+        })
+        .await
+        {
             Ok(Ok(loaded)) => Ok(loaded),
             Ok(Err(error)) => Err(Refused::Unusable(format!("{shown}: {error:#}"))),
             Err(error) => Err(Refused::Unusable(format!("compiling {shown}: {error}"))),

@@ -46,6 +46,17 @@ impl Capability for Wasi {
 /// 0.2.12 implementation).
 pub const SERVED_WASI: &str = "0.2";
 
+/// Whether a component import named `name` is one the host can serve as far as WASI
+/// goes: anything outside the `wasi:` namespace, or a `wasi:*` interface of the 0.2
+/// line. An unversioned `wasi:*` name is not on it.
+pub fn is_served(name: &str) -> bool {
+    if !name.starts_with("wasi:") {
+        return true;
+    }
+    name.split_once('@')
+        .is_some_and(|(_, version)| version.starts_with(&format!("{SERVED_WASI}.")))
+}
+
 /// The `wasi:*` imports of `component` that no 0.2 implementation serves — WASI 0.3
 /// (P3) and anything else not on the 0.2 line — so a load can refuse them by name
 /// instead of failing to link with a generic message.
@@ -57,13 +68,35 @@ pub fn unserved_imports(
         .component_type()
         .imports(engine)
         .map(|(name, _)| name)
-        .filter(|name| name.starts_with("wasi:"))
-        .filter(|name| {
-            let version = name.split_once('@').map(|(_, version)| version);
-            !version.is_some_and(|version| version.starts_with(&format!("{SERVED_WASI}.")))
-        })
+        .filter(|name| !is_served(name))
         .map(str::to_string)
         .collect()
+}
+
+/// The same, read from a component's bytes without compiling them: a WASI 0.3
+/// component uses the component model's async features, which the engine has off, so
+/// it does not compile and [`unserved_imports`] never sees it. Only the outer
+/// component's own imports count; bytes that do not parse give none.
+pub fn unserved_imports_in(bytes: &[u8]) -> Vec<String> {
+    use wasmparser::{Parser, Payload};
+    let mut unserved = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else { break };
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports.into_iter().flatten() {
+                    if !is_served(import.name.name) {
+                        unserved.push(import.name.name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    unserved
 }
 
 fn context(module: &str, span: &LogSpan) -> WasiCtx {
@@ -202,5 +235,47 @@ mod tokio_util_compat {
         fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_0_2_line_of_wasi_is_served() {
+        for served in [
+            "wasi:cli/environment@0.2.0",
+            "wasi:http/types@0.2.12",
+            "wasi:config/store@0.2.0-rc.1",
+            "wasi:keyvalue/store@0.2.0-draft",
+            "modhost:sql/sql@2.0.0",
+            "shop:users/api@1.0.0",
+        ] {
+            assert!(is_served(served), "{served}");
+        }
+        for refused in [
+            "wasi:http/types@0.3.0-rc-2025-09-16",
+            "wasi:cli/stdin@0.3.2",
+            "wasi:cli/environment",
+            "wasi:io/streams@0.20.0",
+            "wasi:io/streams@1.0.0",
+        ] {
+            assert!(!is_served(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_imports_of_component_bytes_are_read_without_compiling() {
+        let bytes = wat::parse_str(
+            r#"(component
+                (import "wasi:cli/stdin@0.3.2" (instance))
+                (import "wasi:clocks/monotonic-clock@0.2.4" (instance))
+                (component (import "wasi:http/types@0.3.0" (instance)))
+            )"#,
+        )
+        .unwrap();
+        assert_eq!(unserved_imports_in(&bytes), ["wasi:cli/stdin@0.3.2"]);
+        assert!(unserved_imports_in(b"not wasm").is_empty());
     }
 }
