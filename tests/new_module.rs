@@ -5,45 +5,15 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A new application: the WIT packages and the SDKs, and a workspace with no module.
 fn new_application() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let repo = workspace();
-    for dir in ["wit", "modules/sdk", "modules/sdk-python", "modules/sdk-js"] {
-        copy_dir(&repo.join(dir), &root.path().join(dir));
-    }
-    std::fs::write(
-        root.path().join("Cargo.toml"),
-        "[workspace]\nresolver = \"2\"\nmembers = [\"modules/sdk\"]\n\n\
-         [workspace.package]\nedition = \"2021\"\nlicense = \"Apache-2.0\"\n\n\
-         [profile.guest]\ninherits = \"release\"\nopt-level = \"s\"\ndebug = false\nstrip = true\n\n\
-         [profile.dev]\ndebug = \"line-tables-only\"\n\n\
-         [profile.dev.package.\"*\"]\nopt-level = 3\ndebug = false\n",
+    application(
+        &["wit", "modules/sdk", "modules/sdk-python", "modules/sdk-js"],
+        &["modules/sdk"],
     )
-    .unwrap();
-    // The repository's lock file: the same crate versions as the tested build.
-    std::fs::copy(repo.join("Cargo.lock"), root.path().join("Cargo.lock")).unwrap();
-    std::fs::create_dir(root.path().join("config")).unwrap();
-    root
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "__pycache__" || name == "target" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
 }
 
 /// Runs `modhost ARGS` in `dir` with the shared target directory; its output, or a
@@ -63,12 +33,6 @@ fn modhost(dir: &Path, args: &[&str]) -> String {
     );
     assert!(output.status.success(), "modhost {args:?} failed:\n{text}");
     text
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
 }
 
 /// The stanza `modhost new` printed, after its blank line.

@@ -12,7 +12,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -83,54 +83,19 @@ fn expect(steps: &mut [Step], expected: &str, waits: bool) {
     }
 }
 
-/// An application laid out like this repository: its WIT, both SDKs, the shop's
-/// `users` module, a workspace holding the Rust ones.
-fn application() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let repo = workspace();
-    for dir in [
-        "wit",
-        "modules/sdk",
-        "modules/sdk-python",
-        "modules/sdk-js",
-        "modules/users",
-    ] {
-        copy_dir(&repo.join(dir), &root.path().join(dir));
-    }
-    std::fs::write(
-        root.path().join("Cargo.toml"),
-        "[workspace]\nresolver = \"2\"\nmembers = [\"modules/sdk\", \"modules/users\"]\n\n\
-         [workspace.package]\nedition = \"2021\"\nlicense = \"Apache-2.0\"\n\n\
-         [profile.guest]\ninherits = \"release\"\nopt-level = \"s\"\ndebug = false\nstrip = true\n\n\
-         [profile.dev]\ndebug = \"line-tables-only\"\n\n\
-         [profile.dev.package.\"*\"]\nopt-level = 3\ndebug = false\n",
+/// An application laid out like this repository: its WIT, the SDKs, the shop's `users`
+/// module, a workspace holding the Rust ones.
+fn guide_application() -> tempfile::TempDir {
+    application(
+        &[
+            "wit",
+            "modules/sdk",
+            "modules/sdk-python",
+            "modules/sdk-js",
+            "modules/users",
+        ],
+        &["modules/sdk", "modules/users"],
     )
-    .unwrap();
-    std::fs::copy(repo.join("Cargo.lock"), root.path().join("Cargo.lock")).unwrap();
-    std::fs::create_dir(root.path().join("config")).unwrap();
-    root
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "__pycache__" || name == "target" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
 }
 
 /// Runs `line` with `sh` in `root`; its exit code and output (stdout, then stderr).
@@ -173,7 +138,7 @@ async fn every_command_of_the_guide_to_writing_a_module_works() {
         .filter(|s| matches!(s, Step::Command { .. }))
         .count();
     assert!(commands >= 10, "{GUIDE} lost its commands: {steps:#?}");
-    let app = application();
+    let app = guide_application();
     let root = app.path();
     let mut server: Option<Modhost> = None;
     for step in &steps {

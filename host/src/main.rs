@@ -118,7 +118,7 @@ enum Command {
         #[arg(long, default_value = "app")]
         namespace: String,
     },
-    /// Build the deployment's modules from source (Rust crates, Python modules) where
+    /// Build the deployment's modules from source (Rust crates, Python and JavaScript modules) where
     /// they changed, without serving.
     Build {
         /// The deployment file.
@@ -129,9 +129,10 @@ enum Command {
     Check {
         /// The deployment file.
         deployment: PathBuf,
-        /// Check a new build of module NAME (a .wasm/.cwasm file or a source directory)
-        /// in place of the deployment's: every importer it would break and every
-        /// import it lacks is listed, with both signatures.
+        /// Check a new build of module NAME (a .wasm/.cwasm file, or a source directory,
+        /// built first where it changed; PATH is relative to the current directory) in
+        /// place of the deployment's: every importer it would break and every import it
+        /// lacks is listed, with both signatures.
         #[arg(long = "module", value_name = "NAME=PATH")]
         modules: Vec<String>,
     },
@@ -523,6 +524,12 @@ fn check(path: &Path, replaced: &[String]) -> ExitCode {
         if let Err(problem) = deployment.replace_component(module, &here, component) {
             eprintln!("modhost: {problem}");
             return ExitCode::from(EXIT_INVALID);
+        }
+        // A source directory is checked as it is now: built first where it changed.
+        let replaced = deployment.modules.get(module).map(|spec| &spec.component);
+        if let Err(error) = sources::build(replaced) {
+            eprintln!("modhost: --module {replacement}: {error:#}");
+            return ExitCode::FAILURE;
         }
     }
     let modules = deployment.modules.len();

@@ -13,7 +13,8 @@ A Python team owns it; the shop's Rust modules call it through `shop:fraud/api`
 - `GET /fraud/customers/{id}`: a customer's history: failed settlements, assessments,
   flagged orders.
 
-Every request and call runs in a fresh instance: nothing is kept in memory.
+Nothing is kept in memory between requests or calls: HTTP requests get a fresh
+instance, and the calls from orders reuse warm ones (`instances = "reuse"`).
 """
 
 import json
@@ -67,19 +68,22 @@ def facts_about(request):
         user = users.get(request.customer_id)
     except Err as error:
         raise unavailable("users cannot be asked", error.value)
-    disposable = False
-    if user is not None:
-        domain = rules.email_domain(user.email)
-        found = sql.query(
-            "SELECT domain FROM disposable_domains WHERE domain = $1", params(domain)
+    try:
+        disposable = False
+        if user is not None:
+            domain = rules.email_domain(user.email)
+            found = sql.query(
+                "SELECT domain FROM disposable_domains WHERE domain = $1", params(domain)
+            )
+            disposable = bool(found.rows)
+        history = records(
+            sql.query(
+                "SELECT failed_settlements FROM customer_history WHERE customer_id = $1",
+                params(request.customer_id),
+            )
         )
-        disposable = bool(found.rows)
-    history = records(
-        sql.query(
-            "SELECT failed_settlements FROM customer_history WHERE customer_id = $1",
-            params(request.customer_id),
-        )
-    )
+    except Err as error:
+        raise unavailable("the fraud database is unavailable", error.value)
     return rules.Facts(
         customer_known=user is not None,
         disposable_email=disposable,
@@ -87,6 +91,43 @@ def facts_about(request):
         total_cents=request.total_cents,
         largest_quantity=max(line.quantity for line in request.lines),
     )
+
+
+def record(request, assessment_id, points, verdict, reasons):
+    """Stores the assessment, and publishes `fraud.flagged` for a flagged one, in one
+    transaction; rolled back when anything in it fails."""
+    tx = sql.begin()
+    try:
+        tx.execute(
+            "INSERT INTO assessments (id, order_id, customer_id, total_cents, currency, "
+            "score, verdict, reasons, assessed_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            params(
+                assessment_id,
+                request.order_id,
+                request.customer_id,
+                request.total_cents,
+                request.currency,
+                points,
+                verdict,
+                json.dumps(reasons),
+                modhost_guest.unix_time(),
+            ),
+        )
+        if verdict != "approve":
+            payload = {
+                "assessment_id": assessment_id,
+                "order_id": request.order_id,
+                "customer_id": request.customer_id,
+                "score": points,
+                "verdict": verdict,
+                "reasons": reasons,
+            }
+            publisher.publish_in(tx, FLAGGED, request.order_id, json.dumps(payload).encode(), [])
+    except BaseException:
+        sql.Transaction.rollback(tx)
+        raise
+    sql.Transaction.commit(tx)
 
 
 class Api(exports.Api):
@@ -97,44 +138,16 @@ class Api(exports.Api):
             raise Err(api.AssessError_Invalid("an order costs something"))
         try:
             existing = stored(request.order_id)
-            if existing is not None:
-                return as_assessment(existing)
-            facts = facts_about(request)
         except Err as error:
             raise unavailable("the fraud database is unavailable", error.value)
+        if existing is not None:
+            return as_assessment(existing)
 
-        points, reasons = rules.score(facts)
+        points, reasons = rules.score(facts_about(request))
         verdict = rules.verdict(points)
         assessment_id = modhost_guest.new_id("frd")
         try:
-            tx = sql.begin()
-            tx.execute(
-                "INSERT INTO assessments (id, order_id, customer_id, total_cents, currency, "
-                "score, verdict, reasons, assessed_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                params(
-                    assessment_id,
-                    request.order_id,
-                    request.customer_id,
-                    request.total_cents,
-                    request.currency,
-                    points,
-                    verdict,
-                    json.dumps(reasons),
-                    modhost_guest.unix_time(),
-                ),
-            )
-            if verdict != "approve":
-                payload = {
-                    "assessment_id": assessment_id,
-                    "order_id": request.order_id,
-                    "customer_id": request.customer_id,
-                    "score": points,
-                    "verdict": verdict,
-                    "reasons": reasons,
-                }
-                publisher.publish_in(tx, FLAGGED, request.order_id, json.dumps(payload).encode(), [])
-            sql.Transaction.commit(tx)
+            record(request, assessment_id, points, verdict, reasons)
         except Err as error:
             if isinstance(error.value, sql.Error_ConstraintViolation):
                 # The same order assessed twice at once: the first one recorded wins.
@@ -211,7 +224,7 @@ def assessment(order_id):
 
 
 def customer(raw_id):
-    if not raw_id.isdigit():
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
         return Response.error(400, "invalid_id", "a customer id is a positive integer")
     customer_id = int(raw_id)
     history = database(

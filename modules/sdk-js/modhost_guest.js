@@ -7,6 +7,8 @@
 //
 // - `httpModule(handle)`: the `wasi:http/incoming-handler` export, serving with
 //   `handle`; a thrown `HttpError` answers with its response, anything else with 500.
+//   Requests behave as in the Rust SDK: raw path segments and query values (decoding
+//   is the caller's), an empty body is no JSON, a header the host refuses is left out.
 // - `Request`, `Response`: a request read whole (the gateway bounds its size), and an
 //   answer with the JSON error shape every module of the shop uses.
 // - `params(...)`, `records(rows)`: JavaScript values to `modhost:sql` values and back
@@ -39,29 +41,42 @@ export class Request {
     this.body = body;
   }
 
-  /** The path's non-empty segments, percent-decoded: `/orders/7` → ["orders", "7"]. */
+  /** The path's non-empty segments: `/orders/7` → ["orders", "7"]. */
   segments() {
-    return this.path.split("/").filter((part) => part).map(decodeURIComponent);
+    return this.path.split("/").filter((part) => part);
   }
 
-  /** The first value of query parameter `name`, or null. */
+  /** The first value of query parameter `name`, or null; percent-decoding is left to
+   * the caller (as in the Rust SDK). */
   queryParam(name) {
-    return this.query.get(name);
+    for (const pair of this.query ? this.query.split("&") : []) {
+      const at = pair.indexOf("=");
+      const [key, value] = at < 0 ? [pair, ""] : [pair.slice(0, at), pair.slice(at + 1)];
+      if (key === name) return value;
+    }
+    return null;
   }
 
-  /** The first value of header `name` (any case) as text, or null. */
+  /** The first value of header `name` (any case) as text, or null (also when it is not
+   * UTF-8). */
   header(name) {
     const wanted = name.toLowerCase();
     const found = this.headers.find(([key]) => key.toLowerCase() === wanted);
-    return found ? decoder.decode(found[1]) : null;
+    if (!found) return null;
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(found[1]);
+    } catch {
+      return null;
+    }
   }
 
-  /** The body as JSON; throws an `HttpError` with a 400 answer when it is not. */
+  /** The body as JSON; throws an `HttpError` with a 400 answer when it is not (an
+   * empty body is not). */
   json() {
     try {
-      return JSON.parse(this.body.length ? decoder.decode(this.body) : "null");
+      return JSON.parse(decoder.decode(this.body));
     } catch (error) {
-      throw new HttpError(Response.error(400, "invalid_json", `the body is not JSON: ${error.message}`));
+      throw new HttpError(Response.error(400, "invalid_json", `request body: ${error.message}`));
     }
   }
 }
@@ -108,22 +123,30 @@ export class HttpError extends Error {
   }
 }
 
-/** The `wasi:http/incoming-handler` export, serving every request with `handle`. */
+/** The `wasi:http/incoming-handler` export, serving every request with `handle`. A
+ * thrown `HttpError` answers with its response; anything else thrown, or an answer
+ * that is no `Response`, answers 500 (the error goes to the module's stderr, which the
+ * host logs as the module's output). */
 export function httpModule(handle) {
   return {
     handle(incoming, responseOut) {
       let response;
+      let outgoing;
       try {
-        response = handle(read(incoming));
-      } catch (error) {
-        if (error instanceof HttpError) {
+        try {
+          response = handle(read(incoming));
+        } catch (error) {
+          if (!(error instanceof HttpError)) throw error;
           response = error.response;
-        } else {
-          console.error(`the module failed: ${error}\n${error?.stack ?? ""}`);
-          response = Response.error(500, "internal", "the module failed");
         }
+        if (!(response instanceof Response)) throw new TypeError("the handler returned no Response");
+        outgoing = prepare(response);
+      } catch (error) {
+        console.error(`the module failed: ${error}\n${error?.stack ?? ""}`);
+        response = Response.error(500, "internal", "the module failed");
+        outgoing = prepare(response);
       }
-      write(response, responseOut);
+      write(outgoing, response.body, responseOut);
     },
   };
 }
@@ -132,8 +155,11 @@ function read(incoming) {
   const method = incoming.method();
   const name = method.tag === "other" ? method.val.toUpperCase() : method.tag.toUpperCase();
   const target = incoming.pathWithQuery() ?? "/";
-  const [path, query = ""] = target.split("?", 2);
-  const headers = incoming.headers().entries();
+  const mark = target.indexOf("?");
+  const [path, query] = mark < 0 ? [target, ""] : [target.slice(0, mark), target.slice(mark + 1)];
+  const fields = incoming.headers();
+  const headers = fields.entries();
+  fields[Symbol.dispose]();
   // modhost hands modules whole bodies with an exact content-length; without one (or
   // with 0) there is no body, and not opening the stream saves the host work.
   const hasBody = headers.some(([key, value]) => {
@@ -143,18 +169,29 @@ function read(incoming) {
   let body = new Uint8Array();
   if (hasBody) {
     const chunks = [];
-    const stream = incoming.consume().stream();
-    for (;;) {
-      try {
-        chunks.push(stream.blockingRead(READ_CHUNK));
-      } catch (error) {
-        if (error?.payload?.tag === "closed") break;
-        throw error;
+    let incomingBody;
+    let stream;
+    try {
+      incomingBody = incoming.consume();
+      stream = incomingBody.stream();
+      for (;;) {
+        try {
+          chunks.push(stream.blockingRead(READ_CHUNK));
+        } catch (error) {
+          if (error?.payload?.tag === "closed") break;
+          throw error;
+        }
       }
+    } catch (error) {
+      throw new HttpError(Response.error(400, "bad_request", `reading request body: ${JSON.stringify(error?.payload ?? String(error))}`));
+    } finally {
+      // The stream is the body's child: it goes first.
+      stream?.[Symbol.dispose]();
+      incomingBody?.[Symbol.dispose]();
     }
     body = concat(chunks);
   }
-  return new Request(name, path, new URLSearchParams(query), headers, body);
+  return new Request(name, path, query, headers, body);
 }
 
 function concat(chunks) {
@@ -168,14 +205,33 @@ function concat(chunks) {
   return whole;
 }
 
-function write(response, responseOut) {
-  const outgoing = new OutgoingResponse(Fields.fromList(response.headers));
-  outgoing.setStatusCode(response.status);
+/** The `outgoing-response` for `response`: a header the host refuses (forbidden or
+ * malformed) is left out rather than losing the answer, as in the Rust SDK; a status
+ * it refuses throws. */
+function prepare(response) {
+  const fields = new Fields();
+  for (const [key, value] of response.headers) {
+    try {
+      fields.append(key, value);
+    } catch {
+      // left out
+    }
+  }
+  const outgoing = new OutgoingResponse(fields);
+  try {
+    outgoing.setStatusCode(response.status);
+  } catch {
+    throw new RangeError(`${response.status} is not an HTTP status`);
+  }
+  return outgoing;
+}
+
+function write(outgoing, data, responseOut) {
   const body = outgoing.body();
   ResponseOutparam.set(responseOut, { tag: "ok", val: outgoing });
   const stream = body.write();
-  for (let at = 0; at < response.body.length; at += WRITE_CHUNK) {
-    stream.blockingWriteAndFlush(response.body.subarray(at, at + WRITE_CHUNK));
+  for (let at = 0; at < data.length; at += WRITE_CHUNK) {
+    stream.blockingWriteAndFlush(data.subarray(at, at + WRITE_CHUNK));
   }
   stream[Symbol.dispose]();
   OutgoingBody.finish(body, undefined);

@@ -113,12 +113,61 @@ pub fn modhost_bin() -> PathBuf {
     bin
 }
 
+/// The build's target directory: `$CARGO_TARGET_DIR`, or the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// A new application laid out like this repository, in a temporary directory: the
+/// given directories copied (`wit`, the SDKs, modules), a workspace of the given Rust
+/// members with this repository's build profiles (so compiled dependencies are shared
+/// through the target directory) and lock file, and an empty `config/`.
+pub fn application(copied: &[&str], members: &[&str]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let repo = workspace();
+    for dir in copied {
+        copy_dir(&repo.join(dir), &root.path().join(dir));
+    }
+    let members: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+    std::fs::write(
+        root.path().join("Cargo.toml"),
+        format!(
+            "[workspace]\nresolver = \"2\"\nmembers = [{}]\n\n\
+             [workspace.package]\nedition = \"2021\"\nlicense = \"Apache-2.0\"\n\n\
+             [profile.guest]\ninherits = \"release\"\nopt-level = \"s\"\ndebug = false\nstrip = true\n\n\
+             [profile.dev]\ndebug = \"line-tables-only\"\n\n\
+             [profile.dev.package.\"*\"]\nopt-level = 3\ndebug = false\n",
+            members.join(", ")
+        ),
+    )
+    .unwrap();
+    std::fs::copy(repo.join("Cargo.lock"), root.path().join("Cargo.lock")).unwrap();
+    std::fs::create_dir(root.path().join("config")).unwrap();
+    root
+}
+
+/// Copies the directory `from` to `to`, leaving out build output and caches.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" || name == "target" || name == "node_modules" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
 /// The built component of guest crate `name` (target/wasm32-wasip2/guest/<name>.wasm).
 pub fn guest(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let path = target
+    let path = target_dir()
         .join("wasm32-wasip2/guest")
         .join(format!("{name}.wasm"));
     assert!(
@@ -139,18 +188,37 @@ pub fn python_guest(name: &str) -> PathBuf {
     if let Some((_, path)) = compiled.iter().find(|(built, _)| built == name) {
         return path.clone();
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
+    let target = target_dir();
     let wasm = target.join("python").join(format!("{name}.wasm"));
     assert!(
         wasm.is_file(),
         "{} is missing: run ./test.sh, or `modhost build config/single-node.toml`",
         wasm.display()
     );
+    // Named by what it is compiled from — the component and this build's modhost — so
+    // test processes share it and a new build of either compiles it again.
+    let bin = std::fs::metadata(modhost_bin()).expect("the modhost binary");
+    let stamp = format!(
+        "{}-{}-{:?}",
+        std::fs::metadata(&wasm)
+            .map(|m| m.len())
+            .unwrap_or_default(),
+        bin.len(),
+        bin.modified().ok()
+    );
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(
+        &(stamp, std::fs::read(&wasm).unwrap_or_default()),
+        &mut hasher,
+    );
     let out = target
         .join("test-artifacts/precompiled")
-        .join(std::process::id().to_string());
+        .join(format!("{:016x}", std::hash::Hasher::finish(&hasher)));
+    let path = out.join(format!("{name}.cwasm"));
+    if path.is_file() {
+        compiled.push((name.to_string(), path.clone()));
+        return path;
+    }
     let status = Command::new(modhost_bin())
         .arg("compile")
         .arg(&wasm)

@@ -53,8 +53,8 @@ pub const DEFAULT_MAX_RESULT: ByteSize = ByteSize::mib(16);
 /// Accepted range of `database.max_result`: SQLite refuses a single value over 1 GB.
 const MAX_RESULT_RANGE: (ByteSize, ByteSize) = (ByteSize::kib(1), ByteSize::mib(1024));
 
-/// The module's migrations directory: `migrations = "dir"`, or else a crate's own
-/// `migrations/` when it has one.
+/// The module's migrations directory: `migrations = "dir"`, or else the `migrations/`
+/// of its source directory (crate, Python or JavaScript module) when it has one.
 pub(super) fn migrations_dir(
     base: &Path,
     module_key: &str,

@@ -19,7 +19,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-use super::python::existing_paths;
+use super::python::{check_package_name, existing_paths};
 
 /// The file that marks a directory as a JavaScript module (with a `"modhost"` key).
 pub const MANIFEST: &str = "package.json";
@@ -37,6 +37,19 @@ pub struct JavaScriptPackage {
     pub worlds: Vec<String>,
     /// WIT files or package directories, each after the packages it uses.
     pub wit: Vec<PathBuf>,
+    /// Files and directories outside `dir` its code imports (the SDK): sources too.
+    pub imports: Vec<PathBuf>,
+}
+
+impl JavaScriptPackage {
+    /// Everything the component is built from: a change to any rebuilds it.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.dir)
+            .chain(&self.wit)
+            .chain(&self.imports)
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -51,14 +64,20 @@ struct ModhostTable {
     main: String,
     worlds: Vec<String>,
     wit: Vec<String>,
+    #[serde(default)]
+    imports: Vec<String>,
 }
 
-/// Whether `dir` holds a JavaScript module: a `package.json` with a `"modhost"` key.
+/// Whether `dir` holds a JavaScript module: a `package.json` with a `"modhost"` key
+/// (or one that does not parse but mentions it, so that [`read`] says what is wrong).
 pub fn is_javascript_module(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join(MANIFEST))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .is_some_and(|value| value.get("modhost").is_some())
+    let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST)) else {
+        return false;
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(value) => value.get("modhost").is_some(),
+        Err(_) => text.contains("\"modhost\""),
+    }
 }
 
 /// Reads and checks the `package.json` of the JavaScript module in `dir`; the error
@@ -72,36 +91,33 @@ pub fn read(dir: &Path) -> Result<JavaScriptPackage, String> {
     let name = parsed
         .name
         .ok_or_else(|| format!("{file}: \"name\" is missing"))?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "{file}: \"name\" {name:?} must be letters, digits, '-' or '_'"
-        ));
-    }
+    check_package_name(&name).map_err(|problem| format!("{file}: \"name\" {problem}"))?;
     let table = parsed
         .modhost
         .ok_or_else(|| format!("{file}: no \"modhost\" object"))?;
     if table.worlds.is_empty() {
         return Err(format!("{file}: modhost.worlds names no world"));
     }
-    let main = dir.join(&table.main);
-    if !main.is_file() || !main.starts_with(dir) {
-        return Err(format!(
-            "{file}: modhost.main: {} is not a file of the module",
-            main.display()
-        ));
-    }
+    let main = std::fs::canonicalize(dir.join(&table.main))
+        .ok()
+        .filter(|main| main.is_file() && main.starts_with(dir))
+        .ok_or_else(|| {
+            format!(
+                "{file}: modhost.main: {} is not a file of the module",
+                dir.join(&table.main).display()
+            )
+        })?;
     let wit = existing_paths(dir, &table.wit)
         .map_err(|missing| format!("{file}: modhost.wit: {missing}"))?;
+    let imports = existing_paths(dir, &table.imports)
+        .map_err(|missing| format!("{file}: modhost.imports: {missing}"))?;
     Ok(JavaScriptPackage {
         dir: dir.to_path_buf(),
         name,
         main,
         worlds: table.worlds,
         wit,
+        imports,
     })
 }
 
@@ -125,7 +141,10 @@ mod tests {
         );
         let package = read.unwrap();
         assert_eq!(package.name, "reviews");
-        assert_eq!(package.main, dir.path().join("app.js"));
+        assert_eq!(
+            package.main,
+            std::fs::canonicalize(dir.path().join("app.js")).unwrap()
+        );
         assert!(is_javascript_module(dir.path()));
     }
 

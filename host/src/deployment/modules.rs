@@ -83,8 +83,8 @@ pub enum ComponentSource {
 
 impl ComponentSource {
     /// The directory the component is built from, when it is built from source (a
-    /// crate or a Python module): where its `migrations/` are looked for, and what
-    /// `modhost up --watch` watches.
+    /// crate, a Python or a JavaScript module): where its `migrations/` are looked for,
+    /// and what `modhost up --watch` watches.
     pub fn source_dir(&self) -> Option<&Path> {
         match self {
             ComponentSource::Wasm(_) | ComponentSource::Precompiled(_) => None,

@@ -75,9 +75,44 @@ fn default_app() -> String {
     "app".into()
 }
 
-/// Whether `dir` holds a Python module (a `pyproject.toml`).
+/// Whether `dir` holds a Python module: a `pyproject.toml` with a `[tool.modhost]`
+/// table (or one that does not parse but mentions it, so that [`read`] says what is
+/// wrong). A crate with a `pyproject.toml` for its tooling is no Python module.
 pub fn is_python_module(dir: &Path) -> bool {
-    dir.join(MANIFEST).is_file()
+    let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST)) else {
+        return false;
+    };
+    match text.parse::<toml::Table>() {
+        Ok(table) => table
+            .get("tool")
+            .and_then(|tool| tool.get("modhost"))
+            .is_some(),
+        Err(_) => text.contains("[tool.modhost]"),
+    }
+}
+
+impl PythonPackage {
+    /// Everything the component is built from: a change to any rebuilds it.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.dir)
+            .chain(&self.wit)
+            .chain(&self.python_path)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Checks a module package's name (it names the built component's file): letters,
+/// digits, '-' or '_'.
+pub(super) fn check_package_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("{name:?} must be letters, digits, '-' or '_'"));
+    }
+    Ok(())
 }
 
 /// Reads and checks the `pyproject.toml` of the Python module in `dir`; the error
@@ -91,15 +126,7 @@ pub fn read(dir: &Path) -> Result<PythonPackage, String> {
         .project
         .and_then(|project| project.name)
         .ok_or_else(|| format!("{file}: [project] name is missing"))?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "{file}: [project] name {name:?} must be letters, digits, '-' or '_'"
-        ));
-    }
+    check_package_name(&name).map_err(|problem| format!("{file}: [project] name {problem}"))?;
     let table = parsed
         .tool
         .and_then(|tool| tool.modhost)
@@ -113,6 +140,15 @@ pub fn read(dir: &Path) -> Result<PythonPackage, String> {
         return Err(format!(
             "{file}: tool.modhost.app {:?} is not a Python module name",
             table.app
+        ));
+    }
+    let app_file = dir.join(format!("{}.py", table.app));
+    let app_package = dir.join(&table.app).join("__init__.py");
+    if !app_file.is_file() && !app_package.is_file() {
+        return Err(format!(
+            "{file}: tool.modhost.app: the module has no {} (nor {})",
+            app_file.display(),
+            app_package.display()
         ));
     }
     for (interface, alias) in &table.import_names {
@@ -165,6 +201,7 @@ mod tests {
     fn module(pyproject: &str) -> (tempfile::TempDir, Result<PythonPackage, String>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("wit")).unwrap();
+        std::fs::write(dir.path().join("app.py"), "").unwrap();
         std::fs::write(dir.path().join(MANIFEST), pyproject).unwrap();
         let read = read(dir.path());
         (dir, read)
@@ -191,11 +228,12 @@ mod tests {
     fn names_the_file_and_the_key_of_each_problem() {
         let cases = [
             ("[tool.modhost]\nworlds = [\"a:b/c\"]\nwit = []\n", "[project] name is missing"),
-            ("[project]\nname = \"x\"\n", "no [tool.modhost] table"),
+            ("[project]\nname = \"x\"\n[tool.other]\n", "no [tool.modhost] table"),
             ("[project]\nname = \"x\"\n[tool.modhost]\nworlds = []\nwit = []\n", "worlds names no world"),
             ("[project]\nname = \"x\"\n[tool.modhost]\nworlds = [\"a:b/c\"]\nwit = [\"nope\"]\n", "tool.modhost.wit: "),
             ("[project]\nname = \"x\"\n[tool.modhost]\nworlds = [\"a:b/c\"]\nwit = []\napp = \"my-app\"\n", "tool.modhost.app"),
             ("[project]\nname = \"x\"\n[tool.modhost]\nworlds = [\"a:b/c\"]\nwit = []\nwrold = 1\n", "unknown field `wrold`"),
+            ("[project]\nname = \"x\"\n[tool.modhost]\nworlds = [\"a:b/c\"]\nwit = []\napp = \"main\"\n", "the module has no"),
         ];
         for (text, expected) in cases {
             let (_dir, read) = module(text);

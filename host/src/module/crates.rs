@@ -122,7 +122,9 @@ fn workspace_root(dir: &Path) -> PathBuf {
 /// workspace `dir` belongs to (the Python builder puts its builds there too).
 pub(super) fn target_dir(dir: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(target) => PathBuf::from(target),
+        // Relative to where modhost runs, as cargo takes it; made absolute, since the
+        // builders run their tools from other directories.
+        Some(target) => std::path::absolute(&target).unwrap_or_else(|_| PathBuf::from(target)),
         None => workspace_root(dir).join("target"),
     }
 }

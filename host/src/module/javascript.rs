@@ -9,13 +9,14 @@
 //!
 //! componentize-js reads one WIT package directory: modhost writes one per build, the
 //! merged world (as for Python) with every WIT path of the module copied under its
-//! `deps/`.
+//! `deps/`. Files the module's code imports from outside its directory (the SDK) are
+//! named in `"imports"`, so a change to them rebuilds it.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::sources::{is_up_to_date, merged_world, run, tools_dir};
+use super::sources::{build_component, has_version, merged_world, run, scratch, tools_dir};
 use crate::deployment::JavaScriptPackage;
 
 /// The componentize-js release modhost builds with (WASI 0.2.x, as the host serves).
@@ -43,52 +44,48 @@ pub fn built_artifact(package: &JavaScriptPackage) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Builds `package` unless its component is newer than every file it is built from.
+/// Builds `package` unless its stamp says the component is up to date.
 pub fn build(package: &JavaScriptPackage) -> Result<()> {
     let output = artifact(package);
-    let sources: Vec<PathBuf> = std::iter::once(package.dir.clone())
-        .chain(package.wit.iter().cloned())
-        .collect();
-    if is_up_to_date(&sources, &output) {
-        tracing::debug!(module = %package.name, "JavaScript module up to date");
-        return Ok(());
-    }
     let tool = componentize_js()?;
-    let parent = output
-        .parent()
-        .context("the build directory has no parent")?;
-    let wit_dir = parent.join(format!("{}.wit", package.name));
-    write_wit_package(&wit_dir, &package.worlds, &package.wit)?;
-
-    let partial = parent.join(format!("{}.wasm.partial", package.name));
-    tracing::info!(module = %package.name, dir = %package.dir.display(), "building JavaScript module");
-    // componentize-js lets the module's code import files under its working directory
-    // only (when the main file is under it): run it from the application's root, the
-    // deepest directory holding the module and all its WIT, so `../sdk-js/…` resolves.
-    run(
-        Command::new(&tool)
-            .current_dir(application_root(package))
-            .arg("--wit")
-            .arg(&wit_dir)
-            .args(["--world-name", "module"])
-            .arg("-o")
-            .arg(&partial)
-            .arg(&package.main),
-        &format!(
-            "building JavaScript module {} with componentize-js (its message is above)",
-            package.dir.display()
-        ),
-    )?;
-    std::fs::rename(&partial, &output)
-        .with_context(|| format!("moving the build to {}", output.display()))?;
+    let sources = package.sources();
+    let label = format!("componentize-js {COMPONENTIZE_JS_VERSION}");
+    let built = build_component(&output, &package.dir, &label, &sources, |partial| {
+        let wit_dir = scratch(&output, "wit");
+        let built = write_wit_package(&wit_dir, &package.worlds, &package.wit).and_then(|()| {
+            tracing::info!(module = %package.name, dir = %package.dir.display(), "building JavaScript module");
+            // componentize-js lets the module's code import files under its working
+            // directory only (when the main file is under it): run it from the deepest
+            // directory holding the module, its WIT and its `imports`.
+            run(
+                Command::new(&tool)
+                    .current_dir(application_root(package))
+                    .arg("--wit")
+                    .arg(&wit_dir)
+                    .args(["--world-name", "module"])
+                    .arg("-o")
+                    .arg(partial)
+                    .arg(&package.main),
+                &format!(
+                    "building JavaScript module {} with componentize-js (its message is above)",
+                    package.dir.display()
+                ),
+            )
+        });
+        let _ = std::fs::remove_dir_all(&wit_dir);
+        built
+    })?;
+    if !built {
+        tracing::debug!(module = %package.name, "JavaScript module up to date");
+    }
     Ok(())
 }
 
-/// The deepest directory that holds the module's directory and every WIT path it
-/// names.
+/// The deepest directory that holds the module's directory and every path it is built
+/// from (its WIT and its `imports`).
 fn application_root(package: &JavaScriptPackage) -> PathBuf {
     let mut root = package.dir.clone();
-    for path in &package.wit {
+    for path in package.wit.iter().chain(&package.imports) {
         while !path.starts_with(&root) {
             match root.parent() {
                 Some(parent) => root = parent.to_path_buf(),
@@ -175,7 +172,7 @@ fn componentize_js() -> Result<PathBuf> {
         .join("node_modules")
         .join(".bin")
         .join("componentize-js");
-    if has_version(&cached) {
+    if has_version(&cached, COMPONENTIZE_JS_VERSION) {
         return Ok(cached);
     }
     tracing::info!(
@@ -193,24 +190,13 @@ fn componentize_js() -> Result<PathBuf> {
         "installing componentize-js with npm (is Node.js with npm installed? Debian: \
          apt-get install nodejs npm)",
     )?;
-    if !has_version(&cached) {
+    if !has_version(&cached, COMPONENTIZE_JS_VERSION) {
         bail!(
             "componentize-js {COMPONENTIZE_JS_VERSION} was installed into {} but does not run",
             prefix.display()
         );
     }
     Ok(cached)
-}
-
-/// Whether `tool --version` runs and is the pinned version.
-fn has_version(tool: &Path) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| {
-            output.status.success()
-                && String::from_utf8_lossy(&output.stdout).contains(COMPONENTIZE_JS_VERSION)
-        })
 }
 
 #[cfg(test)]
@@ -228,10 +214,20 @@ mod tests {
                 PathBuf::from("/apps/shop/wit/modhost/sql.wit"),
                 PathBuf::from("/apps/shop/wit/wasi/http"),
             ],
+            imports: vec![PathBuf::from("/apps/shop/modules/sdk-js")],
         };
         assert_eq!(application_root(&package), PathBuf::from("/apps/shop"));
+        let sdk_only = JavaScriptPackage {
+            wit: vec![],
+            ..package.clone()
+        };
+        assert_eq!(
+            application_root(&sdk_only),
+            PathBuf::from("/apps/shop/modules")
+        );
         let alone = JavaScriptPackage {
             wit: vec![],
+            imports: vec![],
             ..package
         };
         assert_eq!(

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::sources::{is_up_to_date, merged_world, run, tools_dir};
+use super::sources::{build_component, has_version, merged_world, run, scratch, tools_dir};
 use crate::deployment::PythonPackage;
 
 /// The componentize-py release modhost builds with (its WASI 0.2 version matches the
@@ -49,35 +49,46 @@ pub fn built_artifact(package: &PythonPackage) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Builds `package` unless its component is newer than every file it is built from.
+/// Builds `package` unless its stamp says the component is up to date.
 pub fn build(package: &PythonPackage) -> Result<()> {
     let output = artifact(package);
-    let sources = std::iter::once(&package.dir)
-        .chain(&package.wit)
-        .chain(&package.python_path);
-    if is_up_to_date(sources, &output) {
-        tracing::debug!(module = %package.name, "Python module up to date");
-        return Ok(());
-    }
     let tool = componentize_py()?;
-    let parent = output
-        .parent()
-        .context("the build directory has no parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let world_dir = parent.join(format!("{}.world", package.name));
-    std::fs::create_dir_all(&world_dir)
-        .with_context(|| format!("creating {}", world_dir.display()))?;
-    let world_file = world_dir.join("module.wit");
-    std::fs::write(&world_file, merged_world(&package.worlds))
-        .with_context(|| format!("writing {}", world_file.display()))?;
+    let sources = package.sources();
+    let label = format!("componentize-py {COMPONENTIZE_PY_VERSION}");
+    let built = build_component(&output, &package.dir, &label, &sources, |partial| {
+        let world_dir = scratch(&output, "world");
+        std::fs::create_dir_all(&world_dir)
+            .with_context(|| format!("creating {}", world_dir.display()))?;
+        let world_file = world_dir.join("module.wit");
+        let built = std::fs::write(&world_file, merged_world(&package.worlds))
+            .with_context(|| format!("writing {}", world_file.display()))
+            .and_then(|()| {
+                tracing::info!(module = %package.name, dir = %package.dir.display(), "building Python module");
+                run(
+                    &mut componentize(&tool, package, &world_file, partial),
+                    &format!(
+                        "building Python module {} with componentize-py (its message is above)",
+                        package.dir.display()
+                    ),
+                )
+            });
+        let _ = std::fs::remove_dir_all(&world_dir);
+        built
+    })?;
+    if !built {
+        tracing::debug!(module = %package.name, "Python module up to date");
+    }
+    Ok(())
+}
 
-    let partial = parent.join(format!("{}.wasm.partial", package.name));
-    let mut command = Command::new(&tool);
+/// The componentize-py command that builds `package` against `world_file` into `output`.
+fn componentize(tool: &Path, package: &PythonPackage, world_file: &Path, output: &Path) -> Command {
+    let mut command = Command::new(tool);
     command.arg("--quiet");
     for wit in &package.wit {
         command.arg("-d").arg(wit);
     }
-    command.arg("-d").arg(&world_file);
+    command.arg("-d").arg(world_file);
     command.args(["-w", "modhost:build/module"]);
     let names = SDK_IMPORT_NAMES
         .iter()
@@ -93,20 +104,8 @@ pub fn build(package: &PythonPackage) -> Result<()> {
     for path in &package.python_path {
         command.arg("-p").arg(path);
     }
-    command.arg(&package.app).arg("-o").arg(&partial);
-    tracing::info!(module = %package.name, dir = %package.dir.display(), "building Python module");
-    let status = command
-        .status()
-        .with_context(|| format!("running {}", tool.display()))?;
-    if !status.success() {
-        bail!(
-            "building Python module {} failed ({status}); componentize-py's message is above",
-            package.dir.display()
-        );
-    }
-    std::fs::rename(&partial, &output)
-        .with_context(|| format!("moving the build to {}", output.display()))?;
-    Ok(())
+    command.arg(&package.app).arg("-o").arg(output);
+    command
 }
 
 /// The componentize-py to build with, installing it into the tool cache when there
@@ -117,10 +116,10 @@ fn componentize_py() -> Result<PathBuf> {
     }
     let venv = tools_dir().join("python");
     let cached = venv.join("bin").join("componentize-py");
-    if has_version(&cached) {
+    if has_version(&cached, COMPONENTIZE_PY_VERSION) {
         return Ok(cached);
     }
-    if has_version(Path::new("componentize-py")) {
+    if has_version(Path::new("componentize-py"), COMPONENTIZE_PY_VERSION) {
         return Ok(PathBuf::from("componentize-py"));
     }
     tracing::info!(
@@ -138,22 +137,11 @@ fn componentize_py() -> Result<PathBuf> {
             .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
         "installing componentize-py from PyPI",
     )?;
-    if !has_version(&cached) {
+    if !has_version(&cached, COMPONENTIZE_PY_VERSION) {
         bail!(
             "componentize-py {COMPONENTIZE_PY_VERSION} was installed into {} but does not run",
             venv.display()
         );
     }
     Ok(cached)
-}
-
-/// Whether `tool --version` runs and is the pinned version.
-fn has_version(tool: &Path) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| {
-            output.status.success()
-                && String::from_utf8_lossy(&output.stdout).contains(COMPONENTIZE_PY_VERSION)
-        })
 }

@@ -89,6 +89,9 @@ pub fn new_module(
             );
         }
     }
+    if let Some(why) = taken_name(name) {
+        bail!("module name {name:?} cannot be used: {why}; nothing was written");
+    }
     let sdk = match language {
         Language::Rust => "modules/sdk/Cargo.toml",
         Language::Python => "modules/sdk-python/modhost_guest/__init__.py",
@@ -107,6 +110,12 @@ pub fn new_module(
             bail!("{} exists already; nothing was written", taken.display());
         }
     }
+    // Everything that can refuse is asked before the first file is written.
+    let manifest = root.join("Cargo.toml");
+    let joined = match language {
+        Language::Rust => Some(with_member(&manifest, &format!("modules/{name}"))?),
+        Language::Python | Language::JavaScript => None,
+    };
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
@@ -138,9 +147,9 @@ pub fn new_module(
     for (path, template) in templates {
         write(dir.join(path), fill(template))?;
     }
-    if language == Language::Rust {
-        let manifest = root.join("Cargo.toml");
-        join_workspace(&manifest, &format!("modules/{name}"))?;
+    if let Some(Some(updated)) = joined {
+        std::fs::write(&manifest, updated)
+            .with_context(|| format!("writing {}", manifest.display()))?;
         files.push(manifest);
     }
     let memory = match language {
@@ -159,32 +168,116 @@ pub fn new_module(
     Ok(Scaffolded { dir, files, stanza })
 }
 
-/// Adds `member` to the `members` of the workspace manifest at `path`.
-fn join_workspace(path: &Path, member: &str) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+/// The workspace manifest at `path` with `member` added to its `members` (`None` when
+/// it is there already), or why it cannot be.
+fn with_member(path: &Path, member: &str) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}; nothing was written", path.display()))?;
     let parsed: toml::Table = text
         .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        .with_context(|| format!("{} is not valid TOML; nothing was written", path.display()))?;
     let members = parsed
         .get("workspace")
         .and_then(|workspace| workspace.get("members"))
         .and_then(toml::Value::as_array);
     if members.is_some_and(|members| members.iter().any(|m| m.as_str() == Some(member))) {
-        return Ok(());
+        return Ok(None);
     }
-    // Edit the text rather than re-serialise the table, so comments and layout stay.
-    let Some(start) = text.find("members = [") else {
+    // Edit the text rather than re-serialise the table, so comments and layout stay: the
+    // line that starts with `members` (never `default-members`).
+    let start = text
+        .match_indices("members")
+        .map(|(at, _)| at)
+        .find(|&at| {
+            (at == 0 || text[..at].ends_with('\n'))
+                && text[at + "members".len()..].trim_start().starts_with('=')
+        })
+        .and_then(|at| text[at..].find('[').map(|open| at + open + 1));
+    let Some(at) = start else {
         bail!(
-            "{} has no `members = [` in its [workspace]: add \"{member}\" to its members",
+            "{} has no `members = [` line in its [workspace]: add \"{member}\" to its members \
+             by hand; nothing was written",
             path.display()
         );
     };
-    let at = start + "members = [".len();
     let rest = text[at..].trim_start();
     let separator = if rest.starts_with(']') { "" } else { ", " };
-    let updated = format!("{}\"{member}\"{separator}{}", &text[..at], rest);
-    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+    Ok(Some(format!(
+        "{}\"{member}\"{separator}{}",
+        &text[..at],
+        rest
+    )))
+}
+
+/// Why `name` cannot name a module although it is a WIT name: a WIT keyword, the name
+/// of the contract's interface, a crate name cargo refuses, or a route the gateway
+/// keeps for itself.
+fn taken_name(name: &str) -> Option<&'static str> {
+    const WIT_KEYWORDS: &[&str] = &[
+        "as",
+        "async",
+        "bool",
+        "borrow",
+        "char",
+        "constructor",
+        "enum",
+        "error-context",
+        "export",
+        "f32",
+        "f64",
+        "flags",
+        "from",
+        "func",
+        "future",
+        "import",
+        "include",
+        "interface",
+        "list",
+        "option",
+        "own",
+        "package",
+        "record",
+        "resource",
+        "result",
+        "s8",
+        "s16",
+        "s32",
+        "s64",
+        "static",
+        "stream",
+        "string",
+        "tuple",
+        "type",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "use",
+        "variant",
+        "with",
+        "world",
+    ];
+    const CARGO_RESERVED: &[&str] = &[
+        "test",
+        "std",
+        "core",
+        "alloc",
+        "proc-macro",
+        "self",
+        "crate",
+        "super",
+    ];
+    if WIT_KEYWORDS.contains(&name) {
+        Some("it is a WIT keyword")
+    } else if name == "api" {
+        Some("its contract's interface is `api`, and a world may not share its name")
+    } else if CARGO_RESERVED.contains(&name) {
+        Some("cargo keeps it for itself")
+    } else if crate::deployment::routes::RESERVED.contains(&format!("/{name}").as_str()) {
+        Some("the gateway keeps its route for itself")
+    } else {
+        None
+    }
 }
 
 /// A WIT identifier: lower-case words of letters and digits joined by '-', each word
@@ -275,6 +368,13 @@ mod tests {
     #[test]
     fn names_that_cannot_be_wit_are_refused() {
         let root = app();
+        for taken in ["api", "list", "type", "test", "std", "metrics", "readyz"] {
+            let refused = new_module(root.path(), taken, "app", Language::Python).unwrap_err();
+            assert!(
+                refused.to_string().contains("cannot be used"),
+                "{taken}: {refused}"
+            );
+        }
         for bad in ["Gift", "gift_cards", "1gift", "gift--cards", "-gift", ""] {
             assert!(
                 new_module(root.path(), bad, "app", Language::Rust).is_err(),
@@ -282,5 +382,38 @@ mod tests {
             );
         }
         assert!(new_module(root.path(), "ok", "My_Space", Language::Rust).is_err());
+        assert!(
+            std::fs::read_dir(root.path().join("wit")).unwrap().count() == 1,
+            "nothing was written"
+        );
+    }
+
+    #[test]
+    fn a_workspace_the_scaffold_cannot_join_is_refused_before_anything_is_written() {
+        let root = app();
+        std::fs::write(
+            root.path().join("Cargo.toml"),
+            "[workspace]\ndefault-members = [\"modules/sdk\"]\n",
+        )
+        .unwrap();
+        let refused = new_module(root.path(), "gift-cards", "shop", Language::Rust).unwrap_err();
+        assert!(
+            refused.to_string().contains("nothing was written"),
+            "{refused}"
+        );
+        assert!(!root.path().join("modules/gift-cards").exists());
+        assert!(!root.path().join("wit/shop").exists());
+        // default-members before members: the member joins `members`.
+        std::fs::write(
+            root.path().join("Cargo.toml"),
+            "[workspace]\ndefault-members = [\"modules/sdk\"]\nmembers = [\"modules/sdk\"]\n",
+        )
+        .unwrap();
+        new_module(root.path(), "gift-cards", "shop", Language::Rust).unwrap();
+        let manifest = std::fs::read_to_string(root.path().join("Cargo.toml")).unwrap();
+        assert_eq!(
+            manifest,
+            "[workspace]\ndefault-members = [\"modules/sdk\"]\nmembers = [\"modules/gift-cards\", \"modules/sdk\"]\n"
+        );
     }
 }

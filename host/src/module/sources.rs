@@ -5,7 +5,7 @@
 //! `run`, `check` and swaps only look for the built component and say how to build it
 //! when it is missing. This is the one place that knows which builder a source needs,
 //! and it holds what the builders of other languages share: the merged world, the
-//! up-to-date check, the tool cache.
+//! build's stamp and scratch files, the tool cache.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -59,10 +59,9 @@ pub fn watched(source: &ComponentSource) -> Vec<PathBuf> {
             .iter()
             .map(|name| dir.join(name))
             .collect(),
-        ComponentSource::Python(package) => std::iter::once(dir.to_path_buf())
-            .chain(package.python_path.iter().cloned())
-            .collect(),
-        _ => vec![dir.to_path_buf()],
+        ComponentSource::Python(package) => package.sources(),
+        ComponentSource::JavaScript(package) => package.sources(),
+        ComponentSource::Wasm(_) | ComponentSource::Precompiled(_) => Vec::new(),
     }
 }
 
@@ -80,19 +79,96 @@ pub(super) fn merged_world(worlds: &[String]) -> String {
     text
 }
 
-/// Whether `output` is newer than every file under `sources` (build output, caches
-/// and installed packages left out).
-pub(super) fn is_up_to_date<'a>(
-    sources: impl IntoIterator<Item = &'a PathBuf>,
+/// Directories under a module's sources that never are sources: build output, caches,
+/// installed packages. (`modhost up --watch` ignores changes in them too.)
+pub const NOT_SOURCES: &[&str] = &["target", "__pycache__", ".venv", "node_modules"];
+
+/// What a component is built from, as its build records it beside the component
+/// (`NAME.wasm.stamp`): the module's directory, the tool and modhost that built it,
+/// and the newest modification time of its sources *when the build started* — so a
+/// file saved during the build, another application's module of the same name, or a
+/// new tool all make the next build run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stamp(String);
+
+impl Stamp {
+    /// The stamp a build of `dir` from `sources` with `tool` would write now; `None`
+    /// when a source cannot be read (then the build runs, and says why).
+    pub(super) fn now(dir: &Path, tool: &str, sources: &[PathBuf]) -> Option<Stamp> {
+        let newest = sources
+            .iter()
+            .map(|source| newest(source))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()?;
+        let nanos = newest
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        Some(Stamp(format!(
+            "modhost {}\nsource {}\ntool {tool}\nnewest {nanos}\n",
+            env!("CARGO_PKG_VERSION"),
+            dir.display()
+        )))
+    }
+
+    fn path(output: &Path) -> PathBuf {
+        let mut name = output.as_os_str().to_owned();
+        name.push(".stamp");
+        PathBuf::from(name)
+    }
+
+    /// Whether `output` exists and was built from exactly this.
+    pub(super) fn matches(&self, output: &Path) -> bool {
+        output.is_file()
+            && std::fs::read_to_string(Self::path(output)).is_ok_and(|text| text == self.0)
+    }
+}
+
+/// Builds the component at `output` from `sources` (of the module in `dir`) with
+/// `build`, unless its stamp says it is up to date. `build` writes to the path it is
+/// given, a name of this build's own, which then replaces `output`: two builds at once
+/// never write the same file, and a failed build leaves the last good one.
+pub(super) fn build_component(
     output: &Path,
-) -> bool {
-    let Ok(built) = std::fs::metadata(output).and_then(|meta| meta.modified()) else {
-        return false;
-    };
-    sources
-        .into_iter()
-        .map(|source| newest(source))
-        .all(|newest| newest.is_some_and(|newest| newest <= built))
+    dir: &Path,
+    tool: &str,
+    sources: &[PathBuf],
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<bool> {
+    let stamp = Stamp::now(dir, tool, sources);
+    if stamp.as_ref().is_some_and(|stamp| stamp.matches(output)) {
+        return Ok(false);
+    }
+    let parent = output
+        .parent()
+        .context("the build directory has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let partial = scratch(output, "partial");
+    let built = build(&partial);
+    if built.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    built?;
+    std::fs::rename(&partial, output)
+        .with_context(|| format!("moving the build to {}", output.display()))?;
+    match stamp {
+        Some(stamp) => std::fs::write(Stamp::path(output), stamp.0)
+            .with_context(|| format!("writing {}", Stamp::path(output).display()))?,
+        None => {
+            let _ = std::fs::remove_file(Stamp::path(output));
+        }
+    }
+    Ok(true)
+}
+
+/// A path beside `path` that no other build uses: `path.PID-NANOS.what`.
+pub(super) fn scratch(path: &Path, what: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}-{nanos}.{what}", std::process::id()));
+    PathBuf::from(name)
 }
 
 /// The newest modification time of `path` and everything under it that a build reads;
@@ -104,16 +180,26 @@ fn newest(path: &Path) -> Option<SystemTime> {
         for entry in std::fs::read_dir(path).ok()? {
             let entry = entry.ok()?;
             let name = entry.file_name();
-            if matches!(
-                name.to_str(),
-                Some("target" | "__pycache__" | ".venv" | "node_modules")
-            ) {
+            if name
+                .to_str()
+                .is_some_and(|name| NOT_SOURCES.contains(&name))
+            {
                 continue;
             }
             newest = newest.max(self::newest(&entry.path())?);
         }
     }
     Some(newest)
+}
+
+/// Whether `tool --version` runs and prints `version`.
+pub(super) fn has_version(tool: &Path, version: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| {
+            output.status.success() && String::from_utf8_lossy(&output.stdout).contains(version)
+        })
 }
 
 /// Runs `command`, failing with `what` when it cannot start or does not succeed.
@@ -153,29 +239,44 @@ mod tests {
     }
 
     #[test]
-    fn a_build_is_up_to_date_only_when_newer_than_every_source() {
+    fn a_build_runs_again_when_a_source_changes_and_only_then() {
         let dir = tempfile::tempdir().unwrap();
         let module = dir.path().join("module");
-        for ignored in ["target", "node_modules", "__pycache__"] {
+        for ignored in NOT_SOURCES {
             std::fs::create_dir_all(module.join(ignored)).unwrap();
         }
         std::fs::write(module.join("app.py"), "x = 1\n").unwrap();
         let sources = [module.clone()];
-        let output = dir.path().join("m.wasm");
-        assert!(!is_up_to_date(&sources, &output), "no build yet");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&output, b"built").unwrap();
-        assert!(is_up_to_date(&sources, &output));
+        let output = dir.path().join("out/m.wasm");
+        let builds = std::cell::Cell::new(0);
+        let build = |partial: &Path| {
+            builds.set(builds.get() + 1);
+            std::fs::write(partial, b"built").map_err(anyhow::Error::from)
+        };
+        assert!(build_component(&output, &module, "tool 1", &sources, build).unwrap());
+        assert!(!build_component(&output, &module, "tool 1", &sources, build).unwrap());
         // Build output, caches and installed packages are not sources.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        for ignored in ["target", "node_modules", "__pycache__"] {
+        for ignored in NOT_SOURCES {
             std::fs::write(module.join(ignored).join("x"), "y").unwrap();
         }
-        assert!(is_up_to_date(&sources, &output));
+        assert!(!build_component(&output, &module, "tool 1", &sources, build).unwrap());
+        // A changed source, another tool, another module of the same name: built again.
         std::fs::write(module.join("app.py"), "x = 2\n").unwrap();
-        assert!(
-            !is_up_to_date(&sources, &output),
-            "a changed source needs a build"
-        );
+        assert!(build_component(&output, &module, "tool 1", &sources, build).unwrap());
+        assert!(build_component(&output, &module, "tool 2", &sources, build).unwrap());
+        assert!(build_component(&output, dir.path(), "tool 2", &sources, build).unwrap());
+        assert_eq!(builds.get(), 4);
+        // A failed build keeps the last good component and leaves no scratch file.
+        let failed = build_component(&output, &module, "tool 3", &sources, |partial| {
+            std::fs::write(partial, b"half")?;
+            anyhow::bail!("broken")
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&output).unwrap(), b"built");
+        let left: Vec<_> = std::fs::read_dir(output.parent().unwrap())
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 2, "the component and its stamp: {left:?}");
     }
 }

@@ -1,5 +1,5 @@
-//! `modhost up --watch`: rebuild a module (crate or Python module) when its files
-//! change, and swap the new build in — checked and migrated like any swap; a build or a swap that fails is
+//! `modhost up --watch`: rebuild a module (a crate, a Python or a JavaScript module)
+//! when its files change, and swap the new build in — checked and migrated like any swap; a build or a swap that fails is
 //! reported and the running version keeps serving.
 
 use notify::{RecursiveMode, Watcher};
@@ -68,16 +68,19 @@ pub fn start(deployment: &Deployment, registry: Arc<Registry>) {
             }
             for (module, source) in &built {
                 let watched = sources::watched(source);
-                // A standalone module's builds go to its own target/, Python tools
-                // write __pycache__, npm node_modules: none of them is an edit.
+                // Build output, caches and installed packages under a watched
+                // directory are no edits (a standalone module builds into its own
+                // target/); only the part below the watched directory counts.
                 let changed = paths.iter().any(|path| {
-                    watched.iter().any(|dir| path.starts_with(dir))
-                        && !path.components().any(|part| {
-                            matches!(
-                                part.as_os_str().to_str(),
-                                Some("target" | "__pycache__" | "node_modules")
-                            )
+                    watched.iter().any(|dir| {
+                        path.strip_prefix(dir).is_ok_and(|below| {
+                            !below.components().any(|part| {
+                                part.as_os_str()
+                                    .to_str()
+                                    .is_some_and(|part| sources::NOT_SOURCES.contains(&part))
+                            })
                         })
+                    })
                 });
                 if changed {
                     rebuild(&registry, module, source).await;

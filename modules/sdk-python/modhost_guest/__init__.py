@@ -16,7 +16,6 @@ import json
 import os
 import time
 import traceback
-from urllib.parse import parse_qsl, unquote
 
 __all__ = [
     "Request",
@@ -46,30 +45,37 @@ class Request:
         self.body = body
 
     def segments(self):
-        """The path's non-empty segments, percent-decoded: `/orders/7` → ["orders", "7"]."""
-        return [unquote(part) for part in self.path.split("/") if part]
+        """The path's non-empty segments: `/orders/7` → ["orders", "7"]."""
+        return [part for part in self.path.split("/") if part]
 
     def query_param(self, name):
-        """The first value of query parameter `name`, or None."""
-        for key, value in self.query:
+        """The first value of query parameter `name`, or None; percent-decoding is left
+        to the caller (as in the Rust SDK)."""
+        for pair in self.query.split("&") if self.query else []:
+            key, _, value = pair.partition("=")
             if key == name:
                 return value
         return None
 
     def header(self, name):
-        """The first value of header `name` (any case) as text, or None."""
+        """The first value of header `name` (any case) as text, or None (also when it is
+        not UTF-8)."""
         name = name.lower()
         for key, value in self.headers:
             if key.lower() == name:
-                return value.decode("utf-8", "replace")
+                try:
+                    return value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
         return None
 
     def json(self):
-        """The body as JSON; raises `HttpError` with a 400 answer when it is not."""
+        """The body as JSON; raises `HttpError` with a 400 answer when it is not (an
+        empty body is not)."""
         try:
-            return json.loads(self.body or b"null")
+            return json.loads(self.body)
         except ValueError as error:
-            raise HttpError(Response.error(400, "invalid_json", f"the body is not JSON: {error}"))
+            raise HttpError(Response.error(400, "invalid_json", f"request body: {error}"))
 
 
 class Response:
@@ -121,9 +127,9 @@ class HttpError(Exception):
 def http_module(handle):
     """The `IncomingHandler` class componentize-py exports, serving with `handle`.
 
-    A handler that raises `HttpError` answers with its response; any other exception
-    answers 500 (with no detail: the traceback goes to the module's stderr, which the
-    host logs as the module's output)."""
+    A handler that raises `HttpError` answers with its response; any other exception,
+    or an answer that is no `Response`, answers 500 (with no detail: the traceback goes
+    to the module's stderr, which the host logs as the module's output)."""
     from wit_world import exports
 
     class IncomingHandler(exports.IncomingHandler):
@@ -135,15 +141,18 @@ def http_module(handle):
 
 def _serve(incoming, response_out, handle):
     try:
-        request = _read(incoming)
         try:
-            response = handle(request)
+            response = handle(_read(incoming))
         except HttpError as refused:
             response = refused.response
+        if not isinstance(response, Response):
+            raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
+        outgoing = _outgoing(response)
     except Exception:  # noqa: BLE001 - the one place every failure becomes an answer
         traceback.print_exc()
         response = Response.error(500, "internal", "the module failed")
-    _write(response, response_out)
+        outgoing = _outgoing(response)
+    _write(outgoing, response.body, response_out)
 
 
 def _method_name(method):
@@ -171,29 +180,49 @@ def _read(incoming):
     )
     chunks = []
     if has_body:
-        with incoming.consume() as body:
-            with body.stream() as stream:
-                while True:
-                    try:
-                        chunks.append(stream.blocking_read(_READ_CHUNK))
-                    except Err as error:
-                        if isinstance(error.value, streams.StreamError_Closed):
-                            break
-                        raise
-    return Request(method, path, parse_qsl(query, keep_blank_values=True), headers, b"".join(chunks))
+        try:
+            with incoming.consume() as body:
+                with body.stream() as stream:
+                    while True:
+                        try:
+                            chunks.append(stream.blocking_read(_READ_CHUNK))
+                        except Err as error:
+                            if isinstance(error.value, streams.StreamError_Closed):
+                                break
+                            raise
+        except Err as error:
+            raise HttpError(Response.error(400, "bad_request", f"reading request body: {error.value}"))
+    return Request(method, path, query, headers, b"".join(chunks))
 
 
-def _write(response, response_out):
+def _outgoing(response):
+    """The `outgoing-response` for `response`: a header the host refuses (forbidden or
+    malformed) is left out rather than losing the answer, as in the Rust SDK; a status
+    it refuses raises."""
+    from componentize_py_types import Err
+    from wit_world.imports import wasi_http_types as types
+
+    fields = types.Fields()
+    for name, value in response.headers:
+        try:
+            fields.append(name, value)
+        except Err:
+            pass
+    outgoing = types.OutgoingResponse(fields)
+    try:
+        outgoing.set_status_code(response.status)
+    except Err:
+        raise ValueError(f"{response.status} is not an HTTP status")
+    return outgoing
+
+
+def _write(outgoing, data, response_out):
     from componentize_py_types import Ok
     from wit_world.imports import wasi_http_types as types
 
-    headers = types.Fields.from_list([(name, value) for name, value in response.headers])
-    outgoing = types.OutgoingResponse(headers)
-    outgoing.set_status_code(response.status)
     body = outgoing.body()
     types.ResponseOutparam.set(response_out, Ok(outgoing))
     with body.write() as stream:
-        data = response.body
         for start in range(0, len(data), _WRITE_CHUNK):
             stream.blocking_write_and_flush(data[start : start + _WRITE_CHUNK])
     types.OutgoingBody.finish(body, None)

@@ -39,11 +39,11 @@ impl Capability for Wasi {
     }
 }
 
-/// A WASI context granting nothing beyond clocks and randomness, its output logged in
-/// `span`.
 /// The WASI release line modules are linked against: every `wasi:*` import must be a
-/// 0.2 version (0.2.0 to 0.2.12 and their pre-releases are all served by wasmtime 48's
-/// 0.2.12 implementation).
+/// 0.2 version. wasmtime 48 implements 0.2.12, which also serves the releases before it
+/// (0.2.0 to 0.2.11); a 0.2 pre-release other than those the host links exactly
+/// (`wasi:config@0.2.0-rc.1`, `wasi:keyvalue@0.2.0-draft`) passes this check and is
+/// then refused by the linker.
 pub const SERVED_WASI: &str = "0.2";
 
 /// Whether a component import named `name` is one the host can serve as far as WASI
@@ -99,6 +99,8 @@ pub fn unserved_imports_in(bytes: &[u8]) -> Vec<String> {
     unserved
 }
 
+/// A WASI context granting nothing beyond clocks and randomness, its output logged in
+/// `span`.
 fn context(module: &str, span: &LogSpan) -> WasiCtx {
     WasiCtx::builder()
         .stdout(GuestLog::new(module, "stdout", span))
