@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::sources::{build_component, has_version, merged_world, run, scratch, tools_dir};
+use super::sources::{self, build_component, has_version, merged_world, run, scratch, tools_dir};
 use crate::deployment::JavaScriptPackage;
 
 /// The componentize-js release modhost builds with (WASI 0.2.x, as the host serves).
@@ -26,22 +26,12 @@ const PACKAGE: &str = "@bytecodealliance/componentize-js";
 
 /// Where the built component of `package` goes: `<target>/javascript/<name>.wasm`.
 pub fn artifact(package: &JavaScriptPackage) -> PathBuf {
-    super::crates::target_dir(&package.dir)
-        .join("javascript")
-        .join(format!("{}.wasm", package.name))
+    sources::artifact(&package.dir, "javascript", &package.name)
 }
 
 /// The built component of `package`, or an error saying how to build it.
 pub fn built_artifact(package: &JavaScriptPackage) -> Result<PathBuf> {
-    let path = artifact(package);
-    if !path.is_file() {
-        bail!(
-            "JavaScript module {} is not built (no {}): run `modhost up` or `modhost build`",
-            package.dir.display(),
-            path.display()
-        );
-    }
-    Ok(path)
+    sources::built(artifact(package), "JavaScript", &package.dir)
 }
 
 /// Builds `package` unless its stamp says the component is up to date.

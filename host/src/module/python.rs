@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::sources::{build_component, has_version, merged_world, run, scratch, tools_dir};
+use super::sources::{self, build_component, has_version, merged_world, run, scratch, tools_dir};
 use crate::deployment::PythonPackage;
 
 /// The componentize-py release modhost builds with (its WASI 0.2 version matches the
@@ -31,22 +31,12 @@ const SDK_IMPORT_NAMES: &[(&str, &str)] = &[
 /// Where the built component of `package` goes: `<target>/python/<name>.wasm`, beside
 /// the Rust modules' builds.
 pub fn artifact(package: &PythonPackage) -> PathBuf {
-    super::crates::target_dir(&package.dir)
-        .join("python")
-        .join(format!("{}.wasm", package.name))
+    sources::artifact(&package.dir, "python", &package.name)
 }
 
 /// The built component of `package`, or an error saying how to build it.
 pub fn built_artifact(package: &PythonPackage) -> Result<PathBuf> {
-    let path = artifact(package);
-    if !path.is_file() {
-        bail!(
-            "Python module {} is not built (no {}): run `modhost up` or `modhost build`",
-            package.dir.display(),
-            path.display()
-        );
-    }
-    Ok(path)
+    sources::built(artifact(package), "Python", &package.dir)
 }
 
 /// Builds `package` unless its stamp says the component is up to date.

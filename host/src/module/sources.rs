@@ -65,6 +65,27 @@ pub fn watched(source: &ComponentSource) -> Vec<PathBuf> {
     }
 }
 
+/// Where the build of a `kind` (`python`, `javascript`) module named `name` in `dir`
+/// goes: `<target>/<kind>/<name>.wasm`, beside the Rust modules' builds.
+pub(super) fn artifact(dir: &Path, kind: &str, name: &str) -> PathBuf {
+    crates::target_dir(dir)
+        .join(kind)
+        .join(format!("{name}.wasm"))
+}
+
+/// `path`, the build of the `language` module in `dir`, or an error saying how to
+/// build it.
+pub(super) fn built(path: PathBuf, language: &str, dir: &Path) -> Result<PathBuf> {
+    if !path.is_file() {
+        bail!(
+            "{language} module {} is not built (no {}): run `modhost up` or `modhost build`",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// One world that includes every world a module names: the world a Python or
 /// JavaScript module is built against (package `modhost:build`, world `module`).
 pub(super) fn merged_world(worlds: &[String]) -> String {
