@@ -13,6 +13,7 @@
 //! capabilities own, and [`errors`] how problems are reported.
 
 pub mod access;
+mod addresses;
 pub mod database;
 pub mod errors;
 pub mod events;
@@ -325,6 +326,16 @@ impl Deployment {
             &events.backend,
             &mut problems,
         );
+
+        let admin_listen = admin.as_ref().and_then(|admin| admin.listen);
+        for (key, problem) in addresses::conflicts(
+            file.gateway.listen,
+            admin_listen,
+            &topology.nodes,
+            &events.backend,
+        ) {
+            problems.add(&key, &problem);
+        }
 
         if problems.errors.is_empty() {
             Ok(Deployment {

@@ -1,0 +1,229 @@
+//! Addresses a deployment cannot have all at once: two of its listeners on one
+//! address, or a listener where it says its Kafka broker is. `check` refuses them by
+//! key, before a node fails to bind (or connects its event bus to its own admin API).
+//!
+//! Listeners of one node collide when their ports match and their addresses overlap
+//! (the same address, or either the wildcard). Nodes are separate hosts as far as the
+//! file can tell, so two nodes collide only on the same specific address (two nodes on
+//! one machine's loopback, say); `0.0.0.0:8080` on every node is fine. A broker at a
+//! loopback address is on the machine of every node that uses it; one elsewhere
+//! collides with a listener on its very address.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::events::EventsBackend;
+use super::placement::NodeSpec;
+
+/// One listening address, and the key that gives it.
+struct Listener {
+    key: String,
+    node: Option<String>,
+    addr: SocketAddr,
+}
+
+/// Every address conflict, as (key, problem).
+pub(super) fn conflicts(
+    gateway: SocketAddr,
+    admin: Option<SocketAddr>,
+    nodes: &BTreeMap<String, NodeSpec>,
+    events: &EventsBackend,
+) -> Vec<(String, String)> {
+    let mut listeners = Vec::new();
+    if nodes.is_empty() {
+        listeners.push(Listener {
+            key: "gateway.listen".into(),
+            node: None,
+            addr: gateway,
+        });
+        if let Some(admin) = admin {
+            listeners.push(Listener {
+                key: "admin.listen".into(),
+                node: None,
+                addr: admin,
+            });
+        }
+    }
+    for (name, node) in nodes {
+        let at = |what: &str, addr| Listener {
+            key: format!("nodes.{name}.{what}"),
+            node: Some(name.clone()),
+            addr,
+        };
+        listeners.push(at("listen", node.listen));
+        listeners.push(at("mesh", node.mesh));
+        if let Some(admin) = node.admin {
+            listeners.push(at("admin", admin));
+        }
+    }
+
+    let mut problems = Vec::new();
+    for (i, first) in listeners.iter().enumerate() {
+        for second in &listeners[i + 1..] {
+            if collide(first, second) {
+                problems.push((
+                    second.key.clone(),
+                    format!(
+                        "{} is also {} ({}): two listeners cannot share an address",
+                        second.addr, first.key, first.addr
+                    ),
+                ));
+            }
+        }
+    }
+    if let EventsBackend::Kafka { brokers, .. } = events {
+        for broker in brokers
+            .split(',')
+            .filter_map(|written| broker_address(written.trim()))
+        {
+            for listener in &listeners {
+                if is_broker(broker, listener.addr) {
+                    problems.push((
+                        listener.key.clone(),
+                        format!(
+                            "{} is where events.brokers says the Kafka broker listens ({broker}): \
+                             the node would take the broker's port, or talk to itself",
+                            listener.addr
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn collide(first: &Listener, second: &Listener) -> bool {
+    let (a, b) = (first.addr, second.addr);
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    if first.node == second.node {
+        a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+    } else {
+        a.ip() == b.ip() && !a.ip().is_unspecified()
+    }
+}
+
+/// A broker's address when the file names one the host can compare: an IP address, or
+/// `localhost`; a DNS name (or `$VAR`) is not compared.
+fn broker_address(written: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = written.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let (host, port) = written.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    host.eq_ignore_ascii_case("localhost")
+        .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+fn is_broker(broker: SocketAddr, listener: SocketAddr) -> bool {
+    if broker.port() != listener.port() || broker.port() == 0 {
+        return false;
+    }
+    if broker.ip().is_loopback() {
+        listener.ip().is_loopback() || listener.ip().is_unspecified()
+    } else {
+        listener.ip() == broker.ip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(listen: &str, mesh: &str, admin: Option<&str>) -> NodeSpec {
+        NodeSpec {
+            name: String::new(),
+            listen: listen.parse().unwrap(),
+            mesh: mesh.parse().unwrap(),
+            admin: admin.map(|a| a.parse().unwrap()),
+        }
+    }
+
+    fn kafka(brokers: &str) -> EventsBackend {
+        EventsBackend::Kafka {
+            brokers: brokers.into(),
+            partitions: 1,
+            replication: 1,
+        }
+    }
+
+    const GATEWAY: &str = "127.0.0.1:8080";
+
+    #[test]
+    fn one_node_s_listeners_may_not_share_an_address() {
+        let gateway = GATEWAY.parse().unwrap();
+        let same = conflicts(
+            gateway,
+            Some(gateway),
+            &BTreeMap::new(),
+            &EventsBackend::Embedded,
+        );
+        assert_eq!(same.len(), 1, "{same:?}");
+        assert_eq!(same[0].0, "admin.listen");
+        assert!(same[0].1.contains("is also gateway.listen"), "{same:?}");
+        let wildcard = conflicts(
+            gateway,
+            Some("0.0.0.0:8080".parse().unwrap()),
+            &BTreeMap::new(),
+            &EventsBackend::Embedded,
+        );
+        assert_eq!(wildcard.len(), 1, "a wildcard overlaps: {wildcard:?}");
+        let apart = conflicts(
+            gateway,
+            Some("127.0.0.1:9090".parse().unwrap()),
+            &BTreeMap::new(),
+            &EventsBackend::Embedded,
+        );
+        assert!(apart.is_empty(), "{apart:?}");
+    }
+
+    #[test]
+    fn nodes_collide_only_on_the_same_specific_address() {
+        let gateway = GATEWAY.parse().unwrap();
+        let mut nodes = BTreeMap::new();
+        nodes.insert("a".to_string(), node("0.0.0.0:8080", "10.0.0.1:7000", None));
+        nodes.insert("b".to_string(), node("0.0.0.0:8080", "10.0.0.2:7000", None));
+        assert!(conflicts(gateway, None, &nodes, &EventsBackend::Embedded).is_empty());
+        nodes.insert(
+            "c".to_string(),
+            node("127.0.0.1:8082", "10.0.0.2:7000", None),
+        );
+        let found = conflicts(gateway, None, &nodes, &EventsBackend::Embedded);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "nodes.c.mesh");
+        // Port 0 is any free port: never a conflict.
+        let mut ephemeral = BTreeMap::new();
+        ephemeral.insert(
+            "a".to_string(),
+            node("127.0.0.1:0", "127.0.0.1:0", Some("127.0.0.1:0")),
+        );
+        assert!(conflicts(gateway, None, &ephemeral, &EventsBackend::Embedded).is_empty());
+    }
+
+    #[test]
+    fn a_listener_may_not_take_the_broker_s_address() {
+        let gateway = GATEWAY.parse().unwrap();
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            "b".to_string(),
+            node("127.0.0.1:8081", "127.0.0.1:7002", Some("127.0.0.1:9092")),
+        );
+        let found = conflicts(gateway, None, &nodes, &kafka("127.0.0.1:9092"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "nodes.b.admin");
+        assert!(found[0].1.contains("Kafka broker"), "{found:?}");
+        assert_eq!(
+            conflicts(gateway, None, &nodes, &kafka("localhost:9092")).len(),
+            1
+        );
+        // A broker elsewhere, or named by DNS or the environment, is no conflict.
+        for elsewhere in ["10.0.0.9:9092", "kafka.internal:9092", "$BROKERS"] {
+            assert!(
+                conflicts(gateway, None, &nodes, &kafka(elsewhere)).is_empty(),
+                "{elsewhere}"
+            );
+        }
+    }
+}
