@@ -251,6 +251,16 @@ fn check_validates_placement() {
             format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"127.0.0.1:18102\"\n[nodes.b]\nlisten = \"127.0.0.1:18103\"\nmesh = \"127.0.0.1:18104\"\n[placement]\ncaller = [\"a\"]\ncallee = [\"b\"]\n"),
             "mesh: a deployment of several nodes needs [mesh]",
         ),
+        // Two nodes on one address, even a wildcard one.
+        (
+            format!("{CALLS}\n[nodes.a]\nlisten = \"0.0.0.0:18101\"\nmesh = \"127.0.0.1:18102\"\n[nodes.b]\nlisten = \"0.0.0.0:18101\"\nmesh = \"127.0.0.1:18104\"\n[placement]\ncaller = [\"a\"]\ncallee = [\"b\"]\n"),
+            "nodes.b.listen: 0.0.0.0:18101 is also nodes.a.listen",
+        ),
+        // One node's wildcard listener overlapping its other listener's port.
+        (
+            format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"0.0.0.0:18101\"\n[placement]\ncaller = [\"a\"]\ncallee = [\"a\"]\n"),
+            "nodes.a.mesh: 0.0.0.0:18101 is also nodes.a.listen",
+        ),
     ];
     for (text, expected) in cases {
         let deployment = TestDeployment::new(&text);

@@ -1,13 +1,14 @@
 //! Addresses a deployment cannot have all at once: two of its listeners on one
 //! address, or a listener where it says its Kafka broker is. `check` refuses them by
 //! key, before a node fails to bind (or connects its event bus to its own admin API).
+//! This is the one place listening addresses are compared.
 //!
-//! Listeners of one node collide when their ports match and their addresses overlap
-//! (the same address, or either the wildcard). Nodes are separate hosts as far as the
-//! file can tell, so two nodes collide only on the same specific address (two nodes on
-//! one machine's loopback, say); `0.0.0.0:8080` on every node is fine. A broker at a
-//! loopback address is on the machine of every node that uses it; one elsewhere
-//! collides with a listener on its very address.
+//! Two listeners collide when their ports match and their addresses are the same,
+//! whichever nodes they belong to; within one node, a wildcard (`0.0.0.0`) overlaps
+//! every address of its port too. Across nodes a wildcard is compared as written only:
+//! nodes are separate hosts as far as the file can tell. A broker at a loopback address
+//! is on the machine of every node that uses it; one elsewhere collides with a listener
+//! on its very address.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -98,11 +99,8 @@ fn collide(first: &Listener, second: &Listener) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;
     }
-    if first.node == second.node {
-        a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
-    } else {
-        a.ip() == b.ip() && !a.ip().is_unspecified()
-    }
+    a.ip() == b.ip()
+        || (first.node == second.node && (a.ip().is_unspecified() || b.ip().is_unspecified()))
 }
 
 /// A broker's address when the file names one the host can compare: an IP address, or
@@ -180,20 +178,21 @@ mod tests {
     }
 
     #[test]
-    fn nodes_collide_only_on_the_same_specific_address() {
+    fn nodes_collide_on_the_same_address_and_a_wildcard_only_within_its_node() {
         let gateway = GATEWAY.parse().unwrap();
         let mut nodes = BTreeMap::new();
         nodes.insert("a".to_string(), node("0.0.0.0:8080", "10.0.0.1:7000", None));
-        nodes.insert("b".to_string(), node("0.0.0.0:8080", "10.0.0.2:7000", None));
-        assert!(conflicts(gateway, None, &nodes, &EventsBackend::Embedded).is_empty());
         nodes.insert(
-            "c".to_string(),
-            node("127.0.0.1:8082", "10.0.0.2:7000", None),
+            "b".to_string(),
+            node("10.0.0.2:8080", "10.0.0.2:7000", None),
         );
+        assert!(conflicts(gateway, None, &nodes, &EventsBackend::Embedded).is_empty());
+        nodes.insert("c".to_string(), node("0.0.0.0:8080", "10.0.0.2:7000", None));
         let found = conflicts(gateway, None, &nodes, &EventsBackend::Embedded);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].0, "nodes.c.mesh");
-        // Port 0 is any free port: never a conflict.
+        let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["nodes.c.listen", "nodes.c.mesh"], "{found:?}");
+        assert!(found[0].1.contains("is also nodes.a.listen"), "{found:?}");
+        // Port 0 is any free port: never a conflict here (placement wants real ports).
         let mut ephemeral = BTreeMap::new();
         ephemeral.insert(
             "a".to_string(),

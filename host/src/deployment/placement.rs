@@ -99,7 +99,6 @@ pub(super) fn topology(
     problems: &mut Problems,
 ) -> Topology {
     let mut specs = BTreeMap::new();
-    let mut addresses: BTreeMap<SocketAddr, String> = BTreeMap::new();
     for (name, section) in nodes {
         let key = format!("nodes.{name}");
         if !is_valid_node_name(&name) {
@@ -114,16 +113,11 @@ pub(super) fn topology(
             .into_iter()
             .chain(admin)
         {
-            let unspecified_port = addr.port() == 0;
-            if unspecified_port {
+            // Two listeners on one address: `addresses::conflicts`, for every listener.
+            if addr.port() == 0 {
                 problems.add(
                     &format!("{key}.{field}"),
                     "needs a port other nodes can reach",
-                );
-            } else if let Some(other) = addresses.insert(addr, format!("{key}.{field}")) {
-                problems.add(
-                    &format!("{key}.{field}"),
-                    &format!("{addr} is already {other}"),
                 );
             }
         }
