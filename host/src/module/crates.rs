@@ -119,7 +119,8 @@ fn workspace_root(dir: &Path) -> PathBuf {
 }
 
 /// Where builds of sources in `dir` go: `$CARGO_TARGET_DIR`, or the `target/` of the
-/// workspace `dir` belongs to (the Python builder puts its builds there too).
+/// workspace `dir` belongs to (the Python and JavaScript builders put their builds
+/// there too).
 pub(super) fn target_dir(dir: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         // Relative to where modhost runs, as cargo takes it; made absolute, since the

@@ -12,11 +12,11 @@
 //! `deps/`. Files the module's code imports from outside its directory (the SDK) are
 //! named in `"imports"`, so a change to them rebuilds it.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::sources::{self, build_component, has_version, merged_world, run, scratch, tools_dir};
+use super::sources::{self, build_component, merged_world, run, scratch, tools_dir};
 use crate::deployment::JavaScriptPackage;
 
 /// The componentize-js release modhost builds with (WASI 0.2.x, as the host serves).
@@ -37,10 +37,12 @@ pub fn built_artifact(package: &JavaScriptPackage) -> Result<PathBuf> {
 /// Builds `package` unless its stamp says the component is up to date.
 pub fn build(package: &JavaScriptPackage) -> Result<()> {
     let output = artifact(package);
-    let tool = componentize_js()?;
     let sources = package.sources();
     let label = format!("componentize-js {COMPONENTIZE_JS_VERSION}");
+    // The tool is looked for (and installed) only when there is something to build:
+    // an up-to-date module costs `modhost up` no process.
     let built = build_component(&output, &package.dir, &label, &sources, |partial| {
+        let tool = componentize_js()?;
         let wit_dir = scratch(&output, "wit");
         let built = write_wit_package(&wit_dir, &package.worlds, &package.wit).and_then(|()| {
             tracing::info!(module = %package.name, dir = %package.dir.display(), "building JavaScript module");
@@ -149,12 +151,9 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
 
-/// The componentize-js to build with, installing it into the tool cache when there is
-/// none.
+/// The componentize-js to build with, installing it into the tool cache with npm when
+/// there is none.
 fn componentize_js() -> Result<PathBuf> {
-    if let Some(tool) = std::env::var_os("MODHOST_COMPONENTIZE_JS") {
-        return Ok(PathBuf::from(tool));
-    }
     // A prefix of its own: npm installing it beside other packages (the browser
     // tests' playwright-core) has been seen to leave one of its dependencies out.
     let prefix = tools_dir().join("componentize-js");
@@ -162,31 +161,30 @@ fn componentize_js() -> Result<PathBuf> {
         .join("node_modules")
         .join(".bin")
         .join("componentize-js");
-    if has_version(&cached, COMPONENTIZE_JS_VERSION) {
-        return Ok(cached);
-    }
-    tracing::info!(
-        prefix = %prefix.display(),
-        "installing componentize-js {COMPONENTIZE_JS_VERSION} (JavaScript modules are built with it)"
-    );
-    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
-    run(
-        Command::new("npm")
-            .arg("install")
-            .arg("--prefix")
-            .arg(&prefix)
-            .args(["--no-audit", "--no-fund", "--silent"])
-            .arg(format!("{PACKAGE}@{COMPONENTIZE_JS_VERSION}")),
-        "installing componentize-js with npm (is Node.js with npm installed? Debian: \
-         apt-get install nodejs npm)",
-    )?;
-    if !has_version(&cached, COMPONENTIZE_JS_VERSION) {
-        bail!(
-            "componentize-js {COMPONENTIZE_JS_VERSION} was installed into {} but does not run",
-            prefix.display()
-        );
-    }
-    Ok(cached)
+    sources::tool(
+        "MODHOST_COMPONENTIZE_JS",
+        cached,
+        None,
+        COMPONENTIZE_JS_VERSION,
+        || {
+            tracing::info!(
+                prefix = %prefix.display(),
+                "installing componentize-js {COMPONENTIZE_JS_VERSION} (JavaScript modules are built with it)"
+            );
+            std::fs::create_dir_all(&prefix)
+                .with_context(|| format!("creating {}", prefix.display()))?;
+            run(
+                Command::new("npm")
+                    .arg("install")
+                    .arg("--prefix")
+                    .arg(&prefix)
+                    .args(["--no-audit", "--no-fund", "--silent"])
+                    .arg(format!("{PACKAGE}@{COMPONENTIZE_JS_VERSION}")),
+                "installing componentize-js with npm (is Node.js with npm installed? Debian: \
+                 apt-get install nodejs npm)",
+            )
+        },
+    )
 }
 
 #[cfg(test)]

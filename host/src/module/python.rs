@@ -10,11 +10,11 @@
 //! The module's worlds are merged into one generated world (`include` each), because
 //! componentize-py's own merging of several `--world`s fails on some worlds.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::sources::{self, build_component, has_version, merged_world, run, scratch, tools_dir};
+use super::sources::{self, build_component, merged_world, run, scratch, tools_dir};
 use crate::deployment::PythonPackage;
 
 /// The componentize-py release modhost builds with (its WASI 0.2 version matches the
@@ -42,10 +42,12 @@ pub fn built_artifact(package: &PythonPackage) -> Result<PathBuf> {
 /// Builds `package` unless its stamp says the component is up to date.
 pub fn build(package: &PythonPackage) -> Result<()> {
     let output = artifact(package);
-    let tool = componentize_py()?;
     let sources = package.sources();
     let label = format!("componentize-py {COMPONENTIZE_PY_VERSION}");
+    // The tool is looked for (and installed) only when there is something to build:
+    // an up-to-date module costs `modhost up` no process.
     let built = build_component(&output, &package.dir, &label, &sources, |partial| {
+        let tool = componentize_py()?;
         let world_dir = scratch(&output, "world");
         std::fs::create_dir_all(&world_dir)
             .with_context(|| format!("creating {}", world_dir.display()))?;
@@ -98,40 +100,32 @@ fn componentize(tool: &Path, package: &PythonPackage, world_file: &Path, output:
     command
 }
 
-/// The componentize-py to build with, installing it into the tool cache when there
-/// is none.
+/// The componentize-py to build with, installing it into a virtualenv in the tool
+/// cache when there is none.
 fn componentize_py() -> Result<PathBuf> {
-    if let Some(tool) = std::env::var_os("MODHOST_COMPONENTIZE_PY") {
-        return Ok(PathBuf::from(tool));
-    }
     let venv = tools_dir().join("python");
     let cached = venv.join("bin").join("componentize-py");
-    if has_version(&cached, COMPONENTIZE_PY_VERSION) {
-        return Ok(cached);
-    }
-    if has_version(Path::new("componentize-py"), COMPONENTIZE_PY_VERSION) {
-        return Ok(PathBuf::from("componentize-py"));
-    }
-    tracing::info!(
-        venv = %venv.display(),
-        "installing componentize-py {COMPONENTIZE_PY_VERSION} (Python modules are built with it)"
-    );
-    run(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "creating a Python virtualenv for componentize-py (is python3 with venv installed? \
-         Debian: apt-get install python3-venv)",
-    )?;
-    run(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
-        "installing componentize-py from PyPI",
-    )?;
-    if !has_version(&cached, COMPONENTIZE_PY_VERSION) {
-        bail!(
-            "componentize-py {COMPONENTIZE_PY_VERSION} was installed into {} but does not run",
-            venv.display()
-        );
-    }
-    Ok(cached)
+    sources::tool(
+        "MODHOST_COMPONENTIZE_PY",
+        cached,
+        Some("componentize-py"),
+        COMPONENTIZE_PY_VERSION,
+        || {
+            tracing::info!(
+                venv = %venv.display(),
+                "installing componentize-py {COMPONENTIZE_PY_VERSION} (Python modules are built with it)"
+            );
+            run(
+                Command::new("python3").arg("-m").arg("venv").arg(&venv),
+                "creating a Python virtualenv for componentize-py (is python3 with venv installed? \
+                 Debian: apt-get install python3-venv)",
+            )?;
+            run(
+                Command::new(venv.join("bin").join("pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check"])
+                    .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
+                "installing componentize-py from PyPI",
+            )
+        },
+    )
 }

@@ -29,23 +29,28 @@ pub fn component_file(source: &ComponentSource) -> Result<PathBuf> {
 /// workspace, Python and JavaScript modules one by one (each skipped when up to date).
 pub fn build<'a>(sources: impl IntoIterator<Item = &'a ComponentSource>) -> Result<()> {
     let mut crates = Vec::new();
-    let mut others = Vec::new();
     for source in sources {
         match source {
             ComponentSource::Crate { dir, package } => crates.push((dir.clone(), package.clone())),
-            ComponentSource::Python(_) | ComponentSource::JavaScript(_) => others.push(source),
+            ComponentSource::Python(package) => python::build(package)?,
+            ComponentSource::JavaScript(package) => javascript::build(package)?,
             ComponentSource::Wasm(_) | ComponentSource::Precompiled(_) => {}
         }
     }
-    crates::build(&crates)?;
-    for source in others {
-        match source {
-            ComponentSource::Python(package) => python::build(package)?,
-            ComponentSource::JavaScript(package) => javascript::build(package)?,
-            _ => {}
-        }
-    }
-    Ok(())
+    crates::build(&crates)
+}
+
+/// Whether a change to `path` calls for a rebuild of `source`: it is under one of
+/// its [`watched`] paths, and not in build output, a cache or installed packages below
+/// it ([`NOT_SOURCES`]; a standalone module builds into its own `target/`).
+pub fn is_source_change(source: &ComponentSource, path: &Path) -> bool {
+    watched(source).iter().any(|watched| {
+        path.strip_prefix(watched).is_ok_and(|below| {
+            !below
+                .components()
+                .any(|part| is_not_source(part.as_os_str()))
+        })
+    })
 }
 
 /// The files and directories whose changes call for a rebuild of `source` (for
@@ -103,6 +108,12 @@ pub(super) fn merged_world(worlds: &[String]) -> String {
 /// Directories under a module's sources that never are sources: build output, caches,
 /// installed packages. (`modhost up --watch` ignores changes in them too.)
 pub const NOT_SOURCES: &[&str] = &["target", "__pycache__", ".venv", "node_modules"];
+
+/// Whether a file or directory named `name` is one of [`NOT_SOURCES`].
+fn is_not_source(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|name| NOT_SOURCES.contains(&name))
+}
 
 /// What a component is built from, as its build records it beside the component
 /// (`NAME.wasm.stamp`): the module's directory, the tool and modhost that built it,
@@ -200,11 +211,7 @@ fn newest(path: &Path) -> Option<SystemTime> {
     if meta.is_dir() {
         for entry in std::fs::read_dir(path).ok()? {
             let entry = entry.ok()?;
-            let name = entry.file_name();
-            if name
-                .to_str()
-                .is_some_and(|name| NOT_SOURCES.contains(&name))
-            {
+            if is_not_source(&entry.file_name()) {
                 continue;
             }
             newest = newest.max(self::newest(&entry.path())?);
@@ -213,8 +220,38 @@ fn newest(path: &Path) -> Option<SystemTime> {
     Some(newest)
 }
 
+/// A build tool of the pinned `version`: the path in the environment variable `env`
+/// when it is set (taken as it is); else `cached` in the tool cache, or `on_path` on
+/// `PATH`, when it runs and says `version`; else `cached` once `install` has put it
+/// there.
+pub(super) fn tool(
+    env: &str,
+    cached: PathBuf,
+    on_path: Option<&str>,
+    version: &str,
+    install: impl FnOnce() -> Result<()>,
+) -> Result<PathBuf> {
+    if let Some(tool) = std::env::var_os(env) {
+        return Ok(PathBuf::from(tool));
+    }
+    if has_version(&cached, version) {
+        return Ok(cached);
+    }
+    if let Some(name) = on_path.filter(|name| has_version(Path::new(name), version)) {
+        return Ok(PathBuf::from(name));
+    }
+    install()?;
+    if !has_version(&cached, version) {
+        bail!(
+            "{} {version} was installed but does not run",
+            cached.display()
+        );
+    }
+    Ok(cached)
+}
+
 /// Whether `tool --version` runs and prints `version`.
-pub(super) fn has_version(tool: &Path, version: &str) -> bool {
+fn has_version(tool: &Path, version: &str) -> bool {
     Command::new(tool)
         .arg("--version")
         .output()
@@ -257,6 +294,43 @@ mod tests {
         assert!(text.contains(
             "    include shop:fraud/fraud@1.0.0;\n    include modhost:http/routes@1.0.0;\n"
         ));
+    }
+
+    #[test]
+    fn a_source_change_is_below_a_watched_path_and_not_in_build_output() {
+        // The application itself lives under a directory named `target`: only what is
+        // below a watched path is judged.
+        let dir = PathBuf::from("/work/target/apps/shop/modules/fraud");
+        let source = ComponentSource::Python(crate::deployment::PythonPackage {
+            dir: dir.clone(),
+            name: "fraud".into(),
+            app: "app".into(),
+            worlds: vec![],
+            wit: vec![PathBuf::from("/work/target/apps/shop/wit/shop/fraud.wit")],
+            python_path: vec![PathBuf::from("/work/target/apps/shop/modules/sdk-python")],
+            import_names: Default::default(),
+        });
+        for changed in [
+            "modules/fraud/app.py",
+            "modules/fraud/migrations/0002_more.sql",
+            "wit/shop/fraud.wit",
+            "modules/sdk-python/modhost_guest/__init__.py",
+        ] {
+            let path = Path::new("/work/target/apps/shop").join(changed);
+            assert!(is_source_change(&source, &path), "{changed}");
+        }
+        for unchanged in [
+            "modules/fraud/__pycache__/app.cpython-311.pyc",
+            "modules/fraud/target/python/fraud.wasm",
+            "modules/sdk-python/modhost_guest/__pycache__/x.pyc",
+            "modules/orders/src/lib.rs",
+            "wit/shop/orders.wit",
+        ] {
+            let path = Path::new("/work/target/apps/shop").join(unchanged);
+            assert!(!is_source_change(&source, &path), "{unchanged}");
+        }
+        let wasm = ComponentSource::Wasm(dir.join("fraud.wasm"));
+        assert!(!is_source_change(&wasm, &dir.join("fraud.wasm")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `modhost up --watch`: rebuild a module (a crate, a Python or a JavaScript module)
-//! when its files change, and swap the new build in — checked and migrated like any swap; a build or a swap that fails is
-//! reported and the running version keeps serving.
+//! when its files change, and swap the new build in — checked and migrated like any
+//! swap; a build or a swap that fails is reported and the running version keeps
+//! serving.
 
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
@@ -67,21 +68,9 @@ pub fn start(deployment: &Deployment, registry: Arc<Registry>) {
                 }
             }
             for (module, source) in &built {
-                let watched = sources::watched(source);
-                // Build output, caches and installed packages under a watched
-                // directory are no edits (a standalone module builds into its own
-                // target/); only the part below the watched directory counts.
-                let changed = paths.iter().any(|path| {
-                    watched.iter().any(|dir| {
-                        path.strip_prefix(dir).is_ok_and(|below| {
-                            !below.components().any(|part| {
-                                part.as_os_str()
-                                    .to_str()
-                                    .is_some_and(|part| sources::NOT_SOURCES.contains(&part))
-                            })
-                        })
-                    })
-                });
+                let changed = paths
+                    .iter()
+                    .any(|path| sources::is_source_change(source, path));
                 if changed {
                     rebuild(&registry, module, source).await;
                 }
