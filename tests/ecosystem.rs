@@ -145,3 +145,57 @@ fn a_component_for_another_wasi_release_is_refused_at_load_by_name() {
         "{stderr}"
     );
 }
+
+/// A WASI 0.3 component swapped in at run time through the admin API — what a team
+/// (or whoever holds the token) could try on a live node — is refused by name on both
+/// paths (one that does not compile, one that compiles but imports 0.3), and the
+/// module it was meant for, and its neighbours, keep serving their old versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_0_3_component_swapped_in_is_refused_and_the_module_keeps_serving() {
+    const TOKEN: &str = "ecosystem-admin-token-0123456789";
+    let deployment = TestDeployment::new(&format!("{ECOSYSTEM}\n[admin]\ntoken = \"{TOKEN}\"\n"));
+    let host = Modhost::start_with(&deployment, "run", &["--admin-listen", "127.0.0.1:0"]);
+    let admin = format!("http://{}", host.admin.expect("an admin listener"));
+    let compiles = deployment.dir.path().join("imports-0.3.wasm");
+    std::fs::write(
+        &compiles,
+        wat::parse_str(
+            r#"(component
+                (import "wasi:cli/environment@0.3.0-rc-2025-09-16" (instance
+                    (export "get-arguments" (func (result (list string))))))
+            )"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let before = get(&host.url("/plain")).await;
+    assert_eq!(before.status, 200, "{}", before.text());
+    let serving = before.headers["x-modhost-version"].clone();
+
+    for (component, named) in [
+        (guest("p3http"), "imports wasi:http/types@0.3.2"),
+        (compiles, "imports wasi:cli/environment@0.3.0-rc-2025-09-16"),
+    ] {
+        let output = std::process::Command::new(modhost_bin())
+            .args(["swap", "plain", component.to_str().unwrap()])
+            .args(["--admin", &admin, "--token", TOKEN])
+            .output()
+            .expect("run modhost swap");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        assert!(err.contains(named), "{err}");
+        assert!(
+            err.contains("modhost serves WASI 0.2 components (wasi:*@0.2.x) only"),
+            "{err}"
+        );
+        // Nothing changed: the old version serves, and so do the neighbours.
+        let after = get(&host.url("/plain")).await;
+        assert_eq!(after.status, 200, "{}", after.text());
+        assert_eq!(after.headers["x-modhost-version"], serving);
+        assert_eq!(get(&host.url("/hello")).await.text(), "ok");
+        assert_eq!(
+            get(&host.url("/wstd")).await.text(),
+            "Hello from a wstd server\n"
+        );
+    }
+}

@@ -742,8 +742,10 @@ async fn the_python_fraud_module_scores_every_order(shop: &Shop) {
     let missing = get(&shop.url("/fraud/assessments/ord_nope")).await;
     assert_eq!(missing.status, 404, "{}", missing.text());
     assert_eq!(missing.json()["error"]["code"], "not_found");
-    let bad = get(&shop.url("/fraud/customers/x")).await;
-    assert_eq!(bad.status, 400, "{}", bad.text());
+    for bad in ["x", "%C2%B2", "99999999999999999999999"] {
+        let bad = get(&shop.url(&format!("/fraud/customers/{bad}"))).await;
+        assert_eq!(bad.status, 400, "{}", bad.text());
+    }
     let wrong = send(
         &http,
         "DELETE",
