@@ -1,7 +1,9 @@
 //! Components made by the wider ecosystem, for `wasmtime serve`, run under modhost
 //! unchanged: a wstd (async Rust) server and a handler on the bare `wasip2` bindings,
-//! with streamed request and response bodies, beside a module built with modhost's
-//! SDK. And a component for another WASI release is refused at load, by name.
+//! with streamed request and response bodies, and a WASI 0.3 server on the `wasip3`
+//! bindings (as Spin 4 and wasmCloud v2 build them), beside a module built with
+//! modhost's SDK. A hostile WASI 0.3 module is held to its limits like any other; a
+//! component for a WASI release modhost does not serve is refused at load, by name.
 
 mod common;
 use common::*;
@@ -21,6 +23,14 @@ routes = ["/plain"]
 [modules.hello]
 component = "{hello}"
 routes = ["/hello"]
+
+[modules.next]
+component = "{p3http}"
+routes = ["/next"]
+
+[modules.next.limits]
+timeout = "1s"
+memory = "32MiB"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,111 +98,282 @@ async fn components_made_for_wasmtime_serve_are_served_unchanged() {
         "not upper-cased"
     );
 
+    // WASI 0.3: a greeting written after the handler returned, an echo and a
+    // generated stream (the guest writes both from tasks of its own while the host
+    // streams them out), headers and status, and its own 404.
+    let next = send(&http, "GET", &host.url("/next"), None).await;
+    assert_eq!(
+        (next.status, next.text().as_str()),
+        (200, "Hello from WASI 0.3\n")
+    );
+    let echoed = send(&http, "POST", &host.url("/next/echo"), Some(&sent)).await;
+    assert_eq!(echoed.status, 200, "{}", echoed.text());
+    assert!(echoed.body == sent.as_bytes(), "the WASI 0.3 echo differs");
+    let streamed = send(
+        &http,
+        "GET",
+        &host.url("/next/stream?chunks=64&size=16384"),
+        None,
+    )
+    .await;
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.headers["transfer-encoding"], "chunked");
+    assert_eq!(streamed.body.len(), 64 * 16384);
+    for (i, chunk) in streamed.body.chunks(16384).enumerate() {
+        let letter = b'a' + (i % 26) as u8;
+        assert!(
+            chunk.iter().all(|&b| b == letter),
+            "WASI 0.3 chunk {i} is wrong"
+        );
+    }
+    let headers = send_with_headers(
+        &http,
+        "GET",
+        &host.url("/next/headers"),
+        &[("x-team", "payments")],
+        None,
+    )
+    .await;
+    assert_eq!(headers.status, 201);
+    assert_eq!(headers.headers["x-team"], "payments");
+    let missing = send(&http, "GET", &host.url("/next/nothing"), None).await;
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (404, "not found\n")
+    );
+    // Its output is the host's log, tagged with the module, in the request's span.
+    let logged = send(&http, "GET", &host.url("/next/log"), None).await;
+    assert_eq!(logged.status, 200);
+    let line = host.wait_for_log("a line from a WASI 0.3 module");
+    assert!(line.contains(r#""module":"next""#), "{line}");
+    assert!(line.contains(r#""path":"/next/log""#), "{line}");
+    // Deny by default holds on WASI 0.3's client as on 0.2's outgoing handler.
+    let outbound = send(&http, "GET", &host.url("/next/outbound"), None).await;
+    assert_eq!(
+        (outbound.status, outbound.text().as_str()),
+        (200, "refused: ErrorCode::HttpRequestDenied\n")
+    );
+
     // The SDK's module beside them.
     let ok = send(&http, "GET", &host.url("/hello"), None).await;
     assert_eq!((ok.status, ok.text().as_str()), (200, "ok"));
 }
 
-/// A component built for WASI 0.3 (P3) is refused when the deployment loads, naming
-/// each import modhost does not serve and what to do; nothing is served. Both kinds:
-/// one that compiles (only its imports are 0.3) and a real P3 handler, which does not.
-#[test]
-fn a_component_for_another_wasi_release_is_refused_at_load_by_name() {
-    let wasm = wat::parse_str(
+/// A hostile WASI 0.3 module — one that computes for ever, one that grows its memory
+/// without end, one that panics — is held to its module's limits as a WASI 0.2 one is:
+/// each request gets its proper status and error code, and the module itself and its
+/// neighbours keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_wasi_0_3_module_is_held_to_its_limits() {
+    let deployment = TestDeployment::new(ECOSYSTEM);
+    let host = Modhost::start(&deployment);
+    let http = client(false);
+    for (action, status, code) in [
+        ("spin", 504, "module_timeout"),
+        ("hog", 500, "module_out_of_memory"),
+        ("trap", 500, "module_trapped"),
+    ] {
+        let reply = send(&http, "GET", &host.url(&format!("/next/{action}")), None).await;
+        let line = host.failure_log(&reply, status);
+        assert_eq!(
+            reply.json()["error"]["code"],
+            code,
+            "{action}: {}",
+            reply.text()
+        );
+        assert!(line.contains(code), "{action}: {line}");
+        let next = send(&http, "GET", &host.url("/next"), None).await;
+        assert_eq!(next.text(), "Hello from WASI 0.3\n", "after {action}");
+        let hello = send(&http, "GET", &host.url("/hello"), None).await;
+        assert_eq!(hello.text(), "ok", "after {action}");
+        let wstd = send(&http, "GET", &host.url("/wstd"), None).await;
+        assert_eq!(wstd.text(), "Hello from a wstd server\n", "after {action}");
+    }
+}
+
+/// A component for a WASI release modhost does not serve is refused when the
+/// deployment loads, naming each such import and what to do; so is a WASI 0.3
+/// component that reaches beyond WASI (WASI 0.3 modules get WASI and wasi:http only).
+/// Nothing is served. A WASI 0.3 server precompiled with `modhost compile` loads and
+/// serves from its `.cwasm`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_beyond_the_served_wasi_are_refused_at_load_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, wat: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        path
+    };
+    let later = write(
+        "wasi-0.4.wasm",
         r#"(component
-            (import "wasi:cli/environment@0.3.0-rc-2025-09-16" (instance
+            (import "wasi:cli/environment@0.4.0" (instance
                 (export "get-arguments" (func (result (list string))))))
             (import "wasi:clocks/monotonic-clock@0.2.4" (instance
                 (export "now" (func (result u64)))))
         )"#,
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let component = dir.path().join("p3.wasm");
-    std::fs::write(&component, wasm).unwrap();
+    );
+    let reaching = write(
+        "p3-with-sql.wasm",
+        r#"(component
+            (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
+            (import "modhost:sql/query@1.0.0" (instance))
+        )"#,
+    );
+    for (component, named) in [
+        (
+            &later,
+            "imports wasi:cli/environment@0.4.0: modhost serves WASI 0.2 and 0.3 components",
+        ),
+        (
+            &reaching,
+            "is a WASI 0.3 component and imports modhost:sql/query@1.0.0: a WASI 0.3 module may import WASI and wasi:http only",
+        ),
+    ] {
+        let deployment = TestDeployment::new(&format!(
+            "[app]\nname = \"refused\"\n\n[modules.next]\ncomponent = \"{}\"\n\n\
+             [modules.hello]\ncomponent = \"{{hello}}\"\nroutes = [\"/hello\"]\n",
+            component.display()
+        ));
+        let (code, stderr) = check(&deployment);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(named), "{stderr}");
+        assert!(stderr.contains("module `next`"), "{stderr}");
+        assert!(
+            !stderr.contains("monotonic-clock"),
+            "a served import is not named: {stderr}"
+        );
+    }
+
+    // Precompiled for the concurrent engine, it is told from a WASI 0.2 `.cwasm` and
+    // loads as it was compiled.
+    let output = std::process::Command::new(modhost_bin())
+        .arg("compile")
+        .arg(guest("p3http"))
+        .arg("--out-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run modhost compile");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cwasm = dir.path().join("p3http.cwasm");
     let deployment = TestDeployment::new(&format!(
-        "[app]\nname = \"p3\"\n\n[modules.next]\ncomponent = \"{}\"\n\n\
+        "[app]\nname = \"precompiled\"\n\n[modules.next]\ncomponent = \"{}\"\nroutes = [\"/next\"]\n\n\
          [modules.hello]\ncomponent = \"{{hello}}\"\nroutes = [\"/hello\"]\n",
-        component.display()
+        cwasm.display()
     ));
     let (code, stderr) = check(&deployment);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("imports wasi:cli/environment@0.3.0-rc-2025-09-16: modhost serves WASI 0.2 components (wasi:*@0.2.x) only"),
-        "{stderr}"
+    assert_eq!(code, Some(0), "{stderr}");
+    let host = Modhost::start(&deployment);
+    let next = get(&host.url("/next")).await;
+    assert_eq!(
+        (next.status, next.text().as_str()),
+        (200, "Hello from WASI 0.3\n")
     );
-    assert!(
-        !stderr.contains("monotonic-clock"),
-        "a 0.2 import is not named: {stderr}"
-    );
-    assert!(stderr.contains("module `next`"), "{stderr}");
-
-    // A real one: a wasi:http handler built with the wasip3 bindings. It does not even
-    // compile here (it uses the async features the engine has off); the refusal still
-    // names its WASI 0.3 imports rather than the compiler's complaint.
-    let real = TestDeployment::new(
-        "[app]\nname = \"p3\"\n\n[modules.next]\ncomponent = \"{p3http}\"\nroutes = [\"/next\"]\n",
-    );
-    let (code, stderr) = check(&real);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("imports wasi:http/types@0.3.2"), "{stderr}");
-    assert!(
-        stderr.contains("modhost serves WASI 0.2 components (wasi:*@0.2.x) only"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("requires the component model async feature"),
-        "{stderr}"
-    );
+    assert_eq!(get(&host.url("/hello")).await.text(), "ok");
 }
 
-/// A WASI 0.3 component swapped in at run time through the admin API — what a team
-/// (or whoever holds the token) could try on a live node — is refused by name on both
-/// paths (one that does not compile, one that compiles but imports 0.3), and the
-/// module it was meant for, and its neighbours, keep serving their old versions.
+/// Hot swap crosses WASI lines: a module serving a WASI 0.2 component takes a WASI 0.3
+/// one through the admin API and serves it at once, then goes back. A component
+/// beyond what modhost serves — a later WASI release, or a WASI 0.3 one reaching for
+/// the host's capabilities — is refused by name on the same path (what a team, or
+/// whoever holds the token, could try on a live node), and the module and its
+/// neighbours keep serving the version they had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wasi_0_3_component_swapped_in_is_refused_and_the_module_keeps_serving() {
+async fn hot_swap_crosses_wasi_lines_and_refuses_what_is_not_served() {
     const TOKEN: &str = "ecosystem-admin-token-0123456789";
     let deployment = TestDeployment::new(&format!("{ECOSYSTEM}\n[admin]\ntoken = \"{TOKEN}\"\n"));
     let host = Modhost::start_with(&deployment, "run", &["--admin-listen", "127.0.0.1:0"]);
     let admin = format!("http://{}", host.admin.expect("an admin listener"));
-    let compiles = deployment.dir.path().join("imports-0.3.wasm");
-    std::fs::write(
-        &compiles,
-        wat::parse_str(
-            r#"(component
-                (import "wasi:cli/environment@0.3.0-rc-2025-09-16" (instance
-                    (export "get-arguments" (func (result (list string))))))
-            )"#,
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let before = get(&host.url("/plain")).await;
-    assert_eq!(before.status, 200, "{}", before.text());
-    let serving = before.headers["x-modhost-version"].clone();
-
-    for (component, named) in [
-        (guest("p3http"), "imports wasi:http/types@0.3.2"),
-        (compiles, "imports wasi:cli/environment@0.3.0-rc-2025-09-16"),
-    ] {
-        let output = std::process::Command::new(modhost_bin())
+    let swap = |component: &std::path::Path| {
+        std::process::Command::new(modhost_bin())
             .args(["swap", "plain", component.to_str().unwrap()])
             .args(["--admin", &admin, "--token", TOKEN])
             .output()
-            .expect("run modhost swap");
+            .expect("run modhost swap")
+    };
+    let before = get(&host.url("/plain")).await;
+    assert_eq!(before.status, 200, "{}", before.text());
+    let plain_version = before.headers["x-modhost-version"].clone();
+
+    // 0.2 → 0.3: the same route, now answered by the WASI 0.3 server.
+    let output = swap(&guest("p3http"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let swapped = get(&host.url("/plain")).await;
+    assert_eq!(
+        (swapped.status, swapped.text().as_str()),
+        (200, "Hello from WASI 0.3\n")
+    );
+    assert_ne!(swapped.headers["x-modhost-version"], plain_version);
+    let echoed = send(
+        &client(false),
+        "POST",
+        &host.url("/plain/echo"),
+        Some("both ways"),
+    )
+    .await;
+    assert_eq!(echoed.text(), "both ways");
+
+    // 0.3 → 0.2: back to the plain component.
+    let output = swap(&guest("plainhttp"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let back = get(&host.url("/plain")).await;
+    assert_eq!(back.text(), "Hello from a plain wasi:http component\n");
+    assert_eq!(back.headers["x-modhost-version"], plain_version);
+
+    let write = |name: &str, wat: &str| {
+        let path = deployment.dir.path().join(name);
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        path
+    };
+    let later = write(
+        "wasi-0.4.wasm",
+        r#"(component
+            (import "wasi:cli/environment@0.4.0" (instance
+                (export "get-arguments" (func (result (list string))))))
+        )"#,
+    );
+    let reaching = write(
+        "p3-with-sql.wasm",
+        r#"(component
+            (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
+            (import "modhost:sql/query@1.0.0" (instance))
+        )"#,
+    );
+    for (component, named) in [
+        (
+            later,
+            "imports wasi:cli/environment@0.4.0: modhost serves WASI 0.2 and 0.3 components",
+        ),
+        (
+            reaching,
+            "is a WASI 0.3 component and imports modhost:sql/query@1.0.0",
+        ),
+    ] {
+        let output = swap(&component);
         let err = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{err}");
         assert!(err.contains(named), "{err}");
-        assert!(
-            err.contains("modhost serves WASI 0.2 components (wasi:*@0.2.x) only"),
-            "{err}"
-        );
         // Nothing changed: the old version serves, and so do the neighbours.
         let after = get(&host.url("/plain")).await;
         assert_eq!(after.status, 200, "{}", after.text());
-        assert_eq!(after.headers["x-modhost-version"], serving);
+        assert_eq!(after.headers["x-modhost-version"], plain_version);
         assert_eq!(get(&host.url("/hello")).await.text(), "ok");
+        assert_eq!(
+            get(&host.url("/next")).await.text(),
+            "Hello from WASI 0.3\n"
+        );
         assert_eq!(
             get(&host.url("/wstd")).await.text(),
             "Hello from a wstd server\n"

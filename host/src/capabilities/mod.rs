@@ -79,6 +79,14 @@ pub trait Capability: Send + Sync + 'static {
         Ok(())
     }
 
+    /// 1. Links what the capability serves to WASI 0.3 (P3) modules into `linker`, the
+    ///    concurrent engine's, once, when the first one loads. WASI 0.3 modules get
+    ///    WASI and `wasi:http` only: a capability that does not serve them links nothing.
+    fn link_concurrent(&self, linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
+        let _ = linker;
+        Ok(())
+    }
+
     /// 2. Checks the deployment's components together (at start, and on a swap with
     ///    the new version in place): problems that concern several modules at once.
     fn check(&self, components: &Components<'_>) -> Vec<ModuleProblem> {
@@ -277,6 +285,16 @@ impl Capabilities {
     ) -> anyhow::Result<()> {
         for capability in self.iter() {
             capability.link(linker, components).map_err(|error| {
+                error.context(format!("linking the host capability {}", capability.name()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Links every capability that serves WASI 0.3 modules into `linker`.
+    pub fn link_concurrent(&self, linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
+        for capability in self.iter() {
+            capability.link_concurrent(linker).map_err(|error| {
                 error.context(format!("linking the host capability {}", capability.name()))
             })?;
         }

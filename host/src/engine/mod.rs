@@ -1,4 +1,6 @@
-//! The engine: one wasmtime `Engine` for the whole host, configured for serving.
+//! The engines: one wasmtime `Engine` for the whole host's WASI 0.2 modules, configured
+//! for serving, and a second, made only when a WASI 0.3 (P3) component loads, with the
+//! component model's concurrency on ([`Engine`] says why two). Both are:
 //!
 //! - **Pooling allocator**: instance slots are reserved up front and reused, so a fresh
 //!   instance per request costs microseconds, not a `mmap` per memory.
@@ -15,6 +17,7 @@ pub mod limits;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled};
@@ -92,30 +95,87 @@ pub struct LoadedComponent {
     pub precompiled: bool,
 }
 
-/// The host's wasmtime engine with its compile cache.
+/// The host's wasmtime engines with their compile caches.
+///
+/// Two engines, because the component model's concurrency costs every call: the
+/// **serving engine** has it off and runs WASI 0.2 components (every module the
+/// project builds); the **concurrent engine** has it on and runs WASI 0.3 (P3)
+/// components, whose exports are async-lifted and whose bodies are streams. The
+/// concurrent one is made the first time a WASI 0.3 component loads, so a node without
+/// one reserves no second pool.
 #[derive(Clone)]
 pub struct Engine {
-    inner: wasmtime::Engine,
+    serving: Compiler,
+    concurrent: Arc<OnceLock<Compiler>>,
+    settings: EngineSettings,
+    cache_dir: Option<PathBuf>,
+}
+
+/// One wasmtime engine and its compile cache.
+#[derive(Clone)]
+struct Compiler {
+    engine: wasmtime::Engine,
     cache: Option<cache::CompileCache>,
 }
 
-impl Engine {
-    /// Builds the engine and starts its epoch ticker. With a `cache_dir` (created if
-    /// needed) compiled components are kept there across restarts.
-    pub fn new(settings: EngineSettings, cache_dir: Option<&Path>) -> Result<Engine> {
-        let inner = wasmtime::Engine::new(&wasmtime_config(settings))
+impl Compiler {
+    fn new(settings: EngineSettings, concurrency: bool, cache_dir: Option<&Path>) -> Result<Self> {
+        let engine = wasmtime::Engine::new(&wasmtime_config(settings, concurrency))
             .map_err(anyhow::Error::from)
             .context("configuring the wasmtime engine")?;
-        start_epoch_ticker(&inner);
+        start_epoch_ticker(&engine);
+        // The cache key includes the engine's settings: both engines share the
+        // directory without ever taking each other's code.
         let cache = cache_dir
-            .map(|dir| cache::CompileCache::open(dir, &inner))
+            .map(|dir| cache::CompileCache::open(dir, &engine))
             .transpose()?;
-        Ok(Engine { inner, cache })
+        Ok(Compiler { engine, cache })
+    }
+}
+
+impl Engine {
+    /// Builds the serving engine and starts its epoch ticker. With a `cache_dir`
+    /// (created if needed) compiled components are kept there across restarts.
+    pub fn new(settings: EngineSettings, cache_dir: Option<&Path>) -> Result<Engine> {
+        Ok(Engine {
+            serving: Compiler::new(settings, false, cache_dir)?,
+            concurrent: Arc::default(),
+            settings,
+            cache_dir: cache_dir.map(Path::to_path_buf),
+        })
     }
 
-    /// The wasmtime engine.
+    /// The serving engine (WASI 0.2 components).
     pub fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.inner
+        &self.serving.engine
+    }
+
+    /// Whether `component` runs on the concurrent engine (it is a WASI 0.3 component).
+    pub fn is_concurrent(&self, component: &Component) -> bool {
+        !wasmtime::Engine::same(component.engine(), &self.serving.engine)
+    }
+
+    /// The concurrent engine (WASI 0.3 components), made on first use.
+    fn concurrent(&self) -> Result<&Compiler> {
+        if let Some(compiler) = self.concurrent.get() {
+            return Ok(compiler);
+        }
+        let made = Compiler::new(self.settings, true, self.cache_dir.as_deref())?;
+        // Two loads racing both make one; the loser's is dropped (its ticker stops).
+        let _ = self.concurrent.set(made);
+        match self.concurrent.get() {
+            Some(compiler) => Ok(compiler),
+            None => bail!("the concurrent engine was not kept"),
+        }
+    }
+
+    /// The engine a component of these bytes (a Wasm component) needs.
+    fn for_wasm(&self, bytes: &[u8]) -> Result<&Compiler> {
+        if needs_concurrency(bytes) {
+            self.concurrent()
+        } else {
+            Ok(&self.serving)
+        }
     }
 
     /// Epoch ticks for a deadline of `timeout` (rounded up, at least one).
@@ -152,11 +212,19 @@ impl Engine {
         }
         match kind {
             Some(Precompiled::Component) => {
-                // SAFETY: deserialising trusts the file to be wasmtime output. A
-                // `.cwasm` named in the deployment file is the operator's own artefact
-                // (`modhost compile`), just as the host binary itself is.
-                let component = unsafe { Component::deserialize(&self.inner, &bytes) }
-                    .map_err(anyhow::Error::from)
+                // Code compiled for the serving engine, or else for the concurrent one:
+                // wasmtime checks the engine settings it was made with.
+                let deserialize = |engine: &wasmtime::Engine| {
+                    // SAFETY: deserialising trusts the file to be wasmtime output. A
+                    // `.cwasm` named in the deployment file is the operator's own
+                    // artefact (`modhost compile`), just as the host binary itself is.
+                    unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from)
+                };
+                let component = deserialize(&self.serving.engine)
+                    .or_else(|serving| {
+                        let concurrent = self.concurrent()?;
+                        deserialize(&concurrent.engine).map_err(|_| serving)
+                    })
                     .with_context(|| {
                         format!(
                             "{} was precompiled for another wasmtime version or engine settings; \
@@ -174,19 +242,22 @@ impl Engine {
                 "{} is a precompiled core module, not a component",
                 path.display()
             ),
-            None => match &self.cache {
-                Some(cache) => cache.load_or_compile(&self.inner, &bytes),
-                None => {
-                    let component = Component::new(&self.inner, &bytes)
-                        .map_err(anyhow::Error::from)
-                        .context("compiling the component")?;
-                    Ok(LoadedComponent {
-                        component,
-                        digest: cache::digest(&bytes),
-                        precompiled: false,
-                    })
+            None => {
+                let compiler = self.for_wasm(&bytes)?;
+                match &compiler.cache {
+                    Some(cache) => cache.load_or_compile(&compiler.engine, &bytes),
+                    None => {
+                        let component = Component::new(&compiler.engine, &bytes)
+                            .map_err(anyhow::Error::from)
+                            .context("compiling the component")?;
+                        Ok(LoadedComponent {
+                            component,
+                            digest: cache::digest(&bytes),
+                            precompiled: false,
+                        })
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -196,7 +267,8 @@ impl Engine {
         if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
             bail!("{} is already precompiled", wasm.display());
         }
-        self.inner
+        self.for_wasm(&bytes)?
+            .engine
             .precompile_component(&bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("compiling {}", wasm.display()))
@@ -205,7 +277,7 @@ impl Engine {
 
 /// The wasmtime settings every node uses. Compiled code depends on them, so they are
 /// part of the compile cache's key.
-fn wasmtime_config(settings: EngineSettings) -> Config {
+fn wasmtime_config(settings: EngineSettings, concurrency: bool) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let instances = settings.instances.max(1);
     // The pool's slots are shared by every module. Each component instance may hold
@@ -241,12 +313,69 @@ fn wasmtime_config(settings: EngineSettings) -> Config {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
         .wasm_component_model(true)
-        // Modules are WASI 0.2 components: none uses the component model's async ABI
-        // (streams, futures, async-lifted exports). Without the concurrency runtime a
-        // call into an instance is a plain call on a fiber rather than a trip through
-        // the concurrent scheduler (a reused-instance call: 4.1 → see BENCHMARKS.md).
-        .concurrency_support(false);
+        // WASI 0.2 components do not use the component model's async ABI (streams,
+        // futures, async-lifted exports). Without the concurrency runtime a call into
+        // an instance is a plain call on a fiber rather than a trip through the
+        // concurrent scheduler (a reused-instance call: 4.1 → see BENCHMARKS.md), so
+        // only the engine of WASI 0.3 components has it on.
+        .concurrency_support(concurrency)
+        .wasm_component_model_async(concurrency);
     config
+}
+
+/// Whether the Wasm component in `bytes` is a WASI 0.3 (P3) one, which only the
+/// concurrent engine runs: it imports or exports a `wasi:*@0.3.*` interface.
+pub fn needs_concurrency(bytes: &[u8]) -> bool {
+    let is_p3 = |name: &String| {
+        name.starts_with("wasi:")
+            && name
+                .split_once('@')
+                .is_some_and(|(_, version)| version.starts_with("0.3."))
+    };
+    let names = OuterNames::of(bytes);
+    names.imports.iter().chain(&names.exports).any(is_p3)
+}
+
+/// The names a component imports and exports, read from its bytes without compiling
+/// them. Only the outer component's own count, not those of components nested in it;
+/// bytes that do not parse give what was read before the error (compiling them says
+/// what is wrong).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OuterNames {
+    /// Its imports, in order.
+    pub imports: Vec<String>,
+    /// Its exports, in order.
+    pub exports: Vec<String>,
+}
+
+impl OuterNames {
+    /// The outer imports and exports of the component in `bytes`.
+    pub fn of(bytes: &[u8]) -> OuterNames {
+        use wasmparser::{Parser, Payload};
+        let mut names = OuterNames::default();
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(bytes) {
+            let Ok(payload) = payload else { break };
+            match payload {
+                Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+                Payload::End(_) => depth = depth.saturating_sub(1),
+                Payload::ComponentImportSection(imports) if depth == 0 => names.imports.extend(
+                    imports
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.name.name.to_string()),
+                ),
+                Payload::ComponentExportSection(exports) if depth == 0 => names.exports.extend(
+                    exports
+                        .into_iter()
+                        .flatten()
+                        .map(|e| e.name.name.to_string()),
+                ),
+                _ => {}
+            }
+        }
+        names
+    }
 }
 
 /// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
@@ -300,11 +429,97 @@ mod tests {
     }
 
     fn engine() -> wasmtime::Engine {
-        wasmtime::Engine::new(&wasmtime_config(EngineSettings {
-            instances: 4,
-            max_memory: ByteSize::mib(64),
-        }))
+        wasmtime::Engine::new(&wasmtime_config(
+            EngineSettings {
+                instances: 4,
+                max_memory: ByteSize::mib(64),
+            },
+            false,
+        ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_wasi_0_3_component_is_told_by_its_outer_imports_and_exports() {
+        let parse = |wat: &str| wat::parse_str(wat).unwrap();
+        let p3_import = parse(
+            r#"(component
+                (import "wasi:clocks/monotonic-clock@0.2.4" (instance))
+                (import "wasi:http/types@0.3.2" (instance))
+            )"#,
+        );
+        assert!(needs_concurrency(&p3_import));
+        let p3_export = parse(
+            r#"(component
+                (component $c)
+                (instance $i (instantiate $c))
+                (export "wasi:http/handler@0.3.0" (instance $i))
+            )"#,
+        );
+        assert!(needs_concurrency(&p3_export));
+        // 0.2, another namespace at 0.3, a nested component's 0.3 import, junk: no.
+        let p2 = parse(
+            r#"(component
+                (import "wasi:http/types@0.2.12" (instance))
+                (import "shop:users/api@0.3.0" (instance))
+                (component (import "wasi:http/types@0.3.0" (instance)))
+            )"#,
+        );
+        assert!(!needs_concurrency(&p2));
+        assert!(!needs_concurrency(b"not wasm"));
+        assert_eq!(
+            OuterNames::of(&p2).imports,
+            ["wasi:http/types@0.2.12", "shop:users/api@0.3.0"]
+        );
+        assert_eq!(
+            OuterNames::of(&p3_export).exports,
+            ["wasi:http/handler@0.3.0"]
+        );
+    }
+
+    #[test]
+    fn each_engine_loads_its_own_components_and_tells_them_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(
+            EngineSettings {
+                instances: 4,
+                max_memory: ByteSize::mib(64),
+            },
+            None,
+        )
+        .unwrap();
+        let p2 = dir.path().join("p2.wasm");
+        std::fs::write(
+            &p2,
+            wat::parse_str(r#"(component (import "wasi:cli/stdin@0.2.0" (instance)))"#).unwrap(),
+        )
+        .unwrap();
+        let p3 = dir.path().join("p3.wasm");
+        std::fs::write(
+            &p3,
+            wat::parse_str(r#"(component (import "wasi:cli/stdin@0.3.0" (instance)))"#).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            engine.concurrent.get().is_none(),
+            "made before it was needed"
+        );
+        let serving = engine.load(&p2).unwrap();
+        assert!(!engine.is_concurrent(&serving.component));
+        assert!(
+            engine.concurrent.get().is_none(),
+            "a WASI 0.2 component made it"
+        );
+        let concurrent = engine.load(&p3).unwrap();
+        assert!(engine.is_concurrent(&concurrent.component));
+        // Precompiled for either, each `.cwasm` loads on the engine that compiled it.
+        for (wasm, is_concurrent) in [(&p2, false), (&p3, true)] {
+            let cwasm = wasm.with_extension("cwasm");
+            std::fs::write(&cwasm, engine.precompile(wasm).unwrap()).unwrap();
+            let loaded = engine.load(&cwasm).unwrap();
+            assert!(loaded.precompiled);
+            assert_eq!(engine.is_concurrent(&loaded.component), is_concurrent);
+        }
     }
 
     #[test]

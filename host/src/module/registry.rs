@@ -18,12 +18,12 @@
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::directory::{Directory, Placement, RemoteModule};
+use super::http::HttpHandler;
 use super::interface::Exports;
 use super::slot::ModuleSlot;
 use super::sources;
@@ -143,11 +143,16 @@ impl Registry {
             return Err(vec![LoadError::new("(host)", error)]);
         }
 
+        let concurrent = Arc::new(ConcurrentLinker::default());
         let mut local = BTreeMap::new();
         for spec in deployment.local_modules() {
             let compiled = &compiled[&spec.name];
             let module = Arc::new(Module::new(spec.clone(), capabilities.clone()));
-            let linked = link_version(engine, &linker, deployment, &capabilities, module, compiled);
+            let linkers = Linkers {
+                serving: &linker,
+                concurrent: &concurrent,
+            };
+            let linked = link_version(engine, linkers, deployment, &capabilities, module, compiled);
             match linked {
                 Ok(version) => {
                     if component_path(spec).is_ok_and(|base| base != compiled.path) {
@@ -185,6 +190,7 @@ impl Registry {
         let swapper = Swapper::new(
             engine.clone(),
             linker,
+            concurrent,
             deployment.clone(),
             capabilities.clone(),
             directory.clone(),
@@ -330,10 +336,43 @@ pub fn component_path(spec: &ModuleSpec) -> Result<PathBuf> {
     sources::component_file(&spec.component)
 }
 
+/// The linkers a version is linked with: the serving engine's, and the concurrent
+/// engine's for a WASI 0.3 component.
+#[derive(Clone, Copy)]
+pub(super) struct Linkers<'a> {
+    pub(super) serving: &'a Linker<InstanceState>,
+    pub(super) concurrent: &'a ConcurrentLinker,
+}
+
+/// The concurrent engine's linker: WASI and `wasi:http` for WASI 0.3 modules, made
+/// when the first of them loads (a node without one never makes it).
+#[derive(Default)]
+pub(super) struct ConcurrentLinker(OnceLock<Linker<InstanceState>>);
+
+impl ConcurrentLinker {
+    /// The linker for `engine` (the concurrent one), made with `capabilities` if this
+    /// is the first WASI 0.3 module.
+    fn get(
+        &self,
+        engine: &wasmtime::Engine,
+        capabilities: &Capabilities,
+    ) -> Result<&Linker<InstanceState>> {
+        if let Some(linker) = self.0.get() {
+            return Ok(linker);
+        }
+        let mut linker = Linker::new(engine);
+        capabilities.link_concurrent(&mut linker)?;
+        let _ = self.0.set(linker);
+        self.0
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("the concurrent linker was not kept"))
+    }
+}
+
 /// Links one version of `module`, and has every capability configure it.
 pub(super) fn link_version(
     engine: &Engine,
-    linker: &Linker<InstanceState>,
+    linkers: Linkers<'_>,
     deployment: &Deployment,
     capabilities: &Capabilities,
     module: Arc<Module>,
@@ -346,19 +385,29 @@ pub(super) fn link_version(
     if !unserved.is_empty() {
         return Err(unserved_wasi(path, &unserved));
     }
+    let concurrent = engine.is_concurrent(component);
+    let linker = if concurrent {
+        if let Some(refusal) = beyond_wasi(component, path) {
+            return Err(refusal);
+        }
+        linkers.concurrent.get(component.engine(), capabilities)?
+    } else {
+        linkers.serving
+    };
     let instance_pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)
         .with_context(|| link_hint(path))?;
-    let proxy = match ProxyPre::new(instance_pre.clone()) {
-        Ok(proxy) => Some(proxy),
+    let http = match HttpHandler::new(&instance_pre, concurrent) {
+        Ok(handler) => Some(handler),
         Err(_) if spec.routes.is_empty() => None,
         Err(error) => {
-            return Err(anyhow::Error::from(error)).with_context(|| {
+            return Err(error).with_context(|| {
                 format!(
-                "{} does not export wasi:http/incoming-handler, which a module with routes must",
-                path.display()
-            )
+                    "{} does not export wasi:http/incoming-handler (WASI 0.2) or \
+                     wasi:http/handler (WASI 0.3), which a module with routes must",
+                    path.display()
+                )
             })
         }
     };
@@ -385,7 +434,7 @@ pub(super) fn link_version(
         digest: compiled.loaded.digest.clone(),
         exports: Exports::of(engine.wasmtime(), component),
         instance_pre,
-        proxy,
+        http,
         warm: (spec.instances == Instances::Reuse).then(|| {
             WarmInstances::new(
                 spec.limits.concurrency as usize,
@@ -397,23 +446,63 @@ pub(super) fn link_version(
     })
 }
 
+/// The refusal of a WASI 0.3 component that reaches beyond WASI and `wasi:http`, or
+/// exports anything but a `wasi:http` handler: WASI 0.3 modules serve routes, and
+/// the host's own capabilities, calls between modules and event handlers are served
+/// to WASI 0.2 modules only (docs/writing-a-module.md says why). `None` when it does
+/// neither.
+fn beyond_wasi(component: &Component, path: &Path) -> Option<anyhow::Error> {
+    let engine = component.engine();
+    let ty = component.component_type();
+    let imports: Vec<&str> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with("wasi:"))
+        .collect();
+    let exports: Vec<&str> = ty
+        .exports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with("wasi:http/handler@"))
+        .collect();
+    if imports.is_empty() && exports.is_empty() {
+        return None;
+    }
+    let listed = |what: &str, names: &[&str]| {
+        (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
+    };
+    let reasons: Vec<String> = [listed("imports", &imports), listed("exports", &exports)]
+        .into_iter()
+        .flatten()
+        .collect();
+    Some(anyhow::anyhow!(
+        "{} is a WASI 0.3 component and {}: a WASI 0.3 module may import WASI and \
+         wasi:http only, and export only wasi:http/handler; the host's capabilities \
+         (modhost:*), calls between modules and event handlers are served to WASI 0.2 \
+         modules (see docs/writing-a-module.md, \"Which components modhost accepts\")",
+        path.display(),
+        reasons.join(" and ")
+    ))
+}
+
 /// The refusal of a component that imports WASI this host does not serve.
 pub(super) fn unserved_wasi(path: &Path, imports: &[String]) -> anyhow::Error {
     anyhow::anyhow!(
-        "{} imports {}: modhost serves WASI {} components (wasi:*@{}.x) only; rebuild it \
-         for WASI 0.2 (the wasm32-wasip2 target, componentize-py, componentize-js), see \
-         docs/writing-a-module.md, \"Which components modhost accepts\"",
+        "{} imports {}: modhost serves WASI {} and {} components (wasi:*@{}.x, \
+         wasi:*@{}.x) only; rebuild it for WASI 0.2 (the wasm32-wasip2 target, \
+         componentize-py, componentize-js), see docs/writing-a-module.md, \"Which \
+         components modhost accepts\"",
         path.display(),
         imports.join(", "),
-        wasi::SERVED_WASI,
-        wasi::SERVED_WASI
+        wasi::SERVED_WASI[0],
+        wasi::SERVED_WASI[1],
+        wasi::SERVED_WASI[0],
+        wasi::SERVED_WASI[1]
     )
 }
 
 /// `error`, a failure to load the component at `path`, or the reason behind it when
-/// that is WASI this host does not serve: a WASI 0.3 component does not even compile
-/// here (it uses async features the engine has off), and wasmtime's message says so
-/// in its own terms.
+/// that is WASI this host does not serve (wasmtime's message would say so in its own
+/// terms, if at all).
 pub(super) fn explain_load_failure(path: &Path, error: anyhow::Error) -> anyhow::Error {
     let unserved = std::fs::read(path)
         .map(|bytes| wasi::unserved_imports_in(&bytes))
@@ -428,7 +517,7 @@ pub(super) fn explain_load_failure(path: &Path, error: anyhow::Error) -> anyhow:
 fn link_hint(path: &Path) -> String {
     format!(
         "linking {}: it imports something neither the host nor another module provides \
-         (modules get WASI 0.2, wasi:http, and the interfaces of modules they may call)",
+         (modules get WASI, wasi:http, and the interfaces of modules they may call)",
         path.display()
     )
 }

@@ -30,7 +30,9 @@ use wasmtime::component::{Component, Linker};
 
 use super::directory::Directory;
 use super::interface::Exports;
-use super::registry::{self, component_path, exporters, link_version, Compiled};
+use super::registry::{
+    self, component_path, exporters, link_version, Compiled, ConcurrentLinker, Linkers,
+};
 use super::slot::{Change, ModuleSlot, SlotError};
 use super::version::ModuleVersion;
 use super::versions::VersionStore;
@@ -122,6 +124,8 @@ pub struct Swapper {
     versions: VersionStore,
     /// The linker new versions are linked with.
     linker: Mutex<Linker<InstanceState>>,
+    /// The linker new WASI 0.3 versions are linked with.
+    concurrent: Arc<ConcurrentLinker>,
     /// Versions prepared and waiting to be switched in, by module.
     staged: Mutex<BTreeMap<String, Staged>>,
     /// One change at a time per node.
@@ -132,6 +136,7 @@ impl Swapper {
     pub(super) fn new(
         engine: Engine,
         linker: Linker<InstanceState>,
+        concurrent: Arc<ConcurrentLinker>,
         deployment: Deployment,
         capabilities: Capabilities,
         directory: Arc<Directory>,
@@ -144,6 +149,7 @@ impl Swapper {
             directory,
             versions,
             linker: Mutex::new(linker),
+            concurrent,
             staged: Mutex::new(BTreeMap::new()),
             busy: tokio::sync::Mutex::new(()),
         }
@@ -362,23 +368,23 @@ impl Swapper {
             loaded,
             started,
         };
+        let link = |serving_linker: &Linker<InstanceState>| {
+            let linkers = Linkers {
+                serving: serving_linker,
+                concurrent: &self.concurrent,
+            };
+            link_version(
+                &self.engine,
+                linkers,
+                &self.deployment,
+                &self.capabilities,
+                serving.module.clone(),
+                &compiled,
+            )
+        };
         let linked = match &relinked {
-            Some(linker) => link_version(
-                &self.engine,
-                linker,
-                &self.deployment,
-                &self.capabilities,
-                serving.module.clone(),
-                &compiled,
-            ),
-            None => link_version(
-                &self.engine,
-                &self.lock_linker(),
-                &self.deployment,
-                &self.capabilities,
-                serving.module.clone(),
-                &compiled,
-            ),
+            Some(linker) => link(linker),
+            None => link(&self.lock_linker()),
         };
         let version = linked.map_err(unusable)?;
         let upgrading = UpgradeContext {

@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Instance, InstancePre};
 use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::failure::{classify, Failure};
+use super::http::HttpHandler;
 use super::interface::Exports;
 use super::warm::{WarmInstance, WarmInstances};
 use crate::capabilities::{Capabilities, Hop, InstanceState, StateMap};
@@ -111,8 +111,8 @@ pub struct ModuleVersion {
     pub exports: Exports,
     /// The linked component, ready to instantiate.
     pub instance_pre: InstancePre<InstanceState>,
-    /// Its `wasi:http/proxy` view, when it serves HTTP.
-    pub proxy: Option<ProxyPre<InstanceState>>,
+    /// Its `wasi:http` handler, when it serves HTTP.
+    pub http: Option<HttpHandler>,
     /// Its idle warm instances, when calls into it reuse instances.
     pub warm: Option<WarmInstances>,
     /// What the capabilities configured for this version.

@@ -33,6 +33,14 @@ impl Capability for Http {
         )?)
     }
 
+    /// Links `wasi:http@0.3` (types and the client, which refuses every request as the
+    /// 0.2 outgoing handler does) and, for components that also import them, the 0.2
+    /// interfaces.
+    fn link_concurrent(&self, linker: &mut Linker<InstanceState>) -> Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        Ok(wasmtime_wasi_http::p3::add_to_linker(linker)?)
+    }
+
     fn prepare(&self, instance: &mut InstanceState, _: &StateMap, _: &StateMap) {
         instance.slices.insert(HttpSlice::default());
     }

@@ -1,4 +1,4 @@
-//! WASI 0.2 for modules: clocks and randomness, but no filesystem, environment,
+//! WASI 0.2 and 0.3 for modules: clocks and randomness, but no filesystem, environment,
 //! arguments or sockets. Whatever a module writes to stdout or stderr becomes log
 //! lines of the host, tagged with the module's name, in the span of the work the
 //! instance serves.
@@ -14,6 +14,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{Capability, Components, InstanceState, StateMap};
+use crate::engine::OuterNames;
 use crate::telemetry::span::LogSpan;
 
 /// The WASI capability.
@@ -33,33 +34,46 @@ impl Capability for Wasi {
         Ok(wasmtime_wasi::p2::add_to_linker_async(linker)?)
     }
 
+    /// Links WASI 0.3 and, beside it, WASI 0.2: a Rust component built with the
+    /// `wasip3` bindings still reaches the 0.2 interfaces through its standard library.
+    /// Both read the same context, so a WASI 0.3 module is granted what a 0.2 one is.
+    fn link_concurrent(&self, linker: &mut Linker<InstanceState>) -> Result<()> {
+        wasmtime_wasi::p2::add_to_linker_async(linker)?;
+        Ok(wasmtime_wasi::p3::add_to_linker(linker)?)
+    }
+
     fn prepare(&self, instance: &mut InstanceState, _: &StateMap, _: &StateMap) {
         let ctx = context(instance.module(), &instance.log_span);
         instance.slices.insert(WasiSlice(ctx));
     }
 }
 
-/// The WASI release line modules are linked against: every `wasi:*` import must be a
-/// 0.2 version. wasmtime 48 implements 0.2.12, which also serves the releases before it
-/// (0.2.0 to 0.2.11); a 0.2 pre-release other than those the host links exactly
+/// The WASI release lines modules are linked against: every `wasi:*` import must be a
+/// version of one of them. wasmtime 48 implements 0.2.12, which also serves the
+/// releases before it (0.2.0 to 0.2.11), and 0.3 (for WASI 0.3 components, on the
+/// concurrent engine); a pre-release other than those the host links exactly
 /// (`wasi:config@0.2.0-rc.1`, `wasi:keyvalue@0.2.0-draft`) passes this check and is
 /// then refused by the linker.
-pub const SERVED_WASI: &str = "0.2";
+pub const SERVED_WASI: [&str; 2] = ["0.2", "0.3"];
 
 /// Whether a component import named `name` is one the host can serve as far as WASI
-/// goes: anything outside the `wasi:` namespace, or a `wasi:*` interface of the 0.2
-/// line. An unversioned `wasi:*` name is not on it.
+/// goes: anything outside the `wasi:` namespace, or a `wasi:*` interface of a served
+/// line. An unversioned `wasi:*` name is not on one.
 pub fn is_served(name: &str) -> bool {
     if !name.starts_with("wasi:") {
         return true;
     }
-    name.split_once('@')
-        .is_some_and(|(_, version)| version.starts_with(&format!("{SERVED_WASI}.")))
+    name.split_once('@').is_some_and(|(_, version)| {
+        SERVED_WASI.iter().any(|line| {
+            version
+                .strip_prefix(line)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+    })
 }
 
-/// The `wasi:*` imports of `component` that no 0.2 implementation serves — WASI 0.3
-/// (P3) and anything else not on the 0.2 line — so a load can refuse them by name
-/// instead of failing to link with a generic message.
+/// The `wasi:*` imports of `component` that no served line has, so a load can refuse
+/// them by name instead of failing to link with a generic message.
 pub fn unserved_imports(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
@@ -73,30 +87,14 @@ pub fn unserved_imports(
         .collect()
 }
 
-/// The same, read from a component's bytes without compiling them: a WASI 0.3
-/// component uses the component model's async features, which the engine has off, so
-/// it does not compile and [`unserved_imports`] never sees it. Only the outer
-/// component's own imports count; bytes that do not parse give none.
+/// The same, read from a component's bytes without compiling them: for a component
+/// that does not compile, to say whether unserved WASI is why.
 pub fn unserved_imports_in(bytes: &[u8]) -> Vec<String> {
-    use wasmparser::{Parser, Payload};
-    let mut unserved = Vec::new();
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(bytes) {
-        let Ok(payload) = payload else { break };
-        match payload {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(imports) if depth == 0 => {
-                for import in imports.into_iter().flatten() {
-                    if !is_served(import.name.name) {
-                        unserved.push(import.name.name.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    unserved
+    OuterNames::of(bytes)
+        .imports
+        .into_iter()
+        .filter(|name| !is_served(name))
+        .collect()
 }
 
 /// A WASI context granting nothing beyond clocks and randomness, its output logged in
@@ -245,9 +243,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_0_2_line_of_wasi_is_served() {
+    fn only_the_0_2_and_0_3_lines_of_wasi_are_served() {
         for served in [
             "wasi:cli/environment@0.2.0",
+            "wasi:cli/stdin@0.3.2",
+            "wasi:http/types@0.3.0",
             "wasi:http/types@0.2.12",
             "wasi:config/store@0.2.0-rc.1",
             "wasi:keyvalue/store@0.2.0-draft",
@@ -257,8 +257,9 @@ mod tests {
             assert!(is_served(served), "{served}");
         }
         for refused in [
-            "wasi:http/types@0.3.0-rc-2025-09-16",
-            "wasi:cli/stdin@0.3.2",
+            "wasi:cli/stdin@0.1.0",
+            "wasi:cli/stdin@0.4.0",
+            "wasi:cli/stdin@0.30.0",
             "wasi:cli/environment",
             "wasi:io/streams@0.20.0",
             "wasi:io/streams@1.0.0",
@@ -271,13 +272,13 @@ mod tests {
     fn the_imports_of_component_bytes_are_read_without_compiling() {
         let bytes = wat::parse_str(
             r#"(component
-                (import "wasi:cli/stdin@0.3.2" (instance))
+                (import "wasi:cli/stdin@0.4.0" (instance))
                 (import "wasi:clocks/monotonic-clock@0.2.4" (instance))
-                (component (import "wasi:http/types@0.3.0" (instance)))
+                (component (import "wasi:http/types@0.5.0" (instance)))
             )"#,
         )
         .unwrap();
-        assert_eq!(unserved_imports_in(&bytes), ["wasi:cli/stdin@0.3.2"]);
+        assert_eq!(unserved_imports_in(&bytes), ["wasi:cli/stdin@0.4.0"]);
         assert!(unserved_imports_in(b"not wasm").is_empty());
     }
 }

@@ -1,23 +1,162 @@
-//! A `wasi:http/handler` for WASI 0.3 (P3), written with the `wasip3` bindings as Spin 4
-//! and wasmCloud v2 build them by default. modhost serves WASI 0.2 only: loading this
-//! component must fail, naming its 0.3 imports (tests/ecosystem.rs).
+//! A `wasi:http` server for WASI 0.3 (P3), written with the `wasip3` bindings as Spin 4
+//! and wasmCloud v2 build them by default — no modhost SDK, no modhost WIT. modhost
+//! serves it on its concurrent engine (tests/ecosystem.rs). It answers under whatever
+//! route it is deployed at (`/next` below): what follows the first path segment says
+//! what to do.
+//!
+//! - `GET /next`: a greeting, written to the body after `handle` returned;
+//! - `POST /next/echo`: the request body, streamed back as it is read;
+//! - `GET /next/stream?chunks=N&size=S`: N chunks of S bytes, one at a time with a
+//!   1 ms pause between them (a streamed body of unknown length);
+//! - `GET /next/headers`: the request's `x-` headers, echoed, with status 201;
+//! - `GET /next/log`: writes a line to stdout, then answers;
+//! - `GET /next/outbound`: tries an outbound request, answers with how it ended;
+//! - the hostile ones: `/next/spin` computes forever, `/next/hog` grows its memory
+//!   without end, `/next/trap` panics.
 
-use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
-wasip3::http::service::export!(Hello);
+wasip3::http::service::export!(Next);
 
-struct Hello;
+struct Next;
 
-impl wasip3::exports::http::handler::Guest for Hello {
-    async fn handle(_request: Request) -> Result<Response, ErrorCode> {
-        let (mut body_tx, body_rx) = wit_stream::new();
-        let (body_result_tx, body_result_rx) = wit_future::new(|| Ok(None));
-        let (response, _sent) = Response::new(Fields::new(), Some(body_rx), body_result_rx);
-        drop(body_result_tx);
-        wit_bindgen::spawn_local(async move {
-            body_tx.write_all(b"Hello from WASI 0.3\n".to_vec()).await;
-        });
-        Ok(response)
+impl wasip3::exports::http::handler::Guest for Next {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let target = request.get_path_with_query().unwrap_or_default();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        // "/next/echo" → "echo"; "/next" → "".
+        let action = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(_, rest)| rest);
+        match action {
+            "" => Ok(written(
+                200,
+                Fields::new(),
+                vec![b"Hello from WASI 0.3\n".to_vec()],
+            )),
+            "echo" => Ok(echo(request)),
+            "stream" => Ok(stream(query)),
+            "headers" => {
+                let echoed: Vec<_> = request
+                    .get_headers()
+                    .copy_all()
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with("x-"))
+                    .collect();
+                let headers =
+                    Fields::from_list(&echoed).map_err(|_| ErrorCode::InternalError(None))?;
+                Ok(written(201, headers, Vec::new()))
+            }
+            "log" => {
+                println!("a line from a WASI 0.3 module");
+                Ok(written(200, Fields::new(), vec![b"logged\n".to_vec()]))
+            }
+            "outbound" => Ok(written(
+                200,
+                Fields::new(),
+                vec![outbound().await.into_bytes()],
+            )),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("a WASI 0.3 module panicked on purpose"),
+            _ => Ok(written(404, Fields::new(), vec![b"not found\n".to_vec()])),
+        }
+    }
+}
+
+/// A response with `status` and `headers` whose body is `chunks`, written one by one
+/// from a task of its own after `handle` has returned the response.
+fn written(status: u16, headers: Fields, chunks: Vec<Vec<u8>>) -> Response {
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(headers, Some(body_rx), trailers_rx);
+    let _ = response.set_status_code(status);
+    wit_bindgen::spawn_local(async move {
+        for chunk in chunks {
+            if !body_tx.write_all(chunk).await.is_empty() {
+                return;
+            }
+        }
+        drop(body_tx);
+        trailers_tx.write(Ok(None)).await.ok();
+    });
+    response
+}
+
+/// The request's body, written back as it is read.
+fn echo(request: Request) -> Response {
+    let (_, request_done) = wit_future::new(|| Ok(()));
+    let (mut contents, _trailers) = Request::consume_body(request, request_done);
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+    wit_bindgen::spawn_local(async move {
+        loop {
+            let (_, read) = contents.read(Vec::with_capacity(16 * 1024)).await;
+            if read.is_empty() {
+                break;
+            }
+            if !body_tx.write_all(read).await.is_empty() {
+                return;
+            }
+        }
+        drop(body_tx);
+        trailers_tx.write(Ok(None)).await.ok();
+    });
+    response
+}
+
+/// `chunks` chunks of `size` bytes (`b'a' + i % 26`), each after a 1 ms pause.
+fn stream(query: &str) -> Response {
+    let param = |name: &str, default: usize| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let (chunks, size) = (param("chunks", 5), param("size", 16));
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+    wit_bindgen::spawn_local(async move {
+        for i in 0..chunks {
+            wasip3::clocks::monotonic_clock::wait_for(1_000_000).await;
+            let byte = b'a' + (i % 26) as u8;
+            if !body_tx.write_all(vec![byte; size]).await.is_empty() {
+                return;
+            }
+        }
+        drop(body_tx);
+        trailers_tx.write(Ok(None)).await.ok();
+    });
+    response
+}
+
+/// Tries `GET http://example.com/`: how it ended, in words.
+async fn outbound() -> String {
+    let (_, trailers) = wit_future::new(|| Ok(None));
+    let (request, _sent) = Request::new(Fields::new(), None, trailers, None);
+    let _ = request.set_method(&Method::Get);
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some("example.com"));
+    let _ = request.set_path_with_query(Some("/"));
+    match wasip3::http::client::send(request).await {
+        Ok(response) => format!("sent: {}\n", response.get_status_code()),
+        Err(code) => format!("refused: {code:?}\n"),
     }
 }
