@@ -43,33 +43,8 @@ async fn components_made_for_wasmtime_serve_are_served_unchanged() {
     assert_eq!(hello.status, 200);
     assert_eq!(hello.text(), "Hello from a wstd server\n");
 
-    // A body streamed back as the server reads it: every byte, in order.
-    let sent: String = (0..200 * 1024)
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
-    let echoed = send(&http, "POST", &host.url("/wstd/echo"), Some(&sent)).await;
-    assert_eq!(echoed.status, 200, "{}", echoed.text());
-    assert_eq!(echoed.body.len(), sent.len());
-    assert!(echoed.body == sent.as_bytes(), "the echo differs");
-
-    // A response the server generates chunk by chunk, of no declared length: 64
-    // chunks of 16 KiB, each its own letter.
-    let streamed = send(
-        &http,
-        "GET",
-        &host.url("/wstd/stream?chunks=64&size=16384"),
-        None,
-    )
-    .await;
-    assert_eq!(streamed.status, 200);
-    assert!(streamed.headers.get("content-length").is_none());
-    assert_eq!(streamed.headers["transfer-encoding"], "chunked");
-    assert_eq!(streamed.body.len(), 64 * 16384);
-    for (i, chunk) in streamed.body.chunks(16384).enumerate() {
-        let letter = b'a' + (i % 26) as u8;
-        assert!(chunk.iter().all(|&b| b == letter), "chunk {i} is wrong");
-    }
-
+    let sent = letters(200 * 1024);
+    streams_both_ways(&http, &host, "/wstd", &sent).await;
     let headers = send_with_headers(
         &http,
         "GET",
@@ -106,26 +81,7 @@ async fn components_made_for_wasmtime_serve_are_served_unchanged() {
         (next.status, next.text().as_str()),
         (200, "Hello from WASI 0.3\n")
     );
-    let echoed = send(&http, "POST", &host.url("/next/echo"), Some(&sent)).await;
-    assert_eq!(echoed.status, 200, "{}", echoed.text());
-    assert!(echoed.body == sent.as_bytes(), "the WASI 0.3 echo differs");
-    let streamed = send(
-        &http,
-        "GET",
-        &host.url("/next/stream?chunks=64&size=16384"),
-        None,
-    )
-    .await;
-    assert_eq!(streamed.status, 200);
-    assert_eq!(streamed.headers["transfer-encoding"], "chunked");
-    assert_eq!(streamed.body.len(), 64 * 16384);
-    for (i, chunk) in streamed.body.chunks(16384).enumerate() {
-        let letter = b'a' + (i % 26) as u8;
-        assert!(
-            chunk.iter().all(|&b| b == letter),
-            "WASI 0.3 chunk {i} is wrong"
-        );
-    }
+    streams_both_ways(&http, &host, "/next", &sent).await;
     let headers = send_with_headers(
         &http,
         "GET",
@@ -157,6 +113,80 @@ async fn components_made_for_wasmtime_serve_are_served_unchanged() {
     // The SDK's module beside them.
     let ok = send(&http, "GET", &host.url("/hello"), None).await;
     assert_eq!((ok.status, ok.text().as_str()), (200, "ok"));
+}
+
+/// `length` bytes of the alphabet, repeated.
+fn letters(length: usize) -> String {
+    (0..length)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect()
+}
+
+/// The server at `prefix` streams both ways: `sent` echoed back as it is read, every
+/// byte in order; and a response it generates chunk by chunk, of no declared length
+/// (64 chunks of 16 KiB, each its own letter).
+async fn streams_both_ways(http: &HttpClient, host: &Modhost, prefix: &str, sent: &str) {
+    let echoed = send(
+        http,
+        "POST",
+        &host.url(&format!("{prefix}/echo")),
+        Some(sent),
+    )
+    .await;
+    assert_eq!(echoed.status, 200, "{prefix}: {}", echoed.text());
+    assert_eq!(echoed.body.len(), sent.len(), "{prefix}");
+    assert!(echoed.body == sent.as_bytes(), "{prefix}: the echo differs");
+    let url = host.url(&format!("{prefix}/stream?chunks=64&size=16384"));
+    let streamed = send(http, "GET", &url, None).await;
+    assert_eq!(streamed.status, 200, "{prefix}");
+    assert!(streamed.headers.get("content-length").is_none(), "{prefix}");
+    assert_eq!(streamed.headers["transfer-encoding"], "chunked", "{prefix}");
+    assert_eq!(streamed.body.len(), 64 * 16384, "{prefix}");
+    for (i, chunk) in streamed.body.chunks(16384).enumerate() {
+        let letter = b'a' + (i % 26) as u8;
+        assert!(
+            chunk.iter().all(|&b| b == letter),
+            "{prefix}: chunk {i} is wrong"
+        );
+    }
+}
+
+/// Two components beyond what modhost serves, written into `dir`, each with what its
+/// refusal must say: one for a later WASI release, and a WASI 0.3 one that reaches for
+/// a host capability.
+fn beyond_served(dir: &std::path::Path) -> [(std::path::PathBuf, &'static str); 2] {
+    let write = |name: &str, wat: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        path
+    };
+    let later = write(
+        "wasi-0.4.wasm",
+        r#"(component
+            (import "wasi:cli/environment@0.4.0" (instance
+                (export "get-arguments" (func (result (list string))))))
+            (import "wasi:clocks/monotonic-clock@0.2.4" (instance
+                (export "now" (func (result u64)))))
+        )"#,
+    );
+    let reaching = write(
+        "p3-with-sql.wasm",
+        r#"(component
+            (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
+            (import "modhost:sql/query@1.0.0" (instance))
+        )"#,
+    );
+    [
+        (
+            later,
+            "imports wasi:cli/environment@0.4.0: modhost serves WASI 0.2 and 0.3 components",
+        ),
+        (
+            reaching,
+            "is a WASI 0.3 component and imports modhost:sql/query@1.0.0: a WASI 0.3 module \
+             may import WASI and wasi:http only",
+        ),
+    ]
 }
 
 /// A hostile WASI 0.3 module — one that computes for ever, one that grows its memory
@@ -199,37 +229,7 @@ async fn a_hostile_wasi_0_3_module_is_held_to_its_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_beyond_the_served_wasi_are_refused_at_load_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, wat: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
-        path
-    };
-    let later = write(
-        "wasi-0.4.wasm",
-        r#"(component
-            (import "wasi:cli/environment@0.4.0" (instance
-                (export "get-arguments" (func (result (list string))))))
-            (import "wasi:clocks/monotonic-clock@0.2.4" (instance
-                (export "now" (func (result u64)))))
-        )"#,
-    );
-    let reaching = write(
-        "p3-with-sql.wasm",
-        r#"(component
-            (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
-            (import "modhost:sql/query@1.0.0" (instance))
-        )"#,
-    );
-    for (component, named) in [
-        (
-            &later,
-            "imports wasi:cli/environment@0.4.0: modhost serves WASI 0.2 and 0.3 components",
-        ),
-        (
-            &reaching,
-            "is a WASI 0.3 component and imports modhost:sql/query@1.0.0: a WASI 0.3 module may import WASI and wasi:http only",
-        ),
-    ] {
+    for (component, named) in beyond_served(dir.path()) {
         let deployment = TestDeployment::new(&format!(
             "[app]\nname = \"refused\"\n\n[modules.next]\ncomponent = \"{}\"\n\n\
              [modules.hello]\ncomponent = \"{{hello}}\"\nroutes = [\"/hello\"]\n",
@@ -332,35 +332,7 @@ async fn hot_swap_crosses_wasi_lines_and_refuses_what_is_not_served() {
     assert_eq!(back.text(), "Hello from a plain wasi:http component\n");
     assert_eq!(back.headers["x-modhost-version"], plain_version);
 
-    let write = |name: &str, wat: &str| {
-        let path = deployment.dir.path().join(name);
-        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
-        path
-    };
-    let later = write(
-        "wasi-0.4.wasm",
-        r#"(component
-            (import "wasi:cli/environment@0.4.0" (instance
-                (export "get-arguments" (func (result (list string))))))
-        )"#,
-    );
-    let reaching = write(
-        "p3-with-sql.wasm",
-        r#"(component
-            (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
-            (import "modhost:sql/query@1.0.0" (instance))
-        )"#,
-    );
-    for (component, named) in [
-        (
-            later,
-            "imports wasi:cli/environment@0.4.0: modhost serves WASI 0.2 and 0.3 components",
-        ),
-        (
-            reaching,
-            "is a WASI 0.3 component and imports modhost:sql/query@1.0.0",
-        ),
-    ] {
+    for (component, named) in beyond_served(deployment.dir.path()) {
         let output = swap(&component);
         let err = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{err}");

@@ -636,10 +636,11 @@ impl Reply {
     }
 }
 
+/// The tests' HTTP client.
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
 /// An HTTP/1.1 client (HTTP/2 with prior knowledge when `http2`).
-pub fn client(
-    http2: bool,
-) -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn client(http2: bool) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .http2_only(http2)
         .build_http()
