@@ -15,6 +15,7 @@ name = "ecosystem"
 [modules.wstd]
 component = "{wstdserver}"
 routes = ["/wstd"]
+limits = { timeout = "1s" }
 
 [modules.plain]
 component = "{plainhttp}"
@@ -218,6 +219,96 @@ async fn a_hostile_wasi_0_3_module_is_held_to_its_limits() {
         assert_eq!(hello.text(), "ok", "after {action}");
         let wstd = send(&http, "GET", &host.url("/wstd"), None).await;
         assert_eq!(wstd.text(), "Hello from a wstd server\n", "after {action}");
+    }
+}
+
+/// An instance ends with the request it serves, on both WASI lines. A body it cannot
+/// finish within its module's timeout (it waits on a timer between chunks, where no
+/// epoch deadline fires) is cut off: the client gets an error, not a short body that
+/// looks whole, and the log says which module failed and why. A client that leaves
+/// before the head takes the instance, and its concurrency permit, with it. Either
+/// way the module serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_ends_with_the_request_it_serves_on_both_wasi_lines() {
+    let deployment = TestDeployment::new(ECOSYSTEM);
+    let host = Modhost::start(&deployment);
+    let http = client(false);
+    for prefix in ["/wstd", "/next"] {
+        // 20,000 chunks a millisecond apart: past the module's 1 s.
+        let url = host.url(&format!("{prefix}/stream?chunks=20000&size=16"));
+        let response = http
+            .request(
+                hyper::Request::get(url.as_str())
+                    .body(http_body_util::Full::default())
+                    .unwrap(),
+            )
+            .await
+            .expect("the head");
+        assert_eq!(response.status(), 200, "{prefix}");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await;
+        assert!(body.is_err(), "{prefix}: a cut-off body ended as if whole");
+        let line =
+            host.wait_for_log_with(&["module failed after sending its response head", id.as_str()]);
+        assert!(line.contains("module_timeout"), "{prefix}: {line}");
+        let again = send(&http, "GET", &host.url(prefix), None).await;
+        assert_eq!(again.status, 200, "{prefix}: {}", again.text());
+    }
+    drop(host);
+
+    let deployment = TestDeployment::new(
+        r#"
+[app]
+name = "left"
+
+[modules.faulty]
+component = "{faulty}"
+routes = ["/faulty"]
+limits = { timeout = "30s", concurrency = 1 }
+
+[modules.next]
+component = "{p3http}"
+routes = ["/next"]
+limits = { timeout = "30s", concurrency = 1 }
+"#,
+    );
+    let host = Modhost::start(&deployment);
+    for (module, slow) in [
+        ("faulty", "/faulty/sleep?ms=20000"),
+        ("next", "/next/sleep?ms=20000"),
+    ] {
+        let in_flight = |host: &Modhost| {
+            let url = host.url("/readyz");
+            async move { get(&url).await.json()["modules"][module]["in_flight"].as_u64() }
+        };
+        let url = host.url(slow);
+        let waiting = tokio::spawn(async move { get(&url).await });
+        // The instance is waiting on its timer, holding the module's only permit…
+        let mut busy = None;
+        for _ in 0..500 {
+            busy = in_flight(&host).await;
+            if busy == Some(1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(busy, Some(1), "{module}");
+        // …and the client leaves: the instance goes, long before its 20 s are up.
+        waiting.abort();
+        let mut left = busy;
+        for _ in 0..1000 {
+            left = in_flight(&host).await;
+            if left == Some(0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(left, Some(0), "{module}: the instance outlived its client");
+        let next = get(&host.url(&format!("/{module}/sleep?ms=1"))).await;
+        assert_eq!(next.status, 200, "{module}: {}", next.text());
     }
 }
 

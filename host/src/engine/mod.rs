@@ -220,10 +220,11 @@ impl Engine {
                     // artefact (`modhost compile`), just as the host binary itself is.
                     unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from)
                 };
+                // When neither takes it, the serving engine's reason is the one to give.
                 let component = deserialize(&self.serving.engine)
-                    .or_else(|serving| {
-                        let concurrent = self.concurrent()?;
-                        deserialize(&concurrent.engine).map_err(|_| serving)
+                    .or_else(|serving| match self.concurrent() {
+                        Ok(concurrent) => deserialize(&concurrent.engine).map_err(|_| serving),
+                        Err(_) => Err(serving),
                     })
                     .with_context(|| {
                         format!(

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -114,8 +113,7 @@ async fn handle_wasi02(
         .new_response_outparam(sender)
         .map_err(|error| Failure::NoResponse(error.into()))?;
 
-    let responded = Arc::new(AtomicBool::new(false));
-    let task = spawn_instance(permit, responded.clone(), async move {
+    let task = spawn_instance(module, permit, async move {
         let outcome = async {
             let instance = proxy.instantiate_async(&mut store).await?;
             instance
@@ -135,7 +133,7 @@ async fn handle_wasi02(
             })
         })
     };
-    response_head(module, head, task, &responded).await
+    response_head(module, head, task, None).await
 }
 
 /// [`handle`] for a WASI 0.3 component: `handle` returns the response, whose body the
@@ -155,8 +153,8 @@ async fn handle_wasi03(
         wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, request);
 
     let (sender, receiver) = oneshot::channel::<Result<ModuleResponse, Failure>>();
-    let responded = Arc::new(AtomicBool::new(false));
-    let task = spawn_instance(permit, responded.clone(), async move {
+    let (done, body_done) = oneshot::channel();
+    let task = spawn_instance(module, permit, async move {
         let outcome = async {
             let service = service.instantiate_async(&mut store).await?;
             store
@@ -170,19 +168,19 @@ async fn handle_wasi03(
                             return Ok(());
                         }
                     };
-                    let response =
-                        store.with(|store| response.into_http(store, async { Ok(()) }))?;
-                    let (done, body_done) = oneshot::channel();
-                    let (head, body) = response.into_parts();
-                    let body = WatchedBody {
-                        body,
-                        done: Some(done),
-                    };
-                    let response = ModuleResponse::from_parts(head, body.boxed_unsync());
-                    if sender.send(Ok(response)).is_ok() {
-                        // The guest writes the body from this event loop: keep it
-                        // running until the body is done with.
-                        let _ = body_done.await;
+                    // A response the host cannot send as HTTP (a malformed
+                    // content-length, say) is the module's answer gone wrong, not a trap.
+                    match store.with(|store| response.into_http(store, async { Ok(()) })) {
+                        Ok(response) => {
+                            if sender.send(Ok(response)).is_ok() {
+                                // The guest writes the body from this event loop: keep
+                                // it running until the body is done with.
+                                let _ = body_done.await;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = sender.send(Err(Failure::NoResponse(error.into())));
+                        }
                     }
                     Ok(())
                 })
@@ -191,81 +189,148 @@ async fn handle_wasi03(
         .await;
         outcome.map_err(|error| classify(error, store.data()))
     });
-    response_head(module, receiver, task, &responded).await
+    response_head(module, receiver, task, Some(done)).await
 }
 
-/// Runs an instance's work — `work`, holding `permit` — in a task of its own, in the
-/// request's span (its log lines and late failures belong to the request that caused
-/// them). Once the head is out (`responded`), a failure can no longer become an error
-/// answer (the client sees a cut-off body); the task then logs it itself, so it is
-/// never silent.
+/// An instance's task, as the request it serves holds it until the response head is
+/// out. Dropped before then — the gateway gave up, or the client left — it aborts
+/// the task: the instance, its store and its concurrency permit go with it.
+struct InstanceTask {
+    handle: JoinHandle<()>,
+    /// The task's failure, for the request to answer with while it has no head.
+    failure: oneshot::Receiver<Failure>,
+    /// Whether the task's work ended well, for the body to end by ([`WatchedBody`]).
+    outcome: Option<oneshot::Receiver<bool>>,
+    /// Set once the head is handed on: the task then finishes on its own.
+    detached: bool,
+}
+
+impl InstanceTask {
+    /// The module's response, its head handed on to the client and its body watched:
+    /// the task now runs on its own, bounded by its deadline, and logs its failure
+    /// itself — or here, if it failed between sending the head and now.
+    fn hand_over(
+        mut self,
+        response: ModuleResponse,
+        done: Option<oneshot::Sender<()>>,
+    ) -> ModuleResponse {
+        if let Ok(failure) = self.failure.try_recv() {
+            log_late(&failure);
+        }
+        self.detached = true;
+        let outcome = self.outcome.take();
+        response.map(|body| {
+            WatchedBody {
+                body,
+                done,
+                outcome,
+                ended: false,
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+impl Drop for InstanceTask {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.handle.abort();
+        }
+    }
+}
+
+/// Runs `module`'s instance's work — `work`, holding `permit` — in a task of its own,
+/// in the request's span (its log lines and late failures belong to the request that
+/// caused them), for at most the module's backstop: the epoch deadline stops an
+/// instance that computes too long, this one that waits too long (on a timer, a body
+/// no one reads, an answer it never finishes), before or after its head is out.
 fn spawn_instance(
+    module: &ModuleVersion,
     permit: OwnedSemaphorePermit,
-    responded: Arc<AtomicBool>,
     work: impl Future<Output = Result<(), Failure>> + Send + 'static,
-) -> JoinHandle<Result<(), Failure>> {
-    tokio::spawn(
+) -> InstanceTask {
+    let backstop = module.backstop();
+    let (failure_sender, failure) = oneshot::channel();
+    let (outcome_sender, outcome) = oneshot::channel();
+    let handle = tokio::spawn(
         async move {
             let _permit = permit;
-            let outcome = work.await;
-            if let Err(failure) = &outcome {
-                if responded.load(Ordering::SeqCst) {
-                    tracing::error!(
-                        code = failure.code(),
-                        cause = ?failure,
-                        "module failed after sending its response head; the body was cut off"
-                    );
+            let outcome = match tokio::time::timeout(backstop, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Failure::DeadlineExceeded),
+            };
+            let _ = outcome_sender.send(outcome.is_ok());
+            if let Err(failure) = outcome {
+                // The request takes it as its answer while it has no head; after
+                // that, the failure is the body's, cut off, and is logged here.
+                if let Err(failure) = failure_sender.send(failure) {
+                    log_late(&failure);
                 }
             }
-            outcome
         }
         .in_current_span(),
-    )
+    );
+    InstanceTask {
+        handle,
+        failure,
+        outcome: Some(outcome),
+        detached: false,
+    }
+}
+
+/// Logs a failure that came after the response head was out: the client sees a body
+/// cut off, never a quiet end, and the log says why.
+fn log_late(failure: &Failure) {
+    tracing::error!(
+        code = failure.code(),
+        cause = ?failure,
+        "module failed after sending its response head; the body was cut off"
+    );
 }
 
 /// The response head the instance in `task` sends through `head`, or why there is
 /// none: the module's backstop passed first, the guest answered with an error, or it
-/// returned (or failed) without answering.
+/// returned (or failed) without answering. `done` is dropped when the body is done
+/// with (a WASI 0.3 instance's event loop runs until then).
 async fn response_head(
     module: &ModuleVersion,
     head: impl Future<Output = Result<Result<ModuleResponse, Failure>, oneshot::error::RecvError>>,
-    mut task: JoinHandle<Result<(), Failure>>,
-    responded: &AtomicBool,
+    mut task: InstanceTask,
+    done: Option<oneshot::Sender<()>>,
 ) -> Result<ModuleResponse, Failure> {
     let answer = tokio::select! {
         answer = head => answer,
-        _ = tokio::time::sleep(module.backstop()) => {
-            task.abort();
-            return Err(Failure::DeadlineExceeded);
-        }
+        // The task is aborted as it is dropped.
+        _ = tokio::time::sleep(module.backstop()) => return Err(Failure::DeadlineExceeded),
     };
     match answer {
-        Ok(Ok(response)) => {
-            responded.store(true, Ordering::SeqCst);
-            Ok(response)
-        }
+        Ok(Ok(response)) => Ok(task.hand_over(response, done)),
         Ok(Err(failure)) => Err(failure),
         // The guest dropped its way to answer without using it: the task's result
-        // says why.
-        Err(_) => match (&mut task).await {
-            Ok(Ok(())) => Err(Failure::NoResponse(anyhow::anyhow!(
+        // says why (it ends by its deadline at the latest).
+        Err(_) => match (&mut task.failure).await {
+            Ok(failure) => Err(failure),
+            Err(_) => Err(Failure::NoResponse(anyhow::anyhow!(
                 "the module returned without sending a response"
-            ))),
-            Ok(Err(failure)) => Err(failure),
-            Err(join) => Err(Failure::NoResponse(anyhow::anyhow!(
-                "the module's task ended abnormally: {join}"
             ))),
         },
     }
 }
 
-/// A WASI 0.3 response body on its way to the client: tells the instance's task when
-/// it is done with (read to its end, failed, or dropped by a client that left).
+/// A module's response body on its way to the client. It tells a WASI 0.3 instance's
+/// task when it is done with (read to its end, failed, or dropped by a client that
+/// left), and it ends only as well as the instance's work did: when the guest's body
+/// stops because the instance trapped or ran out of time, the client gets an error
+/// (hyper then breaks the connection off) rather than what looks like a whole body.
 struct WatchedBody {
     /// The body as wasmtime streams it from the guest.
     body: HyperOutgoingBody,
-    /// Dropped when the body is done with: the instance's task then ends.
+    /// Dropped when the body is done with: a WASI 0.3 instance's task then ends.
     done: Option<oneshot::Sender<()>>,
+    /// Whether the instance's work ended well, once it has ended.
+    outcome: Option<oneshot::Receiver<bool>>,
+    /// The guest's body has ended; what the client sees now depends on `outcome`.
+    ended: bool,
 }
 
 impl hyper::body::Body for WatchedBody {
@@ -276,15 +341,41 @@ impl hyper::body::Body for WatchedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &frame {
-            self.done = None;
+        if !self.ended {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    self.done = None;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    self.done = None;
+                    self.outcome = None;
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                frame => return frame,
+            }
         }
-        frame
+        let Some(outcome) = &mut self.outcome else {
+            return Poll::Ready(None);
+        };
+        let ended_well = std::task::ready!(Pin::new(outcome).poll(cx));
+        self.outcome = None;
+        match ended_well {
+            Ok(true) => Poll::Ready(None),
+            // It failed, or it was aborted: the body is not whole.
+            Ok(false) | Err(_) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done.is_none() || self.body.is_end_stream()
+        if self.ended {
+            self.outcome.is_none()
+        } else {
+            self.body.is_end_stream()
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

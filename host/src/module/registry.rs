@@ -397,7 +397,7 @@ pub(super) fn link_version(
     let instance_pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)
-        .with_context(|| link_hint(path))?;
+        .with_context(|| link_hint(path, concurrent))?;
     let http = match HttpHandler::new(&instance_pre, concurrent) {
         Ok(handler) => Some(handler),
         Err(_) if spec.routes.is_empty() => None,
@@ -446,6 +446,20 @@ pub(super) fn link_version(
     })
 }
 
+/// What a WASI 0.3 module may import: the packages the capabilities link for it
+/// (`Capability::link_concurrent`: WASI itself and `wasi:http`). `wasi:config` and
+/// `wasi:keyvalue` are not among them: they are host capabilities granted by the
+/// deployment, served to WASI 0.2 modules.
+const WASI_0_3_MODULE_IMPORTS: [&str; 7] = [
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+    "wasi:http/",
+];
+
 /// The refusal of a WASI 0.3 component that reaches beyond WASI and `wasi:http`, or
 /// exports anything but a `wasi:http` handler: WASI 0.3 modules serve routes, and
 /// the host's own capabilities, calls between modules and event handlers are served
@@ -457,7 +471,7 @@ fn beyond_wasi(component: &Component, path: &Path) -> Option<anyhow::Error> {
     let imports: Vec<&str> = ty
         .imports(engine)
         .map(|(name, _)| name)
-        .filter(|name| !name.starts_with("wasi:"))
+        .filter(|name| !WASI_0_3_MODULE_IMPORTS.iter().any(|p| name.starts_with(p)))
         .collect();
     let exports: Vec<&str> = ty
         .exports(engine)
@@ -514,12 +528,21 @@ pub(super) fn explain_load_failure(path: &Path, error: anyhow::Error) -> anyhow:
     }
 }
 
-fn link_hint(path: &Path) -> String {
-    format!(
-        "linking {}: it imports something neither the host nor another module provides \
-         (modules get WASI, wasi:http, and the interfaces of modules they may call)",
-        path.display()
-    )
+fn link_hint(path: &Path, concurrent: bool) -> String {
+    if concurrent {
+        format!(
+            "linking {}: it imports something the host does not provide to WASI 0.3 \
+             modules (WASI 0.2 and 0.3, wasi:http 0.2 and 0.3: a WASI 0.3 release \
+             candidate, wasi:*@0.3.0-rc-…, is not among them)",
+            path.display()
+        )
+    } else {
+        format!(
+            "linking {}: it imports something neither the host nor another module provides \
+             (modules get WASI, wasi:http, and the interfaces of modules they may call)",
+            path.display()
+        )
+    }
 }
 
 /// At each scrape: every local module's versions by role, its canary's weight, and

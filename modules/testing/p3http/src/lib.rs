@@ -11,6 +11,7 @@
 //! - `GET /next/headers`: the request's `x-` headers, echoed, with status 201;
 //! - `GET /next/log`: writes a line to stdout, then answers;
 //! - `GET /next/outbound`: tries an outbound request, answers with how it ended;
+//! - `GET /next/sleep?ms=N`: waits N ms on the clock before it answers;
 //! - the hostile ones: `/next/spin` computes forever, `/next/hog` grows its memory
 //!   without end, `/next/trap` panics.
 
@@ -58,6 +59,14 @@ impl wasip3::exports::http::handler::Guest for Next {
                 Fields::new(),
                 vec![outbound().await.into_bytes()],
             )),
+            "sleep" => {
+                let ms: u64 = query
+                    .strip_prefix("ms=")
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0);
+                wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
+                Ok(written(200, Fields::new(), vec![b"slept\n".to_vec()]))
+            }
             "spin" => {
                 let mut n: u64 = 0;
                 loop {
