@@ -280,33 +280,13 @@ limits = { timeout = "30s", concurrency = 1 }
         ("faulty", "/faulty/sleep?ms=20000"),
         ("next", "/next/sleep?ms=20000"),
     ] {
-        let in_flight = |host: &Modhost| {
-            let url = host.url("/readyz");
-            async move { get(&url).await.json()["modules"][module]["in_flight"].as_u64() }
-        };
         let url = host.url(slow);
         let waiting = tokio::spawn(async move { get(&url).await });
         // The instance is waiting on its timer, holding the module's only permit…
-        let mut busy = None;
-        for _ in 0..500 {
-            busy = in_flight(&host).await;
-            if busy == Some(1) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(busy, Some(1), "{module}");
+        wait_for_in_flight(&host, module, 1, "the slow request is not in").await;
         // …and the client leaves: the instance goes, long before its 20 s are up.
         waiting.abort();
-        let mut left = busy;
-        for _ in 0..1000 {
-            left = in_flight(&host).await;
-            if left == Some(0) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(left, Some(0), "{module}: the instance outlived its client");
+        wait_for_in_flight(&host, module, 0, "the instance outlived its client").await;
         let next = get(&host.url(&format!("/{module}/sleep?ms=1"))).await;
         assert_eq!(next.status, 200, "{module}: {}", next.text());
     }

@@ -31,21 +31,6 @@ routes = ["/faulty"]
 limits = { timeout = "10s", concurrency = 1 }
 "#;
 
-/// Waits until `faulty` has a request in flight (readiness says so), at most 5 s.
-async fn wait_until_faulty_is_busy(host: &Modhost) {
-    let mut in_flight = 0;
-    for _ in 0..500 {
-        in_flight = get(&host.url("/readyz")).await.json()["modules"]["faulty"]["in_flight"]
-            .as_u64()
-            .unwrap();
-        if in_flight == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(in_flight, 1);
-}
-
 /// Sends raw bytes and reads until the server closes or 10 s pass.
 fn raw_exchange(host: &Modhost, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(host.addr).unwrap();
@@ -146,7 +131,7 @@ async fn a_module_at_its_concurrency_limit_answers_503_with_retry_after() {
     let slow = tokio::spawn(async move { get(&slow_url).await });
 
     // Wait until the slow request holds the module's only permit.
-    wait_until_faulty_is_busy(&host).await;
+    wait_for_in_flight(&host, "faulty", 1, "the slow request is not in").await;
 
     let refused = get(&host.url("/faulty/ok")).await;
     assert_eq!(refused.status, 503);
@@ -403,7 +388,7 @@ async fn a_module_at_its_limit_refuses_before_the_body_is_sent() {
     // The module's one permit, held by a slow request.
     let slow_url = host.url("/faulty/sleep?ms=5000");
     let slow = tokio::spawn(async move { get(&slow_url).await });
-    wait_until_faulty_is_busy(&host).await;
+    wait_for_in_flight(&host, "faulty", 1, "the slow request is not in").await;
     // A request that announces a body and never sends it is refused at once: the
     // gateway does not wait for (or buffer) a body for a module with no room.
     let mut stream = TcpStream::connect(host.addr).unwrap();

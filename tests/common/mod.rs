@@ -698,6 +698,20 @@ pub async fn get(url: &str) -> Reply {
     send(&client(false), "GET", url, None).await
 }
 
+/// Waits (up to 10 s, polling readiness) until `module` has `count` requests in
+/// flight, as `/readyz` reports them; panics, saying `why`, if it never does.
+pub async fn wait_for_in_flight(host: &Modhost, module: &str, count: u64, why: &str) {
+    let mut in_flight = None;
+    for _ in 0..1000 {
+        in_flight = get(&host.url("/readyz")).await.json()["modules"][module]["in_flight"].as_u64();
+        if in_flight == Some(count) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{module}: {in_flight:?} requests in flight, not {count}: {why}");
+}
+
 /// Runs `futures` concurrently on the runtime and collects their outputs in order.
 pub async fn join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
