@@ -214,6 +214,115 @@ async fn precompiled_components_serve_without_compiling() {
     assert_eq!(cache, 0);
 }
 
+/// `modhost compile --target` precompiles for another machine's nodes; a node refuses
+/// precompiled code it cannot run, saying why — compiled for another processor, or by
+/// another wasmtime — before it serves anything, exit 2.
+#[test]
+fn precompiled_code_for_another_machine_or_wasmtime_is_refused_by_name() {
+    let out = tempfile::tempdir().unwrap();
+    let compile = |target: &str, dir: &std::path::Path| {
+        modhost(&[
+            "compile",
+            guest("hello").to_str().unwrap(),
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--target",
+            target,
+        ])
+    };
+    let foreign = if std::env::consts::ARCH == "aarch64" {
+        ("x86_64-unknown-linux-gnu", "x86_64", 62u16)
+    } else {
+        ("aarch64-unknown-linux-gnu", "aarch64", 183u16)
+    };
+    let (triple, arch, elf_machine) = foreign;
+    let output = compile(triple, out.path());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cwasm = out.path().join("hello.cwasm");
+    let bytes = std::fs::read(&cwasm).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        elf_machine,
+        "not {arch} code"
+    );
+
+    let deployment = |component: &std::path::Path| {
+        TestDeployment::new(&format!(
+            "[app]\nname = \"edge\"\n[modules.hello]\ncomponent = {:?}\nroutes = [\"/hello\"]\n",
+            component.display().to_string()
+        ))
+    };
+    let (code, stderr) = check(&deployment(&cwasm));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("module `hello`"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "was precompiled for {arch}, and this node runs {}",
+            std::env::consts::ARCH
+        )),
+        "{stderr}"
+    );
+
+    // By another wasmtime: this one's code, its version rewritten in place.
+    let native = tempfile::tempdir().unwrap();
+    let output = modhost(&[
+        "compile",
+        guest("hello").to_str().unwrap(),
+        "--out-dir",
+        native.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cwasm = native.path().join("hello.cwasm");
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    // The engine section: a format byte, the version's length, the version ("48").
+    let engine = elf_section(&bytes, ".wasmtime.engine").expect("an engine section");
+    let length = usize::from(bytes[engine + 1]);
+    assert_eq!(&bytes[engine + 2..engine + 2 + length], b"48");
+    bytes[engine + 3] = b'7';
+    std::fs::write(&cwasm, bytes).unwrap();
+    let (code, stderr) = check(&deployment(&cwasm));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("precompiled for another wasmtime version"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("incompatible version '47'"), "{stderr}");
+
+    // A target wasmtime does not know is refused before anything is written.
+    let nowhere = tempfile::tempdir().unwrap();
+    let output = compile("z80-unknown-none", nowhere.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("z80-unknown-none"), "{stderr}");
+    assert_eq!(std::fs::read_dir(nowhere.path()).unwrap().count(), 0);
+}
+
+/// Where the data of section `name` starts in a little-endian ELF64 object.
+fn elf_section(bytes: &[u8], name: &str) -> Option<usize> {
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let (headers, size, count, names) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |index: usize| headers + index * size;
+    let names_at = u64_at(header(names) + 0x18);
+    (0..count).find_map(|index| {
+        let start = names_at + u32_at(header(index));
+        let end = start + bytes[start..].iter().position(|&b| b == 0)?;
+        (&bytes[start..end] == name.as_bytes()).then(|| u64_at(header(index) + 0x18))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_takes_compiled_code_from_the_cache() {
     let deployment = TestDeployment::new(SHOP);

@@ -164,6 +164,10 @@ enum Command {
         /// Where to write the .cwasm files (default: next to each input).
         #[arg(long, short)]
         out_dir: Option<PathBuf>,
+        /// Compile for another machine: a target triple such as
+        /// `aarch64-unknown-linux-gnu` (default: this one).
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -314,7 +318,8 @@ fn main() -> ExitCode {
         Command::Compile {
             components,
             out_dir,
-        } => compile(&components, out_dir.as_deref()),
+            target,
+        } => compile(&components, out_dir.as_deref(), target.as_deref()),
         Command::Certs {
             deployment,
             nodes,
@@ -563,12 +568,16 @@ fn check(path: &Path, replaced: &[String]) -> ExitCode {
     }
 }
 
-fn compile(components: &[PathBuf], out_dir: Option<&Path>) -> ExitCode {
-    let engine = match Engine::new(EngineSettings::default(), None) {
+fn compile(components: &[PathBuf], out_dir: Option<&Path>, target: Option<&str>) -> ExitCode {
+    let engine = match target {
+        Some(target) => Engine::cross(target),
+        None => Engine::new(EngineSettings::default(), None),
+    };
+    let engine = match engine {
         Ok(engine) => engine,
         Err(error) => {
             eprintln!("modhost: {error:#}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_INVALID);
         }
     };
     let mut failed = false;

@@ -109,6 +109,8 @@ pub struct Engine {
     concurrent: Arc<OnceLock<Compiler>>,
     settings: EngineSettings,
     cache_dir: Option<PathBuf>,
+    /// The machine the engines compile for, when it is not this one.
+    target: Option<String>,
 }
 
 /// One wasmtime engine and its compile cache.
@@ -119,8 +121,20 @@ struct Compiler {
 }
 
 impl Compiler {
-    fn new(settings: EngineSettings, concurrency: bool, cache_dir: Option<&Path>) -> Result<Self> {
-        let engine = wasmtime::Engine::new(&wasmtime_config(settings, concurrency))
+    fn new(
+        settings: EngineSettings,
+        concurrency: bool,
+        cache_dir: Option<&Path>,
+        target: Option<&str>,
+    ) -> Result<Self> {
+        let mut config = wasmtime_config(settings, concurrency);
+        if let Some(target) = target {
+            config
+                .target(target)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("{target} is not a target wasmtime knows"))?;
+        }
+        let engine = wasmtime::Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("configuring the wasmtime engine")?;
         start_epoch_ticker(&engine);
@@ -138,10 +152,32 @@ impl Engine {
     /// (created if needed) compiled components are kept there across restarts.
     pub fn new(settings: EngineSettings, cache_dir: Option<&Path>) -> Result<Engine> {
         Ok(Engine {
-            serving: Compiler::new(settings, false, cache_dir)?,
+            serving: Compiler::new(settings, false, cache_dir, None)?,
             concurrent: Arc::default(),
             settings,
             cache_dir: cache_dir.map(Path::to_path_buf),
+            target: None,
+        })
+    }
+
+    /// Engines that compile for `target` (a target triple, such as
+    /// `aarch64-unknown-linux-gnu`) with the settings a node there runs with, and run
+    /// nothing: what `modhost compile --target` precompiles another machine's
+    /// modules with.
+    pub fn cross(target: &str) -> Result<Engine> {
+        if !cfg!(feature = "cross-compile") {
+            bail!(
+                "this modhost was built without the `cross-compile` feature: it compiles for \
+                 its own machine only, not {target}"
+            );
+        }
+        let settings = EngineSettings::default();
+        Ok(Engine {
+            serving: Compiler::new(settings, false, None, Some(target))?,
+            concurrent: Arc::default(),
+            settings,
+            cache_dir: None,
+            target: Some(target.to_string()),
         })
     }
 
@@ -160,7 +196,12 @@ impl Engine {
         if let Some(compiler) = self.concurrent.get() {
             return Ok(compiler);
         }
-        let made = Compiler::new(self.settings, true, self.cache_dir.as_deref())?;
+        let made = Compiler::new(
+            self.settings,
+            true,
+            self.cache_dir.as_deref(),
+            self.target.as_deref(),
+        )?;
         // Two loads racing both make one; the loser's is dropped (its ticker stops).
         let _ = self.concurrent.set(made);
         match self.concurrent.get() {
@@ -212,6 +253,17 @@ impl Engine {
         }
         match kind {
             Some(Precompiled::Component) => {
+                if let Some(machine) = foreign_machine(&bytes) {
+                    bail!(
+                        "{} was precompiled for {machine}, and this node runs {}: precompile \
+                         the component for this machine (`modhost compile` here, or \
+                         `modhost compile --target {}-unknown-linux-gnu` on another), or \
+                         deploy the .wasm itself",
+                        path.display(),
+                        std::env::consts::ARCH,
+                        std::env::consts::ARCH
+                    );
+                }
                 // Code compiled for the serving engine, or else for the concurrent one:
                 // wasmtime checks the engine settings it was made with.
                 let deserialize = |engine: &wasmtime::Engine| {
@@ -322,6 +374,29 @@ fn wasmtime_config(settings: EngineSettings, concurrency: bool) -> Config {
         .concurrency_support(concurrency)
         .wasm_component_model_async(concurrency);
     config
+}
+
+/// The processor architecture precompiled code in `bytes` (wasmtime's output: an ELF
+/// object) was compiled for, when it is not this machine's. `None` when it is this
+/// machine's, or when the bytes do not say (wasmtime then checks them itself).
+fn foreign_machine(bytes: &[u8]) -> Option<&'static str> {
+    // ELF: e_machine is the little-endian half-word at offset 18 (wasmtime writes
+    // little-endian objects for every target it compiles for but s390x).
+    if bytes.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let machine = match bytes.get(5)? {
+        2 => u16::from_be_bytes([*bytes.get(18)?, *bytes.get(19)?]),
+        _ => u16::from_le_bytes([*bytes.get(18)?, *bytes.get(19)?]),
+    };
+    let arch = match machine {
+        62 => "x86_64",
+        183 => "aarch64",
+        243 => "riscv64",
+        22 => "s390x",
+        _ => return None,
+    };
+    (arch != std::env::consts::ARCH).then_some(arch)
 }
 
 /// Whether the Wasm component in `bytes` is a WASI 0.3 (P3) one, which only the
@@ -521,6 +596,36 @@ mod tests {
             assert!(loaded.precompiled);
             assert_eq!(engine.is_concurrent(&loaded.component), is_concurrent);
         }
+    }
+
+    #[test]
+    fn precompiled_code_names_the_machine_it_was_compiled_for() {
+        let elf = |class_endian: u8, machine: [u8; 2]| {
+            let mut bytes = b"\x7fELF\x02".to_vec();
+            bytes.push(class_endian);
+            bytes.resize(18, 0);
+            bytes.extend_from_slice(&machine);
+            bytes
+        };
+        let native = match std::env::consts::ARCH {
+            "aarch64" => 183u16,
+            _ => 62u16,
+        };
+        assert_eq!(foreign_machine(&elf(1, native.to_le_bytes())), None);
+        let other = if native == 62 {
+            ("aarch64", 183u16)
+        } else {
+            ("x86_64", 62)
+        };
+        assert_eq!(
+            foreign_machine(&elf(1, other.1.to_le_bytes())),
+            Some(other.0)
+        );
+        assert_eq!(foreign_machine(&elf(2, 22u16.to_be_bytes())), Some("s390x"));
+        // Not ELF, cut short, or a machine wasmtime does not compile for: not ours to say.
+        assert_eq!(foreign_machine(b"\0asm\x0d\0\x01\0"), None);
+        assert_eq!(foreign_machine(b"\x7fELF\x02\x01"), None);
+        assert_eq!(foreign_machine(&elf(1, 3u16.to_le_bytes())), None);
     }
 
     #[test]
