@@ -8,6 +8,10 @@
 //! `incoming-handler` (0.2), called like any export, or `handler` (0.3), whose
 //! response body is a stream the guest may go on writing after it returned: its store
 //! runs its concurrent event loop until the client has the whole body.
+//!
+//! Either way an instance lives no longer than the request it serves: its task ends
+//! by the module's backstop, is aborted when the request is abandoned before its head,
+//! and a body it did not finish reaches the client as an error, never as a whole one.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
