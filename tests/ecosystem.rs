@@ -292,6 +292,45 @@ limits = { timeout = "30s", concurrency = 1 }
     }
 }
 
+/// A module reaching past its box — a TCP connection (to the gateway's own listener,
+/// which would take it), the filesystem, the environment — gets nothing, on either
+/// WASI line (a WASI 0.3 component reaches them through its standard library's 0.2
+/// imports, linked on its engine with the same grant-nothing context). Its neighbour
+/// serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_reaching_for_sockets_files_or_environment_gets_nothing_on_both_wasi_lines() {
+    let deployment = TestDeployment::new(
+        r#"
+[app]
+name = "reach"
+
+[modules.faulty]
+component = "{faulty}"
+routes = ["/faulty"]
+
+[modules.next]
+component = "{p3http}"
+routes = ["/next"]
+
+[modules.hello]
+component = "{hello}"
+routes = ["/hello"]
+"#,
+    );
+    let host = Modhost::start(&deployment);
+    for module in ["faulty", "next"] {
+        let reply = get(&host.url(&format!("/{module}/reach?to={}", host.addr))).await;
+        assert_eq!(reply.status, 200, "{module}: {}", reply.text());
+        let text = reply.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{module}: {text}");
+        assert!(lines[0].starts_with("tcp: refused"), "{module}: {text}");
+        assert!(lines[1].starts_with("files: refused"), "{module}: {text}");
+        assert_eq!(lines[2], "env: 0 variables", "{module}: {text}");
+        assert_eq!(get(&host.url("/hello")).await.text(), "ok");
+    }
+}
+
 /// A component for a WASI release modhost does not serve is refused when the
 /// deployment loads, naming each such import and what to do; so is a WASI 0.3
 /// component that reaches beyond WASI (WASI 0.3 modules get WASI and wasi:http only).

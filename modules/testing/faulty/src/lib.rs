@@ -4,7 +4,9 @@
 //! `/faulty/loop` spins forever, `/faulty/oom` allocates without bound. The host must
 //! fail only that request (500, 504, 500) and keep serving everything else.
 //! `/faulty/ok` answers normally, to show the module itself recovers,
-//! `/faulty/sleep?ms=N` answers after N milliseconds (for drain and bulkhead tests), and
+//! `/faulty/sleep?ms=N` answers after N milliseconds (for drain and bulkhead tests),
+//! `/faulty/reach?to=ADDR` tries a TCP connection, the filesystem and the environment
+//! and says what it got, and
 //! `…/headers` (under any of its routes) answers the request headers it was given, as a JSON object (for
 //! the gateway's tests: what a module sees of a client's request).
 
@@ -24,6 +26,9 @@ fn handle(request: Request) -> Response {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Response::text(200, &format!("slept {ms}ms"))
         }
+        "/faulty/reach" => {
+            Response::text(200, &reach(request.query_param("to").unwrap_or_default()))
+        }
         path if path.ends_with("/headers") => {
             let headers: serde_json::Map<String, serde_json::Value> = request
                 .headers
@@ -37,6 +42,21 @@ fn handle(request: Request) -> Response {
         }
         other => Response::not_found(other),
     }
+}
+
+/// What reaching past the module's box gets, one line each: a TCP connection to `to`,
+/// the root directory, the environment. The host grants none of them.
+fn reach(to: &str) -> String {
+    let tcp = match std::net::TcpStream::connect(to) {
+        Ok(_) => "tcp: connected".to_string(),
+        Err(error) => format!("tcp: refused ({error})"),
+    };
+    let files = match std::fs::read_dir("/") {
+        Ok(entries) => format!("files: {} entries", entries.count()),
+        Err(error) => format!("files: refused ({error})"),
+    };
+    let env = format!("env: {} variables", std::env::vars().count());
+    format!("{tcp}\n{files}\n{env}\n")
 }
 
 fn spin_forever() -> ! {

@@ -12,6 +12,8 @@
 //! - `GET /next/log`: writes a line to stdout, then answers;
 //! - `GET /next/outbound`: tries an outbound request, answers with how it ended;
 //! - `GET /next/sleep?ms=N`: waits N ms on the clock before it answers;
+//! - `GET /next/reach?to=ADDR`: tries a TCP connection, the filesystem and the
+//!   environment (through the standard library's WASI 0.2) and says what it got;
 //! - the hostile ones: `/next/spin` computes forever, `/next/hog` grows its memory
 //!   without end, `/next/trap` panics.
 
@@ -66,6 +68,10 @@ impl wasip3::exports::http::handler::Guest for Next {
                     .unwrap_or(0);
                 wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
                 Ok(written(200, Fields::new(), vec![b"slept\n".to_vec()]))
+            }
+            "reach" => {
+                let to = query.strip_prefix("to=").unwrap_or_default();
+                Ok(written(200, Fields::new(), vec![reach(to).into_bytes()]))
             }
             "spin" => {
                 let mut n: u64 = 0;
@@ -126,6 +132,21 @@ fn echo(request: Request) -> Response {
         trailers_tx.write(Ok(None)).await.ok();
     });
     response
+}
+
+/// What reaching past the module's box gets, one line each: a TCP connection to `to`,
+/// the root directory, the environment. The host grants none of them.
+fn reach(to: &str) -> String {
+    let tcp = match std::net::TcpStream::connect(to) {
+        Ok(_) => "tcp: connected".to_string(),
+        Err(error) => format!("tcp: refused ({error})"),
+    };
+    let files = match std::fs::read_dir("/") {
+        Ok(entries) => format!("files: {} entries", entries.count()),
+        Err(error) => format!("files: refused ({error})"),
+    };
+    let env = format!("env: {} variables", std::env::vars().count());
+    format!("{tcp}\n{files}\n{env}\n")
 }
 
 /// `chunks` chunks of `size` bytes (`b'a' + i % 26`), each after a 1 ms pause.
