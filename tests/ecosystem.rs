@@ -20,6 +20,7 @@ limits = { timeout = "1s" }
 [modules.plain]
 component = "{plainhttp}"
 routes = ["/plain"]
+limits = { timeout = "2s" }
 
 [modules.hello]
 component = "{hello}"
@@ -225,9 +226,12 @@ async fn a_hostile_wasi_0_3_module_is_held_to_its_limits() {
 /// An instance ends with the request it serves, on both WASI lines. A body it cannot
 /// finish within its module's timeout (it waits on a timer between chunks, where no
 /// epoch deadline fires) is cut off: the client gets an error, not a short body that
-/// looks whole, and the log says which module failed and why. A client that leaves
-/// before the head takes the instance, and its concurrency permit, with it. Either
-/// way the module serves on.
+/// looks whole, and the log says which module failed and why. One that outruns its
+/// deadline after its head but before the first byte of its body — on a timer, or
+/// computing — has sent the client nothing yet: the client gets the 504 that says so,
+/// not a connection closed before any status. A client that leaves before the head
+/// takes the instance, and its concurrency permit, with it. Either way the module
+/// serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_ends_with_the_request_it_serves_on_both_wasi_lines() {
     let deployment = TestDeployment::new(ECOSYSTEM);
@@ -256,6 +260,26 @@ async fn an_instance_ends_with_the_request_it_serves_on_both_wasi_lines() {
         assert!(line.contains("module_timeout"), "{prefix}: {line}");
         let again = send(&http, "GET", &host.url(prefix), None).await;
         assert_eq!(again.status, 200, "{prefix}: {}", again.text());
+    }
+    for prefix in ["/plain", "/next"] {
+        for then in ["sleep", "spin"] {
+            let stalled = send(
+                &http,
+                "GET",
+                &host.url(&format!("{prefix}/stall?then={then}")),
+                None,
+            )
+            .await;
+            assert_eq!(stalled.status, 504, "{prefix} {then}: {}", stalled.text());
+            assert_eq!(
+                stalled.json()["error"]["code"],
+                "module_timeout",
+                "{prefix} {then}: {}",
+                stalled.text()
+            );
+            let again = send(&http, "GET", &host.url(prefix), None).await;
+            assert_eq!(again.status, 200, "{prefix}: {}", again.text());
+        }
     }
     drop(host);
 

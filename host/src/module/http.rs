@@ -11,7 +11,8 @@
 //!
 //! Either way an instance lives no longer than the request it serves: its task ends
 //! by the module's backstop, is aborted when the request is abandoned before its head,
-//! and a body it did not finish reaches the client as an error, never as a whole one.
+//! and a body it did not finish reaches the client as an error, never as a whole one —
+//! or, when it failed before its first byte, as the status that says why.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -72,9 +73,10 @@ pub fn admit(module: &ModuleVersion) -> Result<OwnedSemaphorePermit, Failure> {
 /// [`admit`]), as the first hop of its work
 /// (its trace; the routing key calls it makes pick their callees' versions by).
 ///
-/// Returns once the module has sent its response head; the instance keeps running in
-/// its own task while it streams the body, holding its concurrency permit and bounded
-/// by its deadline.
+/// Returns once the module has sent its response head and the first frame of its body
+/// (a body that fails before that is the request's failure); the instance keeps
+/// running in its own task while it streams the rest, holding its concurrency permit
+/// and bounded by its deadline.
 pub async fn handle(
     module: &Arc<ModuleVersion>,
     request: hyper::Request<Full<Bytes>>,
@@ -210,28 +212,48 @@ struct InstanceTask {
 }
 
 impl InstanceTask {
-    /// The module's response, its head handed on to the client and its body watched:
-    /// the task now runs on its own, bounded by its deadline, and logs its failure
-    /// itself — or here, if it failed between sending the head and now.
-    fn hand_over(
+    /// The module's response, handed on once its body has a first frame for the
+    /// client (or has ended): the task then runs on its own, bounded by its deadline,
+    /// and logs its failure itself — or here, if it failed before now.
+    ///
+    /// Until that first frame nothing of the response has left, so a body that fails
+    /// before it — the instance trapped or outran its deadline between its head and
+    /// its first byte — is the request's failure, answered with its status (504, 500),
+    /// and not a connection broken off before the client saw any head. The head waits
+    /// only as long as the guest takes to write its first byte, which hyper would
+    /// wait for anyway to send it.
+    async fn hand_over(
         mut self,
         response: ModuleResponse,
         done: Option<oneshot::Sender<()>>,
-    ) -> ModuleResponse {
+    ) -> Result<ModuleResponse, Failure> {
+        let (head, body) = response.into_parts();
+        let mut body = WatchedBody {
+            body,
+            first: None,
+            done,
+            outcome: self.outcome.take(),
+            ended: false,
+        };
+        match body.frame().await {
+            Some(Ok(frame)) => body.first = Some(frame),
+            None => {}
+            Some(Err(error)) => {
+                drop(body);
+                // The task's failure, if it failed; it ends by its deadline.
+                return Err(match (&mut self.failure).await {
+                    Ok(failure) => failure,
+                    Err(_) => Failure::NoResponse(anyhow::anyhow!(
+                        "the module's response body failed before its first byte: {error}"
+                    )),
+                });
+            }
+        }
         if let Ok(failure) = self.failure.try_recv() {
             log_late(&failure);
         }
         self.detached = true;
-        let outcome = self.outcome.take();
-        response.map(|body| {
-            WatchedBody {
-                body,
-                done,
-                outcome,
-                ended: false,
-            }
-            .boxed_unsync()
-        })
+        Ok(hyper::Response::from_parts(head, body.boxed_unsync()))
     }
 }
 
@@ -308,7 +330,7 @@ async fn response_head(
         _ = tokio::time::sleep(module.backstop()) => return Err(Failure::DeadlineExceeded),
     };
     match answer {
-        Ok(Ok(response)) => Ok(task.hand_over(response, done)),
+        Ok(Ok(response)) => task.hand_over(response, done).await,
         Ok(Err(failure)) => Err(failure),
         // The guest dropped its way to answer without using it: the task's result
         // says why (it ends by its deadline at the latest).
@@ -329,6 +351,8 @@ async fn response_head(
 struct WatchedBody {
     /// The body as wasmtime streams it from the guest.
     body: HyperOutgoingBody,
+    /// Its first frame, read before the head was handed on ([`InstanceTask::hand_over`]).
+    first: Option<hyper::body::Frame<Bytes>>,
     /// Dropped when the body is done with: a WASI 0.3 instance's task then ends.
     done: Option<oneshot::Sender<()>>,
     /// Whether the instance's work ended well, once it has ended.
@@ -345,6 +369,9 @@ impl hyper::body::Body for WatchedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if let Some(frame) = self.first.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if !self.ended {
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(None) => {
@@ -375,7 +402,9 @@ impl hyper::body::Body for WatchedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.ended {
+        if self.first.is_some() {
+            false
+        } else if self.ended {
             self.outcome.is_none()
         } else {
             self.body.is_end_stream()
@@ -383,6 +412,18 @@ impl hyper::body::Body for WatchedBody {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        // What is left of the guest's body, and the first frame, still held here.
+        let mut hint = self.body.size_hint();
+        let held = self
+            .first
+            .as_ref()
+            .and_then(|frame| frame.data_ref())
+            .map_or(0, |data| data.len() as u64);
+        // Upper first: `set_lower` insists on a lower bound no greater than the upper.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint.set_lower(hint.lower().saturating_add(held));
+        hint
     }
 }

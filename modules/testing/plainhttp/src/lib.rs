@@ -4,7 +4,10 @@
 //!
 //! - `POST /plain/upper`: the request body upper-cased, read and written chunk by
 //!   chunk (a streamed response with no `content-length`);
-//! - `GET /plain`: a greeting with an explicit `content-length`.
+//! - `GET /plain`: a greeting with an explicit `content-length`;
+//! - `GET /plain/stall?then=sleep|spin`: sends its response head, then — before the
+//!   first byte of its body — waits an hour on the clock, or computes for ever (a module that
+//!   outruns its deadline between its head and its body).
 
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{
@@ -19,6 +22,8 @@ impl Guest for Plain {
         let path = request.path_with_query().unwrap_or_default();
         if path == "/plain/upper" {
             upper(request, out);
+        } else if let Some(then) = path.strip_prefix("/plain/stall?then=") {
+            stall(then, out);
         } else {
             let text = b"Hello from a plain wasi:http component\n";
             let headers = Fields::from_list(&[(
@@ -35,6 +40,23 @@ impl Guest for Plain {
             OutgoingBody::finish(body, None).expect("finished");
         }
     }
+}
+
+/// Sends a response head and never writes its body: it sleeps an hour (`then = "sleep"`)
+/// or computes for ever (anything else).
+fn stall(then: &str, out: ResponseOutparam) {
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("the body, once");
+    ResponseOutparam::set(out, Ok(response));
+    if then == "sleep" {
+        wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
+    } else {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+    OutgoingBody::finish(body, None).expect("finished");
 }
 
 /// Streams the request body back upper-cased, one chunk at a time.
