@@ -130,6 +130,41 @@ fn check_names_the_file_and_the_misspelt_key_and_exits_2() {
     assert!(stderr.contains("unknown field `limts`"), "{stderr}");
 }
 
+/// A split deployment written as an overlay on the one-node file: each problem, found
+/// together, names the file that wrote its key; nothing is served.
+#[test]
+fn an_overlay_and_its_base_are_refused_together_each_problem_by_its_file() {
+    let deployment = TestDeployment::new(
+        "[app]\nname = \"shop\"\n\n[modules.users]\ncomponent = \"{users}\"\n\
+         routes = [\"/users\"]\nlimits = { timeout = \"0s\" }\n",
+    );
+    let overlay = deployment.dir.path().join("split.toml");
+    std::fs::write(
+        &overlay,
+        "extends = \"deployment.toml\"\n\n\
+         [nodes.a]\nlisten = \"127.0.0.1:18080\"\nmesh = \"127.0.0.1:17001\"\n\n\
+         [placement]\nusers = [\"a\"]\nbilling = [\"a\"]\n\n\
+         [mesh]\nca = \"ca.pem\"\ncert = \"{node}.pem\"\nkey = \"{node}.key\"\n",
+    )
+    .unwrap();
+    let file = overlay.to_str().unwrap();
+    for command in [vec!["check", file], vec!["run", file, "--node", "a"]] {
+        let output = modhost(&command);
+        let command = command[0];
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("split.toml: placement.billing: no module `billing`"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("deployment.toml: modules.users.limits.timeout"),
+            "{command}: {stderr}"
+        );
+        assert!(stderr.contains("nothing was started"), "{stderr}");
+    }
+}
+
 #[test]
 fn check_reports_a_component_that_does_not_load_by_module_name() {
     let deployment = TestDeployment::new(

@@ -17,7 +17,25 @@ impl Cluster {
     /// `nodes` as `placement` says (module → nodes), makes certificates, and starts
     /// every node. `extra` is appended to the file (more sections, say).
     pub fn start(toml: &str, nodes: &[&str], placement: &[(&str, &[&str])]) -> Cluster {
-        let deployment = Cluster::write(toml, nodes, placement);
+        Cluster::launch(Cluster::write(toml, nodes, placement), nodes)
+    }
+
+    /// Like [`Self::start`], the deployment split the way a user splits one: `base`
+    /// (the one-node file, as `base.toml`) extended by `overlay` (which says
+    /// `extends = "base.toml"`), to which the nodes, placement and mesh are added.
+    pub fn start_extending(
+        base: &str,
+        overlay: &str,
+        nodes: &[&str],
+        placement: &[(&str, &[&str])],
+    ) -> Cluster {
+        let deployment = Cluster::write(overlay, nodes, placement);
+        deployment.write_beside("base.toml", base);
+        Cluster::launch(deployment, nodes)
+    }
+
+    /// Makes `deployment`'s certificates and starts each of its `nodes`.
+    fn launch(deployment: TestDeployment, nodes: &[&str]) -> Cluster {
         Cluster::certs(&deployment);
         let mut cluster = Cluster {
             deployment,

@@ -365,6 +365,40 @@ backoff = "50ms"
 max_backoff = "500ms"
 "#;
 
+/// `toml` with each `{users}`-style placeholder replaced by the path of that guest's
+/// built component, and `{repo}` by the repository's root.
+fn with_components(toml: &str) -> String {
+    let mut text = toml.to_string();
+    for name in [
+        "users",
+        "catalog",
+        "inventory",
+        "payments",
+        "orders",
+        "hello",
+        "faulty",
+        "callee",
+        "caller",
+        "sqlprobe",
+        "eventprobe",
+        "kvprobe",
+        "configprobe",
+        "notifications",
+        "plainhttp",
+        "wstdserver",
+        "p3http",
+    ] {
+        let placeholder = format!("{{{name}}}");
+        if text.contains(&placeholder) {
+            text = text.replace(&placeholder, &guest(name).display().to_string());
+        }
+    }
+    if text.contains("{fraud}") {
+        text = text.replace("{fraud}", &python_guest("fraud").display().to_string());
+    }
+    text.replace("{repo}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// A deployment file in a fresh temporary directory (which also holds the data dir).
 pub struct TestDeployment {
     pub dir: tempfile::TempDir,
@@ -376,38 +410,15 @@ impl TestDeployment {
     /// that guest's built component, `{repo}` the repository's root.
     pub fn new(toml: &str) -> TestDeployment {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut text = toml.to_string();
-        for name in [
-            "users",
-            "catalog",
-            "inventory",
-            "payments",
-            "orders",
-            "hello",
-            "faulty",
-            "callee",
-            "caller",
-            "sqlprobe",
-            "eventprobe",
-            "kvprobe",
-            "configprobe",
-            "notifications",
-            "plainhttp",
-            "wstdserver",
-            "p3http",
-        ] {
-            let placeholder = format!("{{{name}}}");
-            if text.contains(&placeholder) {
-                text = text.replace(&placeholder, &guest(name).display().to_string());
-            }
-        }
-        if text.contains("{fraud}") {
-            text = text.replace("{fraud}", &python_guest("fraud").display().to_string());
-        }
-        text = text.replace("{repo}", env!("CARGO_MANIFEST_DIR"));
         let file = dir.path().join("deployment.toml");
-        std::fs::write(&file, text).expect("write deployment");
+        std::fs::write(&file, with_components(toml)).expect("write deployment");
         TestDeployment { dir, file }
+    }
+
+    /// Writes `toml`, its placeholders replaced as in [`Self::new`], as file `name`
+    /// beside the deployment file (a file it `extends`, say).
+    pub fn write_beside(&self, name: &str, toml: &str) {
+        std::fs::write(self.dir.path().join(name), with_components(toml)).expect("write file");
     }
 
     pub fn data_dir(&self) -> PathBuf {

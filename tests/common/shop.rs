@@ -6,7 +6,8 @@
 //! entry), `inventory` and `payments` on `b`, and `fraud` (the Python module) alone on
 //! `c`: orders' calls cross the mesh, and so does fraud's call back to `users`; routes
 //! of `b` and `c` are forwarded from `a`, and `payments`' events travel from `b` to `a`
-//! and `c` through the broker.
+//! and `c` through the broker. The split's deployment file extends the one-node file
+//! (`extends`), as `config/three-node.toml` extends `config/single-node.toml`.
 
 use super::cluster::Cluster;
 use super::kafka::Broker;
@@ -48,12 +49,14 @@ impl Shop {
     /// installed and this is not CI.
     pub fn split() -> Option<Shop> {
         let broker = Broker::start()?;
-        // SHOP ends with its [events] section: these keys join it.
-        let toml = format!(
-            "{SHOP}backend = \"kafka\"\nbrokers = \"{}\"\npartitions = 3\n",
+        // Split as a user splits it: the one-node file, extended by the nodes, the
+        // placement and a broker. The overlay's [events] replaces SHOP's whole.
+        let overlay = format!(
+            "extends = \"base.toml\"\n\n[events]\nbackend = \"kafka\"\nbrokers = \"{}\"\n\
+             partitions = 3\nbackoff = \"50ms\"\nmax_backoff = \"500ms\"\n",
             broker.address()
         );
-        let cluster = Cluster::start(&toml, &["a", "b", "c"], PLACEMENT);
+        let cluster = Cluster::start_extending(SHOP, &overlay, &["a", "b", "c"], PLACEMENT);
         Some(Shop::Split {
             cluster,
             _broker: broker,

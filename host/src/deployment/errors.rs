@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::overlay::Origins;
+
 /// One problem in a deployment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -49,17 +51,17 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Collects problems for one file.
+/// Collects problems for one deployment, each named with the file that wrote its key.
 pub(crate) struct Problems {
-    pub(crate) file: PathBuf,
+    pub(crate) origins: Origins,
     pub(crate) errors: Vec<ConfigError>,
 }
 
 impl Problems {
-    /// No problems yet, in `file`.
-    pub(crate) fn new(file: PathBuf) -> Problems {
+    /// No problems yet, in the deployment whose sections come from `origins`.
+    pub(crate) fn of(origins: Origins) -> Problems {
         Problems {
-            file,
+            origins,
             errors: Vec::new(),
         }
     }
@@ -77,7 +79,7 @@ impl Problems {
     /// A problem with `key`, on `line`.
     pub(crate) fn at(&mut self, key: &str, line: Option<usize>, problem: &str) {
         self.errors.push(ConfigError {
-            file: self.file.clone(),
+            file: self.origins.file_of(key).to_path_buf(),
             line,
             key: key.to_string(),
             problem: problem.to_string(),

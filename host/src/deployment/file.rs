@@ -5,9 +5,9 @@
 //! type (so a bad value still fails with its line and key path), and any other key is
 //! kept with its line, for the capabilities to claim or for validation to refuse.
 
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -21,6 +21,7 @@ pub(super) type Unknown = BTreeMap<String, toml::Spanned<toml::Value>>;
 
 /// The top-level sections the host owns.
 pub(super) const SECTIONS: &[&str] = &[
+    "extends",
     "app",
     "gateway",
     "modules",
@@ -49,7 +50,10 @@ pub(super) const MODULE_KEYS: &[&str] = &[
 
 /// The whole file.
 pub(super) struct DeploymentFile {
-    pub(super) app: AppSection,
+    /// `extends = "FILE"`: the file this one places and adjusts (`overlay`).
+    pub(super) extends: Option<toml::Spanned<String>>,
+    /// Required, of the deployment as a whole (an overlay may leave it to its base).
+    pub(super) app: Option<AppSection>,
     pub(super) gateway: GatewaySettings,
     pub(super) modules: BTreeMap<String, ModuleSection>,
     pub(super) events: events::EventsSection,
@@ -62,6 +66,8 @@ pub(super) struct DeploymentFile {
     pub(super) telemetry: telemetry::TelemetrySection,
     /// Sections the host does not know.
     pub(super) unknown: Unknown,
+    /// Every top-level key the file writes, known or not.
+    pub(super) written: BTreeSet<String>,
 }
 
 /// `[app]`.
@@ -100,12 +106,9 @@ impl<'de> Deserialize<'de> for DeploymentFile {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeploymentFile, A::Error> {
-                let mut app = None;
                 let mut file = DeploymentFile {
-                    app: AppSection {
-                        name: String::new(),
-                        data_dir: None,
-                    },
+                    extends: None,
+                    app: None,
                     gateway: GatewaySettings::default(),
                     modules: BTreeMap::new(),
                     events: events::EventsSection::default(),
@@ -117,10 +120,13 @@ impl<'de> Deserialize<'de> for DeploymentFile {
                     policies: BTreeMap::new(),
                     telemetry: telemetry::TelemetrySection::default(),
                     unknown: BTreeMap::new(),
+                    written: BTreeSet::new(),
                 };
                 while let Some(key) = map.next_key::<String>()? {
+                    file.written.insert(key.clone());
                     match key.as_str() {
-                        "app" => app = Some(map.next_value()?),
+                        "extends" => file.extends = Some(map.next_value()?),
+                        "app" => file.app = Some(map.next_value()?),
                         "gateway" => file.gateway = map.next_value()?,
                         "modules" => file.modules = map.next_value()?,
                         "events" => file.events = map.next_value()?,
@@ -137,7 +143,6 @@ impl<'de> Deserialize<'de> for DeploymentFile {
                         }
                     }
                 }
-                file.app = app.ok_or_else(|| de::Error::missing_field("app"))?;
                 Ok(file)
             }
         }

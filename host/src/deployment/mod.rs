@@ -21,6 +21,7 @@ mod file;
 pub mod gateway;
 pub mod javascript;
 pub mod modules;
+pub mod overlay;
 pub mod placement;
 pub mod policies;
 pub mod python;
@@ -39,6 +40,7 @@ pub use events::{EventsBackend, EventsSettings};
 pub use gateway::GatewaySettings;
 pub use javascript::JavaScriptPackage;
 pub use modules::{ComponentSource, Instances, ModuleLimits, ModuleSpec};
+pub use overlay::Origins;
 pub use placement::{MeshSettings, NodeSpec};
 pub use python::PythonPackage;
 pub use rollout::{AdminSettings, RolloutSettings};
@@ -57,6 +59,8 @@ use modules::{check_grants, check_limits, is_valid_module_name, resolve_componen
 pub struct Deployment {
     /// The file it was read from.
     pub file: PathBuf,
+    /// Which file wrote which section: `file`, and the file it extends, if any.
+    pub origins: Origins,
     /// `[app] name`.
     pub app_name: String,
     /// Where the host keeps its state (compile cache; later, module databases).
@@ -194,26 +198,30 @@ impl Deployment {
     /// Validates deployment text as if read from `path`; the capabilities own the
     /// keys and sections in `owned` (they validate them themselves).
     pub fn parse_with(path: &Path, text: &str, owned: &Owned) -> Result<Deployment, ConfigErrors> {
-        let file = parse_toml(path, text).map_err(|error| ConfigErrors(vec![error]))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut problems = Problems::new(path.to_path_buf());
+        let overlay::Sources { mut file, texts } = overlay::read(path, text, parse_toml)?;
+        let origins = texts.origins.clone();
+        let mut problems = Problems::of(origins.clone());
+        let Some(app) = file.app.take() else {
+            problems.add("", "missing field `app`");
+            return Err(ConfigErrors(problems.into_errors()));
+        };
         let sections = claim(
             "",
-            file.unknown,
+            std::mem::take(&mut file.unknown),
             file::SECTIONS,
             &owned.sections,
-            text,
+            &texts,
             &mut problems,
         );
+        // Modules are always the base's (`overlay`): their paths are relative to it.
+        let base = origins.dir_of("modules");
 
-        if file.app.name.trim().is_empty() {
+        if app.name.trim().is_empty() {
             problems.add("app.name", "must not be empty");
         }
-        let data_dir = base.join(
-            file.app
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(".modhost")),
-        );
+        let data_dir = origins
+            .dir_of("app")
+            .join(app.data_dir.unwrap_or_else(|| PathBuf::from(".modhost")));
         check_gateway(&file.gateway, &mut problems);
         let events = file.events.settings(&mut problems);
         let rollout = file.rollout.settings(&mut problems);
@@ -235,7 +243,7 @@ impl Deployment {
                 section.unknown,
                 file::MODULE_KEYS,
                 &owned.module_keys,
-                text,
+                &texts,
                 &mut problems,
             );
             let misspelt = problems.errors.len() > refused_before;
@@ -311,14 +319,14 @@ impl Deployment {
         let access = access::check_access(
             &file.gateway.issuers,
             &file.gateway.routes,
-            base,
+            origins.dir_of("gateway"),
             &modules,
             &mut problems,
         );
         check_postgres_names(&modules, &mut problems);
         events::check_topics(&modules, &mut problems);
         let topology = placement::topology(
-            base,
+            origins.dir_of("mesh"),
             file.nodes,
             file.placement,
             file.mesh,
@@ -340,7 +348,8 @@ impl Deployment {
         if problems.errors.is_empty() {
             Ok(Deployment {
                 file: path.to_path_buf(),
-                app_name: file.app.name,
+                origins,
+                app_name: app.name,
                 data_dir,
                 gateway: file.gateway,
                 access,
@@ -364,17 +373,18 @@ impl Deployment {
 
 /// Keeps the keys of one table (`prefix` names it: `""` for the top level,
 /// `"modules.NAME."` for a module) that a capability owns; every other unknown key is a
-/// problem on its line.
+/// problem on its line (of the file that wrote it, among `texts`).
 fn claim(
     prefix: &str,
     unknown: Unknown,
     host: &[&str],
     owned: &BTreeSet<&'static str>,
-    text: &str,
+    texts: &overlay::Texts,
     problems: &mut Problems,
 ) -> BTreeMap<String, Setting> {
     let mut claimed = BTreeMap::new();
     for (key, value) in unknown {
+        let text = texts.text_of(&format!("{prefix}{key}"));
         let line = Some(settings::line_of(text, value.span().start));
         if owned.contains(key.as_str()) {
             claimed.insert(

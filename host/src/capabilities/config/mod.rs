@@ -151,7 +151,7 @@ impl Capability for Config {
 /// `module`'s configuration with its secrets read from the environment, or every
 /// problem with it.
 fn resolve(deployment: &Deployment, module: &ModuleSpec) -> Result<ModuleConfig, Vec<ConfigError>> {
-    let mut problems = Problems::new(deployment.file.clone());
+    let mut problems = Problems::of(deployment.origins.clone());
     let mut values = BTreeMap::new();
     let mut secrets = BTreeSet::new();
     if let Some(setting) = module.settings.get("config") {

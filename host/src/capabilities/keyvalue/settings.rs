@@ -51,7 +51,7 @@ const MAX_BUCKET_NAME: usize = 63;
 
 /// The deployment's `[keyvalue]` section, or its problems.
 pub fn store(deployment: &Deployment) -> Result<StoreSettings, Vec<ConfigError>> {
-    let mut problems = Problems::new(deployment.file.clone());
+    let mut problems = Problems::of(deployment.origins.clone());
     let settings = parse_store(deployment.sections.get("keyvalue"), &mut problems);
     let errors = problems.into_errors();
     if errors.is_empty() {
@@ -128,7 +128,7 @@ pub fn buckets(
     deployment: &Deployment,
     module: &ModuleSpec,
 ) -> Result<BTreeSet<String>, Vec<ConfigError>> {
-    let mut problems = Problems::new(deployment.file.clone());
+    let mut problems = Problems::of(deployment.origins.clone());
     let mut buckets = BTreeSet::new();
     if let Some(setting) = module.settings.get("keyvalue") {
         let key = format!("modules.{}.keyvalue", module.name);
@@ -185,7 +185,7 @@ pub fn validate(deployment: &Deployment) -> Vec<ConfigError> {
                         .get(&module.name)
                         .is_some_and(|on| on.len() > 1)
                 {
-                    let mut problems = Problems::new(deployment.file.clone());
+                    let mut problems = Problems::of(deployment.origins.clone());
                     problems.at(
                         &format!("placement.{}", module.name),
                         None,
