@@ -48,6 +48,7 @@ impl Backends {
                 spec(DatabaseBackend::Postgres {
                     url: url.clone(),
                     schema: String::new(),
+                    tls: Default::default(),
                 }),
             ));
         }
@@ -1210,6 +1211,7 @@ async fn the_hosts_statements_in_a_module_transaction_leave_nothing_a_module_cou
         backend: DatabaseBackend::Postgres {
             url: postgres.create_database("shop"),
             schema: "ledger".into(),
+            tls: Default::default(),
         },
         pool: 1,
         acquire_timeout: Timeout(Duration::from_secs(5)),
@@ -1256,6 +1258,7 @@ async fn a_postgres_connection_that_died_is_replaced() {
         backend: DatabaseBackend::Postgres {
             url: url.clone(),
             schema: "ledger".into(),
+            tls: Default::default(),
         },
         pool: 1,
         acquire_timeout: Timeout(Duration::from_secs(5)),
@@ -1326,4 +1329,91 @@ async fn a_postgres_connection_that_died_is_replaced() {
     let rows = one().await.unwrap();
     assert_eq!(rows.rows, [vec![Value::Integer(1)]]);
     db.close().await;
+}
+
+/// A Postgres server that takes connections over TLS only, as managed databases are
+/// set up: a module's database on it works with `tls = "verify-full"` and the server's
+/// CA, every connection of the host's — the administrator's, the module's — encrypted
+/// as the server sees them. A module whose settings would connect in clear, or trust
+/// another CA, or check a name the certificate does not carry, does not start (503,
+/// the reason in its log), and its neighbour serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_that_requires_tls_is_reached_over_verified_tls() {
+    use sqlx::Connection;
+    let Some(postgres) = Postgres::start_requiring_tls() else {
+        return;
+    };
+    let url = postgres.create_database("probe");
+    // The server's certificate names `localhost`.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let ca = postgres.ca().display().to_string();
+    let deployment = probes_with(
+        &format!("{{ postgres = {by_name:?}, tls = \"verify-full\", ca = {ca:?} }}"),
+        "",
+        "\"sqlite\"",
+    );
+    let host = Modhost::start(&deployment);
+    let results = run(
+        &host,
+        "a",
+        json!([
+            { "op": "execute", "sql": "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)" },
+            { "op": "execute", "sql": "INSERT INTO notes VALUES (1, 'over TLS')" },
+            { "op": "query", "sql": "SELECT body FROM notes" },
+        ]),
+    )
+    .await;
+    assert_eq!(
+        results[2]["rows"]["rows"],
+        json!([[{ "text": "over TLS" }]]),
+        "{results:?}"
+    );
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (encrypted, all): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) \
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'modhost_a'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(all > 0, "a holds no connection");
+    assert_eq!(encrypted, all, "a connection of a's is in clear");
+    drop(host);
+
+    // Another CA: a certificate of the right name, not from the CA the module trusts.
+    let other_ca = deployment.dir.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let other_ca = other_ca.display().to_string();
+    for (database, why) in [
+        (
+            format!("{{ postgres = {by_name:?}, tls = \"disable\" }}"),
+            "no encryption",
+        ),
+        (
+            format!("{{ postgres = {by_name:?}, tls = \"verify-full\", ca = {other_ca:?} }}"),
+            "certificate",
+        ),
+        // The right CA, but an address the certificate does not name.
+        (
+            format!("{{ postgres = {url:?}, tls = \"verify-full\", ca = {ca:?} }}"),
+            "certificate",
+        ),
+    ] {
+        let deployment = probes_with(&database, "", "\"sqlite\"");
+        let host = Modhost::start(&deployment);
+        let logged = host.wait_for_log_with(&["module not started", "\"module\":\"a\""]);
+        assert!(logged.contains(why), "{database}: {logged}");
+        let refused = send(
+            &client(false),
+            "POST",
+            &host.url("/a/sql"),
+            Some(&json!({ "steps": [] }).to_string()),
+        )
+        .await;
+        assert_eq!(refused.status, 503, "{database}: {}", refused.text());
+        neighbour_keeps_working(&host, "beside_a_refused_database").await;
+    }
 }

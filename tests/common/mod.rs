@@ -92,6 +92,30 @@ pub fn modhost_bin() -> PathBuf {
     BUILT.call_once(|| {
         let mut build = Command::new(env!("CARGO"));
         build.args(["build", "--quiet", "-p", "modhost", "--bin", "modhost"]);
+        // As a build from the shell sees it: `cargo test` gives the test process the
+        // variables it gives a crate it compiles (CARGO_PKG_NAME, …), and a dependency
+        // (ring) whose build reads them would be rebuilt — and the binary with it —
+        // here, and again by the next build from the shell.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || [
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }

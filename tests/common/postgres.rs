@@ -6,6 +6,11 @@
 //! user and every server command runs through `runuser -u postgres`. Connections use
 //! password authentication over TCP, as in production.
 //!
+//! [`Postgres::start_requiring_tls`] starts one as a managed database is set up: TLS on,
+//! with a certificate for `localhost` (only) from a CA of its own
+//! ([`Postgres::ca`]), and a `pg_hba.conf` that rejects every connection over TCP that
+//! is not encrypted.
+//!
 //! Without server binaries a test is skipped with a message, except under `CI=true`,
 //! where it fails: CI must run every test (`.ci/run` installs the server).
 
@@ -30,6 +35,22 @@ impl Postgres {
     /// Starts a fresh cluster, or `None` (after saying why) when this machine has no
     /// Postgres server and this is not CI.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(false)
+    }
+
+    /// Starts a fresh cluster that takes connections over TLS only (see the module's
+    /// doc), or `None` as [`Self::start`].
+    pub fn start_requiring_tls() -> Option<Postgres> {
+        Postgres::start_with(true)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (a cluster started
+    /// with [`Self::start_requiring_tls`]).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Option<Postgres> {
         let Some(bin) = server_binaries() else {
             let message = "no Postgres server binaries (initdb, pg_ctl) under \
                            /usr/lib/postgresql/*/bin: install the postgresql package";
@@ -66,11 +87,19 @@ impl Postgres {
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .args(["-E", "UTF8", "--no-sync"]);
         });
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
             postgres.port,
             postgres.dir.path().display()
         );
+        if tls {
+            let (cert, key) = postgres.write_tls_files(&data);
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         postgres.server_command("pg_ctl", |c| {
             c.arg("-D")
                 .arg(&data)
@@ -105,6 +134,50 @@ impl Postgres {
             "postgres://{ADMIN}:{PASSWORD}@127.0.0.1:{}/{name}",
             self.port
         )
+    }
+
+    /// Writes a CA ([`Self::ca`]), the server's certificate and key from it (returned),
+    /// and a `pg_hba.conf` in `data` that refuses TCP connections in clear.
+    fn write_tls_files(&self, data: &Path) -> (PathBuf, PathBuf) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "modhost test Postgres CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        let server = params
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+
+        let dir = self.dir.path();
+        std::fs::write(self.ca(), ca.pem()).expect("write CA");
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert, server.pem()).expect("write certificate");
+        std::fs::write(&key, server_key.serialize_pem()).expect("write key");
+        // Postgres refuses a key file others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        if self.as_postgres {
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cert)
+                .arg(&key)
+                .arg(data.join("pg_hba.conf")));
+        }
+        (cert, key)
     }
 
     fn server_command(&self, program: &str, args: impl FnOnce(&mut Command)) {

@@ -39,7 +39,57 @@ pub enum DatabaseBackend {
         url: String,
         /// The module's schema (default: the module's name, `-` as `_`).
         schema: String,
+        /// Whether and how connections are encrypted (`tls`, `ca`).
+        tls: PostgresTls,
     },
+}
+
+/// `tls = …` and `ca = …` of a Postgres database: how the host's connections to the
+/// server (the administrator's and the module's) are encrypted. Managed databases
+/// require TLS; `verify-full` is what protects the module's data and the role
+/// passwords from a server that is not the one the URL names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostgresTls {
+    /// `tls`: the mode, as libpq names them; `None` leaves it to the URL's `sslmode`
+    /// (and its default, `prefer`).
+    pub mode: Option<TlsMode>,
+    /// `ca`: the PEM file of the CA the server's certificate must chain to, for
+    /// `verify-ca` and `verify-full` (without it, the public web CAs).
+    pub ca: Option<PathBuf>,
+}
+
+/// How a connection to Postgres is encrypted, as libpq's `sslmode` names the modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never.
+    Disable,
+    /// If the server offers it; in clear otherwise.
+    Prefer,
+    /// Always, without checking the server's certificate.
+    Require,
+    /// Always, with a certificate from the CA.
+    VerifyCa,
+    /// Always, with a certificate from the CA for the host the URL names.
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// The mode written as `name`, if there is one.
+    fn parse(name: &str) -> Option<TlsMode> {
+        Some(match name {
+            "disable" => TlsMode::Disable,
+            "prefer" => TlsMode::Prefer,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// Whether the server's certificate is checked against a CA.
+    pub fn verifies(self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyFull)
+    }
 }
 
 /// Default `database.pool`.
@@ -82,8 +132,10 @@ pub(super) fn migrations_dir(
     }
 }
 
-/// Reads `database = …`, reporting every problem under `modules.NAME.database`.
+/// Reads `database = …`, reporting every problem under `modules.NAME.database`;
+/// a relative `ca` is relative to `base`.
 pub(super) fn parse_database(
+    base: &Path,
     module_key: &str,
     module: &str,
     value: &toml::Value,
@@ -112,6 +164,7 @@ pub(super) fn parse_database(
     let before = problems.errors.len();
     let mut url = None;
     let mut schema = None;
+    let mut tls = PostgresTls::default();
     for (name, value) in table {
         let field = format!("{key}.{name}");
         match (name.as_str(), value) {
@@ -134,6 +187,24 @@ pub(super) fn parse_database(
                         &field,
                         "a schema name is 1-63 lower-case letters, digits or '_', starting with a letter",
                     );
+                }
+            }
+            ("tls", toml::Value::String(written)) => match TlsMode::parse(written) {
+                Some(mode) => tls.mode = Some(mode),
+                None => problems.add(
+                    &field,
+                    &format!(
+                        "{written:?} is not a TLS mode; expected disable, prefer, require, \
+                         verify-ca or verify-full"
+                    ),
+                ),
+            },
+            ("ca", toml::Value::String(written)) => {
+                let path = base.join(written);
+                if path.is_file() {
+                    tls.ca = Some(path);
+                } else {
+                    problems.add(&field, &format!("{} is not a file", path.display()));
                 }
             }
             ("pool", toml::Value::Integer(size)) => {
@@ -164,12 +235,15 @@ pub(super) fn parse_database(
                 ),
                 Err(problem) => problems.add(&field, &problem),
             },
-            ("sqlite" | "postgres" | "schema" | "pool" | "acquire_timeout" | "max_result", _) => {
-                problems.add(&field, "has the wrong type (see docs/configuration.md)")
-            }
+            (
+                "sqlite" | "postgres" | "schema" | "tls" | "ca" | "pool" | "acquire_timeout"
+                | "max_result",
+                _,
+            ) => problems.add(&field, "has the wrong type (see docs/configuration.md)"),
             _ => problems.add(
                 &field,
-                "unknown key; expected sqlite, postgres, schema, pool, acquire_timeout or max_result",
+                "unknown key; expected sqlite, postgres, schema, tls, ca, pool, acquire_timeout \
+                 or max_result",
             ),
         }
     }
@@ -177,12 +251,23 @@ pub(super) fn parse_database(
         if table.contains_key("sqlite") {
             problems.add(&key, "names both sqlite and postgres; choose one");
         }
+        if tls.ca.is_some() && !tls.mode.is_some_and(TlsMode::verifies) {
+            problems.add(
+                &format!("{key}.ca"),
+                "a CA is used only to verify the server: add tls = \"verify-full\" (or verify-ca)",
+            );
+        }
         spec.backend = DatabaseBackend::Postgres {
             url,
             schema: schema.unwrap_or_else(|| module.replace('-', "_")),
+            tls,
         };
-    } else if schema.is_some() {
-        problems.add(&format!("{key}.schema"), "applies only to postgres");
+    } else {
+        for only in ["schema", "tls", "ca"] {
+            if table.contains_key(only) {
+                problems.add(&format!("{key}.{only}"), "applies only to postgres");
+            }
+        }
     }
     (problems.errors.len() == before).then_some(spec)
 }
@@ -199,7 +284,7 @@ pub(super) fn check_postgres_names(
     let mut schemas: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for module in modules.values() {
         let Some(DatabaseSpec {
-            backend: DatabaseBackend::Postgres { url, schema },
+            backend: DatabaseBackend::Postgres { url, schema, .. },
             ..
         }) = &module.database
         else {

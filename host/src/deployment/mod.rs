@@ -34,7 +34,7 @@ pub mod units;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-pub use database::{DatabaseBackend, DatabaseSpec};
+pub use database::{DatabaseBackend, DatabaseSpec, PostgresTls, TlsMode};
 pub use errors::{ConfigError, ConfigErrors};
 pub use events::{EventsBackend, EventsSettings};
 pub use gateway::GatewaySettings;
@@ -278,7 +278,7 @@ impl Deployment {
                     &component,
                     &mut problems,
                 );
-                parse_database(&key, &name, value, migrations, &mut problems)
+                parse_database(base, &key, &name, value, migrations, &mut problems)
             });
             if section.database.is_none() && section.migrations.is_some() {
                 problems.add(

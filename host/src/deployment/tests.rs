@@ -245,11 +245,35 @@ fn a_database_is_sqlite_or_postgres_with_its_pool() {
         spec.backend,
         DatabaseBackend::Postgres {
             url: "postgres://admin@db/shop".into(),
-            schema: "users".into()
+            schema: "users".into(),
+            tls: PostgresTls::default(),
         }
     );
     assert_eq!(spec.pool, 16);
     assert_eq!(spec.acquire_timeout.duration(), Duration::from_millis(250));
+
+    // Encrypted and verified against a CA file, relative to the deployment file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+    std::fs::write(dir.path().join("db-ca.pem"), b"a CA").unwrap();
+    let verified = Deployment::parse(
+        &dir.path().join("deploy.toml"),
+        &format!(
+            "{MINIMAL}database = {{ postgres = \"postgres://admin@db/shop\", tls = \"verify-full\", ca = \"db-ca.pem\" }}\n"
+        ),
+    )
+    .unwrap();
+    let spec = verified.modules["users"].database.clone().unwrap();
+    let DatabaseBackend::Postgres { tls, .. } = spec.backend else {
+        panic!("postgres");
+    };
+    assert_eq!(
+        tls,
+        PostgresTls {
+            mode: Some(TlsMode::VerifyFull),
+            ca: Some(dir.path().join("db-ca.pem")),
+        }
+    );
 
     // No database unless asked for.
     assert!(parse(MINIMAL).unwrap().modules["users"].database.is_none());
@@ -285,6 +309,22 @@ fn database_mistakes_name_their_key() {
         (
             "database = { acquire_timeout = \"0s\" }",
             "modules.users.database.acquire_timeout",
+        ),
+        (
+            "database = { postgres = \"postgres://db/x\", tls = \"required\" }",
+            "modules.users.database.tls",
+        ),
+        (
+            "database = { postgres = \"postgres://db/x\", tls = \"verify-full\", ca = \"none.pem\" }",
+            "modules.users.database.ca",
+        ),
+        (
+            "database = { postgres = \"postgres://db/x\", tls = \"require\", ca = \"app.wasm\" }",
+            "modules.users.database.ca",
+        ),
+        (
+            "database = { sqlite = true, tls = \"verify-full\" }",
+            "modules.users.database.tls",
         ),
         ("migrations = \".\"", "modules.users.migrations"),
         (

@@ -366,8 +366,9 @@ impl Database {
                 let database = sqlite::open(module, spec, data_dir, statement_timeout, key).await?;
                 (Pool::Sqlite(Arc::new(database)), secret)
             }
-            DatabaseBackend::Postgres { url, schema } => {
-                let database = postgres::open(module, spec, url, schema, statement_timeout).await?;
+            DatabaseBackend::Postgres { url, schema, tls } => {
+                let database =
+                    postgres::open(module, spec, url, schema, tls, statement_timeout).await?;
                 let secret = database.secret();
                 (Pool::Postgres(Arc::new(database)), secret)
             }

@@ -38,14 +38,14 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use sqlx::encode::IsNull;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgTypeInfo, Postgres,
+    PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode, PgTypeInfo, Postgres,
 };
 use sqlx::{Column, ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::{error, Error, ResultBudget, Rows, Value, VALUE_OVERHEAD};
-use crate::deployment::DatabaseSpec;
+use crate::deployment::{DatabaseSpec, PostgresTls, TlsMode};
 use crate::telemetry::metrics::metrics;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::pool::PoolConnection;
@@ -262,6 +262,26 @@ pub fn host_schema(module: &str) -> String {
     role_name(module)
 }
 
+/// `options` with the deployment's `tls` and `ca` in place of the URL's `sslmode` and
+/// `sslrootcert`, where it sets them. The module's connections are made from the
+/// administrator's options, so they are encrypted and verified alike.
+fn with_tls(options: PgConnectOptions, tls: &PostgresTls) -> PgConnectOptions {
+    let options = match tls.mode {
+        Some(mode) => options.ssl_mode(match mode {
+            TlsMode::Disable => PgSslMode::Disable,
+            TlsMode::Prefer => PgSslMode::Prefer,
+            TlsMode::Require => PgSslMode::Require,
+            TlsMode::VerifyCa => PgSslMode::VerifyCa,
+            TlsMode::VerifyFull => PgSslMode::VerifyFull,
+        }),
+        None => options,
+    };
+    match &tls.ca {
+        Some(ca) => options.ssl_root_cert(ca),
+        None => options,
+    }
+}
+
 /// Makes sure `module`'s role and schema exist, then opens its pool as that role.
 /// `statement_timeout` (the module's timeout) is also set in every session, so a
 /// statement the host stopped waiting for is cancelled by Postgres too, and so is a
@@ -272,12 +292,15 @@ pub async fn open(
     spec: &DatabaseSpec,
     admin_url: &str,
     schema: &str,
+    tls: &PostgresTls,
     statement_timeout: Duration,
 ) -> Result<PgDatabase> {
     // Statement logging is off: the set-up statements carry the role's password.
-    let admin = PgConnectOptions::from_str(admin_url)
-        .context("the postgres URL does not parse")?
-        .disable_statement_logging();
+    let admin = with_tls(
+        PgConnectOptions::from_str(admin_url).context("the postgres URL does not parse")?,
+        tls,
+    )
+    .disable_statement_logging();
     let role = role_name(module);
     let host_schema = host_schema(module);
     let password = password(admin_url, &role);
