@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::kafka::Broker;
+use common::kafka::{Broker, Reached};
 use common::{client, send, Modhost, Reply, TestDeployment};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +77,11 @@ fn replay(deployment: &TestDeployment, module: &str, ids: &[&str]) -> Result<Vec
 
 /// `source` publishes, `sink` receives; `sink` forwards to `source` on request.
 fn probes(bus: &Bus, database: &str) -> TestDeployment {
+    probes_on(&bus.section(), database)
+}
+
+/// [`probes`], with `events` (the bus's keys) opening `[events]`.
+fn probes_on(events: &str, database: &str) -> TestDeployment {
     TestDeployment::new(&format!(
         r#"
 [app]
@@ -112,8 +117,7 @@ database = {database}
 migrations = "{{repo}}/modules/testing/eventprobe/migrations"
 publishes = ["probe.forwarded"]
 subscribes = ["probe.events"]
-"#,
-        events = bus.section()
+"#
     ))
 }
 
@@ -814,4 +818,81 @@ async fn events_flow_between_modules_on_postgres() {
     let retried = wait_for(&host, "sink", &flaky).await;
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0]["attempt"], 3);
+}
+
+/// Events reach a broker as a managed Kafka service is reached: over TLS, verified
+/// against the deployment's CA for the name the broker is reached by. A node that
+/// would connect in clear, or trust another CA, or log in with credentials the broker
+/// refuses (SCRAM-SHA-512, the password read from the environment) does not reach the
+/// bus: it logs why — never the password — and the events its modules commit wait in
+/// their outboxes. (A login the broker accepts cannot be tested with tansu 0.6.0:
+/// `common::kafka` says why.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_a_broker_over_tls_and_wrong_settings_are_refused() {
+    let Some(broker) = Broker::start_with(Reached {
+        tls: true,
+        login: false,
+    }) else {
+        return;
+    };
+    let ca = broker.ca().display().to_string();
+    let on = |broker: &Broker, security: &str| {
+        format!(
+            "backend = \"kafka\"\nbrokers = \"{}\"\npartitions = 3\n{security}",
+            broker.address()
+        )
+    };
+    let deployment = probes_on(&on(&broker, &format!("tls = {{ ca = {ca:?} }}")), SQLITE);
+    let host = Modhost::start(&deployment);
+    let published = publish_rounds(&host, 2, 5, 2, "tls").await;
+    let ids: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    let handled = wait_for(&host, "sink", &ids).await;
+    assert_once_in_order(&published, &handled);
+    drop(host);
+
+    let other_ca = deployment.dir.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let other_ca = other_ca.display().to_string();
+    let requiring_login = Broker::start_with(Reached {
+        tls: true,
+        login: true,
+    })
+    .expect("a second broker");
+    let secret = "a-secret-from-the-environment";
+    let password = [("MODHOST_TEST_KAFKA_PASSWORD", secret)];
+    let scram = "sasl = { mechanism = \"SCRAM-SHA-512\", username = \"shop\", \
+                 password = \"$MODHOST_TEST_KAFKA_PASSWORD\" }";
+    for (events, why) in [
+        // In clear, to a broker that speaks TLS only: it hangs up on the first request.
+        (on(&broker, ""), "in state APIVERSION_QUERY"),
+        (
+            on(&broker, &format!("tls = {{ ca = {other_ca:?} }}")),
+            "certificate verify failed",
+        ),
+        (
+            on(
+                &requiring_login,
+                &format!("tls = {{ ca = {:?} }}\n{scram}", requiring_login.ca()),
+            ),
+            "SASL SCRAM authentication failed",
+        ),
+    ] {
+        let deployment = probes_on(&events, SQLITE);
+        let host = Modhost::start_with_env(&deployment, "run", &[], &password);
+        host.wait_for_log_with(&[why]);
+        assert!(
+            !host.logs().iter().any(|line| line.contains(secret)),
+            "the password reached the log"
+        );
+        // What its modules commit meanwhile waits in their outboxes.
+        let ids = publish(&host, vec![event("waiting", "for the bus")]).await;
+        assert_eq!(ids.len(), 1, "{events}");
+        assert!(
+            effects(&host, "sink").await.is_empty(),
+            "{events}: an event arrived without the bus"
+        );
+    }
 }

@@ -10,6 +10,15 @@
 //! does not ship, and its SQLite (libsql) storage panics on the first produce after a
 //! restart (`more or less than one row`, tansu-storage lite.rs) — tried and recorded.
 //!
+//! [`Broker::start_with`] starts one as a managed Kafka service is reached: over TLS
+//! (the proxy terminates it, with a certificate for `localhost` from a CA of its own:
+//! [`Broker::ca`] — tansu 0.6.0 takes `--cert` but never uses it), and requiring a
+//! SASL login (`--authentication`). tansu 0.6.0 offers SCRAM and OAUTHBEARER only, and
+//! checks a SCRAM login against the users it stores; none can be stored on a broker
+//! that requires a login (`tansu user create` must log in first, and the memory
+//! storage starts empty), so every login is refused: a test can show a refusal, not a
+//! login that works.
+//!
 //! `./test.sh` installs tansu (`cargo install tansu --locked --features
 //! dynostore,postgres`) into `~/.cache/modhost/tools` when it is missing. Without it a
 //! test is skipped with a message, except under `CI=true`, where it fails.
@@ -30,10 +39,24 @@ pub struct Broker {
     proxy: Proxy,
 }
 
+/// How a test's broker is reached.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reached {
+    /// Over TLS, terminated by the proxy.
+    pub tls: bool,
+    /// With a SASL login.
+    pub login: bool,
+}
+
 impl Broker {
     /// Starts a broker, or `None` (after saying why) when tansu is not installed and
     /// this is not CI.
     pub fn start() -> Option<Broker> {
+        Broker::start_with(Reached::default())
+    }
+
+    /// Starts a broker reached as `reached` says, or `None` as [`Self::start`].
+    pub fn start_with(reached: Reached) -> Option<Broker> {
         let Some(tansu) = tansu_binary() else {
             let message = "no tansu binary (MODHOST_TANSU, ~/.cache/modhost/tools/bin/tansu or \
                            on PATH): ./test.sh installs it";
@@ -45,16 +68,24 @@ impl Broker {
             .expect("temp dir");
         let port = free_port();
         let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let proxy = Proxy::start(upstream);
+        let tls = reached
+            .tls
+            .then(|| tls_acceptor(&dir.path().join("ca.pem")));
+        let proxy = Proxy::start(upstream, tls);
         let log = std::fs::File::create(dir.path().join("tansu.log")).expect("tansu log");
-        let child = Command::new(tansu)
+        let mut command = Command::new(tansu);
+        command
             .arg("broker")
             .arg("--listener-url")
             .arg(format!("tcp://{upstream}"))
             .arg("--advertised-listener-url")
-            .arg(format!("tcp://{}", proxy.addr))
+            .arg(format!("tcp://{}", proxy.address()))
             .arg("--storage-engine")
-            .arg("memory://tansu/")
+            .arg("memory://tansu/");
+        if reached.login {
+            command.arg("--authentication");
+        }
+        let child = command
             // MODHOST_TANSU_LOG (a RUST_LOG filter) says more when a test is debugged.
             .env(
                 "RUST_LOG",
@@ -78,9 +109,16 @@ impl Broker {
         Some(broker)
     }
 
-    /// The bootstrap address clients use (the proxy's).
+    /// The bootstrap address clients use (the proxy's): `localhost:PORT` when it is
+    /// reached over TLS, the name its certificate carries.
     pub fn address(&self) -> String {
-        self.proxy.addr.to_string()
+        self.proxy.address()
+    }
+
+    /// The PEM file of the CA that signed the proxy's certificate (a broker reached
+    /// over TLS).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Takes the broker away: closes every connection (new ones at once) and stops
@@ -124,14 +162,57 @@ impl Drop for Broker {
     }
 }
 
-/// A TCP proxy to the broker on its own thread and runtime.
+/// A TCP proxy to the broker on its own thread and runtime; terminating TLS when it
+/// has an acceptor.
 struct Proxy {
     addr: SocketAddr,
+    tls: bool,
     cut: Arc<AtomicBool>,
 }
 
+/// A TLS acceptor with a certificate for `localhost` from a fresh CA, written to `ca`.
+fn tls_acceptor(ca: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "modhost test Kafka CA");
+    let ca_certificate = ca_params.self_signed(&ca_key).expect("CA certificate");
+    std::fs::write(ca, ca_certificate.pem()).expect("write CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("broker key");
+    let certificate = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("broker params")
+        .signed_by(&key, &issuer)
+        .expect("broker certificate");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![certificate.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .expect("the broker's certificate");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl Proxy {
-    fn start(upstream: SocketAddr) -> Proxy {
+    /// The address clients dial: by name when it speaks TLS.
+    fn address(&self) -> String {
+        if self.tls {
+            format!("localhost:{}", self.addr.port())
+        } else {
+            self.addr.to_string()
+        }
+    }
+
+    fn start(upstream: SocketAddr, acceptor: Option<tokio_rustls::TlsAcceptor>) -> Proxy {
+        let tls = acceptor.is_some();
         let listener = StdListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy address");
@@ -152,16 +233,34 @@ impl Proxy {
                         drop(client);
                         continue;
                     }
-                    tokio::spawn(relay(client, upstream, flag.clone()));
+                    let cut = flag.clone();
+                    match acceptor.clone() {
+                        None => {
+                            tokio::spawn(relay(client, upstream, cut));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                // A client that fails the handshake (it does not
+                                // trust the certificate) just goes.
+                                if let Ok(client) = acceptor.accept(client).await {
+                                    relay(client, upstream, cut).await;
+                                }
+                            });
+                        }
+                    }
                 }
             });
         });
-        Proxy { addr, cut }
+        Proxy { addr, tls, cut }
     }
 }
 
 /// Copies bytes both ways until either side closes or the proxy is cut.
-async fn relay(mut client: tokio::net::TcpStream, upstream: SocketAddr, cut: Arc<AtomicBool>) {
+async fn relay(
+    mut client: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    upstream: SocketAddr,
+    cut: Arc<AtomicBool>,
+) {
     let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
         return;
     };

@@ -144,6 +144,7 @@ mod tests {
             brokers: brokers.into(),
             partitions: 1,
             replication: 1,
+            security: Default::default(),
         }
     }
 

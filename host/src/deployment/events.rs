@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{expand_env, ModuleSpec, Problems, Timeout};
@@ -41,7 +42,72 @@ pub enum EventsBackend {
         partitions: i32,
         /// Replicas of each topic the host creates.
         replication: i32,
+        /// How the host proves itself to the brokers, and they to it.
+        security: KafkaSecurity,
     },
+}
+
+/// `events.tls` and `events.sasl`: encryption and authentication to the brokers, as
+/// managed Kafka services require them. librdkafka's `security.protocol` follows:
+/// neither is `plaintext`, TLS alone `ssl`, SASL alone `sasl_plaintext`, both
+/// `sasl_ssl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    /// TLS to the brokers, each verified against a CA for the name it is reached by.
+    pub tls: Option<KafkaTls>,
+    /// SASL credentials the host logs in with.
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// `events.tls = { ca = "…" }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaTls {
+    /// The PEM file of the CA the brokers' certificates chain to; `None`: the
+    /// system's CAs.
+    pub ca: Option<PathBuf>,
+}
+
+/// `events.sasl = { mechanism, username, password }`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    /// The user the host logs in as.
+    pub username: String,
+    /// Its password (written as `$VAR`, read from the environment).
+    pub password: String,
+}
+
+impl std::fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password is a secret: it stays out of logs and error messages.
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SASL mechanisms librdkafka speaks without a Kerberos library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// The password itself, sent to the broker: only over TLS.
+    Plain,
+    /// A salted challenge and response (RFC 7677); the password never crosses.
+    ScramSha256,
+    /// As `ScramSha256`, with SHA-512.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The mechanism's name, as librdkafka and Kafka write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 impl EventsBackend {
@@ -82,11 +148,30 @@ pub(super) struct EventsSection {
     backoff: Option<Timeout>,
     max_backoff: Option<Timeout>,
     batch: Option<i64>,
+    tls: Option<TlsSection>,
+    sasl: Option<SaslSection>,
+}
+
+/// `events.tls` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    ca: Option<String>,
+}
+
+/// `events.sasl` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaslSection {
+    mechanism: String,
+    username: String,
+    password: String,
 }
 
 impl EventsSection {
-    /// Validates the section, reporting every problem under `events.*`.
-    pub(super) fn settings(self, problems: &mut Problems) -> EventsSettings {
+    /// Validates the section, reporting every problem under `events.*`; a relative
+    /// `tls.ca` is relative to `base`.
+    pub(super) fn settings(self, base: &Path, problems: &mut Problems) -> EventsSettings {
         let mut settings = EventsSettings::default();
         let backend = self.backend.as_deref().unwrap_or("embedded");
         let mut within = |key: &str, value: Option<i64>, range: (i64, i64), default: i64| {
@@ -136,6 +221,8 @@ impl EventsSection {
                     ("brokers", self.brokers.is_some()),
                     ("partitions", self.partitions.is_some()),
                     ("replication", self.replication.is_some()),
+                    ("tls", self.tls.is_some()),
+                    ("sasl", self.sasl.is_some()),
                 ] {
                     if given {
                         problems.add(
@@ -166,10 +253,12 @@ impl EventsSection {
                         brokers
                     }
                 };
+                let security = kafka_security(self.tls, self.sasl, base, problems);
                 settings.backend = EventsBackend::Kafka {
                     brokers,
                     partitions,
                     replication,
+                    security,
                 };
             }
             other => problems.add(
@@ -179,6 +268,66 @@ impl EventsSection {
         }
         settings
     }
+}
+
+/// Checks `events.tls` and `events.sasl`.
+fn kafka_security(
+    tls: Option<TlsSection>,
+    sasl: Option<SaslSection>,
+    base: &Path,
+    problems: &mut Problems,
+) -> KafkaSecurity {
+    let tls = tls.map(|tls| KafkaTls {
+        ca: tls.ca.and_then(|written| {
+            let path = base.join(&written);
+            if path.is_file() {
+                Some(path)
+            } else {
+                problems.add(
+                    "events.tls.ca",
+                    &format!("{} is not a file", path.display()),
+                );
+                None
+            }
+        }),
+    });
+    let sasl = sasl.and_then(|sasl| {
+        let mechanism = match sasl.mechanism.to_ascii_uppercase().as_str() {
+            "PLAIN" => SaslMechanism::Plain,
+            "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
+            "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
+            other => {
+                problems.add(
+                    "events.sasl.mechanism",
+                    &format!("{other:?} is not a mechanism; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                );
+                return None;
+            }
+        };
+        if mechanism == SaslMechanism::Plain && tls.is_none() {
+            problems.add(
+                "events.sasl.mechanism",
+                "PLAIN sends the password itself: add events.tls, or use SCRAM-SHA-512",
+            );
+        }
+        let (username, password) = match (expand_env(&sasl.username), expand_env(&sasl.password)) {
+            (Ok(username), Ok(password)) => (username, password),
+            (username, password) => {
+                for (key, result) in [("username", username), ("password", password)] {
+                    if let Err(problem) = result {
+                        problems.add(&format!("events.sasl.{key}"), &problem);
+                    }
+                }
+                return None;
+            }
+        };
+        Some(KafkaSasl {
+            mechanism,
+            username,
+            password,
+        })
+    });
+    KafkaSecurity { tls, sasl }
 }
 
 fn is_host_port(text: &str) -> bool {

@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseBackend, DatabaseSpec, PostgresTls, TlsMode};
 pub use errors::{ConfigError, ConfigErrors};
-pub use events::{EventsBackend, EventsSettings};
+pub use events::{
+    EventsBackend, EventsSettings, KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism,
+};
 pub use gateway::GatewaySettings;
 pub use javascript::JavaScriptPackage;
 pub use modules::{ComponentSource, Instances, ModuleLimits, ModuleSpec};
@@ -223,7 +225,9 @@ impl Deployment {
             .dir_of("app")
             .join(app.data_dir.unwrap_or_else(|| PathBuf::from(".modhost")));
         check_gateway(&file.gateway, &mut problems);
-        let events = file.events.settings(&mut problems);
+        let events = file
+            .events
+            .settings(origins.dir_of("events"), &mut problems);
         let rollout = file.rollout.settings(&mut problems);
         let telemetry = file.telemetry.settings(&mut problems);
         let admin = file.admin.and_then(|admin| admin.settings(&mut problems));

@@ -413,6 +413,7 @@ fn the_kafka_bus_needs_brokers_and_takes_its_settings() {
             brokers: "10.0.0.1:9092,10.0.0.2:9092".into(),
             partitions: 12,
             replication: 1,
+            security: KafkaSecurity::default(),
         }
     );
     assert_eq!(kafka.events.max_attempts, 8);
@@ -438,6 +439,49 @@ fn the_kafka_bus_needs_brokers_and_takes_its_settings() {
     );
     assert_eq!(keys("retention = \"1s\""), vec!["events.retention"]);
     assert_eq!(keys("bakend = \"kafka\""), vec!["events.bakend"]);
+
+    // TLS and SASL to the brokers.
+    let kafka = "backend = \"kafka\"\nbrokers = \"k:9092\"\n";
+    let sasl = |mechanism: &str, password: &str| {
+        format!("sasl = {{ mechanism = \"{mechanism}\", username = \"shop\", password = \"{password}\" }}")
+    };
+    assert_eq!(
+        keys(&format!("{kafka}{}", sasl("GSSAPI", "p"))),
+        vec!["events.sasl.mechanism"]
+    );
+    assert_eq!(
+        keys(&format!("{kafka}{}", sasl("PLAIN", "p"))),
+        vec!["events.sasl.mechanism"],
+        "PLAIN without TLS sends the password in clear"
+    );
+    assert_eq!(
+        keys(&format!(
+            "{kafka}tls = {{}}\n{}",
+            sasl("PLAIN", "$MODHOST_TEST_SURELY_UNSET_VAR")
+        )),
+        vec!["events.sasl.password"]
+    );
+    assert_eq!(
+        keys(&format!("{kafka}tls = {{ ca = \"nowhere.pem\" }}")),
+        vec!["events.tls.ca"]
+    );
+    assert_eq!(keys("tls = {}"), vec!["events.tls"]);
+    let secured = parse(&format!(
+        "{EVENTS}\n[events]\n{kafka}tls = {{}}\n{}\n",
+        sasl("scram-sha-512", "s3cret")
+    ))
+    .unwrap();
+    let EventsBackend::Kafka { security, .. } = &secured.events.backend else {
+        panic!("kafka");
+    };
+    assert_eq!(security.tls, Some(KafkaTls { ca: None }));
+    let login = security.sasl.as_ref().expect("a login");
+    assert_eq!(login.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(login.password, "s3cret");
+    assert!(
+        !format!("{security:?}").contains("s3cret"),
+        "the password is in the debug output"
+    );
 }
 
 #[test]

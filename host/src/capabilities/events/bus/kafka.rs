@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use super::{highest, Delivery, Position};
 use crate::capabilities::events::envelope::Envelope;
+use crate::deployment::KafkaSecurity;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::trace::TRACEPARENT;
 
@@ -51,29 +52,66 @@ const BATCH_LINGER: Duration = Duration::from_millis(2);
 /// A connection to the brokers, for producing and for making consumers.
 #[derive(Clone)]
 pub struct KafkaBus {
-    brokers: String,
+    brokers: Brokers,
     producer: Arc<FutureProducer>,
 }
 
-fn config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        // librdkafka's own log goes to the host's log through rdkafka's `log` support
-        // only at warnings and above.
-        .set("log_level", "4");
-    config
+/// The brokers, and how every client of the host's reaches them.
+#[derive(Debug, Clone)]
+pub struct Brokers {
+    /// `host:port[,host:port…]` to bootstrap from.
+    pub addresses: String,
+    /// TLS and SASL, as `[events]` says.
+    pub security: KafkaSecurity,
+}
+
+impl Brokers {
+    /// A client configuration for these brokers: the producer's, the admin client's
+    /// and every consumer's start here, so all are encrypted and logged in alike.
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.addresses)
+            // librdkafka's own log goes to the host's log through rdkafka's `log`
+            // support only at warnings and above.
+            .set("log_level", "4");
+        let KafkaSecurity { tls, sasl } = &self.security;
+        let protocol = match (tls.is_some(), sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        config.set("security.protocol", protocol);
+        if let Some(tls) = tls {
+            // The broker's certificate must be for the name it is reached by.
+            config.set("ssl.endpoint.identification.algorithm", "https");
+            match &tls.ca {
+                Some(ca) => config.set("ssl.ca.location", ca.display().to_string()),
+                // The system's CAs, wherever this machine keeps them.
+                None => config.set("ssl.ca.location", "probe"),
+            };
+        }
+        if let Some(sasl) = sasl {
+            config
+                .set("sasl.mechanism", sasl.mechanism.name())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", &sasl.password);
+        }
+        config
+    }
 }
 
 impl KafkaBus {
     /// Connects to `brokers` and creates any of `topics` that do not exist yet.
     pub async fn open(
-        brokers: &str,
+        brokers: Brokers,
         topics: &[String],
         partitions: i32,
         replication: i32,
     ) -> Result<KafkaBus> {
-        let producer: FutureProducer = config(brokers)
+        let producer: FutureProducer = brokers
+            .config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
@@ -84,7 +122,7 @@ impl KafkaBus {
             .create()
             .context("creating the Kafka producer")?;
         let bus = KafkaBus {
-            brokers: brokers.to_string(),
+            brokers,
             producer: Arc::new(producer),
         };
         bus.create_topics(topics, partitions, replication).await?;
@@ -100,7 +138,9 @@ impl KafkaBus {
         if topics.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> = config(&self.brokers)
+        let admin: AdminClient<DefaultClientContext> = self
+            .brokers
+            .config()
             .create()
             .context("creating the Kafka admin client")?;
         let new: Vec<NewTopic> = topics
@@ -111,13 +151,16 @@ impl KafkaBus {
         let results = admin
             .create_topics(&new, &options)
             .await
-            .with_context(|| format!("creating Kafka topics on {}", self.brokers))?;
+            .with_context(|| format!("creating Kafka topics on {}", self.brokers.addresses))?;
         for result in results {
             match result {
                 Ok(topic) => tracing::info!(%topic, partitions, "Kafka topic created"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    anyhow::bail!("creating Kafka topic {topic} on {}: {code}", self.brokers)
+                    anyhow::bail!(
+                        "creating Kafka topic {topic} on {}: {code}",
+                        self.brokers.addresses
+                    )
                 }
             }
         }
@@ -200,7 +243,9 @@ impl KafkaBus {
             group: group.to_string(),
             member: member.to_string(),
         };
-        let consumer: StreamConsumer<GroupMember> = config(&self.brokers)
+        let consumer: StreamConsumer<GroupMember> = self
+            .brokers
+            .config()
             .set("group.id", group)
             .set("group.instance.id", member)
             .set("enable.auto.commit", "true")
@@ -226,8 +271,9 @@ impl KafkaBus {
     }
 }
 
-fn read_all_blocking(brokers: &str, topic: &str) -> Result<Vec<Delivery>> {
-    let consumer: BaseConsumer = config(brokers)
+fn read_all_blocking(brokers: &Brokers, topic: &str) -> Result<Vec<Delivery>> {
+    let consumer: BaseConsumer = brokers
+        .config()
         .set(
             "group.id",
             format!("modhost-reader-{}", uuid::Uuid::new_v4()),

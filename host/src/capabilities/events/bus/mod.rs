@@ -67,9 +67,19 @@ impl Bus {
                 brokers,
                 partitions,
                 replication,
-            } => {
-                Bus::Kafka(kafka::KafkaBus::open(brokers, topics, *partitions, *replication).await?)
-            }
+                security,
+            } => Bus::Kafka(
+                kafka::KafkaBus::open(
+                    kafka::Brokers {
+                        addresses: brokers.clone(),
+                        security: security.clone(),
+                    },
+                    topics,
+                    *partitions,
+                    *replication,
+                )
+                .await?,
+            ),
         })
     }
 
