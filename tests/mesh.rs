@@ -76,6 +76,37 @@ async fn calls_cross_nodes_with_every_value_kind_and_every_failure_typed() {
     );
 }
 
+/// Nodes reached by DNS name, as Kubernetes Services reach pods: each node's mesh
+/// address is `localhost:PORT`; a node listens on every interface at its port, and
+/// its peers resolve the name when they connect. Calls cross, verified as before by
+/// the node names in the certificates, which also carry the DNS names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reached_by_dns_name_call_each_other() {
+    let deployment = Cluster::write(
+        CALLS,
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"])],
+    );
+    let text = std::fs::read_to_string(&deployment.file).unwrap();
+    let named = text.replace("mesh = \"127.0.0.1:", "mesh = \"localhost:");
+    assert_eq!(named.matches("mesh = \"localhost:").count(), 2, "{named}");
+    std::fs::write(&deployment.file, named).unwrap();
+    let cluster = Cluster::launch(deployment, &["a", "b"]);
+    let a = cluster.node("a");
+    let ok = get(&a.url("/caller/reserve?sku=KB-001&quantity=3")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["reserved"], 3, "{}", ok.text());
+    let cycle = get(&a.url("/caller/bounce?n=4")).await;
+    assert_eq!(cycle.json()["hops"], 4, "{}", cycle.text());
+    // b's gateway forwards a's route over the named mesh, the other way.
+    let forwarded = get(&cluster
+        .node("b")
+        .url("/caller/reserve?sku=KB-001&quantity=2"))
+    .await;
+    assert_eq!(forwarded.status, 200, "{}", forwarded.text());
+    assert_eq!(forwarded.json()["reserved"], 2, "{}", forwarded.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_serves_any_route_by_forwarding() {
     let cluster = split();

@@ -34,8 +34,9 @@ impl Cluster {
         Cluster::launch(deployment, nodes)
     }
 
-    /// Makes `deployment`'s certificates and starts each of its `nodes`.
-    fn launch(deployment: TestDeployment, nodes: &[&str]) -> Cluster {
+    /// Makes `deployment`'s certificates and starts each of its `nodes` (a deployment
+    /// from [`Self::write`], changed by the test).
+    pub fn launch(deployment: TestDeployment, nodes: &[&str]) -> Cluster {
         Cluster::certs(&deployment);
         let mut cluster = Cluster {
             deployment,

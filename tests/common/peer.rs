@@ -25,7 +25,7 @@ impl Peer {
         let settings = deployment.mesh.as_ref().expect("a [mesh] section");
         let names = deployment.nodes.keys().cloned().collect();
         let tls = Arc::new(MeshTls::load(settings, from, names).expect("node certificate"));
-        let addr = deployment.nodes[to].mesh;
+        let addr = deployment.nodes[to].mesh.bind();
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from(to.to_string()).unwrap();
         let stream = tokio_rustls::TlsConnector::from(tls.client_config())
@@ -106,7 +106,7 @@ impl EndlessPeer {
         let names = deployment.nodes.keys().cloned().collect();
         let tls = MeshTls::load(settings, name, names).expect("node certificate");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-        let listener = tokio::net::TcpListener::bind(deployment.nodes[name].mesh)
+        let listener = tokio::net::TcpListener::bind(deployment.nodes[name].mesh.bind())
             .await
             .expect("the node's mesh address is free");
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));

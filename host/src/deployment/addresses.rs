@@ -6,7 +6,9 @@
 //! Two listeners collide when their ports match and their addresses are the same,
 //! whichever nodes they belong to; within one node, a wildcard (`0.0.0.0`) overlaps
 //! every address of its port too. Across nodes a wildcard is compared as written only:
-//! nodes are separate hosts as far as the file can tell. A broker at a loopback address
+//! nodes are separate hosts as far as the file can tell. A node address written as a
+//! DNS name is compared by its name across nodes, and within its node as what the node
+//! binds for it: every interface at its port. A broker at a loopback address
 //! is on the machine of every node that uses it; one elsewhere collides with a listener
 //! on its very address.
 
@@ -14,13 +16,13 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::events::EventsBackend;
-use super::placement::NodeSpec;
+use super::placement::{NodeAddress, NodeSpec};
 
 /// One listening address, and the key that gives it.
 struct Listener {
     key: String,
     node: Option<String>,
-    addr: SocketAddr,
+    addr: NodeAddress,
 }
 
 /// Every address conflict, as (key, problem).
@@ -35,13 +37,13 @@ pub(super) fn conflicts(
         listeners.push(Listener {
             key: "gateway.listen".into(),
             node: None,
-            addr: gateway,
+            addr: NodeAddress::Ip(gateway),
         });
         if let Some(admin) = admin {
             listeners.push(Listener {
                 key: "admin.listen".into(),
                 node: None,
-                addr: admin,
+                addr: NodeAddress::Ip(admin),
             });
         }
     }
@@ -51,10 +53,10 @@ pub(super) fn conflicts(
             node: Some(name.clone()),
             addr,
         };
-        listeners.push(at("listen", node.listen));
-        listeners.push(at("mesh", node.mesh));
-        if let Some(admin) = node.admin {
-            listeners.push(at("admin", admin));
+        listeners.push(at("listen", node.listen.clone()));
+        listeners.push(at("mesh", node.mesh.clone()));
+        if let Some(admin) = &node.admin {
+            listeners.push(at("admin", admin.clone()));
         }
     }
 
@@ -78,7 +80,7 @@ pub(super) fn conflicts(
             .filter_map(|written| broker_address(written.trim()))
         {
             for listener in &listeners {
-                if is_broker(broker, listener.addr) {
+                if is_broker(broker, listener.addr.bind()) {
                     problems.push((
                         listener.key.clone(),
                         format!(
@@ -95,12 +97,16 @@ pub(super) fn conflicts(
 }
 
 fn collide(first: &Listener, second: &Listener) -> bool {
-    let (a, b) = (first.addr, second.addr);
-    if a.port() != b.port() || a.port() == 0 {
+    if first.addr.port() != second.addr.port() || first.addr.port() == 0 {
         return false;
     }
-    a.ip() == b.ip()
-        || (first.node == second.node && (a.ip().is_unspecified() || b.ip().is_unspecified()))
+    if first.node != second.node {
+        // Separate hosts as far as the file can tell: only the same address collides.
+        return first.addr == second.addr;
+    }
+    // One process: what it binds (a DNS name binds every interface at its port).
+    let (a, b) = (first.addr.bind(), second.addr.bind());
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
 }
 
 /// A broker's address when the file names one the host can compare: an IP address, or
@@ -133,9 +139,9 @@ mod tests {
     fn node(listen: &str, mesh: &str, admin: Option<&str>) -> NodeSpec {
         NodeSpec {
             name: String::new(),
-            listen: listen.parse().unwrap(),
-            mesh: mesh.parse().unwrap(),
-            admin: admin.map(|a| a.parse().unwrap()),
+            listen: NodeAddress::parse(listen).unwrap(),
+            mesh: NodeAddress::parse(mesh).unwrap(),
+            admin: admin.map(|a| NodeAddress::parse(a).unwrap()),
         }
     }
 
@@ -200,6 +206,67 @@ mod tests {
             node("127.0.0.1:0", "127.0.0.1:0", Some("127.0.0.1:0")),
         );
         assert!(conflicts(gateway, None, &ephemeral, &EventsBackend::Embedded).is_empty());
+    }
+
+    #[test]
+    fn a_node_named_by_dns_binds_every_interface_at_its_port() {
+        let gateway = GATEWAY.parse().unwrap();
+        let mut nodes = BTreeMap::new();
+        // Each node its own Service name, the same ports: no conflict.
+        nodes.insert(
+            "a".to_string(),
+            node("shop-a.shop:8080", "shop-a.shop-mesh:7001", None),
+        );
+        nodes.insert(
+            "b".to_string(),
+            node("shop-b.shop:8080", "shop-b.shop-mesh:7001", None),
+        );
+        assert!(conflicts(gateway, None, &nodes, &EventsBackend::Embedded).is_empty());
+        // One node's two names on one port: both bind every interface at it.
+        nodes.insert(
+            "c".to_string(),
+            node("shop-c.shop:7001", "SHOP-c.shop-mesh:7001", None),
+        );
+        let found = conflicts(gateway, None, &nodes, &EventsBackend::Embedded);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "nodes.c.mesh");
+        // Two nodes given one name: one Service cannot be both.
+        nodes.insert(
+            "c".to_string(),
+            node("shop-c.shop:8080", "shop-b.shop-mesh:7001", None),
+        );
+        let found = conflicts(gateway, None, &nodes, &EventsBackend::Embedded);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].1.contains("is also nodes.b.mesh"), "{found:?}");
+    }
+
+    #[test]
+    fn a_node_address_is_an_ip_or_a_dns_name_with_a_port() {
+        assert_eq!(
+            NodeAddress::parse("Shop-A.Mesh.svc:7001"),
+            Ok(NodeAddress::Name {
+                host: "shop-a.mesh.svc".into(),
+                port: 7001
+            })
+        );
+        assert_eq!(
+            NodeAddress::parse("[::1]:7001").map(|a| a.bind()),
+            Ok("[::1]:7001".parse().unwrap())
+        );
+        assert_eq!(
+            NodeAddress::parse("shop-a:7001").map(|a| a.bind()),
+            Ok("0.0.0.0:7001".parse().unwrap())
+        );
+        for bad in [
+            "shop-a",
+            "shop-a:",
+            "shop a:7001",
+            "-a:1",
+            "a:70000",
+            ":7001",
+        ] {
+            assert!(NodeAddress::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use gateway::GatewaySettings;
 pub use javascript::JavaScriptPackage;
 pub use modules::{ComponentSource, Instances, ModuleLimits, ModuleSpec};
 pub use overlay::Origins;
-pub use placement::{MeshSettings, NodeSpec};
+pub use placement::{MeshSettings, NodeAddress, NodeSpec};
 pub use python::PythonPackage;
 pub use rollout::{AdminSettings, RolloutSettings};
 pub use settings::{Owned, Setting};
@@ -114,9 +114,9 @@ impl Deployment {
             )),
             (Some(name), false) => match self.nodes.get(name) {
                 Some(spec) => {
-                    self.gateway.listen = spec.listen;
+                    self.gateway.listen = spec.listen.bind();
                     if let Some(admin) = &mut self.admin {
-                        admin.listen = spec.admin;
+                        admin.listen = spec.admin.as_ref().map(NodeAddress::bind);
                     }
                     self.node = Some(name.to_string());
                     Ok(())

@@ -20,11 +20,97 @@ pub struct NodeSpec {
     /// The node's name: also the name its mesh certificate must carry.
     pub name: String,
     /// Where its gateway listens for HTTP.
-    pub listen: SocketAddr,
+    pub listen: NodeAddress,
     /// Where its mesh listens for other nodes (mutual TLS, HTTP/2).
-    pub mesh: SocketAddr,
+    pub mesh: NodeAddress,
     /// Where its admin listener is, if it has one (`[admin]` gives the token).
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<NodeAddress>,
+}
+
+/// Where a node is reached: an IP address and port, or a DNS name and port — a
+/// Kubernetes Service, say, whose address the node cannot know or bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAddress {
+    /// `10.0.0.5:7001`: the node binds it, others connect to it.
+    Ip(SocketAddr),
+    /// `shop-b.shop-mesh:7001`: others resolve the name each time they connect (a
+    /// restarted pod's new address is found); the node itself listens on every
+    /// interface at the port.
+    Name {
+        /// The DNS name, lower-cased.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl NodeAddress {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            NodeAddress::Ip(addr) => addr.port(),
+            NodeAddress::Name { port, .. } => *port,
+        }
+    }
+
+    /// What the node binds for this address: the address itself, or for a name, every
+    /// interface at its port.
+    pub fn bind(&self) -> SocketAddr {
+        match self {
+            NodeAddress::Ip(addr) => *addr,
+            NodeAddress::Name { port, .. } => {
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, *port))
+            }
+        }
+    }
+
+    /// The DNS name, when the address is one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            NodeAddress::Ip(_) => None,
+            NodeAddress::Name { host, .. } => Some(host),
+        }
+    }
+
+    /// Reads `host:port`: an IP address (`[v6]:port` too), or a DNS name of letters,
+    /// digits, `-` and `.`.
+    pub fn parse(written: &str) -> Result<NodeAddress, String> {
+        if let Ok(addr) = written.parse::<SocketAddr>() {
+            return Ok(NodeAddress::Ip(addr));
+        }
+        let problem = || format!("{written:?} is not host:port (an IP address or a DNS name)");
+        let (host, port) = written.rsplit_once(':').ok_or_else(problem)?;
+        let port = port.parse::<u16>().map_err(|_| problem())?;
+        let is_label = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if host.len() > 253 || !host.split('.').all(is_label) {
+            return Err(problem());
+        }
+        Ok(NodeAddress::Name {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for NodeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeAddress::Ip(addr) => write!(f, "{addr}"),
+            NodeAddress::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let written = String::deserialize(deserializer)?;
+        NodeAddress::parse(&written).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[mesh]`: the nodes' identities and how calls between nodes fail.
@@ -59,9 +145,9 @@ impl MeshSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeSection {
-    listen: SocketAddr,
-    mesh: SocketAddr,
-    admin: Option<SocketAddr>,
+    listen: NodeAddress,
+    mesh: NodeAddress,
+    admin: Option<NodeAddress>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,8 +194,8 @@ pub(super) fn topology(
                  (it is the DNS name in the node's certificate)",
             );
         }
-        let admin = section.admin.map(|addr| ("admin", addr));
-        for (field, addr) in [("listen", section.listen), ("mesh", section.mesh)]
+        let admin = section.admin.as_ref().map(|addr| ("admin", addr));
+        for (field, addr) in [("listen", &section.listen), ("mesh", &section.mesh)]
             .into_iter()
             .chain(admin)
         {

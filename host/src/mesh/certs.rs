@@ -73,7 +73,23 @@ pub fn generate(
     let mut written = Vec::new();
     for node in nodes {
         let key = KeyPair::generate().context("generating a node key")?;
-        let mut params = CertificateParams::new(vec![node.clone()])
+        // The node's name (what peers verify), and the DNS names it is reached by (its
+        // Services), for clients that check those.
+        let mut names = vec![node.clone()];
+        if let Some(spec) = deployment.nodes.get(&node) {
+            for address in [Some(&spec.listen), Some(&spec.mesh), spec.admin.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = address
+                    .name()
+                    .filter(|name| !names.iter().any(|n| n == name))
+                {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        let mut params = CertificateParams::new(names)
             .with_context(|| format!("node name {node} as a DNS name"))?;
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, node.as_str());
@@ -135,4 +151,74 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
             .with_context(|| format!("restricting {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    /// Whether the PEM certificate at `path` is valid for DNS name `name`.
+    fn valid_for(path: &Path, name: &str) -> bool {
+        let pem = std::fs::read_to_string(path).unwrap();
+        let der: Vec<u8> = first_certificate_der(&pem);
+        let der = CertificateDer::from(der);
+        let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+        cert.verify_is_valid_for_subject_name(&ServerName::try_from(name).unwrap())
+            .is_ok()
+    }
+
+    /// The DER of the first certificate in `pem`.
+    fn first_certificate_der(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem
+            .lines()
+            .skip_while(|line| !line.starts_with("-----BEGIN CERTIFICATE"))
+            .skip(1)
+            .take_while(|line| !line.starts_with("-----END"))
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_node_certificate_names_the_node_and_the_dns_names_it_is_reached_by() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+        let deployment = Deployment::parse(
+            &dir.path().join("d.toml"),
+            r#"
+            [app]
+            name = "shop"
+            [modules.users]
+            component = "app.wasm"
+            [nodes.a]
+            listen = "shop-a.shop:8080"
+            mesh = "shop-a.shop-mesh:7001"
+            [nodes.b]
+            listen = "10.0.0.2:8080"
+            mesh = "10.0.0.2:7001"
+            [placement]
+            users = ["a", "b"]
+            [mesh]
+            ca = "certs/ca.pem"
+            cert = "certs/{node}.pem"
+            key = "certs/{node}.key"
+            "#,
+        )
+        .unwrap();
+        generate(&deployment, &[], 1, false).unwrap();
+        let a = dir.path().join("certs/a.pem");
+        for name in ["a", "shop-a.shop", "shop-a.shop-mesh"] {
+            assert!(
+                valid_for(&a, name),
+                "a's certificate is not valid for {name}"
+            );
+        }
+        assert!(!valid_for(&a, "shop-b.shop-mesh"));
+        let b = dir.path().join("certs/b.pem");
+        assert!(valid_for(&b, "b"));
+        assert!(!valid_for(&b, "shop-a.shop"));
+    }
 }

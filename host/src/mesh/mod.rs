@@ -34,14 +34,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Type, Val};
 
 use crate::calls::transport::{ForwardFailed, RemoteCall, Transport};
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, NodeAddress};
 use crate::module::{CallFailed, CallFailure};
 use crate::runtime::BoxFuture;
 use balance::{Balance, Endpoint, OnEject, Pick};
@@ -114,7 +113,7 @@ impl Mesh {
                     peer.name.clone(),
                     Arc::new(Peer {
                         name: peer.name.clone(),
-                        addr: peer.mesh,
+                        addr: peer.mesh.clone(),
                         tls: tls.clone(),
                         connect_timeout: settings.connect_timeout,
                         connection: tokio::sync::Mutex::new(None),
@@ -556,7 +555,8 @@ enum SendFailed {
 /// Another node, and the connection to it.
 struct Peer {
     name: String,
-    addr: SocketAddr,
+    /// Where its mesh listens; a DNS name is resolved at each connection.
+    addr: NodeAddress,
     tls: Arc<MeshTls>,
     connect_timeout: Duration,
     connection: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
@@ -579,9 +579,11 @@ impl Peer {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+        let tcp = match &self.addr {
+            NodeAddress::Ip(addr) => TcpStream::connect(addr).await,
+            NodeAddress::Name { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+        }
+        .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
         let _ = tcp.set_nodelay(true);
         let name = rustls::pki_types::ServerName::try_from(self.name.clone())
             .map_err(|e| format!("{} as a TLS name: {e}", self.name))?;

@@ -172,7 +172,7 @@ impl Node {
         let gateway = bind(self.deployment.gateway.listen).await?;
         let mesh = match (&self.mesh, &self.deployment.node) {
             (Some(_), Some(node)) => match self.deployment.nodes.get(node) {
-                Some(spec) => Some(bind(spec.mesh).await?),
+                Some(spec) => Some(bind(spec.mesh.bind()).await?),
                 None => None,
             },
             _ => None,
