@@ -851,10 +851,7 @@ async fn events_reach_a_broker_over_tls_and_wrong_settings_are_refused() {
     drop(host);
 
     let other_ca = deployment.dir.path().join("other-ca.pem");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    common::tls::TestCa::new("another CA").write(&other_ca);
     let other_ca = other_ca.display().to_string();
     let requiring_login = Broker::start_with(Reached {
         tls: true,

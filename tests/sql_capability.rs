@@ -1382,10 +1382,7 @@ async fn a_postgres_that_requires_tls_is_reached_over_verified_tls() {
 
     // Another CA: a certificate of the right name, not from the CA the module trusts.
     let other_ca = deployment.dir.path().join("other-ca.pem");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    common::tls::TestCa::new("another CA").write(&other_ca);
     let other_ca = other_ca.display().to_string();
     for (database, why) in [
         (

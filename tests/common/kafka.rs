@@ -172,21 +172,9 @@ struct Proxy {
 
 /// A TLS acceptor with a certificate for `localhost` from a fresh CA, written to `ca`.
 fn tls_acceptor(ca: &std::path::Path) -> tokio_rustls::TlsAcceptor {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "modhost test Kafka CA");
-    let ca_certificate = ca_params.self_signed(&ca_key).expect("CA certificate");
-    std::fs::write(ca, ca_certificate.pem()).expect("write CA");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("broker key");
-    let certificate = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("broker params")
-        .signed_by(&key, &issuer)
-        .expect("broker certificate");
+    let authority = super::tls::TestCa::new("modhost test Kafka CA");
+    authority.write(ca);
+    let broker = authority.issue(&["localhost"]);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -194,8 +182,8 @@ fn tls_acceptor(ca: &std::path::Path) -> tokio_rustls::TlsAcceptor {
     .expect("TLS versions")
     .with_no_client_auth()
     .with_single_cert(
-        vec![certificate.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        vec![broker.certificate.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(broker.key.serialize_der().into()),
     )
     .expect("the broker's certificate");
     tokio_rustls::TlsAcceptor::from(Arc::new(config))

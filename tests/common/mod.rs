@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod prometheus;
 pub mod redis;
 pub mod shop;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -139,27 +139,13 @@ impl Postgres {
     /// Writes a CA ([`Self::ca`]), the server's certificate and key from it (returned),
     /// and a `pg_hba.conf` in `data` that refuses TCP connections in clear.
     fn write_tls_files(&self, data: &Path) -> (PathBuf, PathBuf) {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "modhost test Postgres CA");
-        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate().expect("server key");
-        let params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
-        let server = params
-            .signed_by(&server_key, &issuer)
-            .expect("server certificate");
-
+        let ca = super::tls::TestCa::new("modhost test Postgres CA");
+        let server = ca.issue(&["localhost"]);
         let dir = self.dir.path();
-        std::fs::write(self.ca(), ca.pem()).expect("write CA");
+        ca.write(&self.ca());
         let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-        std::fs::write(&cert, server.pem()).expect("write certificate");
-        std::fs::write(&key, server_key.serialize_pem()).expect("write key");
+        std::fs::write(&cert, server.certificate.pem()).expect("write certificate");
+        std::fs::write(&key, server.key.serialize_pem()).expect("write key");
         // Postgres refuses a key file others may read.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");

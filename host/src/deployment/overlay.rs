@@ -185,37 +185,17 @@ pub(super) fn read(
         unknown,
         written: _,
     } = overlay;
-    let wrote = |section: &str| written.contains(section);
-    if wrote("app") {
-        base.app = app;
+    // `[name]` written in the overlay replaces the base's `[name]`.
+    macro_rules! replace_written {
+        ($($section:ident),*) => {$(
+            if written.contains(stringify!($section)) {
+                base.$section = $section;
+            }
+        )*};
     }
-    if wrote("gateway") {
-        base.gateway = gateway;
-    }
-    if wrote("events") {
-        base.events = events;
-    }
-    if wrote("nodes") {
-        base.nodes = nodes;
-    }
-    if wrote("placement") {
-        base.placement = placement;
-    }
-    if wrote("mesh") {
-        base.mesh = mesh;
-    }
-    if wrote("rollout") {
-        base.rollout = rollout;
-    }
-    if wrote("admin") {
-        base.admin = admin;
-    }
-    if wrote("policies") {
-        base.policies = policies;
-    }
-    if wrote("telemetry") {
-        base.telemetry = telemetry;
-    }
+    replace_written!(
+        app, gateway, events, nodes, placement, mesh, rollout, admin, policies, telemetry
+    );
     base.unknown.extend(unknown);
     base.written.extend(written.iter().cloned());
     Ok(Sources {
