@@ -226,10 +226,10 @@ async fn a_hostile_wasi_0_3_module_is_held_to_its_limits() {
 /// An instance ends with the request it serves, on both WASI lines. A body it cannot
 /// finish within its module's timeout (it waits on a timer between chunks, where no
 /// epoch deadline fires) is cut off: the client gets an error, not a short body that
-/// looks whole, and the log says which module failed and why. One that outruns its
-/// deadline after its head but before the first byte of its body — on a timer, or
-/// computing — has sent the client nothing yet: the client gets the 504 that says so,
-/// not a connection closed before any status. A client that leaves before the head
+/// looks whole, and the log says which module failed and why. One that fails just
+/// after setting its head — it traps, or outruns its deadline on a timer or computing —
+/// has sent the client nothing yet: the client gets the status that says so, not a
+/// connection closed before any status. A client that leaves before the head
 /// takes the instance, and its concurrency permit, with it. Either way the module
 /// serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,25 +261,56 @@ async fn an_instance_ends_with_the_request_it_serves_on_both_wasi_lines() {
         let again = send(&http, "GET", &host.url(prefix), None).await;
         assert_eq!(again.status, 200, "{prefix}: {}", again.text());
     }
-    for prefix in ["/plain", "/next"] {
-        for then in ["sleep", "spin"] {
-            let stalled = send(
-                &http,
-                "GET",
-                &host.url(&format!("{prefix}/stall?then={then}")),
-                None,
-            )
-            .await;
-            assert_eq!(stalled.status, 504, "{prefix} {then}: {}", stalled.text());
+    // An instance that fails just after setting its head — it traps, or its deadline
+    // comes (15 ms later) — has sent nothing yet: the client gets the status that says
+    // why, not a connection closed before any head. One whose head went out well before
+    // its deadline gets its body cut off, as above.
+    for (prefix, timeout_ms) in [("/plain", 2000), ("/next", 1000)] {
+        let just_before = timeout_ms - 15;
+        for (query, status, code) in [
+            ("then=trap".to_string(), 500, "module_trapped"),
+            (
+                format!("after={just_before}&then=sleep"),
+                504,
+                "module_timeout",
+            ),
+            (
+                format!("after={just_before}&then=spin"),
+                504,
+                "module_timeout",
+            ),
+        ] {
+            let url = host.url(&format!("{prefix}/stall?{query}"));
+            let stalled = send(&http, "GET", &url, None).await;
+            assert_eq!(stalled.status, status, "{url}: {}", stalled.text());
             assert_eq!(
                 stalled.json()["error"]["code"],
-                "module_timeout",
-                "{prefix} {then}: {}",
+                code,
+                "{url}: {}",
                 stalled.text()
             );
             let again = send(&http, "GET", &host.url(prefix), None).await;
             assert_eq!(again.status, 200, "{prefix}: {}", again.text());
         }
+        let url = host.url(&format!("{prefix}/stall?then=sleep"));
+        let response = http
+            .request(
+                hyper::Request::get(url.as_str())
+                    .body(http_body_util::Full::default())
+                    .unwrap(),
+            )
+            .await
+            .expect("the head");
+        assert_eq!(response.status(), 200, "{url}");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await;
+        assert!(body.is_err(), "{url}: a cut-off body ended as if whole");
+        let line =
+            host.wait_for_log_with(&["module failed after sending its response head", id.as_str()]);
+        assert!(line.contains("module_timeout"), "{url}: {line}");
     }
     drop(host);
 

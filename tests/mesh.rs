@@ -270,7 +270,12 @@ fn check_validates_placement() {
         // A module placed nowhere.
         (
             format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"127.0.0.1:18102\"\n[placement]\ncaller = [\"a\"]\n"),
-            "modules.callee: is not placed on any node",
+            "placement.callee: module `callee` is not placed on any node",
+        ),
+        // A node reached by another node's name would carry it in its certificate.
+        (
+            format!("{CALLS}\n[nodes.a]\nlisten = \"127.0.0.1:18101\"\nmesh = \"127.0.0.1:18102\"\n[nodes.b]\nlisten = \"a:18103\"\nmesh = \"127.0.0.1:18104\"\n[placement]\ncaller = [\"a\"]\ncallee = [\"b\"]\n[mesh]\nca = \"ca.pem\"\ncert = \"{{node}}.pem\"\nkey = \"{{node}}.key\"\n"),
+            "nodes.b.listen: `a` is node a's name",
         ),
         // An unknown node.
         (

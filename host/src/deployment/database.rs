@@ -53,8 +53,8 @@ pub struct PostgresTls {
     /// `tls`: the mode, as libpq names them; `None` leaves it to the URL's `sslmode`
     /// (and its default, `prefer`).
     pub mode: Option<TlsMode>,
-    /// `ca`: the PEM file of the CA the server's certificate must chain to, for
-    /// `verify-ca` and `verify-full` (without it, the public web CAs).
+    /// `ca`: the PEM file of a CA the server's certificate may chain to, for
+    /// `verify-full`, beside the public web CAs (the driver always trusts those).
     pub ca: Option<PathBuf>,
 }
 
@@ -67,28 +67,33 @@ pub enum TlsMode {
     Prefer,
     /// Always, without checking the server's certificate.
     Require,
-    /// Always, with a certificate from the CA.
-    VerifyCa,
-    /// Always, with a certificate from the CA for the host the URL names.
+    /// Always, with a certificate for the host the URL names, from `ca` or a public CA.
     VerifyFull,
 }
 
 impl TlsMode {
-    /// The mode written as `name`, if there is one.
-    fn parse(name: &str) -> Option<TlsMode> {
-        Some(match name {
+    /// The mode written as `name`, or why it is not one modhost takes.
+    fn parse(name: &str) -> Result<TlsMode, String> {
+        Ok(match name {
             "disable" => TlsMode::Disable,
             "prefer" => TlsMode::Prefer,
             "require" => TlsMode::Require,
-            "verify-ca" => TlsMode::VerifyCa,
             "verify-full" => TlsMode::VerifyFull,
-            _ => return None,
+            // libpq's verify-ca checks the chain but not the name; the driver trusts
+            // the web's CAs beside `ca`, so any certificate they issued would pass.
+            "verify-ca" => {
+                return Err(
+                    "verify-ca would accept any certificate a public CA issued, for any \
+                            host (the driver trusts the web's CAs beside `ca`): use verify-full"
+                        .into(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "{other:?} is not a TLS mode; expected disable, prefer, require or verify-full"
+                ))
+            }
         })
-    }
-
-    /// Whether the server's certificate is checked against a CA.
-    pub fn verifies(self) -> bool {
-        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyFull)
     }
 }
 
@@ -190,14 +195,8 @@ pub(super) fn parse_database(
                 }
             }
             ("tls", toml::Value::String(written)) => match TlsMode::parse(written) {
-                Some(mode) => tls.mode = Some(mode),
-                None => problems.add(
-                    &field,
-                    &format!(
-                        "{written:?} is not a TLS mode; expected disable, prefer, require, \
-                         verify-ca or verify-full"
-                    ),
-                ),
+                Ok(mode) => tls.mode = Some(mode),
+                Err(problem) => problems.add(&field, &problem),
             },
             ("ca", toml::Value::String(written)) => {
                 let path = base.join(written);
@@ -251,10 +250,10 @@ pub(super) fn parse_database(
         if table.contains_key("sqlite") {
             problems.add(&key, "names both sqlite and postgres; choose one");
         }
-        if tls.ca.is_some() && !tls.mode.is_some_and(TlsMode::verifies) {
+        if tls.ca.is_some() && tls.mode != Some(TlsMode::VerifyFull) {
             problems.add(
                 &format!("{key}.ca"),
-                "a CA is used only to verify the server: add tls = \"verify-full\" (or verify-ca)",
+                "a CA is used only to verify the server: add tls = \"verify-full\"",
             );
         }
         spec.backend = DatabaseBackend::Postgres {

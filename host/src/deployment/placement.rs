@@ -35,7 +35,7 @@ pub enum NodeAddress {
     Ip(SocketAddr),
     /// `shop-b.shop-mesh:7001`: others resolve the name each time they connect (a
     /// restarted pod's new address is found); the node itself listens on every
-    /// interface at the port.
+    /// interface at the port (on loopback for `localhost`).
     Name {
         /// The DNS name, lower-cased.
         host: String,
@@ -53,11 +53,14 @@ impl NodeAddress {
         }
     }
 
-    /// What the node binds for this address: the address itself, or for a name, every
-    /// interface at its port.
+    /// What the node binds for this address: the address itself; for `localhost`, the
+    /// loopback address; for any other name, every interface at its port.
     pub fn bind(&self) -> SocketAddr {
         match self {
             NodeAddress::Ip(addr) => *addr,
+            NodeAddress::Name { host, port } if host == "localhost" => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, *port))
+            }
             NodeAddress::Name { port, .. } => {
                 SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, *port))
             }
@@ -87,7 +90,13 @@ impl NodeAddress {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         };
-        if host.len() > 253 || !host.split('.').all(is_label) {
+        // A name whose last label is all digits is an address mistyped (`127.1`,
+        // `10.0.0.256`): taken as a name it would bind every interface.
+        let numeric = host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()));
+        if host.len() > 253 || !host.split('.').all(is_label) || numeric {
             return Err(problem());
         }
         Ok(NodeAddress::Name {
@@ -218,6 +227,32 @@ pub(super) fn topology(
         );
     }
 
+    // Nodes know each other by the name in their certificates, and `modhost certs`
+    // writes a node's address names into its certificate too: an address named like
+    // another node would let this one pass for it.
+    for spec in specs.values() {
+        let addresses = [
+            ("listen", Some(&spec.listen)),
+            ("mesh", Some(&spec.mesh)),
+            ("admin", spec.admin.as_ref()),
+        ];
+        for (field, address) in addresses {
+            let Some(host) = address.and_then(NodeAddress::name) else {
+                continue;
+            };
+            if host != spec.name && specs.contains_key(host) {
+                problems.add(
+                    &format!("nodes.{}.{field}", spec.name),
+                    &format!(
+                        "`{host}` is node {host}'s name: node {} reached by it would carry it in its \
+                         certificate and could pass for node {host}",
+                        spec.name
+                    ),
+                );
+            }
+        }
+    }
+
     if specs.is_empty() {
         if !placement.is_empty() {
             problems.add(
@@ -261,10 +296,10 @@ pub(super) fn topology(
         let on = placement.get(&module.name).map_or(&[][..], Vec::as_slice);
         if on.is_empty() {
             problems.add(
-                &format!("modules.{}", module.name),
+                &format!("placement.{}", module.name),
                 &format!(
-                    "is not placed on any node: add `{} = [\"NODE\"]` under [placement]",
-                    module.name
+                    "module `{}` is not placed on any node: add `{} = [\"NODE\"]` under [placement]",
+                    module.name, module.name
                 ),
             );
         }

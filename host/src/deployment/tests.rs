@@ -326,6 +326,10 @@ fn database_mistakes_name_their_key() {
             "database = { sqlite = true, tls = \"verify-full\" }",
             "modules.users.database.tls",
         ),
+        (
+            "database = { postgres = \"postgres://db/x\", tls = \"verify-ca\" }",
+            "modules.users.database.tls",
+        ),
         ("migrations = \".\"", "modules.users.migrations"),
         (
             "database = \"sqlite\"\nmigrations = \"nowhere\"",

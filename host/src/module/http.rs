@@ -12,7 +12,7 @@
 //! Either way an instance lives no longer than the request it serves: its task ends
 //! by the module's backstop, is aborted when the request is abandoned before its head,
 //! and a body it did not finish reaches the client as an error, never as a whole one —
-//! or, when it failed before its first byte, as the status that says why.
+//! or, when it failed just after setting its head, as the status that says why.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -73,10 +73,10 @@ pub fn admit(module: &ModuleVersion) -> Result<OwnedSemaphorePermit, Failure> {
 /// [`admit`]), as the first hop of its work
 /// (its trace; the routing key calls it makes pick their callees' versions by).
 ///
-/// Returns once the module has sent its response head and the first frame of its body
-/// (a body that fails before that is the request's failure); the instance keeps
-/// running in its own task while it streams the rest, holding its concurrency permit
-/// and bounded by its deadline.
+/// Returns once the module has sent its response head and the first frame of its body,
+/// or a moment after its head (an instance that fails before then fails the request);
+/// the instance keeps running in its own task while it streams the rest, holding its
+/// concurrency permit and bounded by its deadline.
 pub async fn handle(
     module: &Arc<ModuleVersion>,
     request: hyper::Request<Full<Bytes>>,
@@ -198,6 +198,12 @@ async fn handle_wasi03(
     response_head(module, receiver, task, Some(done)).await
 }
 
+/// How long a response head is held for its body's first frame ([`InstanceTask::hand_over`]):
+/// well past the backstop of an instance that set its head just at its deadline (two
+/// epoch ticks after it), short enough that a streaming module's client sees its head
+/// without noticing.
+const HEAD_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// An instance's task, as the request it serves holds it until the response head is
 /// out. Dropped before then — the gateway gave up, or the client left — it aborts
 /// the task: the instance, its store and its concurrency permit go with it.
@@ -213,15 +219,15 @@ struct InstanceTask {
 
 impl InstanceTask {
     /// The module's response, handed on once its body has a first frame for the
-    /// client (or has ended): the task then runs on its own, bounded by its deadline,
-    /// and logs its failure itself — or here, if it failed before now.
+    /// client, has ended, or has had [`HEAD_GRACE`] to start: the task then runs on
+    /// its own, bounded by its deadline, and logs its failure itself.
     ///
-    /// Until that first frame nothing of the response has left, so a body that fails
-    /// before it — the instance trapped or outran its deadline between its head and
-    /// its first byte — is the request's failure, answered with its status (504, 500),
-    /// and not a connection broken off before the client saw any head. The head waits
-    /// only as long as the guest takes to write its first byte, which hyper would
-    /// wait for anyway to send it.
+    /// While the head is held nothing of the response has left, so an instance that
+    /// fails meanwhile — it trapped, or outran its deadline just after setting its
+    /// head — fails the request with its status (504, 500), and the client does not
+    /// see a connection broken off before any head. The grace is short: a module that
+    /// streams (events, a long poll) has its head sent before its first byte, as
+    /// hyper would send it.
     async fn hand_over(
         mut self,
         response: ModuleResponse,
@@ -235,22 +241,50 @@ impl InstanceTask {
             outcome: self.outcome.take(),
             ended: false,
         };
-        match body.frame().await {
-            Some(Ok(frame)) => body.first = Some(frame),
-            None => {}
-            Some(Err(error)) => {
-                drop(body);
-                // The task's failure, if it failed; it ends by its deadline.
-                return Err(match (&mut self.failure).await {
-                    Ok(failure) => failure,
-                    Err(_) => Failure::NoResponse(anyhow::anyhow!(
-                        "the module's response body failed before its first byte: {error}"
-                    )),
-                });
+        let grace = tokio::time::sleep(HEAD_GRACE);
+        tokio::pin!(grace);
+        // Whether the task ended without a failure (its channel then closed).
+        let mut ended_well = false;
+        loop {
+            // In this order when several are ready: a frame is sent, a failure
+            // answers the request, and only then does the grace run out.
+            tokio::select! {
+                biased;
+                frame = body.frame() => match frame {
+                    Some(Ok(frame)) => {
+                        body.first = Some(frame);
+                        break;
+                    }
+                    None => break,
+                    Some(Err(error)) => {
+                        drop(body);
+                        let failure = if ended_well {
+                            None
+                        } else {
+                            // It ends by its deadline at the latest.
+                            (&mut self.failure).await.ok()
+                        };
+                        return Err(failure.unwrap_or_else(|| {
+                            Failure::NoResponse(anyhow::anyhow!(
+                                "the module's response body failed before its first byte: {error}"
+                            ))
+                        }));
+                    }
+                },
+                failure = &mut self.failure, if !ended_well => match failure {
+                    Ok(failure) => return Err(failure),
+                    Err(_) => ended_well = true,
+                },
+                () = &mut grace => break,
             }
         }
-        if let Ok(failure) = self.failure.try_recv() {
-            log_late(&failure);
+        // From here on the task reports its own failures (a failure sent before now,
+        // with the head still held, is the request's).
+        self.failure.close();
+        if !ended_well {
+            if let Ok(failure) = self.failure.try_recv() {
+                return Err(failure);
+            }
         }
         self.detached = true;
         Ok(hyper::Response::from_parts(head, body.boxed_unsync()))

@@ -271,7 +271,6 @@ fn with_tls(options: PgConnectOptions, tls: &PostgresTls) -> PgConnectOptions {
             TlsMode::Disable => PgSslMode::Disable,
             TlsMode::Prefer => PgSslMode::Prefer,
             TlsMode::Require => PgSslMode::Require,
-            TlsMode::VerifyCa => PgSslMode::VerifyCa,
             TlsMode::VerifyFull => PgSslMode::VerifyFull,
         }),
         None => options,

@@ -12,8 +12,9 @@
 //! - `GET /next/log`: writes a line to stdout, then answers;
 //! - `GET /next/outbound`: tries an outbound request, answers with how it ended;
 //! - `GET /next/sleep?ms=N`: waits N ms on the clock before it answers;
-//! - `GET /next/stall?then=sleep|spin`: returns its response, then — before the first
-//!   byte of its body — waits an hour on the clock, or computes for ever;
+//! - `GET /next/stall?after=MS&then=sleep|spin|trap`: waits MS ms, returns its
+//!   response, then — before the first byte of its body — waits an hour on the clock,
+//!   computes for ever, or panics;
 //! - `GET /next/reach?to=ADDR`: tries a TCP connection, the filesystem and the
 //!   environment (through the standard library's WASI 0.2) and says what it got;
 //! - the hostile ones: `/next/spin` computes forever, `/next/hog` grows its memory
@@ -71,7 +72,18 @@ impl wasip3::exports::http::handler::Guest for Next {
                 wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
                 Ok(written(200, Fields::new(), vec![b"slept\n".to_vec()]))
             }
-            "stall" => Ok(stall(query.strip_prefix("then=").unwrap_or_default())),
+            "stall" => {
+                let value = |key: &str| {
+                    query
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let after: u64 = value("after").parse().unwrap_or(0);
+                wasip3::clocks::monotonic_clock::wait_for(after * 1_000_000).await;
+                Ok(stall(&value("then")))
+            }
             "reach" => {
                 let to = query.strip_prefix("to=").unwrap_or_default();
                 Ok(written(200, Fields::new(), vec![reach(to).into_bytes()]))
@@ -115,19 +127,22 @@ fn written(status: u16, headers: Fields, chunks: Vec<Vec<u8>>) -> Response {
 }
 
 /// A response whose body never gets its first byte: the task that would write it
-/// sleeps an hour (`then = "sleep"`) or computes for ever (anything else).
+/// sleeps an hour (`then = "sleep"`), panics (`"trap"`) or computes for ever (anything
+/// else).
 fn stall(then: &str) -> Response {
     let (mut body_tx, body_rx) = wit_stream::new();
     let (_trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
     let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
-    let sleep = then == "sleep";
+    let then = then.to_string();
     wit_bindgen::spawn_local(async move {
-        if sleep {
-            wasip3::clocks::monotonic_clock::wait_for(3_600_000_000_000).await;
-        } else {
-            let mut n: u64 = 0;
-            loop {
-                n = std::hint::black_box(n.wrapping_add(1));
+        match then.as_str() {
+            "sleep" => wasip3::clocks::monotonic_clock::wait_for(3_600_000_000_000).await,
+            "trap" => panic!("p3http: a deliberate trap after the response"),
+            _ => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
             }
         }
         body_tx.write_all(b"too late\n".to_vec()).await;

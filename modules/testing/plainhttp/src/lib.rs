@@ -5,9 +5,9 @@
 //! - `POST /plain/upper`: the request body upper-cased, read and written chunk by
 //!   chunk (a streamed response with no `content-length`);
 //! - `GET /plain`: a greeting with an explicit `content-length`;
-//! - `GET /plain/stall?then=sleep|spin`: sends its response head, then — before the
-//!   first byte of its body — waits an hour on the clock, or computes for ever (a module that
-//!   outruns its deadline between its head and its body).
+//! - `GET /plain/stall?after=MS&then=sleep|spin|trap`: waits MS ms, sends its response
+//!   head, then — before the first byte of its body — waits an hour on the clock,
+//!   computes for ever, or panics (a module that fails between its head and its body).
 
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{
@@ -22,8 +22,8 @@ impl Guest for Plain {
         let path = request.path_with_query().unwrap_or_default();
         if path == "/plain/upper" {
             upper(request, out);
-        } else if let Some(then) = path.strip_prefix("/plain/stall?then=") {
-            stall(then, out);
+        } else if let Some(query) = path.strip_prefix("/plain/stall?") {
+            stall(query, out);
         } else {
             let text = b"Hello from a plain wasi:http component\n";
             let headers = Fields::from_list(&[(
@@ -42,18 +42,28 @@ impl Guest for Plain {
     }
 }
 
-/// Sends a response head and never writes its body: it sleeps an hour (`then = "sleep"`)
-/// or computes for ever (anything else).
-fn stall(then: &str, out: ResponseOutparam) {
+/// After `after=MS` ms, sends a response head and never writes its body: it sleeps an
+/// hour (`then=sleep`), panics (`then=trap`) or computes for ever (anything else).
+fn stall(query: &str, out: ResponseOutparam) {
+    let value = |key: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+    };
+    let after: u64 = value("after").parse().unwrap_or(0);
+    wasip2::clocks::monotonic_clock::subscribe_duration(after * 1_000_000).block();
     let response = OutgoingResponse::new(Fields::new());
     let body = response.body().expect("the body, once");
     ResponseOutparam::set(out, Ok(response));
-    if then == "sleep" {
-        wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
-    } else {
-        let mut n: u64 = 0;
-        loop {
-            n = std::hint::black_box(n.wrapping_add(1));
+    match value("then") {
+        "sleep" => wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block(),
+        "trap" => panic!("plainhttp: a deliberate trap after the response head"),
+        _ => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
         }
     }
     OutgoingBody::finish(body, None).expect("finished");
