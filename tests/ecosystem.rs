@@ -223,6 +223,30 @@ async fn a_hostile_wasi_0_3_module_is_held_to_its_limits() {
     }
 }
 
+/// GET `url`, whose module sends its head and then outruns its deadline: the client
+/// gets the head (200) and then a body that ends in an error, not as if whole, and the
+/// log names the request and `module_timeout`.
+async fn body_cut_off_at_the_deadline(http: &HttpClient, host: &Modhost, url: &str) {
+    let response = http
+        .request(
+            hyper::Request::get(url)
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .expect("the head");
+    assert_eq!(response.status(), 200, "{url}");
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    assert!(body.is_err(), "{url}: a cut-off body ended as if whole");
+    let line =
+        host.wait_for_log_with(&["module failed after sending its response head", id.as_str()]);
+    assert!(line.contains("module_timeout"), "{url}: {line}");
+}
+
 /// An instance ends with the request it serves, on both WASI lines. A body it cannot
 /// finish within its module's timeout (it waits on a timer between chunks, where no
 /// epoch deadline fires) is cut off: the client gets an error, not a short body that
@@ -240,24 +264,7 @@ async fn an_instance_ends_with_the_request_it_serves_on_both_wasi_lines() {
     for prefix in ["/wstd", "/next"] {
         // 20,000 chunks a millisecond apart: past the module's 1 s.
         let url = host.url(&format!("{prefix}/stream?chunks=20000&size=16"));
-        let response = http
-            .request(
-                hyper::Request::get(url.as_str())
-                    .body(http_body_util::Full::default())
-                    .unwrap(),
-            )
-            .await
-            .expect("the head");
-        assert_eq!(response.status(), 200, "{prefix}");
-        let id = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let body = http_body_util::BodyExt::collect(response.into_body()).await;
-        assert!(body.is_err(), "{prefix}: a cut-off body ended as if whole");
-        let line =
-            host.wait_for_log_with(&["module failed after sending its response head", id.as_str()]);
-        assert!(line.contains("module_timeout"), "{prefix}: {line}");
+        body_cut_off_at_the_deadline(&http, &host, &url).await;
         let again = send(&http, "GET", &host.url(prefix), None).await;
         assert_eq!(again.status, 200, "{prefix}: {}", again.text());
     }
@@ -293,24 +300,7 @@ async fn an_instance_ends_with_the_request_it_serves_on_both_wasi_lines() {
             assert_eq!(again.status, 200, "{prefix}: {}", again.text());
         }
         let url = host.url(&format!("{prefix}/stall?then=sleep"));
-        let response = http
-            .request(
-                hyper::Request::get(url.as_str())
-                    .body(http_body_util::Full::default())
-                    .unwrap(),
-            )
-            .await
-            .expect("the head");
-        assert_eq!(response.status(), 200, "{url}");
-        let id = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let body = http_body_util::BodyExt::collect(response.into_body()).await;
-        assert!(body.is_err(), "{url}: a cut-off body ended as if whole");
-        let line =
-            host.wait_for_log_with(&["module failed after sending its response head", id.as_str()]);
-        assert!(line.contains("module_timeout"), "{url}: {line}");
+        body_cut_off_at_the_deadline(&http, &host, &url).await;
     }
     drop(host);
 
