@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::errors::Problems;
-use super::expand_env;
 use super::modules::{ComponentSource, ModuleSpec};
 use super::units::{ByteSize, Timeout};
+use super::{existing_file, expand_env};
 
 /// `database = "sqlite"` or `database = { postgres = "…", schema, pool, acquire_timeout }`:
 /// a module's own database, and the pool that is its bulkhead.
@@ -199,12 +199,7 @@ pub(super) fn parse_database(
                 Err(problem) => problems.add(&field, &problem),
             },
             ("ca", toml::Value::String(written)) => {
-                let path = base.join(written);
-                if path.is_file() {
-                    tls.ca = Some(path);
-                } else {
-                    problems.add(&field, &format!("{} is not a file", path.display()));
-                }
+                tls.ca = existing_file(base, written, &field, problems);
             }
             ("pool", toml::Value::Integer(size)) => {
                 let (min, max) = POOL_RANGE;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{expand_env, ModuleSpec, Problems, Timeout};
+use super::{existing_file, expand_env, ModuleSpec, Problems, Timeout};
 
 /// Topics whose names start with this are the host's own (dead letters).
 pub const RESERVED_TOPIC_PREFIX: &str = "modhost.";
@@ -288,18 +288,9 @@ fn kafka_security(
     problems: &mut Problems,
 ) -> KafkaSecurity {
     let tls = tls.map(|tls| KafkaTls {
-        ca: tls.ca.and_then(|written| {
-            let path = base.join(&written);
-            if path.is_file() {
-                Some(path)
-            } else {
-                problems.add(
-                    "events.tls.ca",
-                    &format!("{} is not a file", path.display()),
-                );
-                None
-            }
-        }),
+        ca: tls
+            .ca
+            .and_then(|written| existing_file(base, &written, "events.tls.ca", problems)),
     });
     let sasl = sasl.and_then(|sasl| {
         let mechanism = match sasl.mechanism.to_ascii_uppercase().as_str() {

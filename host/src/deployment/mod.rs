@@ -439,6 +439,23 @@ fn parse_toml(path: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
     })
 }
 
+/// The file `written` names, relative to `base`, when it is one; otherwise a problem
+/// with `key` (a CA file the deployment names, say).
+pub(crate) fn existing_file(
+    base: &Path,
+    written: &str,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<PathBuf> {
+    let path = base.join(written);
+    if path.is_file() {
+        Some(path)
+    } else {
+        problems.add(key, &format!("{} is not a file", path.display()));
+        None
+    }
+}
+
 /// `$NAME` (the whole value) reads the environment variable NAME: connection URLs with
 /// passwords need not be written into the deployment file.
 pub(crate) fn expand_env(written: &str) -> Result<String, String> {

@@ -151,12 +151,22 @@ impl Engine {
     /// Builds the serving engine and starts its epoch ticker. With a `cache_dir`
     /// (created if needed) compiled components are kept there across restarts.
     pub fn new(settings: EngineSettings, cache_dir: Option<&Path>) -> Result<Engine> {
+        Engine::with(settings, cache_dir, None)
+    }
+
+    /// Engines with `settings` and `cache_dir`, compiling for `target` (`None`: this
+    /// machine); the concurrent one is made when first needed.
+    fn with(
+        settings: EngineSettings,
+        cache_dir: Option<&Path>,
+        target: Option<&str>,
+    ) -> Result<Engine> {
         Ok(Engine {
-            serving: Compiler::new(settings, false, cache_dir, None)?,
+            serving: Compiler::new(settings, false, cache_dir, target)?,
             concurrent: Arc::default(),
             settings,
             cache_dir: cache_dir.map(Path::to_path_buf),
-            target: None,
+            target: target.map(str::to_string),
         })
     }
 
@@ -171,14 +181,7 @@ impl Engine {
                  its own machine only, not {target}"
             );
         }
-        let settings = EngineSettings::default();
-        Ok(Engine {
-            serving: Compiler::new(settings, false, None, Some(target))?,
-            concurrent: Arc::default(),
-            settings,
-            cache_dir: None,
-            target: Some(target.to_string()),
-        })
+        Engine::with(EngineSettings::default(), None, Some(target))
     }
 
     /// The serving engine (WASI 0.2 components).
