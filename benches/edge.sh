@@ -15,6 +15,7 @@
 # Prints a Markdown table. Usage: benches/edge.sh [DURATION] [ROUNDS]   (needs wrk, taskset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 DURATION=${1:-10s}
 ROUNDS=${2:-5}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
@@ -32,8 +33,6 @@ trap cleanup EXIT
 "$MODHOST" compile target/wasm32-wasip2/guest/{hello,users,catalog}.wasm --out-dir "$WORK/cwasm" >/dev/null
 strip -o "$WORK/modhost.stripped" "$MODHOST"
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-mib() { awk -v kib="$1" 'BEGIN { printf "%.1f", kib / 1024 }'; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 
 hellos() { # FILE COUNT: COUNT precompiled hello modules, /h1 … /hCOUNT
@@ -71,7 +70,7 @@ for count in 1 6 50; do
     readies+="$STARTUP "
     stop
   done
-  READY[$count]=$(median <<<"$readies" | awk '{ printf "%.1f", $1 }')
+  READY[$count]=$(median "$readies" | awk '{ printf "%.1f", $1 }')
   start "$WORK/h$count.toml"
   for i in $(seq 1 "$count"); do
     [ "$(curl -s "http://127.0.0.1:18096/h$i")" = ok ] || { echo "h$i did not answer" >&2; exit 1; }

@@ -12,6 +12,7 @@
 # Usage: benches/languages.sh [DURATION]   (needs wrk; installs it with apt if root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 DURATION=${1:-10s}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
@@ -122,7 +123,6 @@ echo
 echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /,""); print; exit}' /proc/cpuinfo), $(uname -sr); $(date -u +%F)"
 echo "module: modhost new's notes module, GET /NAME over 20 rows; wrk -t1 -c32 -d$DURATION, wrk -t1 -c1 -d5s"
 echo
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k/1024 }'; }
 ratio() { awk -v p="$1" -v r="$2" 'BEGIN { if (r+0 == 0) print "-"; else printf "%.2gx", p/r }'; }
 ms() { # wrk's 1.23ms / 456.78us / 1.2s → milliseconds
   awk -v t="$1" 'BEGIN { v=t+0; if (t ~ /us$/) v/=1000; else if (t ~ /ms$/) v=v; else if (t ~ /s$/) v*=1000; printf "%.2f", v }'

@@ -17,6 +17,7 @@
 # Usage: benches/wasi-lines.sh [DURATION] [ROUNDS]   (needs wrk; installs it if root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 DURATION=${1:-10s}
 ROUNDS=${2:-3}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
@@ -99,13 +100,11 @@ for d in p2 p3; do
   for _ in 1 2 3 4 5; do start "$WORK/$d.toml"; READY[$d]+="$STARTUP "; stop; done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ms() { # wrk's 1.23ms / 456.78us / 1.2s → ms
   awk -v t="$1" 'BEGIN { v=t+0; if (t ~ /us$/) v/=1000; else if (t ~ /ms$/) v=v; else if (t ~ /s$/) v*=1000; printf "%.3f", v }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 gib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1048576 }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo
 echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /,""); print; exit}' /proc/cpuinfo), $(uname -sr); $(date -u +%F)"
