@@ -25,8 +25,8 @@ need() {
   fi
 }
 
-step "toolchain: wasm32-wasip2 target"
-rustup target add wasm32-wasip2
+step "toolchain: wasm32-wasip2 target, and aarch64 Linux for the edge build"
+rustup target add wasm32-wasip2 aarch64-unknown-linux-gnu
 
 step "PostgreSQL server binaries (the data tests start their own clusters)"
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -107,11 +107,20 @@ step "guest modules: unit tests (their pure logic, on the host target and CPytho
 cargo test -p payments
 "$PYTHON_TOOLS/bin/python" -m unittest discover -s modules/fraud/tests
 
-step "host: lints"
+step "host: lints (the default build, and the edge build without default features)"
 cargo clippy --all-targets -- -D warnings
+cargo clippy -p modhost --no-default-features -- -D warnings
 
 step "host: the modhost binary the end-to-end tests start"
 cargo build -p modhost --bin modhost
+
+step "edge: modhost for aarch64 Linux without default features (tests/edge.rs runs it under qemu)"
+# Linked by Debian's gcc-aarch64-linux-gnu (.cargo/config.toml); the test builds it
+# again, a no-op once it is up to date. Built here so its time shows in the log.
+if need qemu-aarch64 qemu-user "the aarch64 edge test" >/dev/null &&
+  need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu "the aarch64 edge test" >/dev/null; then
+  cargo build -p modhost --bin modhost --no-default-features --target aarch64-unknown-linux-gnu
+fi
 
 step "Python modules (componentize-py, into target/python)"
 target/debug/modhost build config/single-node.toml

@@ -30,6 +30,7 @@ pub mod deployment;
 pub mod engine;
 pub mod faults;
 pub mod gateway;
+#[cfg(feature = "mesh")]
 pub mod mesh;
 pub mod module;
 pub mod node;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use modhost::capabilities::events::{inspect, replay};
+use modhost::deployment::build::{self, Part};
 use modhost::deployment::Deployment;
 use modhost::engine::{self, Engine, EngineSettings};
 use modhost::module::{scaffold, sources};
@@ -18,10 +19,25 @@ use modhost::telemetry::{self, LogFormat};
 /// Exit code for an invalid deployment or a module that does not load.
 const EXIT_INVALID: u8 = 2;
 
+/// `--version`: the version and the features this binary was built with (an edge
+/// build has fewer: see `deployment::build`).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let features = build::features();
+    format!(
+        "{} (features: {})",
+        env!("CARGO_PKG_VERSION"),
+        if features.is_empty() {
+            "none".to_string()
+        } else {
+            features.join(", ")
+        }
+    )
+});
+
 #[derive(Parser)]
 #[command(
     name = "modhost",
-    version,
+    version = VERSION.as_str(),
     about = "Run a business application as a modular monolith of WebAssembly components"
 )]
 struct Cli {
@@ -569,6 +585,10 @@ fn check(path: &Path, replaced: &[String]) -> ExitCode {
 }
 
 fn compile(components: &[PathBuf], out_dir: Option<&Path>, target: Option<&str>) -> ExitCode {
+    if !Part::Compiler.is_built_in() {
+        eprintln!("modhost compile: {}", Part::Compiler.missing());
+        return ExitCode::from(EXIT_INVALID);
+    }
     let engine = match target {
         Some(target) => Engine::cross(target),
         None => Engine::new(EngineSettings::default(), None),
@@ -724,6 +744,13 @@ fn replay(
     ExitCode::SUCCESS
 }
 
+#[cfg(not(feature = "mesh"))]
+fn certs(_: &Path, _: &[String], _: i64, _: bool) -> ExitCode {
+    eprintln!("modhost certs: {}", Part::Mesh.missing());
+    ExitCode::from(EXIT_INVALID)
+}
+
+#[cfg(feature = "mesh")]
 fn certs(path: &Path, nodes: &[String], days: i64, new_ca: bool) -> ExitCode {
     let deployment = match load_deployment(path, None) {
         Ok(deployment) => deployment,

@@ -91,36 +91,9 @@ pub fn workspace() -> PathBuf {
 pub fn modhost_bin() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "modhost", "--bin", "modhost"]);
-        // As a build from the shell sees it: `cargo test` gives the test process the
-        // variables it gives a crate it compiles (CARGO_PKG_NAME, …), and a dependency
-        // (ring) whose build reads them would be rebuilt — and the binary with it —
-        // here, and again by the next build from the shell.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-            ]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-                || [
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .contains(&name.as_ref())
-            {
-                build.env_remove(name.as_ref());
-            }
-        }
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build -p modhost");
+        let status = build_modhost(&[])
+            .status()
+            .expect("run cargo build -p modhost");
         assert!(status.success(), "building the modhost binary failed");
     });
     let exe = std::env::current_exe().expect("current test executable");
@@ -136,6 +109,42 @@ pub fn modhost_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `cargo build` of the modhost binary in this build's profile, with `extra`
+/// arguments (another target, other features), as a build from the shell runs it.
+pub fn build_modhost(extra: &[&str]) -> Command {
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", "modhost", "--bin", "modhost"]);
+    build.args(extra);
+    // As a build from the shell sees it: `cargo test` gives the test process the
+    // variables it gives a crate it compiles (CARGO_PKG_NAME, …), and a dependency
+    // (ring) whose build reads them would be rebuilt — and the binary with it —
+    // here, and again by the next build from the shell.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    build
 }
 
 /// The build's target directory: `$CARGO_TARGET_DIR`, or the workspace's `target/`.
@@ -512,7 +521,17 @@ impl Modhost {
     /// Starts `modhost` with `args` (after `--log-format json`) and `env`, and waits
     /// until it logs "modhost ready".
     pub fn spawn(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> Modhost {
-        let mut child = Command::new(modhost_bin())
+        Modhost::spawn_program(Command::new(modhost_bin()), args, env)
+    }
+
+    /// Like [`Modhost::spawn`], running `program` as modhost: another build of it, or
+    /// one under an emulator (tests/edge.rs).
+    pub fn spawn_program(
+        mut program: Command,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+    ) -> Modhost {
+        let mut child = program
             .arg("--log-format")
             .arg("json")
             .args(args)

@@ -26,6 +26,7 @@
 
 pub mod client;
 pub mod dashboard;
+#[cfg(feature = "mesh")]
 pub mod peer;
 pub mod rollout;
 
@@ -42,6 +43,7 @@ use tokio::net::TcpListener;
 
 use crate::deployment::Deployment;
 use crate::engine::component_extension;
+#[cfg(feature = "mesh")]
 use crate::mesh::{Mesh, PeerError};
 use crate::module::swap::{Refused, Switch};
 use crate::module::{ModuleSlot, Registry};
@@ -66,6 +68,7 @@ pub enum NodeFailed {
     #[error("{0}")]
     There(String),
     /// Another node could not be asked.
+    #[cfg(feature = "mesh")]
     #[error(transparent)]
     Unreachable(#[from] PeerError),
     /// This node has no mesh to ask another with.
@@ -78,6 +81,7 @@ pub struct Admin {
     token: String,
     deployment: Deployment,
     registry: Arc<Registry>,
+    #[cfg(feature = "mesh")]
     mesh: Option<Arc<Mesh>>,
 }
 
@@ -92,19 +96,30 @@ struct NewVersion {
 }
 
 impl Admin {
-    /// The admin API of this node, with the deployment's token.
-    pub fn new(
-        token: String,
-        deployment: Deployment,
-        registry: Arc<Registry>,
-        mesh: Option<Arc<Mesh>>,
-    ) -> Admin {
+    /// The admin API of this node, with the deployment's token; it reaches the
+    /// other nodes of a split deployment once given the mesh ([`Self::reaching`]).
+    pub fn new(token: String, deployment: Deployment, registry: Arc<Registry>) -> Admin {
         Admin {
             token,
             deployment,
             registry,
-            mesh,
+            #[cfg(feature = "mesh")]
+            mesh: None,
         }
+    }
+
+    /// This admin API, asking the other nodes over `mesh` (a split deployment's).
+    #[cfg(feature = "mesh")]
+    pub fn reaching(self, mesh: Option<Arc<Mesh>>) -> Admin {
+        Admin { mesh, ..self }
+    }
+
+    /// Whether this node can ask others (it is a node of a split deployment).
+    fn has_mesh(&self) -> bool {
+        #[cfg(feature = "mesh")]
+        return self.mesh.is_some();
+        #[cfg(not(feature = "mesh"))]
+        false
     }
 
     /// Serves `listener` until `shutdown`.
@@ -532,16 +547,15 @@ impl Admin {
     /// The other nodes of the deployment.
     fn peers(&self) -> Vec<String> {
         let here = self.deployment.node.clone().unwrap_or_default();
-        match &self.mesh {
-            Some(_) => self
-                .deployment
-                .nodes
-                .keys()
-                .filter(|peer| **peer != here)
-                .cloned()
-                .collect(),
-            None => Vec::new(),
+        if !self.has_mesh() {
+            return Vec::new();
         }
+        self.deployment
+            .nodes
+            .keys()
+            .filter(|peer| **peer != here)
+            .cloned()
+            .collect()
     }
 
     /// [`Self::ask`], for an answer that is text (a version).
@@ -564,15 +578,17 @@ impl Admin {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Bytes, NodeFailed> {
-        let Some(mesh) = &self.mesh else {
-            return Err(NodeFailed::NoMesh(node.to_string()));
-        };
-        match mesh.admin(node, action, query, body).await? {
-            (StatusCode::OK, body) => Ok(body),
-            (_, body) => Err(NodeFailed::There(
-                String::from_utf8_lossy(&body).into_owned(),
-            )),
+        #[cfg(feature = "mesh")]
+        if let Some(mesh) = &self.mesh {
+            return match mesh.admin(node, action, query, body).await? {
+                (StatusCode::OK, body) => Ok(body),
+                (_, body) => Err(NodeFailed::There(
+                    String::from_utf8_lossy(&body).into_owned(),
+                )),
+            };
         }
+        let _ = (action, query, body);
+        Err(NodeFailed::NoMesh(node.to_string()))
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod access;
 mod addresses;
+pub mod build;
 pub mod database;
 pub mod errors;
 pub mod events;
@@ -338,6 +339,7 @@ impl Deployment {
             &events.backend,
             &mut problems,
         );
+        build::check_built_in(&modules, &events.backend, &topology.nodes, &mut problems);
 
         let admin_listen = admin.as_ref().and_then(|admin| admin.listen);
         for (key, problem) in addresses::conflicts(

@@ -7,21 +7,27 @@
 //! temporary file and renamed into place: a crash mid-write never leaves a torn entry.
 //! An entry that fails to load is treated as a miss and overwritten.
 
-use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use wasmtime::component::Component;
+use std::path::Path;
+#[cfg(feature = "compiler")]
+use {
+    super::LoadedComponent,
+    anyhow::{Context, Result},
+    std::hash::{Hash, Hasher},
+    std::path::PathBuf,
+    wasmtime::component::Component,
+};
 
-use super::LoadedComponent;
-
-/// A directory of compiled components for one engine configuration.
+/// A directory of compiled components for one engine configuration (a node that
+/// cannot compile keeps none).
+#[cfg(feature = "compiler")]
 #[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
 }
 
+#[cfg(feature = "compiler")]
 impl CompileCache {
     /// Opens (creating if needed) the cache in `dir` for `engine`.
     pub fn open(dir: &Path, engine: &wasmtime::Engine) -> Result<CompileCache> {

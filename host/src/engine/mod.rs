@@ -22,6 +22,7 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled};
 
+use crate::deployment::build::Part;
 use crate::deployment::{ByteSize, Deployment, Instances};
 
 /// How often the epoch advances; deadlines are accurate to about this much.
@@ -117,6 +118,7 @@ pub struct Engine {
 #[derive(Clone)]
 struct Compiler {
     engine: wasmtime::Engine,
+    #[cfg(feature = "compiler")]
     cache: Option<cache::CompileCache>,
 }
 
@@ -127,12 +129,16 @@ impl Compiler {
         cache_dir: Option<&Path>,
         target: Option<&str>,
     ) -> Result<Self> {
+        #[cfg_attr(not(feature = "compiler"), allow(unused_mut))]
         let mut config = wasmtime_config(settings, concurrency);
         if let Some(target) = target {
+            #[cfg(feature = "compiler")]
             config
                 .target(target)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("{target} is not a target wasmtime knows"))?;
+            #[cfg(not(feature = "compiler"))]
+            bail!("compiling for {target}: {}", Part::Compiler.missing());
         }
         let engine = wasmtime::Engine::new(&config)
             .map_err(anyhow::Error::from)
@@ -140,10 +146,17 @@ impl Compiler {
         start_epoch_ticker(&engine);
         // The cache key includes the engine's settings: both engines share the
         // directory without ever taking each other's code.
+        #[cfg(feature = "compiler")]
         let cache = cache_dir
             .map(|dir| cache::CompileCache::open(dir, &engine))
             .transpose()?;
-        Ok(Compiler { engine, cache })
+        #[cfg(not(feature = "compiler"))]
+        let _ = cache_dir;
+        Ok(Compiler {
+            engine,
+            #[cfg(feature = "compiler")]
+            cache,
+        })
     }
 }
 
@@ -175,6 +188,9 @@ impl Engine {
     /// nothing: what `modhost compile --target` precompiles another machine's
     /// modules with.
     pub fn cross(target: &str) -> Result<Engine> {
+        if !Part::Compiler.is_built_in() {
+            bail!("compiling for {target}: {}", Part::Compiler.missing());
+        }
         if !cfg!(feature = "cross-compile") {
             bail!(
                 "this modhost was built without the `cross-compile` feature: it compiles for \
@@ -214,6 +230,7 @@ impl Engine {
     }
 
     /// The engine a component of these bytes (a Wasm component) needs.
+    #[cfg(feature = "compiler")]
     fn for_wasm(&self, bytes: &[u8]) -> Result<&Compiler> {
         if needs_concurrency(bytes) {
             self.concurrent()
@@ -298,6 +315,14 @@ impl Engine {
                 "{} is a precompiled core module, not a component",
                 path.display()
             ),
+            #[cfg(not(feature = "compiler"))]
+            None => bail!(
+                "{} is a Wasm component, which this node would compile: {}; precompile it \
+                 with `modhost compile` (--target for another machine)",
+                path.display(),
+                Part::Compiler.missing()
+            ),
+            #[cfg(feature = "compiler")]
             None => {
                 let compiler = self.for_wasm(&bytes)?;
                 match &compiler.cache {
@@ -323,6 +348,9 @@ impl Engine {
         if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
             bail!("{} is already precompiled", wasm.display());
         }
+        #[cfg(not(feature = "compiler"))]
+        bail!("compiling {}: {}", wasm.display(), Part::Compiler.missing());
+        #[cfg(feature = "compiler")]
         self.for_wasm(&bytes)?
             .engine
             .precompile_component(&bytes)

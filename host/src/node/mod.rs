@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "mesh")]
 use crate::admin::peer::PeerRequests;
 use crate::admin::Admin;
 use crate::calls::{Calls, Dispatcher};
@@ -30,12 +31,16 @@ use crate::engine::{self, Engine, EngineSettings};
 use crate::gateway::access::Guards;
 use crate::gateway::routes::RouteTable;
 use crate::gateway::Gateway;
+#[cfg(feature = "mesh")]
 use crate::mesh::server::{ForwardedHttp, Handlers};
+#[cfg(feature = "mesh")]
 use crate::mesh::Mesh;
 use crate::module::directory::{Directory, Placement};
 use crate::module::{LoadError, Registry};
+#[cfg(feature = "mesh")]
 use crate::runtime::responses::Body;
 use crate::runtime::shutdown::Shutdown;
+#[cfg(feature = "mesh")]
 use crate::runtime::BoxFuture;
 use crate::telemetry::metrics::{metrics, Sampled};
 use crate::telemetry::overview;
@@ -85,6 +90,7 @@ pub struct Node {
     engine: Engine,
     registry: Arc<Registry>,
     dispatcher: Arc<Dispatcher>,
+    #[cfg(feature = "mesh")]
     mesh: Option<Arc<Mesh>>,
 }
 
@@ -99,6 +105,7 @@ pub struct Listeners {
 }
 
 /// How often the mesh looks for rotated certificate files.
+#[cfg(feature = "mesh")]
 const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Node {
@@ -115,9 +122,13 @@ impl Node {
         let dispatcher = Arc::new(Dispatcher::new(directory.clone(), deployment.clone()));
         let registry = Registry::load(&engine, &deployment, capabilities(&dispatcher), directory)
             .map_err(StartError::Modules)?;
+        // A build without the mesh refuses a split deployment when it loads it
+        // (deployment::build).
+        #[cfg(feature = "mesh")]
         let mesh = Mesh::new(&deployment)
             .map_err(StartError::Mesh)?
             .map(Arc::new);
+        #[cfg(feature = "mesh")]
         if let Some(mesh) = &mesh {
             dispatcher.connect(mesh.clone());
         }
@@ -134,8 +145,17 @@ impl Node {
             engine,
             registry,
             dispatcher,
+            #[cfg(feature = "mesh")]
             mesh,
         })
+    }
+
+    /// Whether this node is one of a split deployment's, reaching the others.
+    fn has_mesh(&self) -> bool {
+        #[cfg(feature = "mesh")]
+        return self.mesh.is_some();
+        #[cfg(not(feature = "mesh"))]
+        false
     }
 
     /// The deployment this node serves.
@@ -170,8 +190,8 @@ impl Node {
                 .map_err(|error| StartError::Bind(addr, error))
         };
         let gateway = bind(self.deployment.gateway.listen).await?;
-        let mesh = match (&self.mesh, &self.deployment.node) {
-            (Some(_), Some(node)) => match self.deployment.nodes.get(node) {
+        let mesh = match (self.has_mesh(), &self.deployment.node) {
+            (true, Some(node)) => match self.deployment.nodes.get(node) {
                 Some(spec) => Some(bind(spec.mesh.bind()).await?),
                 None => None,
             },
@@ -213,12 +233,13 @@ impl Node {
         // What the dashboard shows: a short history of this node's metrics, which the
         // admin API reads, here or asked by another node over the mesh.
         overview::history().set_slow(self.deployment.telemetry.slow_request);
-        if self.mesh.is_some() || listeners.admin.is_some() {
+        if self.has_mesh() || listeners.admin.is_some() {
             let stopped = after_gateway.clone();
             tasks.push(tokio::spawn(overview::record(async move {
                 stopped.triggered().await
             })));
         }
+        #[cfg(feature = "mesh")]
         if let (Some(mesh), Some(listener)) = (&self.mesh, listeners.mesh) {
             let handlers = Handlers {
                 calls: self.dispatcher.clone(),
@@ -238,12 +259,14 @@ impl Node {
             )));
         }
         if let (Some(settings), Some(listener)) = (&self.deployment.admin, listeners.admin) {
-            let admin = Arc::new(Admin::new(
+            let admin = Admin::new(
                 settings.token.clone(),
                 self.deployment.clone(),
                 self.registry.clone(),
-                self.mesh.clone(),
-            ));
+            );
+            #[cfg(feature = "mesh")]
+            let admin = admin.reaching(self.mesh.clone());
+            let admin = Arc::new(admin);
             tasks.push(tokio::spawn(admin.serve(listener, after_gateway.clone())));
         }
         let stop_on_signal = async {
@@ -267,8 +290,10 @@ impl Node {
 
 /// The gateway, as the mesh server sees it: what serves requests forwarded by other
 /// nodes.
+#[cfg(feature = "mesh")]
 struct ForwardedToGateway(Arc<Gateway>);
 
+#[cfg(feature = "mesh")]
 impl ForwardedHttp for ForwardedToGateway {
     fn serve<'a>(
         &'a self,
@@ -306,6 +331,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Reloads the mesh's certificates when their files change, until `shutdown`.
+#[cfg(feature = "mesh")]
 async fn watch_certificates(mesh: Arc<Mesh>, shutdown: Shutdown) {
     while shutdown.sleep(CERTIFICATE_CHECK).await {
         match mesh.tls().reload_if_changed() {

@@ -20,6 +20,7 @@
 //! timeout), and what it returns by the module's `max_result` ([`ResultBudget`]).
 
 pub mod migrations;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod schema_clock;
 mod sqlite;
@@ -54,6 +55,7 @@ pub mod bindings {
 
 pub use bindings::modhost::sql::sql::{ConstraintFailure, Error, Rows, Value};
 use bindings::modhost::sql::sql::{Host, HostTransaction};
+#[cfg(feature = "postgres")]
 pub use postgres::PING_AFTER_IDLE;
 pub use schema_clock::SchemaClock;
 
@@ -278,6 +280,7 @@ async fn lend<DB: sqlx::Database>(
 
 enum Pool {
     Sqlite(Arc<sqlite::SqliteDatabase>),
+    #[cfg(feature = "postgres")]
     Postgres(Arc<postgres::PgDatabase>),
 }
 
@@ -293,6 +296,7 @@ pub enum Author {
 
 /// What the host's functions on Postgres are keyed with: [`Database::host_key`] for
 /// this purpose.
+#[cfg(feature = "postgres")]
 const HOST_FUNCTION_KEY: &str = "postgres host functions";
 
 /// What the host's statements in a module's transaction on SQLite are keyed with
@@ -309,6 +313,7 @@ enum HostReach {
     /// A module's transaction on Postgres: the tables through the host's functions
     /// ([`Transaction::host_call`], keyed with `key`); what needs no table (an
     /// advisory lock) as it is.
+    #[cfg(feature = "postgres")]
     Postgres {
         database: Arc<postgres::PgDatabase>,
         key: [u8; 32],
@@ -316,7 +321,13 @@ enum HostReach {
 }
 
 /// A lease from [`Database::try_lease`]: held while this lives.
-pub struct Lease(#[allow(dead_code)] Option<sqlx::PgConnection>);
+pub struct Lease(#[allow(dead_code)] Option<LeaseConnection>);
+
+/// The connection a lease on Postgres keeps (a build without Postgres has none).
+#[cfg(feature = "postgres")]
+type LeaseConnection = sqlx::PgConnection;
+#[cfg(not(feature = "postgres"))]
+type LeaseConnection = std::convert::Infallible;
 
 /// An open transaction: a connection of the module's pool, held until commit,
 /// rollback, or drop (which rolls back).
@@ -333,6 +344,7 @@ pub struct Transaction {
 enum TransactionOn {
     /// With its database's clock, marked if the connection's worker crashes.
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, Arc<SchemaClock>),
+    #[cfg(feature = "postgres")]
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -342,6 +354,7 @@ impl Sampled for Database {
     fn sample(&self, metrics: &Metrics) {
         let (size, idle) = match &self.pool {
             Pool::Sqlite(database) => (database.pool.size(), database.pool.num_idle()),
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => (database.pool.size(), database.pool.num_idle()),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX);
@@ -366,6 +379,11 @@ impl Database {
                 let database = sqlite::open(module, spec, data_dir, statement_timeout, key).await?;
                 (Pool::Sqlite(Arc::new(database)), secret)
             }
+            #[cfg(not(feature = "postgres"))]
+            DatabaseBackend::Postgres { .. } => {
+                anyhow::bail!("{}", crate::deployment::build::Part::Postgres.missing())
+            }
+            #[cfg(feature = "postgres")]
             DatabaseBackend::Postgres { url, schema, tls } => {
                 let database =
                     postgres::open(module, spec, url, schema, tls, statement_timeout).await?;
@@ -399,6 +417,7 @@ impl Database {
     pub fn schema_changed(&self) {
         match &self.pool {
             Pool::Sqlite(database) => database.schema_clock.mark(),
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => database.schema_changed(),
         }
     }
@@ -412,6 +431,7 @@ impl Database {
     pub fn backend(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Pool::Postgres(_) => "postgres",
         }
     }
@@ -421,9 +441,11 @@ impl Database {
     /// advisory lock on a connection kept for it, released when the connection goes
     /// (the lease is dropped, the node dies). On SQLite, where a database belongs to
     /// one node, always granted. `None`: another node holds it now.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub async fn try_lease(&self, name: &str) -> Result<Option<Lease>, Error> {
         match &self.pool {
             Pool::Sqlite(_) => Ok(Some(Lease(None))),
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => {
                 let mut connection = database.pool.acquire().await.map_err(error)?;
                 let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -441,6 +463,7 @@ impl Database {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Sqlite(database) => database.close().await,
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => close_pool(&database.pool).await,
         }
     }
@@ -484,6 +507,7 @@ impl Database {
                 Pool::Sqlite(database) => {
                     database.query_as(author, statement, params, budget).await
                 }
+                #[cfg(feature = "postgres")]
                 Pool::Postgres(database) => {
                     let connection =
                         lend(database.pool_of(author), database.waited(author)).await?;
@@ -506,6 +530,7 @@ impl Database {
                 Pool::Sqlite(database) => {
                     database.execute_as(author, statement, params, budget).await
                 }
+                #[cfg(feature = "postgres")]
                 Pool::Postgres(database) => {
                     let connection =
                         lend(database.pool_of(author), database.waited(author)).await?;
@@ -529,7 +554,9 @@ impl Database {
                     ),
                     HostReach::Sqlite(database.clone()),
                 ),
+                #[cfg(feature = "postgres")]
                 Pool::Postgres(database) => (
+                    #[cfg(feature = "postgres")]
                     TransactionOn::Postgres(
                         timed(&database.acquire_wait, database.pool.begin())
                             .await
@@ -560,7 +587,10 @@ impl Database {
                     database.host_pool.begin().await.map_err(error)?,
                     database.schema_clock.clone(),
                 ),
-                Pool::Postgres(database) => {
+                #[cfg(feature = "postgres")]
+                Pool::Postgres(database) =>
+                {
+                    #[cfg(feature = "postgres")]
                     TransactionOn::Postgres(database.host_pool.begin().await.map_err(error)?)
                 }
             };
@@ -585,6 +615,7 @@ impl Database {
                 }
                 Ok(())
             }
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => {
                 use sqlx::Executor;
                 let mut tx = database.host_pool.begin().await.map_err(error)?;
@@ -609,6 +640,7 @@ impl Database {
     /// [`Transaction::host_call`]) with `parameters` after the host's key, returning
     /// `returns`, doing `body` (PL/pgSQL, in the host schema); `None` on SQLite, where
     /// the host writes its tables directly.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub fn host_function(
         &self,
         name: &str,
@@ -618,6 +650,7 @@ impl Database {
     ) -> Option<String> {
         match &self.pool {
             Pool::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => Some(database.host_function(
                 &self.host_key(HOST_FUNCTION_KEY),
                 name,
@@ -638,9 +671,11 @@ impl Database {
 
     /// The advisory-lock key of the host's lock `name` on Postgres (one no module can
     /// compute); `None` on SQLite, which needs none.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub fn lock_key(&self, name: &str) -> Option<i64> {
         match &self.pool {
             Pool::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
             Pool::Postgres(database) => Some(database.lock_key(name)),
         }
     }
@@ -655,6 +690,7 @@ impl Database {
         match tokio::time::timeout(self.statement_timeout, operation).await {
             Ok(result) => result,
             Err(_) => {
+                #[cfg(feature = "postgres")]
                 if let Pool::Postgres(database) = &self.pool {
                     postgres::cancel_after_deadline(database.clone());
                 }
@@ -669,6 +705,7 @@ impl Transaction {
     pub fn backend(&self) -> &'static str {
         match self.on {
             TransactionOn::Sqlite(..) => "sqlite",
+            #[cfg(feature = "postgres")]
             TransactionOn::Postgres(_) => "postgres",
         }
     }
@@ -744,9 +781,11 @@ impl Transaction {
                 }
                 // The host's statements are not kept: a module could replace a
                 // kept one (see `postgres::host_query_in`).
+                #[cfg(feature = "postgres")]
                 (TransactionOn::Postgres(tx), Author::Host, _) => {
                     postgres::host_query_in(tx, statement, &params, budget).await
                 }
+                #[cfg(feature = "postgres")]
                 (TransactionOn::Postgres(tx), Author::Module, _) => {
                     postgres::query_in(tx, statement, &params, budget).await
                 }
@@ -772,9 +811,11 @@ impl Transaction {
                 (TransactionOn::Sqlite(tx, clock), _, _) => {
                     sqlite::execute(&mut **tx, statement, &params, budget, clock).await
                 }
+                #[cfg(feature = "postgres")]
                 (TransactionOn::Postgres(tx), Author::Host, _) => {
                     postgres::host_execute_in(tx, statement, &params).await
                 }
+                #[cfg(feature = "postgres")]
                 (TransactionOn::Postgres(tx), Author::Module, _) => {
                     postgres::execute_in(tx, statement, &params).await
                 }
@@ -791,19 +832,22 @@ impl Transaction {
         params: Vec<Value>,
     ) -> BoxFuture<'a, Result<Rows, Error>> {
         Box::pin(async move {
-            let budget = ResultBudget::new(self.max_result);
-            let (TransactionOn::Postgres(tx), HostReach::Postgres { database, key }) =
+            #[cfg(feature = "postgres")]
+            if let (TransactionOn::Postgres(tx), HostReach::Postgres { database, key }) =
                 (&mut self.on, &self.host)
-            else {
-                return Err(Error::Other(format!(
-                    "host function {function} called outside a module's Postgres transaction"
-                )));
-            };
-            let statement = database.host_call(function, params.len());
-            let mut keyed = Vec::with_capacity(params.len() + 1);
-            keyed.push(Value::Blob(key.to_vec()));
-            keyed.extend(params);
-            postgres::host_query_in(tx, &statement, &keyed, budget).await
+            {
+                let budget = ResultBudget::new(self.max_result);
+                let statement = database.host_call(function, params.len());
+                let mut keyed = Vec::with_capacity(params.len() + 1);
+                keyed.push(Value::Blob(key.to_vec()));
+                keyed.extend(params);
+                return postgres::host_query_in(tx, &statement, &keyed, budget).await;
+            }
+            Err(Error::Other(format!(
+                "host function {function} ({} parameters) called outside a module's \
+                 Postgres transaction",
+                params.len()
+            )))
         })
     }
 
@@ -818,6 +862,7 @@ impl Transaction {
             // A plain `&str` runs as a script (several statements, no parameters).
             match &mut self.on {
                 TransactionOn::Sqlite(tx, _) => tx.execute(sql).await.map(drop),
+                #[cfg(feature = "postgres")]
                 TransactionOn::Postgres(tx) => tx.execute(sql).await.map(drop),
             }
             .map_err(error)
@@ -828,6 +873,7 @@ impl Transaction {
     pub async fn commit(self) -> Result<(), Error> {
         match self.on {
             TransactionOn::Sqlite(tx, _) => tx.commit().await.map_err(error)?,
+            #[cfg(feature = "postgres")]
             TransactionOn::Postgres(tx) => tx.commit().await.map_err(error)?,
         }
         if let Some(notify) = self.after_commit {
@@ -840,6 +886,7 @@ impl Transaction {
     pub async fn rollback(self) -> Result<(), Error> {
         match self.on {
             TransactionOn::Sqlite(tx, _) => tx.rollback().await.map_err(error),
+            #[cfg(feature = "postgres")]
             TransactionOn::Postgres(tx) => tx.rollback().await.map_err(error),
         }
     }

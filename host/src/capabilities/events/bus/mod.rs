@@ -11,6 +11,7 @@
 //!   subscriber's inbox makes that harmless.
 
 pub mod embedded;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use anyhow::Result;
@@ -26,6 +27,7 @@ pub enum Bus {
     /// The embedded, in-process log.
     Embedded(embedded::EmbeddedBus),
     /// A Kafka-protocol broker.
+    #[cfg(feature = "kafka")]
     Kafka(kafka::KafkaBus),
 }
 
@@ -52,6 +54,7 @@ pub struct Delivery {
 impl Bus {
     /// Opens the bus `settings` name. `subscriptions` (topic → consumer groups) tells
     /// the embedded bus what it may purge; `topics` are created on Kafka if missing.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub async fn open(
         settings: &EventsSettings,
         data_dir: &Path,
@@ -63,6 +66,11 @@ impl Bus {
                 embedded::EmbeddedBus::open(data_dir, settings.retention, subscriptions.clone())
                     .await?,
             ),
+            #[cfg(not(feature = "kafka"))]
+            EventsBackend::Kafka { .. } => {
+                anyhow::bail!("{}", crate::deployment::build::Part::Kafka.missing())
+            }
+            #[cfg(feature = "kafka")]
             EventsBackend::Kafka {
                 brokers,
                 partitions,
@@ -88,6 +96,7 @@ impl Bus {
     pub async fn send(&self, events: &[Envelope]) -> Vec<Result<(), String>> {
         match self {
             Bus::Embedded(bus) => bus.send(events).await,
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.send(events).await,
         }
     }
@@ -96,6 +105,7 @@ impl Bus {
     /// acknowledged position (from the oldest retained event for a new group).
     /// `member` names this node's place in the group, the same across its restarts
     /// (see [`crate::capabilities::events::service::member`]).
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub async fn subscribe(
         &self,
         module: &str,
@@ -105,6 +115,7 @@ impl Bus {
     ) -> Result<Consumer> {
         Ok(match self {
             Bus::Embedded(bus) => Consumer::Embedded(bus.subscribe(group, topics).await?),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => Consumer::Kafka(bus.subscribe(module, group, member, topics)?),
         })
     }
@@ -115,6 +126,7 @@ impl Bus {
     pub async fn lag(&self, group: &str, topics: &[String]) -> Option<Result<Vec<(String, u64)>>> {
         match self {
             Bus::Embedded(bus) => Some(bus.lag(group, topics).await),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(_) => None,
         }
     }
@@ -123,6 +135,7 @@ impl Bus {
     pub async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>> {
         match self {
             Bus::Embedded(bus) => bus.read_all(topic).await,
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.read_all(topic).await,
         }
     }
@@ -131,6 +144,7 @@ impl Bus {
     pub fn name(&self) -> &'static str {
         match self {
             Bus::Embedded(_) => "embedded",
+            #[cfg(feature = "kafka")]
             Bus::Kafka(_) => "kafka",
         }
     }
@@ -141,6 +155,7 @@ pub enum Consumer {
     /// On the embedded bus.
     Embedded(embedded::EmbeddedConsumer),
     /// On Kafka.
+    #[cfg(feature = "kafka")]
     Kafka(kafka::KafkaConsumer),
 }
 
@@ -149,6 +164,7 @@ impl Consumer {
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
         match self {
             Consumer::Embedded(consumer) => consumer.next_batch(max).await,
+            #[cfg(feature = "kafka")]
             Consumer::Kafka(consumer) => consumer.next_batch(max).await,
         }
     }
@@ -160,6 +176,7 @@ impl Consumer {
         }
         match self {
             Consumer::Embedded(consumer) => consumer.ack(deliveries).await,
+            #[cfg(feature = "kafka")]
             Consumer::Kafka(consumer) => consumer.ack(deliveries),
         }
     }
