@@ -83,6 +83,14 @@ export MODHOST_TOOLS="$TOOLS"
 export MODHOST_COMPONENTIZE_PY="$PYTHON_TOOLS/bin/componentize-py"
 "$MODHOST_COMPONENTIZE_PY" --version
 
+step "Kubernetes manifests: kubernetes-validate (the schema check tests/manifests.rs runs)"
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! "$PYTHON_TOOLS/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+  "$PYTHON_TOOLS/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+export MODHOST_KUBERNETES_VALIDATE="$PYTHON_TOOLS/bin/kubernetes-validate"
+"$MODHOST_KUBERNETES_VALIDATE" --version
+
 step "JavaScript modules: componentize-js (cached in \$MODHOST_TOOLS/componentize-js)"
 # The version modhost builds with (host/src/module/javascript.rs), in a prefix of its own.
 COMPONENTIZE_JS_VERSION=0.23.0

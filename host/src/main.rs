@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use modhost::capabilities::events::{inspect, replay};
 use modhost::deployment::build::{self, Part};
-use modhost::deployment::Deployment;
+use modhost::deployment::{kubernetes, Deployment};
 use modhost::engine::{self, Engine, EngineSettings};
 use modhost::module::{scaffold, sources};
 use modhost::node::{self, Node};
@@ -171,6 +171,33 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: EventsCommand,
+    },
+    /// Write the Kubernetes manifests of a split deployment: a StatefulSet and a
+    /// Service per node, the gateway's Service, the deployment file, the mesh
+    /// certificates, a PodDisruptionBudget (docs/scale-out.md).
+    Manifests {
+        /// The deployment file (with [nodes]); run from the application's directory,
+        /// which the image holds at --image-root.
+        deployment: PathBuf,
+        /// The container image every node runs (built from the Dockerfile).
+        #[arg(long)]
+        image: String,
+        /// Put every object in this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where the image holds the application.
+        #[arg(long, default_value = "/app")]
+        image_root: PathBuf,
+        /// Size of each node's data volume.
+        #[arg(long, default_value = "1Gi")]
+        storage: String,
+        /// Set KEY (a dotted key of the deployment file) to VALUE in the nodes'
+        /// deployment file: what differs on the cluster (events.brokers=HOST:PORT).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = kubernetes::parse_setting)]
+        set: Vec<(String, toml::Value)>,
+        /// Write the manifests here instead of to standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
     },
     /// Precompile components (.wasm) to .cwasm for fast start.
     Compile {
@@ -342,6 +369,26 @@ fn main() -> ExitCode {
             days,
             new_ca,
         } => certs(&deployment, &nodes, days, new_ca),
+        Command::Manifests {
+            deployment,
+            image,
+            namespace,
+            image_root,
+            storage,
+            set,
+            out,
+        } => manifests(
+            &deployment,
+            kubernetes::Options {
+                image,
+                image_root,
+                app_root: PathBuf::from("."),
+                namespace,
+                storage,
+                set,
+            },
+            out.as_deref(),
+        ),
         Command::Events {
             command:
                 EventsCommand::DeadLetters {
@@ -773,6 +820,43 @@ fn certs(path: &Path, nodes: &[String], days: i64, new_ca: bool) -> ExitCode {
             eprintln!("modhost: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes the Kubernetes manifests of the split deployment at `path`.
+fn manifests(path: &Path, options: kubernetes::Options, out: Option<&Path>) -> ExitCode {
+    let deployment = match load_deployment(path, None) {
+        Ok(deployment) => deployment,
+        Err(code) => return code,
+    };
+    let manifests = match kubernetes::generate(&deployment, &options) {
+        Ok(manifests) => manifests,
+        Err(error) => {
+            eprintln!("modhost: {error:#}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let yaml = manifests.to_yaml(path);
+    match out {
+        None => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Some(out) => match std::fs::write(out, yaml) {
+            Ok(()) => {
+                println!(
+                    "{}: {} objects for {} nodes",
+                    out.display(),
+                    manifests.objects.len(),
+                    deployment.nodes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("modhost: writing {}: {error}", out.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -21,6 +21,7 @@ pub mod events;
 mod file;
 pub mod gateway;
 pub mod javascript;
+pub mod kubernetes;
 pub mod modules;
 pub mod overlay;
 pub mod placement;
