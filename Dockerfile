@@ -18,15 +18,19 @@ COPY . .
 # The host, then every module of the shop from source (the Rust crates for
 # wasm32-wasip2, the Python module with componentize-py).
 RUN rustup target add wasm32-wasip2 \
- && cargo build --release -p modhost --bin modhost \
+ && cargo build --locked --release -p modhost --bin modhost \
  && MODHOST_TOOLS=/tmp/modhost-tools target/release/modhost build config/single-node.toml
 # The application as a node reads it: the deployment files, the modules' directories
-# (migrations; the manifests that say each module's language), the workspace marker,
-# and the built components where modhost looks for them (target/).
+# (migrations; the manifests that say each module's language), the WIT the Python and
+# JavaScript modules' manifests name, the workspace marker, and the built components
+# where modhost looks for them (target/). tests/manifests.rs lays out its copy of the
+# application from the first line's list.
 RUN mkdir /app \
- && cp -r Cargo.toml config modules /app/ \
+ && cp -r Cargo.toml config modules wit /app/ \
  && cp --parents target/wasm32-wasip2/guest/*.wasm /app/ \
- && cp -r --parents target/python /app/
+ && for built in target/python target/javascript; do \
+      if [ -d "$built" ]; then cp -r --parents "$built" /app/; fi; \
+    done
 
 # Runtime: Debian 12 slim, OpenSSL (the Kafka client) and the CA roots (TLS to managed
 # Postgres and Kafka), a user of its own.

@@ -115,9 +115,12 @@ step "guest modules: unit tests (their pure logic, on the host target and CPytho
 cargo test -p payments
 "$PYTHON_TOOLS/bin/python" -m unittest discover -s modules/fraud/tests
 
-step "host: lints (the default build, and the edge build without default features)"
+step "host: lints (the default build; the edge build and each optional part alone)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p modhost --no-default-features -- -D warnings
+for part in compiler kafka postgres mesh; do
+  cargo check -p modhost --no-default-features --features "$part"
+done
 
 step "host: the modhost binary the end-to-end tests start"
 cargo build -p modhost --bin modhost

@@ -10,7 +10,7 @@
 #
 # For each: the binary's size stripped; start to ready with 1, 6 and 50 precompiled
 # modules (copies of the SDK's `hello`, each its own module with its own route and
-# pool; the node's own startup_ms, median of ROUNDS fresh starts); resident memory
+# a pool of one instance; the node's own startup_ms, median of ROUNDS fresh starts); resident memory
 # once every module has answered one request; memory per idle module = (50 modules −
 # 1 module) / 49; config/edge.toml (users and catalog, precompiled, SQLite, key-value
 # cache) with the node pinned to one core (taskset -c 0) and wrk on the other:
@@ -60,7 +60,10 @@ hellos() { # FILE COUNT CWASM-DIR: COUNT precompiled hello modules, /h1 … /hCO
       echo "[modules.h$i]"
       echo "component = \"$3/hello.cwasm\""
       echo "routes = [\"/h$i\"]"
-      echo 'limits = { memory = "16MiB", timeout = "1s", concurrency = 32 }'
+      # One instance at a time: a pool slot costs nothing natively until used, but
+      # under qemu-user each one's memory is resident from the start (~50 MB), and
+      # 50 modules × 32 would not fit the machine.
+      echo 'limits = { memory = "16MiB", timeout = "1s", concurrency = 1 }'
     done
   } > "$1"
 }

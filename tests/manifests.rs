@@ -9,7 +9,7 @@ use common::*;
 
 use base64::Engine as _;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The kubernetes-validate ./test.sh installs, or `None` (skipped, except under CI).
@@ -23,17 +23,33 @@ fn kubernetes_validate() -> Option<PathBuf> {
     }
 }
 
-/// An application directory like this repository's: config/ copied (the test writes
-/// certificates and manifests beside it), modules/ and the workspace marker linked.
+/// The application as the image holds it: a copy of what the Dockerfile copies to
+/// /app (its `cp -r … /app/` line), with the built components left in this build's
+/// target directory (the test's commands are given it as CARGO_TARGET_DIR).
 fn application_copy() -> tempfile::TempDir {
+    let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .find_map(|line| {
+            let line = line
+                .trim()
+                .trim_start_matches("&& ")
+                .trim_end_matches(" \\");
+            line.strip_prefix("cp -r ")?.strip_suffix(" /app/")
+        })
+        .expect("the Dockerfile copies the application to /app")
+        .split_whitespace()
+        .collect();
+    assert!(copied.contains(&"config"), "{copied:?}");
     let app = tempfile::tempdir().unwrap();
-    copy_dir(&workspace().join("config"), &app.path().join("config"));
-    std::os::unix::fs::symlink(workspace().join("modules"), app.path().join("modules")).unwrap();
-    std::fs::copy(
-        workspace().join("Cargo.toml"),
-        app.path().join("Cargo.toml"),
-    )
-    .unwrap();
+    for path in copied {
+        let from = workspace().join(path);
+        if from.is_dir() {
+            copy_dir(&from, &app.path().join(path));
+        } else {
+            std::fs::copy(&from, app.path().join(path)).unwrap();
+        }
+    }
     app
 }
 
@@ -71,32 +87,6 @@ fn guide_commands() -> (Vec<String>, Vec<String>) {
     (run, left)
 }
 
-/// Runs `command` with `sh` in `dir`, `modhost` and `kubernetes-validate` being this
-/// build's and the installed one; its exit code and output.
-fn shell(dir: &Path, command: &str, validate: &Path) -> (Option<i32>, String) {
-    let path = format!(
-        "{}:{}:{}",
-        modhost_bin().parent().unwrap().display(),
-        validate.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let output = Command::new("sh")
-        .args(["-c", command])
-        .current_dir(dir)
-        .env("PATH", path)
-        .env("MODHOST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 /// The objects of a manifests file (JSON documents between `---` lines).
 fn objects(yaml: &str) -> Vec<Value> {
     yaml.split("\n---\n")
@@ -127,7 +117,7 @@ fn the_guides_manifests_for_the_split_shop_validate_and_say_what_the_file_says()
     let (run, left) = guide_commands();
     assert_eq!(run.len(), 3, "{run:?}");
     for command in &run {
-        let (code, output) = shell(app.path(), command, &validate);
+        let (code, output) = shell(app.path(), command, &[&validate]);
         assert_eq!(code, Some(0), "{command}:\n{output}");
     }
     // What the test cannot do here: build an image, talk to a cluster.
@@ -170,13 +160,14 @@ fn the_guides_manifests_for_the_split_shop_validate_and_say_what_the_file_says()
         let pod = &set["spec"]["template"]["spec"];
         assert_eq!(pod["terminationGracePeriodSeconds"], 30 + 10);
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["automountServiceAccountToken"], false);
         let container = &pod["containers"][0];
         assert_eq!(container["image"], "registry.example/shop:1.0");
         assert_eq!(
             container["args"],
             serde_json::json!([
                 "run",
-                "/etc/modhost/deployment/deployment.toml",
+                "/app/config/three-node.kubernetes.toml",
                 "--node",
                 node.name
             ])
@@ -197,13 +188,10 @@ fn the_guides_manifests_for_the_split_shop_validate_and_say_what_the_file_says()
                 })
                 .collect()
         };
+        // The admin API is the pod's alone (loopback): no port of the Service's.
         let expected = vec![
             ("http".to_string(), u64::from(node.listen.port())),
             ("mesh".to_string(), u64::from(node.mesh.port())),
-            (
-                "admin".to_string(),
-                u64::from(node.admin.as_ref().unwrap().port()),
-            ),
         ];
         assert_eq!(ports(&container["ports"], "containerPort"), expected);
         let service = find(&objects, "Service", &name);
@@ -241,6 +229,11 @@ fn the_guides_manifests_for_the_split_shop_validate_and_say_what_the_file_says()
         Some("/app/config/single-node.toml")
     );
     assert_eq!(table["nodes"]["b"]["mesh"].as_str(), Some("shop-b:7002"));
+    assert_eq!(table["nodes"]["b"]["listen"].as_str(), Some("shop-b:8081"));
+    assert_eq!(
+        table["nodes"]["b"]["admin"].as_str(),
+        Some("localhost:9192")
+    );
     assert_eq!(
         table["events"]["brokers"].as_str(),
         Some("kafka.kafka.svc:9092")
@@ -265,13 +258,14 @@ fn the_guides_manifests_for_the_split_shop_validate_and_say_what_the_file_says()
         "{env}"
     );
 
-    // modhost accepts it: checked here with the image's /app being this copy, the
-    // data dir a temporary one, the token set (every module compiled and linked).
+    // modhost accepts it, where the pod reads it: checked here beside the file it is
+    // made from, with the image's /app being this copy, the data dir a temporary one,
+    // the token set (every module compiled and linked).
     let data = app.path().join("data");
     let here = file
         .replace("\"/app/", &format!("\"{}/", app.path().display()))
         .replace("\"/var/lib/modhost\"", &format!("\"{}\"", data.display()));
-    let cluster = app.path().join("cluster.toml");
+    let cluster = app.path().join("config/three-node.kubernetes.toml");
     std::fs::write(&cluster, here).unwrap();
     let checked = Command::new(modhost_bin())
         .arg("check")
@@ -297,6 +291,7 @@ fn manifests_refuse_what_would_not_run_on_a_cluster() {
     let manifests = |file: &str, extra: &[&str]| {
         let output = Command::new(modhost_bin())
             .args(["manifests", file, "--image", "registry.example/shop:1.0"])
+            .env("CARGO_TARGET_DIR", target_dir())
             .args(extra)
             .current_dir(app.path())
             .env("MODHOST_LOG", "warn")

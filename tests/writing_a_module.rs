@@ -13,7 +13,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const GUIDE: &str = "docs/writing-a-module.md";
@@ -98,35 +97,14 @@ fn guide_application() -> tempfile::TempDir {
     )
 }
 
-/// Runs `line` with `sh` in `root`; its exit code and output (stdout, then stderr).
+/// Runs `line` with `sh` in `root` (`localhost:8080` being `server`'s address); its
+/// exit code and output (stdout, then stderr).
 fn run(root: &Path, line: &str, server: Option<&Modhost>) -> (Option<i32>, String) {
     let mut line = line.to_string();
     if let Some(server) = server {
         line = line.replace("localhost:8080", &server.addr.to_string());
     }
-    let bin_dir = modhost_bin().parent().unwrap().to_path_buf();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(&line)
-        .current_dir(root)
-        .env("PATH", path)
-        .env("CARGO_TARGET_DIR", target_dir())
-        .env("MODHOST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    shell(root, &line, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use modhost::capabilities::events::{inspect, replay};
 use modhost::deployment::build::{self, Part};
-use modhost::deployment::{kubernetes, Deployment};
+use modhost::deployment::{declaring_environment, kubernetes, Deployment};
 use modhost::engine::{self, Engine, EngineSettings};
 use modhost::module::{scaffold, sources};
 use modhost::node::{self, Node};
@@ -293,6 +293,7 @@ struct Overrides {
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    quiet_library_backtraces();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
@@ -823,13 +824,29 @@ fn certs(path: &Path, nodes: &[String], days: i64, new_ca: bool) -> ExitCode {
     }
 }
 
+/// Keeps an operator's `RUST_BACKTRACE=1` from slowing the node down. Without
+/// `RUST_LIB_BACKTRACE`, libraries' backtraces (`std::backtrace::Backtrace::capture`,
+/// anyhow's) follow `RUST_BACKTRACE`: every error made and handled on a busy path —
+/// a refused call, a trapped instance; each dropped store, in earlier measurements —
+/// would walk the stack for a trace the node never prints (BENCHMARKS.md,
+/// "RUST_BACKTRACE"). A panic's backtrace still follows `RUST_BACKTRACE`;
+/// `RUST_LIB_BACKTRACE=1` asks for library ones.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Before any other thread exists: nothing reads the environment meanwhile.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 /// Writes the Kubernetes manifests of the split deployment at `path`.
 fn manifests(path: &Path, options: kubernetes::Options, out: Option<&Path>) -> ExitCode {
-    let deployment = match load_deployment(path, None) {
+    // The secrets `$NAME` values read are the cluster's, not this machine's.
+    let (loaded, environment) = declaring_environment(|| load_deployment(path, None));
+    let deployment = match loaded {
         Ok(deployment) => deployment,
         Err(code) => return code,
     };
-    let manifests = match kubernetes::generate(&deployment, &options) {
+    let manifests = match kubernetes::generate(&deployment, &environment, &options) {
         Ok(manifests) => manifests,
         Err(error) => {
             eprintln!("modhost: {error:#}");

@@ -7,6 +7,7 @@
 //! Without them a test is skipped with a message, except under `CI=true`, where it
 //! fails: CI must run every test.
 
+use super::on_path;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,14 +16,6 @@ pub struct Browser {
     node: PathBuf,
     modules: PathBuf,
     chromium: PathBuf,
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    })
 }
 
 impl Browser {

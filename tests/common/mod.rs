@@ -80,6 +80,48 @@ pub fn missing<T>(part: &str, why: &str) -> Option<T> {
     None
 }
 
+/// Runs `line` with `sh` in `dir`, as a reader of the docs would: `modhost` is this
+/// build's, found first on `PATH` (then the directories of `tools`), builds go to this
+/// build's target directory. Its exit code and output (stdout, then stderr).
+pub fn shell(dir: &Path, line: &str, tools: &[&Path]) -> (Option<i32>, String) {
+    let mut dirs = vec![modhost_bin().parent().unwrap().to_path_buf()];
+    dirs.extend(
+        tools
+            .iter()
+            .filter_map(|tool| tool.parent().map(Path::to_path_buf)),
+    );
+    let path = std::env::join_paths(dirs.into_iter().chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("MODHOST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Where program `name` is on `PATH`, if it is.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

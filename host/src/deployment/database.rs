@@ -175,13 +175,14 @@ pub(super) fn parse_database(
         match (name.as_str(), value) {
             ("sqlite", toml::Value::Boolean(true)) => {}
             ("postgres", toml::Value::String(written)) => match expand_env(written) {
-                Ok(expanded)
+                Ok(Some(expanded))
                     if expanded.starts_with("postgres://")
                         || expanded.starts_with("postgresql://") =>
                 {
                     url = Some(expanded)
                 }
-                Ok(_) => problems.add(&field, "must be a postgres:// connection URL"),
+                Ok(Some(_)) => problems.add(&field, "must be a postgres:// connection URL"),
+                Ok(None) => url = Some(written.clone()),
                 Err(problem) => problems.add(&field, &problem),
             },
             ("schema", toml::Value::String(written)) => {

@@ -256,7 +256,8 @@ impl EventsSection {
                         problems.add("events.brokers", &problem);
                         String::new()
                     }
-                    Some(Ok(brokers)) => {
+                    Some(Ok(None)) => self.brokers.clone().unwrap_or_default(),
+                    Some(Ok(Some(brokers))) => {
                         if let Some(bad) = brokers.split(',').find(|b| !is_host_port(b.trim())) {
                             problems.add("events.brokers", &format!("{bad:?} is not host:port"));
                         }
@@ -312,7 +313,10 @@ fn kafka_security(
             );
         }
         let (username, password) = match (expand_env(&sasl.username), expand_env(&sasl.password)) {
-            (Ok(username), Ok(password)) => (username, password),
+            (Ok(username), Ok(password)) => (
+                username.unwrap_or_else(|| sasl.username.clone()),
+                password.unwrap_or_else(|| sasl.password.clone()),
+            ),
             (username, password) => {
                 for (key, result) in [("username", username), ("password", password)] {
                     if let Err(problem) = result {

@@ -10,16 +10,21 @@
 //! and one PodDisruptionBudget lets a drain take at most one node at a time.
 //!
 //! The deployment file the nodes read is an overlay of the file given, in a
-//! ConfigMap: it extends the file the image holds (the repository's Dockerfile copies
-//! the application to `/app`), and replaces what differs on a cluster — each node's
-//! addresses become its Service's name (the mesh resolves them at each connection;
-//! certificates name nodes, not addresses, so `modhost certs` output serves as is),
-//! the data dir is the node's volume, the mesh certificates are read from the node's
-//! Secret, and the admin token comes from the environment. Everything else, modules
-//! and placement included, is the file's. Values written `"$NAME"` (a Postgres URL, a
-//! SASL password, the admin token) are taken from the Secret `APP-env`, which the
-//! operator creates; Kafka and Postgres are outside the cluster's manifests, reached
-//! by the addresses the file gives them.
+//! ConfigMap mounted beside that file in the image (the repository's Dockerfile copies
+//! the application to `/app`; `config/three-node.toml` → `/app/config/
+//! three-node.kubernetes.toml`, so relative paths mean what they mean in the file):
+//! it extends the image's copy of the file (or of the file it extends) and replaces
+//! what differs on a cluster — each node's gateway and mesh addresses become its
+//! Service's name (the mesh resolves them at each connection; certificates name nodes,
+//! not addresses, so `modhost certs` output serves as is), its admin API listens on
+//! the pod's loopback only (`kubectl port-forward`; nodes ask each other over the
+//! mesh), the data dir is the node's volume, the mesh certificates are read from the
+//! node's Secret, and the admin token comes from the environment. Everything else,
+//! modules and placement included, is the file's. Values written `"$NAME"` (a
+//! Postgres URL, a SASL password, the admin token) are taken from the Secret
+//! `APP-env`, which the operator creates; Kafka and Postgres are outside the
+//! cluster's manifests, reached by the addresses the file gives them — never the
+//! node's own loopback.
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -30,8 +35,8 @@ use std::path::{Path, PathBuf};
 
 use super::{Deployment, NodeAddress};
 
-/// Where a node's container finds its deployment file (the ConfigMap's one key).
-pub const DEPLOYMENT_FILE: &str = "/etc/modhost/deployment/deployment.toml";
+/// The extension of the nodes' deployment file, beside the file it is made from.
+pub const NODES_FILE_EXTENSION: &str = "kubernetes.toml";
 /// Where a node's container finds its mesh certificates (its Secret).
 pub const CERTS_DIR: &str = "/etc/modhost/certs";
 /// Where a node keeps its state: its PersistentVolumeClaim.
@@ -43,6 +48,9 @@ pub const ADMIN_TOKEN_VAR: &str = "MODHOST_ADMIN_TOKEN";
 /// Time a pod is given beyond the gateway's `shutdown_grace` after SIGTERM: the
 /// mesh, the admin API and the event services stop after the gateway has drained.
 const TERMINATION_MARGIN_SECONDS: u64 = 10;
+/// The longest name of a node's StatefulSet and Service: a StatefulSet's pods carry
+/// its name and a hash in a label of at most 63 characters.
+const MAX_NODE_NAME: usize = 52;
 
 /// What the manifests are made for, beyond the deployment file.
 #[derive(Debug, Clone)]
@@ -87,6 +95,8 @@ pub fn parse_setting(written: &str) -> Result<(String, toml::Value), String> {
 /// The generated manifests.
 #[derive(Debug)]
 pub struct Manifests {
+    /// Where the nodes read their deployment file, in the image.
+    pub nodes_file: PathBuf,
     /// The deployment file the nodes read (the ConfigMap's).
     pub deployment_file: String,
     /// The Kubernetes objects, in the order they are applied.
@@ -110,10 +120,15 @@ impl Manifests {
     }
 }
 
-/// The manifests for `deployment`, a split one (with `[nodes]`), as `options` say.
-/// The mesh certificates are read from the files `[mesh]` names (`modhost certs`
-/// makes them).
-pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests> {
+/// The manifests for `deployment`, a split one (with `[nodes]`), as `options` say;
+/// `environment` names the variables its `$NAME` values read (read it with
+/// [`super::declaring_environment`]). The mesh certificates are read from the files
+/// `[mesh]` names (`modhost certs` makes them).
+pub fn generate(
+    deployment: &Deployment,
+    environment: &BTreeSet<String>,
+    options: &Options,
+) -> Result<Manifests> {
     if deployment.nodes.is_empty() {
         bail!(
             "{} has no [nodes]: manifests are made for a split deployment (one workload \
@@ -124,10 +139,22 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
     let Some(mesh) = &deployment.mesh else {
         bail!("{} has no [mesh]", deployment.file.display());
     };
-    let app = dns_label(&deployment.app_name, "app.name")?;
-    let service_of = |node: &str| dns_label(&format!("{app}-{node}"), &format!("nodes.{node}"));
+    let app = dns_label(&deployment.app_name, "app.name", MAX_NODE_NAME)?;
+    let service_of = |node: &str| {
+        dns_label(
+            &format!("{app}-{node}"),
+            &format!("nodes.{node}"),
+            MAX_NODE_NAME,
+        )
+    };
+    let nodes_file = in_image(&deployment.file, options)?.with_extension(NODES_FILE_EXTENSION);
+    let nodes_file_name = nodes_file
+        .to_str()
+        .context("the nodes' deployment file's path is not UTF-8")?
+        .to_string();
 
-    let deployment_file = overlay(deployment, options, &service_of)?;
+    let mut environment = environment.clone();
+    let deployment_file = overlay(deployment, options, &service_of, &mut environment)?;
     let digest: String = Sha256::digest(deployment_file.as_bytes())
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -192,10 +219,8 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
             },
         }));
 
-        let mut ports = vec![("http", node.listen.port()), ("mesh", node.mesh.port())];
-        if let Some(admin) = &node.admin {
-            ports.push(("admin", admin.port()));
-        }
+        // The admin API listens on the pod's loopback: no Service, no containerPort.
+        let ports = [("http", node.listen.port()), ("mesh", node.mesh.port())];
         objects.push(json!({
             "apiVersion": "v1",
             "kind": "Service",
@@ -216,7 +241,7 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
                 .map(|module| module.limits.memory.bytes().div_ceil(1024 * 1024))
                 .sum::<u64>();
         let mut env = vec![json!({ "name": "MODHOST_LOG_FORMAT", "value": "json" })];
-        for name in environment(deployment)? {
+        for name in &environment {
             env.push(json!({
                 "name": name,
                 "valueFrom": { "secretKeyRef": { "name": env_secret, "key": name } },
@@ -245,6 +270,9 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
                     },
                     "spec": {
                         "terminationGracePeriodSeconds": grace + TERMINATION_MARGIN_SECONDS,
+                        // A node needs nothing of the Kubernetes API.
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
                         "securityContext": {
                             "runAsNonRoot": true,
                             "runAsUser": RUN_AS,
@@ -255,7 +283,7 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
                         "containers": [{
                             "name": "modhost",
                             "image": options.image,
-                            "args": ["run", DEPLOYMENT_FILE, "--node", node.name],
+                            "args": ["run", nodes_file_name, "--node", node.name],
                             "env": env,
                             "ports": ports.iter().map(|(name, port)| json!({
                                 "name": name, "containerPort": port, "protocol": "TCP",
@@ -274,14 +302,23 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
                                 "capabilities": { "drop": ["ALL"] },
                             },
                             "volumeMounts": [
-                                { "name": "deployment", "mountPath": parent(DEPLOYMENT_FILE), "readOnly": true },
+                                {
+                                    "name": "deployment",
+                                    "mountPath": nodes_file_name,
+                                    "subPath": "deployment.toml",
+                                    "readOnly": true,
+                                },
                                 { "name": "mesh", "mountPath": CERTS_DIR, "readOnly": true },
                                 { "name": "data", "mountPath": DATA_DIR },
+                                // SQLite's temporary files (large sorts, index builds)
+                                // on a read-only root filesystem.
+                                { "name": "tmp", "mountPath": "/tmp" },
                             ],
                         }],
                         "volumes": [
                             { "name": "deployment", "configMap": { "name": format!("{app}-deployment") } },
                             { "name": "mesh", "secret": { "secretName": secret, "defaultMode": 0o440 } },
+                            { "name": "tmp", "emptyDir": {} },
                         ],
                     },
                 },
@@ -315,6 +352,7 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
         },
     }));
     Ok(Manifests {
+        nodes_file,
         deployment_file,
         objects,
     })
@@ -322,10 +360,12 @@ pub fn generate(deployment: &Deployment, options: &Options) -> Result<Manifests>
 
 /// The deployment file of the cluster's nodes: an overlay of the image's copy of the
 /// file (or of the file it extends), with what differs on a cluster.
+/// Adds to `environment` the variables it makes the nodes read.
 fn overlay(
     deployment: &Deployment,
     options: &Options,
     service_of: &dyn Fn(&str) -> Result<String>,
+    environment: &mut BTreeSet<String>,
 ) -> Result<String> {
     let written = table_of(&deployment.file)?;
     let base = deployment.origins.base().map(table_of).transpose()?;
@@ -365,7 +405,7 @@ fn overlay(
         spec.insert("listen".into(), at(&node.listen).into());
         spec.insert("mesh".into(), at(&node.mesh).into());
         if let Some(admin) = &node.admin {
-            spec.insert("admin".into(), at(admin).into());
+            spec.insert("admin".into(), format!("localhost:{}", admin.port()).into());
         }
         nodes.insert(node.name.clone(), spec.into());
     }
@@ -385,6 +425,7 @@ fn overlay(
             .is_some_and(|token| token.starts_with('$'));
         if !from_environment {
             admin.insert("token".into(), format!("${ADMIN_TOKEN_VAR}").into());
+            environment.insert(ADMIN_TOKEN_VAR.to_string());
         }
         out.insert("admin".into(), admin.into());
     }
@@ -395,23 +436,66 @@ fn overlay(
         if ["modules", "extends"].contains(&section) {
             bail!("--set {key}: the modules are the image's; change them in the file it holds");
         }
+        let generated = ["nodes", "mesh.ca", "mesh.cert", "mesh.key", "app.data_dir"];
+        if generated
+            .iter()
+            .any(|owned| key == owned || key.starts_with(&format!("{owned}.")))
+        {
+            bail!("--set {key}: the manifests write it (Services, Secrets, volumes)");
+        }
         if !out.contains_key(section) {
+            let section_dir = |file: &Path| file.parent().map(Path::to_path_buf);
+            let from_base = !written.contains_key(section);
+            let elsewhere = deployment
+                .origins
+                .base()
+                .is_some_and(|base| section_dir(base) != section_dir(&deployment.file));
+            if from_base && elsewhere {
+                bail!(
+                    "--set {key}: [{section}] is the base's, in another directory than {}: \
+                     its relative paths would not hold beside it; write [{section}] in {}",
+                    deployment.file.display(),
+                    deployment.file.display()
+                );
+            }
             out.insert(section.to_string(), effective(section).into());
         }
         let mut table = out.get_mut(section).and_then(toml::Value::as_table_mut);
         let keys: Vec<&str> = path.collect();
         for (i, name) in keys.iter().enumerate() {
             let Some(current) = table else {
-                bail!("--set {key}: {section} is not a table");
+                bail!("--set {key}: {} is not a table", keys[..i].join("."));
             };
             if i + 1 == keys.len() {
                 current.insert(name.to_string(), value.clone());
+                collect_variables(value, environment);
                 break;
             }
             table = current
                 .entry(name.to_string())
                 .or_insert_with(|| toml::Table::new().into())
                 .as_table_mut();
+        }
+    }
+    for module in deployment.modules.values() {
+        if let Some(super::DatabaseSpec {
+            backend: super::DatabaseBackend::Postgres { url, .. },
+            ..
+        }) = &module.database
+        {
+            let host = url
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .and_then(|rest| rest.split('/').next())
+                .map(|authority| authority.rsplit('@').next().unwrap_or(authority))
+                .unwrap_or_default();
+            if is_loopback(host) {
+                bail!(
+                    "modules.{}.database: {host} is the node's own loopback, not a database on \
+                     the cluster: write its address (or \"$NAME\", read from the Secret APP-env)",
+                    module.name
+                );
+            }
         }
     }
     if let Some(brokers) = out
@@ -421,14 +505,10 @@ fn overlay(
         .and_then(|events| events.get("brokers"))
         .and_then(toml::Value::as_str)
     {
-        let loopback = brokers.split(',').map(str::trim).find(|broker| {
-            let host = broker.rsplit_once(':').map_or(*broker, |(host, _)| host);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
+        let loopback = brokers
+            .split(',')
+            .map(str::trim)
+            .find(|broker| is_loopback(broker));
         if let Some(broker) = loopback {
             bail!(
                 "events.brokers: {broker} is the node's own loopback, not a broker on the \
@@ -450,22 +530,8 @@ fn overlay(
     ))
 }
 
-/// The names of the environment variables the nodes read (values written `"$NAME"`),
-/// which the manifests take from the `APP-env` Secret.
-fn environment(deployment: &Deployment) -> Result<BTreeSet<String>> {
-    let mut names = BTreeSet::new();
-    let mut files = vec![deployment.file.as_path()];
-    files.extend(deployment.origins.base());
-    for file in files {
-        collect_variables(&toml::Value::Table(table_of(file)?), &mut names);
-    }
-    if deployment.admin.is_some() {
-        names.insert(ADMIN_TOKEN_VAR.to_string());
-    }
-    Ok(names)
-}
-
-/// Adds the `NAME` of every string value `"$NAME"` in `value` to `names`.
+/// Adds the `NAME` of every string value `"$NAME"` in `value` (one `--set` gives) to
+/// `names`.
 fn collect_variables(value: &toml::Value, names: &mut BTreeSet<String>) {
     match value {
         toml::Value::String(text) => {
@@ -515,11 +581,11 @@ fn in_image(path: &Path, options: &Options) -> Result<PathBuf> {
 }
 
 /// `name` as a Kubernetes object name (an RFC 1035 label: lower-case letters, digits
-/// and `-`, starting with a letter, at most 63), `_` written `-`; `key` names where it
-/// comes from when it cannot be one.
-fn dns_label(name: &str, key: &str) -> Result<String> {
+/// and `-`, starting with a letter, at most `max`), `_` written `-`; `key` names where
+/// it comes from when it cannot be one.
+fn dns_label(name: &str, key: &str, max: usize) -> Result<String> {
     let label = name.to_ascii_lowercase().replace(['_', ' '], "-");
-    let valid = label.len() <= 63
+    let valid = label.len() <= max
         && label.starts_with(|c: char| c.is_ascii_lowercase())
         && !label.ends_with('-')
         && label
@@ -528,15 +594,23 @@ fn dns_label(name: &str, key: &str) -> Result<String> {
     if !valid {
         bail!(
             "{key}: {label:?} cannot name a Kubernetes object (lower-case letters, digits \
-             and '-', starting with a letter, at most 63)"
+             and '-', starting with a letter, at most {max})"
         );
     }
     Ok(label)
 }
 
-/// The directory of a mount path constant.
-fn parent(path: &str) -> &str {
-    path.rsplit_once('/').map_or(path, |(dir, _)| dir)
+/// Whether `address` (`host`, `host:port`, `[v6]:port`) is this machine's loopback.
+fn is_loopback(address: &str) -> bool {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -545,12 +619,33 @@ mod tests {
 
     #[test]
     fn object_names_are_dns_labels() {
-        assert_eq!(dns_label("shop_a", "k").unwrap(), "shop-a");
-        assert_eq!(dns_label("Shop", "k").unwrap(), "shop");
-        let long = "x".repeat(64);
+        assert_eq!(dns_label("shop_a", "k", 52).unwrap(), "shop-a");
+        assert_eq!(dns_label("Shop", "k", 52).unwrap(), "shop");
+        let long = "x".repeat(53);
         for bad in ["9shop", "shop.a", "shop-", "", long.as_str()] {
-            let error = dns_label(bad, "nodes.a").unwrap_err().to_string();
+            let error = dns_label(bad, "nodes.a", 52).unwrap_err().to_string();
             assert!(error.starts_with("nodes.a: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn loopback_addresses_are_this_machines() {
+        for here in [
+            "127.0.0.1:9092",
+            "localhost:9092",
+            "LOCALHOST",
+            "[::1]:9092",
+            "127.8.0.1",
+        ] {
+            assert!(is_loopback(here), "{here}");
+        }
+        for there in [
+            "kafka.shop:9092",
+            "10.0.0.5:9092",
+            "[fd00::1]:9092",
+            "db.example",
+        ] {
+            assert!(!is_loopback(there), "{there}");
         }
     }
 

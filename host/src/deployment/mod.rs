@@ -460,14 +460,43 @@ pub(crate) fn existing_file(
 }
 
 /// `$NAME` (the whole value) reads the environment variable NAME: connection URLs with
-/// passwords need not be written into the deployment file.
-pub(crate) fn expand_env(written: &str) -> Result<String, String> {
-    match written.strip_prefix('$') {
-        Some(name) => {
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-        }
-        None => Ok(written.to_string()),
+/// passwords need not be written into the deployment file. `Ok(None)` while
+/// [`declaring_environment`] reads the file: the value is the nodes' to read, and
+/// their check of its form.
+pub(crate) fn expand_env(written: &str) -> Result<Option<String>, String> {
+    let Some(name) = written.strip_prefix('$') else {
+        return Ok(Some(written.to_string()));
+    };
+    let declared = DECLARING.with_borrow_mut(|declaring| {
+        declaring
+            .as_mut()
+            .map(|names| names.insert(name.to_string()))
+            .is_some()
+    });
+    if declared {
+        return Ok(None);
     }
+    std::env::var(name)
+        .map(Some)
+        .map_err(|_| format!("environment variable {name} is not set"))
+}
+
+thread_local! {
+    /// The `$NAME`s read while [`declaring_environment`] runs on this thread.
+    static DECLARING: std::cell::RefCell<Option<BTreeSet<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `read` (reading a deployment) without this process's environment: every
+/// `$NAME` value is recorded rather than read, and taken as written. Returns what
+/// `read` returned and the names: the environment the deployment's nodes need. What
+/// `modhost manifests` reads a file with, on a machine that does not hold the
+/// cluster's secrets.
+pub fn declaring_environment<T>(read: impl FnOnce() -> T) -> (T, BTreeSet<String>) {
+    DECLARING.set(Some(BTreeSet::new()));
+    let result = read();
+    let names = DECLARING.take().unwrap_or_default();
+    (result, names)
 }
 
 #[cfg(test)]

@@ -87,14 +87,15 @@ pub(super) struct AdminSection {
 
 impl AdminSection {
     pub(super) fn settings(self, problems: &mut Problems) -> Option<AdminSettings> {
-        let token = match expand_env(&self.token) {
-            Ok(token) => token,
+        let (token, known) = match expand_env(&self.token) {
+            Ok(Some(token)) => (token, true),
+            Ok(None) => (self.token, false),
             Err(problem) => {
                 problems.add("admin.token", &problem);
                 return None;
             }
         };
-        if token.len() < 16 {
+        if known && token.len() < 16 {
             problems.add(
                 "admin.token",
                 "must be at least 16 characters (it is the only thing between the network and swapping modules)",

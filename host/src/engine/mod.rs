@@ -22,6 +22,7 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled};
 
+#[cfg(not(feature = "compiler"))]
 use crate::deployment::build::Part;
 use crate::deployment::{ByteSize, Deployment, Instances};
 
@@ -188,9 +189,7 @@ impl Engine {
     /// nothing: what `modhost compile --target` precompiles another machine's
     /// modules with.
     pub fn cross(target: &str) -> Result<Engine> {
-        if !Part::Compiler.is_built_in() {
-            bail!("compiling for {target}: {}", Part::Compiler.missing());
-        }
+        // (`cross-compile` implies `compiler`.)
         if !cfg!(feature = "cross-compile") {
             bail!(
                 "this modhost was built without the `cross-compile` feature: it compiles for \
@@ -314,6 +313,15 @@ impl Engine {
             Some(Precompiled::Module) => bail!(
                 "{} is a precompiled core module, not a component",
                 path.display()
+            ),
+            // A new version (the admin API, a peer) is always a Wasm component, which
+            // an edge node cannot take; its deployment file's may be precompiled.
+            #[cfg(not(feature = "compiler"))]
+            None if !precompiled_allowed => bail!(
+                "{} is a Wasm component, and this node cannot compile: {}; update an edge \
+                 node by replacing its .cwasm files and restarting it",
+                path.display(),
+                Part::Compiler.missing()
             ),
             #[cfg(not(feature = "compiler"))]
             None => bail!(

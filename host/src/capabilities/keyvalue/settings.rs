@@ -78,12 +78,13 @@ fn parse_store(section: Option<&Setting>, problems: &mut Problems) -> StoreSetti
         match (name.as_str(), value) {
             ("backend", toml::Value::String(written)) => backend = written.clone(),
             ("url", toml::Value::String(written)) => match expand_env(written) {
-                Ok(expanded)
+                Ok(Some(expanded))
                     if expanded.starts_with("redis://") || expanded.starts_with("rediss://") =>
                 {
                     url = Some(expanded)
                 }
-                Ok(_) => problems.at(&key, line, "must be a redis:// or rediss:// URL"),
+                Ok(Some(_)) => problems.at(&key, line, "must be a redis:// or rediss:// URL"),
+                Ok(None) => url = Some(written.clone()),
                 Err(problem) => problems.at(&key, line, &problem),
             },
             ("max_value", toml::Value::String(written)) => match ByteSize::parse(written) {

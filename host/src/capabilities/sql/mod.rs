@@ -556,7 +556,6 @@ impl Database {
                 ),
                 #[cfg(feature = "postgres")]
                 Pool::Postgres(database) => (
-                    #[cfg(feature = "postgres")]
                     TransactionOn::Postgres(
                         timed(&database.acquire_wait, database.pool.begin())
                             .await
@@ -588,9 +587,7 @@ impl Database {
                     database.schema_clock.clone(),
                 ),
                 #[cfg(feature = "postgres")]
-                Pool::Postgres(database) =>
-                {
-                    #[cfg(feature = "postgres")]
+                Pool::Postgres(database) => {
                     TransactionOn::Postgres(database.host_pool.begin().await.map_err(error)?)
                 }
             };
