@@ -333,6 +333,46 @@ fn manifests_refuse_what_would_not_run_on_a_cluster() {
     );
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains("the modules are the image's"), "{said}");
+    // A broker (or any value) written "$NAME": not read here, but by each node from
+    // the APP-env Secret.
+    let three = std::fs::read_to_string(app.path().join("config/three-node.toml")).unwrap();
+    let from_env = three.replace(
+        "brokers = \"127.0.0.1:9092\"",
+        "brokers = \"$KAFKA_BROKERS\"",
+    );
+    assert_ne!(from_env, three);
+    std::fs::write(app.path().join("config/from-env.toml"), from_env).unwrap();
+    let output = Command::new(modhost_bin())
+        .args(["manifests", "config/from-env.toml", "--image", "x"])
+        .current_dir(app.path())
+        .env_remove("KAFKA_BROKERS")
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let objects = objects(&yaml);
+    let env = &find(&objects, "StatefulSet", "shop-c")["spec"]["template"]["spec"]["containers"][0]
+        ["env"];
+    let from_secret: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|var| var["valueFrom"]["secretKeyRef"]["name"] == "shop-env")
+        .map(|var| var["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(from_secret, ["KAFKA_BROKERS", "MODHOST_ADMIN_TOKEN"]);
+    let file: toml::Table = find(&objects, "ConfigMap", "shop-deployment")["data"]
+        ["deployment.toml"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(file["events"]["brokers"].as_str(), Some("$KAFKA_BROKERS"));
+
     // One node is not a split deployment.
     let (code, said) = manifests("config/single-node.toml", &[]);
     assert_eq!(code, Some(2), "{said}");

@@ -903,3 +903,43 @@ fn telemetry_is_off_by_default_and_checked_when_set() {
     ));
     assert!(misspelt[0].key.starts_with("telemetry"), "{misspelt:?}");
 }
+
+#[test]
+fn declaring_the_environment_reads_no_variable_and_names_each() {
+    // Variables this process does not have: read normally, each is a problem; while
+    // declaring (`modhost manifests`), each is named and taken as written.
+    let text = format!(
+        "{MINIMAL}database = {{ postgres = \"$MODHOST_TEST_UNSET_DB\" }}\n\n\
+         [events]\nbackend = \"kafka\"\nbrokers = \"$MODHOST_TEST_UNSET_BROKERS\"\n\
+         sasl = {{ mechanism = \"SCRAM-SHA-512\", username = \"shop\", password = \"$MODHOST_TEST_UNSET_PASSWORD\" }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"$MODHOST_TEST_UNSET_TOKEN\"\n"
+    );
+    let refused: Vec<String> = errors(&text).into_iter().map(|e| e.key).collect();
+    for key in [
+        "modules.users.database.postgres",
+        "events.brokers",
+        "events.sasl.password",
+        "admin.token",
+    ] {
+        assert!(refused.iter().any(|k| k == key), "{key}: {refused:?}");
+    }
+
+    let (parsed, names) = declaring_environment(|| parse(&text));
+    let deployment = parsed.unwrap();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "MODHOST_TEST_UNSET_BROKERS",
+            "MODHOST_TEST_UNSET_DB",
+            "MODHOST_TEST_UNSET_PASSWORD",
+            "MODHOST_TEST_UNSET_TOKEN"
+        ]
+    );
+    assert!(matches!(
+        &deployment.modules["users"].database.as_ref().unwrap().backend,
+        DatabaseBackend::Postgres { url, .. } if url == "$MODHOST_TEST_UNSET_DB"
+    ));
+    assert_eq!(deployment.admin.unwrap().token, "$MODHOST_TEST_UNSET_TOKEN");
+    // Declaring ends with the call: the next read is a node's again.
+    assert!(parse(&text).is_err());
+}
