@@ -6,11 +6,14 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modhost::capabilities::events::{inspect, replay};
 use modhost::deployment::build::{self, Part};
-use modhost::deployment::{declaring_environment, kubernetes, Deployment};
+use modhost::deployment::{
+    declaring_environment, kubernetes, ConfigError, ConfigErrors, Deployment,
+};
 use modhost::engine::{self, Engine, EngineSettings};
 use modhost::module::{scaffold, sources};
 use modhost::node::{self, Node};
@@ -118,6 +121,12 @@ enum Command {
     Rollback {
         /// The module.
         module: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Have a node read its deployment file again and apply its [placement]: modules
+    /// start or stop serving there without a restart (admin API; SIGHUP does the same).
+    Reload {
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -349,6 +358,12 @@ fn main() -> ExitCode {
             &format!("/v1/modules/{module}/rollback"),
             Some(serde_json::json!({})),
         ),
+        Command::Reload { admin } => admin_request(
+            &admin,
+            http::Method::POST,
+            "/v1/reload",
+            Some(serde_json::json!({})),
+        ),
         Command::New {
             name,
             lang,
@@ -413,40 +428,53 @@ fn main() -> ExitCode {
 }
 
 fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deployment, ExitCode> {
-    match node::load_deployment(path) {
-        Ok(mut deployment) => {
-            if let Some(overrides) = overrides {
-                if let Err(problem) = deployment.select_node(overrides.node.as_deref()) {
-                    eprintln!("modhost: {problem}");
-                    return Err(ExitCode::from(EXIT_INVALID));
-                }
-                if let Some(listen) = overrides.listen {
-                    deployment.gateway.listen = listen;
-                }
-                if let Some(dir) = &overrides.data_dir {
-                    deployment.data_dir = dir.clone();
-                }
-                if let Some(listen) = overrides.admin_listen {
-                    match &mut deployment.admin {
-                        Some(admin) => admin.listen = Some(listen),
-                        None => {
-                            eprintln!("modhost: --admin-listen needs an [admin] section with a token in the deployment file");
-                            return Err(ExitCode::from(EXIT_INVALID));
-                        }
-                    }
-                }
+    read_deployment(path, overrides).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!(
+            "modhost: {} problem(s) in the deployment; nothing was started",
+            errors.0.len()
+        );
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Reads and validates the deployment file at `path`, as this process runs it: the
+/// node `overrides` names, with their addresses and data directory. What a node reads
+/// at start, and again on each reload.
+fn read_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deployment, ConfigErrors> {
+    let mut deployment = node::load_deployment(path)?;
+    let Some(overrides) = overrides else {
+        return Ok(deployment);
+    };
+    let refused = |key: &str, problem: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: key.to_string(),
+            problem,
+        }])
+    };
+    deployment
+        .select_node(overrides.node.as_deref())
+        .map_err(|problem| refused("", problem))?;
+    if let Some(listen) = overrides.listen {
+        deployment.gateway.listen = listen;
+    }
+    if let Some(dir) = &overrides.data_dir {
+        deployment.data_dir = dir.clone();
+    }
+    if let Some(listen) = overrides.admin_listen {
+        match &mut deployment.admin {
+            Some(admin) => admin.listen = Some(listen),
+            None => {
+                return Err(refused(
+                    "admin",
+                    "--admin-listen needs an [admin] section with a token".to_string(),
+                ))
             }
-            Ok(deployment)
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!(
-                "modhost: {} problem(s) in the deployment; nothing was started",
-                errors.0.len()
-            );
-            Err(ExitCode::from(EXIT_INVALID))
         }
     }
+    Ok(deployment)
 }
 
 /// `modhost new`: writes the module into the application around the current directory.
@@ -528,6 +556,8 @@ fn serve(
                 return ExitCode::from(EXIT_INVALID);
             }
         };
+        let file = path.to_path_buf();
+        let node = node.reloading_with(Arc::new(move || read_deployment(&file, Some(&overrides))));
         let settings = node.deployment();
         if let Err(error) = telemetry::export::start(
             &settings.telemetry,

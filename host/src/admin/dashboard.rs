@@ -64,9 +64,11 @@ struct Edge {
 }
 
 /// The overview of the whole deployment from every node's part (`Err`: the node could
-/// not be asked, and why), as `GET /v1/overview` answers.
+/// not be asked, and why), as `GET /v1/overview` answers; `placed` is where each
+/// module is placed now (the directory's, which a reload changes).
 pub fn merge(
     deployment: &Deployment,
+    placed: &BTreeMap<String, Vec<String>>,
     asked: &str,
     parts: Vec<(String, Result<NodePart, String>)>,
 ) -> serde_json::Value {
@@ -82,7 +84,7 @@ pub fn merge(
                     from: name.clone(),
                     to: callee.clone(),
                     topic: None,
-                    path: Some(declared_path(deployment, name, callee).to_string()),
+                    path: Some(declared_path(deployment, placed, name, callee).to_string()),
                     red: Red::default(),
                     dead_lettered: None,
                     lag: None,
@@ -239,14 +241,13 @@ pub fn merge(
 
 /// Whether calls from `caller` to `callee` stay in-process (they share a node, or
 /// the deployment is a single node) or cross the mesh, as placed.
-fn declared_path(deployment: &Deployment, caller: &str, callee: &str) -> &'static str {
-    let on = |module: &str| {
-        deployment
-            .placement
-            .get(module)
-            .cloned()
-            .unwrap_or_default()
-    };
+fn declared_path(
+    deployment: &Deployment,
+    placed: &BTreeMap<String, Vec<String>>,
+    caller: &str,
+    callee: &str,
+) -> &'static str {
+    let on = |module: &str| placed.get(module).cloned().unwrap_or_default();
     let (callers, callees) = (on(caller), on(callee));
     if deployment.nodes.is_empty() || callers.iter().any(|node| callees.contains(node)) {
         "local"
@@ -344,7 +345,7 @@ key = "{node}.key"
             ("a".to_string(), Ok(part(&["orders", "inventory"], a))),
             ("b".to_string(), Err("did not answer within 2s".to_string())),
         ];
-        let merged = merge(&deployment, "a", parts);
+        let merged = merge(&deployment, &deployment.placement, "a", parts);
         let edges = merged["edges"].as_array().unwrap();
         let edge = |from: &str, to: &str| {
             edges
@@ -400,7 +401,7 @@ key = "{node}.key"
             ("a".to_string(), Ok(part(&["orders"], a))),
             ("b".to_string(), Ok(part(&["payments"], b))),
         ];
-        let merged = merge(&deployment, "a", parts);
+        let merged = merge(&deployment, &deployment.placement, "a", parts);
         let payments = &merged["nodes"][1]["modules"][0];
         assert_eq!(payments["name"], "payments");
         assert_eq!(payments["red"]["rate"], 3.0);

@@ -15,6 +15,7 @@
 //! | `POST /v1/modules/M/canary` `{"component": PATH, "weight": N}` | M's new version gets N% of its traffic |
 //! | `POST /v1/modules/M/promote` | M's canary serves everything |
 //! | `POST /v1/modules/M/rollback` | M's canary is dropped, or M goes back to the version before |
+//! | `POST /v1/reload` | this node reads its deployment file again and applies its `[placement]` ([`crate::module::placing`]) |
 //!
 //! On a split deployment a change applies to every node running the module, driven
 //! from whichever node was asked ([`rollout`]): the component (read here) is sent over
@@ -45,6 +46,7 @@ use crate::deployment::Deployment;
 use crate::engine::component_extension;
 #[cfg(feature = "mesh")]
 use crate::mesh::{Mesh, PeerError};
+use crate::module::placing::{PlaceRefused, Placed};
 use crate::module::swap::{Refused, Switch};
 use crate::module::{ModuleSlot, Registry};
 use crate::runtime::accept::{self, Accept};
@@ -76,11 +78,19 @@ pub enum NodeFailed {
     NoMesh(String),
 }
 
+/// How this node reads its deployment file again and applies the new placement: the
+/// node hands it to the admin API, which reads no file and starts no module itself.
+pub trait Reload: Send + Sync {
+    /// Reads the deployment file again and applies its `[placement]` on this node.
+    fn reload(&self) -> BoxFuture<'_, Result<Placed, PlaceRefused>>;
+}
+
 /// What the admin API acts on.
 pub struct Admin {
     token: String,
     deployment: Deployment,
     registry: Arc<Registry>,
+    reload: Option<Arc<dyn Reload>>,
     #[cfg(feature = "mesh")]
     mesh: Option<Arc<Mesh>>,
 }
@@ -103,8 +113,18 @@ impl Admin {
             token,
             deployment,
             registry,
+            reload: None,
             #[cfg(feature = "mesh")]
             mesh: None,
+        }
+    }
+
+    /// This admin API, reloading the node's deployment file with `reload` when asked
+    /// (`POST /v1/reload`).
+    pub fn reloading(self, reload: Arc<dyn Reload>) -> Admin {
+        Admin {
+            reload: Some(reload),
+            ..self
         }
     }
 
@@ -174,6 +194,7 @@ impl Admin {
             (&Method::GET, ["v1", "status"]) => self.status().await,
             (&Method::GET, ["v1", "overview"]) => self.overview().await,
             (&Method::GET, ["dashboard"]) => responses::html(dashboard::PAGE),
+            (&Method::POST, ["v1", "reload"]) => self.reload().await,
             (&Method::POST, ["v1", "modules", module, action]) => {
                 let (module, action) = (module.to_string(), action.to_string());
                 let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
@@ -265,7 +286,12 @@ impl Admin {
         parts.extend(futures_util::future::join_all(asked).await);
         responses::json(
             StatusCode::OK,
-            &dashboard::merge(&self.deployment, &label(&node), parts),
+            &dashboard::merge(
+                &self.deployment,
+                &self.registry.directory().snapshot().placed,
+                &label(&node),
+                parts,
+            ),
         )
     }
 
@@ -291,6 +317,42 @@ impl Admin {
         )
     }
 
+    /// Reads the deployment file again and applies its placement on this node: what
+    /// started and stopped here, or why nothing changed.
+    async fn reload(&self) -> Response<Body> {
+        let Some(reload) = &self.reload else {
+            return responses::error(
+                StatusCode::NOT_FOUND,
+                "no_reload",
+                "this node was not started from a deployment file it can read again",
+                None,
+            );
+        };
+        match reload.reload().await {
+            Ok(placed) => responses::json(
+                StatusCode::OK,
+                &serde_json::json!({ "started": placed.started, "stopped": placed.stopped }),
+            ),
+            Err(PlaceRefused::Invalid(errors)) => {
+                let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                responses::json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": {
+                        "code": "invalid_deployment",
+                        "message": "the deployment file was not applied; the node serves as it did",
+                        "problems": problems,
+                    }}),
+                )
+            }
+            Err(refused @ PlaceRefused::CannotStart { .. }) => responses::error(
+                StatusCode::CONFLICT,
+                "cannot_start",
+                &format!("{refused}; the node serves as it did"),
+                None,
+            ),
+        }
+    }
+
     /// A swap, canary, promotion or rollback of `module`, on every node running it.
     async fn change(&self, module: &str, action: &str, body: &[u8]) -> Response<Body> {
         if !self.deployment.modules.contains_key(module) {
@@ -303,7 +365,7 @@ impl Admin {
         }
         let on: Vec<String> = match &self.deployment.node {
             None => vec![String::new()],
-            Some(_) => self.deployment.nodes_of(module).to_vec(),
+            Some(_) => self.registry.directory().nodes_of(module),
         };
         let results = match action {
             "swap" | "canary" => {
@@ -486,7 +548,7 @@ impl Admin {
     /// Sends `component`, which `module` now serves, to every node that does not run
     /// the module, to adopt; what each answered, or `None` when no node is concerned.
     async fn announce(&self, module: &str, component: Bytes) -> Option<serde_json::Value> {
-        let runs = self.deployment.nodes_of(module);
+        let runs = self.registry.directory().nodes_of(module);
         let others: Vec<String> = self
             .deployment
             .nodes

@@ -132,7 +132,7 @@ impl Dispatcher {
             .ok_or_else(not_served)?;
         let slot = self.directory.local(&exporter).ok_or_else(not_served)?;
         if !self
-            .deployment
+            .directory
             .nodes_of(caller)
             .iter()
             .any(|node| node == peer)

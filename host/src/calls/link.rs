@@ -114,7 +114,7 @@ fn function_types(
 struct Target {
     function: Arc<Function>,
     /// Each caller's edge into this function.
-    edges: RwLock<HashMap<String, Edge>>,
+    edges: RwLock<HashMap<String, Paths>>,
 }
 
 /// One callee function, resolved at load: what an attempt to call it needs.
@@ -139,6 +139,37 @@ struct Function {
 struct Edge {
     metrics: EdgeMetrics,
     policies: PolicyStack<Attempt>,
+}
+
+/// One caller's edge into one function, by the path its calls take.
+#[derive(Default)]
+struct Paths {
+    local: Option<Edge>,
+    remote: Option<Edge>,
+}
+
+impl Paths {
+    fn get(&self, path: CallPath) -> Option<&Edge> {
+        match path {
+            CallPath::Local => self.local.as_ref(),
+            CallPath::Remote => self.remote.as_ref(),
+        }
+    }
+
+    fn set(&mut self, path: CallPath, edge: Edge) {
+        match path {
+            CallPath::Local => self.local = Some(edge),
+            CallPath::Remote => self.remote = Some(edge),
+        }
+    }
+
+    /// The policy layers of the edge, whichever path made them first.
+    fn policies(&self) -> Option<PolicyStack<Attempt>> {
+        self.local
+            .as_ref()
+            .or(self.remote.as_ref())
+            .map(|edge| edge.policies.clone())
+    }
 }
 
 impl Target {
@@ -185,39 +216,46 @@ impl Target {
         outcome
     }
 
-    /// The edge from `caller` into this function.
+    /// The edge from `caller` into this function, as the callee is placed now: local
+    /// or remote (a new placement may change it while the node runs). The two share
+    /// their policy layers — one breaker, one bulkhead per edge — and each has its own
+    /// metrics, labelled with the path.
     fn edge(&self, caller: &str) -> Edge {
-        // A poisoned lock only means a panic elsewhere while it was held; the map
-        // itself is always whole (an insert either happened or did not).
-        let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(edge) = edges.get(caller) {
-            return edge.clone();
-        }
-        drop(edges);
         let function = &self.function;
-        let state = function.dispatcher.policy(caller, &function.callee);
-        let interface = InterfaceName::parse(&function.interface)
-            .map(|name| name.unversioned())
-            .unwrap_or_default();
-        let idempotent = state
-            .as_ref()
-            .and_then(|state| state.policy.retries.as_ref())
-            .is_some_and(|retries| retries.covers(&interface, &function.name));
-        // Where the callee runs is fixed by the placement: an edge is local or remote
-        // for as long as the node runs.
         let path = match function.dispatcher.directory().local(&function.callee) {
             Some(_) => CallPath::Local,
             None => CallPath::Remote,
         };
+        // A poisoned lock only means a panic elsewhere while it was held; the map
+        // itself is always whole (an insert either happened or did not).
+        let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
+        let known = edges.get(caller);
+        if let Some(edge) = known.and_then(|paths| paths.get(path)) {
+            return edge.clone();
+        }
+        let shared = known.and_then(Paths::policies);
+        drop(edges);
+        let policies = shared.unwrap_or_else(|| {
+            let state = function.dispatcher.policy(caller, &function.callee);
+            let interface = InterfaceName::parse(&function.interface)
+                .map(|name| name.unversioned())
+                .unwrap_or_default();
+            let idempotent = state
+                .as_ref()
+                .and_then(|state| state.policy.retries.as_ref())
+                .is_some_and(|retries| retries.covers(&interface, &function.name));
+            policy::stack(Attempt(function.clone()), state, idempotent)
+        });
         let edge = Edge {
             metrics: metrics().edge(caller, &function.callee, &function.function, path),
-            policies: policy::stack(Attempt(function.clone()), state, idempotent),
+            policies,
         };
-        self.edges
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(caller.to_string(), edge.clone());
-        edge
+        let mut edges = self.edges.write().unwrap_or_else(|e| e.into_inner());
+        let paths = edges.entry(caller.to_string()).or_default();
+        paths.get(path).cloned().unwrap_or_else(|| {
+            paths.set(path, edge.clone());
+            edge
+        })
     }
 
     async fn call_with_policies(

@@ -131,7 +131,8 @@ pub trait Capability: Send + Sync + 'static {
     }
 
     /// 5. Starts this capability's background work for the node's modules, if it has
-    ///    any for them.
+    ///    any for them — when the node starts, and again for the modules a new
+    ///    placement brings to it; [`Service::stop_module`] stops one module's part.
     fn start(&self, node: &StartContext<'_>) -> Option<Box<dyn Service>> {
         let _ = node;
         None
@@ -210,7 +211,8 @@ pub struct UpgradeContext<'a> {
 pub struct StartContext<'a> {
     /// The deployment.
     pub deployment: &'a Deployment,
-    /// Every module this node runs.
+    /// The modules starting: every module this node runs, when the node starts; the
+    /// modules a new placement brings, when it changes.
     pub modules: &'a [RunningModule],
 }
 
@@ -231,6 +233,14 @@ pub struct RunningModule {
 pub trait Service: Send {
     /// Stops the work, letting what is in hand finish for at most `grace`.
     fn stop(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
+
+    /// Stops the work for `module` alone, which no longer runs on this node (a new
+    /// placement moved it), letting what is in hand finish for at most `grace`; the
+    /// other modules' work goes on. Nothing, for a module the service does not serve.
+    fn stop_module(&self, module: &str, grace: Duration) -> BoxFuture<'static, ()> {
+        let _ = (module, grace);
+        Box::pin(async {})
+    }
 }
 
 /// The capabilities of a node, in the order their lifecycle steps run.

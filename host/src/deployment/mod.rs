@@ -27,6 +27,7 @@ pub mod overlay;
 pub mod placement;
 pub mod policies;
 pub mod python;
+mod reload;
 pub mod rollout;
 pub mod routes;
 pub mod settings;
@@ -35,6 +36,7 @@ pub mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use database::{DatabaseBackend, DatabaseSpec, PostgresTls, TlsMode};
 pub use errors::{ConfigError, ConfigErrors};
@@ -96,6 +98,9 @@ pub struct Deployment {
     pub telemetry: TelemetrySettings,
     /// Top-level sections owned by capabilities, as written.
     pub sections: BTreeMap<String, Setting>,
+    /// Every top-level section as written (the base's and the overlay's combined): what
+    /// [`Deployment::reload_problems`] compares.
+    written: Arc<toml::Table>,
 }
 
 impl Deployment {
@@ -204,6 +209,7 @@ impl Deployment {
     pub fn parse_with(path: &Path, text: &str, owned: &Owned) -> Result<Deployment, ConfigErrors> {
         let overlay::Sources { mut file, texts } = overlay::read(path, text, parse_toml)?;
         let origins = texts.origins.clone();
+        let written = Arc::new(texts.sections());
         let mut problems = Problems::of(origins.clone());
         let Some(app) = file.app.take() else {
             problems.add("", "missing field `app`");
@@ -371,6 +377,7 @@ impl Deployment {
                 policies,
                 telemetry,
                 sections,
+                written,
             })
         } else {
             Err(ConfigErrors(problems.errors))

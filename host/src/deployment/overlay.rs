@@ -87,6 +87,22 @@ pub(super) struct Texts {
 }
 
 impl Texts {
+    /// The deployment's top-level sections as written, the overlay's in place of the
+    /// base's (`extends` left out): what a reload compares, section by section, with
+    /// what the node started with.
+    pub(super) fn sections(&self) -> toml::Table {
+        let table = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+        let mut sections = match &self.base_text {
+            Some(base) => table(base),
+            None => toml::Table::new(),
+        };
+        for (key, value) in table(&self.text) {
+            sections.insert(key, value);
+        }
+        sections.remove("extends");
+        sections
+    }
+
     /// The text of the file that wrote `key`.
     pub(super) fn text_of(&self, key: &str) -> &str {
         match (

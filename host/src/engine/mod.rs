@@ -56,17 +56,24 @@ pub struct EngineSettings {
 impl EngineSettings {
     /// Room for every module of this node running at its full concurrency, plus as many idle warm
     /// instances for each module that reuses them, plus headroom for instances still
-    /// being torn down.
+    /// being torn down. A node of a split deployment makes room for every module of
+    /// the deployment, not only those placed on it at start: a new placement may bring
+    /// any of them while it runs (the pool is reserved address space, committed as
+    /// instances use it).
     pub fn for_deployment(deployment: &Deployment) -> EngineSettings {
-        let concurrency: u32 = deployment
-            .local_modules()
+        let modules = || {
+            deployment
+                .modules
+                .values()
+                .filter(|module| deployment.node.is_some() || deployment.is_local(&module.name))
+        };
+        let concurrency: u32 = modules()
             .map(|module| match module.instances {
                 Instances::Fresh => module.limits.concurrency,
                 Instances::Reuse => module.limits.concurrency.saturating_mul(2),
             })
             .fold(0, u32::saturating_add);
-        let max_memory = deployment
-            .local_modules()
+        let max_memory = modules()
             .map(|module| module.limits.memory)
             .max()
             .unwrap_or(ByteSize::mib(64));

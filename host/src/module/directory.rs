@@ -32,6 +32,10 @@ pub struct Placement {
     pub components: BTreeMap<String, Component>,
     /// The digest of each of those components (hex SHA-256): which version it is.
     pub digests: BTreeMap<String, String>,
+    /// The nodes each module is placed on, as this node applies `[placement]` now
+    /// (empty on a single node): whom a call from a peer may come from, where a swap
+    /// is made. A reload changes it ([`super::placing`]).
+    pub placed: BTreeMap<String, Vec<String>>,
 }
 
 /// A module placed on other nodes.
@@ -101,6 +105,16 @@ impl Directory {
         now.remote.get(name).cloned()
     }
 
+    /// The nodes module `name` is placed on (none on a single node).
+    pub fn nodes_of(&self, name: &str) -> Vec<String> {
+        self.now
+            .load()
+            .placed
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The module exporting `interface` (unversioned), if any does.
     pub fn exporter(&self, interface: &str) -> Option<String> {
         self.now.load().exporters.get(interface).cloned()
@@ -115,66 +129,13 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::Capabilities;
-    use crate::deployment::Deployment;
-    use crate::engine::{Engine, EngineSettings};
-    use crate::module::Registry;
+    use crate::module::{placing, Registry};
 
     /// Node `a` of a deployment where `seller` (exporting `test:shop/api`) runs on `a`
-    /// and `buyer` on `b`, loaded with no capabilities but the components' own.
+    /// and `buyer` on `b`.
     fn node_a(dir: &std::path::Path) -> (Registry, Arc<Directory>) {
-        let seller = wat::parse_str(
-            r#"(component
-                (core module $m (func (export "f") (result i32) i32.const 1))
-                (core instance $i (instantiate $m))
-                (func $f (result u32) (canon lift (core func $i "f")))
-                (instance $api (export "price" (func $f)))
-                (export "test:shop/api@1.0.0" (instance $api)))"#,
-        )
-        .unwrap();
-        std::fs::write(dir.join("seller.wasm"), seller).unwrap();
-        std::fs::write(
-            dir.join("buyer.wasm"),
-            wat::parse_str("(component)").unwrap(),
-        )
-        .unwrap();
-        let mut deployment = Deployment::parse(
-            &dir.join("d.toml"),
-            r#"
-            [app]
-            name = "t"
-            [modules.seller]
-            component = "seller.wasm"
-            [modules.buyer]
-            component = "buyer.wasm"
-            limits = { timeout = "750ms" }
-            [nodes.a]
-            listen = "127.0.0.1:1001"
-            mesh = "127.0.0.1:1002"
-            [nodes.b]
-            listen = "127.0.0.1:1003"
-            mesh = "127.0.0.1:1004"
-            [placement]
-            seller = ["a"]
-            buyer = ["b"]
-            [mesh]
-            ca = "ca.pem"
-            cert = "{node}.pem"
-            key = "{node}.key"
-            "#,
-        )
-        .unwrap();
-        deployment.select_node(Some("a")).unwrap();
-        let engine = Engine::new(EngineSettings::default(), None).unwrap();
-        let directory = Arc::new(Directory::new(Placement::default()));
-        let registry = Registry::load(
-            &engine,
-            &deployment,
-            Capabilities::new(Vec::new()),
-            directory.clone(),
-        )
-        .unwrap();
-        (registry, directory)
+        let placement = "seller = [\"a\"]\nbuyer = [\"b\"]";
+        placing::tests::load(&placing::tests::deployment(dir, placement, ""))
     }
 
     #[test]

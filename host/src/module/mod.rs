@@ -12,6 +12,7 @@
 //! - [`directory`]: what is served where, republished on every change;
 //! - [`registry`]: loading every module of the node through the capabilities'
 //!   lifecycle, and owning the directory;
+//! - [`placing`]: a new placement applied while the node serves;
 //! - [`swap`]: new versions — swap, canary, promote, rollback, adoption;
 //! - [`versions`]: which version serves, remembered across restarts;
 //! - [`crates`]: module crates, built with cargo;
@@ -23,6 +24,7 @@ pub mod failure;
 pub mod http;
 pub mod interface;
 pub mod javascript;
+pub mod placing;
 pub mod python;
 pub mod registry;
 mod runner;

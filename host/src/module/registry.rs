@@ -18,8 +18,8 @@
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 
 use super::directory::{Directory, Placement, RemoteModule};
@@ -64,6 +64,9 @@ pub struct Registry {
     capabilities: Capabilities,
     directory: Arc<Directory>,
     swapper: Swapper,
+    /// The capabilities' background work for the local modules, stopped with the node
+    /// (or one module's part of it, when a new placement moves the module away).
+    services: Mutex<Vec<Box<dyn Service>>>,
 }
 
 /// A module's component, compiled but not yet linked.
@@ -167,24 +170,13 @@ impl Registry {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let remote = deployment
-            .modules
-            .values()
-            .filter(|module| !deployment.is_local(&module.name))
-            .map(|module| {
-                let placed = RemoteModule {
-                    nodes: deployment.nodes_of(&module.name).to_vec(),
-                    timeout: module.limits.timeout.duration(),
-                };
-                (module.name.clone(), Arc::new(placed))
-            })
-            .collect();
         let placement = Placement {
             local,
-            remote,
+            remote: remote_modules(deployment),
             exporters: exporters(engine.wasmtime(), &components),
             components,
             digests,
+            placed: deployment.placement.clone(),
         };
         directory.republish(move |now| *now = placement.clone());
         let swapper = Swapper::new(
@@ -201,6 +193,7 @@ impl Registry {
             capabilities,
             directory,
             swapper,
+            services: Mutex::new(Vec::new()),
         })
     }
 
@@ -240,40 +233,88 @@ impl Registry {
     pub async fn open(&self) {
         for slot in self.slots() {
             let module = slot.serving().module.clone();
-            let opening = OpenContext {
-                deployment: &self.deployment,
-                spec: &module.spec,
-            };
-            match self.capabilities.open(opening).await {
-                Ok(state) => module.opened(state),
-                Err(error) => {
-                    let reason = format!("{error:#}");
-                    tracing::error!(module = %module.name(), %reason, "module not started: it did not open");
-                    module.failed_to_start(reason);
-                }
+            if let Err(reason) = self.open_module(&module).await {
+                tracing::error!(module = %module.name(), %reason, "module not started: it did not open");
+                module.failed_to_start(reason);
             }
         }
     }
 
-    /// Starts the capabilities' background work for the local modules.
-    pub fn start(&self) -> Vec<Box<dyn Service>> {
-        let modules: Vec<RunningModule> = self
-            .slots()
-            .into_iter()
+    /// Opens `module` with every capability; the reason, when it does not open.
+    pub(super) async fn open_module(&self, module: &Module) -> Result<(), String> {
+        let opening = OpenContext {
+            deployment: &self.deployment,
+            spec: &module.spec,
+        };
+        match self.capabilities.open(opening).await {
+            Ok(state) => {
+                module.opened(state);
+                Ok(())
+            }
+            Err(error) => Err(format!("{error:#}")),
+        }
+    }
+
+    /// Starts the capabilities' background work for the local modules; [`Self::stop`]
+    /// stops it.
+    pub fn start(&self) {
+        self.start_modules(&self.slots());
+    }
+
+    /// Starts the capabilities' background work for the modules of `slots`.
+    pub(super) fn start_modules(&self, slots: &[Arc<ModuleSlot>]) {
+        let modules: Vec<RunningModule> = slots
+            .iter()
             .map(|slot| {
                 let module = slot.serving().module.clone();
                 RunningModule {
                     name: module.name().to_string(),
                     state: module.state().clone(),
                     not_started: module.not_started().map(str::to_string),
-                    runner: slot,
+                    runner: slot.clone(),
                 }
             })
             .collect();
-        self.capabilities.start(&crate::capabilities::StartContext {
+        if modules.is_empty() {
+            return;
+        }
+        let started = self.capabilities.start(&crate::capabilities::StartContext {
             deployment: &self.deployment,
             modules: &modules,
-        })
+        });
+        self.lock_services().extend(started);
+    }
+
+    /// Stops the capabilities' background work, letting each finish what it has in
+    /// hand for at most `grace`.
+    pub async fn stop(&self, grace: Duration) {
+        let services = std::mem::take(&mut *self.lock_services());
+        for service in services {
+            service.stop(grace).await;
+        }
+    }
+
+    /// Stops module `name`'s part of the capabilities' background work (a new
+    /// placement moved it away), for at most `grace`.
+    pub(super) async fn stop_module(&self, name: &str, grace: Duration) {
+        let stopping: Vec<_> = self
+            .lock_services()
+            .iter()
+            .map(|service| service.stop_module(name, grace))
+            .collect();
+        for stopped in stopping {
+            stopped.await;
+        }
+    }
+
+    fn lock_services(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Service>>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The deployment as the node loaded it (its `[placement]` as of the start: the
+    /// directory has the one applied now).
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
     }
 
     /// Every local module's state, as `/readyz` and `modhost status` show it: serving
@@ -313,6 +354,23 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// Every module of `deployment` that does not run on this node, with the nodes that
+/// run it.
+pub(super) fn remote_modules(deployment: &Deployment) -> BTreeMap<String, Arc<RemoteModule>> {
+    deployment
+        .modules
+        .values()
+        .filter(|module| !deployment.is_local(&module.name))
+        .map(|module| {
+            let placed = RemoteModule {
+                nodes: deployment.nodes_of(&module.name).to_vec(),
+                timeout: module.limits.timeout.duration(),
+            };
+            (module.name.clone(), Arc::new(placed))
+        })
+        .collect()
 }
 
 /// Which module exports each module interface, by unversioned name.

@@ -34,10 +34,10 @@ use super::registry::{
     self, component_path, exporters, link_version, Compiled, ConcurrentLinker, Linkers,
 };
 use super::slot::{Change, ModuleSlot, SlotError};
-use super::version::ModuleVersion;
+use super::version::{Module, ModuleVersion};
 use super::versions::VersionStore;
 use crate::capabilities::{Capabilities, Components, InstanceState, UpgradeContext};
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent};
 
 /// Why a new version was not switched in (the serving one is untouched).
@@ -369,18 +369,7 @@ impl Swapper {
             started,
         };
         let link = |serving_linker: &Linker<InstanceState>| {
-            let linkers = Linkers {
-                serving: serving_linker,
-                concurrent: &self.concurrent,
-            };
-            link_version(
-                &self.engine,
-                linkers,
-                &self.deployment,
-                &self.capabilities,
-                serving.module.clone(),
-                &compiled,
-            )
+            self.link(serving_linker, serving.module.clone(), &compiled)
         };
         let linked = match &relinked {
             Some(linker) => link(linker),
@@ -514,6 +503,60 @@ impl Swapper {
         if let Err(error) = recorded {
             tracing::warn!(module = name, error = %format!("{error:#}"), "cannot remember the serving version; a restart serves the deployment's");
         }
+    }
+
+    /// Holds off every other change of this node's modules (swaps, canaries, another
+    /// placement) while the caller makes its own.
+    pub(super) async fn one_change_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.busy.lock().await
+    }
+
+    /// Links module `spec`'s version for this node, which a new placement gives it:
+    /// the version the deployment serves now (the directory's component, adopted from
+    /// the nodes that ran it), configured by every capability; not yet opened.
+    pub(super) fn link_placed(&self, spec: &ModuleSpec) -> anyhow::Result<ModuleVersion> {
+        let now = self.directory.snapshot();
+        let (Some(component), Some(digest)) =
+            (now.components.get(&spec.name), now.digests.get(&spec.name))
+        else {
+            anyhow::bail!("no component of module {} is known here", spec.name);
+        };
+        let base = component_path(spec)?;
+        let path = self.versions.promoted(&spec.name, &base).unwrap_or(base);
+        let compiled = Compiled {
+            path,
+            loaded: LoadedComponent {
+                component: component.clone(),
+                digest: digest.clone(),
+                precompiled: true,
+            },
+            started: Instant::now(),
+        };
+        let module = Arc::new(Module::new(spec.clone(), self.capabilities.clone()));
+        let linker = self.lock_linker().clone();
+        self.link(&linker, module, &compiled)
+    }
+
+    /// Links `compiled` as a version of `module` with `serving` (the node's linker, or
+    /// one made for a version whose exports changed), configured by every capability.
+    fn link(
+        &self,
+        serving: &Linker<InstanceState>,
+        module: Arc<Module>,
+        compiled: &Compiled,
+    ) -> anyhow::Result<ModuleVersion> {
+        let linkers = Linkers {
+            serving,
+            concurrent: &self.concurrent,
+        };
+        link_version(
+            &self.engine,
+            linkers,
+            &self.deployment,
+            &self.capabilities,
+            module,
+            compiled,
+        )
     }
 
     fn lock_staged(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Staged>> {

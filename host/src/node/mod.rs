@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 #[cfg(feature = "mesh")]
 use crate::admin::peer::PeerRequests;
-use crate::admin::Admin;
+use crate::admin::{Admin, Reload};
 use crate::calls::{Calls, Dispatcher};
 use crate::capabilities::Capabilities;
 use crate::deployment::{ConfigErrors, Deployment};
@@ -36,11 +36,11 @@ use crate::mesh::server::{ForwardedHttp, Handlers};
 #[cfg(feature = "mesh")]
 use crate::mesh::Mesh;
 use crate::module::directory::{Directory, Placement};
+use crate::module::placing::{PlaceRefused, Placed};
 use crate::module::{LoadError, Registry};
 #[cfg(feature = "mesh")]
 use crate::runtime::responses::Body;
 use crate::runtime::shutdown::Shutdown;
-#[cfg(feature = "mesh")]
 use crate::runtime::BoxFuture;
 use crate::telemetry::metrics::{metrics, Sampled};
 use crate::telemetry::overview;
@@ -84,9 +84,16 @@ pub fn load_deployment(path: &Path) -> Result<Deployment, ConfigErrors> {
     }
 }
 
+/// Reads the node's deployment file again, as the node was started with it (the same
+/// `--node` and command-line overrides): what a reload applies.
+pub type ReadDeployment = Arc<dyn Fn() -> Result<Deployment, ConfigErrors> + Send + Sync>;
+
 /// A node with every module loaded, not yet serving.
 pub struct Node {
     deployment: Deployment,
+    /// How to read the deployment file again, when the node can (`SIGHUP`, `POST
+    /// /v1/reload`).
+    reading: Option<ReadDeployment>,
     engine: Engine,
     registry: Arc<Registry>,
     dispatcher: Arc<Dispatcher>,
@@ -142,6 +149,7 @@ impl Node {
         );
         Ok(Node {
             deployment,
+            reading: None,
             engine,
             registry,
             dispatcher,
@@ -156,6 +164,15 @@ impl Node {
         return self.mesh.is_some();
         #[cfg(not(feature = "mesh"))]
         false
+    }
+
+    /// This node, able to read its deployment file again with `read` and apply the new
+    /// placement while it serves: on `SIGHUP`, and through the admin API.
+    pub fn reloading_with(self, read: ReadDeployment) -> Node {
+        Node {
+            reading: Some(read),
+            ..self
+        }
     }
 
     /// The deployment this node serves.
@@ -218,7 +235,7 @@ impl Node {
     /// mesh and the admin API serve until the gateway has drained; then all stop.
     pub async fn serve(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let grace = self.deployment.gateway.shutdown_grace.duration();
-        let services = self.registry.start();
+        self.registry.start();
         let gateway = Arc::new(Gateway::new(
             self.deployment.gateway.clone(),
             RouteTable::new(&self.deployment),
@@ -258,12 +275,28 @@ impl Node {
                 after_gateway.clone(),
             )));
         }
+        let reloader = self.reading.clone().map(|read| {
+            Arc::new(Reloader {
+                read,
+                registry: self.registry.clone(),
+            })
+        });
+        #[cfg(unix)]
+        if let Some(reloader) = &reloader {
+            tasks.push(tokio::spawn(reload_on_hangup(
+                reloader.clone(),
+                after_gateway.clone(),
+            )));
+        }
         if let (Some(settings), Some(listener)) = (&self.deployment.admin, listeners.admin) {
-            let admin = Admin::new(
+            let mut admin = Admin::new(
                 settings.token.clone(),
                 self.deployment.clone(),
                 self.registry.clone(),
             );
+            if let Some(reloader) = &reloader {
+                admin = admin.reloading(reloader.clone());
+            }
             #[cfg(feature = "mesh")]
             let admin = admin.reaching(self.mesh.clone());
             let admin = Arc::new(admin);
@@ -282,9 +315,7 @@ impl Node {
         for task in tasks {
             let _ = task.await;
         }
-        for service in services {
-            service.stop(grace).await;
-        }
+        self.registry.stop(grace).await;
     }
 }
 
@@ -302,6 +333,72 @@ impl ForwardedHttp for ForwardedToGateway {
         request: hyper::Request<hyper::body::Incoming>,
     ) -> BoxFuture<'a, hyper::Response<Body>> {
         Box::pin(self.0.serve_forwarded(peer, module, request))
+    }
+}
+
+/// Reads the node's deployment file again and applies its placement: what `SIGHUP`
+/// and the admin API's `POST /v1/reload` do.
+struct Reloader {
+    read: ReadDeployment,
+    registry: Arc<Registry>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<Placed, PlaceRefused> {
+        let read = self.read.clone();
+        // Reading validates the whole file (and may read its base and certificates):
+        // file I/O, off the async threads.
+        let new = tokio::task::spawn_blocking(move || read())
+            .await
+            .map_err(|error| PlaceRefused::CannotStart {
+                module: String::from("(host)"),
+                reason: format!("reading the deployment did not finish: {error}"),
+            })?
+            .map_err(PlaceRefused::Invalid)?;
+        let outcome = self.registry.reload(&new).await;
+        match &outcome {
+            Ok(placed) => tracing::info!(
+                started = ?placed.started,
+                stopped = ?placed.stopped,
+                "reload: the deployment's placement applied"
+            ),
+            Err(refused) => tracing::error!(
+                reason = %refused,
+                "reload: refused; the node serves as it did"
+            ),
+        }
+        outcome
+    }
+}
+
+impl Reload for Reloader {
+    fn reload(&self) -> BoxFuture<'_, Result<Placed, PlaceRefused>> {
+        Box::pin(Reloader::reload(self))
+    }
+}
+
+/// Reloads the deployment file on every `SIGHUP`, until `shutdown`.
+#[cfg(unix)]
+async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP; reload through the admin API");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP received: reloading the deployment file");
+                let _ = reloader.reload().await;
+            }
+            () = shutdown.triggered() => return,
+        }
     }
 }
 

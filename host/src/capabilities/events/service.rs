@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -32,7 +33,47 @@ const CONNECT_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duratio
 /// The running relays and consumers of a node.
 pub struct EventsService {
     shutdown: Shutdown,
+    /// Reaching the bus, then starting each module's work.
     tasks: JoinSet<()>,
+    /// Each module's relay and consumer, stopped alone when the module stops serving on
+    /// this node ([`Service::stop_module`]).
+    modules: BTreeMap<String, ModuleWork>,
+}
+
+/// One module's relay and consumer: stopped with the service, or alone.
+#[derive(Clone)]
+struct ModuleWork {
+    shutdown: Shutdown,
+    workers: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl ModuleWork {
+    /// Runs `work` as one of the module's workers.
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(work);
+    }
+
+    /// Stops the module's workers, letting each finish the batch in hand for at most
+    /// `grace`; what is not acknowledged by then is delivered again later.
+    async fn stop(&self, module: &str, grace: Duration) {
+        self.shutdown.trigger();
+        let mut workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let drained = tokio::time::timeout(grace, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                module,
+                "events: stopping took longer than the grace period; abandoning the rest"
+            );
+            workers.abort_all();
+        }
+    }
 }
 
 /// A subscribing module's consumer group on the bus.
@@ -88,38 +129,53 @@ impl EventsService {
             return None;
         }
         let shutdown = Shutdown::new();
+        let works: BTreeMap<String, ModuleWork> = modules
+            .iter()
+            .map(|module| {
+                let work = ModuleWork {
+                    shutdown: shutdown.child(),
+                    workers: Arc::default(),
+                };
+                (module.name.clone(), work)
+            })
+            .collect();
         let mut tasks = JoinSet::new();
         let deployment = deployment.clone();
         let watching = shutdown.clone();
+        let starting = works.clone();
         tasks.spawn(async move {
             let Some(bus) = connect(&deployment, &watching).await else {
                 return;
             };
             tracing::info!(bus = bus.name(), "events: bus ready");
-            let mut workers = JoinSet::new();
             for module in modules {
-                start_module(&deployment, &bus, &module, &watching, &mut workers).await;
+                if let Some(work) = starting.get(&module.name) {
+                    start_module(&deployment, &bus, &module, work).await;
+                }
             }
-            // The workers stop on the same signal; wait for them here so that
-            // stopping the service waits for every one.
-            while workers.join_next().await.is_some() {}
         });
-        Some(EventsService { shutdown, tasks })
+        Some(EventsService {
+            shutdown,
+            tasks,
+            modules: works,
+        })
     }
 
     /// Stops every relay and consumer, letting each finish the batch in hand (at most
     /// `grace`). What is not acknowledged by then is delivered again at the next start.
     pub async fn stop(mut self, grace: Duration) {
         self.shutdown.trigger();
-        let drained = tokio::time::timeout(grace, async {
+        let deadline = tokio::time::Instant::now() + grace;
+        let connecting = tokio::time::timeout_at(deadline, async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "events: stopping took longer than the grace period; abandoning the rest"
-            );
+        if connecting.is_err() {
             self.tasks.abort_all();
+        }
+        for (module, work) in &self.modules {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            work.stop(module, left).await;
         }
     }
 }
@@ -157,9 +213,12 @@ async fn start_module(
     deployment: &Deployment,
     bus: &Bus,
     module: &RunningModule,
-    shutdown: &Shutdown,
-    workers: &mut JoinSet<()>,
+    work: &ModuleWork,
 ) {
+    let shutdown = &work.shutdown;
+    if shutdown.is_triggered() {
+        return;
+    }
     if let Some(reason) = &module.not_started {
         tracing::warn!(module = %module.name, %reason, "events: module did not start; its events wait");
         return;
@@ -174,8 +233,8 @@ async fn start_module(
             committed: events.committed(),
             bus: bus.clone(),
         };
-        workers.spawn(relay.run(shutdown.clone()));
-        workers.spawn(watch_lag(
+        work.spawn(relay.run(shutdown.clone()));
+        work.spawn(watch_lag(
             module.name.clone(),
             database.clone(),
             shutdown.clone(),
@@ -209,8 +268,8 @@ async fn start_module(
             bus: bus.clone(),
             settings: deployment.events.clone(),
         };
-        workers.spawn(subscriber.run(shutdown.clone()));
-        workers.spawn(watch_consumer_lag(
+        work.spawn(subscriber.run(shutdown.clone()));
+        work.spawn(watch_consumer_lag(
             module.name.clone(),
             bus.clone(),
             group,
@@ -249,6 +308,17 @@ async fn watch_consumer_lag(
 impl Service for EventsService {
     fn stop(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         Box::pin(EventsService::stop(*self, grace))
+    }
+
+    fn stop_module(&self, module: &str, grace: Duration) -> BoxFuture<'static, ()> {
+        let work = self.modules.get(module).cloned();
+        let module = module.to_string();
+        Box::pin(async move {
+            if let Some(work) = work {
+                work.stop(&module, grace).await;
+                tracing::info!(%module, "events: the module's relay and consumer stopped on this node");
+            }
+        })
     }
 }
 
