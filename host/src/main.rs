@@ -124,6 +124,21 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Move a module, with its data, from the node that runs it to another, while the
+    /// application serves (admin API of the node that runs it).
+    Extract {
+        /// The module.
+        module: String,
+        /// The node it moves to.
+        #[arg(long)]
+        to: String,
+        /// The longest its requests and calls may wait while its last changes are
+        /// copied (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+        max_pause: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Have a node read its deployment file again and apply its [placement]: modules
     /// start or stop serving there without a restart (admin API; SIGHUP does the same).
     Reload {
@@ -358,6 +373,20 @@ fn main() -> ExitCode {
             &format!("/v1/modules/{module}/rollback"),
             Some(serde_json::json!({})),
         ),
+        Command::Extract {
+            module,
+            to,
+            max_pause,
+            admin,
+        } => admin_request(
+            &admin,
+            http::Method::POST,
+            &format!("/v1/modules/{module}/extract"),
+            Some(serde_json::json!({
+                "to": to,
+                "max_pause_ms": u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
+            })),
+        ),
         Command::Reload { admin } => admin_request(
             &admin,
             http::Method::POST,
@@ -425,6 +454,11 @@ fn main() -> ExitCode {
                 },
         } => replay(&deployment, &module, &events, data_dir, json),
     }
+}
+
+/// Reads a duration as the deployment file writes one (`5s`, `500ms`).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    modhost::deployment::units::Timeout::parse(text).map(|timeout| timeout.duration())
 }
 
 fn load_deployment(path: &Path, overrides: Option<&Overrides>) -> Result<Deployment, ExitCode> {

@@ -15,6 +15,7 @@
 //! | `POST /v1/modules/M/canary` `{"component": PATH, "weight": N}` | M's new version gets N% of its traffic |
 //! | `POST /v1/modules/M/promote` | M's canary serves everything |
 //! | `POST /v1/modules/M/rollback` | M's canary is dropped, or M goes back to the version before |
+//! | `POST /v1/modules/M/extract` `{"to": NODE, "max_pause_ms"?: N}` | M moves from this node to NODE with its data, while the application serves ([`extract`]) |
 //! | `POST /v1/reload` | this node reads its deployment file again and applies its `[placement]` ([`crate::module::placing`]) |
 //!
 //! On a split deployment a change applies to every node running the module, driven
@@ -27,6 +28,7 @@
 
 pub mod client;
 pub mod dashboard;
+mod extract;
 #[cfg(feature = "mesh")]
 pub mod peer;
 pub mod rollout;
@@ -168,7 +170,7 @@ impl Admin {
         .await;
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         if !self.authorized(&request) {
             tracing::warn!(path = %request.uri().path(), "admin: refused a request without the right token");
             let mut response = responses::error(
@@ -209,6 +211,9 @@ impl Admin {
                     }
                 };
                 tracing::info!(%module, %action, "admin: request");
+                if action == "extract" {
+                    return self.extract(&module, &body).await;
+                }
                 self.change(&module, &action, &body).await
             }
             _ => responses::error(

@@ -13,6 +13,11 @@
 //! | `promote`, `rollback` | as the operators' API |
 //! | `adopt` (body: the component) | takes it as the version a module of other nodes serves |
 //! | `component` | the component the module serves here |
+//! | `arrive` | links the module to serve here once its data has come (a module moving here) |
+//! | `chunks` (`file`; body: chunks of it) | writes them into the arriving module's data file |
+//! | `arrived` (body: the source's digests and counts) | checks the files received, opens the module and serves it |
+//! | `abandon` | drops an arrival and what was received for it |
+//! | `moved` (`to`) | routes the module to node `to`, which serves it now |
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -20,6 +25,8 @@ use std::sync::Arc;
 
 use crate::engine::component_extension;
 use crate::mesh::server::PeerAdmin;
+use crate::module::extraction::Settled;
+use crate::module::moving::Chunks;
 use crate::module::swap::{Refused, Switch};
 use crate::module::Registry;
 use crate::runtime::responses::{self, plain, Body};
@@ -61,6 +68,9 @@ impl PeerRequests {
         let Some(module) = param("module") else {
             return plain(StatusCode::BAD_REQUEST, "no module");
         };
+        if let Some(answer) = self.extraction(action, &module, &param, &body).await {
+            return answer;
+        }
         let swapper = registry.swapper();
         // A peer's certificate must not mean native code here: components from other
         // nodes are Wasm, which this node compiles itself.
@@ -117,6 +127,56 @@ impl PeerRequests {
             other => return plain(StatusCode::NOT_FOUND, format!("no admin action {other}")),
         };
         answer(outcome)
+    }
+}
+
+impl PeerRequests {
+    /// This node's part of a module moving between nodes ([`crate::admin::extract`]),
+    /// or `None` when `action` is none of it.
+    async fn extraction(
+        &self,
+        action: &str,
+        module: &str,
+        param: &impl Fn(&str) -> Option<String>,
+        body: &Bytes,
+    ) -> Option<Response<Body>> {
+        let registry = &self.registry;
+        let done = |outcome: Result<String, String>| match outcome {
+            Ok(text) => plain(StatusCode::OK, text),
+            Err(why) => plain(StatusCode::CONFLICT, why),
+        };
+        Some(match action {
+            "arrive" => done(
+                registry
+                    .prepare_arrival(module)
+                    .map(|files| files.to_string()),
+            ),
+            "chunks" => {
+                let index = param("file").and_then(|file| file.parse::<usize>().ok());
+                let received = match (index, Chunks::decode(body)) {
+                    (Some(index), Ok(chunks)) => registry.receive(module, index, &chunks),
+                    (None, _) => Err("no file index".to_string()),
+                    (_, Err(error)) => Err(format!("{error:#}")),
+                };
+                done(received.map(|()| String::new()))
+            }
+            "arrived" => {
+                let received = match serde_json::from_slice::<Settled>(body) {
+                    Ok(settled) => registry.complete_arrival(module, &settled).await,
+                    Err(error) => Err(format!("reading what the source settled: {error}")),
+                };
+                done(received.map(|received| serde_json::to_string(&received).unwrap_or_default()))
+            }
+            "abandon" => {
+                registry.abandon_arrival(module);
+                done(Ok(String::new()))
+            }
+            "moved" => match param("to") {
+                Some(to) => done(registry.moved(module, &to).map(|()| String::new())),
+                None => done(Err("no node to route the module to".to_string())),
+            },
+            _ => return None,
+        })
     }
 }
 

@@ -112,6 +112,21 @@ impl Dispatcher {
         self.transport.get()
     }
 
+    /// Waits, at most `limit`, while the module exporting `interface` here is on hold
+    /// (moving to another node): a call from a peer then finds where it is served.
+    pub async fn wait_while_held(&self, interface: &str, limit: Duration) {
+        let Some(wanted) = InterfaceName::parse(interface) else {
+            return;
+        };
+        let slot = self
+            .directory
+            .exporter(&wanted.unversioned())
+            .and_then(|exporter| self.directory.local(&exporter));
+        if let Some(slot) = slot.filter(|slot| slot.hold.is_held()) {
+            slot.hold.released_within(limit).await;
+        }
+    }
+
     /// The local export that serves a call node `peer` sent, from module `caller` to
     /// `function` of `interface` (as the caller names it, with its version): the
     /// version it runs in, picked now, and its types to decode the call with. The

@@ -326,7 +326,22 @@ impl Function {
                 format!("module `{}` is not loaded", self.callee),
             )
         };
-        match self.dispatcher.directory().route(&self.callee) {
+        // A callee on hold (moving to another node) is waited for, within the call's
+        // deadline, and looked up again: it may be served elsewhere by then.
+        let placed = loop {
+            match self.dispatcher.directory().route(&self.callee) {
+                Some(Route::Local(slot)) if slot.hold.is_held() => {
+                    let limit = deadline.map_or(slot.serving().limits().timeout.duration(), |d| {
+                        d.saturating_duration_since(now)
+                    });
+                    if !slot.hold.released_within(limit).await {
+                        break Some(Route::Local(slot));
+                    }
+                }
+                other => break other,
+            }
+        };
+        match placed {
             Some(Route::Local(slot)) => {
                 let picked = slot.pick(hop.routing);
                 let next = Hop {

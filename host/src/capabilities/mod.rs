@@ -113,6 +113,36 @@ pub trait Capability: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// 3. The files that hold `module`'s data on this node and move with it when it
+    ///    moves to another node (a SQLite file), if this capability keeps any there.
+    ///    What another node reaches too (a Postgres schema) is no such file.
+    fn data_files(&self, module: OpenContext<'_>) -> Vec<std::path::PathBuf> {
+        let _ = module;
+        Vec::new()
+    }
+
+    /// 3. Settles `module`'s data files for a byte copy: with its work `held`,
+    ///    nothing may be left in a journal beside them; while it serves, as much as
+    ///    goes without waiting for its writers (so that the copy made then is close).
+    ///    Called with the module open (`state`).
+    fn settle<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a StateMap,
+        held: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = (module, state, held);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// 3. What `file`, one of [`Self::data_files`] (or a copy of it), holds, counted:
+    ///    rows by table, say — compared on both nodes after a copy. Empty when this
+    ///    capability counts nothing.
+    fn count<'a>(&'a self, file: &'a Path) -> BoxFuture<'a, anyhow::Result<BTreeMap<String, u64>>> {
+        let _ = file;
+        Box::pin(async { Ok(BTreeMap::new()) })
+    }
+
     /// 3. Brings what [`Self::open`] made up to a new version of the module before it
     ///    serves (its database migrations); an error refuses the version.
     fn upgrade<'a>(
@@ -334,6 +364,36 @@ impl Capabilities {
             capability.open(module, &mut state).await?;
         }
         Ok(state)
+    }
+
+    /// Every capability's data files of `module` on this node.
+    pub fn data_files(&self, module: OpenContext<'_>) -> Vec<std::path::PathBuf> {
+        self.iter()
+            .flat_map(|capability| capability.data_files(module))
+            .collect()
+    }
+
+    /// Settles `module`'s data files with every capability (see
+    /// [`Capability::settle`]).
+    pub async fn settle(
+        &self,
+        module: OpenContext<'_>,
+        state: &StateMap,
+        held: bool,
+    ) -> anyhow::Result<()> {
+        for capability in self.iter() {
+            capability.settle(module, state, held).await?;
+        }
+        Ok(())
+    }
+
+    /// What `file` holds, counted by the capability that keeps it.
+    pub async fn count(&self, file: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut counted = BTreeMap::new();
+        for capability in self.iter() {
+            counted.extend(capability.count(file).await?);
+        }
+        Ok(counted)
     }
 
     /// Brings every capability's state of a module up to a new version.

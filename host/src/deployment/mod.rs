@@ -28,6 +28,7 @@ pub mod placement;
 pub mod policies;
 pub mod python;
 mod reload;
+pub use reload::write_placement;
 pub mod rollout;
 pub mod routes;
 pub mod settings;

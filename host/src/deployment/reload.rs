@@ -10,6 +10,8 @@
 //! may not move by placement: its new node would start with an empty database while its
 //! data stayed behind (issue 20's extraction moves the data with it).
 
+use std::path::Path;
+
 use super::errors::{ConfigError, Problems};
 use super::{DatabaseBackend, Deployment};
 
@@ -57,6 +59,42 @@ impl Deployment {
         }
         problems.into_errors()
     }
+}
+
+/// Writes `module = [NODES]` in the `[placement]` section of `file` (the file that
+/// wrote it: [`Deployment::origins`]), in place of the module's line there, so that a
+/// restart, or a reload, keeps a placement changed while the nodes ran. The rest of
+/// the file is kept as written; the new text replaces the old in one rename.
+pub fn write_placement(file: &Path, module: &str, nodes: &[String]) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(file)?;
+    let placed: Vec<String> = nodes.iter().map(|node| format!("{node:?}")).collect();
+    let line = format!("{module} = [{}]", placed.join(", "));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let header = lines.iter().position(|l| l.trim() == "[placement]");
+    let Some(header) = header else {
+        return Err(std::io::Error::other(format!(
+            "{} has no [placement] section to write {module}'s in",
+            file.display()
+        )));
+    };
+    let end = lines[header + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('['))
+        .map_or(lines.len(), |i| header + 1 + i);
+    let is_module = |l: &str| {
+        l.trim_start()
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    match lines[header + 1..end].iter().position(|l| is_module(l)) {
+        Some(i) => lines[header + 1 + i] = line,
+        None => lines.insert(header + 1, line),
+    }
+    let mut written = lines.join("\n");
+    written.push('\n');
+    let temporary = file.with_extension("toml.placing");
+    std::fs::write(&temporary, written)?;
+    std::fs::rename(&temporary, file)
 }
 
 /// The sections written differently in `before` and `after`, `[placement]` left out;
@@ -118,6 +156,27 @@ mod tests {
             "#
         );
         Deployment::parse(&dir.join("d.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_placement_written_back_changes_that_module_s_line_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("d.toml");
+        let text = "[app]\nname = \"t\"\n[placement]\nstateless = [\"a\"] # comment\n\
+                    ledger = [\"b\"]\n\n[mesh]\nledger = 1\n";
+        std::fs::write(&file, text).unwrap();
+        write_placement(&file, "ledger", &["a".to_string()]).unwrap();
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            written,
+            text.replace("ledger = [\"b\"]", "ledger = [\"a\"]")
+        );
+        write_placement(&file, "newcomer", &["b".to_string(), "a".to_string()]).unwrap();
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("[placement]\nnewcomer = [\"b\", \"a\"]\nstateless"));
+        std::fs::write(&file, "[app]\n").unwrap();
+        assert!(write_placement(&file, "ledger", &[]).is_err());
     }
 
     #[test]

@@ -310,10 +310,25 @@ impl Gateway {
             }
         }
         let module_name = found.module.to_string();
-        let Some(slot) = self.directory.local(&module_name) else {
+        let Some(slot) = self.local_after_hold(&module_name).await else {
             return self.forward(span, &module_name, request).await;
         };
         self.serve_local(span, &slot, request, trace).await
+    }
+
+    /// Module `module`'s slot if it serves here; `None` to forward the request. A
+    /// module on hold (moving to another node) is waited for, up to the request's
+    /// timeout, and looked up again: it may serve elsewhere by then.
+    async fn local_after_hold(&self, module: &str) -> Option<Arc<ModuleSlot>> {
+        let limit = self.settings.request_timeout.duration();
+        loop {
+            let slot = self.directory.local(module)?;
+            if !slot.hold.is_held() || !slot.hold.released_within(limit).await {
+                // Not held, or held past the request's time: it fails there, as a
+                // module that cannot take it.
+                return Some(slot);
+            }
+        }
     }
 
     /// The request's routing key: its sticky header (`[rollout] sticky_header`),
@@ -571,12 +586,12 @@ impl Gateway {
         module: &str,
         mut request: Request<Incoming>,
     ) -> Response<Body> {
-        let Some(slot) = self.directory.local(module) else {
+        if self.directory.local(module).is_none() {
             return responses::plain(
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("module {module} does not run on this node"),
             );
-        };
+        }
         // A peer forwards what a client asked its gateway for: a path of one of the
         // module's routes, nothing else of it.
         let path = request.uri().path().to_string();
@@ -587,6 +602,11 @@ impl Gateway {
                 format!("{path} is not a route of module {module}"),
             );
         }
+        let Some(slot) = self.local_after_hold(module).await else {
+            // It moved to another node while the request waited: it goes on there.
+            let span = tracing::info_span!("forwarded_on", from = %peer, module);
+            return self.forward(&span, module, request).await;
+        };
         let parent = TraceContext::from_headers(request.headers());
         let span = tracing::info_span!(
             "forwarded",

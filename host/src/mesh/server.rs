@@ -201,6 +201,9 @@ async fn call(dispatcher: &Dispatcher, peer: &str, request: Request<Incoming>) -
         Ok(header) => header,
         Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error:#}")),
     };
+    dispatcher
+        .wait_while_held(&header.interface, Duration::from_millis(header.deadline_ms))
+        .await;
     let inbound = match dispatcher.inbound(
         peer,
         &header.caller,

@@ -8,10 +8,13 @@
 //! - [`interface`]: interface names, and where calls into a version land;
 //! - [`http`]: serving one HTTP request with a fresh instance;
 //! - [`slot`]: a module's serving version and canary, switched atomically;
+//! - [`hold`]: a module's new work waiting while it moves;
 //! - [`warm`]: warm instances of modules that reuse them;
 //! - [`directory`]: what is served where, republished on every change;
 //! - [`registry`]: loading every module of the node through the capabilities'
 //!   lifecycle, and owning the directory;
+//! - [`extraction`]: a module moving to another node with its data, this node's part;
+//! - [`moving`]: a module's data files, copied to another node chunk by chunk;
 //! - [`placing`]: a new placement applied while the node serves;
 //! - [`swap`]: new versions — swap, canary, promote, rollback, adoption;
 //! - [`versions`]: which version serves, remembered across restarts;
@@ -20,10 +23,13 @@
 
 pub mod crates;
 pub mod directory;
+pub mod extraction;
 pub mod failure;
+pub mod hold;
 pub mod http;
 pub mod interface;
 pub mod javascript;
+pub mod moving;
 pub mod placing;
 pub mod python;
 pub mod registry;

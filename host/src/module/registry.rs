@@ -67,6 +67,8 @@ pub struct Registry {
     /// The capabilities' background work for the local modules, stopped with the node
     /// (or one module's part of it, when a new placement moves the module away).
     services: Mutex<Vec<Box<dyn Service>>>,
+    /// Modules arriving from another node with their data, not yet serving.
+    arrivals: Mutex<BTreeMap<String, super::extraction::Arrival>>,
 }
 
 /// A module's component, compiled but not yet linked.
@@ -194,6 +196,7 @@ impl Registry {
             directory,
             swapper,
             services: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -305,6 +308,23 @@ impl Registry {
         for stopped in stopping {
             stopped.await;
         }
+    }
+
+    pub(super) fn lock_arrivals(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, super::extraction::Arrival>> {
+        self.arrivals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds off every other change of this node's modules (swaps, placements, a
+    /// module moving) while the caller makes its own.
+    pub async fn one_change_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.swapper.one_change_at_a_time().await
+    }
+
+    /// The node's capabilities.
+    pub(super) fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn lock_services(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Service>>> {

@@ -15,6 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::hold::Hold;
 use super::version::ModuleVersion;
 use crate::deployment::RolloutSettings;
 use crate::telemetry::metrics::metrics;
@@ -37,6 +38,8 @@ pub struct ModuleSlot<V: Version = ModuleVersion> {
     previous: Mutex<Option<Arc<V>>>,
     turn: AtomicU64,
     rollout: RolloutSettings,
+    /// Set while the module's new work must wait (it is moving to another node).
+    pub hold: Hold,
 }
 
 /// A version on trial beside the serving one.
@@ -89,6 +92,7 @@ impl<V: Version> ModuleSlot<V> {
             previous: Mutex::new(None),
             turn: AtomicU64::new(0),
             rollout,
+            hold: Hold::default(),
         }
     }
 

@@ -128,6 +128,51 @@ impl Capability for Sql {
         })
     }
 
+    /// A module's SQLite file; a Postgres schema is reached from every node.
+    fn data_files(&self, module: OpenContext<'_>) -> Vec<PathBuf> {
+        match &module.spec.database {
+            Some(database) if database.backend == DatabaseBackend::Sqlite => {
+                vec![sqlite::file_of(
+                    &module.deployment.data_dir,
+                    &module.spec.name,
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Moves what the write-ahead log holds into the file: all of it, emptying the
+    /// log, when the module's work is held; what it can without waiting, otherwise.
+    fn settle<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a StateMap,
+        held: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if state.get::<Database>().is_none() {
+                return Ok(());
+            }
+            for file in self.data_files(module) {
+                sqlite::checkpoint(&file, held).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn count<'a>(
+        &'a self,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>>> {
+        Box::pin(async move {
+            if is_sqlite(file) {
+                sqlite::count_rows(file).await
+            } else {
+                Ok(std::collections::BTreeMap::new())
+            }
+        })
+    }
+
     fn upgrade<'a>(
         &'a self,
         version: UpgradeContext<'a>,
@@ -372,12 +417,15 @@ impl Database {
         data_dir: &std::path::Path,
         statement_timeout: Duration,
     ) -> Result<Database> {
-        let (pool, secret) = match &spec.backend {
+        // A SQLite file made now gets a secret of its own; one made before files kept
+        // their secret kept the node's, which sealed what it holds already.
+        let (pool, secret, new_file) = match &spec.backend {
             DatabaseBackend::Sqlite => {
                 let secret = sqlite::host_secret(data_dir)?;
+                let new_file = !sqlite::file_of(data_dir, module).exists();
                 let key = derive_key(&secret, SQLITE_HOST_KEY);
                 let database = sqlite::open(module, spec, data_dir, statement_timeout, key).await?;
-                (Pool::Sqlite(Arc::new(database)), secret)
+                (Pool::Sqlite(Arc::new(database)), secret, Some(new_file))
             }
             #[cfg(not(feature = "postgres"))]
             DatabaseBackend::Postgres { .. } => {
@@ -388,16 +436,20 @@ impl Database {
                 let database =
                     postgres::open(module, spec, url, schema, tls, statement_timeout).await?;
                 let secret = database.secret();
-                (Pool::Postgres(Arc::new(database)), secret)
+                (Pool::Postgres(Arc::new(database)), secret, None)
             }
         };
-        let database = Database {
+        let mut database = Database {
             module: module.to_string(),
             pool,
             statement_timeout,
             max_result: spec.max_result.bytes(),
             secret,
         };
+        if let Some(new_file) = new_file {
+            let first = if new_file { random_secret() } else { secret };
+            database.secret = database.file_secret(first).await?;
+        }
         if let Some(dir) = &spec.migrations {
             let applied = migrations::apply(&database, dir).await?;
             if applied > 0 {
@@ -405,6 +457,38 @@ impl Database {
             }
         }
         Ok(database)
+    }
+
+    /// The secret a SQLite file keeps for the host's keys (`modhost_secret`, a host
+    /// table no module reaches): `first` on first use. It moves with the file, so the
+    /// seals of the events waiting in its outbox hold on whichever node opens it next.
+    async fn file_secret(&self, first: [u8; 32]) -> Result<[u8; 32]> {
+        self.host_execute(
+            "CREATE TABLE IF NOT EXISTS modhost_secret \
+             (id INTEGER PRIMARY KEY CHECK (id = 1), secret TEXT NOT NULL)",
+            Vec::new(),
+        )
+        .await?;
+        let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
+        self.host_execute(
+            "INSERT INTO modhost_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            vec![Value::Text(hex)],
+        )
+        .await?;
+        let rows = self
+            .host_query("SELECT secret FROM modhost_secret WHERE id = 1", Vec::new())
+            .await?;
+        let kept = match rows.rows.first().and_then(|row| row.first()) {
+            Some(Value::Text(kept)) => kept.clone(),
+            _ => anyhow::bail!("the database of {} keeps no secret", self.module),
+        };
+        let bytes: Vec<u8> = (0..kept.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(kept.get(i..i + 2)?, 16).ok())
+            .collect();
+        <[u8; 32]>::try_from(bytes).map_err(|_| {
+            anyhow::anyhow!("the database of {} keeps a malformed secret", self.module)
+        })
     }
 
     /// How long one statement may run (the module's timeout).
@@ -660,8 +744,8 @@ impl Database {
 
     /// A key for the host's own use of this database, for `purpose` (sealing the rows
     /// of its outbox, say): the same on every node that shares the database, known to
-    /// no module. (SQLite: from the node's secret file; Postgres: from the
-    /// administrator URL.)
+    /// no module. (SQLite: from the secret the file keeps, which moves with it;
+    /// Postgres: from the administrator URL.)
     pub fn host_key(&self, purpose: &str) -> [u8; 32] {
         derive_key(&self.secret, purpose)
     }
@@ -893,6 +977,23 @@ impl Transaction {
 /// connection may change the host's tables: the host's mistake, never run.
 fn module_in_host_transaction() -> Error {
     Error::Other("a module's statement in a transaction of the host's (the host's mistake)".into())
+}
+
+/// Whether `file` begins as a SQLite database does.
+fn is_sqlite(file: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 16];
+    std::fs::File::open(file)
+        .and_then(|mut input| input.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"SQLite format 3\0")
+}
+
+/// 32 bytes from the operating system's generator (two random UUIDs: 244 bits).
+fn random_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret
 }
 
 /// The key for the host's own use of a database, for `purpose`, from its `secret`

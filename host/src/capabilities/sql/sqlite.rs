@@ -119,6 +119,11 @@ impl SqliteDatabase {
     }
 }
 
+/// `module`'s database file under `data_dir`.
+pub fn file_of(data_dir: &Path, module: &str) -> std::path::PathBuf {
+    data_dir.join("databases").join(format!("{module}.sqlite"))
+}
+
 /// Opens (creating if needed) `module`'s database file and its two pools, each
 /// connection guarded: statements interrupted past `statement_timeout`, no value
 /// larger than the module's result bound. `key` lets the host's statements into the
@@ -130,9 +135,10 @@ pub async fn open(
     statement_timeout: Duration,
     key: [u8; 32],
 ) -> Result<SqliteDatabase> {
-    let dir = data_dir.join("databases");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = dir.join(format!("{module}.sqlite"));
+    let file = file_of(data_dir, module);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let options = SqliteConnectOptions::new()
         .filename(&file)
         .create_if_missing(true)
@@ -204,6 +210,66 @@ pub async fn open(
     })
 }
 
+/// A connection of the host's own to `file`, outside any module's guard: for work on
+/// the file as a whole (a checkpoint, counting a copy's rows).
+async fn plain_connection(file: &Path, read_only: bool) -> Result<SqliteConnection> {
+    use sqlx::Connection;
+    let options = SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(read_only)
+        .busy_timeout(BUSY_TIMEOUT);
+    SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening {}", file.display()))
+}
+
+/// Moves what `file`'s write-ahead log holds into the file. `whole`: all of it, and
+/// the log emptied (`wal_checkpoint(TRUNCATE)`), so that the file alone holds the
+/// database — what a byte copy of it needs; retried briefly while a reader holds an
+/// old snapshot. Otherwise what goes without waiting for anyone (`PASSIVE`).
+pub async fn checkpoint(file: &Path, whole: bool) -> Result<()> {
+    let mut connection = plain_connection(file, false).await?;
+    let statement = if whole {
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    } else {
+        "PRAGMA wal_checkpoint(PASSIVE)"
+    };
+    for _ in 0..100 {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as(statement)
+            .fetch_one(&mut connection)
+            .await
+            .with_context(|| format!("checkpointing {}", file.display()))?;
+        if busy == 0 || !whole {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!(
+        "{} stayed busy: a connection kept reading an old snapshot",
+        file.display()
+    )
+}
+
+/// The rows of every table in the SQLite database `file`, by table (the host's own
+/// tables too: an event outbox moves with the data).
+pub async fn count_rows(file: &Path) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut connection = plain_connection(file, true).await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut connection)
+    .await?;
+    let mut counts = std::collections::BTreeMap::new();
+    for table in tables {
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {quoted}"))
+            .fetch_one(&mut connection)
+            .await?;
+        counts.insert(table, u64::try_from(rows).unwrap_or_default());
+    }
+    Ok(counts)
+}
+
 /// The node's own secret for its SQLite databases (which no other node shares):
 /// `<data_dir>/host.secret`, made on first use, readable by the node's user only.
 /// Modules have no access to the host's files.
@@ -223,10 +289,7 @@ pub fn host_secret(data_dir: &Path) -> Result<[u8; 32]> {
             })
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            // Two random UUIDs: 244 bits from the operating system's generator.
-            let mut secret = [0u8; 32];
-            secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-            secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            let secret = super::random_secret();
             let text: String = secret.iter().map(|b| format!("{b:02x}")).collect();
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;

@@ -1,0 +1,264 @@
+//! Moving a module's data files to another node: chunk by chunk, and then only the
+//! chunks that changed.
+//!
+//! A module's data is copied twice. First whole, while it serves: the file is read in
+//! chunks of [`CHUNK`] bytes and sent, and the sender remembers a hash of each chunk
+//! it sent ([`Sent`]). Then, with the module's work held and its files settled (no
+//! write pending in a journal), the file is read again and only the chunks whose hash
+//! changed — and the new length — are sent: the pause lasts as long as the last
+//! changes take to read and send, not the whole file. The receiver writes each chunk
+//! at its offset ([`apply`]) and both compare the SHA-256 of the whole file
+//! ([`digest`]) before the copy is used.
+//!
+//! A batch of chunks travels as one body ([`Chunks::encode`]): the file's length, then
+//! each chunk's offset, size and bytes.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// The unit a file is compared and sent in.
+pub const CHUNK: usize = 64 * 1024;
+
+/// The most chunk bytes one batch carries (a mesh admin body is bounded).
+pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// What the receiver holds of one file, as the sender last sent it: a hash per chunk.
+#[derive(Debug, Default, Clone)]
+pub struct Sent {
+    hashes: Vec<[u8; 32]>,
+}
+
+/// Chunks of a file to write at their offsets, and the length the file ends at.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Chunks {
+    /// The file's length once every chunk is written.
+    pub len: u64,
+    /// Each chunk's offset and bytes.
+    pub chunks: Vec<(u64, Vec<u8>)>,
+}
+
+impl Chunks {
+    /// The bytes of every chunk.
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+
+    /// The chunks in batches of at most [`BATCH_BYTES`] bytes each, every batch
+    /// carrying the length (an empty file is one empty batch).
+    pub fn batches(self) -> Vec<Chunks> {
+        let mut batches = vec![Chunks {
+            len: self.len,
+            chunks: Vec::new(),
+        }];
+        for (offset, bytes) in self.chunks {
+            let full = batches.last().is_some_and(|batch| {
+                !batch.chunks.is_empty() && batch.bytes() + bytes.len() > BATCH_BYTES
+            });
+            if full {
+                batches.push(Chunks {
+                    len: self.len,
+                    chunks: Vec::new(),
+                });
+            }
+            if let Some(batch) = batches.last_mut() {
+                batch.chunks.push((offset, bytes));
+            }
+        }
+        batches
+    }
+
+    /// The batch as a body: `len` (u64), then per chunk its offset (u64), size (u32)
+    /// and bytes, big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes() + 8 + 12 * self.chunks.len());
+        out.extend_from_slice(&self.len.to_be_bytes());
+        for (offset, bytes) in &self.chunks {
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Reads a batch [`Self::encode`] wrote; refuses one that is cut short, or whose
+    /// chunks are larger than [`CHUNK`] or reach past its length.
+    pub fn decode(body: &[u8]) -> Result<Chunks> {
+        let mut rest = body;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            if rest.len() < n {
+                bail!("the batch of chunks is cut short");
+            }
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Ok(head)
+        };
+        let len = u64::from_be_bytes(take(8)?.try_into()?);
+        let mut chunks = Vec::new();
+        let mut left = body.len() - 8;
+        while left > 0 {
+            let offset = u64::from_be_bytes(take(8)?.try_into()?);
+            let size = u32::from_be_bytes(take(4)?.try_into()?) as usize;
+            if size > CHUNK || offset.saturating_add(size as u64) > len {
+                bail!("a chunk at {offset} of {size} bytes does not fit a file of {len}");
+            }
+            chunks.push((offset, take(size)?.to_vec()));
+            left = left.saturating_sub(12 + size);
+        }
+        Ok(Chunks { len, chunks })
+    }
+}
+
+impl Sent {
+    /// Reads `file` and returns its chunks that differ from what was sent (all of
+    /// them, the first time), recording them as sent.
+    pub fn changes(&mut self, file: &Path) -> Result<Chunks> {
+        let mut input =
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        let len = input.metadata()?.len();
+        let mut chunks = Vec::new();
+        let mut buffer = vec![0u8; CHUNK];
+        let mut index = 0usize;
+        loop {
+            let read = read_full(&mut input, &mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            let hash: [u8; 32] = Sha256::digest(&buffer[..read]).into();
+            if self.hashes.get(index) != Some(&hash) {
+                chunks.push(((index * CHUNK) as u64, buffer[..read].to_vec()));
+                if index < self.hashes.len() {
+                    self.hashes[index] = hash;
+                } else {
+                    self.hashes.push(hash);
+                }
+            }
+            index += 1;
+            if read < CHUNK {
+                break;
+            }
+        }
+        self.hashes.truncate(index);
+        Ok(Chunks { len, chunks })
+    }
+}
+
+/// Fills `buffer` from `input` as far as it goes; how many bytes were read.
+fn read_full(input: &mut impl Read, buffer: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Writes `chunks` into `file` (made if missing) at their offsets, and sets its length.
+pub fn apply(file: &Path, chunks: &Chunks) -> Result<()> {
+    let mut output = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(file)
+        .with_context(|| format!("writing {}", file.display()))?;
+    for (offset, bytes) in &chunks.chunks {
+        output.seek(SeekFrom::Start(*offset))?;
+        output.write_all(bytes)?;
+    }
+    output.set_len(chunks.len)?;
+    output.sync_all()?;
+    Ok(())
+}
+
+/// The SHA-256 of `file`'s bytes, in hex.
+pub fn digest(file: &Path) -> Result<String> {
+    let mut input =
+        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let read = read_full(&mut input, &mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sent_whole_then_changed_arrives_the_same_with_only_its_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, copy) = (dir.path().join("source"), dir.path().join("copy"));
+        let mut bytes: Vec<u8> = (0..CHUNK * 5 + 123).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&source, &bytes).unwrap();
+        let mut sent = Sent::default();
+        let first = sent.changes(&source).unwrap();
+        assert_eq!(first.chunks.len(), 6);
+        for batch in first.batches() {
+            apply(&copy, &Chunks::decode(&batch.encode()).unwrap()).unwrap();
+        }
+        assert_eq!(digest(&copy).unwrap(), digest(&source).unwrap());
+
+        // One byte in the third chunk changes, and the file shrinks by two chunks.
+        bytes[CHUNK * 2 + 7] ^= 0xff;
+        bytes.truncate(CHUNK * 3 + 10);
+        std::fs::write(&source, &bytes).unwrap();
+        let changes = sent.changes(&source).unwrap();
+        let offsets: Vec<u64> = changes.chunks.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, [(CHUNK * 2) as u64, (CHUNK * 3) as u64]);
+        apply(&copy, &Chunks::decode(&changes.encode()).unwrap()).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+
+        // Nothing changed: nothing to send but the length.
+        let none = sent.changes(&source).unwrap();
+        assert!(none.chunks.is_empty());
+        assert_eq!(none.len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_batch_cut_short_or_reaching_past_its_file_is_refused() {
+        let batch = Chunks {
+            len: 10,
+            chunks: vec![(0, vec![1; 10])],
+        };
+        let body = batch.encode();
+        assert_eq!(Chunks::decode(&body).unwrap(), batch);
+        assert!(Chunks::decode(&body[..body.len() - 1]).is_err());
+        let past = Chunks {
+            len: 4,
+            chunks: vec![(0, vec![1; 10])],
+        };
+        assert!(Chunks::decode(&past.encode()).is_err());
+        let huge = Chunks {
+            len: u64::MAX,
+            chunks: vec![(0, vec![0; CHUNK + 1])],
+        };
+        assert!(Chunks::decode(&huge.encode()).is_err());
+    }
+
+    #[test]
+    fn batches_stay_under_their_bound() {
+        let chunks = Chunks {
+            len: (CHUNK * 300) as u64,
+            chunks: (0..300)
+                .map(|i| ((i * CHUNK) as u64, vec![0; CHUNK]))
+                .collect(),
+        };
+        let batches = chunks.batches();
+        assert!(batches.len() >= 3);
+        assert!(batches.iter().all(|batch| batch.bytes() <= BATCH_BYTES));
+        assert_eq!(batches.iter().map(|b| b.chunks.len()).sum::<usize>(), 300);
+    }
+}
