@@ -24,15 +24,18 @@ fn cluster() -> Cluster {
     Cluster::start(&toml, &["a", "b"], &[("users", &["a"])])
 }
 
-/// `modhost extract users --to TO` against `from`'s admin API: exit code, the JSON it
+/// `modhost extract MODULE ARGS…` against `from`'s admin API: exit code, the JSON it
 /// printed (stdout on success, stderr otherwise), stderr.
-fn extract(from: &Modhost, to: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+fn extract_with(
+    module: &str,
+    from: &Modhost,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
     let admin = format!("http://{}", from.admin.expect("an admin listener"));
     let output = std::process::Command::new(modhost_bin())
-        .args([
-            "extract", "users", "--to", to, "--admin", &admin, "--token", TOKEN,
-        ])
-        .args(extra)
+        .args(["extract", module])
+        .args(args)
+        .args(["--admin", &admin, "--token", TOKEN])
         .output()
         .expect("run modhost extract");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -48,6 +51,20 @@ fn extract(from: &Modhost, to: &str, extra: &[&str]) -> (Option<i32>, serde_json
     };
     let json = serde_json::from_slice(&printed).unwrap_or(serde_json::Value::Null);
     (output.status.code(), json, stderr)
+}
+
+/// `modhost extract MODULE --to TO` against `from`'s admin API.
+fn extract_module(
+    module: &str,
+    from: &Modhost,
+    to: &str,
+) -> (Option<i32>, serde_json::Value, String) {
+    extract_with(module, from, &["--to", to])
+}
+
+/// `modhost extract users --to TO` against `from`'s admin API.
+fn extract(from: &Modhost, to: &str) -> (Option<i32>, serde_json::Value, String) {
+    extract_module("users", from, to)
 }
 
 /// The modules `node` serves, as its `/readyz` lists them.
@@ -77,15 +94,21 @@ struct Load {
 }
 
 impl Load {
+    /// Three writers through `a`'s gateway, one through `b`'s.
     fn start(a: &Modhost, b: &Modhost, tag: &str) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-        let load = Arc::new(Load::default());
-        let mut clients = Vec::new();
-        let gateways = [
+        let gateways = vec![
             a.url("/users"),
             a.url("/users"),
             a.url("/users"),
             b.url("/users"),
         ];
+        Load::start_at(gateways, tag)
+    }
+
+    /// A writer per URL in `gateways`.
+    fn start_at(gateways: Vec<String>, tag: &str) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+        let load = Arc::new(Load::default());
+        let mut clients = Vec::new();
         for (client_no, url) in gateways.into_iter().enumerate() {
             let load = load.clone();
             let tag = tag.to_string();
@@ -123,14 +146,10 @@ impl Load {
 
     /// Waits until `count` more requests have been answered.
     async fn passes(&self, count: u64) {
-        let target = self.sent.load(Ordering::Relaxed) + count;
-        for _ in 0..3000 {
-            if self.sent.load(Ordering::Relaxed) >= target {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the load stalled: {:?}", self.failures.lock().unwrap());
+        wait_for_answers(&self.sent, count, || {
+            format!("{:?}", self.failures.lock().unwrap())
+        })
+        .await;
     }
 
     async fn stop(&self, clients: Vec<tokio::task::JoinHandle<()>>) {
@@ -151,7 +170,7 @@ async fn a_module_moves_to_another_node_with_its_data_while_it_takes_writes_and_
 
     let (load, clients) = Load::start(a, b, "there");
     load.passes(100).await;
-    let (code, report, stderr) = extract(a, "b", &[]);
+    let (code, report, stderr) = extract(a, "b");
     assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
     load.passes(50).await;
     load.stop(clients).await;
@@ -205,11 +224,29 @@ async fn a_module_moves_to_another_node_with_its_data_while_it_takes_writes_and_
     b.wait_for_log("extraction: the module serves on this node now, with its data");
     a.wait_for_log("extraction: the module left this node");
 
+    // a kept its copy until told: --commit removes it (and only on the node it left).
+    let kept = cluster
+        .deployment
+        .dir
+        .path()
+        .join("data-a/databases/users.sqlite");
+    assert!(kept.exists());
+    let (code, answer, stderr) = extract_with("users", b, &["--commit"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(answer["error"]["code"], "not_moved", "{answer}");
+    let (code, committed, stderr) = extract_with("users", a, &["--commit"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(committed["serves_on"], "b", "{committed}");
+    assert!(!kept.exists());
+    let (code, answer, _) = extract_with("users", a, &["--commit"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(answer["error"]["code"], "no_copy", "{answer}");
+
     // And back, the same way, under the same load.
     let moved = total(b).await;
     let (load, clients) = Load::start(a, b, "back");
     load.passes(100).await;
-    let (code, _, stderr) = extract(b, "a", &[]);
+    let (code, _, stderr) = extract(b, "a");
     assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
     load.passes(50).await;
     load.stop(clients).await;
@@ -229,17 +266,17 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     let before = total(cluster.node("a")).await;
 
     // Refused up front: a node that is not one, the node it runs on, a module not here.
-    let (code, answer, _) = extract(cluster.node("a"), "z", &[]);
+    let (code, answer, _) = extract(cluster.node("a"), "z");
     assert_eq!(code, Some(2), "{answer}");
     assert_eq!(answer["error"]["code"], "bad_node");
-    let (code, answer, _) = extract(cluster.node("b"), "a", &[]);
+    let (code, answer, _) = extract(cluster.node("b"), "a");
     assert_eq!(code, Some(1), "{answer}");
     assert_eq!(answer["error"]["code"], "not_here");
 
     // The target dies before it gets the data: called off at the first step that
     // needs it, and the module serves on a, its writes go on there.
     cluster.node_mut("b").kill();
-    let (code, answer, stderr) = extract(cluster.node("a"), "b", &[]);
+    let (code, answer, stderr) = extract(cluster.node("a"), "b");
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(answer["error"]["code"], "extraction_failed", "{answer}");
     assert!(
@@ -267,8 +304,294 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     // succeeds with every row.
     cluster.start_node("b", &[]);
     let b = cluster.node("b");
-    let (code, report, stderr) = extract(cluster.node("a"), "b", &[]);
+    let (code, report, stderr) = extract(cluster.node("a"), "b");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["rows"]["users"].as_u64(), Some(before + 1));
     assert_eq!(total(b).await, before + 1);
+}
+
+/// An order of one USB-C cable (500 in stock) for customer 2, paid by a good card.
+const ORDER: &str = r#"{"customer_id": 2, "lines": [{"sku": "CB-004", "quantity": 1}],
+    "card": {"number": "4242 4242 4242 4242", "expiry_month": 12, "expiry_year": 2030}}"#;
+
+/// Orders placed through node a's gateway by a few clients, until stopped (or 400).
+#[derive(Default)]
+struct Orders {
+    stop: AtomicBool,
+    placed: Mutex<Vec<(String, String)>>,
+    failures: Mutex<Vec<String>>,
+    slowest: Mutex<Duration>,
+}
+
+impl Orders {
+    fn start(url: String) -> (Arc<Orders>, Vec<tokio::task::JoinHandle<()>>) {
+        let orders = Arc::new(Orders::default());
+        let clients = (0..3)
+            .map(|_| {
+                let (orders, url) = (orders.clone(), url.clone());
+                tokio::spawn(async move {
+                    let http = client(false);
+                    while !orders.stop.load(Ordering::Relaxed)
+                        && orders.placed.lock().unwrap().len() < 400
+                    {
+                        let started = Instant::now();
+                        let reply = send(&http, "POST", &url, Some(ORDER)).await;
+                        let took = started.elapsed();
+                        let mut slowest = orders.slowest.lock().unwrap();
+                        *slowest = (*slowest).max(took);
+                        drop(slowest);
+                        if reply.status == 201 {
+                            let order = reply.json();
+                            let id = order["id"].as_str().unwrap_or_default().to_string();
+                            let receipt = order["payment"]["receipt_id"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string();
+                            orders.placed.lock().unwrap().push((id, receipt));
+                        } else {
+                            orders.failures.lock().unwrap().push(format!(
+                                "{} {}",
+                                reply.status,
+                                reply.text()
+                            ));
+                        }
+                    }
+                })
+            })
+            .collect();
+        (orders, clients)
+    }
+
+    async fn passes(&self, count: usize) {
+        let target = self.placed.lock().unwrap().len() + count;
+        for _ in 0..6000 {
+            if self.placed.lock().unwrap().len() >= target {
+                return;
+            }
+            assert!(
+                self.failures.lock().unwrap().is_empty(),
+                "{:?}",
+                self.failures.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the orders stalled");
+    }
+
+    async fn stop(&self, clients: Vec<tokio::task::JoinHandle<()>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.await.unwrap();
+        }
+    }
+}
+
+/// The charges in a payments database file: receipt id → how many rows have it.
+async fn charges(file: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("open the payments database");
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, count(*) FROM charges GROUP BY id")
+        .fetch_all(&mut connection)
+        .await
+        .expect("read the charges");
+    rows.into_iter()
+        .map(|(id, count)| (id, count as u64))
+        .collect()
+}
+
+/// How many `payment_received` notifications order `id` got.
+async fn payment_notices(node: &Modhost, id: &str) -> usize {
+    let reply = get(&node.url(&format!("/notifications?order_id={id}"))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["notifications"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|notice| notice["kind"] == "payment_received")
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_s_payments_move_to_a_node_of_their_own_under_orders_with_their_charges_and_events(
+) {
+    let Some(broker) = common::kafka::Broker::start() else {
+        return;
+    };
+    // The one-node shop as node a of a file that names b too, events on the broker.
+    let overlay = format!(
+        "extends = \"base.toml\"\n\n[events]\nbackend = \"kafka\"\nbrokers = \"{}\"\n\
+         partitions = 3\nbackoff = \"50ms\"\nmax_backoff = \"500ms\"\n\n\
+         [admin]\ntoken = \"{TOKEN}\"\n",
+        broker.address()
+    );
+    let everything_on_a: Vec<(&str, &[&str])> = common::shop::PLACEMENT
+        .iter()
+        .map(|(module, _)| (*module, &["a"][..]))
+        .collect();
+    let cluster = Cluster::start_extending(SHOP, &overlay, &["a", "b"], &everything_on_a);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let data = |node: &str| {
+        cluster
+            .deployment
+            .dir
+            .path()
+            .join(format!("data-{node}/databases/payments.sqlite"))
+    };
+
+    let (orders, clients) = Orders::start(a.url("/orders"));
+    orders.passes(20).await;
+    let (code, report, stderr) = extract_module("payments", a, "b");
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
+    orders.passes(20).await;
+    orders.stop(clients).await;
+    let failures = orders.failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{failures:?}\n{}",
+        cluster.logs().join("\n")
+    );
+    let placed = orders.placed.lock().unwrap().clone();
+    eprintln!(
+        "payments extracted under {} orders, none failed; held {:.1} ms, the slowest order \
+         took {:?}; {} charges compared",
+        placed.len(),
+        report["held_ms"].as_f64().unwrap_or_default(),
+        orders.slowest.lock().unwrap(),
+        report["rows"]["charges"]
+    );
+
+    // b runs payments, a does not; every charge made before and during the move is in
+    // b's database, once.
+    assert!(!serving(a).await.contains(&"payments".to_string()));
+    assert_eq!(serving(b).await, ["payments"]);
+    let on_b = charges(&data("b")).await;
+    for (order, receipt) in &placed {
+        assert_eq!(
+            on_b.get(receipt),
+            Some(&1),
+            "order {order}'s charge {receipt}"
+        );
+    }
+    // Every payments.charged was delivered once: one notice per order.
+    for (order, _) in &placed {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let notices = payment_notices(a, order).await;
+            assert!(notices <= 1, "order {order} was told {notices} times");
+            if notices == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {order} never heard of its payment\n{}",
+                cluster.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Back into the monolith, under orders again.
+    // Called back from the node it left (--abort): b moves it back, the same way.
+    let (orders, clients) = Orders::start(a.url("/orders"));
+    orders.passes(20).await;
+    let (code, _, stderr) = extract_with("payments", a, &["--abort"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
+    orders.passes(20).await;
+    orders.stop(clients).await;
+    assert!(orders.failures.lock().unwrap().is_empty());
+    assert!(serving(a).await.contains(&"payments".to_string()));
+    assert!(serving(b).await.is_empty());
+    let on_a = charges(&data("a")).await;
+    let back = orders.placed.lock().unwrap().clone();
+    for (order, receipt) in placed.iter().chain(&back) {
+        assert_eq!(
+            on_a.get(receipt),
+            Some(&1),
+            "order {order}'s charge {receipt}"
+        );
+    }
+    let (code, _, stderr) = extract_with("payments", b, &["--commit"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!data("b").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_dies_mid_copy_or_finds_its_copy_wrong_leaves_the_module_serving() {
+    use common::peer::{Scripted, ScriptedPeer};
+    let toml = format!(
+        "[app]\nname = \"extract\"\n\n\
+         [modules.users]\ncomponent = \"{{users}}\"\nroutes = [\"/users\"]\ndatabase = \"sqlite\"\n\
+         migrations = \"{{repo}}/modules/users/migrations\"\n\n\
+         [admin]\ntoken = \"{TOKEN}\"\n"
+    );
+    // Node a is real; node b is played by the test.
+    let deployment = Cluster::write(&toml, &["a", "b"], &[("users", &["a"])]);
+    Cluster::certs(&deployment);
+    let mut cluster = Cluster {
+        deployment,
+        nodes: Default::default(),
+    };
+    cluster.start_node("a", &[]);
+    let file = cluster.deployment.file.clone();
+    let a = cluster.node("a");
+    let before = total(a).await;
+    let (load, clients) = Load::start_at(vec![a.url("/users"), a.url("/users")], "failing");
+    load.passes(20).await;
+
+    // b takes the module, then dies as the data comes.
+    let dying = ScriptedPeer::serve(&file, "b", |path| match path {
+        "/v1/admin/arrive" => Scripted::Answer(200, b"1".to_vec()),
+        _ => Scripted::Die,
+    })
+    .await;
+    let (code, answer, stderr) = extract(a, "b");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(answer["error"]["step"], "copy", "{answer}");
+    assert!(dying.requests().contains(&"/v1/admin/chunks".to_string()));
+    drop(dying);
+    load.passes(20).await;
+
+    // b receives everything, then finds its copy does not match what a settled.
+    let mismatched = ScriptedPeer::serve(&file, "b", |path| match path {
+        "/v1/admin/arrive" => Scripted::Answer(200, b"1".to_vec()),
+        "/v1/admin/chunks" | "/v1/admin/abandon" => Scripted::Answer(200, Vec::new()),
+        "/v1/admin/arrived" => Scripted::Answer(
+            409,
+            b"the copy does not match the source's files (SHA-256 [\"00\"] here)".to_vec(),
+        ),
+        _ => Scripted::Answer(404, Vec::new()),
+    })
+    .await;
+    let (code, answer, stderr) = extract(a, "b");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(answer["error"]["step"], "switch", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not match"),
+        "{answer}"
+    );
+    // The held writes went on here; b was told to drop what it received.
+    let asked = mismatched.requests();
+    assert!(
+        asked.contains(&"/v1/admin/abandon".to_string()),
+        "{asked:?}"
+    );
+    load.passes(20).await;
+    load.stop(clients).await;
+    let failures = load.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{failures:?}\n{}", a.logs().join("\n"));
+    assert_eq!(serving(a).await, ["users"]);
+    let created = load.created.lock().unwrap().len() as u64;
+    assert_eq!(total(a).await, before + created, "every write kept");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.contains("users = [\"a\"]"), "{written}");
 }

@@ -120,14 +120,10 @@ impl Load {
     /// Waits until `count` more requests have been answered: traffic crossed the
     /// change just made.
     async fn passes(&self, count: u64) {
-        let target = self.sent.load(Ordering::Relaxed) + count;
-        for _ in 0..3000 {
-            if self.sent.load(Ordering::Relaxed) >= target {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the load stalled: {:?}", self.failures.lock().unwrap());
+        wait_for_answers(&self.sent, count, || {
+            format!("{:?}", self.failures.lock().unwrap())
+        })
+        .await;
     }
 }
 

@@ -125,13 +125,20 @@ enum Command {
         admin: AdminArgs,
     },
     /// Move a module, with its data, from the node that runs it to another, while the
-    /// application serves (admin API of the node that runs it).
+    /// application serves (admin API of the node that runs it); then, asked of the node
+    /// it left, --commit drops the copy kept there or --abort brings it back.
     Extract {
         /// The module.
         module: String,
         /// The node it moves to.
+        #[arg(long, required_unless_present_any = ["commit", "abort"], conflicts_with_all = ["commit", "abort"])]
+        to: Option<String>,
+        /// Remove the copy of the module's data kept on this node since it left.
+        #[arg(long, conflicts_with = "abort")]
+        commit: bool,
+        /// Bring the module back to this node, which it left, with its data.
         #[arg(long)]
-        to: String,
+        abort: bool,
         /// The longest its requests and calls may wait while its last changes are
         /// copied (e.g. 5s, 500ms).
         #[arg(long, default_value = "5s", value_parser = parse_timeout)]
@@ -376,17 +383,24 @@ fn main() -> ExitCode {
         Command::Extract {
             module,
             to,
+            commit,
+            abort,
             max_pause,
             admin,
-        } => admin_request(
-            &admin,
-            http::Method::POST,
-            &format!("/v1/modules/{module}/extract"),
-            Some(serde_json::json!({
-                "to": to,
-                "max_pause_ms": u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
-            })),
-        ),
+        } => {
+            let max_pause_ms = u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX);
+            let body = match to {
+                Some(to) => serde_json::json!({ "to": to, "max_pause_ms": max_pause_ms }),
+                None if commit => serde_json::json!({ "commit": true }),
+                None => serde_json::json!({ "abort": abort, "max_pause_ms": max_pause_ms }),
+            };
+            admin_request(
+                &admin,
+                http::Method::POST,
+                &format!("/v1/modules/{module}/extract"),
+                Some(body),
+            )
+        }
         Command::Reload { admin } => admin_request(
             &admin,
             http::Method::POST,

@@ -809,6 +809,25 @@ pub async fn wait_for_in_flight(host: &Modhost, module: &str, count: u64, why: &
     panic!("{module}: {in_flight:?} requests in flight, not {count}: {why}");
 }
 
+/// Waits until `answered` (a load's count of answered requests, growing meanwhile) has
+/// grown by `count`: traffic crossed the change just made. Panics with `stalled()` if
+/// it does not within 30 s.
+pub async fn wait_for_answers(
+    answered: &std::sync::atomic::AtomicU64,
+    count: u64,
+    stalled: impl Fn() -> String,
+) {
+    use std::sync::atomic::Ordering;
+    let target = answered.load(Ordering::Relaxed) + count;
+    for _ in 0..3000 {
+        if answered.load(Ordering::Relaxed) >= target {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the load stalled: {}", stalled());
+}
+
 /// Runs `futures` concurrently on the runtime and collects their outputs in order.
 pub async fn join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where

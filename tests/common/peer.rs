@@ -101,14 +101,7 @@ pub struct EndlessPeer {
 impl EndlessPeer {
     /// Serves as node `name` of the deployment in `file`.
     pub async fn serve(file: &std::path::Path, name: &str, bytes: u64) -> EndlessPeer {
-        let deployment = modhost::node::load_deployment(file).expect("the deployment");
-        let settings = deployment.mesh.as_ref().expect("a [mesh] section");
-        let names = deployment.nodes.keys().cloned().collect();
-        let tls = MeshTls::load(settings, name, names).expect("node certificate");
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-        let listener = tokio::net::TcpListener::bind(deployment.nodes[name].mesh.bind())
-            .await
-            .expect("the node's mesh address is free");
+        let (listener, acceptor) = listen_as(file, name).await;
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = requests.clone();
         let server = tokio::spawn(async move {
@@ -147,6 +140,111 @@ impl EndlessPeer {
 impl Drop for EndlessPeer {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// The mesh listener of node `name` of the deployment in `file`, and the TLS that
+/// proves it is that node.
+async fn listen_as(
+    file: &std::path::Path,
+    name: &str,
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    let deployment = modhost::node::load_deployment(file).expect("the deployment");
+    let settings = deployment.mesh.as_ref().expect("a [mesh] section");
+    let names = deployment.nodes.keys().cloned().collect();
+    let tls = MeshTls::load(settings, name, names).expect("node certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+    let listener = tokio::net::TcpListener::bind(deployment.nodes[name].mesh.bind())
+        .await
+        .expect("the node's mesh address is free");
+    (listener, acceptor)
+}
+
+/// How a [`ScriptedPeer`] answers one request.
+pub enum Scripted {
+    /// This status and body.
+    Answer(u16, Vec<u8>),
+    /// Nothing: the peer goes away (its listener and every connection close), as a
+    /// node that dies.
+    Die,
+}
+
+/// A node of the deployment that answers each request as its script says, by path:
+/// a target that accepts a module and then dies, or that finds its copy does not
+/// match.
+pub struct ScriptedPeer {
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+    dead: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl ScriptedPeer {
+    /// Serves as node `name` of the deployment in `file`, answering with `script`.
+    pub async fn serve(
+        file: &std::path::Path,
+        name: &str,
+        script: impl Fn(&str) -> Scripted + Send + Sync + 'static,
+    ) -> ScriptedPeer {
+        let (listener, acceptor) = listen_as(file, name).await;
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let dead = Arc::new(tokio::sync::watch::Sender::new(false));
+        let script = Arc::new(script);
+        let (seen, dying) = (requests.clone(), dead.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut died = dying.subscribe();
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = died.wait_for(|dead| *dead) => return,
+                };
+                let Ok((tcp, _)) = accepted else { return };
+                let (acceptor, seen, script, dying) = (
+                    acceptor.clone(),
+                    seen.clone(),
+                    script.clone(),
+                    dying.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let killer = dying.clone();
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        let path = request.uri().path().to_string();
+                        seen.lock().unwrap().push(path.clone());
+                        let answer = match script(&path) {
+                            Scripted::Answer(status, body) => Ok(http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap()),
+                            Scripted::Die => {
+                                killer.send_replace(true);
+                                Err(std::io::Error::other("the node died"))
+                            }
+                        };
+                        async move { answer }
+                    });
+                    let serving = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                    let mut died = dying.subscribe();
+                    tokio::select! {
+                        _ = serving => {}
+                        _ = died.wait_for(|dead| *dead) => {}
+                    }
+                });
+            }
+        });
+        ScriptedPeer { requests, dead }
+    }
+
+    /// The paths asked of this peer so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ScriptedPeer {
+    fn drop(&mut self) {
+        self.dead.send_replace(true);
     }
 }
 

@@ -28,7 +28,7 @@
 
 pub mod client;
 pub mod dashboard;
-mod extract;
+pub mod extract;
 #[cfg(feature = "mesh")]
 pub mod peer;
 pub mod rollout;
@@ -95,6 +95,9 @@ pub struct Admin {
     reload: Option<Arc<dyn Reload>>,
     #[cfg(feature = "mesh")]
     mesh: Option<Arc<Mesh>>,
+    /// Moves this node's modules to other nodes (a split deployment's).
+    #[cfg(feature = "mesh")]
+    mover: Option<Arc<extract::Mover>>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +121,8 @@ impl Admin {
             reload: None,
             #[cfg(feature = "mesh")]
             mesh: None,
+            #[cfg(feature = "mesh")]
+            mover: None,
         }
     }
 
@@ -133,7 +138,14 @@ impl Admin {
     /// This admin API, asking the other nodes over `mesh` (a split deployment's).
     #[cfg(feature = "mesh")]
     pub fn reaching(self, mesh: Option<Arc<Mesh>>) -> Admin {
-        Admin { mesh, ..self }
+        let mover = mesh
+            .clone()
+            .map(|mesh| extract::Mover::new(self.registry.clone(), mesh));
+        Admin {
+            mesh,
+            mover,
+            ..self
+        }
     }
 
     /// Whether this node can ask others (it is a node of a split deployment).
@@ -170,7 +182,7 @@ impl Admin {
         .await;
     }
 
-    async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         if !self.authorized(&request) {
             tracing::warn!(path = %request.uri().path(), "admin: refused a request without the right token");
             let mut response = responses::error(

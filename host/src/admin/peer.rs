@@ -18,13 +18,17 @@
 //! | `arrived` (body: the source's digests and counts) | checks the files received, opens the module and serves it |
 //! | `abandon` | drops an arrival and what was received for it |
 //! | `moved` (`to`) | routes the module to node `to`, which serves it now |
+//! | `extract` (`to`, `max_pause_ms`) | moves the module, which runs here, to node `to` (an operator called a move back on that node) |
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::extract::{Mover, DEFAULT_MAX_PAUSE};
 use crate::engine::component_extension;
 use crate::mesh::server::PeerAdmin;
+use crate::mesh::Mesh;
 use crate::module::extraction::Settled;
 use crate::module::moving::Chunks;
 use crate::module::swap::{Refused, Switch};
@@ -35,12 +39,18 @@ use crate::runtime::BoxFuture;
 /// This node's side of other nodes' admin requests.
 pub struct PeerRequests {
     registry: Arc<Registry>,
+    mover: Arc<Mover>,
 }
 
 impl PeerRequests {
-    /// Serves peers' admin requests with `registry`.
-    pub fn new(registry: Arc<Registry>) -> PeerRequests {
-        PeerRequests { registry }
+    /// Serves peers' admin requests with `registry`, moving modules away over `mesh`
+    /// when one asks (`extract`: an operator called a move back, on the node the
+    /// module left).
+    pub fn new(registry: Arc<Registry>, mesh: Arc<Mesh>) -> PeerRequests {
+        PeerRequests {
+            mover: Mover::new(registry.clone(), mesh),
+            registry,
+        }
     }
 
     async fn serve_action(&self, action: &str, query: &str, body: Bytes) -> Response<Body> {
@@ -170,6 +180,16 @@ impl PeerRequests {
             "abandon" => {
                 registry.abandon_arrival(module);
                 done(Ok(String::new()))
+            }
+            "extract" => {
+                let Some(to) = param("to") else {
+                    return Some(plain(StatusCode::BAD_REQUEST, "no node to move it to"));
+                };
+                let max_pause = param("max_pause_ms")
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or(DEFAULT_MAX_PAUSE, Duration::from_millis);
+                let (status, answer) = self.mover.extract(module, &to, max_pause).await;
+                responses::json(status, &answer)
             }
             "moved" => match param("to") {
                 Some(to) => done(registry.moved(module, &to).map(|()| String::new())),

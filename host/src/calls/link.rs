@@ -304,7 +304,38 @@ impl<'a> tower::Service<CallRequest<'a>> for Attempt {
 }
 
 impl Function {
+    /// One attempt of a call, made where the callee is served now. A node that
+    /// answers it does not run the callee any more (it moved while the call was on its
+    /// way: the call did not run) sends it where the directory says it is now.
     async fn attempt(&self, request: CallRequest<'_>) -> Result<Vec<Val>, CallFailed> {
+        let mut asked = 0;
+        loop {
+            let (outcome, sent_to) = self.attempt_once(&request).await;
+            let moved = |sent_to: &Option<Vec<String>>| match self
+                .dispatcher
+                .directory()
+                .route(&self.callee)
+            {
+                Some(Route::Local(_)) => true,
+                Some(Route::Remote(placement)) => Some(&placement.nodes) != sent_to.as_ref(),
+                None => false,
+            };
+            match outcome {
+                Err(failed)
+                    if failed.kind == CallFailure::Misplaced && asked < 2 && moved(&sent_to) =>
+                {
+                    asked += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// The call, once: its outcome, and the nodes it was sent to when it left the node.
+    async fn attempt_once(
+        &self,
+        request: &CallRequest<'_>,
+    ) -> (Result<Vec<Val>, CallFailed>, Option<Vec<String>>) {
         let CallRequest {
             caller,
             hop,
@@ -312,6 +343,7 @@ impl Function {
             route,
             deadline,
         } = request;
+        let (caller, params, route, deadline) = (*caller, *params, *route, *deadline);
         let now = tokio::time::Instant::now();
         // The callee's calls end by the earlier of this attempt's deadline and the
         // callee's own timeout.
@@ -354,11 +386,11 @@ impl Function {
                 let outcome =
                     call_local(&picked, &self.key, route, next, params, &mut results).await;
                 slot.record(&picked, outcome.is_ok());
-                outcome.map(|()| results)
+                (outcome.map(|()| results), None)
             }
             Some(Route::Remote(placement)) => {
                 let Some(transport) = self.dispatcher.transport() else {
-                    return Err(not_loaded());
+                    return (Err(not_loaded()), None);
                 };
                 // The callee's node gets what is left of the deadline.
                 let left = by(placement.timeout)
@@ -375,12 +407,13 @@ impl Function {
                     request_id: hop.request_id.as_deref(),
                     route,
                 };
-                transport
+                let outcome = transport
                     .call(call, (params, &self.params), (&mut results, &self.results))
                     .await
-                    .map(|()| results)
+                    .map(|()| results);
+                (outcome, Some(placement.nodes.clone()))
             }
-            None => Err(not_loaded()),
+            None => (Err(not_loaded()), None),
         }
     }
 }

@@ -51,7 +51,7 @@ pub fn answer(module: &str, failure: &Failure) -> Answer {
         // The module's own code was fine; a module it depends on was not.
         Failure::Call(failed) => (
             match failed.kind {
-                CallFailure::Unavailable | CallFailure::Overloaded => {
+                CallFailure::Unavailable | CallFailure::Overloaded | CallFailure::Misplaced => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 CallFailure::TimedOut => StatusCode::GATEWAY_TIMEOUT,

@@ -218,7 +218,8 @@ impl Mesh {
             Ok(Err(failed)) => {
                 !matches!(failed.kind, CallFailure::Overloaded | CallFailure::TimedOut)
             }
-            Err(_) => false,
+            // Answering that it does not run the callee is a node doing its part.
+            Err(Broken(kind, _)) => *kind == CallFailure::Misplaced,
         };
         if let Some(pick) = sent.pick {
             pick.record(healthy);
@@ -463,6 +464,16 @@ async fn read_answer(
     })?
     .map_err(|error| Broken(CallFailure::Unavailable, format!("node {node}: {error}")))?
     .to_bytes();
+    if status == StatusCode::MISDIRECTED_REQUEST {
+        // The node does not run the callee (it moved): the call did not run there.
+        return Err(Broken(
+            CallFailure::Misplaced,
+            format!(
+                "node {node} does not run the callee: {}",
+                String::from_utf8_lossy(&bytes)
+            ),
+        ));
+    }
     if status != StatusCode::OK {
         return Err(Broken(
             CallFailure::Unavailable,

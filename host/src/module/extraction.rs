@@ -1,5 +1,5 @@
 //! A module moving to another node with its data: this node's part, whichever it
-//! plays. The admin API drives the steps ([`crate::admin::extract`]); each is here.
+//! plays. The admin API drives the steps (`admin/extract.rs`); each is here.
 //!
 //! - The **source** ([`Departure`]) serves the module while its data is copied, then
 //!   holds its new work ([`super::hold`]), stops its background work, lets its work in

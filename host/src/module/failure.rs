@@ -104,6 +104,9 @@ pub enum CallFailure {
     Crashed,
     /// The chain of calls went deeper than the host allows.
     TooDeep,
+    /// The node asked does not run the callee (any more: it moved while the call was
+    /// on its way) and did not run the call; the caller asks where it runs now.
+    Misplaced,
 }
 
 impl CallFailure {
@@ -115,6 +118,7 @@ impl CallFailure {
             CallFailure::TimedOut => 2,
             CallFailure::Crashed => 3,
             CallFailure::TooDeep => 4,
+            CallFailure::Misplaced => 5,
         }
     }
 
@@ -124,6 +128,7 @@ impl CallFailure {
             0 => CallFailure::Unavailable,
             1 => CallFailure::Overloaded,
             2 => CallFailure::TimedOut,
+            5 => CallFailure::Misplaced,
             4 => CallFailure::TooDeep,
             _ => CallFailure::Crashed,
         }
@@ -137,6 +142,8 @@ impl CallFailure {
             CallFailure::TimedOut => "call_timeout",
             CallFailure::Crashed => "call_failed",
             CallFailure::TooDeep => "call_depth_exceeded",
+            // To the module that called, a callee no node could be found running.
+            CallFailure::Misplaced => "call_unavailable",
         }
     }
 }
@@ -159,6 +166,7 @@ mod tests {
             CallFailure::TimedOut,
             CallFailure::Crashed,
             CallFailure::TooDeep,
+            CallFailure::Misplaced,
         ] {
             assert_eq!(CallFailure::from_code(kind.code()), kind);
         }

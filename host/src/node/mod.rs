@@ -261,7 +261,7 @@ impl Node {
             let handlers = Handlers {
                 calls: self.dispatcher.clone(),
                 http: Arc::new(ForwardedToGateway(gateway.clone())),
-                admin: Arc::new(PeerRequests::new(self.registry.clone())),
+                admin: Arc::new(PeerRequests::new(self.registry.clone(), mesh.clone())),
             };
             tasks.push(tokio::spawn(crate::mesh::server::serve(
                 listener,
