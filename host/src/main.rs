@@ -139,8 +139,8 @@ enum Command {
         /// Bring the module back to this node, which it left, with its data.
         #[arg(long)]
         abort: bool,
-        /// The longest its requests and calls may wait while its last changes are
-        /// copied (e.g. 5s, 500ms).
+        /// The longest its work in flight may take to finish once its new requests and
+        /// calls are held, before the move is called off (e.g. 5s, 500ms).
         #[arg(long, default_value = "5s", value_parser = parse_timeout)]
         max_pause: Duration,
         #[command(flatten)]

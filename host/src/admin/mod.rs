@@ -30,6 +30,8 @@ pub mod client;
 pub mod dashboard;
 pub mod extract;
 #[cfg(feature = "mesh")]
+pub mod mover;
+#[cfg(feature = "mesh")]
 pub mod peer;
 pub mod rollout;
 
@@ -97,7 +99,7 @@ pub struct Admin {
     mesh: Option<Arc<Mesh>>,
     /// Moves this node's modules to other nodes (a split deployment's).
     #[cfg(feature = "mesh")]
-    mover: Option<Arc<extract::Mover>>,
+    mover: Option<Arc<mover::Mover>>,
 }
 
 #[derive(Deserialize)]
@@ -140,7 +142,7 @@ impl Admin {
     pub fn reaching(self, mesh: Option<Arc<Mesh>>) -> Admin {
         let mover = mesh
             .clone()
-            .map(|mesh| extract::Mover::new(self.registry.clone(), mesh));
+            .map(|mesh| mover::Mover::new(self.registry.clone(), mesh));
         Admin {
             mesh,
             mover,

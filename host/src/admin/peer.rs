@@ -15,7 +15,9 @@
 //! | `component` | the component the module serves here |
 //! | `arrive` | links the module to serve here once its data has come (a module moving here) |
 //! | `chunks` (`file`; body: chunks of it) | writes them into the arriving module's data file |
-//! | `arrived` (body: the source's digests and counts) | checks the files received, opens the module and serves it |
+//! | `arrived` (body: the source's digests and counts) | checks the files received, puts them in place and opens the module, not serving it yet |
+//! | `serve` | the arrived module serves here |
+//! | `moving` (`to`) | accepts the module's calls from node `to` too, where it is about to serve |
 //! | `abandon` | drops an arrival and what was received for it |
 //! | `moved` (`to`) | routes the module to node `to`, which serves it now |
 //! | `extract` (`to`, `max_pause_ms`) | moves the module, which runs here, to node `to` (an operator called a move back on that node) |
@@ -25,7 +27,8 @@ use http::{Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::extract::{Mover, DEFAULT_MAX_PAUSE};
+use super::extract::DEFAULT_MAX_PAUSE;
+use super::mover::Mover;
 use crate::engine::component_extension;
 use crate::mesh::server::PeerAdmin;
 use crate::mesh::Mesh;
@@ -177,6 +180,11 @@ impl PeerRequests {
                 };
                 done(received.map(|received| serde_json::to_string(&received).unwrap_or_default()))
             }
+            "serve" => done(registry.serve_arrival(module).map(|()| String::new())),
+            "moving" => match param("to") {
+                Some(to) => done(registry.moving(module, &to).map(|()| String::new())),
+                None => done(Err("no node the module moves to".to_string())),
+            },
             "abandon" => {
                 registry.abandon_arrival(module);
                 done(Ok(String::new()))

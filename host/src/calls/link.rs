@@ -311,22 +311,26 @@ impl Function {
         let mut asked = 0;
         loop {
             let (outcome, sent_to) = self.attempt_once(&request).await;
-            let moved = |sent_to: &Option<Vec<String>>| match self
-                .dispatcher
-                .directory()
-                .route(&self.callee)
-            {
-                Some(Route::Local(_)) => true,
-                Some(Route::Remote(placement)) => Some(&placement.nodes) != sent_to.as_ref(),
-                None => false,
-            };
-            match outcome {
-                Err(failed)
-                    if failed.kind == CallFailure::Misplaced && asked < 2 && moved(&sent_to) =>
-                {
-                    asked += 1;
-                }
+            let failed = match outcome {
+                Err(failed) if failed.kind == CallFailure::Misplaced && asked < 3 => failed,
                 outcome => return outcome,
+            };
+            asked += 1;
+            match self.dispatcher.directory().route(&self.callee) {
+                // Held here while it moves: wait, then look again.
+                Some(Route::Local(slot)) if slot.hold.is_held() => {
+                    let limit = request
+                        .deadline
+                        .map_or(slot.serving().limits().timeout.duration(), |d| {
+                            d.saturating_duration_since(tokio::time::Instant::now())
+                        });
+                    slot.hold.released_within(limit).await;
+                }
+                // Here now (again): it did not run, so it runs here.
+                Some(Route::Local(_)) => {}
+                Some(Route::Remote(placement)) if Some(&placement.nodes) != sent_to.as_ref() => {}
+                // Where it was sent is still where it is said to be: nothing to retry.
+                _ => return Err(failed),
             }
         }
     }

@@ -42,6 +42,18 @@ pub async fn call_local(
         ));
     }
     let _permit = module.try_admit().ok_or_else(|| {
+        if module.has_left() || module.module.hold.is_held() {
+            // Moving, or moved, to another node while the call came: it did not run
+            // here; its caller looks again where the module is.
+            return CallFailed::new(
+                CallFailure::Misplaced,
+                format!(
+                    "{}: module `{}` is moving to another node",
+                    route(),
+                    module.name()
+                ),
+            );
+        }
         CallFailed::new(
             CallFailure::Overloaded,
             format!(
@@ -61,6 +73,12 @@ pub async fn call_local(
         .await;
     let (kind, why) = match outcome {
         Ok(()) => return Ok(()),
+        // A deeper call that found its callee moved ran nothing, but this call did:
+        // to this call's caller it is a callee it could not reach, never one to send
+        // again.
+        Err(Failure::Call(deeper)) if deeper.kind == CallFailure::Misplaced => {
+            return Err(CallFailed::new(CallFailure::Unavailable, deeper.message))
+        }
         Err(Failure::Call(deeper)) => return Err(deeper),
         Err(Failure::MemoryExhausted) => (
             CallFailure::Crashed,

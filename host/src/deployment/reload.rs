@@ -8,7 +8,7 @@
 //! everything else was wired when the node started, and a change there needs a restart
 //! (the problem says which section). A module whose data is a SQLite file on its node
 //! may not move by placement: its new node would start with an empty database while its
-//! data stayed behind (issue 20's extraction moves the data with it).
+//! data stayed behind (`modhost extract` moves it with its data).
 
 use std::path::Path;
 
@@ -87,13 +87,26 @@ pub fn write_placement(file: &Path, module: &str, nodes: &[String]) -> std::io::
             .is_some_and(|rest| rest.trim_start().starts_with('='))
     };
     match lines[header + 1..end].iter().position(|l| is_module(l)) {
+        // A value written over several lines is not one this edit can keep whole.
+        Some(i) if !lines[header + 1 + i].contains(']') => {
+            return Err(std::io::Error::other(format!(
+                "{}: {module}'s placement spans several lines; write `{line}` there by hand",
+                file.display()
+            )))
+        }
         Some(i) => lines[header + 1 + i] = line,
         None => lines.insert(header + 1, line),
     }
     let mut written = lines.join("\n");
     written.push('\n');
-    let temporary = file.with_extension("toml.placing");
+    // A name of this process's own (nodes sharing a file each write theirs), the
+    // file's permissions kept, flushed before it replaces the file.
+    let temporary = file.with_extension(format!("toml.placing.{}", std::process::id()));
     std::fs::write(&temporary, written)?;
+    if let Ok(metadata) = std::fs::metadata(file) {
+        std::fs::set_permissions(&temporary, metadata.permissions())?;
+    }
+    std::fs::File::open(&temporary)?.sync_all()?;
     std::fs::rename(&temporary, file)
 }
 

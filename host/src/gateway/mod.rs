@@ -54,6 +54,9 @@ use routes::RouteTable;
 const GOODBYE: Duration = Duration::from_secs(1);
 /// How often the rate limiters forget clients that are back to a full allowance.
 const FORGET_IDLE_CLIENTS: Duration = Duration::from_secs(10);
+/// Marks a forwarded request a node passed on to where its module went: not passed
+/// on again.
+const PASSED_ON_HEADER: &str = "x-modhost-passed-on";
 /// Response header naming the module version that answered.
 pub const VERSION_HEADER: &str = "x-modhost-version";
 
@@ -310,10 +313,35 @@ impl Gateway {
             }
         }
         let module_name = found.module.to_string();
-        let Some(slot) = self.local_after_hold(&module_name).await else {
-            return self.forward(span, &module_name, request).await;
-        };
-        self.serve_local(span, &slot, request, trace).await
+        self.serve_where_it_runs(span, &module_name, request, trace)
+            .await
+    }
+
+    /// Serves `request` with `module` here, or forwards it to the node that runs it;
+    /// a module moving meanwhile is followed (a few times at most).
+    async fn serve_where_it_runs(
+        &self,
+        span: &tracing::Span,
+        module: &str,
+        mut request: Request<Incoming>,
+        trace: TraceContext,
+    ) -> Response<Body> {
+        for _ in 0..3 {
+            let Some(slot) = self.local_after_hold(module).await else {
+                return self.forward(span, module, request).await;
+            };
+            match self.serve_local(span, &slot, request, trace).await {
+                Ok(response) => return response,
+                Err(back) => request = back,
+            }
+        }
+        self.fail(
+            span,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "module_unavailable",
+            &format!("module {module} kept moving while the request waited"),
+            None,
+        )
     }
 
     /// Module `module`'s slot if it serves here; `None` to forward the request. A
@@ -351,19 +379,23 @@ impl Gateway {
     ///
     /// The module's bulkhead is taken before the body is read: a module at its limit
     /// refuses at once, and the gateway never buffers bodies for a module with no room.
+    ///
+    /// `Err` gives the request back, unread, when the module is moving to another
+    /// node (held) or has moved: the caller looks again where it serves.
     async fn serve_local(
         &self,
         span: &tracing::Span,
         slot: &ModuleSlot,
         request: Request<Incoming>,
         trace: TraceContext,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Request<Incoming>> {
         let routing = self.routing_key(request.headers());
         let module = slot.pick(routing);
         span.record("version", module.version.as_str());
         let handed_over = Instant::now();
         let permit = match module_http::admit(&module) {
             Ok(permit) => permit,
+            Err(_) if module.module.hold.is_held() || module.has_left() => return Err(request),
             Err(failure) => {
                 let response = self.module_failed(span, module.name(), failure);
                 metrics().record_request(
@@ -372,12 +404,12 @@ impl Gateway {
                     handed_over.elapsed(),
                 );
                 slot.record(&module, false);
-                return response;
+                return Ok(response);
             }
         };
         let request = match self.read_body(request).await {
             Ok(request) => request,
-            Err(response) => return response,
+            Err(response) => return Ok(response),
         };
         let request_timeout = self.settings.request_timeout.duration();
         let handed_over = Instant::now();
@@ -416,7 +448,7 @@ impl Gateway {
             handed_over.elapsed(),
         );
         slot.record(&module, !response.status().is_server_error());
-        response
+        Ok(response)
     }
 
     /// Passes a request for a module placed on other nodes to one of them.
@@ -586,11 +618,21 @@ impl Gateway {
         module: &str,
         mut request: Request<Incoming>,
     ) -> Response<Body> {
+        // A module that moved from here, asked of by a node that has not heard yet, is
+        // passed on to where it went — once: a request passed on already is not.
+        let passed_on = request.headers().contains_key(PASSED_ON_HEADER);
         if self.directory.local(module).is_none() {
-            return responses::plain(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!("module {module} does not run on this node"),
-            );
+            if passed_on || self.directory.remote(module).is_none() {
+                return responses::plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!("module {module} does not run on this node"),
+                );
+            }
+            request
+                .headers_mut()
+                .insert(PASSED_ON_HEADER, HeaderValue::from_static("1"));
+            let span = tracing::info_span!("passed_on", from = %peer, module);
+            return self.forward(&span, module, request).await;
         }
         // A peer forwards what a client asked its gateway for: a path of one of the
         // module's routes, nothing else of it.
@@ -602,11 +644,6 @@ impl Gateway {
                 format!("{path} is not a route of module {module}"),
             );
         }
-        let Some(slot) = self.local_after_hold(module).await else {
-            // It moved to another node while the request waited: it goes on there.
-            let span = tracing::info_span!("forwarded_on", from = %peer, module);
-            return self.forward(&span, module, request).await;
-        };
         let parent = TraceContext::from_headers(request.headers());
         let span = tracing::info_span!(
             "forwarded",
@@ -626,8 +663,9 @@ impl Gateway {
         let trace = TraceContext::for_span(&span, parent);
         span.record("trace_id", trace.trace_id().as_str());
         trace.write_to(request.headers_mut());
+        // A module moving meanwhile is followed: the request goes on to its new node.
         let response = self
-            .serve_local(&span, &slot, request, trace)
+            .serve_where_it_runs(&span, module, request, trace)
             .instrument(span.clone())
             .await;
         span.record("status", response.status().as_u16());

@@ -40,6 +40,8 @@ pub struct Settled {
 pub(super) struct Arrival {
     version: Arc<ModuleVersion>,
     files: Vec<PathBuf>,
+    /// Once its files are checked, in place and open: the module, ready to serve.
+    ready: Option<Arc<ModuleSlot>>,
 }
 
 /// Where a file being received is written until it is complete.
@@ -96,6 +98,7 @@ impl Registry {
             Arrival {
                 version: Arc::new(version),
                 files,
+                ready: None,
             },
         );
         Ok(count)
@@ -112,36 +115,60 @@ impl Registry {
     }
 
     /// Checks the files received for `name` against `settled` (the source's digests
-    /// and counts), puts them in place, opens the module and makes it serve here. On
-    /// any mismatch nothing serves, and the files received are removed.
+    /// and counts), puts them in place and opens the module — ready to serve, not
+    /// serving until [`Self::serve_arrival`]. On any mismatch nothing is opened, and
+    /// the files received are removed.
     pub async fn complete_arrival(&self, name: &str, settled: &Settled) -> Result<Settled, String> {
-        let Some(arrival) = self.lock_arrivals().remove(name) else {
-            return Err(format!("module {name} is not arriving here"));
+        let (version, files) = match self.lock_arrivals().get(name) {
+            Some(arrival) if arrival.ready.is_none() => {
+                (arrival.version.clone(), arrival.files.clone())
+            }
+            _ => return Err(format!("module {name} is not arriving here")),
         };
-        let checked = self.check_received(&arrival, settled).await;
-        let received = match checked {
+        let received = match self.check_received(&files, settled).await {
             Ok(received) => received,
             Err(why) => {
-                remove_received(&arrival.files);
+                self.lock_arrivals().remove(name);
+                remove_received(&files);
                 return Err(why);
             }
         };
-        for file in &arrival.files {
+        for file in &files {
             // A journal left beside an older copy would be replayed into this one.
-            for suffix in ["-wal", "-shm"] {
-                let mut journal = file.as_os_str().to_owned();
-                journal.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(journal));
-            }
+            remove_journal(file);
             std::fs::rename(incoming(file), file)
                 .map_err(|error| format!("putting {} in place: {error}", file.display()))?;
         }
-        let module = arrival.version.module.clone();
-        self.open_module(&module).await?;
-        let slot = Arc::new(ModuleSlot::new(
-            arrival.version,
-            self.deployment().rollout.clone(),
-        ));
+        self.open_module(&version.module).await?;
+        let slot = Arc::new(ModuleSlot::new(version, self.deployment().rollout.clone()));
+        match self.lock_arrivals().get_mut(name) {
+            Some(arrival) => arrival.ready = Some(slot),
+            // Abandoned meanwhile: its copy goes with it.
+            None => {
+                drop(slot);
+                remove_copy(&files);
+                return Err(format!("the arrival of module {name} was called off"));
+            }
+        }
+        tracing::info!(
+            module = name,
+            "extraction: the module's data is in place and open here"
+        );
+        Ok(received)
+    }
+
+    /// Makes module `name`, arrived and opened, serve here.
+    pub fn serve_arrival(&self, name: &str) -> Result<(), String> {
+        let slot = match self.lock_arrivals().remove(name) {
+            Some(Arrival {
+                ready: Some(slot), ..
+            }) => slot,
+            Some(other) => {
+                self.lock_arrivals().insert(name.to_string(), other);
+                return Err(format!("module {name} has not arrived here yet"));
+            }
+            None => return Err(format!("module {name} is not arriving here")),
+        };
         let here = self.deployment().node.clone().unwrap_or_default();
         self.directory().republish(|placement| {
             placement.remote.remove(name);
@@ -156,18 +183,23 @@ impl Registry {
             module = name,
             "extraction: the module serves on this node now, with its data"
         );
-        Ok(received)
+        Ok(())
+    }
+
+    /// Whether module `name` is arriving here (its files being received or checked).
+    pub fn is_arriving(&self, name: &str) -> bool {
+        self.lock_arrivals().contains_key(name)
     }
 
     /// The digests and counts of what was received for `arrival`, if they are the
     /// source's.
     async fn check_received(
         &self,
-        arrival: &Arrival,
+        files: &[PathBuf],
         settled: &Settled,
     ) -> Result<Settled, String> {
         let mut received = Settled::default();
-        for file in &arrival.files {
+        for file in files {
             let file = incoming(file);
             received
                 .digests
@@ -194,21 +226,50 @@ impl Registry {
         Ok(received)
     }
 
-    /// Drops module `name`'s arrival: nothing of it serves here, its files received
-    /// are removed.
+    /// Drops module `name`'s arrival: nothing of it serves here, the files received —
+    /// or, once put in place, the copy — are removed.
     pub fn abandon_arrival(&self, name: &str) {
-        if let Some(arrival) = self.lock_arrivals().remove(name) {
-            remove_received(&arrival.files);
-            tracing::info!(
-                module = name,
-                "extraction: called off; nothing of the module serves here"
-            );
+        let Some(arrival) = self.lock_arrivals().remove(name) else {
+            return;
+        };
+        remove_received(&arrival.files);
+        if let Some(slot) = arrival.ready {
+            drop(slot);
+            remove_copy(&arrival.files);
         }
+        tracing::info!(
+            module = name,
+            "extraction: called off; nothing of the module serves here"
+        );
+    }
+
+    /// Accepts calls from module `name` on node `to` too, where it is about to serve,
+    /// while it still runs where it did: its calls from there into this node's
+    /// modules are not refused in between.
+    pub fn moving(&self, name: &str, to: &str) -> Result<(), String> {
+        self.check_node(to)?;
+        self.directory().republish(|placement| {
+            let nodes = placement.placed.entry(name.to_string()).or_default();
+            if !nodes.iter().any(|node| node == to) {
+                nodes.push(to.to_string());
+            }
+        });
+        Ok(())
+    }
+
+    /// Whether `node` is another node of the deployment.
+    fn check_node(&self, node: &str) -> Result<(), String> {
+        let here = self.deployment().node.as_deref();
+        if !self.deployment().nodes.contains_key(node) || here == Some(node) {
+            return Err(format!("`{node}` is not another node of the deployment"));
+        }
+        Ok(())
     }
 
     /// Routes module `name` to node `to`, which serves it now (its calls and
     /// requests go there).
     pub fn moved(&self, name: &str, to: &str) -> Result<(), String> {
+        self.check_node(to)?;
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} runs on this node"));
         }
@@ -250,6 +311,7 @@ impl Registry {
             files: self.data_files(name),
             slot,
             held_at: None,
+            drained: None,
         })
     }
 }
@@ -270,10 +332,29 @@ impl Registry {
     }
 }
 
-/// Removes the files received for an arrival.
+/// Removes the files received for an arrival (and any journal a count left).
 fn remove_received(files: &[PathBuf]) {
     for file in files {
-        let _ = std::fs::remove_file(incoming(file));
+        let received = incoming(file);
+        remove_journal(&received);
+        let _ = std::fs::remove_file(received);
+    }
+}
+
+/// Removes a copy put in place for an arrival that was then called off.
+fn remove_copy(files: &[PathBuf]) {
+    for file in files {
+        remove_journal(file);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// Removes the journal files SQLite keeps beside `file`, if any.
+fn remove_journal(file: &std::path::Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut journal = file.as_os_str().to_owned();
+        journal.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(journal));
     }
 }
 
@@ -284,6 +365,8 @@ pub struct Departure {
     slot: Arc<ModuleSlot>,
     files: Vec<PathBuf>,
     held_at: Option<Instant>,
+    /// Every permit of the module's bulkhead, while its work is held.
+    drained: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Departure {
@@ -317,15 +400,20 @@ impl Departure {
         let grace = limit;
         self.registry.stop_module(&self.slot.name, grace).await;
         let module = self.slot.serving().module.clone();
-        while module.in_flight() > 0 {
-            if started.elapsed() >= limit {
-                let left = module.in_flight();
+        // Every permit of its bulkhead, once the work holding them has finished: no
+        // request or call can start here from now on — not even one that looked
+        // before the hold was set — until the departure resumes or leaves.
+        let all = module.limits().concurrency;
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, module.permits.clone().acquire_many_owned(all)).await {
+            Ok(Ok(permits)) => self.drained = Some(permits),
+            _ => {
+                let running = module.in_flight();
                 self.resume();
                 return Err(format!(
-                    "{left} requests or calls were still running after {limit:?}: held too long"
+                    "{running} requests or calls were still running after {limit:?}: held too long"
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let opening = OpenContext {
             deployment: self.registry.deployment(),
@@ -362,6 +450,17 @@ impl Departure {
         Ok(settled)
     }
 
+    /// Accepts the module's calls from node `to` too, where it is about to serve.
+    pub fn widen(&self, to: &str) {
+        let name = self.slot.name.clone();
+        self.registry.directory().republish(|placement| {
+            let nodes = placement.placed.entry(name.clone()).or_default();
+            if !nodes.iter().any(|node| node == to) {
+                nodes.push(to.to_string());
+            }
+        });
+    }
+
     /// How long the module's work has been held.
     pub fn held_for(&self) -> Duration {
         self.held_at.map_or(Duration::ZERO, |at| at.elapsed())
@@ -374,6 +473,15 @@ impl Departure {
             self.registry
                 .start_modules(std::slice::from_ref(&self.slot));
         }
+        self.drained = None;
+        // Calls from it come from here alone again.
+        let (name, here) = (
+            self.slot.name.clone(),
+            self.registry.deployment().node.clone().unwrap_or_default(),
+        );
+        self.registry.directory().republish(|placement| {
+            placement.placed.insert(name.clone(), vec![here.clone()]);
+        });
         self.slot.hold.release();
         tracing::warn!(module = %self.slot.name, "extraction: called off; the module serves on this node as before");
     }
@@ -393,6 +501,10 @@ impl Departure {
             placement.placed.insert(name.clone(), vec![to.to_string()]);
         });
         self.held_at = None;
+        // No work runs here any more: what still finds this module (a request that
+        // looked it up before it left) is told it moved, and goes where it is.
+        self.slot.serving().module.permits.close();
+        self.drained = None;
         self.slot.hold.release();
         self.registry.write_placement(&name, to);
         tracing::info!(module = %name, node = to, "extraction: the module left this node; its data here is kept, unused");

@@ -5,10 +5,10 @@
 //! chunks of [`CHUNK`] bytes and sent, and the sender remembers a hash of each chunk
 //! it sent ([`Sent`]). Then, with the module's work held and its files settled (no
 //! write pending in a journal), the file is read again and only the chunks whose hash
-//! changed — and the new length — are sent: the pause lasts as long as the last
-//! changes take to read and send, not the whole file. The receiver writes each chunk
-//! at its offset ([`apply`]) and both compare the SHA-256 of the whole file
-//! ([`digest`]) before the copy is used.
+//! changed — and the new length — are sent: while the module waits, the file is read
+//! and hashed once more and checked on both sides, but only its changes cross the
+//! network. The receiver writes each chunk at its offset ([`apply`]) and both compare
+//! the SHA-256 of the whole file ([`digest`]) before the copy is used.
 //!
 //! A batch of chunks travels as one body ([`Chunks::encode`]): the file's length, then
 //! each chunk's offset, size and bytes.

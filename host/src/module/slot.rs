@@ -26,6 +26,11 @@ pub trait Version: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The version's short identity.
     fn version(&self) -> &str;
+    /// The module's hold, which every version of it shares (none of its own by
+    /// default: a version no one moves).
+    fn hold(&self) -> Arc<Hold> {
+        Arc::default()
+    }
 }
 
 /// One module's versions.
@@ -38,8 +43,9 @@ pub struct ModuleSlot<V: Version = ModuleVersion> {
     previous: Mutex<Option<Arc<V>>>,
     turn: AtomicU64,
     rollout: RolloutSettings,
-    /// Set while the module's new work must wait (it is moving to another node).
-    pub hold: Hold,
+    /// Set while the module's new work must wait (it is moving to another node): the
+    /// module's own, whichever version serves.
+    pub hold: Arc<Hold>,
 }
 
 /// A version on trial beside the serving one.
@@ -87,12 +93,12 @@ impl<V: Version> ModuleSlot<V> {
     pub fn new(module: Arc<V>, rollout: RolloutSettings) -> ModuleSlot<V> {
         ModuleSlot {
             name: module.name().to_string(),
+            hold: module.hold(),
             serving: ArcSwap::new(module),
             canary: ArcSwapOption::empty(),
             previous: Mutex::new(None),
             turn: AtomicU64::new(0),
             rollout,
-            hold: Hold::default(),
         }
     }
 

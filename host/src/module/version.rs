@@ -20,6 +20,7 @@ use wasmtime::component::{Instance, InstancePre};
 use wasmtime::Store;
 
 use super::failure::{classify, Failure};
+use super::hold::Hold;
 use super::http::HttpHandler;
 use super::interface::Exports;
 use super::warm::{WarmInstance, WarmInstances};
@@ -43,6 +44,8 @@ pub struct Module {
     not_started: OnceLock<String>,
     /// The gauges its instances count themselves in, whichever version they are of.
     pub instances: InstanceGauges,
+    /// Set while its new work must wait (it is moving to another node).
+    pub hold: Arc<Hold>,
 }
 
 /// Capability state before a module is opened: nothing granted yet.
@@ -58,6 +61,7 @@ impl Module {
             capabilities,
             state: OnceLock::new(),
             not_started: OnceLock::new(),
+            hold: Arc::default(),
         }
     }
 
@@ -134,6 +138,12 @@ impl ModuleVersion {
     /// held for as long as a request or call runs in one of its instances.
     pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
         self.module.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether the module takes no more work on this node: it moved to another one
+    /// (work that arrives here now did not run, and goes where it serves).
+    pub fn has_left(&self) -> bool {
+        self.module.permits.is_closed()
     }
 
     /// One of the module's concurrency permits, waiting for one to free up (work in
@@ -228,5 +238,9 @@ impl super::slot::Version for ModuleVersion {
 
     fn version(&self) -> &str {
         &self.version
+    }
+
+    fn hold(&self) -> Arc<Hold> {
+        self.module.hold.clone()
     }
 }

@@ -48,12 +48,14 @@ struct ModuleWork {
 }
 
 impl ModuleWork {
-    /// Runs `work` as one of the module's workers.
+    /// Runs `work` as one of the module's workers — unless the module's work was
+    /// stopped meanwhile (checked under the lock [`Self::stop`] takes the workers
+    /// under, so no worker starts unwatched).
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spawn(work);
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.shutdown.is_triggered() {
+            workers.spawn(work);
+        }
     }
 
     /// Stops the module's workers, letting each finish the batch in hand for at most

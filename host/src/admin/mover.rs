@@ -1,0 +1,472 @@
+//! The node's side of moving its modules to other nodes (`admin/extract.rs` says what
+//! each step does): the coordinator of a move, for the admin API and for peers.
+
+use bytes::Bytes;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::NodeFailed;
+use crate::mesh::Mesh;
+use crate::module::moving::{Chunks, Sent};
+use crate::module::Registry;
+
+/// Why an extraction was called off, and at which step.
+struct CalledOff {
+    step: &'static str,
+    why: String,
+}
+
+fn off(step: &'static str) -> impl Fn(String) -> CalledOff {
+    move |why| CalledOff { step, why }
+}
+
+/// What was copied, and how long it took.
+#[derive(Default)]
+struct Copied {
+    bytes: usize,
+    took: Duration,
+}
+
+/// An error answer: `code` and `message`, as the admin API writes them.
+fn refusal(status: StatusCode, code: &str, message: String) -> (StatusCode, serde_json::Value) {
+    (
+        status,
+        serde_json::json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+/// Moving the modules of this node to others, and back: what the operator asks
+/// through the admin API, and what another node asks when an operator calls a move
+/// back (`abort`, asked of the node the module left, is carried out by the node that
+/// runs it now).
+pub struct Mover {
+    registry: Arc<Registry>,
+    mesh: Arc<Mesh>,
+}
+
+impl Mover {
+    /// Moves this node's modules with `registry`, reaching the others over `mesh`.
+    pub fn new(registry: Arc<Registry>, mesh: Arc<Mesh>) -> Arc<Mover> {
+        Arc::new(Mover { registry, mesh })
+    }
+
+    fn here(&self) -> String {
+        self.registry.deployment().node.clone().unwrap_or_default()
+    }
+
+    /// Moves `module`, which runs here alone, to node `to`: the report, or why not.
+    pub async fn extract(
+        self: &Arc<Self>,
+        module: &str,
+        to: &str,
+        max_pause: Duration,
+    ) -> (StatusCode, serde_json::Value) {
+        let here = self.here();
+        if !self.registry.deployment().nodes.contains_key(to) || to == here {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_node",
+                format!("`{to}` is not another node of the deployment (this is {here})"),
+            );
+        }
+        let placed = self.registry.directory().nodes_of(module);
+        if self.registry.slot(module).is_none() || placed != [here.clone()] {
+            return refusal(
+                StatusCode::CONFLICT,
+                "not_here",
+                format!(
+                    "module {module} is placed on {}: ask the one node that runs it alone",
+                    placed.join(", ")
+                ),
+            );
+        }
+        // Its own task: an operator who stops waiting for the answer does not stop
+        // the extraction half-way (a module half-moved would serve on two nodes).
+        let mover = self.clone();
+        let (name, target) = (module.to_string(), to.to_string());
+        let moving = tokio::spawn(async move {
+            let _one = mover.registry.one_change_at_a_time().await;
+            let outcome = mover.move_module(&name, &target, max_pause).await;
+            if outcome.is_err() {
+                mover.ask_quietly(&target, "abandon", &name).await;
+            }
+            outcome
+        });
+        let started = Instant::now();
+        tracing::info!(module, from = %here, to, "extraction: starting");
+        let outcome = moving.await.unwrap_or_else(|error| {
+            Err(CalledOff {
+                step: "switch",
+                why: format!("the extraction did not finish: {error}"),
+            })
+        });
+        match outcome {
+            Ok(report) => {
+                tracing::info!(
+                    module,
+                    to,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "extraction: done"
+                );
+                (StatusCode::OK, report)
+            }
+            Err(off) => {
+                tracing::error!(module, to, step = off.step, reason = %off.why, "extraction: called off; the module serves here as before");
+                (
+                    StatusCode::CONFLICT,
+                    serde_json::json!({ "error": {
+                        "code": "extraction_failed",
+                        "step": off.step,
+                        "message": format!(
+                            "{}; module {module} serves on {here} as before, nothing moved",
+                            off.why
+                        ),
+                    }}),
+                )
+            }
+        }
+    }
+
+    /// The copy of `module`'s data this node kept when the module left: its files,
+    /// or why there is none to commit or abort with.
+    fn kept_copy(
+        &self,
+        module: &str,
+    ) -> Result<(Vec<std::path::PathBuf>, String), (StatusCode, serde_json::Value)> {
+        if self.registry.is_arriving(module) {
+            return Err(refusal(
+                StatusCode::CONFLICT,
+                "arriving",
+                format!("module {module} is arriving on this node right now"),
+            ));
+        }
+        if self.registry.slot(module).is_some() {
+            return Err(refusal(
+                StatusCode::CONFLICT,
+                "not_moved",
+                format!("module {module} runs on this node: it did not move away"),
+            ));
+        }
+        let placed = self.registry.directory().nodes_of(module);
+        let [now] = placed.as_slice() else {
+            return Err(refusal(
+                StatusCode::CONFLICT,
+                "not_moved",
+                format!(
+                    "module {module} is placed on {}, not on one other node",
+                    placed.join(", ")
+                ),
+            ));
+        };
+        let files: Vec<_> = self
+            .registry
+            .data_files(module)
+            .into_iter()
+            .filter(|file| file.exists())
+            .collect();
+        if files.is_empty() {
+            return Err(refusal(
+                StatusCode::CONFLICT,
+                "no_copy",
+                format!("no copy of module {module}'s data is kept on this node"),
+            ));
+        }
+        Ok((files, now.clone()))
+    }
+
+    /// Removes the copy of `module`'s data kept here since it moved to another node.
+    pub fn commit(&self, module: &str) -> (StatusCode, serde_json::Value) {
+        let (files, now) = match self.kept_copy(module) {
+            Ok(kept) => kept,
+            Err(refused) => return refused,
+        };
+        let mut removed = Vec::new();
+        for file in files {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = file.as_os_str().to_owned();
+                path.push(suffix);
+                let path = std::path::PathBuf::from(path);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(path.display().to_string()),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        return refusal(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "not_removed",
+                            format!("removing {}: {error}", path.display()),
+                        )
+                    }
+                }
+            }
+        }
+        tracing::info!(module, serves_on = %now, ?removed, "extraction: committed; the copy kept here is removed");
+        (
+            StatusCode::OK,
+            serde_json::json!({ "module": module, "serves_on": now, "removed": removed }),
+        )
+    }
+
+    /// Brings `module` back to this node, which it left: the node running it now moves
+    /// it here, with its data, the same way.
+    pub async fn abort(
+        &self,
+        module: &str,
+        max_pause: Duration,
+    ) -> (StatusCode, serde_json::Value) {
+        let now = match self.kept_copy(module) {
+            Ok((_, now)) => now,
+            Err(refused) => return refused,
+        };
+        let here = self.here();
+        let max_pause_ms = max_pause.as_millis().to_string();
+        let query = [
+            ("module", module),
+            ("to", here.as_str()),
+            ("max_pause_ms", max_pause_ms.as_str()),
+        ];
+        match self.mesh.admin(&now, "extract", &query, Bytes::new()).await {
+            Ok((status, body)) => {
+                let answer = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                    serde_json::json!({ "error": {
+                        "code": "extraction_failed",
+                        "message": String::from_utf8_lossy(&body),
+                    }})
+                });
+                (status, answer)
+            }
+            Err(error) => refusal(
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                format!(
+                    "node {now}, which runs {module}, cannot be asked to bring it back: {error}"
+                ),
+            ),
+        }
+    }
+
+    /// Asks `node` to do `action`; its answer body, or why not.
+    async fn ask(
+        &self,
+        node: &str,
+        action: &str,
+        query: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Bytes, NodeFailed> {
+        match self.mesh.admin(node, action, query, body).await? {
+            (StatusCode::OK, body) => Ok(body),
+            (_, body) => Err(NodeFailed::There(
+                String::from_utf8_lossy(&body).into_owned(),
+            )),
+        }
+    }
+
+    /// Every other node of the deployment.
+    fn peers(&self) -> Vec<String> {
+        let here = self.here();
+        self.registry
+            .deployment()
+            .nodes
+            .keys()
+            .filter(|node| **node != here)
+            .cloned()
+            .collect()
+    }
+
+    async fn move_module(
+        &self,
+        module: &str,
+        to: &str,
+        max_pause: Duration,
+    ) -> Result<serde_json::Value, CalledOff> {
+        let mut departure = self.registry.depart(module).map_err(off("prepare"))?;
+        let files = departure.files().to_vec();
+
+        // 1. The target links the module and waits for its data.
+        let expected = self
+            .ask(to, "arrive", &[("module", module)], Bytes::new())
+            .await
+            .map(|body| String::from_utf8_lossy(&body).into_owned())
+            .map_err(|failed| off("prepare")(failed.to_string()))?;
+        if expected.trim() != files.len().to_string() {
+            return Err(off("prepare")(format!(
+                "node {to} keeps {expected} data files of {module}, this node {}",
+                files.len()
+            )));
+        }
+        tracing::info!(
+            module,
+            to,
+            files = files.len(),
+            "extraction: prepared on the target"
+        );
+
+        // 2. Every file, whole, while the module serves.
+        departure.settle_serving().await.map_err(off("copy"))?;
+        let mut sent: Vec<Sent> = files.iter().map(|_| Sent::default()).collect();
+        let copy = self
+            .send_changes(module, to, &files, &mut sent, "copy")
+            .await?;
+        tracing::info!(
+            module,
+            to,
+            bytes = copy.bytes,
+            took_ms = copy.took.as_millis() as u64,
+            "extraction: data copied; holding the module's work for the last changes"
+        );
+
+        // 3. Held: the last changes, then what the files hold.
+        let settled = departure.hold(max_pause).await.map_err(off("hold"))?;
+        let delta = self
+            .send_changes(module, to, &files, &mut sent, "hold")
+            .await?;
+        let body = serde_json::to_vec(&settled).unwrap_or_default();
+        self.ask(to, "arrived", &[("module", module)], Bytes::from(body))
+            .await
+            .map_err(|failed| off("switch")(failed.to_string()))?;
+
+        // 4. The target serves it. Every node first accepts its calls from there
+        // (it still runs here meanwhile, held); then the target serves it, and every
+        // node routes it there.
+        let others: Vec<String> = self.peers().into_iter().filter(|node| node != to).collect();
+        departure.widen(to);
+        for node in &others {
+            if let Err(failed) = self
+                .ask(
+                    node,
+                    "moving",
+                    &[("module", module), ("to", to)],
+                    Bytes::new(),
+                )
+                .await
+            {
+                tracing::warn!(module, %node, reason = %failed, "extraction: a node did not hear the module is moving; its calls from the new node may be refused until it learns where it went");
+            }
+        }
+        let here = self.here();
+        // Called off from here on: the other nodes take calls from it here alone again.
+        let narrow = |why: String| async {
+            for node in &others {
+                self.ask_quietly_with(node, "moved", &[("module", module), ("to", &here)])
+                    .await;
+            }
+            off("switch")(why)
+        };
+        match self
+            .ask(to, "serve", &[("module", module)], Bytes::new())
+            .await
+        {
+            Ok(_) => {}
+            // The target refused: nothing serves there.
+            Err(refused @ NodeFailed::There(_)) => return Err(narrow(refused.to_string()).await),
+            // No answer: it may serve the module already. Asked again; if it does,
+            // the move goes on (two nodes must not both serve it); if it does not,
+            // it is told to drop it, and a late `serve` finds nothing to start.
+            Err(failed) => {
+                if !self.serves(to, module).await {
+                    return Err(narrow(failed.to_string()).await);
+                }
+                tracing::warn!(module, to, reason = %failed, "extraction: the target's answer was lost, but it serves the module: going on");
+            }
+        }
+        let mut nodes = serde_json::Map::new();
+        for node in others {
+            let answer = self
+                .ask(
+                    &node,
+                    "moved",
+                    &[("module", module), ("to", to)],
+                    Bytes::new(),
+                )
+                .await;
+            let outcome = match answer {
+                Ok(_) => "routes it to the new node".to_string(),
+                Err(failed) => {
+                    tracing::warn!(module, %node, reason = %failed, "extraction: a node did not learn where the module went; its requests for it are forwarded from here");
+                    failed.to_string()
+                }
+            };
+            nodes.insert(node, outcome.into());
+        }
+        let held = departure.held_for();
+        departure.leave(to);
+        let rate = copy.bytes as f64 / copy.took.as_secs_f64().max(1e-6) / (1024.0 * 1024.0);
+        Ok(serde_json::json!({
+            "module": module,
+            "from": self.here(),
+            "to": to,
+            "files": files.len(),
+            "copied_bytes": copy.bytes,
+            "copy_ms": copy.took.as_secs_f64() * 1000.0,
+            "copy_mib_per_s": rate,
+            "last_changes_bytes": delta.bytes,
+            "held_ms": held.as_secs_f64() * 1000.0,
+            "digests": settled.digests,
+            "rows": settled.counts,
+            "nodes": nodes,
+        }))
+    }
+
+    /// Whether `node` says it serves `module` (its status lists it).
+    async fn serves(&self, node: &str, module: &str) -> bool {
+        match self.ask(node, "status", &[], Bytes::new()).await {
+            Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|status| status.get(module).is_some()),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends what changed in each of `files` since `sent` (all of it, the first time)
+    /// to `to`, as the arriving `module`'s.
+    async fn send_changes(
+        &self,
+        module: &str,
+        to: &str,
+        files: &[std::path::PathBuf],
+        sent: &mut [Sent],
+        step: &'static str,
+    ) -> Result<Copied, CalledOff> {
+        let started = Instant::now();
+        let mut copied = Copied::default();
+        for (index, (file, sent)) in files.iter().zip(sent.iter_mut()).enumerate() {
+            let (file, mut record) = (file.clone(), std::mem::take(sent));
+            // Reading and hashing the file is blocking work.
+            let read = tokio::task::spawn_blocking(move || {
+                let changes = record.changes(&file);
+                (record, changes)
+            })
+            .await
+            .map_err(|error| off(step)(format!("reading the data: {error}")))?;
+            *sent = read.0;
+            let changes: Chunks = read.1.map_err(|error| off(step)(format!("{error:#}")))?;
+            copied.bytes += changes.bytes();
+            let index = index.to_string();
+            for batch in changes.batches() {
+                self.ask(
+                    to,
+                    "chunks",
+                    &[("module", module), ("file", &index)],
+                    Bytes::from(batch.encode()),
+                )
+                .await
+                .map_err(|failed: NodeFailed| off(step)(failed.to_string()))?;
+            }
+        }
+        copied.took = started.elapsed();
+        Ok(copied)
+    }
+
+    /// Asks `node` to do `action` for `module`, logging rather than returning a failure.
+    async fn ask_quietly(&self, node: &str, action: &str, module: &str) {
+        self.ask_quietly_with(node, action, &[("module", module)])
+            .await;
+    }
+
+    /// Asks `node` to do `action` with `query`, logging rather than returning a
+    /// failure.
+    async fn ask_quietly_with(&self, node: &str, action: &str, query: &[(&str, &str)]) {
+        if let Err(failed) = self.ask(node, action, query, Bytes::new()).await {
+            tracing::warn!(%node, action, ?query, reason = %failed, "extraction: a node did not answer");
+        }
+    }
+}
