@@ -83,8 +83,21 @@ BYTES=$(stat -c %s "$WORK/data-a/databases/users.sqlite")
 start a
 start b
 
-wrk_run() { # wrk_run NODE SECONDS OUT
-  wrk -t1 -c4 -d"$2s" --latency -s benches/new-user.lua "http://${HTTP[$1]}/users" >"$3"
+# A new user per request, with an address no other run uses (wrk seeds its random
+# numbers the same way every run: the run's tag keeps the addresses apart).
+cat > "$WORK/new-user.lua" <<'LUA'
+local n, tag = 0, "run"
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+function init(args) tag = args[1] or tag end
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil,
+    string.format('{"name": "Load %d", "email": "%s-%d@example.com"}', n, tag, n))
+end
+LUA
+wrk_run() { # wrk_run NODE SECONDS OUT TAG
+  wrk -t1 -c4 -d"$2s" --latency -s "$WORK/new-user.lua" "http://${HTTP[$1]}/users" -- "$4" >"$3"
 }
 summary() { # summary FILE → rps|p99|max|errors
   local errors; errors=$(awk '/Non-2xx|Socket errors/ {print}' "$1")
@@ -97,8 +110,8 @@ extract() { # extract MODULE-NODE TO OUT
 from=a; to=b
 : >"$WORK/reports"
 for run in $(seq 1 "$RUNS"); do
-  wrk_run "$from" 4 "$WORK/base-$run.txt"
-  wrk_run "$from" 4 "$WORK/during-$run.txt" &
+  wrk_run "$from" 4 "$WORK/base-$run.txt" "base$run"
+  wrk_run "$from" 4 "$WORK/during-$run.txt" "during$run" &
   WRK=$!
   sleep 1.5
   extract "$from" "$to" "$WORK/report-$run.json"

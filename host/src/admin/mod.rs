@@ -661,15 +661,28 @@ impl Admin {
     ) -> Result<Bytes, NodeFailed> {
         #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
-            return match mesh.admin(node, action, query, body).await? {
-                (StatusCode::OK, body) => Ok(body),
-                (_, body) => Err(NodeFailed::There(
-                    String::from_utf8_lossy(&body).into_owned(),
-                )),
-            };
+            return ask_node(mesh, node, action, query, body).await;
         }
         let _ = (action, query, body);
         Err(NodeFailed::NoMesh(node.to_string()))
+    }
+}
+
+/// Asks node `node` to do `action` over `mesh`: its answer body (200), or its
+/// refusal, or why it could not be asked.
+#[cfg(feature = "mesh")]
+async fn ask_node(
+    mesh: &Mesh,
+    node: &str,
+    action: &str,
+    query: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Bytes, NodeFailed> {
+    match mesh.admin(node, action, query, body).await? {
+        (StatusCode::OK, body) => Ok(body),
+        (_, body) => Err(NodeFailed::There(
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
     }
 }
 

@@ -253,12 +253,7 @@ impl Mover {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Bytes, NodeFailed> {
-        match self.mesh.admin(node, action, query, body).await? {
-            (StatusCode::OK, body) => Ok(body),
-            (_, body) => Err(NodeFailed::There(
-                String::from_utf8_lossy(&body).into_owned(),
-            )),
-        }
+        super::ask_node(&self.mesh, node, action, query, body).await
     }
 
     /// Every other node of the deployment.

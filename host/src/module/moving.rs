@@ -114,9 +114,12 @@ impl Sent {
     /// Reads `file` and returns its chunks that differ from what was sent (all of
     /// them, the first time), recording them as sent.
     pub fn changes(&mut self, file: &Path) -> Result<Chunks> {
-        let mut input =
+        let input =
             std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
         let len = input.metadata()?.len();
+        // The file may grow while it is read (its module serves meanwhile): what it
+        // held when it was opened is sent now, what comes after with the next changes.
+        let mut input = input.take(len);
         let mut chunks = Vec::new();
         let mut buffer = vec![0u8; CHUNK];
         let mut index = 0usize;
@@ -225,6 +228,34 @@ mod tests {
         let none = sent.changes(&source).unwrap();
         assert!(none.chunks.is_empty());
         assert_eq!(none.len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn chunks_read_from_a_growing_file_never_reach_past_the_length_they_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::write(&source, vec![7u8; CHUNK + 10]).unwrap();
+        // The file grows while it is read, as a serving module's does.
+        let growing = source.clone();
+        let writer = std::thread::spawn(move || {
+            let mut out = std::fs::OpenOptions::new()
+                .append(true)
+                .open(growing)
+                .unwrap();
+            for _ in 0..200 {
+                out.write_all(&[9u8; 4096]).unwrap();
+            }
+        });
+        let mut sent = Sent::default();
+        for _ in 0..50 {
+            let chunks = sent.changes(&source).unwrap();
+            assert!(chunks
+                .chunks
+                .iter()
+                .all(|(offset, bytes)| offset + bytes.len() as u64 <= chunks.len));
+            assert!(Chunks::decode(&chunks.encode()).is_ok());
+        }
+        writer.join().unwrap();
     }
 
     #[test]
