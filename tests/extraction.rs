@@ -32,10 +32,19 @@ fn extract_with(
     args: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
     let admin = format!("http://{}", from.admin.expect("an admin listener"));
+    extract_at(&admin, module, args)
+}
+
+/// `modhost extract MODULE ARGS…` against the admin API at `admin`.
+fn extract_at(
+    admin: &str,
+    module: &str,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
     let output = std::process::Command::new(modhost_bin())
         .args(["extract", module])
         .args(args)
-        .args(["--admin", &admin, "--token", TOKEN])
+        .args(["--admin", admin, "--token", TOKEN])
         .output()
         .expect("run modhost extract");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -304,6 +313,18 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     // succeeds with every row.
     cluster.start_node("b", &[]);
     let b = cluster.node("b");
+    // A node a module is arriving on says so, and forgets it when it is called off.
+    let mut peer = common::peer::Peer::connect(&cluster.deployment.file, "a", "b").await;
+    let (status, _) = peer.post("/v1/admin/arrive?module=users", Vec::new()).await;
+    assert_eq!(status, 200);
+    let ready = get(&b.url("/readyz")).await.json();
+    assert_eq!(ready["modules"]["users"]["status"], "arriving", "{ready}");
+    assert_eq!(ready["modules"]["users"]["stage"], "receiving", "{ready}");
+    let (status, _) = peer
+        .post("/v1/admin/abandon?module=users", Vec::new())
+        .await;
+    assert_eq!(status, 200);
+    assert!(serving(b).await.is_empty());
     let (code, report, stderr) = extract(cluster.node("a"), "b");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["rows"]["users"].as_u64(), Some(before + 1));
@@ -562,16 +583,34 @@ async fn a_target_that_dies_mid_copy_or_finds_its_copy_wrong_leaves_the_module_s
     let mismatched = ScriptedPeer::serve(&file, "b", |path| match path {
         "/v1/admin/arrive" => Scripted::Answer(200, b"1".to_vec()),
         "/v1/admin/chunks" | "/v1/admin/abandon" => Scripted::Answer(200, Vec::new()),
-        "/v1/admin/arrived" => Scripted::Answer(
+        "/v1/admin/arrived" => Scripted::Later(
+            Duration::from_millis(800),
             409,
             b"the copy does not match the source's files (SHA-256 [\"00\"] here)".to_vec(),
         ),
         _ => Scripted::Answer(404, Vec::new()),
     })
     .await;
-    let (code, answer, stderr) = extract(a, "b");
+    // While b checks (slowly), a's status says the module is held there.
+    let admin = format!("http://{}", a.admin.expect("an admin listener"));
+    let moving = tokio::task::spawn_blocking(move || extract_at(&admin, "users", &["--to", "b"]));
+    let mut seen_held = false;
+    for _ in 0..500 {
+        let ready = get(&a.url("/readyz")).await.json();
+        if ready["modules"]["users"]["status"] == "held" {
+            seen_held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (code, answer, stderr) = moving.await.unwrap();
+    assert!(seen_held, "a's status never said the module was held");
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(answer["error"]["step"], "switch", "{answer}");
+    assert_eq!(
+        get(&a.url("/readyz")).await.json()["modules"]["users"]["status"],
+        "serving"
+    );
     assert!(
         answer["error"]["message"]
             .as_str()
@@ -594,4 +633,41 @@ async fn a_target_that_dies_mid_copy_or_finds_its_copy_wrong_leaves_the_module_s
     assert_eq!(total(a).await, before + created, "every write kept");
     let written = std::fs::read_to_string(&file).unwrap();
     assert!(written.contains("users = [\"a\"]"), "{written}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_on_postgres_moves_with_no_copy_and_no_failed_write() {
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("extract");
+    let toml = format!(
+        "[app]\nname = \"extract\"\n\n\
+         [modules.users]\ncomponent = \"{{users}}\"\nroutes = [\"/users\"]\n\
+         database = {{ postgres = {url:?} }}\n\
+         migrations = \"{{repo}}/modules/users/migrations\"\n\n\
+         [admin]\ntoken = \"{TOKEN}\"\n"
+    );
+    let cluster = Cluster::start(&toml, &["a", "b"], &[("users", &["a"])]);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let before = total(a).await;
+    let (load, clients) = Load::start(a, b, "postgres");
+    load.passes(50).await;
+    let (code, report, stderr) = extract(a, "b");
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
+    load.passes(50).await;
+    load.stop(clients).await;
+    let failures = load.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Its schema is reached from every node: nothing was copied, nothing is kept.
+    assert_eq!(report["files"], 0, "{report}");
+    assert_eq!(report["copied_bytes"], 0, "{report}");
+    assert_eq!(serving(b).await, ["users"]);
+    assert!(serving(a).await.is_empty());
+    let created = load.created.lock().unwrap().len() as u64;
+    assert_eq!(total(b).await, before + created);
+    let (code, answer, _) = extract_with("users", a, &["--commit"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(answer["error"]["code"], "no_copy", "{answer}");
 }

@@ -164,6 +164,8 @@ async fn listen_as(
 pub enum Scripted {
     /// This status and body.
     Answer(u16, Vec<u8>),
+    /// This status and body, after a while (a node slow to answer).
+    Later(std::time::Duration, u16, Vec<u8>),
     /// Nothing: the peer goes away (its listener and every connection close), as a
     /// node that dies.
     Die,
@@ -211,17 +213,31 @@ impl ScriptedPeer {
                     let service = hyper::service::service_fn(move |request: http::Request<_>| {
                         let path = request.uri().path().to_string();
                         seen.lock().unwrap().push(path.clone());
-                        let answer = match script(&path) {
-                            Scripted::Answer(status, body) => Ok(http::Response::builder()
+                        let respond = |status: u16, body: Vec<u8>| {
+                            http::Response::builder()
                                 .status(status)
                                 .body(Full::new(Bytes::from(body)))
-                                .unwrap()),
+                                .unwrap()
+                        };
+                        let (wait, answer) = match script(&path) {
+                            Scripted::Answer(status, body) => {
+                                (std::time::Duration::ZERO, Ok(respond(status, body)))
+                            }
+                            Scripted::Later(wait, status, body) => {
+                                (wait, Ok(respond(status, body)))
+                            }
                             Scripted::Die => {
                                 killer.send_replace(true);
-                                Err(std::io::Error::other("the node died"))
+                                (
+                                    std::time::Duration::ZERO,
+                                    Err(std::io::Error::other("the node died")),
+                                )
                             }
                         };
-                        async move { answer }
+                        async move {
+                            tokio::time::sleep(wait).await;
+                            answer
+                        }
                     });
                     let serving = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service);

@@ -402,11 +402,11 @@ impl Mover {
         }))
     }
 
-    /// Whether `node` says it serves `module` (its status lists it).
+    /// Whether `node` says it serves `module` (its status says `serving`).
     async fn serves(&self, node: &str, module: &str) -> bool {
         match self.ask(node, "status", &[], Bytes::new()).await {
             Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
-                .is_ok_and(|status| status.get(module).is_some()),
+                .is_ok_and(|status| status[module]["status"] == "serving"),
             Err(_) => false,
         }
     }

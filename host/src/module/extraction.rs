@@ -191,6 +191,22 @@ impl Registry {
         self.lock_arrivals().contains_key(name)
     }
 
+    /// The modules arriving here, each with its stage: `receiving` its data, or
+    /// `ready` (checked, in place, open) to serve.
+    pub fn arriving(&self) -> Vec<(String, &'static str)> {
+        self.lock_arrivals()
+            .iter()
+            .map(|(name, arrival)| {
+                let stage = if arrival.ready.is_some() {
+                    "ready"
+                } else {
+                    "receiving"
+                };
+                (name.clone(), stage)
+            })
+            .collect()
+    }
+
     /// The digests and counts of what was received for `arrival`, if they are the
     /// source's.
     async fn check_received(

@@ -340,15 +340,25 @@ impl Registry {
     /// Every local module's state, as `/readyz` and `modhost status` show it: serving
     /// (or failed, with the reason), its version, work in flight, and a canary or a
     /// version to roll back to when there is one.
+    ///
+    /// A module moving shows where it is in its move: `held` on the node it leaves
+    /// while its last changes are copied, `arriving` on the node it goes to until it
+    /// serves there (`stage`: `receiving` its data, or `ready` once checked and open).
     pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.slots()
+        let mut status: serde_json::Map<String, serde_json::Value> = self
+            .slots()
             .into_iter()
             .map(|slot| {
                 let version = slot.serving();
                 let module = &version.module;
+                let serving = if slot.hold.is_held() {
+                    "held"
+                } else {
+                    "serving"
+                };
                 let mut state = match module.not_started() {
                     None => serde_json::json!({
-                        "status": "serving",
+                        "status": serving,
                         "version": version.version,
                         "in_flight": module.in_flight(),
                     }),
@@ -372,7 +382,13 @@ impl Registry {
                 }
                 (slot.name.clone(), state)
             })
-            .collect()
+            .collect();
+        for (name, stage) in self.arriving() {
+            status
+                .entry(name)
+                .or_insert_with(|| serde_json::json!({ "status": "arriving", "stage": stage }));
+        }
+        status
     }
 }
 
