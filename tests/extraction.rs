@@ -671,3 +671,151 @@ async fn a_module_on_postgres_moves_with_no_copy_and_no_failed_write() {
     assert_eq!(code, Some(1));
     assert_eq!(answer["error"]["code"], "no_copy", "{answer}");
 }
+
+/// A batch of chunks as the mesh carries them: the file's length, then each chunk's
+/// offset, length and bytes.
+fn chunk_batch(len: u64, chunks: &[(u64, u32, &[u8])]) -> Vec<u8> {
+    let mut batch = len.to_be_bytes().to_vec();
+    for (offset, claimed, bytes) in chunks {
+        batch.extend_from_slice(&offset.to_be_bytes());
+        batch.extend_from_slice(&claimed.to_be_bytes());
+        batch.extend_from_slice(bytes);
+    }
+    batch
+}
+
+/// A peer node may move only what its placement allows: a node that does not run a
+/// module cannot push data into it, make a node serve it, route it elsewhere, or widen
+/// whom its calls are accepted from; nor ask for it to be moved to a third node. The
+/// node the module runs on cannot make a target serve a copy that was not checked.
+/// Each attempt is refused; the module and its neighbour keep serving, and the target
+/// serves nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
+    let toml = format!(
+        "[app]\nname = \"extract\"\n\n\
+         [modules.users]\ncomponent = \"{{users}}\"\nroutes = [\"/users\"]\ndatabase = \"sqlite\"\n\
+         migrations = \"{{repo}}/modules/users/migrations\"\n\n\
+         [modules.hello]\ncomponent = \"{{hello}}\"\nroutes = [\"/hello\"]\n\n\
+         [admin]\ntoken = \"{TOKEN}\"\n"
+    );
+    let cluster = Cluster::start(
+        &toml,
+        &["a", "b", "c"],
+        &[("users", &["a"]), ("hello", &["a"])],
+    );
+    let file = cluster.deployment.file.clone();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let before = total(a).await;
+
+    // Node b, which runs neither module, asks a for each step of a move.
+    let mut from_b = common::peer::Peer::connect(&file, "b", "a").await;
+    let data = chunk_batch(4, &[(0, 4, b"SQLi")]);
+    let forged = br#"{"digests":[],"counts":{}}"#.to_vec();
+    for (path, body) in [
+        ("/v1/admin/arrive?module=users", Vec::new()),
+        ("/v1/admin/chunks?module=users&file=0", data.clone()),
+        ("/v1/admin/arrived?module=users", forged.clone()),
+        ("/v1/admin/serve?module=users", Vec::new()),
+        ("/v1/admin/moving?module=users&to=b", Vec::new()),
+        ("/v1/admin/moved?module=users&to=b", Vec::new()),
+        ("/v1/admin/abandon?module=users", Vec::new()),
+        ("/v1/admin/moving?module=hello&to=b", Vec::new()),
+        ("/v1/admin/extract?module=users&to=c", Vec::new()),
+    ] {
+        let (status, said) = from_b.post(path, body).await;
+        assert_eq!(status, 403, "{path}: {said:?}");
+    }
+    a.wait_for_log("mesh: refused to move a module for a node that does not run it");
+    a.wait_for_log("mesh: refused to move a module to a third node for a peer");
+    // Node a, which runs users, asks b to take it, then misbehaves.
+    let mut from_a = common::peer::Peer::connect(&file, "a", "b").await;
+    let (status, files) = from_a
+        .post("/v1/admin/arrive?module=users", Vec::new())
+        .await;
+    assert_eq!((status, &files[..]), (200, &b"1"[..]));
+    for (path, body, refusal) in [
+        // A chunk that reaches past the file's length, one cut short, a file that
+        // is not awaited, serving before the copy was checked.
+        (
+            "/v1/admin/chunks?module=users&file=0",
+            chunk_batch(4, &[(0, 8, b"SQLite f")]),
+            "does not fit",
+        ),
+        (
+            "/v1/admin/chunks?module=users&file=0",
+            chunk_batch(1 << 20, &[(0, 1 << 16, b"SQLite")]),
+            "cut short",
+        ),
+        (
+            "/v1/admin/chunks?module=users&file=7",
+            data.clone(),
+            "no data file 7",
+        ),
+        (
+            "/v1/admin/serve?module=users",
+            Vec::new(),
+            "has not arrived",
+        ),
+        (
+            "/v1/admin/moving?module=users&to=b",
+            Vec::new(),
+            "not another node",
+        ),
+        (
+            "/v1/admin/moved?module=users&to=z",
+            Vec::new(),
+            "not another node",
+        ),
+        // What b received does not match what a claims to have settled.
+        ("/v1/admin/chunks?module=users&file=0", data.clone(), ""),
+        (
+            "/v1/admin/arrived?module=users",
+            br#"{"digests":["00"],"counts":{}}"#.to_vec(),
+            "does not match",
+        ),
+        // The arrival is gone with it: nothing to serve.
+        ("/v1/admin/serve?module=users", Vec::new(), "not arriving"),
+    ] {
+        let (status, said) = from_a.post(path, body).await;
+        let said = String::from_utf8_lossy(&said);
+        if refusal.is_empty() {
+            assert_eq!(status, 200, "{path}: {said}");
+        } else {
+            assert_eq!(status, 409, "{path}: {said}");
+            assert!(said.contains(refusal), "{path}: {said}");
+        }
+    }
+    assert!(serving(b).await.is_empty(), "b serves nothing of users");
+    let databases = cluster.deployment.dir.path().join("data-b/databases");
+    let leftovers: Vec<_> = std::fs::read_dir(&databases)
+        .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "b kept what it received: {leftovers:?}"
+    );
+    // b is asked to move users, which it does not run, back to a.
+    let (status, said) = from_a
+        .post("/v1/admin/extract?module=users&to=a", Vec::new())
+        .await;
+    assert_eq!(status, 409, "{said:?}");
+    assert!(
+        String::from_utf8_lossy(&said).contains("not_here"),
+        "{said:?}"
+    );
+
+    // The module and its neighbour serve on a as before; b's gateway reaches them.
+    assert_eq!(serving(a).await, ["hello", "users"]);
+    let reply = send(
+        &client(false),
+        "POST",
+        &b.url("/users"),
+        Some(r#"{"name": "After", "email": "after-peer@example.com"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(total(a).await, before + 1);
+    let reply = get(&a.url("/hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

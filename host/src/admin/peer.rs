@@ -21,6 +21,11 @@
 //! | `abandon` | drops an arrival and what was received for it |
 //! | `moved` (`to`) | routes the module to node `to`, which serves it now |
 //! | `extract` (`to`, `max_pause_ms`) | moves the module, which runs here, to node `to` (an operator called a move back on that node) |
+//!
+//! The peer is a node of the deployment, but a module's data moves only at the word of
+//! the node it runs on: `arrive` … `moved` are refused (403) from a node this one does
+//! not place the module on, and `extract` is refused unless the module is to go to
+//! the node that asks.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -56,7 +61,13 @@ impl PeerRequests {
         }
     }
 
-    async fn serve_action(&self, action: &str, query: &str, body: Bytes) -> Response<Body> {
+    async fn serve_action(
+        &self,
+        peer: &str,
+        action: &str,
+        query: &str,
+        body: Bytes,
+    ) -> Response<Body> {
         let param = |name: &str| {
             query
                 .split('&')
@@ -81,7 +92,7 @@ impl PeerRequests {
         let Some(module) = param("module") else {
             return plain(StatusCode::BAD_REQUEST, "no module");
         };
-        if let Some(answer) = self.extraction(action, &module, &param, &body).await {
+        if let Some(answer) = self.extraction(peer, action, &module, &param, &body).await {
             return answer;
         }
         let swapper = registry.swapper();
@@ -146,8 +157,15 @@ impl PeerRequests {
 impl PeerRequests {
     /// This node's part of a module moving between nodes ([`crate::admin::extract`]),
     /// or `None` when `action` is none of it.
+    ///
+    /// Only the node a module runs on moves it: every step but `extract` is refused
+    /// (403) from a peer this node does not place the module on, so a peer cannot push
+    /// data into a module, make a node serve it, or route it (and its callers' trust)
+    /// somewhere else. `extract` moves a module to the node that asks, never to a
+    /// third one: it is how an operator on the node a module left calls the move back.
     async fn extraction(
         &self,
+        peer: &str,
         action: &str,
         module: &str,
         param: &impl Fn(&str) -> Option<String>,
@@ -158,6 +176,25 @@ impl PeerRequests {
             Ok(text) => plain(StatusCode::OK, text),
             Err(why) => plain(StatusCode::CONFLICT, why),
         };
+        let moves_it = matches!(
+            action,
+            "arrive" | "chunks" | "arrived" | "serve" | "moving" | "abandon" | "moved"
+        );
+        if moves_it
+            && !registry
+                .directory()
+                .nodes_of(module)
+                .iter()
+                .any(|node| node == peer)
+        {
+            tracing::warn!(%peer, module, action, "mesh: refused to move a module for a node that does not run it");
+            return Some(plain(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {peer} does not run module {module}: only the node it runs on moves it"
+                ),
+            ));
+        }
         Some(match action {
             "arrive" => done(
                 registry
@@ -193,6 +230,13 @@ impl PeerRequests {
                 let Some(to) = param("to") else {
                     return Some(plain(StatusCode::BAD_REQUEST, "no node to move it to"));
                 };
+                if to != peer {
+                    tracing::warn!(%peer, module, %to, "mesh: refused to move a module to a third node for a peer");
+                    return Some(plain(
+                        StatusCode::FORBIDDEN,
+                        format!("node {peer} may ask for module {module} to be moved to itself, not to {to}"),
+                    ));
+                }
                 let max_pause = param("max_pause_ms")
                     .and_then(|ms| ms.parse().ok())
                     .map_or(DEFAULT_MAX_PAUSE, Duration::from_millis);
@@ -219,11 +263,11 @@ fn answer(outcome: Result<String, Refused>) -> Response<Body> {
 impl PeerAdmin for PeerRequests {
     fn serve<'a>(
         &'a self,
-        _peer: &'a str,
+        peer: &'a str,
         action: &'a str,
         query: &'a str,
         body: Bytes,
     ) -> BoxFuture<'a, Response<Body>> {
-        Box::pin(self.serve_action(action, query, body))
+        Box::pin(self.serve_action(peer, action, query, body))
     }
 }

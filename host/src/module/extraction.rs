@@ -159,16 +159,18 @@ impl Registry {
 
     /// Makes module `name`, arrived and opened, serve here.
     pub fn serve_arrival(&self, name: &str) -> Result<(), String> {
-        let slot = match self.lock_arrivals().remove(name) {
+        // The lock is taken once, in a statement of its own: a guard living on into
+        // the match below would deadlock the re-insertion.
+        let mut arrivals = self.lock_arrivals();
+        let slot = match arrivals.get(name) {
             Some(Arrival {
                 ready: Some(slot), ..
-            }) => slot,
-            Some(other) => {
-                self.lock_arrivals().insert(name.to_string(), other);
-                return Err(format!("module {name} has not arrived here yet"));
-            }
+            }) => slot.clone(),
+            Some(_) => return Err(format!("module {name} has not arrived here yet")),
             None => return Err(format!("module {name} is not arriving here")),
         };
+        arrivals.remove(name);
+        drop(arrivals);
         let here = self.deployment().node.clone().unwrap_or_default();
         self.directory().republish(|placement| {
             placement.remote.remove(name);
