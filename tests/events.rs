@@ -732,6 +732,110 @@ async fn events_sent_twice_after_a_crash_are_handled_once_on_kafka() {
     crashed_after_send(bus).await;
 }
 
+/// A single server on the embedded bus becomes a node on a broker (restarted with
+/// `[events]` naming Kafka, as when it joins a split deployment): the events its log
+/// still owes — published but not handled yet, and dead letters — go to the broker
+/// before anything newer, and are handled there once each, in order per key; a dead
+/// letter can still be listed and replayed. The next start hands over nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_log_s_undelivered_events_and_dead_letters_move_to_the_broker() {
+    let Some(kafka) = Bus::kafka() else { return };
+    let deployment = probes(&Bus::Embedded, SQLITE);
+
+    // On the embedded bus: an event both subscribers give up on (dead letters)…
+    let host = Modhost::start(&deployment);
+    let mark = "fixed after the move";
+    let stuck = publish(&host, vec![event("stuck", &format!("fail-until:{mark}"))]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead_letters(&deployment)
+        .iter()
+        .filter(|l| l["id"] == stuck[0].as_str())
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "`stuck` was not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(host);
+
+    // … then events no subscriber handles before the node stops (their deliveries
+    // held), every one on the log.
+    let host = Modhost::start_with_env(
+        &deployment,
+        "run",
+        &[],
+        &[("MODHOST_FAULTS", "delivery-stall")],
+    );
+    let published = publish_rounds(&host, 4, 10, 3, "owed").await;
+    for module in ["sink", "audit"] {
+        let lag =
+            format!(r#"modhost_events_consumer_lag{{module="{module}",topic="probe.events"}}"#);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(&host, &lag).await < published.len() as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "the events never reached the log"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!has_effect(&host, module, &published[0].0).await);
+    }
+    stop(host);
+
+    // The same node, its data dir kept, on the broker.
+    let on_kafka = probes(&kafka, SQLITE);
+    std::fs::copy(&on_kafka.file, &deployment.file).expect("the deployment on Kafka");
+    let host = Modhost::start(&deployment);
+    let handed = host.wait_for_log("handed the embedded log");
+    assert!(
+        handed.contains(&format!("\"events\":{}", published.len() + 2)),
+        "the owed events and both dead letters: {handed}"
+    );
+    let ids: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    for subscriber in ["sink", "audit"] {
+        let handled = wait_for(&host, subscriber, &ids).await;
+        assert_once_in_order(&published, &handled);
+    }
+    let letters = dead_letters(&deployment);
+    for module in ["sink", "audit"] {
+        assert!(
+            letters
+                .iter()
+                .any(|l| l["id"] == stuck[0].as_str() && l["module"] == module),
+            "{module}'s dead letter on the broker: {letters:?}"
+        );
+    }
+    // The cause fixed, the dead letter is replayed from the broker.
+    let fix = json!({ "events": [{ "topic": "probe.forwarded", "key": "fix", "payload": mark }] });
+    let reply = post(&host, "/sink/publish", &fix, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let replayed = replay(&deployment, "sink", &[&stuck[0]]).expect("replay");
+    assert_eq!(replayed[0]["outcome"], "sent", "{replayed:?}");
+    assert_eq!(wait_for(&host, "sink", &stuck).await.len(), 1);
+    stop(host);
+
+    // Handed over once: the next start sends nothing again.
+    let host = Modhost::start(&deployment);
+    host.wait_for_log("events: bus ready");
+    let logs = host.logs().join("\n");
+    assert!(!logs.contains("handed the embedded log"), "{logs}");
+    for subscriber in ["sink", "audit"] {
+        let handled = effects(&host, subscriber).await;
+        let owed: Vec<Value> = handled
+            .into_iter()
+            .filter(|e| ids.contains(&e["event_id"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        assert_once_in_order(&published, &owed);
+    }
+}
+
+/// Stops `host` as an operator does (SIGTERM), and waits until it has.
+fn stop(mut host: Modhost) {
+    host.signal("TERM");
+    let status = host.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", host.logs().join("\n"));
+}
+
 /// The broker is stopped for 10 s under a steady publish load (its connections closed,
 /// its process stopped), then resumes: every committed event arrives, none twice, per
 /// key in order.

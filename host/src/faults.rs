@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | `relay-stall` | the outbox relay, after reading committed events | it holds them and never sends (kill the node to crash "between commit and send") |
 //! | `relay-crash-after-send` | the outbox relay, after the bus confirmed a batch | the process aborts before the events leave the outbox (they are sent again after restart) |
+//! | `delivery-stall` | a subscriber's delivery, after reading a batch from the bus | it holds the batch unhandled and unacknowledged until the node stops (events left owing on the bus) |
 //!
 //! Unset — as in production — nothing is ever injected, and checking costs a load.
 

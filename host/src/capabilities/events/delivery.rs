@@ -122,6 +122,12 @@ impl Subscriber {
                 () = shutdown.triggered() => continue,
             };
             match batch {
+                Ok(batch) if crate::faults::active("delivery-stall") => {
+                    // Test hook: the events stay on the bus, unacknowledged, until
+                    // the node stops.
+                    tracing::warn!(module = %self.name(), events = batch.len(), "fault delivery-stall: holding events");
+                    shutdown.triggered().await;
+                }
                 Ok(batch) => {
                     retry.reset();
                     self.deliver(batch, &shutdown).await;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-use super::bus::Bus;
+use super::bus::{hand_over_embedded_log, Bus};
 use super::delivery::Subscriber;
 use super::relay::{watch_lag, Relay};
 use super::ModuleEvents;
@@ -196,7 +196,30 @@ async fn connect(deployment: &Deployment, shutdown: &Shutdown) -> Option<Bus> {
         )
         .await
         {
-            Ok(bus) => return Some(bus),
+            Ok(bus) => match hand_over_embedded_log(
+                &deployment.data_dir,
+                &deployment.events,
+                &subscriptions,
+                &bus,
+            )
+            .await
+            {
+                Ok(0) => return Some(bus),
+                Ok(events) => {
+                    tracing::info!(
+                        events,
+                        bus = bus.name(),
+                        "events: handed the embedded log's undelivered events and dead letters to the broker"
+                    );
+                    return Some(bus);
+                }
+                // The relays wait: what they send must come after what the log owes.
+                Err(error) => tracing::warn!(
+                    error = %format!("{error:#}"),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "events: cannot hand the embedded log to the broker yet; events wait in the outboxes"
+                ),
+            },
             Err(error) => tracing::warn!(
                 backend = deployment.events.backend.name(),
                 error = %format!("{error:#}"),

@@ -14,6 +14,10 @@
 //!
 //! Events every subscribed group has passed are purged once older than the retention;
 //! events on topics no one subscribes to (dead letters) are purged by age alone.
+//!
+//! When the node moves to a broker (a single server becoming a node of a split
+//! deployment), what the log still owes is handed over before anything new is sent:
+//! [`EmbeddedBus::owed`] reads it, [`EmbeddedBus::handed_over`] records it gone.
 
 use anyhow::{Context, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -50,7 +54,7 @@ struct Inner {
     subscriptions: BTreeMap<String, Vec<String>>,
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS log (\
      position INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL, \
      id TEXT NOT NULL, source TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL, \
@@ -59,10 +63,21 @@ const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS cursors (\
      grp TEXT NOT NULL, topic TEXT NOT NULL, position INTEGER NOT NULL, \
      PRIMARY KEY (grp, topic))",
+    // The newest log position handed over to a broker (one row, once it happened).
+    "CREATE TABLE IF NOT EXISTS handover (\
+     one INTEGER PRIMARY KEY CHECK (one = 1), position INTEGER NOT NULL, at INTEGER NOT NULL)",
 ];
 
 const COLUMNS: &str =
     "position, topic, key, id, source, payload, headers, traceparent, published_at";
+
+/// The embedded log's file under `data_dir`, whether or not it exists.
+pub fn log_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("events").join("bus.sqlite")
+}
+
+/// How many of the log's events are read at a time when they are handed over.
+const HANDOVER_PAGE: i64 = 500;
 
 impl EmbeddedBus {
     /// Opens (creating if needed) the log under `data_dir`.
@@ -71,9 +86,10 @@ impl EmbeddedBus {
         retention: Duration,
         subscriptions: BTreeMap<String, Vec<String>>,
     ) -> Result<EmbeddedBus> {
-        let dir = data_dir.join("events");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let file = dir.join("bus.sqlite");
+        let file = log_file(data_dir);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(&file)
             .create_if_missing(true)
@@ -206,6 +222,82 @@ impl EmbeddedBus {
         .fetch_all(&self.inner.positions)
         .await?;
         rows.iter().map(delivery).collect()
+    }
+
+    /// What the log owes a broker taking over from it, oldest first, at most a page
+    /// after position `after` (0 at first): every event not handed over yet that a
+    /// subscribed group has not passed, and every event retained on a topic no one
+    /// subscribes to (dead letters, kept for their listing and replay). Also the
+    /// position the page reached: the next page starts past it.
+    pub async fn owed(&self, after: i64) -> Result<(Vec<Envelope>, i64)> {
+        let inner = &self.inner;
+        let handed: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM handover")
+            .fetch_one(&inner.positions)
+            .await?;
+        // Per subscribed topic, the position every group subscribed to it has passed.
+        let mut passed = BTreeMap::new();
+        for (topic, groups) in &inner.subscriptions {
+            let mut lowest = i64::MAX;
+            for group in groups {
+                let position: Option<i64> =
+                    sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
+                        .bind(group)
+                        .bind(topic)
+                        .fetch_optional(&inner.positions)
+                        .await?;
+                lowest = lowest.min(position.unwrap_or(0));
+            }
+            passed.insert(topic.as_str(), lowest);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM log WHERE position > ? ORDER BY position LIMIT ?"
+        ))
+        .bind(after.max(handed))
+        .bind(HANDOVER_PAGE)
+        .fetch_all(&inner.positions)
+        .await?;
+        let mut reached = after.max(handed);
+        let mut owed = Vec::new();
+        for row in &rows {
+            let delivery = delivery(row)?;
+            reached = delivery.position.offset;
+            let topic = delivery.position.topic.as_str();
+            if passed.get(topic).is_none_or(|passed| reached > *passed) {
+                owed.push(delivery.envelope);
+            }
+        }
+        Ok((owed, reached))
+    }
+
+    /// Records that the log's events up to `position` are on a broker now: they are
+    /// not handed over again, and the subscribed groups pass them (should the node
+    /// ever come back to this log, they are not delivered twice).
+    pub async fn handed_over(&self, position: i64) -> Result<()> {
+        let inner = &self.inner;
+        let mut tx = inner.positions.begin().await?;
+        sqlx::query(
+            "INSERT INTO handover (one, position, at) VALUES (1, ?1, ?2) \
+             ON CONFLICT (one) DO UPDATE SET position = MAX(position, ?1), at = ?2",
+        )
+        .bind(position)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        for (topic, groups) in &inner.subscriptions {
+            for group in groups {
+                sqlx::query(
+                    "INSERT INTO cursors (grp, topic, position) VALUES (?, ?, ?) \
+                     ON CONFLICT (grp, topic) DO UPDATE SET position = MAX(position, excluded.position)",
+                )
+                .bind(group)
+                .bind(topic)
+                .bind(position)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Deletes what the retention no longer requires: events older than it that
@@ -362,5 +454,80 @@ impl EmbeddedConsumer {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(topic: &str, id: &str) -> Envelope {
+        Envelope {
+            id: id.to_string(),
+            topic: topic.to_string(),
+            key: "k".to_string(),
+            payload: id.as_bytes().to_vec(),
+            headers: Vec::new(),
+            source: "source".to_string(),
+            published_at_ms: now_ms(),
+            traceparent: None,
+        }
+    }
+
+    fn ids(events: &[Envelope]) -> Vec<&str> {
+        events.iter().map(|event| event.id.as_str()).collect()
+    }
+
+    /// What the log owes a broker: past the slowest group on a subscribed topic, all
+    /// of a topic no one reads; once handed over, nothing — and the groups pass it.
+    #[tokio::test]
+    async fn the_log_owes_what_a_group_has_not_passed_and_its_dead_letters_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let subscriptions = BTreeMap::from([(
+            "orders".to_string(),
+            vec!["fast".to_string(), "slow".to_string()],
+        )]);
+        let bus = EmbeddedBus::open(dir.path(), Duration::from_secs(3600), subscriptions)
+            .await
+            .unwrap();
+        let sent = bus
+            .send(&[
+                event("orders", "o1"),
+                event("dead.letters", "d1"),
+                event("orders", "o2"),
+                event("orders", "o3"),
+            ])
+            .await;
+        assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+        // `fast` handled everything, `slow` the first order only.
+        for (group, upto) in [("fast", 4), ("slow", 1)] {
+            let mut consumer = bus.subscribe(group, &["orders".to_string()]).await.unwrap();
+            let batch = consumer.next_batch(10).await.unwrap();
+            let handled: Vec<_> = batch
+                .into_iter()
+                .filter(|delivery| delivery.position.offset <= upto)
+                .collect();
+            consumer.ack(&handled).await.unwrap();
+        }
+
+        let (owed, reached) = bus.owed(0).await.unwrap();
+        assert_eq!(ids(&owed), ["d1", "o2", "o3"]);
+        assert_eq!(reached, 4);
+        let (more, at) = bus.owed(reached).await.unwrap();
+        assert!(more.is_empty());
+        assert_eq!(at, reached, "nothing past the last page");
+
+        bus.handed_over(reached).await.unwrap();
+        let (owed, _) = bus.owed(0).await.unwrap();
+        assert!(owed.is_empty(), "handed over once: {:?}", ids(&owed));
+        assert_eq!(
+            bus.lag("slow", &["orders".to_string()]).await.unwrap(),
+            [("orders".to_string(), 0)],
+            "the groups pass what went to the broker"
+        );
+        // What the log takes after a handover is owed again.
+        bus.send(&[event("orders", "o4")]).await;
+        let (owed, _) = bus.owed(0).await.unwrap();
+        assert_eq!(ids(&owed), ["o4"]);
     }
 }

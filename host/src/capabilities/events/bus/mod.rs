@@ -150,6 +150,44 @@ impl Bus {
     }
 }
 
+/// Hands what the embedded log under `data_dir` still owes to `broker`, the bus the
+/// node uses now: a single server that becomes a node of a split deployment (on a
+/// Kafka-protocol broker) loses no event its subscribers had not handled yet, nor its
+/// dead letters. Sent oldest first, before the node's relays send anything newer, so
+/// the order per key holds; each event keeps its id, so a subscriber that handled one
+/// already skips it. Sent again if the node stops before the log records the handover
+/// (the same ids: skipped). How many events were handed over; none when there is no
+/// log, when `broker` is the embedded log itself, or when it was handed over before.
+pub async fn hand_over_embedded_log(
+    data_dir: &Path,
+    settings: &EventsSettings,
+    subscriptions: &BTreeMap<String, Vec<String>>,
+    broker: &Bus,
+) -> Result<usize> {
+    if matches!(broker, Bus::Embedded(_)) || !embedded::log_file(data_dir).exists() {
+        return Ok(0);
+    }
+    let log =
+        embedded::EmbeddedBus::open(data_dir, settings.retention, subscriptions.clone()).await?;
+    let (mut after, mut handed) = (0, 0);
+    loop {
+        let (owed, reached) = log.owed(after).await?;
+        if reached == after {
+            break;
+        }
+        for outcome in broker.send(&owed).await {
+            outcome
+                .map_err(|why| anyhow::anyhow!("handing the embedded log to the broker: {why}"))?;
+        }
+        handed += owed.len();
+        after = reached;
+    }
+    if handed > 0 {
+        log.handed_over(after).await?;
+    }
+    Ok(handed)
+}
+
 /// One consumer group's reader.
 pub enum Consumer {
     /// On the embedded bus.
