@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::NodeFailed;
 use crate::mesh::Mesh;
-use crate::module::moving::{Chunks, Sent};
+use crate::module::moving::Sent;
 use crate::module::Registry;
 
 /// Why an extraction was called off, and at which step.
@@ -424,19 +424,26 @@ impl Mover {
         let started = Instant::now();
         let mut copied = Copied::default();
         for (index, (file, sent)) in files.iter().zip(sent.iter_mut()).enumerate() {
-            let (file, mut record) = (file.clone(), std::mem::take(sent));
-            // Reading and hashing the file is blocking work.
-            let read = tokio::task::spawn_blocking(move || {
-                let changes = record.changes(&file);
-                (record, changes)
-            })
-            .await
-            .map_err(|error| off(step)(format!("reading the data: {error}")))?;
-            *sent = read.0;
-            let changes: Chunks = read.1.map_err(|error| off(step)(format!("{error:#}")))?;
-            copied.bytes += changes.bytes();
             let index = index.to_string();
-            for batch in changes.batches() {
+            // Reading and hashing the file is blocking work, a batch at a time: the
+            // file is never held in memory whole.
+            let (file, record) = (file.clone(), std::mem::take(sent));
+            let mut changes = tokio::task::spawn_blocking(move || record.changes(&file))
+                .await
+                .map_err(|error| off(step)(format!("reading the data: {error}")))?
+                .map_err(|error| off(step)(format!("{error:#}")))?;
+            loop {
+                let (back, batch) = tokio::task::spawn_blocking(move || {
+                    let batch = changes.next_batch();
+                    (changes, batch)
+                })
+                .await
+                .map_err(|error| off(step)(format!("reading the data: {error}")))?;
+                changes = back;
+                let Some(batch) = batch.map_err(|error| off(step)(format!("{error:#}")))? else {
+                    break;
+                };
+                copied.bytes += batch.bytes();
                 self.ask(
                     to,
                     "chunks",
@@ -446,6 +453,7 @@ impl Mover {
                 .await
                 .map_err(|failed: NodeFailed| off(step)(failed.to_string()))?;
             }
+            *sent = changes.into_sent();
         }
         copied.took = started.elapsed();
         Ok(copied)

@@ -2,7 +2,8 @@
 //! chunks that changed.
 //!
 //! A module's data is copied twice. First whole, while it serves: the file is read in
-//! chunks of [`CHUNK`] bytes and sent, and the sender remembers a hash of each chunk
+//! chunks of [`CHUNK`] bytes, a batch at a time ([`Changes`]: a file of any size in
+//! the memory of one batch), and sent, and the sender remembers a hash of each chunk
 //! it sent ([`Sent`]). Then, with the module's work held and its files settled (no
 //! write pending in a journal), the file is read again and only the chunks whose hash
 //! changed — and the new length — are sent: while the module waits, the file is read
@@ -43,30 +44,6 @@ impl Chunks {
     /// The bytes of every chunk.
     pub fn bytes(&self) -> usize {
         self.chunks.iter().map(|(_, bytes)| bytes.len()).sum()
-    }
-
-    /// The chunks in batches of at most [`BATCH_BYTES`] bytes each, every batch
-    /// carrying the length (an empty file is one empty batch).
-    pub fn batches(self) -> Vec<Chunks> {
-        let mut batches = vec![Chunks {
-            len: self.len,
-            chunks: Vec::new(),
-        }];
-        for (offset, bytes) in self.chunks {
-            let full = batches.last().is_some_and(|batch| {
-                !batch.chunks.is_empty() && batch.bytes() + bytes.len() > BATCH_BYTES
-            });
-            if full {
-                batches.push(Chunks {
-                    len: self.len,
-                    chunks: Vec::new(),
-                });
-            }
-            if let Some(batch) = batches.last_mut() {
-                batch.chunks.push((offset, bytes));
-            }
-        }
-        batches
     }
 
     /// The batch as a body: `len` (u64), then per chunk its offset (u64), size (u32)
@@ -111,39 +88,90 @@ impl Chunks {
 }
 
 impl Sent {
-    /// Reads `file` and returns its chunks that differ from what was sent (all of
-    /// them, the first time), recording them as sent.
-    pub fn changes(&mut self, file: &Path) -> Result<Chunks> {
+    /// Starts reading `file` for the chunks that differ from what was sent (all of
+    /// them, the first time): [`Changes::next_batch`] reads them a batch at a time,
+    /// so a file of any size is sent in the memory of one batch.
+    pub fn changes(self, file: &Path) -> Result<Changes> {
         let input =
             std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
         let len = input.metadata()?.len();
-        // The file may grow while it is read (its module serves meanwhile): what it
-        // held when it was opened is sent now, what comes after with the next changes.
-        let mut input = input.take(len);
-        let mut chunks = Vec::new();
+        Ok(Changes {
+            // The file may grow while it is read (its module serves meanwhile): what
+            // it held when it was opened is sent now, what comes after with the next
+            // changes.
+            input: input.take(len),
+            len,
+            sent: self,
+            index: 0,
+            batches: 0,
+            finished: false,
+        })
+    }
+}
+
+/// A file being read for what changed since it was last sent.
+pub struct Changes {
+    input: std::io::Take<std::fs::File>,
+    /// The length the file had when it was opened: every batch carries it.
+    len: u64,
+    sent: Sent,
+    /// The next chunk to read.
+    index: usize,
+    /// How many batches were read so far.
+    batches: usize,
+    finished: bool,
+}
+
+impl Changes {
+    /// The next batch of changed chunks (at most [`BATCH_BYTES`] of them), each
+    /// recorded as sent; `None` once the file is read through. The first batch comes
+    /// even when nothing changed: it carries the file's length.
+    pub fn next_batch(&mut self) -> Result<Option<Chunks>> {
+        let mut batch = Chunks {
+            len: self.len,
+            chunks: Vec::new(),
+        };
         let mut buffer = vec![0u8; CHUNK];
-        let mut index = 0usize;
-        loop {
-            let read = read_full(&mut input, &mut buffer)?;
+        while !self.finished && batch.bytes() + CHUNK <= BATCH_BYTES {
+            let read = read_full(&mut self.input, &mut buffer)?;
             if read == 0 {
+                self.finish();
                 break;
             }
             let hash: [u8; 32] = Sha256::digest(&buffer[..read]).into();
-            if self.hashes.get(index) != Some(&hash) {
-                chunks.push(((index * CHUNK) as u64, buffer[..read].to_vec()));
-                if index < self.hashes.len() {
-                    self.hashes[index] = hash;
+            let hashes = &mut self.sent.hashes;
+            if hashes.get(self.index) != Some(&hash) {
+                let offset = (self.index * CHUNK) as u64;
+                batch.chunks.push((offset, buffer[..read].to_vec()));
+                if self.index < hashes.len() {
+                    hashes[self.index] = hash;
                 } else {
-                    self.hashes.push(hash);
+                    hashes.push(hash);
                 }
             }
-            index += 1;
+            self.index += 1;
             if read < CHUNK {
-                break;
+                self.finish();
             }
         }
-        self.hashes.truncate(index);
-        Ok(Chunks { len, chunks })
+        // Unchanged chunks add nothing to the batch, so the loop reads on through
+        // them: an empty batch means the file was read through.
+        if batch.chunks.is_empty() && self.batches > 0 {
+            return Ok(None);
+        }
+        self.batches += 1;
+        Ok(Some(batch))
+    }
+
+    /// The file read through: what lay past its end is no longer sent.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.sent.hashes.truncate(self.index);
+    }
+
+    /// What the receiver holds once every batch was sent.
+    pub fn into_sent(self) -> Sent {
+        self.sent
     }
 }
 
@@ -200,6 +228,28 @@ pub fn digest(file: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// Every batch of `file`'s changes since `sent`, `sent` brought up to date.
+    fn batches(sent: &mut Sent, file: &Path) -> Vec<Chunks> {
+        let mut changes = std::mem::take(sent).changes(file).unwrap();
+        let mut batches = Vec::new();
+        while let Some(batch) = changes.next_batch().unwrap() {
+            batches.push(batch);
+        }
+        *sent = changes.into_sent();
+        batches
+    }
+
+    /// [`batches`] in one: every changed chunk, and the length.
+    fn all_changes(sent: &mut Sent, file: &Path) -> Chunks {
+        let batches = batches(sent, file);
+        let len = batches.first().map_or(0, |batch| batch.len);
+        assert!(batches.iter().all(|batch| batch.len == len));
+        Chunks {
+            len,
+            chunks: batches.into_iter().flat_map(|batch| batch.chunks).collect(),
+        }
+    }
+
     #[test]
     fn a_file_sent_whole_then_changed_arrives_the_same_with_only_its_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -207,9 +257,9 @@ mod tests {
         let mut bytes: Vec<u8> = (0..CHUNK * 5 + 123).map(|i| (i % 251) as u8).collect();
         std::fs::write(&source, &bytes).unwrap();
         let mut sent = Sent::default();
-        let first = sent.changes(&source).unwrap();
-        assert_eq!(first.chunks.len(), 6);
-        for batch in first.batches() {
+        let first = batches(&mut sent, &source);
+        assert_eq!(first.iter().map(|b| b.chunks.len()).sum::<usize>(), 6);
+        for batch in first {
             apply(&copy, &Chunks::decode(&batch.encode()).unwrap()).unwrap();
         }
         assert_eq!(digest(&copy).unwrap(), digest(&source).unwrap());
@@ -218,14 +268,14 @@ mod tests {
         bytes[CHUNK * 2 + 7] ^= 0xff;
         bytes.truncate(CHUNK * 3 + 10);
         std::fs::write(&source, &bytes).unwrap();
-        let changes = sent.changes(&source).unwrap();
+        let changes = all_changes(&mut sent, &source);
         let offsets: Vec<u64> = changes.chunks.iter().map(|(offset, _)| *offset).collect();
         assert_eq!(offsets, [(CHUNK * 2) as u64, (CHUNK * 3) as u64]);
         apply(&copy, &Chunks::decode(&changes.encode()).unwrap()).unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 
         // Nothing changed: nothing to send but the length.
-        let none = sent.changes(&source).unwrap();
+        let none = all_changes(&mut sent, &source);
         assert!(none.chunks.is_empty());
         assert_eq!(none.len, bytes.len() as u64);
     }
@@ -248,12 +298,13 @@ mod tests {
         });
         let mut sent = Sent::default();
         for _ in 0..50 {
-            let chunks = sent.changes(&source).unwrap();
-            assert!(chunks
-                .chunks
-                .iter()
-                .all(|(offset, bytes)| offset + bytes.len() as u64 <= chunks.len));
-            assert!(Chunks::decode(&chunks.encode()).is_ok());
+            for chunks in batches(&mut sent, &source) {
+                assert!(chunks
+                    .chunks
+                    .iter()
+                    .all(|(offset, bytes)| offset + bytes.len() as u64 <= chunks.len));
+                assert!(Chunks::decode(&chunks.encode()).is_ok());
+            }
         }
         writer.join().unwrap();
     }
@@ -279,17 +330,30 @@ mod tests {
         assert!(Chunks::decode(&huge.encode()).is_err());
     }
 
+    /// A file many batches long is read a batch at a time (none past its bound, the
+    /// copy the same), and a second read of it unchanged sends its length alone.
     #[test]
-    fn batches_stay_under_their_bound() {
-        let chunks = Chunks {
-            len: (CHUNK * 300) as u64,
-            chunks: (0..300)
-                .map(|i| ((i * CHUNK) as u64, vec![0; CHUNK]))
-                .collect(),
-        };
-        let batches = chunks.batches();
-        assert!(batches.len() >= 3);
-        assert!(batches.iter().all(|batch| batch.bytes() <= BATCH_BYTES));
-        assert_eq!(batches.iter().map(|b| b.chunks.len()).sum::<usize>(), 300);
+    fn a_large_file_goes_a_batch_at_a_time_and_unchanged_as_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, copy) = (dir.path().join("source"), dir.path().join("copy"));
+        let bytes: Vec<u8> = (0..BATCH_BYTES * 3 + CHUNK / 2)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        std::fs::write(&source, &bytes).unwrap();
+        let mut sent = Sent::default();
+        let mut changes = std::mem::take(&mut sent).changes(&source).unwrap();
+        let mut count = 0;
+        while let Some(batch) = changes.next_batch().unwrap() {
+            assert!(batch.bytes() <= BATCH_BYTES);
+            apply(&copy, &batch).unwrap();
+            count += 1;
+        }
+        sent = changes.into_sent();
+        assert_eq!(count, 4);
+        assert_eq!(digest(&copy).unwrap(), digest(&source).unwrap());
+        let again = batches(&mut sent, &source);
+        assert_eq!(again.len(), 1);
+        assert!(again[0].chunks.is_empty());
+        assert_eq!(again[0].len, bytes.len() as u64);
     }
 }
