@@ -212,6 +212,21 @@ async fn a_module_moves_to_another_node_with_its_data_while_it_takes_writes_and_
     }
     let written = std::fs::read_to_string(&cluster.deployment.file).unwrap();
     assert!(written.contains("users = [\"b\"]"), "{written}");
+    // a reports no state of a module it no longer runs (b does), only its counters.
+    for (node, reports) in [(a, false), (b, true)] {
+        let metrics = get(&node.url("/metrics")).await.text();
+        let gauges = [
+            "modhost_db_connections{",
+            "modhost_module_in_flight{",
+            "modhost_instances{",
+        ];
+        let state: Vec<&str> = metrics
+            .lines()
+            .filter(|line| line.contains(r#"module="users""#))
+            .filter(|line| gauges.iter().any(|gauge| line.starts_with(gauge)))
+            .collect();
+        assert_eq!(!state.is_empty(), reports, "{state:?}");
+    }
 
     // What the extraction measured: the copy, the pause, the rows it compared.
     let held_ms = report["held_ms"].as_f64().expect("held_ms");
@@ -281,6 +296,34 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     let (code, answer, _) = extract(cluster.node("b"), "a");
     assert_eq!(code, Some(1), "{answer}");
     assert_eq!(answer["error"]["code"], "not_here");
+
+    // A module with a canary beside its version is not moved (the target would serve
+    // one version): promote or roll it back first.
+    let admin = format!(
+        "http://{}",
+        cluster.node("a").admin.expect("an admin listener")
+    );
+    let v2 = variant(&guest("users"), "canary", cluster.deployment.dir.path());
+    let canary = |args: &[&str]| {
+        let output = std::process::Command::new(modhost_bin())
+            .args(args)
+            .args(["--admin", &admin, "--token", TOKEN])
+            .output()
+            .expect("run modhost");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    };
+    canary(&["canary", "users", v2.to_str().unwrap(), "--weight", "10"]);
+    let (code, answer, _) = extract(cluster.node("a"), "b");
+    assert_eq!(code, Some(1), "{answer}");
+    assert_eq!(answer["error"]["step"], "prepare", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runs a canary"),
+        "{answer}"
+    );
+    canary(&["rollback", "users"]);
 
     // The target dies before it gets the data: called off at the first step that
     // needs it, and the module serves on a, its writes go on there.

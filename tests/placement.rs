@@ -322,3 +322,53 @@ async fn a_reload_that_cannot_apply_leaves_the_node_serving_as_it_did() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(placed, serde_json::json!({ "started": [], "stopped": [] }));
 }
+
+/// A `SIGHUP` that comes while a node still loads its modules does not end it (the
+/// signal's default): the node starts, serves, and reloads its file once it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_a_node_starts_is_a_reload_once_it_serves() {
+    let deployment = Cluster::write(
+        &deployment(),
+        &["a", "b"],
+        &[("caller", &["a"]), ("callee", &["b"]), ("hello", &["a"])],
+    );
+    Cluster::certs(&deployment);
+    let args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        deployment.file.clone().into(),
+        "--node".into(),
+        "a".into(),
+        "--data-dir".into(),
+        deployment.dir.path().join("data-a").into(),
+    ];
+    let a = Modhost::spawn_signalled(
+        std::process::Command::new(common::modhost_bin()),
+        &args,
+        &[],
+        Some(("module loaded", "HUP")),
+    );
+    for _ in 0..3000 {
+        if !reload_outcomes(&a).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let outcomes = reload_outcomes(&a);
+    assert!(
+        outcomes
+            .first()
+            .is_some_and(|line| line.contains("reload: the deployment's placement applied")),
+        "{}",
+        a.logs().join("\n")
+    );
+    let logs = a.logs().join("\n");
+    let hung_up = logs.find("SIGHUP received").expect("the SIGHUP seen");
+    assert!(
+        logs.find("modhost ready")
+            .is_some_and(|ready| ready < hung_up),
+        "{logs}"
+    );
+    assert_eq!(serving(&a).await, ["caller", "hello"]);
+    let reply = get(&a.url("/hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

@@ -596,6 +596,8 @@ fn serve(
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
+        // From now on a SIGHUP asks for a reload, even while the modules load.
+        let hangups = node::Hangups::watch();
         let node = match Node::load(deployment) {
             Ok(node) => node,
             Err(error) => {
@@ -605,7 +607,10 @@ fn serve(
             }
         };
         let file = path.to_path_buf();
-        let node = node.reloading_with(Arc::new(move || read_deployment(&file, Some(&overrides))));
+        let node = node.reloading_with(
+            Arc::new(move || read_deployment(&file, Some(&overrides))),
+            hangups,
+        );
         let settings = node.deployment();
         if let Err(error) = telemetry::export::start(
             &settings.telemetry,

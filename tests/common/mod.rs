@@ -569,9 +569,21 @@ impl Modhost {
     /// Like [`Modhost::spawn`], running `program` as modhost: another build of it, or
     /// one under an emulator (tests/edge.rs).
     pub fn spawn_program(
+        program: Command,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+    ) -> Modhost {
+        Modhost::spawn_signalled(program, args, env, None)
+    }
+
+    /// Like [`Modhost::spawn_program`]; with `signal` = `(needle, SIGNAL)`, sends the
+    /// process SIGNAL (say "HUP") as soon as a log line contains `needle`, while it
+    /// starts.
+    pub fn spawn_signalled(
         mut program: Command,
         args: &[std::ffi::OsString],
         env: &[(&str, &str)],
+        signal: Option<(&str, &str)>,
     ) -> Modhost {
         let mut child = program
             .arg("--log-format")
@@ -589,10 +601,20 @@ impl Modhost {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         {
             let logs = logs.clone();
+            let pid = child.id();
+            let mut signal = signal.map(|(needle, name)| (needle.to_string(), name.to_string()));
             std::thread::spawn(move || {
                 let mut ready_tx = Some(ready_tx);
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    if signal
+                        .as_ref()
+                        .is_some_and(|(needle, _)| line.contains(needle))
+                    {
+                        if let Some((_, name)) = signal.take() {
+                            send_signal(pid, &name);
+                        }
+                    }
                     if line.contains("modhost ready") {
                         if let Some(tx) = ready_tx.take() {
                             let _ = tx.send(line.clone());

@@ -324,6 +324,13 @@ impl Registry {
         if let Some(reason) = slot.serving().module.not_started() {
             return Err(format!("module {name} did not start here: {reason}"));
         }
+        // The target serves one version: a canary beside it would be dropped unseen.
+        if let Some(canary) = slot.canary() {
+            return Err(format!(
+                "module {name} runs a canary (version {} takes {}% of its traffic): promote or roll it back before moving the module",
+                canary.module.version, canary.weight
+            ));
+        }
         Ok(Departure {
             registry: self.clone(),
             files: self.data_files(name),
@@ -525,6 +532,7 @@ impl Departure {
         self.drained = None;
         self.slot.hold.release();
         self.registry.write_placement(&name, to);
+        self.registry.forget_metrics(&name);
         tracing::info!(module = %name, node = to, "extraction: the module left this node; its data here is kept, unused");
     }
 }

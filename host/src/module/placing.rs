@@ -120,6 +120,7 @@ impl Registry {
         for slot in &leaving {
             self.stop_module(&slot.name, grace).await;
             drain(slot, grace).await;
+            self.forget_metrics(&slot.name);
         }
         Ok(Placed {
             started: starting.iter().map(|slot| slot.name.clone()).collect(),

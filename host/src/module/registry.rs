@@ -300,14 +300,25 @@ impl Registry {
     /// Stops module `name`'s part of the capabilities' background work (a new
     /// placement moved it away), for at most `grace`.
     pub(super) async fn stop_module(&self, name: &str, grace: Duration) {
+        // Each service within the same grace, side by side.
         let stopping: Vec<_> = self
             .lock_services()
             .iter()
             .map(|service| service.stop_module(name, grace))
             .collect();
-        for stopped in stopping {
-            stopped.await;
-        }
+        futures_util::future::join_all(stopping).await;
+    }
+
+    /// Forgets what this node reported of module `name`'s state: it no longer runs
+    /// here.
+    pub(super) fn forget_metrics(&self, name: &str) {
+        let topics = self
+            .deployment()
+            .modules
+            .get(name)
+            .map(|spec| spec.subscribes.clone())
+            .unwrap_or_default();
+        crate::telemetry::metrics::metrics().forget_module(name, &topics);
     }
 
     pub(super) fn lock_arrivals(

@@ -94,6 +94,8 @@ pub struct Node {
     /// How to read the deployment file again, when the node can (`SIGHUP`, `POST
     /// /v1/reload`).
     reading: Option<ReadDeployment>,
+    /// `SIGHUP`s received since the node began to start, to reload on once it serves.
+    hangups: Option<Hangups>,
     engine: Engine,
     registry: Arc<Registry>,
     dispatcher: Arc<Dispatcher>,
@@ -150,6 +152,7 @@ impl Node {
         Ok(Node {
             deployment,
             reading: None,
+            hangups: None,
             engine,
             registry,
             dispatcher,
@@ -167,10 +170,12 @@ impl Node {
     }
 
     /// This node, able to read its deployment file again with `read` and apply the new
-    /// placement while it serves: on `SIGHUP`, and through the admin API.
-    pub fn reloading_with(self, read: ReadDeployment) -> Node {
+    /// placement while it serves: on each of `hangups` (`SIGHUP`), and through the
+    /// admin API.
+    pub fn reloading_with(self, read: ReadDeployment, hangups: Hangups) -> Node {
         Node {
             reading: Some(read),
+            hangups: Some(hangups),
             ..self
         }
     }
@@ -281,10 +286,10 @@ impl Node {
                 registry: self.registry.clone(),
             })
         });
-        #[cfg(unix)]
-        if let Some(reloader) = &reloader {
+        if let (Some(reloader), Some(hangups)) = (&reloader, self.hangups) {
             tasks.push(tokio::spawn(reload_on_hangup(
                 reloader.clone(),
+                hangups,
                 after_gateway.clone(),
             )));
         }
@@ -377,23 +382,48 @@ impl Reload for Reloader {
     }
 }
 
-/// Reloads the deployment file on every `SIGHUP`, until `shutdown`.
-#[cfg(unix)]
-async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: Shutdown) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGHUP; reload through the admin API");
-            return;
+/// The `SIGHUP`s a node receives, watched from the moment it begins to start: one
+/// received while it loads its modules is not the signal's default (the process
+/// ends) but a reload once it serves.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Watches `SIGHUP` from now on (within the async runtime).
+    pub fn watch() -> Hangups {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup())
+                .map_err(|error| {
+                    tracing::warn!(%error, "cannot watch SIGHUP; reload through the admin API");
+                })
+                .ok();
+            Hangups { signal }
         }
-    };
+        #[cfg(not(unix))]
+        Hangups {}
+    }
+
+    /// The next `SIGHUP`; never, where they cannot be watched.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Reloads the deployment file on every `SIGHUP`, until `shutdown`.
+async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangups: Hangups, shutdown: Shutdown) {
     loop {
         tokio::select! {
-            received = hangups.recv() => {
-                if received.is_none() {
-                    return;
-                }
+            () = hangups.next() => {
                 tracing::info!("SIGHUP received: reloading the deployment file");
                 let _ = reloader.reload().await;
             }

@@ -852,6 +852,34 @@ impl Metrics {
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
+    /// Drops what this node reports of `module`'s current state — its instances, load,
+    /// canary weight, database pool, outbox and its lag on each of `topics` — once it
+    /// no longer runs here (it moved to another node): a dashboard summing the nodes
+    /// would count the last values twice. Its counters stay: they only ever grow.
+    pub fn forget_module(&self, module: &str, topics: &[String]) {
+        let labels = ModuleLabels {
+            module: module.to_string(),
+        };
+        for family in &self.module_gauges {
+            family.remove(&labels);
+        }
+        self.canary_weight.remove(&labels);
+        self.outbox_depth.remove(&labels);
+        self.outbox_lag.remove(&labels);
+        for state in ["in_use", "idle"] {
+            self.db_connections.remove(&PoolLabels {
+                module: module.to_string(),
+                state,
+            });
+        }
+        for topic in topics {
+            self.consumer_lag.remove(&TopicLabels {
+                module: module.to_string(),
+                topic: topic.to_string(),
+            });
+        }
+    }
+
     /// Reads `source` at every scrape from now on, for as long as it lives.
     pub fn sample_from(&self, source: Weak<dyn Sampled>) {
         self.lock_sampled().push(source);
@@ -1004,6 +1032,35 @@ mod tests {
                 .map(|(module, _, _)| (*module, 10));
             metrics.module_versions(held.clone(), weights.collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_module_gone_from_the_node_leaves_no_gauge_but_its_counters() {
+        let metrics = Metrics::new();
+        metrics.module_load("users", 3, 8);
+        metrics.db_pool("users", 1, 4);
+        metrics.outbox_depth("users", 5);
+        metrics.outbox_lag("users", 1.5);
+        metrics.consumer_lag("users", "orders.placed", 7);
+        metrics.record_request("users", 200, Duration::from_millis(2));
+        metrics.module_load("orders", 1, 8);
+        metrics.forget_module("users", &["orders.placed".to_string()]);
+        let text = metrics.encode();
+        let users: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains(r#"module="users""#) && !line.starts_with('#'))
+            .collect();
+        assert!(
+            users
+                .iter()
+                .all(|line| line.starts_with("modhost_http_request")),
+            "{users:#?}"
+        );
+        assert!(!users.is_empty(), "its counters stay");
+        assert!(
+            text.contains(r#"modhost_module_in_flight{module="orders"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
