@@ -304,7 +304,7 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
         cluster.node("a").admin.expect("an admin listener")
     );
     let v2 = variant(&guest("users"), "canary", cluster.deployment.dir.path());
-    let canary = |args: &[&str]| {
+    let admin_cli = |args: &[&str]| {
         let output = std::process::Command::new(modhost_bin())
             .args(args)
             .args(["--admin", &admin, "--token", TOKEN])
@@ -312,7 +312,7 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
             .expect("run modhost");
         assert!(output.status.success(), "{args:?}: {output:?}");
     };
-    canary(&["canary", "users", v2.to_str().unwrap(), "--weight", "10"]);
+    admin_cli(&["canary", "users", v2.to_str().unwrap(), "--weight", "10"]);
     let (code, answer, _) = extract(cluster.node("a"), "b");
     assert_eq!(code, Some(1), "{answer}");
     assert_eq!(answer["error"]["step"], "prepare", "{answer}");
@@ -323,7 +323,7 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
             .contains("runs a canary"),
         "{answer}"
     );
-    canary(&["rollback", "users"]);
+    admin_cli(&["rollback", "users"]);
 
     // The target dies before it gets the data: called off at the first step that
     // needs it, and the module serves on a, its writes go on there.
@@ -352,8 +352,18 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     let written = std::fs::read_to_string(&cluster.deployment.file).unwrap();
     assert!(written.contains("users = [\"a\"]"), "{written}");
 
+    // While b is down, users gets a new version on a (b cannot adopt it then).
+    let v3 = variant(
+        &guest("users"),
+        "while-b-was-down",
+        cluster.deployment.dir.path(),
+    );
+    admin_cli(&["swap", "users", v3.to_str().unwrap()]);
+    let swapped =
+        get(&cluster.node("a").url("/readyz")).await.json()["modules"]["users"]["version"].clone();
+
     // b back, empty-handed: what it received of an attempt is gone, and a move now
-    // succeeds with every row.
+    // succeeds with every row, b serving the version a served.
     cluster.start_node("b", &[]);
     let b = cluster.node("b");
     // A node a module is arriving on says so, and forgets it when it is called off.
@@ -372,6 +382,8 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["rows"]["users"].as_u64(), Some(before + 1));
     assert_eq!(total(b).await, before + 1);
+    let serves = get(&b.url("/readyz")).await.json()["modules"]["users"]["version"].clone();
+    assert_eq!(serves, swapped, "b serves the version a served");
 }
 
 /// An order of one USB-C cable (500 in stock) for customer 2, paid by a good card.
@@ -609,9 +621,20 @@ async fn a_target_that_dies_mid_copy_or_finds_its_copy_wrong_leaves_the_module_s
     let (load, clients) = Load::start_at(vec![a.url("/users"), a.url("/users")], "failing");
     load.passes(20).await;
 
+    // What a target that takes the module answers: one file awaited, a's version.
+    let version = get(&a.url("/readyz")).await.json()["modules"]["users"]["version"]
+        .as_str()
+        .expect("the version users serves")
+        .to_string();
+    let prepared = serde_json::json!({ "files": 1, "version": version })
+        .to_string()
+        .into_bytes();
+
     // b takes the module, then dies as the data comes.
-    let dying = ScriptedPeer::serve(&file, "b", |path| match path {
-        "/v1/admin/arrive" => Scripted::Answer(200, b"1".to_vec()),
+    let plan = prepared.clone();
+    let dying = ScriptedPeer::serve(&file, "b", move |path| match path {
+        "/v1/admin/adopt" => Scripted::Answer(200, Vec::new()),
+        "/v1/admin/arrive" => Scripted::Answer(200, plan.clone()),
         _ => Scripted::Die,
     })
     .await;
@@ -623,9 +646,11 @@ async fn a_target_that_dies_mid_copy_or_finds_its_copy_wrong_leaves_the_module_s
     load.passes(20).await;
 
     // b receives everything, then finds its copy does not match what a settled.
-    let mismatched = ScriptedPeer::serve(&file, "b", |path| match path {
-        "/v1/admin/arrive" => Scripted::Answer(200, b"1".to_vec()),
-        "/v1/admin/chunks" | "/v1/admin/abandon" => Scripted::Answer(200, Vec::new()),
+    let mismatched = ScriptedPeer::serve(&file, "b", move |path| match path {
+        "/v1/admin/arrive" => Scripted::Answer(200, prepared.clone()),
+        "/v1/admin/adopt" | "/v1/admin/chunks" | "/v1/admin/abandon" => {
+            Scripted::Answer(200, Vec::new())
+        }
         "/v1/admin/arrived" => Scripted::Later(
             Duration::from_millis(800),
             409,
@@ -773,10 +798,12 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     a.wait_for_log("mesh: refused to move a module to a third node for a peer");
     // Node a, which runs users, asks b to take it, then misbehaves.
     let mut from_a = common::peer::Peer::connect(&file, "a", "b").await;
-    let (status, files) = from_a
+    let (status, plan) = from_a
         .post("/v1/admin/arrive?module=users", Vec::new())
         .await;
-    assert_eq!((status, &files[..]), (200, &b"1"[..]));
+    assert_eq!(status, 200, "{plan:?}");
+    let plan: serde_json::Value = serde_json::from_slice(&plan).expect("a plan");
+    assert_eq!(plan["files"], 1, "{plan}");
     for (path, body, refusal) in [
         // A chunk that reaches past the file's length, one cut short, a file that
         // is not awaited, serving before the copy was checked.

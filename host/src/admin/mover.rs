@@ -21,6 +21,14 @@ fn off(step: &'static str) -> impl Fn(String) -> CalledOff {
     move |why| CalledOff { step, why }
 }
 
+/// What the target prepared for a module arriving: how many data files it expects,
+/// and the version it linked.
+#[derive(serde::Deserialize)]
+struct Prepared {
+    files: usize,
+    version: String,
+}
+
 /// What was copied, and how long it took.
 #[derive(Default)]
 struct Copied {
@@ -277,16 +285,34 @@ impl Mover {
         let mut departure = self.registry.depart(module).map_err(off("prepare"))?;
         let files = departure.files().to_vec();
 
-        // 1. The target links the module and waits for its data.
-        let expected = self
+        // 1. The target takes the version served here (it may not know it: a node
+        // down when it was swapped in), links the module with it and waits for its
+        // data.
+        let (component, version) = departure.serving();
+        let bytes = tokio::fs::read(&component)
+            .await
+            .map_err(|error| off("prepare")(format!("reading {}: {error}", component.display())))?;
+        self.ask(to, "adopt", &[("module", module)], Bytes::from(bytes))
+            .await
+            .map_err(|failed| off("prepare")(failed.to_string()))?;
+        let answer = self
             .ask(to, "arrive", &[("module", module)], Bytes::new())
             .await
-            .map(|body| String::from_utf8_lossy(&body).into_owned())
             .map_err(|failed| off("prepare")(failed.to_string()))?;
-        if expected.trim() != files.len().to_string() {
+        let prepared: Prepared = serde_json::from_slice(&answer).map_err(|error| {
+            off("prepare")(format!("node {to} answered `arrive` with no plan: {error}"))
+        })?;
+        if prepared.files != files.len() {
             return Err(off("prepare")(format!(
-                "node {to} keeps {expected} data files of {module}, this node {}",
+                "node {to} keeps {} data files of {module}, this node {}",
+                prepared.files,
                 files.len()
+            )));
+        }
+        if prepared.version != version {
+            return Err(off("prepare")(format!(
+                "node {to} would serve version {} of {module}, this node serves {version}",
+                prepared.version
             )));
         }
         tracing::info!(

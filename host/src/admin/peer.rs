@@ -13,7 +13,7 @@
 //! | `promote`, `rollback` | as the operators' API |
 //! | `adopt` (body: the component) | takes it as the version a module of other nodes serves |
 //! | `component` | the component the module serves here |
-//! | `arrive` | links the module to serve here once its data has come (a module moving here) |
+//! | `arrive` | links the module to serve here once its data has come (a module moving here); answers `{"files", "version"}` |
 //! | `chunks` (`file`; body: chunks of it) | writes them into the arriving module's data file |
 //! | `arrived` (body: the source's digests and counts) | checks the files received, puts them in place and opens the module, not serving it yet |
 //! | `serve` | the arrived module serves here |
@@ -196,11 +196,9 @@ impl PeerRequests {
             ));
         }
         Some(match action {
-            "arrive" => done(
-                registry
-                    .prepare_arrival(module)
-                    .map(|files| files.to_string()),
-            ),
+            "arrive" => done(registry.prepare_arrival(module).map(|(files, version)| {
+                serde_json::json!({ "files": files, "version": version }).to_string()
+            })),
             "chunks" => {
                 let index = param("file").and_then(|file| file.parse::<usize>().ok());
                 let received = match (index, Chunks::decode(body)) {

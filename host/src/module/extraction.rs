@@ -65,8 +65,9 @@ impl Registry {
     }
 
     /// Links module `name` to serve here later, with its data to come: refused when it
-    /// runs here already or does not link. Files left by an earlier attempt go.
-    pub fn prepare_arrival(&self, name: &str) -> Result<usize, String> {
+    /// runs here already or does not link. Files left by an earlier attempt go. How
+    /// many data files it awaits, and the version it linked.
+    pub fn prepare_arrival(&self, name: &str) -> Result<(usize, String), String> {
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} already runs on this node"));
         }
@@ -88,9 +89,11 @@ impl Registry {
             }
         }
         let count = files.len();
+        let linked = version.version.clone();
         tracing::info!(
             module = name,
             files = count,
+            version = %linked,
             "extraction: the module is linked here, its data to come"
         );
         self.lock_arrivals().insert(
@@ -101,7 +104,7 @@ impl Registry {
                 ready: None,
             },
         );
-        Ok(count)
+        Ok((count, linked))
     }
 
     /// Writes `chunks` of data file `index` of arriving module `name`.
@@ -395,6 +398,13 @@ pub struct Departure {
 }
 
 impl Departure {
+    /// The component the module serves here, and its version: what the target is to
+    /// serve.
+    pub fn serving(&self) -> (PathBuf, String) {
+        let serving = self.slot.serving();
+        (serving.source.clone(), serving.version.clone())
+    }
+
     /// The module's data files here, in the order the target expects them.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
