@@ -888,4 +888,45 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     assert_eq!(total(a).await, before + 1);
     let reply = get(&a.url("/hello")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // A source that announces a module and then goes quiet leaves nothing behind:
+    // meanwhile b refuses to start the module another way (a reload placing it
+    // there), and once the source was quiet for the time it gave, b drops the
+    // arrival, and the reload applies.
+    let (status, said) = from_a
+        .post("/v1/admin/arrive?module=hello&idle_ms=1500", Vec::new())
+        .await;
+    assert_eq!(status, 200, "{said:?}");
+    let ready = get(&b.url("/readyz")).await.json();
+    assert_eq!(ready["modules"]["hello"]["status"], "arriving", "{ready}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("hello = [\"a\"]", "hello = [\"a\", \"b\"]"),
+    )
+    .unwrap();
+    let (code, _, stderr) = reload_node(b);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("arriving on this node"), "{stderr}");
+    b.wait_for_log("the source went quiet");
+    assert!(serving(b).await.is_empty());
+    let (code, placed, stderr) = reload_node(b);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(placed["started"], serde_json::json!(["hello"]), "{placed}");
+    assert_eq!(serving(b).await, ["hello"]);
+}
+
+/// `modhost reload` against `node`'s admin API: exit code, the JSON printed, stderr.
+fn reload_node(node: &Modhost) -> (Option<i32>, serde_json::Value, String) {
+    let admin = format!("http://{}", node.admin.expect("an admin listener"));
+    let output = std::process::Command::new(modhost_bin())
+        .args(["reload", "--admin", &admin, "--token", TOKEN])
+        .output()
+        .expect("run modhost reload");
+    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        output.status.code(),
+        stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -363,12 +363,18 @@ impl Admin {
                     }}),
                 )
             }
-            Err(refused @ PlaceRefused::CannotStart { .. }) => responses::error(
-                StatusCode::CONFLICT,
-                "cannot_start",
-                &format!("{refused}; the node serves as it did"),
-                None,
-            ),
+            Err(refused) => {
+                let code = match refused {
+                    PlaceRefused::Arriving(_) => "arriving",
+                    _ => "cannot_start",
+                };
+                responses::error(
+                    StatusCode::CONFLICT,
+                    code,
+                    &format!("{refused}; the node serves as it did"),
+                    None,
+                )
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::NodeFailed;
 use crate::mesh::Mesh;
+use crate::module::extraction::with_journal;
 use crate::module::moving::Sent;
 use crate::module::Registry;
 
@@ -20,6 +21,12 @@ struct CalledOff {
 fn off(step: &'static str) -> impl Fn(String) -> CalledOff {
     move |why| CalledOff { step, why }
 }
+
+/// How much longer than the longest hold a target waits for the source's next step.
+const ARRIVAL_SLACK: Duration = Duration::from_secs(60);
+
+/// The pace at which a target is expected to read back what it received, at worst.
+const SLOW_DISK_BYTES_PER_S: u64 = 20 * 1024 * 1024;
 
 /// What the target prepared for a module arriving: how many data files it expects,
 /// and the version it linked.
@@ -191,10 +198,7 @@ impl Mover {
         };
         let mut removed = Vec::new();
         for file in files {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = file.as_os_str().to_owned();
-                path.push(suffix);
-                let path = std::path::PathBuf::from(path);
+            for path in with_journal(&file) {
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed.push(path.display().to_string()),
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -295,8 +299,25 @@ impl Mover {
         self.ask(to, "adopt", &[("module", module)], Bytes::from(bytes))
             .await
             .map_err(|failed| off("prepare")(failed.to_string()))?;
+        // The target drops the arrival if this node goes quiet longer than a step can
+        // take: the longest hold, a minute, and time to read the data through twice
+        // (its check) at a slow disk's pace.
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|file| std::fs::metadata(file).ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        let reading = Duration::from_secs(2 * bytes / SLOW_DISK_BYTES_PER_S);
+        let idle_ms = (max_pause + ARRIVAL_SLACK + reading)
+            .as_millis()
+            .to_string();
         let answer = self
-            .ask(to, "arrive", &[("module", module)], Bytes::new())
+            .ask(
+                to,
+                "arrive",
+                &[("module", module), ("idle_ms", &idle_ms)],
+                Bytes::new(),
+            )
             .await
             .map_err(|failed| off("prepare")(failed.to_string()))?;
         let prepared: Prepared = serde_json::from_slice(&answer).map_err(|error| {

@@ -13,7 +13,7 @@
 //! | `promote`, `rollback` | as the operators' API |
 //! | `adopt` (body: the component) | takes it as the version a module of other nodes serves |
 //! | `component` | the component the module serves here |
-//! | `arrive` | links the module to serve here once its data has come (a module moving here); answers `{"files", "version"}` |
+//! | `arrive` (`idle_ms`) | links the module to serve here once its data has come (a module moving here), dropped if the source leaves it `idle_ms` without a step; answers `{"files", "version"}` |
 //! | `chunks` (`file`; body: chunks of it) | writes them into the arriving module's data file |
 //! | `arrived` (body: the source's digests and counts) | checks the files received, puts them in place and opens the module, not serving it yet |
 //! | `serve` | the arrived module serves here |
@@ -33,6 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::extract::DEFAULT_MAX_PAUSE;
+
+/// How long an arrival waits for its source's next step when the source did not say.
+const DEFAULT_ARRIVAL_IDLE: Duration = Duration::from_secs(600);
 use super::mover::Mover;
 use crate::engine::component_extension;
 use crate::mesh::server::PeerAdmin;
@@ -196,9 +199,18 @@ impl PeerRequests {
             ));
         }
         Some(match action {
-            "arrive" => done(registry.prepare_arrival(module).map(|(files, version)| {
-                serde_json::json!({ "files": files, "version": version }).to_string()
-            })),
+            "arrive" => {
+                let idle = param("idle_ms")
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or(DEFAULT_ARRIVAL_IDLE, Duration::from_millis);
+                done(
+                    registry
+                        .prepare_arrival(module, idle)
+                        .map(|(files, version)| {
+                            serde_json::json!({ "files": files, "version": version }).to_string()
+                        }),
+                )
+            }
             "chunks" => {
                 let index = param("file").and_then(|file| file.parse::<usize>().ok());
                 let received = match (index, Chunks::decode(body)) {

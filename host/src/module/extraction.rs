@@ -38,11 +38,22 @@ pub struct Settled {
 
 /// A module arriving here: linked, not serving, its files being received.
 pub(super) struct Arrival {
+    /// Which arrival of the module this is (another attempt may replace it).
+    id: u64,
     version: Arc<ModuleVersion>,
     files: Vec<PathBuf>,
     /// Once its files are checked, in place and open: the module, ready to serve.
     ready: Option<Arc<ModuleSlot>>,
+    /// When its source last moved it on.
+    touched: Instant,
 }
+
+/// The longest a source may leave an arrival without a step, whatever it asks: past
+/// it, the arrival is dropped as the source's own `abandon` would.
+pub const MAX_ARRIVAL_IDLE: Duration = Duration::from_secs(3600);
+
+/// Numbers the arrivals of this process.
+static ARRIVALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Where a file being received is written until it is complete.
 fn incoming(file: &std::path::Path) -> PathBuf {
@@ -67,7 +78,15 @@ impl Registry {
     /// Links module `name` to serve here later, with its data to come: refused when it
     /// runs here already or does not link. Files left by an earlier attempt go. How
     /// many data files it awaits, and the version it linked.
-    pub fn prepare_arrival(&self, name: &str) -> Result<(usize, String), String> {
+    ///
+    /// A source that goes quiet for `idle` (at most [`MAX_ARRIVAL_IDLE`]) — it died,
+    /// or lost the mesh — leaves nothing behind: the arrival is dropped with what was
+    /// received, as if the source had called it off.
+    pub fn prepare_arrival(
+        self: &Arc<Self>,
+        name: &str,
+        idle: Duration,
+    ) -> Result<(usize, String), String> {
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} already runs on this node"));
         }
@@ -96,14 +115,23 @@ impl Registry {
             version = %linked,
             "extraction: the module is linked here, its data to come"
         );
+        let id = ARRIVALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock_arrivals().insert(
             name.to_string(),
             Arrival {
+                id,
                 version: Arc::new(version),
                 files,
                 ready: None,
+                touched: Instant::now(),
             },
         );
+        tokio::spawn(drop_when_quiet(
+            Arc::downgrade(self),
+            name.to_string(),
+            id,
+            idle.min(MAX_ARRIVAL_IDLE),
+        ));
         Ok((count, linked))
     }
 
@@ -111,8 +139,11 @@ impl Registry {
     pub fn receive(&self, name: &str, index: usize, chunks: &Chunks) -> Result<(), String> {
         let file = self
             .lock_arrivals()
-            .get(name)
-            .and_then(|arrival| arrival.files.get(index).cloned())
+            .get_mut(name)
+            .and_then(|arrival| {
+                arrival.touched = Instant::now();
+                arrival.files.get(index).cloned()
+            })
             .ok_or_else(|| format!("no data file {index} of module {name} is awaited here"))?;
         moving::apply(&incoming(&file), chunks).map_err(|error| format!("{error:#}"))
     }
@@ -122,8 +153,9 @@ impl Registry {
     /// serving until [`Self::serve_arrival`]. On any mismatch nothing is opened, and
     /// the files received are removed.
     pub async fn complete_arrival(&self, name: &str, settled: &Settled) -> Result<Settled, String> {
-        let (version, files) = match self.lock_arrivals().get(name) {
+        let (version, files) = match self.lock_arrivals().get_mut(name) {
             Some(arrival) if arrival.ready.is_none() => {
+                arrival.touched = Instant::now();
                 (arrival.version.clone(), arrival.files.clone())
             }
             _ => return Err(format!("module {name} is not arriving here")),
@@ -145,7 +177,10 @@ impl Registry {
         self.open_module(&version.module).await?;
         let slot = Arc::new(ModuleSlot::new(version, self.deployment().rollout.clone()));
         match self.lock_arrivals().get_mut(name) {
-            Some(arrival) => arrival.ready = Some(slot),
+            Some(arrival) => {
+                arrival.ready = Some(slot);
+                arrival.touched = Instant::now();
+            }
             // Abandoned meanwhile: its copy goes with it.
             None => {
                 drop(slot);
@@ -253,29 +288,94 @@ impl Registry {
         let Some(arrival) = self.lock_arrivals().remove(name) else {
             return;
         };
-        remove_received(&arrival.files);
-        if let Some(slot) = arrival.ready {
-            drop(slot);
-            remove_copy(&arrival.files);
-        }
+        drop_arrival(arrival);
         tracing::info!(
             module = name,
             "extraction: called off; nothing of the module serves here"
         );
     }
+}
 
+/// Removes what an arrival received, and its copy if it was put in place.
+fn drop_arrival(arrival: Arrival) {
+    remove_received(&arrival.files);
+    if let Some(slot) = arrival.ready {
+        drop(slot);
+        remove_copy(&arrival.files);
+    }
+}
+
+/// Drops arrival `id` of module `name` once its source has not moved it on for
+/// `idle`; returns when it is gone otherwise (served, called off, replaced).
+async fn drop_when_quiet(
+    registry: std::sync::Weak<Registry>,
+    name: String,
+    id: u64,
+    idle: Duration,
+) {
+    let mut wait = idle;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let mut arrivals = registry.lock_arrivals();
+        let quiet = match arrivals.get(&name) {
+            Some(arrival) if arrival.id == id => arrival.touched.elapsed(),
+            _ => return,
+        };
+        if quiet < idle {
+            wait = idle - quiet;
+            continue;
+        }
+        let Some(arrival) = arrivals.remove(&name) else {
+            return;
+        };
+        drop(arrivals);
+        drop_arrival(arrival);
+        tracing::warn!(
+            module = %name,
+            quiet_ms = quiet.as_millis() as u64,
+            "extraction: the source went quiet; the arrival is dropped and nothing of the module serves here"
+        );
+        return;
+    }
+}
+
+impl Registry {
     /// Accepts calls from module `name` on node `to` too, where it is about to serve,
     /// while it still runs where it did: its calls from there into this node's
     /// modules are not refused in between.
     pub fn moving(&self, name: &str, to: &str) -> Result<(), String> {
         self.check_node(to)?;
+        self.accept_calls_from(name, to);
+        Ok(())
+    }
+
+    /// Places module `name` on node `to` too: its calls from there are accepted.
+    fn accept_calls_from(&self, name: &str, to: &str) {
         self.directory().republish(|placement| {
             let nodes = placement.placed.entry(name.to_string()).or_default();
             if !nodes.iter().any(|node| node == to) {
                 nodes.push(to.to_string());
             }
         });
-        Ok(())
+    }
+
+    /// Routes module `name` to node `to` alone, its calls given `timeout` — no longer
+    /// here, if it ran here. (The caller writes the deployment file.)
+    fn route_to(&self, name: &str, to: &str, timeout: Duration) {
+        let remote = Arc::new(RemoteModule {
+            nodes: vec![to.to_string()],
+            timeout,
+        });
+        self.directory().republish(|placement| {
+            placement.local.remove(name);
+            placement.remote.insert(name.to_string(), remote.clone());
+            placement
+                .placed
+                .insert(name.to_string(), vec![to.to_string()]);
+        });
     }
 
     /// Whether `node` is another node of the deployment.
@@ -299,16 +399,7 @@ impl Registry {
             .modules
             .get(name)
             .ok_or_else(|| format!("no module {name} is deployed"))?;
-        let remote = Arc::new(RemoteModule {
-            nodes: vec![to.to_string()],
-            timeout: spec.limits.timeout.duration(),
-        });
-        self.directory().republish(|placement| {
-            placement.remote.insert(name.to_string(), remote.clone());
-            placement
-                .placed
-                .insert(name.to_string(), vec![to.to_string()]);
-        });
+        self.route_to(name, to, spec.limits.timeout.duration());
         self.write_placement(name, to);
         tracing::info!(
             module = name,
@@ -377,12 +468,20 @@ fn remove_copy(files: &[PathBuf]) {
     }
 }
 
+/// Data file `file` and the journal files SQLite keeps beside it (its write-ahead
+/// log and shared memory), whether or not they exist.
+pub fn with_journal(file: &std::path::Path) -> [PathBuf; 3] {
+    ["", "-wal", "-shm"].map(|suffix| {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    })
+}
+
 /// Removes the journal files SQLite keeps beside `file`, if any.
 fn remove_journal(file: &std::path::Path) {
-    for suffix in ["-wal", "-shm"] {
-        let mut journal = file.as_os_str().to_owned();
-        journal.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(journal));
+    for journal in &with_journal(file)[1..] {
+        let _ = std::fs::remove_file(journal);
     }
 }
 
@@ -487,13 +586,7 @@ impl Departure {
 
     /// Accepts the module's calls from node `to` too, where it is about to serve.
     pub fn widen(&self, to: &str) {
-        let name = self.slot.name.clone();
-        self.registry.directory().republish(|placement| {
-            let nodes = placement.placed.entry(name.clone()).or_default();
-            if !nodes.iter().any(|node| node == to) {
-                nodes.push(to.to_string());
-            }
-        });
+        self.registry.accept_calls_from(&self.slot.name, to);
     }
 
     /// How long the module's work has been held.
@@ -526,15 +619,7 @@ impl Departure {
     pub fn leave(mut self, to: &str) {
         let name = self.slot.name.clone();
         let timeout = self.slot.serving().limits().timeout.duration();
-        let remote = Arc::new(RemoteModule {
-            nodes: vec![to.to_string()],
-            timeout,
-        });
-        self.registry.directory().republish(|placement| {
-            placement.local.remove(&name);
-            placement.remote.insert(name.clone(), remote.clone());
-            placement.placed.insert(name.clone(), vec![to.to_string()]);
-        });
+        self.registry.route_to(&name, to, timeout);
         self.held_at = None;
         // No work runs here any more: what still finds this module (a request that
         // looked it up before it left) is told it moved, and goes where it is.

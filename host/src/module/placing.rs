@@ -51,6 +51,10 @@ pub enum PlaceRefused {
         /// Why (linking or opening it failed).
         reason: String,
     },
+    /// A module the placement brings here is arriving already: an extraction moves it
+    /// here, with its data.
+    #[error("module `{0}` is arriving on this node (an extraction moves it here): reload once it is done")]
+    Arriving(String),
 }
 
 /// How often the node looks whether the work in flight on a module that left is done.
@@ -82,6 +86,9 @@ impl Registry {
         for spec in new.local_modules() {
             if now.local.contains_key(&spec.name) {
                 continue;
+            }
+            if self.is_arriving(&spec.name) {
+                return Err(PlaceRefused::Arriving(spec.name.clone()));
             }
             let refused = |reason: String| PlaceRefused::CannotStart {
                 module: spec.name.clone(),
