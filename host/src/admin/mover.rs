@@ -28,6 +28,14 @@ const ARRIVAL_SLACK: Duration = Duration::from_secs(60);
 /// The pace at which a target is expected to read back what it received, at worst.
 const SLOW_DISK_BYTES_PER_S: u64 = 20 * 1024 * 1024;
 
+/// How long a node may take over a whole move asked of it (`--abort`).
+const WHOLE_MOVE: Duration = Duration::from_secs(3600);
+
+/// How long reading `bytes` of data back twice may take, at worst.
+fn reading_back(bytes: u64) -> Duration {
+    Duration::from_secs(2 * bytes / SLOW_DISK_BYTES_PER_S)
+}
+
 /// What the target prepared for a module arriving: how many data files it expects,
 /// and the version it linked.
 #[derive(serde::Deserialize)]
@@ -237,7 +245,12 @@ impl Mover {
             ("to", here.as_str()),
             ("max_pause_ms", max_pause_ms.as_str()),
         ];
-        match self.mesh.admin(&now, "extract", &query, Bytes::new()).await {
+        // That node makes the whole move before it answers.
+        match self
+            .mesh
+            .admin_within(&now, "extract", &query, Bytes::new(), WHOLE_MOVE)
+            .await
+        {
             Ok((status, body)) => {
                 let answer = serde_json::from_slice(&body).unwrap_or_else(|_| {
                     serde_json::json!({ "error": {
@@ -255,6 +268,18 @@ impl Mover {
                 ),
             ),
         }
+    }
+
+    /// [`Self::ask`], waiting at most `limit` for the answer.
+    async fn ask_within(
+        &self,
+        node: &str,
+        action: &str,
+        query: &[(&str, &str)],
+        body: Bytes,
+        limit: Duration,
+    ) -> Result<Bytes, NodeFailed> {
+        super::ask_node_within(&self.mesh, node, action, query, body, limit).await
     }
 
     /// Asks `node` to do `action`; its answer body, or why not.
@@ -307,7 +332,7 @@ impl Mover {
             .filter_map(|file| std::fs::metadata(file).ok())
             .map(|metadata| metadata.len())
             .sum();
-        let reading = Duration::from_secs(2 * bytes / SLOW_DISK_BYTES_PER_S);
+        let reading = reading_back(bytes);
         let idle_ms = (max_pause + ARRIVAL_SLACK + reading)
             .as_millis()
             .to_string();
@@ -362,10 +387,19 @@ impl Mover {
         let delta = self
             .send_changes(module, to, &files, &mut sent, "hold")
             .await?;
+        // The target reads what it received through (digests, counts) before it
+        // answers: the time that takes grows with the data.
         let body = serde_json::to_vec(&settled).unwrap_or_default();
-        self.ask(to, "arrived", &[("module", module)], Bytes::from(body))
-            .await
-            .map_err(|failed| off("switch")(failed.to_string()))?;
+        let checking = ARRIVAL_SLACK + reading;
+        self.ask_within(
+            to,
+            "arrived",
+            &[("module", module)],
+            Bytes::from(body),
+            checking,
+        )
+        .await
+        .map_err(|failed| off("switch")(failed.to_string()))?;
 
         // 4. The target serves it. Every node first accepts its calls from there
         // (it still runs here meanwhile, held); then the target serves it, and every

@@ -305,9 +305,24 @@ impl Mesh {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), PeerError> {
+        self.admin_within(node, action, query, body, ADMIN_TIMEOUT)
+            .await
+    }
+
+    /// [`Self::admin`], waiting at most `limit` for the answer: for the steps whose
+    /// time grows with a module's data (checking a copy, a whole move asked of
+    /// another node).
+    pub async fn admin_within(
+        &self,
+        node: &str,
+        action: &str,
+        query: &[(&str, &str)],
+        body: Bytes,
+        limit: Duration,
+    ) -> Result<(StatusCode, Bytes), PeerError> {
         let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let answer = self
-            .send(Destination::Node(node), ADMIN_TIMEOUT, |peer| {
+            .send(Destination::Node(node), limit, |peer| {
                 Request::post(format!(
                     "https://{}/v1/admin/{action}?{}",
                     peer.name,
@@ -327,7 +342,7 @@ impl Mesh {
             Err(SendFailed::TimedOut(_)) => {
                 return Err(PeerError::TimedOut {
                     node: node.to_string(),
-                    after: ADMIN_TIMEOUT,
+                    after: limit,
                 })
             }
         };
@@ -337,7 +352,7 @@ impl Mesh {
             why,
         };
         let body = tokio::time::timeout(
-            ADMIN_TIMEOUT,
+            limit,
             Limited::new(response.into_body(), MAX_ADMIN_ANSWER).collect(),
         )
         .await
