@@ -420,16 +420,7 @@ async fn suite(bus: Bus) {
     // by the other subscriber, whose inbox still holds it as given up.
     let mark = format!("fixed {}", doomed[0]);
     let stuck = publish(&host, vec![event("stuck", &format!("fail-until:{mark}"))]).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dead_letters(&deployment)
-        .iter()
-        .filter(|l| l["id"] == stuck[0].as_str())
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "`stuck` was not dead-lettered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_dead_letters(&deployment, &stuck[0], 2).await;
     let fix = json!({ "events": [{ "topic": "probe.forwarded", "key": "fix", "payload": mark }] });
     let reply = post(&host, "/sink/publish", &fix, &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -518,6 +509,20 @@ async fn suite(bus: Bus) {
         r#"modhost_events_outbox_lag_seconds{module="source"}"#,
     ] {
         assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+}
+
+/// Waits (bounded) until event `id` is a dead letter of `count` subscribers.
+async fn wait_for_dead_letters(deployment: &TestDeployment, id: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead_letters(deployment)
+        .iter()
+        .filter(|l| l["id"] == id)
+        .count()
+        < count
+    {
+        assert!(Instant::now() < deadline, "{id} was not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -746,16 +751,7 @@ async fn the_embedded_log_s_undelivered_events_and_dead_letters_move_to_the_brok
     let host = Modhost::start(&deployment);
     let mark = "fixed after the move";
     let stuck = publish(&host, vec![event("stuck", &format!("fail-until:{mark}"))]).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dead_letters(&deployment)
-        .iter()
-        .filter(|l| l["id"] == stuck[0].as_str())
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "`stuck` was not dead-lettered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_dead_letters(&deployment, &stuck[0], 2).await;
     stop(host);
 
     // … then events no subscriber handles before the node stops (their deliveries

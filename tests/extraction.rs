@@ -905,28 +905,13 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
         text.replace("hello = [\"a\"]", "hello = [\"a\", \"b\"]"),
     )
     .unwrap();
-    let (code, _, stderr) = reload_node(b);
+    let (code, _, stderr) = reload_node(b, TOKEN);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("arriving on this node"), "{stderr}");
     b.wait_for_log("the source went quiet");
     assert!(serving(b).await.is_empty());
-    let (code, placed, stderr) = reload_node(b);
+    let (code, placed, stderr) = reload_node(b, TOKEN);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(placed["started"], serde_json::json!(["hello"]), "{placed}");
     assert_eq!(serving(b).await, ["hello"]);
-}
-
-/// `modhost reload` against `node`'s admin API: exit code, the JSON printed, stderr.
-fn reload_node(node: &Modhost) -> (Option<i32>, serde_json::Value, String) {
-    let admin = format!("http://{}", node.admin.expect("an admin listener"));
-    let output = std::process::Command::new(modhost_bin())
-        .args(["reload", "--admin", &admin, "--token", TOKEN])
-        .output()
-        .expect("run modhost reload");
-    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        output.status.code(),
-        stdout,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }

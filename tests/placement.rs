@@ -44,17 +44,7 @@ fn place(cluster: &Cluster, module: &str, nodes: &[&str]) {
 
 /// `modhost reload` against `node`'s admin API: exit code, stdout, stderr.
 fn reload(node: &Modhost) -> (Option<i32>, serde_json::Value, String) {
-    let admin = format!("http://{}", node.admin.expect("an admin listener"));
-    let output = std::process::Command::new(modhost_bin())
-        .args(["reload", "--admin", &admin, "--token", TOKEN])
-        .output()
-        .expect("run modhost reload");
-    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        output.status.code(),
-        stdout,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    reload_node(node, TOKEN)
 }
 
 /// The lines of `node`'s log that say how a reload ended.

@@ -887,3 +887,19 @@ fn clock_ticks_per_second() -> i64 {
     // SAFETY: sysconf only reads a constant of the system.
     unsafe { sysconf(SC_CLK_TCK) }
 }
+
+/// `modhost reload` against `node`'s admin API with `token`: exit code, the JSON it
+/// printed, and its stderr.
+pub fn reload_node(node: &Modhost, token: &str) -> (Option<i32>, serde_json::Value, String) {
+    let admin = format!("http://{}", node.admin.expect("an admin listener"));
+    let output = Command::new(modhost_bin())
+        .args(["reload", "--admin", &admin, "--token", token])
+        .output()
+        .expect("run modhost reload");
+    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        output.status.code(),
+        stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

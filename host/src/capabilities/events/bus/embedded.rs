@@ -237,17 +237,10 @@ impl EmbeddedBus {
         // Per subscribed topic, the position every group subscribed to it has passed.
         let mut passed = BTreeMap::new();
         for (topic, groups) in &inner.subscriptions {
-            let mut lowest = i64::MAX;
-            for group in groups {
-                let position: Option<i64> =
-                    sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
-                        .bind(group)
-                        .bind(topic)
-                        .fetch_optional(&inner.positions)
-                        .await?;
-                lowest = lowest.min(position.unwrap_or(0));
-            }
-            passed.insert(topic.as_str(), lowest);
+            passed.insert(
+                topic.as_str(),
+                passed_by_all(&inner.positions, topic, groups).await?,
+            );
         }
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM log WHERE position > ? ORDER BY position LIMIT ?"
@@ -307,16 +300,7 @@ impl EmbeddedBus {
         let cutoff = now_ms() - i64::try_from(inner.retention.as_millis()).unwrap_or(i64::MAX);
         let mut purged = 0;
         for (topic, groups) in &inner.subscriptions {
-            let mut passed = i64::MAX;
-            for group in groups {
-                let position: Option<i64> =
-                    sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
-                        .bind(group)
-                        .bind(topic)
-                        .fetch_optional(&inner.pool)
-                        .await?;
-                passed = passed.min(position.unwrap_or(0));
-            }
+            let passed = passed_by_all(&inner.pool, topic, groups).await?;
             purged += sqlx::query(
                 "DELETE FROM log WHERE topic = ? AND position <= ? AND appended_at < ?",
             )
@@ -338,6 +322,22 @@ impl EmbeddedBus {
         purged += unsubscribed.execute(&inner.pool).await?.rows_affected();
         Ok(purged)
     }
+}
+
+/// The log position every one of `groups` has passed on `topic` (0 when one of them
+/// has not acknowledged any event of it yet).
+async fn passed_by_all(pool: &SqlitePool, topic: &str, groups: &[String]) -> Result<i64> {
+    let mut passed = i64::MAX;
+    for group in groups {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM cursors WHERE grp = ? AND topic = ?")
+                .bind(group)
+                .bind(topic)
+                .fetch_optional(pool)
+                .await?;
+        passed = passed.min(position.unwrap_or(0));
+    }
+    Ok(passed)
 }
 
 async fn purge_periodically(inner: Weak<Inner>) {
