@@ -790,12 +790,14 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
         ("/v1/admin/abandon?module=users", Vec::new()),
         ("/v1/admin/moving?module=hello&to=b", Vec::new()),
         ("/v1/admin/extract?module=users&to=c", Vec::new()),
+        // Not even to itself: users did not come to a from b.
+        ("/v1/admin/extract?module=users&to=b", Vec::new()),
     ] {
         let (status, said) = from_b.post(path, body).await;
         assert_eq!(status, 403, "{path}: {said:?}");
     }
     a.wait_for_log("mesh: refused to move a module for a node that does not run it");
-    a.wait_for_log("mesh: refused to move a module to a third node for a peer");
+    a.wait_for_log("mesh: refused to move a module for a peer it did not come from");
     // Node a, which runs users, asks b to take it, then misbehaves.
     let mut from_a = common::peer::Peer::connect(&file, "a", "b").await;
     let (status, plan) = from_a
@@ -865,13 +867,13 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
         leftovers.is_empty(),
         "b kept what it received: {leftovers:?}"
     );
-    // b is asked to move users, which it does not run, back to a.
+    // b is asked to move users, which never came to it, back to a.
     let (status, said) = from_a
         .post("/v1/admin/extract?module=users&to=a", Vec::new())
         .await;
-    assert_eq!(status, 409, "{said:?}");
+    assert_eq!(status, 403, "{said:?}");
     assert!(
-        String::from_utf8_lossy(&said).contains("not_here"),
+        String::from_utf8_lossy(&said).contains("did not come here from a"),
         "{said:?}"
     );
 
@@ -894,7 +896,7 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     // there), and once the source was quiet for the time it gave, b drops the
     // arrival, and the reload applies.
     let (status, said) = from_a
-        .post("/v1/admin/arrive?module=hello&idle_ms=1500", Vec::new())
+        .post("/v1/admin/arrive?module=hello&idle_ms=10000", Vec::new())
         .await;
     assert_eq!(status, 200, "{said:?}");
     let ready = get(&b.url("/readyz")).await.json();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::NodeFailed;
+use crate::engine::component_extension;
 use crate::mesh::Mesh;
 use crate::module::extraction::with_journal;
 use crate::module::moving::Sent;
@@ -321,19 +322,28 @@ impl Mover {
         let bytes = tokio::fs::read(&component)
             .await
             .map_err(|error| off("prepare")(format!("reading {}: {error}", component.display())))?;
-        self.ask(to, "adopt", &[("module", module)], Bytes::from(bytes))
-            .await
-            .map_err(|failed| off("prepare")(failed.to_string()))?;
+        // A precompiled component is this node's own: the target loads the same file
+        // from the deployment, and the version check below says whether it did.
+        if component_extension(&bytes) != "cwasm" {
+            self.ask(to, "adopt", &[("module", module)], Bytes::from(bytes))
+                .await
+                .map_err(|failed| off("prepare")(failed.to_string()))?;
+        }
         // The target drops the arrival if this node goes quiet longer than a step can
-        // take: the longest hold, a minute, and time to read the data through twice
-        // (its check) at a slow disk's pace.
+        // take: the longest hold, a minute, time to read the data through twice (its
+        // check) at a slow disk's pace, and — between its check and `serve` — telling
+        // every other node the module is moving, one admin request each at most.
         let bytes: u64 = files
             .iter()
             .filter_map(|file| std::fs::metadata(file).ok())
             .map(|metadata| metadata.len())
             .sum();
         let reading = reading_back(bytes);
-        let idle_ms = (max_pause + ARRIVAL_SLACK + reading)
+        let telling = u32::try_from(self.peers().len())
+            .ok()
+            .and_then(|peers| crate::mesh::ADMIN_TIMEOUT.checked_mul(peers))
+            .unwrap_or(crate::module::extraction::MAX_ARRIVAL_IDLE);
+        let idle_ms = (max_pause + ARRIVAL_SLACK + reading + telling)
             .as_millis()
             .to_string();
         let answer = self

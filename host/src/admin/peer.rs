@@ -24,8 +24,8 @@
 //!
 //! The peer is a node of the deployment, but a module's data moves only at the word of
 //! the node it runs on: `arrive` … `moved` are refused (403) from a node this one does
-//! not place the module on, and `extract` is refused unless the module is to go to
-//! the node that asks.
+//! not place the module on, and `extract` is refused unless the module came here from
+//! the node that asks, and is to go back to it.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -164,8 +164,9 @@ impl PeerRequests {
     /// Only the node a module runs on moves it: every step but `extract` is refused
     /// (403) from a peer this node does not place the module on, so a peer cannot push
     /// data into a module, make a node serve it, or route it (and its callers' trust)
-    /// somewhere else. `extract` moves a module to the node that asks, never to a
-    /// third one: it is how an operator on the node a module left calls the move back.
+    /// somewhere else. `extract` moves a module back to the node that asks, and only
+    /// when the module came here from it: it is how an operator on the node a module
+    /// left calls the move back.
     async fn extraction(
         &self,
         peer: &str,
@@ -206,6 +207,7 @@ impl PeerRequests {
                 done(
                     registry
                         .prepare_arrival(module, idle)
+                        .await
                         .map(|(files, version)| {
                             serde_json::json!({ "files": files, "version": version }).to_string()
                         }),
@@ -227,7 +229,7 @@ impl PeerRequests {
                 };
                 done(received.map(|received| serde_json::to_string(&received).unwrap_or_default()))
             }
-            "serve" => done(registry.serve_arrival(module).map(|()| String::new())),
+            "serve" => done(registry.serve_arrival(module, peer).map(|()| String::new())),
             "moving" => match param("to") {
                 Some(to) => done(registry.moving(module, &to).map(|()| String::new())),
                 None => done(Err("no node the module moves to".to_string())),
@@ -240,11 +242,12 @@ impl PeerRequests {
                 let Some(to) = param("to") else {
                     return Some(plain(StatusCode::BAD_REQUEST, "no node to move it to"));
                 };
-                if to != peer {
-                    tracing::warn!(%peer, module, %to, "mesh: refused to move a module to a third node for a peer");
+                let came_from = registry.arrived_from(module);
+                if to != peer || came_from.as_deref() != Some(peer) {
+                    tracing::warn!(%peer, module, %to, came_from = ?came_from, "mesh: refused to move a module for a peer it did not come from");
                     return Some(plain(
                         StatusCode::FORBIDDEN,
-                        format!("node {peer} may ask for module {module} to be moved to itself, not to {to}"),
+                        format!("node {peer} may call back only a move it made, to itself: module {module} did not come here from {peer}, or is not to go to {to}"),
                     ));
                 }
                 let max_pause = param("max_pause_ms")

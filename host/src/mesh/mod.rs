@@ -50,7 +50,7 @@ use wire::CallHeader;
 /// Time a remote call may take beyond the callee's own timeout: the network's share.
 const NETWORK_MARGIN: Duration = Duration::from_millis(250);
 /// How long a node may take over an admin request (compiling and migrating a version).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest answer to a call read from a peer (a peer is trusted with its identity, not
 /// with this node's memory).
 const MAX_CALL_ANSWER: usize = 16 * 1024 * 1024;

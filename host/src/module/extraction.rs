@@ -55,6 +55,11 @@ pub const MAX_ARRIVAL_IDLE: Duration = Duration::from_secs(3600);
 /// Numbers the arrivals of this process.
 static ARRIVALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Where a node records which node each module that arrived came from.
+fn arrivals_from_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("extraction").join("arrived-from.json")
+}
+
 /// Where a file being received is written until it is complete.
 fn incoming(file: &std::path::Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
@@ -82,11 +87,14 @@ impl Registry {
     /// A source that goes quiet for `idle` (at most [`MAX_ARRIVAL_IDLE`]) — it died,
     /// or lost the mesh — leaves nothing behind: the arrival is dropped with what was
     /// received, as if the source had called it off.
-    pub fn prepare_arrival(
+    pub async fn prepare_arrival(
         self: &Arc<Self>,
         name: &str,
         idle: Duration,
     ) -> Result<(usize, String), String> {
+        // Not beside another change here: a reload starting the module another way
+        // waits, or is refused once the arrival is known.
+        let _one = self.one_change_at_a_time().await;
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} already runs on this node"));
         }
@@ -153,18 +161,23 @@ impl Registry {
     /// serving until [`Self::serve_arrival`]. On any mismatch nothing is opened, and
     /// the files received are removed.
     pub async fn complete_arrival(&self, name: &str, settled: &Settled) -> Result<Settled, String> {
-        let (version, files) = match self.lock_arrivals().get_mut(name) {
+        let (id, version, files) = match self.lock_arrivals().get_mut(name) {
             Some(arrival) if arrival.ready.is_none() => {
                 arrival.touched = Instant::now();
-                (arrival.version.clone(), arrival.files.clone())
+                (arrival.id, arrival.version.clone(), arrival.files.clone())
             }
             _ => return Err(format!("module {name} is not arriving here")),
         };
+        if self.directory().local(name).is_some() {
+            return Err(format!("module {name} already runs on this node"));
+        }
         let received = match self.check_received(&files, settled).await {
             Ok(received) => received,
             Err(why) => {
-                self.lock_arrivals().remove(name);
-                remove_received(&files);
+                // This arrival's files only: another attempt may have replaced it.
+                if self.take_arrival(name, id).is_some() {
+                    remove_received(&files);
+                }
                 return Err(why);
             }
         };
@@ -177,12 +190,13 @@ impl Registry {
         self.open_module(&version.module).await?;
         let slot = Arc::new(ModuleSlot::new(version, self.deployment().rollout.clone()));
         match self.lock_arrivals().get_mut(name) {
-            Some(arrival) => {
+            Some(arrival) if arrival.id == id => {
                 arrival.ready = Some(slot);
                 arrival.touched = Instant::now();
             }
-            // Abandoned meanwhile: its copy goes with it.
-            None => {
+            // Abandoned meanwhile (or replaced by another attempt): its copy goes
+            // with it.
+            _ => {
                 drop(slot);
                 remove_copy(&files);
                 return Err(format!("the arrival of module {name} was called off"));
@@ -195,8 +209,9 @@ impl Registry {
         Ok(received)
     }
 
-    /// Makes module `name`, arrived and opened, serve here.
-    pub fn serve_arrival(&self, name: &str) -> Result<(), String> {
+    /// Makes module `name`, arrived and opened from node `from`, serve here; `from`
+    /// is remembered (across restarts) as the node that may call the move back.
+    pub fn serve_arrival(&self, name: &str, from: &str) -> Result<(), String> {
         // The lock is taken once, in a statement of its own: a guard living on into
         // the match below would deadlock the re-insertion.
         let mut arrivals = self.lock_arrivals();
@@ -207,6 +222,9 @@ impl Registry {
             Some(_) => return Err(format!("module {name} has not arrived here yet")),
             None => return Err(format!("module {name} is not arriving here")),
         };
+        if self.directory().local(name).is_some() {
+            return Err(format!("module {name} already runs on this node"));
+        }
         arrivals.remove(name);
         drop(arrivals);
         let here = self.deployment().node.clone().unwrap_or_default();
@@ -219,11 +237,58 @@ impl Registry {
         });
         self.start_modules(std::slice::from_ref(&slot));
         self.write_placement(name, &here);
+        if let Err(error) = self.remember_arrival(name, Some(from)) {
+            tracing::warn!(module = name, from, %error, "extraction: cannot record where the module came from; only an operator here can move it back");
+        }
         tracing::info!(
             module = name,
             "extraction: the module serves on this node now, with its data"
         );
         Ok(())
+    }
+
+    /// The node module `name` last arrived here from, if it still runs here as it
+    /// arrived: the one node that may ask for it back (`--abort`).
+    pub fn arrived_from(&self, name: &str) -> Option<String> {
+        self.read_arrivals_from().remove(name)
+    }
+
+    /// Where each module that arrived here came from, as recorded.
+    fn read_arrivals_from(&self) -> BTreeMap<String, String> {
+        std::fs::read(arrivals_from_file(&self.deployment().data_dir))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records (or, with `None`, forgets) the node module `name` arrived from.
+    fn remember_arrival(&self, name: &str, from: Option<&str>) -> std::io::Result<()> {
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recorded = self.read_arrivals_from();
+        match from {
+            Some(from) => recorded.insert(name.to_string(), from.to_string()),
+            None => recorded.remove(name),
+        };
+        let file = arrivals_from_file(&self.deployment().data_dir);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let temporary = file.with_extension("json.writing");
+        std::fs::write(
+            &temporary,
+            serde_json::to_vec(&recorded).unwrap_or_default(),
+        )?;
+        std::fs::rename(temporary, file)
+    }
+
+    /// Removes arrival `id` of module `name`, unless another took its place.
+    fn take_arrival(&self, name: &str, id: u64) -> Option<Arrival> {
+        let mut arrivals = self.lock_arrivals();
+        match arrivals.get(name) {
+            Some(arrival) if arrival.id == id => arrivals.remove(name),
+            _ => None,
+        }
     }
 
     /// Whether module `name` is arriving here (its files being received or checked).
@@ -628,6 +693,9 @@ impl Departure {
         self.slot.hold.release();
         self.registry.write_placement(&name, to);
         self.registry.forget_metrics(&name);
+        if let Err(error) = self.registry.remember_arrival(&name, None) {
+            tracing::warn!(module = %name, %error, "extraction: cannot forget where the module came from");
+        }
         tracing::info!(module = %name, node = to, "extraction: the module left this node; its data here is kept, unused");
     }
 }

@@ -18,7 +18,7 @@ use super::ModuleEvents;
 use crate::capabilities::sql::Database;
 use crate::capabilities::{RunningModule, Service};
 use crate::deployment::events::dead_letter_topic;
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, EventsBackend};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::BoxFuture;
@@ -114,8 +114,9 @@ pub fn topology(deployment: &Deployment) -> (Vec<String>, BTreeMap<String, Vec<S
 }
 
 impl EventsService {
-    /// Starts relaying and delivering for the `modules` that publish or subscribe,
-    /// or returns `None` when none does.
+    /// Starts relaying and delivering for the `modules` that publish or subscribe
+    /// (after handing a broker what an embedded log in the data dir still owes), or
+    /// returns `None` when there is nothing to do.
     pub fn start(deployment: &Deployment, modules: &[RunningModule]) -> Option<EventsService> {
         let modules: Vec<RunningModule> = modules
             .iter()
@@ -127,7 +128,11 @@ impl EventsService {
             })
             .cloned()
             .collect();
-        if modules.is_empty() {
+        // A node on a broker with an embedded log in its data dir hands the log over
+        // even when none of its modules publishes or subscribes any more.
+        let owes_log = !matches!(deployment.events.backend, EventsBackend::Embedded)
+            && super::bus::embedded::log_file(&deployment.data_dir).exists();
+        if modules.is_empty() && !owes_log {
             return None;
         }
         let shutdown = Shutdown::new();

@@ -76,8 +76,10 @@ pub fn log_file(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("events").join("bus.sqlite")
 }
 
-/// How many of the log's events are read at a time when they are handed over.
+/// How many of the log's events are read at a time when they are handed over…
 const HANDOVER_PAGE: i64 = 500;
+/// … and how many bytes of payload at most (a page is held in memory, and sent).
+const HANDOVER_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 impl EmbeddedBus {
     /// Opens (creating if needed) the log under `data_dir`.
@@ -250,13 +252,20 @@ impl EmbeddedBus {
         .fetch_all(&inner.positions)
         .await?;
         let mut reached = after.max(handed);
-        let mut owed = Vec::new();
+        let (mut owed, mut bytes) = (Vec::new(), 0);
         for row in &rows {
             let delivery = delivery(row)?;
-            reached = delivery.position.offset;
             let topic = delivery.position.topic.as_str();
-            if passed.get(topic).is_none_or(|passed| reached > *passed) {
+            if passed
+                .get(topic)
+                .is_none_or(|passed| delivery.position.offset > *passed)
+            {
+                bytes += delivery.envelope.payload.len();
                 owed.push(delivery.envelope);
+            }
+            reached = delivery.position.offset;
+            if bytes >= HANDOVER_PAGE_BYTES {
+                break;
             }
         }
         Ok((owed, reached))

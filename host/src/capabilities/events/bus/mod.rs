@@ -153,10 +153,12 @@ impl Bus {
 /// Hands what the embedded log under `data_dir` still owes to `broker`, the bus the
 /// node uses now: a single server that becomes a node of a split deployment (on a
 /// Kafka-protocol broker) loses no event its subscribers had not handled yet, nor its
-/// dead letters. Sent oldest first, before the node's relays send anything newer, so
-/// the order per key holds; each event keeps its id, so a subscriber that handled one
-/// already skips it. Sent again if the node stops before the log records the handover
-/// (the same ids: skipped). How many events were handed over; none when there is no
+/// dead letters. Sent oldest first, before this node's relays send anything newer, so
+/// the order per key of this node's events holds; each event keeps its id, so a
+/// subscriber that handled one already skips it. Recorded page by page: a page the
+/// broker took is not sent again; one sent when the node stopped before recording it
+/// is (the same ids: skipped). An event the broker refuses stops the handover (and
+/// the node's relays) until it takes it: the error names it. How many events were handed over; none when there is no
 /// log, when `broker` is the embedded log itself, or when it was handed over before.
 pub async fn hand_over_embedded_log(
     data_dir: &Path,
@@ -175,15 +177,21 @@ pub async fn hand_over_embedded_log(
         if reached == after {
             break;
         }
-        for outcome in broker.send(&owed).await {
-            outcome
-                .map_err(|why| anyhow::anyhow!("handing the embedded log to the broker: {why}"))?;
+        for (event, outcome) in owed.iter().zip(broker.send(&owed).await) {
+            outcome.map_err(|why| {
+                anyhow::anyhow!(
+                    "handing the embedded log to the broker: event {} on {} refused: {why}",
+                    event.id,
+                    event.topic
+                )
+            })?;
+        }
+        // Page by page: what the broker holds is not sent again after a failure.
+        if !owed.is_empty() {
+            log.handed_over(reached).await?;
         }
         handed += owed.len();
         after = reached;
-    }
-    if handed > 0 {
-        log.handed_over(after).await?;
     }
     Ok(handed)
 }
