@@ -806,6 +806,22 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     assert_eq!(status, 200, "{plan:?}");
     let plan: serde_json::Value = serde_json::from_slice(&plan).expect("a plan");
     assert_eq!(plan["files"], 1, "{plan}");
+    // b's status follows the copy: what came, of how much.
+    let (status, said) = from_a
+        .post("/v1/admin/chunks?module=users&file=0", data.clone())
+        .await;
+    assert_eq!(status, 200, "{said:?}");
+    let ready = get(&b.url("/readyz")).await.json();
+    let users = &ready["modules"]["users"];
+    assert_eq!(
+        (
+            &users["stage"],
+            &users["received_bytes"],
+            &users["file_bytes"]
+        ),
+        (&"receiving".into(), &4.into(), &4.into()),
+        "{ready}"
+    );
     for (path, body, refusal) in [
         // A chunk that reaches past the file's length, one cut short, a file that
         // is not awaited, serving before the copy was checked.

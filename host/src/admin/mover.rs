@@ -29,6 +29,9 @@ const ARRIVAL_SLACK: Duration = Duration::from_secs(60);
 /// The pace at which a target is expected to read back what it received, at worst.
 const SLOW_DISK_BYTES_PER_S: u64 = 20 * 1024 * 1024;
 
+/// How many bytes a copy sends between two lines of progress in the log.
+const PROGRESS_EVERY: usize = 256 * 1024 * 1024;
+
 /// How long a node may take over a whole move asked of it (`--abort`).
 const WHOLE_MOVE: Duration = Duration::from_secs(3600);
 
@@ -534,6 +537,7 @@ impl Mover {
                 let Some(batch) = batch.map_err(|error| off(step)(format!("{error:#}")))? else {
                     break;
                 };
+                let before = copied.bytes;
                 copied.bytes += batch.bytes();
                 self.ask(
                     to,
@@ -543,6 +547,18 @@ impl Mover {
                 )
                 .await
                 .map_err(|failed: NodeFailed| off(step)(failed.to_string()))?;
+                // A large module's copy says how far it got, every so often.
+                if before / PROGRESS_EVERY != copied.bytes / PROGRESS_EVERY {
+                    tracing::info!(
+                        module,
+                        to,
+                        step,
+                        copied_mib = copied.bytes / (1024 * 1024),
+                        of_mib = batch.len / (1024 * 1024),
+                        file = %index,
+                        "extraction: copying"
+                    );
+                }
             }
             *sent = changes.into_sent();
         }

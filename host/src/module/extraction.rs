@@ -46,6 +46,23 @@ pub(super) struct Arrival {
     ready: Option<Arc<ModuleSlot>>,
     /// When its source last moved it on.
     touched: Instant,
+    /// Bytes of chunks received so far (the last changes sent again count again).
+    received: u64,
+    /// The length each of its files is to have, as the last batch said.
+    lengths: Vec<u64>,
+}
+
+/// A module arriving here, as `modhost status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arriving {
+    /// The module.
+    pub name: String,
+    /// `receiving` its data, or `ready` (checked, in place, open) to serve.
+    pub stage: &'static str,
+    /// Bytes of its data received so far.
+    pub received_bytes: u64,
+    /// The bytes its files hold at the source, as far as told yet.
+    pub file_bytes: u64,
 }
 
 /// The longest a source may leave an arrival without a step, whatever it asks: past
@@ -132,6 +149,8 @@ impl Registry {
                 files,
                 ready: None,
                 touched: Instant::now(),
+                received: 0,
+                lengths: Vec::new(),
             },
         );
         tokio::spawn(drop_when_quiet(
@@ -153,7 +172,15 @@ impl Registry {
                 arrival.files.get(index).cloned()
             })
             .ok_or_else(|| format!("no data file {index} of module {name} is awaited here"))?;
-        moving::apply(&incoming(&file), chunks).map_err(|error| format!("{error:#}"))
+        moving::apply(&incoming(&file), chunks).map_err(|error| format!("{error:#}"))?;
+        if let Some(arrival) = self.lock_arrivals().get_mut(name) {
+            arrival.received += chunks.bytes() as u64;
+            if arrival.lengths.len() <= index {
+                arrival.lengths.resize(index + 1, 0);
+            }
+            arrival.lengths[index] = chunks.len;
+        }
+        Ok(())
     }
 
     /// Checks the files received for `name` against `settled` (the source's digests
@@ -296,18 +323,19 @@ impl Registry {
         self.lock_arrivals().contains_key(name)
     }
 
-    /// The modules arriving here, each with its stage: `receiving` its data, or
-    /// `ready` (checked, in place, open) to serve.
-    pub fn arriving(&self) -> Vec<(String, &'static str)> {
+    /// The modules arriving here, each with its stage and how much of its data came.
+    pub fn arriving(&self) -> Vec<Arriving> {
         self.lock_arrivals()
             .iter()
-            .map(|(name, arrival)| {
-                let stage = if arrival.ready.is_some() {
+            .map(|(name, arrival)| Arriving {
+                name: name.clone(),
+                stage: if arrival.ready.is_some() {
                     "ready"
                 } else {
                     "receiving"
-                };
-                (name.clone(), stage)
+                },
+                received_bytes: arrival.received,
+                file_bytes: arrival.lengths.iter().sum(),
             })
             .collect()
     }

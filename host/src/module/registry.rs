@@ -354,7 +354,8 @@ impl Registry {
     ///
     /// A module moving shows where it is in its move: `held` on the node it leaves
     /// while its last changes are copied, `arriving` on the node it goes to until it
-    /// serves there (`stage`: `receiving` its data, or `ready` once checked and open).
+    /// serves there (`stage`: `receiving` its data, or `ready` once checked and open;
+    /// `received_bytes` of its files' `file_bytes` so far).
     pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut status: serde_json::Map<String, serde_json::Value> = self
             .slots()
@@ -394,10 +395,15 @@ impl Registry {
                 (slot.name.clone(), state)
             })
             .collect();
-        for (name, stage) in self.arriving() {
-            status
-                .entry(name)
-                .or_insert_with(|| serde_json::json!({ "status": "arriving", "stage": stage }));
+        for arriving in self.arriving() {
+            status.entry(arriving.name).or_insert_with(|| {
+                serde_json::json!({
+                    "status": "arriving",
+                    "stage": arriving.stage,
+                    "received_bytes": arriving.received_bytes,
+                    "file_bytes": arriving.file_bytes,
+                })
+            });
         }
         status
     }
