@@ -384,6 +384,26 @@ async fn an_extraction_that_fails_leaves_the_module_serving_where_it_was() {
     assert_eq!(total(b).await, before + 1);
     let serves = get(&b.url("/readyz")).await.json()["modules"]["users"]["version"].clone();
     assert_eq!(serves, swapped, "b serves the version a served");
+
+    // a restarted with a file that was not updated (it still places users on a):
+    // a's copy is out of date, and a does not serve it beside b.
+    let file = cluster.deployment.file.clone();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("users = [\"b\"]", "users = [\"a\"]")).unwrap();
+    cluster.start_node("a", &[]);
+    let ready = get(&cluster.node("a").url("/readyz")).await.json();
+    let users = &ready["modules"]["users"];
+    assert_eq!(users["status"], "failed", "{ready}");
+    assert!(
+        users["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("moved to node b"),
+        "{ready}"
+    );
+    let reply = get(&cluster.node("a").url("/users?limit=1")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(total(cluster.node("b")).await, before + 1);
 }
 
 /// An order of one USB-C cable (500 in stock) for customer 2, paid by a good card.

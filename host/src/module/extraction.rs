@@ -72,9 +72,26 @@ pub const MAX_ARRIVAL_IDLE: Duration = Duration::from_secs(3600);
 /// Numbers the arrivals of this process.
 static ARRIVALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Where a node records which node each module that arrived came from.
-fn arrivals_from_file(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("extraction").join("arrived-from.json")
+/// What a node remembers of the moves it took part in, across restarts: each a
+/// module → node map in a file of its own under `<data_dir>/extraction/`.
+#[derive(Debug, Clone, Copy)]
+enum Moves {
+    /// The node each module that arrived here came from: the one that may call the
+    /// move back.
+    ArrivedFrom,
+    /// The node each module with data files here left for: this node's copy of its
+    /// data is out of date, and must not serve again unless the module comes back.
+    DepartedTo,
+}
+
+impl Moves {
+    fn file(self, data_dir: &std::path::Path) -> PathBuf {
+        let name = match self {
+            Moves::ArrivedFrom => "arrived-from.json",
+            Moves::DepartedTo => "departed-to.json",
+        };
+        data_dir.join("extraction").join(name)
+    }
 }
 
 /// Where a file being received is written until it is complete.
@@ -264,8 +281,11 @@ impl Registry {
         });
         self.start_modules(std::slice::from_ref(&slot));
         self.write_placement(name, &here);
-        if let Err(error) = self.remember_arrival(name, Some(from)) {
+        if let Err(error) = self.record_move(Moves::ArrivedFrom, name, Some(from)) {
             tracing::warn!(module = name, from, %error, "extraction: cannot record where the module came from; only an operator here can move it back");
+        }
+        if let Err(error) = self.record_move(Moves::DepartedTo, name, None) {
+            tracing::warn!(module = name, %error, "extraction: cannot record that the module is back; a restart would not serve it here");
         }
         tracing::info!(
             module = name,
@@ -277,27 +297,33 @@ impl Registry {
     /// The node module `name` last arrived here from, if it still runs here as it
     /// arrived: the one node that may ask for it back (`--abort`).
     pub fn arrived_from(&self, name: &str) -> Option<String> {
-        self.read_arrivals_from().remove(name)
+        self.read_moves(Moves::ArrivedFrom).remove(name)
     }
 
-    /// Where each module that arrived here came from, as recorded.
-    fn read_arrivals_from(&self) -> BTreeMap<String, String> {
-        std::fs::read(arrivals_from_file(&self.deployment().data_dir))
+    /// The node module `name`, with data files here, left this node for — if it has
+    /// not come back since: this node's copy of its data is out of date.
+    pub fn departed_to(&self, name: &str) -> Option<String> {
+        self.read_moves(Moves::DepartedTo).remove(name)
+    }
+
+    /// What this node recorded of `kind`.
+    fn read_moves(&self, kind: Moves) -> BTreeMap<String, String> {
+        std::fs::read(kind.file(&self.deployment().data_dir))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }
 
-    /// Records (or, with `None`, forgets) the node module `name` arrived from.
-    fn remember_arrival(&self, name: &str, from: Option<&str>) -> std::io::Result<()> {
+    /// Records (or, with `None`, forgets) the node of module `name`'s move of `kind`.
+    fn record_move(&self, kind: Moves, name: &str, node: Option<&str>) -> std::io::Result<()> {
         static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
-        let mut recorded = self.read_arrivals_from();
-        match from {
-            Some(from) => recorded.insert(name.to_string(), from.to_string()),
+        let mut recorded = self.read_moves(kind);
+        match node {
+            Some(node) => recorded.insert(name.to_string(), node.to_string()),
             None => recorded.remove(name),
         };
-        let file = arrivals_from_file(&self.deployment().data_dir);
+        let file = kind.file(&self.deployment().data_dir);
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -721,8 +747,18 @@ impl Departure {
         self.slot.hold.release();
         self.registry.write_placement(&name, to);
         self.registry.forget_metrics(&name);
-        if let Err(error) = self.registry.remember_arrival(&name, None) {
+        if let Err(error) = self.registry.record_move(Moves::ArrivedFrom, &name, None) {
             tracing::warn!(module = %name, %error, "extraction: cannot forget where the module came from");
+        }
+        // Its data here is out of date from now on: a restart with a deployment file
+        // that still places it here must not serve it.
+        if !self.files.is_empty() {
+            if let Err(error) = self
+                .registry
+                .record_move(Moves::DepartedTo, &name, Some(to))
+            {
+                tracing::warn!(module = %name, %error, "extraction: cannot record that the module left; do not restart this node with a file that places it here");
+            }
         }
         tracing::info!(module = %name, node = to, "extraction: the module left this node; its data here is kept, unused");
     }

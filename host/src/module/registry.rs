@@ -236,6 +236,21 @@ impl Registry {
     pub async fn open(&self) {
         for slot in self.slots() {
             let module = slot.serving().module.clone();
+            // Its data here is what it left behind when it moved to another node: a
+            // file that still places it here is out of date, and serving it would
+            // serve old data beside the node that runs it.
+            if let Some(to) = self.departed_to(module.name()) {
+                let reason = format!(
+                    "module {name} moved to node {to} with its data (modhost extract); this \
+                     node's copy is out of date. The deployment file still places it here: \
+                     write `{name} = [\"{to}\"]` in [placement] and restart, or move it back \
+                     with `modhost extract {name} --to <this node>` asked of node {to}",
+                    name = module.name()
+                );
+                tracing::error!(module = %module.name(), %reason, "module not started: it moved away");
+                module.failed_to_start(reason);
+                continue;
+            }
             if let Err(reason) = self.open_module(&module).await {
                 tracing::error!(module = %module.name(), %reason, "module not started: it did not open");
                 module.failed_to_start(reason);
