@@ -684,7 +684,7 @@ async fn ask_node(
     query: &[(&str, &str)],
     body: Bytes,
 ) -> Result<Bytes, NodeFailed> {
-    answer_of(mesh.admin(node, action, query, body).await?)
+    ask_node_within(mesh, node, action, query, body, crate::mesh::ADMIN_TIMEOUT).await
 }
 
 /// [`ask_node`], waiting at most `limit` for the answer.
@@ -697,15 +697,9 @@ async fn ask_node_within(
     body: Bytes,
     limit: std::time::Duration,
 ) -> Result<Bytes, NodeFailed> {
-    answer_of(mesh.admin_within(node, action, query, body, limit).await?)
-}
-
-/// A node's admin answer: its body when it did what was asked, why not otherwise.
-#[cfg(feature = "mesh")]
-fn answer_of((status, body): (StatusCode, Bytes)) -> Result<Bytes, NodeFailed> {
-    match status {
-        StatusCode::OK => Ok(body),
-        _ => Err(NodeFailed::There(
+    match mesh.admin_within(node, action, query, body, limit).await? {
+        (StatusCode::OK, body) => Ok(body),
+        (_, body) => Err(NodeFailed::There(
             String::from_utf8_lossy(&body).into_owned(),
         )),
     }

@@ -294,7 +294,8 @@ impl Mover {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Bytes, NodeFailed> {
-        super::ask_node(&self.mesh, node, action, query, body).await
+        self.ask_within(node, action, query, body, crate::mesh::ADMIN_TIMEOUT)
+            .await
     }
 
     /// Every other node of the deployment.

@@ -24,6 +24,7 @@ use super::slot::ModuleSlot;
 use super::version::ModuleVersion;
 use super::Registry;
 use crate::capabilities::OpenContext;
+use crate::engine::cache::write_atomically;
 
 /// What a module's data files hold once copied: each file's SHA-256, and what the
 /// capabilities count in them (rows by table), as the source read them with the
@@ -300,10 +301,10 @@ impl Registry {
         self.read_moves(Moves::ArrivedFrom).remove(name)
     }
 
-    /// The node module `name`, with data files here, left this node for — if it has
-    /// not come back since: this node's copy of its data is out of date.
-    pub fn departed_to(&self, name: &str) -> Option<String> {
-        self.read_moves(Moves::DepartedTo).remove(name)
+    /// The node each module with data files here left this node for — if it has not
+    /// come back since: this node's copy of its data is out of date.
+    pub fn departures(&self) -> BTreeMap<String, String> {
+        self.read_moves(Moves::DepartedTo)
     }
 
     /// What this node recorded of `kind`.
@@ -327,12 +328,7 @@ impl Registry {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let temporary = file.with_extension("json.writing");
-        std::fs::write(
-            &temporary,
-            serde_json::to_vec(&recorded).unwrap_or_default(),
-        )?;
-        std::fs::rename(temporary, file)
+        write_atomically(&file, &serde_json::to_vec(&recorded).unwrap_or_default())
     }
 
     /// Removes arrival `id` of module `name`, unless another took its place.

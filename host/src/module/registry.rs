@@ -234,12 +234,13 @@ impl Registry {
     /// A module that fails to open does not start — its requests and calls get 503
     /// with the reason — while every other module serves.
     pub async fn open(&self) {
+        let departures = self.departures();
         for slot in self.slots() {
             let module = slot.serving().module.clone();
             // Its data here is what it left behind when it moved to another node: a
             // file that still places it here is out of date, and serving it would
             // serve old data beside the node that runs it.
-            if let Some(to) = self.departed_to(module.name()) {
+            if let Some(to) = departures.get(module.name()) {
                 let reason = format!(
                     "module {name} moved to node {to} with its data (modhost extract); this \
                      node's copy is out of date. The deployment file still places it here: \

@@ -158,8 +158,9 @@ impl Bus {
 /// subscriber that handled one already skips it. Recorded page by page: a page the
 /// broker took is not sent again; one sent when the node stopped before recording it
 /// is (the same ids: skipped). An event the broker refuses stops the handover (and
-/// the node's relays) until it takes it: the error names it. How many events were handed over; none when there is no
-/// log, when `broker` is the embedded log itself, or when it was handed over before.
+/// the node's relays) until it takes it: the error names it. How many events were
+/// handed over; none when there is no log, when `broker` is the embedded log itself,
+/// or when it was handed over before.
 pub async fn hand_over_embedded_log(
     data_dir: &Path,
     settings: &EventsSettings,
