@@ -920,6 +920,175 @@ async fn events_flow_between_modules_on_postgres() {
     assert_eq!(retried[0]["attempt"], 3);
 }
 
+/// An operator moves two modules from SQLite to Postgres by writing their `database`
+/// and restarting the node. At its start the node carries each one's SQLite file over
+/// before the module serves: its rows, the events still waiting in its outbox (sent
+/// from Postgres now, once each, in order) and its inbox (nothing handled twice), each
+/// table checked, the file kept aside. The next start carries nothing. A schema that
+/// already holds rows while a SQLite file is back beside it is refused: that module
+/// does not serve, the file is left as it is, and its neighbours go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_database_changes() {
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("carried");
+    let deployment = probes(&Bus::Embedded, SQLITE);
+    let databases = deployment.data_dir().join("databases");
+    // source has a table of every kind of value too, one referring to another, and a
+    // serial column (a plain one on SQLite, which writes its values).
+    let migrations = deployment.dir.path().join("source-migrations");
+    common::copy_dir(
+        &common::workspace().join("modules/testing/eventprobe/migrations"),
+        &migrations,
+    );
+    std::fs::write(
+        migrations.join("0002_kinds.sql"),
+        "CREATE TABLE kinds (k TEXT PRIMARY KEY, n BIGSERIAL UNIQUE, ratio DOUBLE PRECISION, \
+         flag BOOLEAN, data BYTEA, note TEXT);\n\
+         CREATE TABLE kind_notes (k TEXT NOT NULL REFERENCES kinds (k), note TEXT NOT NULL);\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&deployment.file).unwrap();
+    let probe = common::workspace().join("modules/testing/eventprobe/migrations");
+    let text = text.replacen(
+        &format!("{:?}", probe.display().to_string()),
+        &format!("{:?}", migrations.display().to_string()),
+        1,
+    );
+    std::fs::write(&deployment.file, &text).unwrap();
+    assert!(text.contains("source-migrations"), "{text}");
+
+    // Events handled on SQLite: in sink's and audit's effects and inboxes.
+    let host = Modhost::start(&deployment);
+    for statement in [
+        "INSERT INTO kinds (k, n, ratio, flag, data, note) VALUES \
+         ('a', 1, 0.1, 1, X'00ff', NULL), ('b', 7, -2.5e-7, 0, X'', 'x'), \
+         ('c', 3, 1e300, NULL, NULL, 'é')",
+        "INSERT INTO kind_notes (k, note) VALUES ('a', 'first'), ('c', 'third')",
+    ] {
+        let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
+        assert!(
+            reply.json()["changed"].as_u64().is_some_and(|n| n > 0),
+            "{}",
+            reply.text()
+        );
+    }
+    let mut published = publish_rounds(&host, 4, 10, 3, "handled").await;
+    let ids: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    for subscriber in ["sink", "audit"] {
+        wait_for(&host, subscriber, &ids).await;
+    }
+    stop(host);
+    // Events committed but never sent: in source's outbox.
+    let mut stalled = Modhost::start_with_env(
+        &deployment,
+        "run",
+        &[],
+        &[("MODHOST_FAULTS", "relay-stall")],
+    );
+    published.extend(publish_rounds(&stalled, 3, 10, 3, "waiting").await);
+    stalled.wait_for_log("fault relay-stall");
+    stalled.kill();
+
+    // source and sink move to Postgres; audit stays on its SQLite file.
+    let text = std::fs::read_to_string(&deployment.file).unwrap();
+    let on_postgres = text.replacen(
+        "database = \"sqlite\"",
+        &format!("database = {{ postgres = {url:?} }}"),
+        2,
+    );
+    assert_eq!(
+        on_postgres.matches("postgres =").count(),
+        2,
+        "{on_postgres}"
+    );
+    std::fs::write(&deployment.file, on_postgres).unwrap();
+    let host = Modhost::start(&deployment);
+    let carried = |module: &str| {
+        host.wait_for_log_with(&[
+            "the module's SQLite data is carried over to postgres",
+            &format!("\"module\":\"{module}\""),
+        ])
+    };
+    let (source, sink) = (carried("source"), carried("sink"));
+    for (line, table, rows) in [
+        (&source, "published", 70),
+        (&source, "modhost_outbox", 30),
+        (&source, "kinds", 3),
+        (&source, "kind_notes", 2),
+        (&sink, "effects", 40),
+        (&sink, "modhost_inbox", 40),
+    ] {
+        assert!(
+            line.contains(&format!(r#"\"{table}\": {rows}"#)),
+            "{table}: {line}"
+        );
+    }
+    // Every event once, in order: those handled before, and those the outbox held,
+    // sent now from source's Postgres outbox to sink (Postgres) and audit (SQLite).
+    let ids: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    for subscriber in ["sink", "audit"] {
+        let handled = wait_for(&host, subscriber, &ids).await;
+        assert_once_in_order(&published, &handled);
+    }
+    let reply = send(&client(false), "GET", &host.url("/source/published"), None).await;
+    assert_eq!(reply.json()["rows"].as_array().map(Vec::len), Some(70));
+    // The serial column's sequence went past the values carried (7): a row that takes
+    // the next one does not collide with them.
+    let statement = "INSERT INTO kinds (k) VALUES ('d')";
+    let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
+    assert_eq!(reply.json()["changed"], 1, "{}", reply.text());
+    for module in ["source", "sink"] {
+        assert!(!databases.join(format!("{module}.sqlite")).exists());
+        assert!(databases
+            .join(format!("{module}.sqlite.carried-to-postgres"))
+            .exists());
+    }
+    assert!(databases.join("audit.sqlite").exists());
+    stop(host);
+
+    // The next start carries nothing, and nothing is handled twice.
+    let host = Modhost::start(&deployment);
+    let more = publish_rounds(&host, 1, 5, 1, "after").await;
+    let after: Vec<String> = more.iter().map(|(id, _)| id.clone()).collect();
+    wait_for(&host, "sink", &after).await;
+    published.extend(more);
+    let ids: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    let handled = wait_for(&host, "sink", &ids).await;
+    assert_once_in_order(&published, &handled);
+    assert_eq!(effects(&host, "sink").await.len(), published.len());
+    assert!(!host
+        .logs()
+        .iter()
+        .any(|line| line.contains("carried over to postgres")));
+    stop(host);
+
+    // A SQLite file back beside sink's schema, which holds its rows: refused.
+    let stray = databases.join("sink.sqlite");
+    std::fs::copy(databases.join("audit.sqlite"), &stray).unwrap();
+    let bytes = std::fs::read(&stray).unwrap();
+    let host = Modhost::start(&deployment);
+    host.wait_for_log_with(&["two copies of its data", "sink"]);
+    let reply = send(&client(false), "GET", &host.url("/sink/effects"), None).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let last = publish(&host, vec![event("stray", "after the refusal")]).await;
+    wait_for(&host, "audit", &last).await;
+    assert_eq!(
+        std::fs::read(&stray).unwrap(),
+        bytes,
+        "the stray file is left as it was"
+    );
+    assert_eq!(
+        send(&client(false), "GET", &host.url("/source/published"), None)
+            .await
+            .json()["rows"]
+            .as_array()
+            .map(Vec::len),
+        Some(76)
+    );
+}
+
 /// Events reach a broker as a managed Kafka service is reached: over TLS, verified
 /// against the deployment's CA for the name the broker is reached by. A node that
 /// would connect in clear, or trust another CA, or log in with credentials the broker

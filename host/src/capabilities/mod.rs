@@ -143,6 +143,23 @@ pub trait Capability: Send + Sync + 'static {
         Box::pin(async { Ok(BTreeMap::new()) })
     }
 
+    /// 3. Carries what this capability keeps of `module` in its SQLite file of before
+    ///    (`from`, opened) into its database on Postgres, inside `into` — the one
+    ///    transaction that carries the module's rows too ([`sql::carry`]) — and counts
+    ///    what it carried, by table. Called when a module whose `database` became
+    ///    Postgres opens with its SQLite file still on this node; `state` is what the
+    ///    capabilities opened for it on Postgres. An error carries nothing at all.
+    fn carry<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a StateMap,
+        from: &'a sql::Database,
+        into: &'a mut sql::Transaction,
+    ) -> BoxFuture<'a, anyhow::Result<BTreeMap<String, u64>>> {
+        let _ = (module, state, from, into);
+        Box::pin(async { Ok(BTreeMap::new()) })
+    }
+
     /// 3. Brings what [`Self::open`] made up to a new version of the module before it
     ///    serves (its database migrations); an error refuses the version.
     fn upgrade<'a>(
@@ -357,12 +374,15 @@ impl Capabilities {
         Ok(state)
     }
 
-    /// Opens one module with every capability in turn.
+    /// Opens one module with every capability in turn (and carries its data over, if
+    /// its database changed from SQLite to Postgres: [`sql::carry`]).
     pub async fn open(&self, module: OpenContext<'_>) -> anyhow::Result<StateMap> {
         let mut state = StateMap::default();
         for capability in self.iter() {
             capability.open(module, &mut state).await?;
         }
+        // Its data, if the module left a SQLite file here for Postgres.
+        sql::carry::from_sqlite(self, module, &state).await?;
         Ok(state)
     }
 

@@ -39,7 +39,7 @@ mod service;
 pub mod tables;
 
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -152,6 +152,30 @@ impl Capability for Events {
                 state.insert(ModuleEvents::new(&spec.name, &spec.publishes));
             }
             Ok(())
+        })
+    }
+
+    /// The events waiting in the module's outbox of before, sealed again, and the
+    /// inbox of the events it handled ([`tables::carry`]).
+    fn carry<'a>(
+        &'a self,
+        module: OpenContext<'a>,
+        state: &'a StateMap,
+        from: &'a Database,
+        into: &'a mut Transaction,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>>> {
+        Box::pin(async move {
+            let spec = module.spec;
+            let Some(to) = state.get::<Database>() else {
+                return Ok(BTreeMap::new());
+            };
+            if spec.publishes.is_empty() && spec.subscribes.is_empty() {
+                // No outbox here to carry events into.
+                return Ok(BTreeMap::new());
+            }
+            tables::carry(from, to, into, &spec.name)
+                .await
+                .map_err(|error| anyhow::anyhow!("carrying its event outbox and inbox: {error:?}"))
         })
     }
 

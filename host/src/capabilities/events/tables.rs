@@ -228,6 +228,16 @@ pub struct Batch {
 /// wrote, in publication order, and apart from them every row whose seal does not
 /// hold, that is malformed, or too large to be an event.
 pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Batch, Error> {
+    pending_after(database, source, i64::MIN, limit).await
+}
+
+/// [`pending`], from the rows past position `after` on.
+async fn pending_after(
+    database: &Database,
+    source: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Batch, Error> {
     // First each row's size (its fields' bytes), so that a row too large to be an
     // event is never read whole.
     let size = match database.backend() {
@@ -246,9 +256,9 @@ pub async fn pending(database: &Database, source: &str, limit: u32) -> Result<Ba
         .host_query(
             &format!(
                 "SELECT seq, substr(CAST(topic AS TEXT), 1, 200), {size} FROM modhost_outbox \
-                 ORDER BY seq LIMIT $1"
+                 WHERE seq > $2 ORDER BY seq LIMIT $1"
             ),
-            vec![Value::Integer(i64::from(limit))],
+            vec![Value::Integer(i64::from(limit)), Value::Integer(after)],
         )
         .await?;
     let mut batch = Batch::default();
@@ -498,14 +508,27 @@ pub async fn claim(
     envelopes: &[&Envelope],
     outcome: Outcome,
 ) -> Result<Vec<bool>, Error> {
+    let entries: Vec<[&str; 3]> = envelopes
+        .iter()
+        .map(|e| [e.id.as_str(), e.topic.as_str(), e.source.as_str()])
+        .collect();
+    let mut claimed = claim_entries(tx, &entries, outcome).await?;
+    // An id twice in one batch (a resent copy next to the original) is new once: its
+    // first occurrence.
+    Ok(envelopes.iter().map(|e| claimed.remove(&e.id)).collect())
+}
+
+/// Records `entries` (each an event's id, topic and source) in the inbox inside `tx`
+/// with `outcome`, in one statement per 200; returns the ids that were not there.
+async fn claim_entries(
+    tx: &mut Transaction,
+    entries: &[[&str; 3]],
+    outcome: Outcome,
+) -> Result<std::collections::HashSet<String>, Error> {
     let mut claimed = std::collections::HashSet::new();
     let now = super::envelope::now_ms();
-    for chunk in envelopes.chunks(200) {
-        let entries: Vec<[&str; 3]> = chunk
-            .iter()
-            .map(|e| [e.id.as_str(), e.topic.as_str(), e.source.as_str()])
-            .collect();
-        let entries = serde_json::to_string(&entries)
+    for chunk in entries.chunks(200) {
+        let entries = serde_json::to_string(chunk)
             .map_err(|e| Error::Other(format!("encoding inbox entries: {e}")))?;
         let params = vec![
             Value::Text(entries),
@@ -527,9 +550,96 @@ pub async fn claim(
         };
         claimed.extend(first_texts(inserted.rows));
     }
-    // An id twice in one batch (a resent copy next to the original) is new once: its
-    // first occurrence.
-    Ok(envelopes.iter().map(|e| claimed.remove(&e.id)).collect())
+    Ok(claimed)
+}
+
+/// Carries the outbox and inbox of `from`, a module's SQLite database of before, into
+/// `to`, its database on Postgres, inside `into` (a transaction on `to`):
+///
+/// - every event still waiting in the outbox, in publication order, sealed again with
+///   `to`'s key (the relay there checks seals with it). A row whose seal does not hold
+///   under `from`'s key was not written by the host: it is not carried (it stays in
+///   the file set aside) and is logged;
+/// - every id in the inbox, with its outcome, so that an event handled before is not
+///   handled again. Its time becomes now: it is kept the inbox's retention from now.
+///
+/// Returns the rows carried, by table.
+pub async fn carry(
+    from: &Database,
+    to: &Database,
+    into: &mut Transaction,
+    source: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+    let mut counts = std::collections::BTreeMap::new();
+    let present = from
+        .query(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' \
+             AND name IN ('modhost_outbox', 'modhost_inbox')",
+            Vec::new(),
+        )
+        .await?;
+    let present: Vec<String> = first_texts(present.rows).collect();
+    if present.iter().any(|table| table == "modhost_outbox") {
+        let (mut carried, mut refused, mut after) = (0u64, 0u64, i64::MIN);
+        loop {
+            let batch = pending_after(from, source, after, 500).await?;
+            let last = batch
+                .ready
+                .iter()
+                .map(|pending| pending.seq)
+                .chain(batch.refused.iter().map(|refused| refused.seq))
+                .max();
+            let Some(last) = last else { break };
+            after = last;
+            for pending in &batch.ready {
+                append_in(to, into, &pending.envelope).await?;
+            }
+            carried += batch.ready.len() as u64;
+            for row in &batch.refused {
+                tracing::warn!(module = source, seq = row.seq, topic = %row.topic, reason = row.reason, "events: an outbox row of the SQLite file is not carried to postgres; it stays in the file set aside");
+            }
+            refused += batch.refused.len() as u64;
+        }
+        counts.insert("modhost_outbox".to_string(), carried);
+        if refused > 0 {
+            counts.insert("modhost_outbox (not carried)".to_string(), refused);
+        }
+    }
+    if present.iter().any(|table| table == "modhost_inbox") {
+        let (mut carried, mut after) = (0u64, String::new());
+        loop {
+            let page = from
+                .host_query(
+                    "SELECT id, topic, source, outcome FROM modhost_inbox WHERE id > $1 \
+                     ORDER BY id LIMIT 1000",
+                    vec![Value::Text(after.clone())],
+                )
+                .await?;
+            let Some(Value::Text(last)) = page.rows.last().and_then(|row| row.first()) else {
+                break;
+            };
+            after = last.clone();
+            let mut by_outcome: std::collections::BTreeMap<&str, Vec<[&str; 3]>> =
+                Default::default();
+            for row in &page.rows {
+                if let [Value::Text(id), Value::Text(topic), Value::Text(source), Value::Text(outcome)] =
+                    row.as_slice()
+                {
+                    by_outcome.entry(outcome).or_default().push([
+                        id.as_str(),
+                        topic.as_str(),
+                        source.as_str(),
+                    ]);
+                }
+            }
+            for (outcome, entries) in by_outcome {
+                let outcome: Outcome = outcome.parse().map_err(Error::Other)?;
+                carried += claim_entries(into, &entries, outcome).await?.len() as u64;
+            }
+        }
+        counts.insert("modhost_inbox".to_string(), carried);
+    }
+    Ok(counts)
 }
 
 /// The first value of each row that is text.

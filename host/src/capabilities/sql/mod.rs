@@ -19,6 +19,7 @@
 //! database interrupts it there too: SQLite's progress handler, Postgres's statement
 //! timeout), and what it returns by the module's `max_result` ([`ResultBudget`]).
 
+pub mod carry;
 pub mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;

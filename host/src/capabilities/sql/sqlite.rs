@@ -223,6 +223,25 @@ async fn plain_connection(file: &Path, read_only: bool) -> Result<SqliteConnecti
         .with_context(|| format!("opening {}", file.display()))
 }
 
+/// The secret the host keeps in the SQLite database `file` (see
+/// `Database::file_secret`), read without changing the file; `None` if it keeps none.
+pub async fn kept_secret(file: &Path) -> Result<Option<String>> {
+    let mut connection = plain_connection(file, true).await?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'modhost_secret'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .with_context(|| format!("reading {}", file.display()))?;
+    if tables == 0 {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT secret FROM modhost_secret WHERE id = 1")
+        .fetch_optional(&mut connection)
+        .await
+        .with_context(|| format!("reading {}", file.display()))
+}
+
 /// Moves what `file`'s write-ahead log holds into the file. `whole`: all of it, and
 /// the log emptied (`wal_checkpoint(TRUNCATE)`), so that the file alone holds the
 /// database — what a byte copy of it needs; retried briefly while a reader holds an
