@@ -924,9 +924,9 @@ async fn events_flow_between_modules_on_postgres() {
 /// and restarting the node. At its start the node carries each one's SQLite file over
 /// before the module serves: its rows, the events still waiting in its outbox (sent
 /// from Postgres now, once each, in order) and its inbox (nothing handled twice), each
-/// table checked, the file kept aside. The next start carries nothing. A schema that
-/// already holds rows while a SQLite file is back beside it is refused: that module
-/// does not serve, the file is left as it is, and its neighbours go on.
+/// table checked, the file kept aside; seed rows its migrations made on Postgres give
+/// way to the file's. The next start carries nothing. A SQLite file put back beside a
+/// schema that holds the module's data is left alone: the module serves its schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_database_changes() {
     let Some(postgres) = common::postgres::Postgres::start() else {
@@ -945,8 +945,9 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
     std::fs::write(
         migrations.join("0002_kinds.sql"),
         "CREATE TABLE kinds (k TEXT PRIMARY KEY, n BIGSERIAL UNIQUE, ratio DOUBLE PRECISION, \
-         flag BOOLEAN, data BYTEA, note TEXT);\n\
-         CREATE TABLE kind_notes (k TEXT NOT NULL REFERENCES kinds (k), note TEXT NOT NULL);\n",
+         flag BOOLEAN, data BYTEA, note TEXT, at TIMESTAMP);\n\
+         CREATE TABLE kind_notes (k TEXT NOT NULL REFERENCES Kinds (k), note TEXT NOT NULL);\n\
+         INSERT INTO kinds (k, n) VALUES ('seed', 100);\n",
     )
     .unwrap();
     let text = std::fs::read_to_string(&deployment.file).unwrap();
@@ -962,9 +963,10 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
     // Events handled on SQLite: in sink's and audit's effects and inboxes.
     let host = Modhost::start(&deployment);
     for statement in [
-        "INSERT INTO kinds (k, n, ratio, flag, data, note) VALUES \
-         ('a', 1, 0.1, 1, X'00ff', NULL), ('b', 7, -2.5e-7, 0, X'', 'x'), \
-         ('c', 3, 1e300, NULL, NULL, 'é')",
+        "INSERT INTO kinds (k, n, ratio, flag, data, note, at) VALUES \
+         ('a', 1, 0.1, 1, X'00ff', NULL, '2026-01-02 03:04:05'), \
+         ('b', 7, -2.5e-7, 0, X'', 'x', NULL), ('c', 3, 1e300, NULL, NULL, 'é', NULL)",
+        "UPDATE kinds SET note = 'changed' WHERE k = 'seed'",
         "INSERT INTO kind_notes (k, note) VALUES ('a', 'first'), ('c', 'third')",
     ] {
         let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
@@ -1015,7 +1017,7 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
     for (line, table, rows) in [
         (&source, "published", 70),
         (&source, "modhost_outbox", 30),
-        (&source, "kinds", 3),
+        (&source, "kinds", 4),
         (&source, "kind_notes", 2),
         (&sink, "effects", 40),
         (&sink, "modhost_inbox", 40),
@@ -1034,8 +1036,9 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
     }
     let reply = send(&client(false), "GET", &host.url("/source/published"), None).await;
     assert_eq!(reply.json()["rows"].as_array().map(Vec::len), Some(70));
-    // The serial column's sequence went past the values carried (7): a row that takes
-    // the next one does not collide with them.
+    // The seed row its migration made on Postgres gave way to the file's (changed)
+    // one; the serial column's sequence went past the values carried (100): a row
+    // that takes the next one does not collide with them.
     let statement = "INSERT INTO kinds (k) VALUES ('d')";
     let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
     assert_eq!(reply.json()["changed"], 1, "{}", reply.text());
@@ -1064,16 +1067,20 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
         .any(|line| line.contains("carried over to postgres")));
     stop(host);
 
-    // A SQLite file back beside sink's schema, which holds its rows: refused.
+    // A SQLite file back beside sink's schema, which holds its rows (a backup put
+    // there by hand, say): the schema is the module's data; the file is left alone.
     let stray = databases.join("sink.sqlite");
     std::fs::copy(databases.join("audit.sqlite"), &stray).unwrap();
     let bytes = std::fs::read(&stray).unwrap();
     let host = Modhost::start(&deployment);
-    host.wait_for_log_with(&["two copies of its data", "sink"]);
-    let reply = send(&client(false), "GET", &host.url("/sink/effects"), None).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
-    let last = publish(&host, vec![event("stray", "after the refusal")]).await;
+    host.wait_for_log_with(&[
+        "its SQLite file is left as it was, unused",
+        "\"module\":\"sink\"",
+    ]);
+    assert_eq!(effects(&host, "sink").await.len(), published.len());
+    let last = publish(&host, vec![event("stray", "after the file came back")]).await;
     wait_for(&host, "audit", &last).await;
+    wait_for(&host, "sink", &last).await;
     assert_eq!(
         std::fs::read(&stray).unwrap(),
         bytes,

@@ -170,7 +170,13 @@ impl Capability for Events {
                 return Ok(BTreeMap::new());
             };
             if spec.publishes.is_empty() && spec.subscribes.is_empty() {
-                // No outbox here to carry events into.
+                // No outbox here to carry events into: they stay in the file set aside.
+                let waiting = tables::waiting_in(from)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("reading its old outbox: {error:?}"))?;
+                if waiting > 0 {
+                    tracing::warn!(module = %spec.name, waiting, "events: the module no longer publishes or subscribes; the events waiting in its SQLite file's outbox are not carried (they stay in the file set aside)");
+                }
                 return Ok(BTreeMap::new());
             }
             tables::carry(from, to, into, &spec.name)

@@ -553,6 +553,36 @@ async fn claim_entries(
     Ok(claimed)
 }
 
+/// Which of the outbox and inbox the SQLite database `from` has.
+async fn present_in(from: &Database) -> Result<Vec<String>, Error> {
+    let present = from
+        .query(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' \
+             AND name IN ('modhost_outbox', 'modhost_inbox')",
+            Vec::new(),
+        )
+        .await?;
+    Ok(first_texts(present.rows).collect())
+}
+
+/// The events waiting in the outbox of the SQLite database `from`, if it has one.
+pub async fn waiting_in(from: &Database) -> Result<u64, Error> {
+    if !present_in(from)
+        .await?
+        .iter()
+        .any(|table| table == "modhost_outbox")
+    {
+        return Ok(0);
+    }
+    let counted = from
+        .host_query("SELECT count(*) FROM modhost_outbox", Vec::new())
+        .await?;
+    Ok(match counted.rows.first().and_then(|row| row.first()) {
+        Some(Value::Integer(n)) => u64::try_from(*n).unwrap_or_default(),
+        _ => 0,
+    })
+}
+
 /// Carries the outbox and inbox of `from`, a module's SQLite database of before, into
 /// `to`, its database on Postgres, inside `into` (a transaction on `to`):
 ///
@@ -571,14 +601,11 @@ pub async fn carry(
     source: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, Error> {
     let mut counts = std::collections::BTreeMap::new();
-    let present = from
-        .query(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name IN ('modhost_outbox', 'modhost_inbox')",
-            Vec::new(),
-        )
-        .await?;
-    let present: Vec<String> = first_texts(present.rows).collect();
+    let present = present_in(from).await?;
+    if present.iter().any(|table| table == "modhost_outbox") {
+        // An outbox from before rows were sealed gets its seals first.
+        create(from, source).await?;
+    }
     if present.iter().any(|table| table == "modhost_outbox") {
         let (mut carried, mut refused, mut after) = (0u64, 0u64, i64::MIN);
         loop {

@@ -7,26 +7,32 @@
 //! before the module serves — instead of serving an empty schema while the data sits
 //! unused beside it:
 //!
-//! 1. the file is opened as it would be on SQLite (its migrations brought up to the
-//!    module's, so both sides have the same tables), and the migrations applied on
-//!    both sides must be the same ones;
-//! 2. in **one transaction** on Postgres, as the module's role: every table of the
-//!    module's, parents before the children whose foreign keys point at them, is
-//!    copied row by row — each value cast to its Postgres column's type — and read
-//!    back; each table's row count and an order-independent digest of its rows (as
-//!    the module would read them) must match the file's, or nothing is kept. Serial
-//!    and identity columns' sequences move past the rows carried. Then each
-//!    capability carries what it keeps in the file ([`Capability::carry`]: the events
-//!    waiting in the outbox, sealed again; the inbox of handled events), and the
-//!    carry is recorded in the host's `modhost_carried` table;
-//! 3. only once that transaction committed is the file set aside, renamed
+//! 1. before the module's migrations run on Postgres, a schema that has no tables yet
+//!    is marked as awaiting the file ([`before_migrations`]): whatever rows its
+//!    migrations then make (seed rows) are the file's to replace;
+//! 2. the file is opened as it would be on SQLite (its migrations brought up to the
+//!    module's), and the migrations applied on both sides must be the same ones;
+//! 3. in **one transaction** on Postgres, as the module's role: the seed rows go, then
+//!    every table of the module's, parents before the children whose foreign keys
+//!    point at them, is copied row by row — each value cast to its Postgres column's
+//!    type — and read back; each table's row count (against a count of its own in the
+//!    file) and an order-independent digest of its rows must match, or nothing is
+//!    kept. Serial and identity columns' sequences move past the rows carried. Then
+//!    each capability carries what it keeps in the file ([`Capability::carry`]: the
+//!    events waiting in the outbox, sealed again; the inbox of handled events), and
+//!    the carry is recorded in the host's `modhost_carried` table;
+//! 4. only once that transaction committed is the file set aside, renamed
 //!    `<module>.sqlite.carried-to-postgres` (kept: nothing is deleted).
 //!
 //! A crash between the commit and the rename is found at the next start by the record
-//! (keyed by the file's own secret), and the file is set aside then. A schema that
-//! already holds rows of the module's while its SQLite file is still here is refused:
-//! two copies of the data, and the node cannot know which one is right — the module
-//! does not start, the log says what to remove, and both are left as they are.
+//! (keyed by the file's own secret, with the rows it held), and the file is set aside
+//! then. A schema that held tables with rows before this start — the module served on
+//! Postgres already — is the module's data: a SQLite file beside it (a backup kept by
+//! hand, say) is left as it was, unused, and the log says so. A start without the file
+//! forgets a carry that was awaited: the schema's rows are the module's from then on.
+//!
+//! The node opens its modules before it listens: while a module's data is carried, the
+//! node does not serve yet.
 //!
 //! [`Capability::carry`]: crate::capabilities::Capability::carry
 
@@ -36,12 +42,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{sqlite, Database, Transaction, Value};
+use super::{sqlite, Database, Error, Transaction, Value};
 use crate::capabilities::{Capabilities, OpenContext, StateMap};
-use crate::deployment::{DatabaseBackend, DatabaseSpec};
+use crate::deployment::{ByteSize, DatabaseBackend, DatabaseSpec};
 
-/// What the record of a carry is keyed with: [`Database::host_key`] of the file.
+/// What the record of a carry is keyed with: a digest of the file's secret.
 const CARRIED_PURPOSE: &str = "modhost carried file";
+
+/// The record of a schema awaiting its file: this, a space and the schema's name.
+const PENDING: &str = "pending";
 
 /// The host function (Postgres) that records a carry in the module's transaction.
 const RECORD_CARRIED: &str = "modhost_record_carried";
@@ -50,13 +59,78 @@ const RECORD_CARRIED: &str = "modhost_record_carried";
 pub const CARRIED_SUFFIX: &str = "carried-to-postgres";
 
 /// Rows read or written in one statement, at most.
-const PAGE_ROWS: usize = 500;
+const PAGE_ROWS: u64 = 500;
 
-/// Bytes of values read in one page, about: a page stops growing past it.
+/// Rows of a table's first page: later pages are sized by the widest row seen.
+const FIRST_PAGE_ROWS: u64 = 32;
+
+/// Bytes of values read in one page, about.
 const PAGE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The most one page of the file may weigh before it is read again in smaller pages.
+const FILE_PAGE_LIMIT: ByteSize = ByteSize::mib(256);
 
 /// Postgres takes at most this many parameters in one statement (65,535), with room.
 const MAX_PARAMETERS: usize = 30_000;
+
+/// Marks the module's Postgres schema `to`, just opened and not yet migrated, as
+/// awaiting the module's SQLite file, if the file is here and the schema has no
+/// tables yet; forgets such a mark if the file is not here.
+pub async fn before_migrations(to: &Database, data_dir: &Path, module: &str) -> Result<()> {
+    if to.backend() == "sqlite" {
+        return Ok(());
+    }
+    let file = sqlite::file_of(data_dir, module);
+    let pending = format!("{PENDING} {}", schema_of(to).await?);
+    if !file.exists() {
+        // The schema's rows are the module's from now on: a file that comes back
+        // later is not carried over them.
+        let has_records = to
+            .host_query(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
+                 AND tablename = 'modhost_carried'",
+                Vec::new(),
+            )
+            .await
+            .map_err(sql)?;
+        if has_records.rows == [vec![Value::Integer(1)]] {
+            to.host_execute(
+                "DELETE FROM modhost_carried WHERE source = $1",
+                vec![Value::Text(pending)],
+            )
+            .await
+            .map_err(sql)?;
+        }
+        return Ok(());
+    }
+    if !module_schema_tables(to).await?.is_empty() {
+        return Ok(());
+    }
+    prepare_records(to).await?;
+    to.host_execute(
+        "INSERT INTO modhost_carried (source, file, carried_at, counts) \
+         VALUES ($1, $2, $3, '{}') ON CONFLICT (source) DO NOTHING",
+        vec![
+            Value::Text(pending),
+            Value::Text(file.display().to_string()),
+            Value::Integer(now_ms()),
+        ],
+    )
+    .await
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// What became of a module's SQLite file found beside its Postgres schema.
+enum Outcome {
+    /// Its rows were carried now (by table).
+    Carried(BTreeMap<String, u64>),
+    /// They were carried before; the file had not been set aside.
+    CarriedBefore,
+    /// The schema held the module's data already (a row in this table): the file is
+    /// left alone.
+    Left(String),
+}
 
 /// Carries module `module`'s data from its SQLite file of before into its database on
 /// Postgres (`state`, opened), when the file is still here (see the module docs).
@@ -82,158 +156,293 @@ pub async fn from_sqlite(
     let former = DatabaseSpec {
         backend: DatabaseBackend::Sqlite,
         pool: 1,
-        // The host reads the file in pages it bounds itself.
-        max_result: crate::deployment::ByteSize::mib(1024),
+        // The host reads the file in pages it sizes itself.
+        max_result: FILE_PAGE_LIMIT.max(spec.max_result),
         ..spec.clone()
     };
-    let carried = async {
-        // What a carry that committed recorded, or why there is to be none, is known
-        // before the file is opened (and so changed: its migrations, its journal).
-        let known = sqlite::kept_secret(&file).await?.map(|kept| identity(&kept));
-        if let Some(counts) = carried_before(to, known.as_deref()).await? {
-            tracing::info!(module = %name, file = %file.display(), "database: this SQLite file was carried over before (the node stopped before setting it aside)");
-            return Ok(counts);
+    let outcome = async {
+        // Whether to carry at all is known before the file is opened (and so
+        // changed: its migrations, its journal).
+        let schema = schema_of(to).await?;
+        let known = sqlite::kept_secret(&file)
+            .await?
+            .map(|kept| identity(&schema, &kept));
+        prepare_records(to).await?;
+        if let Some(recorded) = recorded_counts(to, known.as_deref()).await? {
+            let held = sqlite::count_rows(&file).await?;
+            let differing: Vec<&String> = recorded
+                .iter()
+                .filter(|(table, rows)| {
+                    !table.starts_with("modhost_") && held.get(*table) != Some(rows)
+                })
+                .map(|(table, _)| table)
+                .collect();
+            if !differing.is_empty() {
+                bail!(
+                    "this SQLite file was carried over before, but its tables {differing:?} \
+                     hold other rows now than then ({recorded:?}): a copy that changed \
+                     since. It is left as it was; carry it by hand, or remove it"
+                );
+            }
+            return Ok(Outcome::CarriedBefore);
         }
-        if let Some(table) = a_table_with_rows(to).await? {
-            bail!(
-                "its postgres schema already holds rows in table {table} while its SQLite \
-                 file {} is still here: two copies of its data, and which one is right \
-                 cannot be told. Remove the file (or rename it), or empty the schema, and \
-                 restart",
-                file.display()
-            );
+        let pending_key = format!("{PENDING} {schema}");
+        let pending = recorded_counts(to, Some(&pending_key)).await?.is_some();
+        if !pending {
+            if let Some(table) = a_table_with_rows(to).await? {
+                return Ok(Outcome::Left(table));
+            }
         }
-        let from = Database::open(name, &former, data_dir, module.spec.limits.timeout.duration())
-            .await
-            .with_context(|| format!("opening {}", file.display()))?;
+        let from = Database::open(
+            name,
+            &former,
+            data_dir,
+            module.spec.limits.timeout.duration(),
+        )
+        .await
+        .with_context(|| format!("opening {}", file.display()))?;
         // A file without a secret gets one as it opens.
         let identified = match known {
             Some(known) => Ok(known),
-            None => sqlite::kept_secret(&file)
-                .await
-                .and_then(|kept| kept.map(|kept| identity(&kept)).context("the file keeps no secret")),
+            None => sqlite::kept_secret(&file).await.and_then(|kept| {
+                kept.map(|kept| identity(&schema, &kept))
+                    .context("the file keeps no secret")
+            }),
         };
         let carried = match identified {
-            Ok(source) => carry(capabilities, module, state, &from, to, &file, source).await,
+            Ok(source) => {
+                let carrying = Carrying {
+                    capabilities,
+                    module,
+                    state,
+                    from: &from,
+                    to,
+                    file: &file,
+                    pending: pending.then_some(pending_key),
+                };
+                carrying.carry(source).await
+            }
             Err(error) => Err(error),
         };
         from.close().await;
-        carried
+        carried.map(Outcome::Carried)
     }
     .await
     .with_context(|| {
         format!(
-            "carrying its SQLite file {} into its postgres schema (nothing was kept there)",
+            "carrying its SQLite file {} into its postgres schema (the file's rows are \
+             where they were)",
             file.display()
         )
     })?;
+    let carried = match outcome {
+        Outcome::Left(table) => {
+            tracing::warn!(module = %name, file = %file.display(), table, "database: the module's postgres schema holds its data already; its SQLite file is left as it was, unused (remove it, or move it away, once it is not needed)");
+            return Ok(());
+        }
+        Outcome::CarriedBefore => {
+            tracing::info!(module = %name, file = %file.display(), "database: this SQLite file was carried over before (the node stopped before setting it aside)");
+            None
+        }
+        Outcome::Carried(counts) => Some(counts),
+    };
     let kept = set_aside(&file)
         .with_context(|| format!("setting {} aside after carrying it", file.display()))?;
-    tracing::info!(
-        module = %name,
-        rows = ?carried,
-        kept = %kept.display(),
-        ms = started.elapsed().as_millis() as u64,
-        "database: the module's SQLite data is carried over to postgres, checked; the file is kept aside"
-    );
+    if let Some(carried) = carried {
+        tracing::info!(
+            module = %name,
+            rows = ?carried,
+            kept = %kept.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "database: the module's SQLite data is carried over to postgres, checked; the file is kept aside"
+        );
+    }
     Ok(())
 }
 
-/// The carry itself: nothing committed unless every table matched.
-async fn carry(
-    capabilities: &Capabilities,
-    module: OpenContext<'_>,
-    state: &StateMap,
-    from: &Database,
-    to: &Database,
-    file: &Path,
-    source: String,
-) -> Result<BTreeMap<String, u64>> {
-    same_migrations(from, to).await?;
-    let tables = module_tables(from).await?;
+/// One carry's parts: what it reads, where it writes, what else carries.
+struct Carrying<'a> {
+    capabilities: &'a Capabilities,
+    module: OpenContext<'a>,
+    state: &'a StateMap,
+    from: &'a Database,
+    to: &'a Database,
+    file: &'a Path,
+    /// The record of the schema awaiting the file, if it did: the rows its
+    /// migrations made go, and so does the record.
+    pending: Option<String>,
+}
 
-    let mut tx = to.begin().await.map_err(sql)?;
-    // Another node opening the module at the same moment waits, then finds its rows.
-    if let Some(key) = to.lock_key("modhost.carry") {
-        tx.host_query(
-            "SELECT pg_advisory_xact_lock($1)::text",
-            vec![Value::Integer(key)],
-        )
-        .await
-        .map_err(sql)?;
-    }
-    let mut counts = BTreeMap::new();
-    for table in &tables {
-        let target = target_table(&mut tx, table).await?;
-        let held = tx
-            .query(
-                &format!("SELECT 1 FROM {} LIMIT 1", quote(&target.name)),
-                Vec::new(),
+impl Carrying<'_> {
+    /// The carry itself, recorded under `source`: nothing committed unless every
+    /// table matched.
+    async fn carry(&self, source: String) -> Result<BTreeMap<String, u64>> {
+        let (from, to) = (self.from, self.to);
+        same_migrations(from, to).await?;
+        let tables = module_tables(from).await?;
+        let mut in_file = BTreeMap::new();
+        for table in &tables {
+            in_file.insert(table.name.clone(), count(from, &table.name).await?);
+        }
+
+        let mut tx = to.begin().await.map_err(sql)?;
+        // Another node opening the module at the same moment waits, then finds the
+        // rows carried.
+        if let Some(key) = to.lock_key(&format!("modhost.carry.{}", self.module.spec.name)) {
+            tx.host_query(
+                "SELECT pg_advisory_xact_lock($1)::text",
+                vec![Value::Integer(key)],
             )
             .await
             .map_err(sql)?;
-        if !held.rows.is_empty() {
-            bail!(
-                "its postgres schema already holds rows in table {} while its SQLite file {} \
-                 is still here: two copies of its data, and which one is right cannot be told. \
-                 Remove the file (or rename it), or empty the schema, and restart",
-                target.name,
-                file.display()
+        }
+        let mut targets = Vec::new();
+        for table in &tables {
+            targets.push(target_table(&mut tx, table).await?);
+        }
+        // Children before the parents their foreign keys point at.
+        for target in targets.iter().rev() {
+            if self.pending.is_some() {
+                // Made by its migrations this start, before the file's rows came.
+                tx.execute(&format!("DELETE FROM {}", quote(&target.name)), Vec::new())
+                    .await
+                    .map_err(sql)?;
+                continue;
+            }
+            let held = tx
+                .query(
+                    &format!("SELECT 1 FROM {} LIMIT 1", quote(&target.name)),
+                    Vec::new(),
+                )
+                .await
+                .map_err(sql)?;
+            if !held.rows.is_empty() {
+                bail!(
+                    "its postgres schema holds rows in table {} now (another node carried \
+                     it?): two copies of its data",
+                    target.name
+                );
+            }
+        }
+        let read_limit = PAGE_BYTES.min(
+            self.module
+                .spec
+                .database
+                .as_ref()
+                .map_or(PAGE_BYTES, |db| db.max_result.bytes() / 2),
+        );
+        let mut counts = BTreeMap::new();
+        for (table, target) in tables.iter().zip(&targets) {
+            let copied = copy_table(from, &mut tx, table, target).await?;
+            let read_back = read_back(&mut tx, target, copied.widest, read_limit).await?;
+            let counted = in_file.get(&table.name).copied().unwrap_or_default();
+            if read_back != copied.rows || copied.rows.count != counted {
+                bail!(
+                    "table {}: {counted} rows in the file, {} read with digest {}, {} read back \
+                     from postgres with digest {} (a value its column's type does not keep as \
+                     it was?)",
+                    table.name,
+                    copied.rows.count,
+                    copied.rows.digest(),
+                    read_back.count,
+                    read_back.digest()
+                );
+            }
+            advance_sequences(&mut tx, target).await?;
+            counts.insert(table.name.clone(), copied.rows.count);
+        }
+        for capability in self.capabilities.iter() {
+            counts.extend(
+                capability
+                    .carry(self.module, self.state, from, &mut tx)
+                    .await?,
             );
         }
-        let copied = copy_table(from, &mut tx, table, &target).await?;
-        let read_back = read_back(&mut tx, &target, copied.widest).await?;
-        if read_back != copied.rows {
-            bail!(
-                "table {}: {} rows with digest {} in the file, {} rows with digest {} read back \
-                 from postgres (a value its column's type does not keep as it was?)",
-                table.name,
-                copied.rows.count,
-                copied.rows.digest(),
-                read_back.count,
-                read_back.digest()
-            );
-        }
-        advance_sequences(&mut tx, &target).await?;
-        counts.insert(table.name.clone(), copied.rows.count);
+        tx.host_call(
+            RECORD_CARRIED,
+            vec![
+                Value::Text(self.pending.clone().unwrap_or_default()),
+                Value::Text(source),
+                Value::Text(self.file.display().to_string()),
+                Value::Integer(now_ms()),
+                Value::Text(serde_json::to_string(&counts).unwrap_or_default()),
+            ],
+        )
+        .await
+        .map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(counts)
     }
-    for capability in capabilities.iter() {
-        counts.extend(capability.carry(module, state, from, &mut tx).await?);
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64);
-    tx.host_call(
-        RECORD_CARRIED,
-        vec![
-            Value::Text(source),
-            Value::Text(file.display().to_string()),
-            Value::Integer(now),
-            Value::Text(serde_json::to_string(&counts).unwrap_or_default()),
-        ],
-    )
-    .await
-    .map_err(sql)?;
-    tx.commit().await.map_err(sql)?;
-    Ok(counts)
 }
 
-/// What a file that keeps secret `kept` is recorded as, once carried: a digest of the
-/// secret (which itself stays in the file).
-fn identity(kept: &str) -> String {
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
+}
+
+/// The rows of `table` in `from`, counted on their own.
+async fn count(from: &Database, table: &str) -> Result<u64> {
+    let counted = from
+        .query(
+            &format!("SELECT count(*) FROM {}", quote(table)),
+            Vec::new(),
+        )
+        .await
+        .map_err(sql)?;
+    match counted.rows.first().map(Vec::as_slice) {
+        Some([Value::Integer(n)]) => Ok(u64::try_from(*n).unwrap_or_default()),
+        _ => bail!("counting the rows of table {table} gave no number"),
+    }
+}
+
+/// The tables of the module's own schema in `to`.
+async fn module_schema_tables(to: &Database) -> Result<Vec<String>> {
+    let tables = to
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+             ORDER BY table_name",
+            Vec::new(),
+        )
+        .await
+        .map_err(sql)?;
+    Ok(tables
+        .rows
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(Value::Text(table)) => Some(table),
+            _ => None,
+        })
+        .collect())
+}
+
+/// What a file that keeps secret `kept` is recorded as, once carried into `schema`:
+/// the schema's name and a digest of the secret (which itself stays in the file).
+fn identity(schema: &str, kept: &str) -> String {
     let digest = Sha256::new()
         .chain_update(CARRIED_PURPOSE.as_bytes())
         .chain_update(kept.as_bytes())
         .finalize();
-    hex(&digest[..16])
+    format!("{schema} {}", hex(&digest[..16]))
 }
 
-/// The counts a carry of the file `identity` recorded in `to`, if one did. Makes the
-/// record table (and on Postgres the function that writes it) if missing.
-async fn carried_before(
-    to: &Database,
-    identity: Option<&str>,
-) -> Result<Option<BTreeMap<String, u64>>> {
+/// The module's own schema on Postgres.
+async fn schema_of(to: &Database) -> Result<String> {
+    let schema = to
+        .query("SELECT current_schema()::text", Vec::new())
+        .await
+        .map_err(sql)?;
+    match schema.rows.first().map(Vec::as_slice) {
+        Some([Value::Text(schema)]) => Ok(schema.clone()),
+        _ => bail!("the module's postgres schema could not be read"),
+    }
+}
+
+/// Makes the record table (and on Postgres the function that writes a carry's record
+/// in the module's transaction, and forgets that the schema awaited it) if missing.
+async fn prepare_records(to: &Database) -> Result<()> {
     let mut record = vec![
         "CREATE TABLE IF NOT EXISTS modhost_carried (source TEXT PRIMARY KEY, \
          file TEXT NOT NULL, carried_at BIGINT NOT NULL, counts TEXT NOT NULL)"
@@ -241,19 +450,27 @@ async fn carried_before(
     ];
     record.extend(to.host_function(
         RECORD_CARRIED,
-        "p_source text, p_file text, p_at bigint, p_counts text",
+        "p_pending text, p_source text, p_file text, p_at bigint, p_counts text",
         "bigint",
-        "INSERT INTO modhost_carried (source, file, carried_at, counts) \
+        "DELETE FROM modhost_carried WHERE source = p_pending; \
+         INSERT INTO modhost_carried (source, file, carried_at, counts) \
          VALUES (p_source, p_file, p_at, p_counts); RETURN 1;",
     ));
-    to.host_prepare(&record).await.map_err(sql)?;
-    let Some(identity) = identity else {
+    to.host_prepare(&record).await.map_err(sql)
+}
+
+/// The rows by table that the record `source` holds, if there is one.
+async fn recorded_counts(
+    to: &Database,
+    source: Option<&str>,
+) -> Result<Option<BTreeMap<String, u64>>> {
+    let Some(source) = source else {
         return Ok(None);
     };
     let before = to
         .host_query(
             "SELECT counts FROM modhost_carried WHERE source = $1",
-            vec![Value::Text(identity.to_string())],
+            vec![Value::Text(source.to_string())],
         )
         .await
         .map_err(sql)?;
@@ -265,28 +482,16 @@ async fn carried_before(
 
 /// A table of the module's schema in `to` that holds a row, if one does.
 async fn a_table_with_rows(to: &Database) -> Result<Option<String>> {
-    let tables = to
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
-             ORDER BY table_name",
-            Vec::new(),
-        )
-        .await
-        .map_err(sql)?;
-    for row in tables.rows {
-        let [Value::Text(table)] = row.as_slice() else {
-            continue;
-        };
+    for table in module_schema_tables(to).await? {
         let held = to
             .query(
-                &format!("SELECT 1 FROM {} LIMIT 1", quote(table)),
+                &format!("SELECT 1 FROM {} LIMIT 1", quote(&table)),
                 Vec::new(),
             )
             .await
             .map_err(sql)?;
         if !held.rows.is_empty() {
-            return Ok(Some(table.clone()));
+            return Ok(Some(table));
         }
     }
     Ok(None)
@@ -343,10 +548,12 @@ fn versions(rows: &[Vec<Value>]) -> Vec<i64> {
 struct Table {
     name: String,
     columns: Vec<String>,
-    /// Whether rows have a `rowid` to page by (not a `WITHOUT ROWID` table).
-    rowid: bool,
-    /// The columns of its primary key, to page a `WITHOUT ROWID` table by.
-    key: Vec<String>,
+    /// How its rows' `rowid` is named in a query — one of SQLite's three names that
+    /// no column of the table hides — or `None` for a `WITHOUT ROWID` table (or one
+    /// whose columns hide all three), paged by its primary key instead.
+    rowid: Option<&'static str>,
+    /// The positions in `columns` of its primary key's columns, in the key's order.
+    key: Vec<usize>,
 }
 
 /// The module's tables in `from` (not the host's), each after the tables its foreign
@@ -355,7 +562,7 @@ async fn module_tables(from: &Database) -> Result<Vec<Table>> {
     let names = from
         .query(
             "SELECT t.name, t.wr FROM pragma_table_list AS t WHERE t.schema = 'main' \
-             AND t.type = 'table' AND t.name NOT LIKE 'sqlite%' \
+             AND t.type = 'table' AND substr(t.name, 1, 7) <> 'sqlite_' \
              AND substr(t.name, 1, 8) <> 'modhost_' ORDER BY t.name",
             Vec::new(),
         )
@@ -374,17 +581,32 @@ async fn module_tables(from: &Database) -> Result<Vec<Table>> {
             )
             .await
             .map_err(sql)?;
-        let mut key: Vec<(i64, String)> = Vec::new();
+        let mut key: Vec<(i64, usize)> = Vec::new();
         let mut names = Vec::new();
         for column in columns.rows {
             if let [Value::Text(column), Value::Integer(pk)] = column.as_slice() {
-                names.push(column.clone());
                 if *pk > 0 {
-                    key.push((*pk, column.clone()));
+                    key.push((*pk, names.len()));
                 }
+                names.push(column.clone());
             }
         }
         key.sort();
+        let rowid = if *without_rowid == 0 {
+            ["rowid", "_rowid_", "oid"].into_iter().find(|alias| {
+                !names
+                    .iter()
+                    .any(|column| column.eq_ignore_ascii_case(alias))
+            })
+        } else {
+            None
+        };
+        if rowid.is_none() && key.is_empty() {
+            bail!(
+                "table {name} has columns named rowid, _rowid_ and oid and no primary key: \
+                 its rows cannot be read in order"
+            );
+        }
         let referenced = from
             .query(
                 "SELECT DISTINCT \"table\" FROM pragma_foreign_key_list($1)",
@@ -393,12 +615,15 @@ async fn module_tables(from: &Database) -> Result<Vec<Table>> {
             .await
             .map_err(sql)?;
         parents.insert(
-            name.clone(),
+            name.to_lowercase(),
             referenced
                 .rows
                 .into_iter()
                 .filter_map(|row| match row.into_iter().next() {
-                    Some(Value::Text(parent)) if parent != *name => Some(parent),
+                    // SQLite's names are not case-sensitive.
+                    Some(Value::Text(parent)) if !parent.eq_ignore_ascii_case(name) => {
+                        Some(parent.to_lowercase())
+                    }
                     _ => None,
                 })
                 .collect(),
@@ -406,23 +631,28 @@ async fn module_tables(from: &Database) -> Result<Vec<Table>> {
         tables.push(Table {
             name: name.clone(),
             columns: names,
-            rowid: *without_rowid == 0,
-            key: key.into_iter().map(|(_, column)| column).collect(),
+            rowid,
+            key: key.into_iter().map(|(_, position)| position).collect(),
         });
     }
     in_dependency_order(tables, &parents)
 }
 
-/// `tables` with every table after those it references (`parents`).
+/// `tables` with every table after those it references (`parents`, by lower-case
+/// name).
 fn in_dependency_order(
     mut tables: Vec<Table>,
     parents: &BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<Table>> {
     let mut ordered: Vec<Table> = Vec::new();
     while !tables.is_empty() {
-        let placed = |name: &String| ordered.iter().any(|table| table.name == *name);
+        let placed = |name: &String| {
+            ordered
+                .iter()
+                .any(|table| table.name.eq_ignore_ascii_case(name))
+        };
         let ready = tables.iter().position(|table| {
-            parents.get(&table.name).is_none_or(|of| {
+            parents.get(&table.name.to_lowercase()).is_none_or(|of| {
                 of.iter()
                     .all(|parent| placed(parent) || !exists(&tables, parent, &ordered))
             })
@@ -441,7 +671,10 @@ fn in_dependency_order(
 
 /// Whether `name` is one of the tables to carry (a foreign key may name a missing one).
 fn exists(waiting: &[Table], name: &str, placed: &[Table]) -> bool {
-    waiting.iter().chain(placed).any(|table| table.name == name)
+    waiting
+        .iter()
+        .chain(placed)
+        .any(|table| table.name.eq_ignore_ascii_case(name))
 }
 
 /// A table of the module's Postgres schema, as the carry writes it.
@@ -450,6 +683,27 @@ struct Target {
     /// For each column of the SQLite table, in its order: the Postgres column's name
     /// and type.
     columns: Vec<(String, String)>,
+    /// For each column, whether the module reads back from Postgres exactly the value
+    /// it read from SQLite (numbers, text, bytes, booleans). Other types (timestamps,
+    /// numeric, JSON…) are written as Postgres casts the text and read back in its
+    /// own form: the comparison sees only whether such a value is NULL.
+    exact: Vec<bool>,
+}
+
+/// Whether a value of Postgres type `kind` (as `format_type` writes it) reads back as
+/// the SQLite value it was cast from.
+fn kept_exactly(kind: &str) -> bool {
+    matches!(
+        kind,
+        "bigint"
+            | "integer"
+            | "smallint"
+            | "text"
+            | "bytea"
+            | "double precision"
+            | "real"
+            | "boolean"
+    ) || kind.starts_with("character varying")
 }
 
 /// The Postgres table that `table` is carried into: the same name as written, or
@@ -490,7 +744,12 @@ async fn target_table(tx: &mut Transaction, table: &Table) -> Result<Target> {
                 ),
             }
         }
-        return Ok(Target { name, columns });
+        let exact = columns.iter().map(|(_, kind)| kept_exactly(kind)).collect();
+        return Ok(Target {
+            name,
+            columns,
+            exact,
+        });
     }
     bail!(
         "table {} of the SQLite file has no table in the postgres schema: its migrations \
@@ -508,10 +767,15 @@ struct RowDigest {
 }
 
 impl RowDigest {
-    /// Adds one row, its values as the module reads them.
-    fn add(&mut self, values: &[Value]) {
+    /// Adds one row, its values as the module reads them; of a value not `exact`
+    /// (by position; every one when `exact` is shorter), only whether it is NULL.
+    fn add(&mut self, values: &[Value], exact: &[bool]) {
         let mut hasher = Sha256::new();
-        for value in values {
+        for (position, value) in values.iter().enumerate() {
+            if !exact.get(position).copied().unwrap_or(true) {
+                hasher.update([u8::from(matches!(value, Value::Null)) + 8]);
+                continue;
+            }
             match value {
                 Value::Null => hasher.update([0]),
                 Value::Integer(n) => {
@@ -558,25 +822,39 @@ struct Copied {
     widest: u64,
 }
 
-/// Copies every row of `table` from `from` into `target` inside `tx`.
+/// Copies every row of `table` from `from` into `target` inside `tx`, page by page in
+/// the order of its rowid (or primary key).
 async fn copy_table(
     from: &Database,
     tx: &mut Transaction,
     table: &Table,
     target: &Target,
 ) -> Result<Copied> {
-    let columns: Vec<String> = table.columns.iter().map(|c| quote(c)).collect();
-    let listed = columns.join(", ");
-    // Pages by rowid, or by primary key for a table without one.
-    let (select, order) = if table.rowid {
-        (format!("rowid, {listed}"), "rowid".to_string())
-    } else {
-        let key: Vec<String> = table.key.iter().map(|c| quote(c)).collect();
-        (listed.clone(), key.join(", "))
+    let listed: Vec<String> = table.columns.iter().map(|c| quote(c)).collect();
+    let listed = listed.join(", ");
+    // What orders the pages, as selected first, and how a page starts after the last.
+    let (order, after): (Vec<String>, String) = match table.rowid {
+        Some(alias) => (vec![alias.to_string()], format!("{alias} > $1")),
+        None => {
+            let key: Vec<String> = table
+                .key
+                .iter()
+                .map(|&i| quote(&table.columns[i]))
+                .collect();
+            let marks: Vec<String> = (1..=key.len()).map(|n| format!("${n}")).collect();
+            let after = format!("({}) > ({})", key.join(", "), marks.join(", "));
+            (key, after)
+        }
     };
-    let per_statement = (MAX_PARAMETERS / columns.len().max(1)).clamp(1, PAGE_ROWS);
+    let head = format!(
+        "SELECT {}, {listed} FROM {}",
+        order.join(", "),
+        quote(&table.name)
+    );
+    let tail = format!("ORDER BY {}", order.join(", "));
+    let per_statement = (MAX_PARAMETERS / table.columns.len().max(1)).clamp(1, PAGE_ROWS as usize);
     let insert_head = format!(
-        "INSERT INTO {} ({}) VALUES ",
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ",
         quote(&target.name),
         target
             .columns
@@ -589,51 +867,47 @@ async fn copy_table(
         rows: RowDigest::default(),
         widest: 0,
     };
-    let mut after: Option<i64> = None;
-    let mut offset: i64 = 0;
-    // Fewer rows a page once rows are seen to be wide: a page weighs about PAGE_BYTES.
-    let mut limit = PAGE_ROWS as u64;
+    let mut last: Option<Vec<Value>> = None;
+    let mut limit = FIRST_PAGE_ROWS;
     loop {
-        let page = if table.rowid {
-            from.query(
-                &format!(
-                    "SELECT {select} FROM {} WHERE rowid > $1 ORDER BY rowid LIMIT {limit}",
-                    quote(&table.name)
-                ),
-                vec![Value::Integer(after.unwrap_or(i64::MIN))],
-            )
-            .await
-        } else {
-            from.query(
-                &format!(
-                    "SELECT {select} FROM {} ORDER BY {order} LIMIT {limit} OFFSET $1",
-                    quote(&table.name)
-                ),
-                vec![Value::Integer(offset)],
-            )
-            .await
-        }
-        .map_err(sql)?;
-        if page.rows.is_empty() {
+        let (statement, params) = match &last {
+            None => (format!("{head} {tail} LIMIT {limit}"), Vec::new()),
+            Some(last) => (
+                format!("{head} WHERE {after} {tail} LIMIT {limit}"),
+                last.clone(),
+            ),
+        };
+        let page = match from.query(&statement, params).await {
+            Ok(page) => page,
+            // Wider rows than the page was sized for: fewer of them.
+            Err(Error::TooLarge(_)) if limit > 1 => {
+                limit /= 2;
+                continue;
+            }
+            Err(error) => return Err(sql(error)),
+        };
+        let Some(final_row) = page.rows.last() else {
             break;
+        };
+        let next: Vec<Value> = final_row[..order.len()].to_vec();
+        // Each page starts past the last; one that ends where the last did would go
+        // round. (A row a page skips — a NULL in a key — is caught by the count.)
+        if last.as_ref() == Some(&next) {
+            bail!("table {}: its rows do not come in order", table.name);
         }
-        offset += page.rows.len() as i64;
+        last = Some(next);
         let mut rows = Vec::with_capacity(page.rows.len());
         for mut row in page.rows {
-            if table.rowid {
-                if let Value::Integer(rowid) = row.remove(0) {
-                    after = Some(rowid);
-                }
-            }
+            row.drain(..order.len());
             let weight = super::ResultBudget::weigh(&row);
             copied.widest = copied.widest.max(weight);
-            copied.rows.add(&row);
+            copied.rows.add(&row, &target.exact);
             rows.push(row);
         }
-        limit = (PAGE_BYTES / copied.widest.max(1)).clamp(1, PAGE_ROWS as u64);
+        limit = (PAGE_BYTES / copied.widest.max(1)).clamp(1, PAGE_ROWS);
         for chunk in rows.chunks(per_statement) {
             let mut statement = insert_head.clone();
-            let mut params = Vec::with_capacity(chunk.len() * columns.len());
+            let mut params = Vec::with_capacity(chunk.len() * table.columns.len());
             for (r, row) in chunk.iter().enumerate() {
                 statement.push_str(if r == 0 { "(" } else { ", (" });
                 for (c, value) in row.iter().enumerate() {
@@ -666,34 +940,58 @@ fn as_parameter(value: &Value) -> Value {
 }
 
 /// The rows of `target` as the module reads them from Postgres now (inside `tx`), as
-/// a digest; `widest` bounds a page to what one result may weigh.
-async fn read_back(tx: &mut Transaction, target: &Target, widest: u64) -> Result<RowDigest> {
+/// a digest: a range of the table's blocks at a time (a scan of those blocks alone),
+/// as many as hold about `limit` bytes of rows given the `widest` row, fewer when a
+/// range weighs more than a result may.
+async fn read_back(
+    tx: &mut Transaction,
+    target: &Target,
+    widest: u64,
+    limit: u64,
+) -> Result<RowDigest> {
+    let size = tx
+        .query(
+            "SELECT (pg_relation_size(format('%I.%I', current_schema(), $1::text)) \
+             / current_setting('block_size')::bigint)::bigint",
+            vec![Value::Text(target.name.clone())],
+        )
+        .await
+        .map_err(sql)?;
+    let blocks = match size.rows.first().map(Vec::as_slice) {
+        Some([Value::Integer(blocks)]) => *blocks,
+        _ => bail!("table {}: its size could not be read", target.name),
+    };
     let listed: Vec<String> = target.columns.iter().map(|(name, _)| quote(name)).collect();
-    let page = (PAGE_BYTES / widest.max(1)).clamp(1, PAGE_ROWS as u64);
     let statement = format!(
-        // Named apart from `ctid`, which ORDER BY would otherwise take as this text.
-        "SELECT ctid::text AS position, {} FROM {} WHERE ctid > CAST($1 AS tid) \
-         ORDER BY ctid LIMIT {page}",
+        "SELECT {} FROM {} WHERE ctid >= CAST($1 AS tid) AND ctid < CAST($2 AS tid)",
         listed.join(", "),
         quote(&target.name)
     );
+    // A block holds at most ~8 KiB of a row's own bytes (larger values live apart).
+    let rows_per_block = (8192 / widest.max(1)).max(1);
+    let mut step = (limit / widest.max(1) / rows_per_block).clamp(1, 1024) as i64;
     let mut digest = RowDigest::default();
-    let mut after = "(0,0)".to_string();
-    loop {
-        let rows = tx
-            .query(&statement, vec![Value::Text(after.clone())])
-            .await
-            .map_err(sql)?;
-        if rows.rows.is_empty() {
-            return Ok(digest);
-        }
-        for mut row in rows.rows {
-            if let Value::Text(ctid) = row.remove(0) {
-                after = ctid;
+    let mut start = 0i64;
+    while start < blocks {
+        let end = start.saturating_add(step);
+        let params = vec![
+            Value::Text(format!("({start},0)")),
+            Value::Text(format!("({end},0)")),
+        ];
+        let rows = match tx.query(&statement, params).await {
+            Ok(rows) => rows,
+            Err(Error::TooLarge(_)) if step > 1 => {
+                step /= 2;
+                continue;
             }
-            digest.add(&row);
+            Err(error) => return Err(sql(error)),
+        };
+        for row in &rows.rows {
+            digest.add(row, &target.exact);
         }
+        start = end;
     }
+    Ok(digest)
 }
 
 /// Moves each serial or identity column's sequence of `target` past its largest value.
@@ -761,7 +1059,7 @@ mod tests {
         Table {
             name: name.into(),
             columns: vec!["id".into()],
-            rowid: true,
+            rowid: Some("rowid"),
             key: Vec::new(),
         }
     }
@@ -797,21 +1095,38 @@ mod tests {
             vec![Value::Real(0.5), Value::Blob(vec![1, 2])],
         ];
         let (mut forward, mut backward) = (RowDigest::default(), RowDigest::default());
-        rows.iter().for_each(|row| forward.add(row));
-        rows.iter().rev().for_each(|row| backward.add(row));
+        rows.iter().for_each(|row| forward.add(row, &[]));
+        rows.iter().rev().for_each(|row| backward.add(row, &[]));
         assert_eq!(forward, backward);
         assert_eq!(forward.count, 3);
 
         let mut changed = RowDigest::default();
-        changed.add(&rows[0]);
-        changed.add(&[Value::Integer(2), Value::Text(String::new())]);
-        changed.add(&rows[2]);
+        changed.add(&rows[0], &[]);
+        changed.add(&[Value::Integer(2), Value::Text(String::new())], &[]);
+        changed.add(&rows[2], &[]);
         assert_ne!(forward, changed, "a NULL is not an empty text");
         // A boolean reads back as the integer SQLite kept.
         let (mut integer, mut boolean) = (RowDigest::default(), RowDigest::default());
-        integer.add(&[Value::Integer(1)]);
-        boolean.add(&[Value::Boolean(true)]);
+        integer.add(&[Value::Integer(1)], &[]);
+        boolean.add(&[Value::Boolean(true)], &[]);
         assert_eq!(integer, boolean);
+        // A timestamp's text comes back in Postgres's form: only NULL or not counts.
+        let (mut written, mut read) = (RowDigest::default(), RowDigest::default());
+        written.add(
+            &[Value::Integer(1), Value::Text("2026-01-02 03:04:05".into())],
+            &[true, false],
+        );
+        read.add(
+            &[Value::Integer(1), Value::Text("2026-01-02T03:04:05".into())],
+            &[true, false],
+        );
+        assert_eq!(written, read);
+        let mut missing = RowDigest::default();
+        missing.add(&[Value::Integer(1), Value::Null], &[true, false]);
+        assert_ne!(written, missing);
+        assert!(
+            kept_exactly("character varying(20)") && !kept_exactly("timestamp without time zone")
+        );
     }
 
     #[test]

@@ -111,13 +111,18 @@ impl Capability for Sql {
             let Some(database) = &spec.database else {
                 return Ok(());
             };
-            let opened = Database::open(
+            let data_dir = &module.deployment.data_dir;
+            let opened = Database::open_unmigrated(
                 &spec.name,
                 database,
-                &module.deployment.data_dir,
+                data_dir,
                 spec.limits.timeout.duration(),
             )
             .await?;
+            // A schema made now for a module whose SQLite file is here awaits the
+            // file's rows: what its migrations make is the file's to replace.
+            carry::before_migrations(&opened, data_dir, &spec.name).await?;
+            opened.migrate(database).await?;
             tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
             state.insert(opened);
             if let Some(opened) = state.get_arc::<Database>() {
@@ -418,6 +423,18 @@ impl Database {
         data_dir: &std::path::Path,
         statement_timeout: Duration,
     ) -> Result<Database> {
+        let database = Database::open_unmigrated(module, spec, data_dir, statement_timeout).await?;
+        database.migrate(spec).await?;
+        Ok(database)
+    }
+
+    /// [`Database::open`] without applying the migrations ([`Database::migrate`]).
+    async fn open_unmigrated(
+        module: &str,
+        spec: &DatabaseSpec,
+        data_dir: &std::path::Path,
+        statement_timeout: Duration,
+    ) -> Result<Database> {
         // A SQLite file made now gets a secret of its own; one made before files kept
         // their secret kept the node's, which sealed what it holds already.
         let (pool, secret, new_file) = match &spec.backend {
@@ -451,13 +468,18 @@ impl Database {
             let first = if new_file { random_secret() } else { secret };
             database.secret = database.file_secret(first).await?;
         }
+        Ok(database)
+    }
+
+    /// Applies the migrations of `spec` not yet applied.
+    async fn migrate(&self, spec: &DatabaseSpec) -> Result<()> {
         if let Some(dir) = &spec.migrations {
-            let applied = migrations::apply(&database, dir).await?;
+            let applied = migrations::apply(self, dir).await?;
             if applied > 0 {
-                tracing::info!(module, applied, dir = %dir.display(), "migrations applied");
+                tracing::info!(module = %self.module, applied, dir = %dir.display(), "migrations applied");
             }
         }
-        Ok(database)
+        Ok(())
     }
 
     /// The secret a SQLite file keeps for the host's keys (`modhost_secret`, a host
