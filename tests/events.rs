@@ -967,6 +967,8 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
          ('a', 1, 0.1, 1, X'00ff', NULL, '2026-01-02 03:04:05'), \
          ('b', 7, -2.5e-7, 0, X'', 'x', NULL), ('c', 3, 1e300, NULL, NULL, 'é', NULL)",
         "UPDATE kinds SET note = 'changed' WHERE k = 'seed'",
+        // SQLite keeps a text in a BOOLEAN column; Postgres takes none.
+        "INSERT INTO kinds (k, n, flag) VALUES ('bad', 50, 'maybe')",
         "INSERT INTO kind_notes (k, note) VALUES ('a', 'first'), ('c', 'third')",
     ] {
         let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
@@ -1006,18 +1008,45 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
         "{on_postgres}"
     );
     std::fs::write(&deployment.file, on_postgres).unwrap();
-    let host = Modhost::start(&deployment);
-    let carried = |module: &str| {
+    let carried = |host: &Modhost, module: &str| {
         host.wait_for_log_with(&[
             "the module's SQLite data is carried over to postgres",
             &format!("\"module\":\"{module}\""),
         ])
     };
-    let (source, sink) = (carried("source"), carried("sink"));
+    // source's file holds a value its Postgres column cannot: nothing of it is kept,
+    // it does not start (503, the reason said); sink is carried and serves.
+    let host = Modhost::start(&deployment);
+    let sink = carried(&host, "sink");
+    let failed = host.wait_for_log_with(&["module not started", "\"module\":\"source\""]);
+    assert!(
+        failed.contains("invalid input syntax for type boolean"),
+        "{failed}"
+    );
+    let reply = send(&client(false), "GET", &host.url("/source/published"), None).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(effects(&host, "sink").await.len(), 40);
+    stop(host);
+    // Mended in the file, the carry is tried again at the next start, and made.
+    {
+        use sqlx::Connection;
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(databases.join("source.sqlite"));
+        let mut file = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE kinds SET flag = NULL WHERE k = 'bad'")
+            .execute(&mut file)
+            .await
+            .unwrap();
+        file.close().await.unwrap();
+    }
+    let host = Modhost::start(&deployment);
+    let source = carried(&host, "source");
     for (line, table, rows) in [
         (&source, "published", 70),
         (&source, "modhost_outbox", 30),
-        (&source, "kinds", 4),
+        (&source, "kinds", 5),
         (&source, "kind_notes", 2),
         (&sink, "effects", 40),
         (&sink, "modhost_inbox", 40),

@@ -7,32 +7,40 @@
 //! before the module serves — instead of serving an empty schema while the data sits
 //! unused beside it:
 //!
-//! 1. before the module's migrations run on Postgres, a schema that has no tables yet
-//!    is marked as awaiting the file ([`before_migrations`]): whatever rows its
-//!    migrations then make (seed rows) are the file's to replace;
+//! 1. a schema that has no tables yet when the module opens beside its file **awaits
+//!    the file** ([`awaits_file`]); once its migrations made it, what they put in it
+//!    (seed rows: each table's count and digest) is recorded with that
+//!    ([`await_file`], keyed by the schema and the file's own secret);
 //! 2. the file is opened as it would be on SQLite (its migrations brought up to the
 //!    module's), and the migrations applied on both sides must be the same ones;
-//! 3. in **one transaction** on Postgres, as the module's role: the seed rows go, then
-//!    every table of the module's, parents before the children whose foreign keys
-//!    point at them, is copied row by row — each value cast to its Postgres column's
-//!    type — and read back; each table's row count (against a count of its own in the
-//!    file) and an order-independent digest of its rows must match, or nothing is
-//!    kept. Serial and identity columns' sequences move past the rows carried. Then
-//!    each capability carries what it keeps in the file ([`Capability::carry`]: the
-//!    events waiting in the outbox, sealed again; the inbox of handled events), and
-//!    the carry is recorded in the host's `modhost_carried` table;
+//! 3. in **one transaction** on Postgres, as the module's role, with the module's
+//!    tables locked against writers: the schema must still hold exactly what its
+//!    migrations put there — else rows were written since, they are the module's
+//!    data, and the file is left alone — and those seed rows give way; then every
+//!    table of the file, parents before the children whose foreign keys point at
+//!    them, is copied row by row — each value cast to its Postgres column's type —
+//!    and read back; each table's row count (against a count of its own in the file)
+//!    and an order-independent digest of its rows must match, or nothing is kept.
+//!    Serial and identity columns' sequences move past the rows carried. Then each
+//!    capability carries what it keeps in the file ([`Capability::carry`]: the events
+//!    waiting in the outbox, sealed again; the inbox of handled events), and the carry
+//!    is recorded in the host's `modhost_carried` table, claiming the record that the
+//!    schema awaited the file (another node that carried it first leaves this one
+//!    nothing to claim);
 //! 4. only once that transaction committed is the file set aside, renamed
 //!    `<module>.sqlite.carried-to-postgres` (kept: nothing is deleted).
 //!
 //! A crash between the commit and the rename is found at the next start by the record
-//! (keyed by the file's own secret, with the rows it held), and the file is set aside
-//! then. A schema that held tables with rows before this start — the module served on
-//! Postgres already — is the module's data: a SQLite file beside it (a backup kept by
-//! hand, say) is left as it was, unused, and the log says so. A start without the file
-//! forgets a carry that was awaited: the schema's rows are the module's from then on.
+//! (with the rows it carried), and the file is set aside then, if it still holds those
+//! rows. A schema that had tables before the file was seen beside it — the module
+//! served on Postgres already — is the module's data: a SQLite file there (a backup
+//! kept by hand, say) is left as it was, unused, and the log says so. A carry that
+//! fails keeps the record that the schema awaits the file, and is tried again at the
+//! next start — as long as nothing was written to the schema meanwhile.
 //!
-//! The node opens its modules before it listens: while a module's data is carried, the
-//! node does not serve yet.
+//! The module does not serve while its data is carried: at a node's start, the node
+//! opens its modules before it listens; a module a reload or a move starts on a
+//! running node carries before it serves there.
 //!
 //! [`Capability::carry`]: crate::capabilities::Capability::carry
 
@@ -49,7 +57,7 @@ use crate::deployment::{ByteSize, DatabaseBackend, DatabaseSpec};
 /// What the record of a carry is keyed with: a digest of the file's secret.
 const CARRIED_PURPOSE: &str = "modhost carried file";
 
-/// The record of a schema awaiting its file: this, a space and the schema's name.
+/// The record of a schema awaiting a file: this, a space and the file's identity.
 const PENDING: &str = "pending";
 
 /// The host function (Postgres) that records a carry in the module's transaction.
@@ -61,7 +69,8 @@ pub const CARRIED_SUFFIX: &str = "carried-to-postgres";
 /// Rows read or written in one statement, at most.
 const PAGE_ROWS: u64 = 500;
 
-/// Rows of a table's first page: later pages are sized by the widest row seen.
+/// Rows of a table's first page in the file: later pages are sized by the widest row
+/// seen.
 const FIRST_PAGE_ROWS: u64 = 32;
 
 /// Bytes of values read in one page, about.
@@ -73,52 +82,50 @@ const FILE_PAGE_LIMIT: ByteSize = ByteSize::mib(256);
 /// Postgres takes at most this many parameters in one statement (65,535), with room.
 const MAX_PARAMETERS: usize = 30_000;
 
-/// Marks the module's Postgres schema `to`, just opened and not yet migrated, as
-/// awaiting the module's SQLite file, if the file is here and the schema has no
-/// tables yet; forgets such a mark if the file is not here.
-pub async fn before_migrations(to: &Database, data_dir: &Path, module: &str) -> Result<()> {
-    if to.backend() == "sqlite" {
-        return Ok(());
-    }
+/// Whether the module's Postgres schema `to`, just opened and not yet migrated,
+/// awaits the module's SQLite file: the file is here, keeps the host's secret, and the
+/// schema has no tables yet. The key its record is to have ([`await_file`]), if so.
+pub async fn awaits_file(to: &Database, data_dir: &Path, module: &str) -> Result<Option<String>> {
     let file = sqlite::file_of(data_dir, module);
-    let pending = format!("{PENDING} {}", schema_of(to).await?);
-    if !file.exists() {
-        // The schema's rows are the module's from now on: a file that comes back
-        // later is not carried over them.
-        let has_records = to
-            .host_query(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
-                 AND tablename = 'modhost_carried'",
-                Vec::new(),
-            )
-            .await
-            .map_err(sql)?;
-        if has_records.rows == [vec![Value::Integer(1)]] {
-            to.host_execute(
-                "DELETE FROM modhost_carried WHERE source = $1",
-                vec![Value::Text(pending)],
-            )
-            .await
-            .map_err(sql)?;
-        }
-        return Ok(());
+    if to.backend() == "sqlite" || !file.exists() {
+        return Ok(None);
     }
+    let Some(kept) = sqlite::kept_secret(&file).await? else {
+        return Ok(None);
+    };
     if !module_schema_tables(to).await?.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(pending_key(&identity(&schema_of(to).await?, &kept))))
+}
+
+/// Records that the module's schema `to`, made and migrated at this start, awaits
+/// its SQLite file, with what its migrations put in it (the rows its carry is to
+/// replace: no more, and no others).
+pub async fn await_file(to: &Database, pending: &str, data_dir: &Path, module: &str) -> Result<()> {
     prepare_records(to).await?;
+    let mut tx = to.begin().await.map_err(sql)?;
+    let tables = module_schema_tables_in(&mut tx).await?;
+    let seeded = snapshot(&mut tx, &tables, None).await?;
+    tx.rollback().await.map_err(sql)?;
     to.host_execute(
-        "INSERT INTO modhost_carried (source, file, carried_at, counts) \
-         VALUES ($1, $2, $3, '{}') ON CONFLICT (source) DO NOTHING",
+        "INSERT INTO modhost_carried (source, file, carried_at, counts) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (source) DO UPDATE SET counts = excluded.counts, carried_at = excluded.carried_at",
         vec![
-            Value::Text(pending),
-            Value::Text(file.display().to_string()),
+            Value::Text(pending.to_string()),
+            Value::Text(sqlite::file_of(data_dir, module).display().to_string()),
             Value::Integer(now_ms()),
+            Value::Text(serde_json::to_string(&seeded).unwrap_or_default()),
         ],
     )
     .await
     .map_err(sql)?;
     Ok(())
+}
+
+/// The record of a schema awaiting the file recorded (once carried) as `identity`.
+fn pending_key(identity: &str) -> String {
+    format!("{PENDING} {identity}")
 }
 
 /// What became of a module's SQLite file found beside its Postgres schema.
@@ -127,14 +134,13 @@ enum Outcome {
     Carried(BTreeMap<String, u64>),
     /// They were carried before; the file had not been set aside.
     CarriedBefore,
-    /// The schema held the module's data already (a row in this table): the file is
-    /// left alone.
-    Left(String),
+    /// The file is not carried, and left alone: why.
+    Left(&'static str),
 }
 
 /// Carries module `module`'s data from its SQLite file of before into its database on
-/// Postgres (`state`, opened), when the file is still here (see the module docs).
-/// Nothing to do for a module on SQLite, or without a file left behind.
+/// Postgres (`state`, opened), when the file is still here and the schema awaits it
+/// (see the module docs). Nothing to do for a module on SQLite, or without a file.
 pub async fn from_sqlite(
     capabilities: &Capabilities,
     module: OpenContext<'_>,
@@ -160,39 +166,44 @@ pub async fn from_sqlite(
         max_result: FILE_PAGE_LIMIT.max(spec.max_result),
         ..spec.clone()
     };
-    let outcome = async {
+    let outcome: Result<Outcome> = async {
         // Whether to carry at all is known before the file is opened (and so
         // changed: its migrations, its journal).
-        let schema = schema_of(to).await?;
-        let known = sqlite::kept_secret(&file)
-            .await?
-            .map(|kept| identity(&schema, &kept));
-        prepare_records(to).await?;
-        if let Some(recorded) = recorded_counts(to, known.as_deref()).await? {
+        let Some(kept) = sqlite::kept_secret(&file).await? else {
+            return Ok(Outcome::Left(
+                "the file keeps no secret of the host's (made by a modhost before 2026-12): \
+                 open it once on SQLite with this version, then switch",
+            ));
+        };
+        if !records_exist(to).await? {
+            return Ok(Outcome::Left(
+                "the module's postgres schema had tables before the file was seen here: \
+                 its rows are the module's data",
+            ));
+        }
+        let identity = identity(&schema_of(to).await?, &kept);
+        if let Some(recorded) = recorded_counts(to, &identity).await? {
             let held = sqlite::count_rows(&file).await?;
-            let differing: Vec<&String> = recorded
+            let same = recorded
                 .iter()
-                .filter(|(table, rows)| {
-                    !table.starts_with("modhost_") && held.get(*table) != Some(rows)
-                })
-                .map(|(table, _)| table)
-                .collect();
-            if !differing.is_empty() {
-                bail!(
-                    "this SQLite file was carried over before, but its tables {differing:?} \
-                     hold other rows now than then ({recorded:?}): a copy that changed \
-                     since. It is left as it was; carry it by hand, or remove it"
-                );
-            }
-            return Ok(Outcome::CarriedBefore);
+                .filter(|(table, _)| !table.starts_with("modhost_"))
+                .all(|(table, rows)| held.get(table) == Some(rows));
+            return Ok(if same {
+                Outcome::CarriedBefore
+            } else {
+                Outcome::Left(
+                    "a copy of a file carried before, holding other rows now (a backup?): \
+                     the module's data is its postgres schema",
+                )
+            });
         }
-        let pending_key = format!("{PENDING} {schema}");
-        let pending = recorded_counts(to, Some(&pending_key)).await?.is_some();
-        if !pending {
-            if let Some(table) = a_table_with_rows(to).await? {
-                return Ok(Outcome::Left(table));
-            }
-        }
+        let pending = pending_key(&identity);
+        let Some(seeded) = seeded(to, &pending).await? else {
+            return Ok(Outcome::Left(
+                "the module's postgres schema had tables before the file was seen here: \
+                 its rows are the module's data",
+            ));
+        };
         let from = Database::open(
             name,
             &former,
@@ -201,34 +212,28 @@ pub async fn from_sqlite(
         )
         .await
         .with_context(|| format!("opening {}", file.display()))?;
-        // A file without a secret gets one as it opens.
-        let identified = match known {
-            Some(known) => Ok(known),
-            None => sqlite::kept_secret(&file).await.and_then(|kept| {
-                kept.map(|kept| identity(&schema, &kept))
-                    .context("the file keeps no secret")
-            }),
+        let carrying = Carrying {
+            capabilities,
+            module,
+            state,
+            from: &from,
+            to,
+            file: &file,
+            pending,
+            seeded,
         };
-        let carried = match identified {
-            Ok(source) => {
-                let carrying = Carrying {
-                    capabilities,
-                    module,
-                    state,
-                    from: &from,
-                    to,
-                    file: &file,
-                    pending: pending.then_some(pending_key),
-                };
-                carrying.carry(source).await
-            }
-            Err(error) => Err(error),
-        };
+        let carried = carrying.carry(identity).await;
         from.close().await;
-        carried.map(Outcome::Carried)
+        Ok(match carried? {
+            Some(counts) => Outcome::Carried(counts),
+            None => Outcome::Left(
+                "rows were written to the module's postgres schema since it awaited the \
+                 file: they are the module's data",
+            ),
+        })
     }
-    .await
-    .with_context(|| {
+    .await;
+    let outcome = outcome.with_context(|| {
         format!(
             "carrying its SQLite file {} into its postgres schema (the file's rows are \
              where they were)",
@@ -236,8 +241,8 @@ pub async fn from_sqlite(
         )
     })?;
     let carried = match outcome {
-        Outcome::Left(table) => {
-            tracing::warn!(module = %name, file = %file.display(), table, "database: the module's postgres schema holds its data already; its SQLite file is left as it was, unused (remove it, or move it away, once it is not needed)");
+        Outcome::Left(why) => {
+            tracing::warn!(module = %name, file = %file.display(), why, "database: its SQLite file is left as it was, unused (remove it, or move it away, once it is not needed)");
             return Ok(());
         }
         Outcome::CarriedBefore => {
@@ -268,15 +273,21 @@ struct Carrying<'a> {
     from: &'a Database,
     to: &'a Database,
     file: &'a Path,
-    /// The record of the schema awaiting the file, if it did: the rows its
-    /// migrations made go, and so does the record.
-    pending: Option<String>,
+    /// The record of the schema awaiting the file: the carry claims it.
+    pending: String,
+    /// What its migrations put in the schema, by table ([`snapshot`]).
+    seeded: BTreeMap<String, String>,
 }
+
+/// How long one statement of the carry may take, and its transaction sit between
+/// two: the host's own work, longer than a module's statement.
+const CARRY_STATEMENT_TIMEOUT: &str = "15min";
 
 impl Carrying<'_> {
     /// The carry itself, recorded under `source`: nothing committed unless every
-    /// table matched.
-    async fn carry(&self, source: String) -> Result<BTreeMap<String, u64>> {
+    /// table matched. `None` if the schema holds other rows than its migrations
+    /// made (written since it awaited the file): nothing is carried.
+    async fn carry(&self, source: String) -> Result<Option<BTreeMap<String, u64>>> {
         let (from, to) = (self.from, self.to);
         same_migrations(from, to).await?;
         let tables = module_tables(from).await?;
@@ -286,8 +297,19 @@ impl Carrying<'_> {
         }
 
         let mut tx = to.begin().await.map_err(sql)?;
-        // Another node opening the module at the same moment waits, then finds the
-        // rows carried.
+        // The host's own work: results as large as its pages, statements as long as
+        // the data needs.
+        tx.max_result = FILE_PAGE_LIMIT.bytes();
+        for setting in ["statement_timeout", "idle_in_transaction_session_timeout"] {
+            tx.execute(
+                &format!("SET LOCAL {setting} = '{CARRY_STATEMENT_TIMEOUT}'"),
+                Vec::new(),
+            )
+            .await
+            .map_err(sql)?;
+        }
+        // Another node opening the module at the same moment waits; then finds the
+        // record claimed, and leaves its file alone.
         if let Some(key) = to.lock_key(&format!("modhost.carry.{}", self.module.spec.name)) {
             tx.host_query(
                 "SELECT pg_advisory_xact_lock($1)::text",
@@ -296,45 +318,37 @@ impl Carrying<'_> {
             .await
             .map_err(sql)?;
         }
+        // No one writes the module's tables while they are checked and replaced (a
+        // node serving the module already waits for the commit).
+        let in_schema = module_schema_tables_in(&mut tx).await?;
+        if !in_schema.is_empty() {
+            let listed: Vec<String> = in_schema.iter().map(|t| quote(t)).collect();
+            tx.execute(
+                &format!("LOCK TABLE {} IN EXCLUSIVE MODE", listed.join(", ")),
+                Vec::new(),
+            )
+            .await
+            .map_err(sql)?;
+        }
+        if snapshot(&mut tx, &in_schema, Some(&self.seeded)).await? != self.seeded {
+            tx.rollback().await.map_err(sql)?;
+            return Ok(None);
+        }
         let mut targets = Vec::new();
         for table in &tables {
             targets.push(target_table(&mut tx, table).await?);
         }
-        // Children before the parents their foreign keys point at.
+        // The rows its migrations made (checked above to be only those) give way:
+        // children before the parents their foreign keys point at.
         for target in targets.iter().rev() {
-            if self.pending.is_some() {
-                // Made by its migrations this start, before the file's rows came.
-                tx.execute(&format!("DELETE FROM {}", quote(&target.name)), Vec::new())
-                    .await
-                    .map_err(sql)?;
-                continue;
-            }
-            let held = tx
-                .query(
-                    &format!("SELECT 1 FROM {} LIMIT 1", quote(&target.name)),
-                    Vec::new(),
-                )
+            tx.execute(&format!("DELETE FROM {}", quote(&target.name)), Vec::new())
                 .await
                 .map_err(sql)?;
-            if !held.rows.is_empty() {
-                bail!(
-                    "its postgres schema holds rows in table {} now (another node carried \
-                     it?): two copies of its data",
-                    target.name
-                );
-            }
         }
-        let read_limit = PAGE_BYTES.min(
-            self.module
-                .spec
-                .database
-                .as_ref()
-                .map_or(PAGE_BYTES, |db| db.max_result.bytes() / 2),
-        );
         let mut counts = BTreeMap::new();
         for (table, target) in tables.iter().zip(&targets) {
             let copied = copy_table(from, &mut tx, table, target).await?;
-            let read_back = read_back(&mut tx, target, copied.widest, read_limit).await?;
+            let read_back = read_back(&mut tx, target, copied.rows.count).await?;
             let counted = in_file.get(&table.name).copied().unwrap_or_default();
             if read_back != copied.rows || copied.rows.count != counted {
                 bail!(
@@ -361,7 +375,7 @@ impl Carrying<'_> {
         tx.host_call(
             RECORD_CARRIED,
             vec![
-                Value::Text(self.pending.clone().unwrap_or_default()),
+                Value::Text(self.pending.clone()),
                 Value::Text(source),
                 Value::Text(self.file.display().to_string()),
                 Value::Integer(now_ms()),
@@ -371,7 +385,7 @@ impl Carrying<'_> {
         .await
         .map_err(sql)?;
         tx.commit().await.map_err(sql)?;
-        Ok(counts)
+        Ok(Some(counts))
     }
 }
 
@@ -397,25 +411,73 @@ async fn count(from: &Database, table: &str) -> Result<u64> {
     }
 }
 
-/// The tables of the module's own schema in `to`.
-async fn module_schema_tables(to: &Database) -> Result<Vec<String>> {
-    let tables = to
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
-             ORDER BY table_name",
-            Vec::new(),
-        )
-        .await
-        .map_err(sql)?;
-    Ok(tables
-        .rows
+/// The statement that lists the tables of the module's own schema.
+const SCHEMA_TABLES: &str = "SELECT table_name::text FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name";
+
+/// The names in the first column of `rows`.
+fn names(rows: super::Rows) -> Vec<String> {
+    rows.rows
         .into_iter()
         .filter_map(|row| match row.into_iter().next() {
-            Some(Value::Text(table)) => Some(table),
+            Some(Value::Text(name)) => Some(name),
             _ => None,
         })
-        .collect())
+        .collect()
+}
+
+/// The tables of the module's own schema in `to`.
+async fn module_schema_tables(to: &Database) -> Result<Vec<String>> {
+    Ok(names(
+        to.query(SCHEMA_TABLES, Vec::new()).await.map_err(sql)?,
+    ))
+}
+
+/// The tables of the module's own schema, inside `tx`.
+async fn module_schema_tables_in(tx: &mut Transaction) -> Result<Vec<String>> {
+    Ok(names(
+        tx.query(SCHEMA_TABLES, Vec::new()).await.map_err(sql)?,
+    ))
+}
+
+/// What `tables` hold, inside `tx`: each table's row count and the digest of its
+/// rows. Against `expected`, a table whose count differs is not read through.
+async fn snapshot(
+    tx: &mut Transaction,
+    tables: &[String],
+    expected: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>> {
+    let mut taken = BTreeMap::new();
+    for table in tables {
+        let counted = tx
+            .query(
+                &format!("SELECT count(*) FROM {}", quote(table)),
+                Vec::new(),
+            )
+            .await
+            .map_err(sql)?;
+        let Some([Value::Integer(rows)]) = counted.rows.first().map(Vec::as_slice) else {
+            bail!("counting the rows of table {table} gave no number");
+        };
+        let expected_rows = expected
+            .and_then(|expected| expected.get(table))
+            .and_then(|taken| taken.split(' ').next())
+            .map(str::to_string);
+        if expected.is_some() && expected_rows != Some(rows.to_string()) {
+            taken.insert(table.clone(), format!("{rows} -"));
+            continue;
+        }
+        let all = tx
+            .query(&format!("SELECT * FROM {}", quote(table)), Vec::new())
+            .await
+            .map_err(sql)?;
+        let mut digest = RowDigest::default();
+        for row in &all.rows {
+            digest.add(row, &[]);
+        }
+        taken.insert(table.clone(), format!("{rows} {}", digest.digest()));
+    }
+    Ok(taken)
 }
 
 /// What a file that keeps secret `kept` is recorded as, once carried into `schema`:
@@ -441,7 +503,8 @@ async fn schema_of(to: &Database) -> Result<String> {
 }
 
 /// Makes the record table (and on Postgres the function that writes a carry's record
-/// in the module's transaction, and forgets that the schema awaited it) if missing.
+/// in the module's transaction, claiming the record that the schema awaited the file)
+/// if missing.
 async fn prepare_records(to: &Database) -> Result<()> {
     let mut record = vec![
         "CREATE TABLE IF NOT EXISTS modhost_carried (source TEXT PRIMARY KEY, \
@@ -453,48 +516,55 @@ async fn prepare_records(to: &Database) -> Result<()> {
         "p_pending text, p_source text, p_file text, p_at bigint, p_counts text",
         "bigint",
         "DELETE FROM modhost_carried WHERE source = p_pending; \
+         IF NOT FOUND THEN \
+           RAISE EXCEPTION 'the carry of % was claimed by another node', p_file; \
+         END IF; \
          INSERT INTO modhost_carried (source, file, carried_at, counts) \
          VALUES (p_source, p_file, p_at, p_counts); RETURN 1;",
     ));
     to.host_prepare(&record).await.map_err(sql)
 }
 
-/// The rows by table that the record `source` holds, if there is one.
-async fn recorded_counts(
-    to: &Database,
-    source: Option<&str>,
-) -> Result<Option<BTreeMap<String, u64>>> {
-    let Some(source) = source else {
-        return Ok(None);
-    };
-    let before = to
+/// Whether the record table exists (made when a schema first awaited a file).
+async fn records_exist(to: &Database) -> Result<bool> {
+    let found = to
+        .host_query(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
+             AND tablename = 'modhost_carried'",
+            Vec::new(),
+        )
+        .await
+        .map_err(sql)?;
+    Ok(found.rows == [vec![Value::Integer(1)]])
+}
+
+/// The text of record `source`'s `counts`, if there is such a record.
+async fn record(to: &Database, source: &str) -> Result<Option<String>> {
+    let found = to
         .host_query(
             "SELECT counts FROM modhost_carried WHERE source = $1",
             vec![Value::Text(source.to_string())],
         )
         .await
         .map_err(sql)?;
-    Ok(match before.rows.first().map(Vec::as_slice) {
-        Some([Value::Text(counts)]) => Some(serde_json::from_str(counts).unwrap_or_default()),
+    Ok(match found.rows.first().map(Vec::as_slice) {
+        Some([Value::Text(counts)]) => Some(counts.clone()),
         _ => None,
     })
 }
 
-/// A table of the module's schema in `to` that holds a row, if one does.
-async fn a_table_with_rows(to: &Database) -> Result<Option<String>> {
-    for table in module_schema_tables(to).await? {
-        let held = to
-            .query(
-                &format!("SELECT 1 FROM {} LIMIT 1", quote(&table)),
-                Vec::new(),
-            )
-            .await
-            .map_err(sql)?;
-        if !held.rows.is_empty() {
-            return Ok(Some(table));
-        }
-    }
-    Ok(None)
+/// The rows by table that a carry recorded as `source` carried, if one did.
+async fn recorded_counts(to: &Database, source: &str) -> Result<Option<BTreeMap<String, u64>>> {
+    Ok(record(to, source)
+        .await?
+        .map(|counts| serde_json::from_str(&counts).unwrap_or_default()))
+}
+
+/// What the schema's migrations put in it, if it awaits the file `pending` names.
+async fn seeded(to: &Database, pending: &str) -> Result<Option<BTreeMap<String, String>>> {
+    Ok(record(to, pending)
+        .await?
+        .map(|seeded| serde_json::from_str(&seeded).unwrap_or_default()))
 }
 
 /// A SQL error as the cause of a failed carry.
@@ -941,14 +1011,9 @@ fn as_parameter(value: &Value) -> Value {
 
 /// The rows of `target` as the module reads them from Postgres now (inside `tx`), as
 /// a digest: a range of the table's blocks at a time (a scan of those blocks alone),
-/// as many as hold about `limit` bytes of rows given the `widest` row, fewer when a
-/// range weighs more than a result may.
-async fn read_back(
-    tx: &mut Transaction,
-    target: &Target,
-    widest: u64,
-    limit: u64,
-) -> Result<RowDigest> {
+/// about [`PAGE_ROWS`] rows a range given that it holds `rows`; fewer blocks when a
+/// range weighs more than one result of the transaction may.
+async fn read_back(tx: &mut Transaction, target: &Target, rows: u64) -> Result<RowDigest> {
     let size = tx
         .query(
             "SELECT (pg_relation_size(format('%I.%I', current_schema(), $1::text)) \
@@ -967,9 +1032,8 @@ async fn read_back(
         listed.join(", "),
         quote(&target.name)
     );
-    // A block holds at most ~8 KiB of a row's own bytes (larger values live apart).
-    let rows_per_block = (8192 / widest.max(1)).max(1);
-    let mut step = (limit / widest.max(1) / rows_per_block).clamp(1, 1024) as i64;
+    let rows_per_block = (rows / (blocks.max(1) as u64)).max(1);
+    let mut step = (PAGE_ROWS / rows_per_block).clamp(1, 1024) as i64;
     let mut digest = RowDigest::default();
     let mut start = 0i64;
     while start < blocks {
@@ -1007,10 +1071,12 @@ async fn advance_sequences(tx: &mut Transaction, target: &Target) -> Result<()> 
         let Some([Value::Text(sequence)]) = sequence.rows.first().map(Vec::as_slice) else {
             continue;
         };
+        // Not below the sequence's least value (a column holding only smaller ones).
         tx.query(
             &format!(
-                "SELECT setval(CAST($1 AS regclass), m) FROM (SELECT max({}) AS m FROM {}) AS x \
-                 WHERE m IS NOT NULL",
+                "SELECT setval(CAST($1 AS regclass), greatest(x.m, s.seqmin), x.m >= s.seqmin)::text \
+                 FROM (SELECT max({})::bigint AS m FROM {}) AS x, pg_sequence AS s \
+                 WHERE s.seqrelid = CAST($1 AS regclass) AND x.m IS NOT NULL",
                 quote(column),
                 quote(&target.name)
             ),
