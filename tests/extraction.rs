@@ -953,3 +953,117 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     assert_eq!(placed["started"], serde_json::json!(["hello"]), "{placed}");
     assert_eq!(serving(b).await, ["hello"]);
 }
+
+/// Stops node `node` of `cluster` as an operator does (SIGTERM), and waits until it has.
+fn stop_node(cluster: &mut Cluster, node: &str) {
+    let host = cluster.node_mut(node);
+    host.signal("TERM");
+    let status = host.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", host.logs().join("\n"));
+}
+
+/// Runs `statement` on the SQLite file `file`, as an operator with `sqlite3` would.
+async fn write_file(file: &std::path::Path, statement: &str) {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("open the file");
+    sqlx::query(statement)
+        .execute(&mut connection)
+        .await
+        .expect("write the file");
+    connection.close().await.expect("close the file");
+}
+
+/// `users` switched from its SQLite file on a to Postgres, and placed on a and b in
+/// the same restart. Its schema awaits a's file until it is carried: b, which has no
+/// file, does not open the module meanwhile (what it wrote there the carry would
+/// replace). A's first carry fails on a value Postgres refuses; once it is mended
+/// there, a carries the file, and b serves the module with a's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_awaiting_a_sqlite_file_opens_only_on_the_node_that_has_it() {
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("awaiting");
+    let mut cluster = cluster();
+    let a = cluster.node("a");
+    for n in 0..5 {
+        let body = format!(r#"{{"name": "Kept {n}", "email": "kept{n}@example.com"}}"#);
+        let reply = send(&client(false), "POST", &a.url("/users"), Some(&body)).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
+    let before = total(a).await;
+    stop_node(&mut cluster, "a");
+    stop_node(&mut cluster, "b");
+    let file = cluster
+        .deployment
+        .dir
+        .path()
+        .join("data-a/databases/users.sqlite");
+    // SQLite keeps a text in a BIGINT column; Postgres takes none.
+    write_file(
+        &file,
+        "INSERT INTO users (id, name, email) VALUES ('not a number', 'Bad', 'bad@example.com')",
+    )
+    .await;
+    let text = std::fs::read_to_string(&cluster.deployment.file).unwrap();
+    let split = text
+        .replacen(
+            "database = \"sqlite\"",
+            &format!("database = {{ postgres = {url:?} }}"),
+            1,
+        )
+        .replacen("users = [\"a\"]", "users = [\"a\", \"b\"]", 1);
+    assert!(split.contains("users = [\"a\", \"b\"]"), "{split}");
+    std::fs::write(&cluster.deployment.file, split).unwrap();
+
+    cluster.start_node("a", &[]);
+    let refused = cluster
+        .node("a")
+        .wait_for_log_with(&["module not started", "\"module\":\"users\""]);
+    assert!(
+        refused.contains("invalid input syntax for type bigint"),
+        "{refused}"
+    );
+    cluster.start_node("b", &[]);
+    cluster.node("b").wait_for_log_with(&[
+        "module not started",
+        "awaits the SQLite file of another node",
+    ]);
+    for node in ["a", "b"] {
+        let reply = get(&cluster.node(node).url("/users?limit=1")).await;
+        assert_eq!(reply.status, 503, "{node}: {}", reply.text());
+    }
+
+    // Mended on a: a carries its file, and b, restarted, serves a's rows.
+    stop_node(&mut cluster, "a");
+    write_file(&file, "DELETE FROM users WHERE id = 'not a number'").await;
+    cluster.start_node("a", &[]);
+    let carried = cluster.node("a").wait_for_log_with(&[
+        "the module's SQLite data is carried over to postgres",
+        "\"module\":\"users\"",
+    ]);
+    assert!(
+        carried.contains(&format!(r#"\"users\": {before}"#)),
+        "{carried}"
+    );
+    assert_eq!(total(cluster.node("a")).await, before);
+    stop_node(&mut cluster, "b");
+    cluster.start_node("b", &[]);
+    assert_eq!(total(cluster.node("b")).await, before);
+    let body = r#"{"name": "After", "email": "after@example.com"}"#;
+    let reply = send(
+        &client(false),
+        "POST",
+        &cluster.node("b").url("/users"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(total(cluster.node("a")).await, before + 1);
+    assert!(file
+        .with_file_name("users.sqlite.carried-to-postgres")
+        .exists());
+}

@@ -8,25 +8,24 @@
 //! unused beside it:
 //!
 //! 1. a schema that has no tables yet when the module opens beside its file **awaits
-//!    the file** ([`awaits_file`]); once its migrations made it, what they put in it
-//!    (seed rows: each table's count and digest) is recorded with that
-//!    ([`await_file`], keyed by the schema and the file's own secret);
+//!    the file** ([`before_migrations`], recorded before its migrations run, keyed by
+//!    the schema, naming the file by its own secret). While it does, no node of a
+//!    split deployment without that file opens the module: nothing but the module's
+//!    migrations writes there until the file is carried;
 //! 2. the file is opened as it would be on SQLite (its migrations brought up to the
 //!    module's), and the migrations applied on both sides must be the same ones;
-//! 3. in **one transaction** on Postgres, as the module's role, with the module's
-//!    tables locked against writers: the schema must still hold exactly what its
-//!    migrations put there — else rows were written since, they are the module's
-//!    data, and the file is left alone — and those seed rows give way; then every
-//!    table of the file, parents before the children whose foreign keys point at
-//!    them, is copied row by row — each value cast to its Postgres column's type —
-//!    and read back; each table's row count (against a count of its own in the file)
-//!    and an order-independent digest of its rows must match, or nothing is kept.
-//!    Serial and identity columns' sequences move past the rows carried. Then each
-//!    capability carries what it keeps in the file ([`Capability::carry`]: the events
-//!    waiting in the outbox, sealed again; the inbox of handled events), and the carry
-//!    is recorded in the host's `modhost_carried` table, claiming the record that the
-//!    schema awaited the file (another node that carried it first leaves this one
-//!    nothing to claim);
+//! 3. in **one transaction** on Postgres, as the module's role: the record that the
+//!    schema awaits the file is claimed (another node that carried it first leaves
+//!    nothing to claim, and this one leaves its file alone); the module's tables are
+//!    locked against writers, and the rows its migrations made (seed rows) give way;
+//!    then every table of the file, parents before the children whose foreign keys
+//!    point at them, is copied row by row — each value cast to its Postgres column's
+//!    type — and read back; each table's row count (against a count of its own in the
+//!    file) and an order-independent digest of its rows must match, or nothing is
+//!    kept. Serial and identity columns' sequences move past the rows carried. Then
+//!    each capability carries what it keeps in the file ([`Capability::carry`]: the
+//!    events waiting in the outbox, sealed again; the inbox of handled events), and
+//!    the carry is recorded in the host's `modhost_carried` table;
 //! 4. only once that transaction committed is the file set aside, renamed
 //!    `<module>.sqlite.carried-to-postgres` (kept: nothing is deleted).
 //!
@@ -35,8 +34,7 @@
 //! rows. A schema that had tables before the file was seen beside it — the module
 //! served on Postgres already — is the module's data: a SQLite file there (a backup
 //! kept by hand, say) is left as it was, unused, and the log says so. A carry that
-//! fails keeps the record that the schema awaits the file, and is tried again at the
-//! next start — as long as nothing was written to the schema meanwhile.
+//! fails keeps the schema awaiting the file, and is tried again at the next start.
 //!
 //! The module does not serve while its data is carried: at a node's start, the node
 //! opens its modules before it listens; a module a reload or a move starts on a
@@ -57,11 +55,16 @@ use crate::deployment::{ByteSize, DatabaseBackend, DatabaseSpec};
 /// What the record of a carry is keyed with: a digest of the file's secret.
 const CARRIED_PURPOSE: &str = "modhost carried file";
 
-/// The record of a schema awaiting a file: this, a space and the file's identity.
+/// The record of a schema awaiting a file: this, a space and the schema's name (the
+/// file's identity in its `file`).
 const PENDING: &str = "pending";
 
 /// The host function (Postgres) that records a carry in the module's transaction.
 const RECORD_CARRIED: &str = "modhost_record_carried";
+
+/// The host function (Postgres) that claims, in the module's transaction, the record
+/// that the schema awaits a file: one carry of it, whichever node gets there first.
+const CLAIM_CARRY: &str = "modhost_claim_carry";
 
 /// The suffix of a SQLite file whose data was carried to Postgres.
 pub const CARRIED_SUFFIX: &str = "carried-to-postgres";
@@ -82,50 +85,141 @@ const FILE_PAGE_LIMIT: ByteSize = ByteSize::mib(256);
 /// Postgres takes at most this many parameters in one statement (65,535), with room.
 const MAX_PARAMETERS: usize = 30_000;
 
-/// Whether the module's Postgres schema `to`, just opened and not yet migrated,
-/// awaits the module's SQLite file: the file is here, keeps the host's secret, and the
-/// schema has no tables yet. The key its record is to have ([`await_file`]), if so.
-pub async fn awaits_file(to: &Database, data_dir: &Path, module: &str) -> Result<Option<String>> {
-    let file = sqlite::file_of(data_dir, module);
-    if to.backend() == "sqlite" || !file.exists() {
-        return Ok(None);
+/// Before the module's migrations run on Postgres (`to`, just opened): a schema
+/// that has no tables yet while the module's SQLite file is here **awaits the file**
+/// from now on (recorded before the migrations make anything, so a start that fails
+/// half-way tries again). A schema that awaits a file opens only beside that file: a
+/// node of a split deployment without it (or with another) refuses the module, which
+/// would write rows there that the carry replaces. A `single_node` deployment has no
+/// other node the file could be on: there, a file gone or replaced is the operator's
+/// say.
+pub async fn before_migrations(
+    to: &Database,
+    data_dir: &Path,
+    module: &str,
+    former: &DatabaseSpec,
+    single_node: bool,
+) -> Result<()> {
+    if to.backend() == "sqlite" {
+        return Ok(());
     }
-    let Some(kept) = sqlite::kept_secret(&file).await? else {
-        return Ok(None);
+    let schema = schema_of(to).await?;
+    let pending = pending_key(&schema);
+    let awaited = if records_exist(to).await? {
+        record_file(to, &pending).await?
+    } else {
+        None
     };
-    if !module_schema_tables(to).await?.is_empty() {
-        return Ok(None);
+    let file = sqlite::file_of(data_dir, module);
+    let exists = file.exists();
+    let here = if exists {
+        file_identity(&file, &schema, module, None).await
+    } else {
+        None
+    };
+    match (awaited, here) {
+        (Some(awaited), Some(here)) if awaited == here => Ok(()),
+        // One node: the file awaited is this node's, and the module never served
+        // since (nothing but its migrations wrote there). Gone, the schema's rows are
+        // the module's from now on; replaced, the new file is awaited instead.
+        (Some(_), here) if single_node => {
+            match here {
+                Some(here) => to.host_execute(
+                    "UPDATE modhost_carried SET file = $2 WHERE source = $1",
+                    vec![Value::Text(pending), Value::Text(here)],
+                ),
+                None => to.host_execute(
+                    "DELETE FROM modhost_carried WHERE source = $1",
+                    vec![Value::Text(pending)],
+                ),
+            }
+            .await
+            .map_err(sql)?;
+            tracing::info!(module, "database: the SQLite file its postgres schema awaited is gone or replaced; the schema awaits no other");
+            Ok(())
+        }
+        (Some(_), _) => bail!(
+            "its postgres schema awaits the SQLite file of another node (or another file), \
+             to be carried into it: serving the module here would write rows that carry \
+             replaces. Start it on the node that has its file first (to give that carry \
+             up instead: DELETE FROM modhost_carried WHERE source = '{PENDING} {schema}' \
+             in the module's host schema)"
+        ),
+        (None, here) if exists && module_schema_tables(to).await?.is_empty() => {
+            // A file made before files kept a secret gets one, as opening it on
+            // SQLite would: the carry's records name the file by it.
+            let here = match here {
+                Some(here) => here,
+                None => match file_identity(&file, &schema, module, Some((former, data_dir))).await
+                {
+                    Some(here) => here,
+                    None => return Ok(()),
+                },
+            };
+            prepare_records(to).await?;
+            to.host_execute(
+                "INSERT INTO modhost_carried (source, file, carried_at, counts) \
+                 VALUES ($1, $2, $3, '{}') ON CONFLICT (source) DO NOTHING",
+                vec![
+                    Value::Text(pending),
+                    Value::Text(here),
+                    Value::Integer(now_ms()),
+                ],
+            )
+            .await
+            .map_err(sql)?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
-    Ok(Some(pending_key(&identity(&schema_of(to).await?, &kept))))
 }
 
-/// Records that the module's schema `to`, made and migrated at this start, awaits
-/// its SQLite file, with what its migrations put in it (the rows its carry is to
-/// replace: no more, and no others).
-pub async fn await_file(to: &Database, pending: &str, data_dir: &Path, module: &str) -> Result<()> {
-    prepare_records(to).await?;
-    let mut tx = to.begin().await.map_err(sql)?;
-    let tables = module_schema_tables_in(&mut tx).await?;
-    let seeded = snapshot(&mut tx, &tables, None).await?;
-    tx.rollback().await.map_err(sql)?;
-    to.host_execute(
-        "INSERT INTO modhost_carried (source, file, carried_at, counts) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (source) DO UPDATE SET counts = excluded.counts, carried_at = excluded.carried_at",
-        vec![
-            Value::Text(pending.to_string()),
-            Value::Text(sqlite::file_of(data_dir, module).display().to_string()),
-            Value::Integer(now_ms()),
-            Value::Text(serde_json::to_string(&seeded).unwrap_or_default()),
-        ],
-    )
-    .await
-    .map_err(sql)?;
-    Ok(())
+/// The record of schema `schema` awaiting a file (the file's identity in `file`).
+fn pending_key(schema: &str) -> String {
+    format!("{PENDING} {schema}")
 }
 
-/// The record of a schema awaiting the file recorded (once carried) as `identity`.
-fn pending_key(identity: &str) -> String {
-    format!("{PENDING} {identity}")
+/// The identity of the SQLite file `file` for a carry into `schema` ([`identity`]),
+/// read without changing the file; `None` if it keeps no secret — unless `give` (the
+/// module's database settings and the data dir): then a file made before files kept
+/// a secret gets one, as opening it on SQLite would. `None`, with a warning, if the
+/// file cannot be read.
+async fn file_identity(
+    file: &Path,
+    schema: &str,
+    module: &str,
+    give: Option<(&DatabaseSpec, &Path)>,
+) -> Option<String> {
+    let read = async {
+        if let Some(kept) = sqlite::kept_secret(file).await? {
+            return Ok(Some(kept));
+        }
+        let Some((former, data_dir)) = give else {
+            return Ok(None);
+        };
+        let unmigrated = DatabaseSpec {
+            backend: DatabaseBackend::Sqlite,
+            pool: 1,
+            migrations: None,
+            ..former.clone()
+        };
+        let opened = Database::open_unmigrated(
+            module,
+            &unmigrated,
+            data_dir,
+            std::time::Duration::from_secs(30),
+        )
+        .await?;
+        opened.close().await;
+        sqlite::kept_secret(file).await
+    };
+    match read.await {
+        Ok(kept) => kept.map(|kept| identity(schema, &kept)),
+        Err(error) => {
+            tracing::warn!(module, file = %file.display(), error = %format!("{error:#}"), "database: its SQLite file cannot be read; it is not carried to postgres, and left as it is");
+            None
+        }
+    }
 }
 
 /// What became of a module's SQLite file found beside its Postgres schema.
@@ -167,12 +261,11 @@ pub async fn from_sqlite(
         ..spec.clone()
     };
     let outcome: Result<Outcome> = async {
-        // Whether to carry at all is known before the file is opened (and so
-        // changed: its migrations, its journal).
-        let Some(kept) = sqlite::kept_secret(&file).await? else {
+        let schema = schema_of(to).await?;
+        let Some(identity) = file_identity(&file, &schema, name, None).await else {
             return Ok(Outcome::Left(
-                "the file keeps no secret of the host's (made by a modhost before 2026-12): \
-                 open it once on SQLite with this version, then switch",
+                "the file cannot be read, or keeps no secret of the host's (its schema \
+                 had tables before it was seen here)",
             ));
         };
         if !records_exist(to).await? {
@@ -181,7 +274,6 @@ pub async fn from_sqlite(
                  its rows are the module's data",
             ));
         }
-        let identity = identity(&schema_of(to).await?, &kept);
         if let Some(recorded) = recorded_counts(to, &identity).await? {
             let held = sqlite::count_rows(&file).await?;
             let same = recorded
@@ -197,13 +289,13 @@ pub async fn from_sqlite(
                 )
             });
         }
-        let pending = pending_key(&identity);
-        let Some(seeded) = seeded(to, &pending).await? else {
+        let pending = pending_key(&schema);
+        if record_file(to, &pending).await?.as_deref() != Some(identity.as_str()) {
             return Ok(Outcome::Left(
                 "the module's postgres schema had tables before the file was seen here: \
                  its rows are the module's data",
             ));
-        };
+        }
         let from = Database::open(
             name,
             &former,
@@ -220,16 +312,12 @@ pub async fn from_sqlite(
             to,
             file: &file,
             pending,
-            seeded,
         };
         let carried = carrying.carry(identity).await;
         from.close().await;
         Ok(match carried? {
             Some(counts) => Outcome::Carried(counts),
-            None => Outcome::Left(
-                "rows were written to the module's postgres schema since it awaited the \
-                 file: they are the module's data",
-            ),
+            None => Outcome::Left("another node carried it first"),
         })
     }
     .await;
@@ -275,18 +363,19 @@ struct Carrying<'a> {
     file: &'a Path,
     /// The record of the schema awaiting the file: the carry claims it.
     pending: String,
-    /// What its migrations put in the schema, by table ([`snapshot`]).
-    seeded: BTreeMap<String, String>,
 }
 
 /// How long one statement of the carry may take, and its transaction sit between
 /// two: the host's own work, longer than a module's statement.
 const CARRY_STATEMENT_TIMEOUT: &str = "15min";
 
+/// How long the carry waits for the module's tables' locks.
+const CARRY_LOCK_TIMEOUT: &str = "1min";
+
 impl Carrying<'_> {
     /// The carry itself, recorded under `source`: nothing committed unless every
-    /// table matched. `None` if the schema holds other rows than its migrations
-    /// made (written since it awaited the file): nothing is carried.
+    /// table matched. `None` if another node carried the file first (the schema no
+    /// longer awaits it): nothing is carried.
     async fn carry(&self, source: String) -> Result<Option<BTreeMap<String, u64>>> {
         let (from, to) = (self.from, self.to);
         same_migrations(from, to).await?;
@@ -300,16 +389,20 @@ impl Carrying<'_> {
         // The host's own work: results as large as its pages, statements as long as
         // the data needs.
         tx.max_result = FILE_PAGE_LIMIT.bytes();
-        for setting in ["statement_timeout", "idle_in_transaction_session_timeout"] {
-            tx.execute(
-                &format!("SET LOCAL {setting} = '{CARRY_STATEMENT_TIMEOUT}'"),
-                Vec::new(),
-            )
-            .await
-            .map_err(sql)?;
+        for (setting, value) in [
+            ("statement_timeout", CARRY_STATEMENT_TIMEOUT),
+            (
+                "idle_in_transaction_session_timeout",
+                CARRY_STATEMENT_TIMEOUT,
+            ),
+            ("lock_timeout", CARRY_LOCK_TIMEOUT),
+        ] {
+            tx.execute(&format!("SET LOCAL {setting} = '{value}'"), Vec::new())
+                .await
+                .map_err(sql)?;
         }
-        // Another node opening the module at the same moment waits; then finds the
-        // record claimed, and leaves its file alone.
+        // Another node carrying the same file at the same moment waits here; then
+        // finds nothing to claim, and leaves its file alone.
         if let Some(key) = to.lock_key(&format!("modhost.carry.{}", self.module.spec.name)) {
             tx.host_query(
                 "SELECT pg_advisory_xact_lock($1)::text",
@@ -318,8 +411,23 @@ impl Carrying<'_> {
             .await
             .map_err(sql)?;
         }
-        // No one writes the module's tables while they are checked and replaced (a
-        // node serving the module already waits for the commit).
+        let claimed = tx
+            .host_call(
+                CLAIM_CARRY,
+                vec![
+                    Value::Text(self.pending.clone()),
+                    Value::Text(source.clone()),
+                ],
+            )
+            .await
+            .map_err(sql)?;
+        if claimed.rows != [vec![Value::Integer(1)]] {
+            tx.rollback().await.map_err(sql)?;
+            return Ok(None);
+        }
+        // No node serves the module while its schema awaits the file (each refuses
+        // to open it), so what the schema holds was made by its migrations: seed
+        // rows, which give way. Its tables are locked all the same.
         let in_schema = module_schema_tables_in(&mut tx).await?;
         if !in_schema.is_empty() {
             let listed: Vec<String> = in_schema.iter().map(|t| quote(t)).collect();
@@ -330,16 +438,11 @@ impl Carrying<'_> {
             .await
             .map_err(sql)?;
         }
-        if snapshot(&mut tx, &in_schema, Some(&self.seeded)).await? != self.seeded {
-            tx.rollback().await.map_err(sql)?;
-            return Ok(None);
-        }
         let mut targets = Vec::new();
         for table in &tables {
             targets.push(target_table(&mut tx, table).await?);
         }
-        // The rows its migrations made (checked above to be only those) give way:
-        // children before the parents their foreign keys point at.
+        // Children before the parents their foreign keys point at.
         for target in targets.iter().rev() {
             tx.execute(&format!("DELETE FROM {}", quote(&target.name)), Vec::new())
                 .await
@@ -375,7 +478,6 @@ impl Carrying<'_> {
         tx.host_call(
             RECORD_CARRIED,
             vec![
-                Value::Text(self.pending.clone()),
                 Value::Text(source),
                 Value::Text(self.file.display().to_string()),
                 Value::Integer(now_ms()),
@@ -440,46 +542,6 @@ async fn module_schema_tables_in(tx: &mut Transaction) -> Result<Vec<String>> {
     ))
 }
 
-/// What `tables` hold, inside `tx`: each table's row count and the digest of its
-/// rows. Against `expected`, a table whose count differs is not read through.
-async fn snapshot(
-    tx: &mut Transaction,
-    tables: &[String],
-    expected: Option<&BTreeMap<String, String>>,
-) -> Result<BTreeMap<String, String>> {
-    let mut taken = BTreeMap::new();
-    for table in tables {
-        let counted = tx
-            .query(
-                &format!("SELECT count(*) FROM {}", quote(table)),
-                Vec::new(),
-            )
-            .await
-            .map_err(sql)?;
-        let Some([Value::Integer(rows)]) = counted.rows.first().map(Vec::as_slice) else {
-            bail!("counting the rows of table {table} gave no number");
-        };
-        let expected_rows = expected
-            .and_then(|expected| expected.get(table))
-            .and_then(|taken| taken.split(' ').next())
-            .map(str::to_string);
-        if expected.is_some() && expected_rows != Some(rows.to_string()) {
-            taken.insert(table.clone(), format!("{rows} -"));
-            continue;
-        }
-        let all = tx
-            .query(&format!("SELECT * FROM {}", quote(table)), Vec::new())
-            .await
-            .map_err(sql)?;
-        let mut digest = RowDigest::default();
-        for row in &all.rows {
-            digest.add(row, &[]);
-        }
-        taken.insert(table.clone(), format!("{rows} {}", digest.digest()));
-    }
-    Ok(taken)
-}
-
 /// What a file that keeps secret `kept` is recorded as, once carried into `schema`:
 /// the schema's name and a digest of the secret (which itself stays in the file).
 fn identity(schema: &str, kept: &str) -> String {
@@ -502,9 +564,9 @@ async fn schema_of(to: &Database) -> Result<String> {
     }
 }
 
-/// Makes the record table (and on Postgres the function that writes a carry's record
-/// in the module's transaction, claiming the record that the schema awaited the file)
-/// if missing.
+/// Makes the record table, and on Postgres the functions that claim (in the module's
+/// transaction) the record that a schema awaits a file and write the record of a
+/// carry, if missing.
 async fn prepare_records(to: &Database) -> Result<()> {
     let mut record = vec![
         "CREATE TABLE IF NOT EXISTS modhost_carried (source TEXT PRIMARY KEY, \
@@ -512,15 +574,20 @@ async fn prepare_records(to: &Database) -> Result<()> {
             .to_string(),
     ];
     record.extend(to.host_function(
-        RECORD_CARRIED,
-        "p_pending text, p_source text, p_file text, p_at bigint, p_counts text",
+        CLAIM_CARRY,
+        "p_pending text, p_file text",
         "bigint",
-        "DELETE FROM modhost_carried WHERE source = p_pending; \
-         IF NOT FOUND THEN \
-           RAISE EXCEPTION 'the carry of % was claimed by another node', p_file; \
-         END IF; \
-         INSERT INTO modhost_carried (source, file, carried_at, counts) \
-         VALUES (p_source, p_file, p_at, p_counts); RETURN 1;",
+        "DELETE FROM modhost_carried WHERE source = p_pending AND file = p_file; \
+         IF FOUND THEN RETURN 1; END IF; RETURN 0;",
+    ));
+    record.extend(to.host_function(
+        RECORD_CARRIED,
+        "p_source text, p_file text, p_at bigint, p_counts text",
+        "bigint",
+        "INSERT INTO modhost_carried (source, file, carried_at, counts) \
+         VALUES (p_source, p_file, p_at, p_counts) ON CONFLICT (source) DO UPDATE \
+         SET file = excluded.file, carried_at = excluded.carried_at, counts = excluded.counts; \
+         RETURN 1;",
     ));
     to.host_prepare(&record).await.map_err(sql)
 }
@@ -560,11 +627,19 @@ async fn recorded_counts(to: &Database, source: &str) -> Result<Option<BTreeMap<
         .map(|counts| serde_json::from_str(&counts).unwrap_or_default()))
 }
 
-/// What the schema's migrations put in it, if it awaits the file `pending` names.
-async fn seeded(to: &Database, pending: &str) -> Result<Option<BTreeMap<String, String>>> {
-    Ok(record(to, pending)
-        .await?
-        .map(|seeded| serde_json::from_str(&seeded).unwrap_or_default()))
+/// The file (its identity) that record `source` names, if there is such a record.
+async fn record_file(to: &Database, source: &str) -> Result<Option<String>> {
+    let found = to
+        .host_query(
+            "SELECT file FROM modhost_carried WHERE source = $1",
+            vec![Value::Text(source.to_string())],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(match found.rows.first().map(Vec::as_slice) {
+        Some([Value::Text(file)]) => Some(file.clone()),
+        _ => None,
+    })
 }
 
 /// A SQL error as the cause of a failed carry.
@@ -1026,7 +1101,17 @@ async fn read_back(tx: &mut Transaction, target: &Target, rows: u64) -> Result<R
         Some([Value::Integer(blocks)]) => *blocks,
         _ => bail!("table {}: its size could not be read", target.name),
     };
-    let listed: Vec<String> = target.columns.iter().map(|(name, _)| quote(name)).collect();
+    // A value of a type Postgres writes in its own form is read as whether it is
+    // NULL: all the comparison looks at, and a type the host need not decode.
+    let listed: Vec<String> = target
+        .columns
+        .iter()
+        .zip(&target.exact)
+        .map(|((name, _), exact)| match exact {
+            true => quote(name),
+            false => format!("({} IS NULL)", quote(name)),
+        })
+        .collect();
     let statement = format!(
         "SELECT {} FROM {} WHERE ctid >= CAST($1 AS tid) AND ctid < CAST($2 AS tid)",
         listed.join(", "),
@@ -1050,8 +1135,17 @@ async fn read_back(tx: &mut Transaction, target: &Target, rows: u64) -> Result<R
             }
             Err(error) => return Err(sql(error)),
         };
-        for row in &rows.rows {
-            digest.add(row, &target.exact);
+        for row in rows.rows {
+            let row: Vec<Value> = row
+                .into_iter()
+                .zip(&target.exact)
+                .map(|(value, exact)| match (exact, value) {
+                    (false, Value::Boolean(true)) => Value::Null,
+                    (false, _) => Value::Text(String::new()),
+                    (true, value) => value,
+                })
+                .collect();
+            digest.add(&row, &target.exact);
         }
         start = end;
     }

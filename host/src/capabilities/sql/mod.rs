@@ -121,11 +121,9 @@ impl Capability for Sql {
             .await?;
             // A schema made now for a module whose SQLite file is here awaits the
             // file's rows: what its migrations make is the file's to replace.
-            let awaits = carry::awaits_file(&opened, data_dir, &spec.name).await?;
+            let single_node = module.deployment.nodes.is_empty();
+            carry::before_migrations(&opened, data_dir, &spec.name, database, single_node).await?;
             opened.migrate(database).await?;
-            if let Some(pending) = awaits {
-                carry::await_file(&opened, &pending, data_dir, &spec.name).await?;
-            }
             tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
             state.insert(opened);
             if let Some(opened) = state.get_arc::<Database>() {
