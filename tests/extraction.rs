@@ -956,7 +956,11 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
 
 /// Stops node `node` of `cluster` as an operator does (SIGTERM), and waits until it has.
 fn stop_node(cluster: &mut Cluster, node: &str) {
-    let host = cluster.node_mut(node);
+    stop_host(cluster.node_mut(node));
+}
+
+/// Stops `host` as an operator does (SIGTERM), and waits until it has.
+fn stop_host(host: &mut Modhost) {
     host.signal("TERM");
     let status = host.wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}\n{}", host.logs().join("\n"));
@@ -1066,4 +1070,62 @@ async fn a_schema_awaiting_a_sqlite_file_opens_only_on_the_node_that_has_it() {
     assert!(file
         .with_file_name("users.sqlite.carried-to-postgres")
         .exists());
+}
+
+/// On one node, a file removed while its schema awaits it (its carry failed) ends the
+/// awaiting: the module serves its schema, and the file put back later is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_node_a_file_removed_while_awaited_leaves_the_schema_to_the_module() {
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("removed");
+    let sqlite = "[app]\nname = \"removed\"\n\n\
+         [modules.users]\ncomponent = \"{users}\"\nroutes = [\"/users\"]\ndatabase = \"sqlite\"\n\
+         migrations = \"{repo}/modules/users/migrations\"\n";
+    let deployment = TestDeployment::new(sqlite);
+    let mut host = Modhost::start(&deployment);
+    let body = r#"{"name": "Only in the file", "email": "file@example.com"}"#;
+    let reply = send(&client(false), "POST", &host.url("/users"), Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    stop_host(&mut host);
+    let file = deployment.data_dir().join("databases/users.sqlite");
+    write_file(
+        &file,
+        "INSERT INTO users (id, name, email) VALUES ('not a number', 'Bad', 'bad@example.com')",
+    )
+    .await;
+    let text = std::fs::read_to_string(&deployment.file).unwrap().replacen(
+        "database = \"sqlite\"",
+        &format!("database = {{ postgres = {url:?} }}"),
+        1,
+    );
+    std::fs::write(&deployment.file, text).unwrap();
+
+    // The carry fails: the module does not start; its schema awaits the file.
+    let mut host = Modhost::start(&deployment);
+    host.wait_for_log_with(&["module not started", "invalid input syntax for type bigint"]);
+    stop_host(&mut host);
+
+    // The operator gives the file up: the module serves its schema (its seed rows).
+    let kept = file.with_file_name("users.sqlite.kept");
+    std::fs::rename(&file, &kept).unwrap();
+    let mut host = Modhost::start(&deployment);
+    host.wait_for_log("the schema awaits no other");
+    assert_eq!(total(&host).await, 3);
+    let body = r#"{"name": "On postgres", "email": "pg@example.com"}"#;
+    let reply = send(&client(false), "POST", &host.url("/users"), Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    stop_host(&mut host);
+
+    // The file put back is left alone: the schema's rows are the module's.
+    std::fs::rename(&kept, &file).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let host = Modhost::start(&deployment);
+    host.wait_for_log_with(&[
+        "its SQLite file is left as it was, unused",
+        "\"module\":\"users\"",
+    ]);
+    assert_eq!(total(&host).await, 4);
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
 }

@@ -596,8 +596,10 @@ fn serve(
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        // From now on a SIGHUP asks for a reload, even while the modules load.
+        // From now on a SIGHUP asks for a reload, even while the modules load, and a
+        // SIGTERM stops the node gracefully once it serves.
         let hangups = node::Hangups::watch();
+        let shutdown = node::shutdown_signal();
         let node = match Node::load(deployment) {
             Ok(node) => node,
             Err(error) => {
@@ -654,7 +656,7 @@ fn serve(
         if watch {
             node::watch::start(node.deployment(), node.registry().clone());
         }
-        node.serve(listeners, node::shutdown_signal()).await;
+        node.serve(listeners, shutdown).await;
         // The last requests' spans, if they are exported.
         telemetry::export::flush(Duration::from_secs(2)).await;
         tracing::info!("modhost stopped");

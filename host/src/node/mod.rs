@@ -432,28 +432,37 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangups: Hangups, shutdow
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// A future that resolves on the first SIGTERM or SIGINT (Ctrl-C) from now on: the
+/// signals are taken over when this is called, not when the future is first polled,
+/// so one that comes while the node still starts stops it gracefully once it serves
+/// (instead of ending the process with the default action).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                    }
                 }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch SIGTERM; only Ctrl-C stops the node");
-                let _ = tokio::signal::ctrl_c().await;
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::warn!(error = %err, "cannot watch SIGTERM; only Ctrl-C stops the node");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C received");
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        }
     }
 }
 

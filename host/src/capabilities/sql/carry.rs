@@ -9,9 +9,11 @@
 //!
 //! 1. a schema that has no tables yet when the module opens beside its file **awaits
 //!    the file** ([`before_migrations`], recorded before its migrations run, keyed by
-//!    the schema, naming the file by its own secret). While it does, no node of a
-//!    split deployment without that file opens the module: nothing but the module's
-//!    migrations writes there until the file is carried;
+//!    the schema, naming the file by its own secret; nodes look and migrate one at a
+//!    time, under the host's lock [`lock_name`]). While it does, the module serves
+//!    nowhere until the file is carried — no node of a split deployment without that
+//!    file opens it, and the node with it refuses to serve it uncarried — so nothing
+//!    but the module's migrations writes there;
 //! 2. the file is opened as it would be on SQLite (its migrations brought up to the
 //!    module's), and the migrations applied on both sides must be the same ones;
 //! 3. in **one transaction** on Postgres, as the module's role: the record that the
@@ -117,49 +119,70 @@ pub async fn before_migrations(
     } else {
         None
     };
-    match (awaited, here) {
-        (Some(awaited), Some(here)) if awaited == here => Ok(()),
-        // One node: the file awaited is this node's, and the module never served
-        // since (nothing but its migrations wrote there). Gone, the schema's rows are
-        // the module's from now on; replaced, the new file is awaited instead.
-        (Some(_), here) if single_node => {
+    let give = Some((former, data_dir));
+    match awaited {
+        Some(awaited) => {
+            // A file here that keeps no secret is given one where one is awaited.
+            let here = match here {
+                None if exists => file_identity(&file, &schema, module, give).await,
+                here => here,
+            };
             match here {
-                Some(here) => to.host_execute(
-                    "UPDATE modhost_carried SET file = $2 WHERE source = $1",
-                    vec![Value::Text(pending), Value::Text(here)],
+                Some(here) if here == awaited => Ok(()),
+                // One node: the file awaited was this node's, and the module never
+                // served since (nothing but its migrations wrote there). Gone, the
+                // schema's rows are the module's from now on; replaced, the new file
+                // is awaited instead.
+                _ if single_node && (here.is_some() || !exists) => {
+                    match here {
+                        Some(here) => to.host_execute(
+                            "UPDATE modhost_carried SET file = $2 WHERE source = $1",
+                            vec![Value::Text(pending), Value::Text(here)],
+                        ),
+                        None => to.host_execute(
+                            "DELETE FROM modhost_carried WHERE source = $1",
+                            vec![Value::Text(pending)],
+                        ),
+                    }
+                    .await
+                    .map_err(sql)?;
+                    tracing::info!(module, "database: the SQLite file its postgres schema awaited is gone or replaced; the schema awaits no other");
+                    Ok(())
+                }
+                None if exists => bail!(
+                    "its postgres schema awaits its SQLite file {}, which cannot be read \
+                     here: the module does not start beside a schema that awaits it",
+                    file.display()
                 ),
-                None => to.host_execute(
-                    "DELETE FROM modhost_carried WHERE source = $1",
-                    vec![Value::Text(pending)],
+                _ => bail!(
+                    "its postgres schema awaits the SQLite file of another node (or another \
+                     file), to be carried into it: serving the module here would write rows \
+                     that carry replaces. Start it on the node that has its file first (to \
+                     give that carry up instead: DELETE FROM modhost_carried WHERE source = \
+                     '{PENDING} {schema}' in the module's host schema)"
                 ),
             }
-            .await
-            .map_err(sql)?;
-            tracing::info!(module, "database: the SQLite file its postgres schema awaited is gone or replaced; the schema awaits no other");
-            Ok(())
         }
-        (Some(_), _) => bail!(
-            "its postgres schema awaits the SQLite file of another node (or another file), \
-             to be carried into it: serving the module here would write rows that carry \
-             replaces. Start it on the node that has its file first (to give that carry \
-             up instead: DELETE FROM modhost_carried WHERE source = '{PENDING} {schema}' \
-             in the module's host schema)"
-        ),
-        (None, here) if exists && module_schema_tables(to).await?.is_empty() => {
-            // A file made before files kept a secret gets one, as opening it on
-            // SQLite would: the carry's records name the file by it.
+        None if exists && module_schema_tables(to).await?.is_empty() => {
+            // The first start on Postgres beside the file: it is awaited. (A file made
+            // before files kept a secret gets one, as opening it on SQLite would: the
+            // carry's records name the file by it.)
             let here = match here {
                 Some(here) => here,
-                None => match file_identity(&file, &schema, module, Some((former, data_dir))).await
-                {
-                    Some(here) => here,
-                    None => return Ok(()),
-                },
+                None => file_identity(&file, &schema, module, give)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "its SQLite file {} cannot be read: it is not carried, and the \
+                         module does not start on an empty schema beside it",
+                            file.display()
+                        )
+                    })?,
             };
             prepare_records(to).await?;
             to.host_execute(
                 "INSERT INTO modhost_carried (source, file, carried_at, counts) \
-                 VALUES ($1, $2, $3, '{}') ON CONFLICT (source) DO NOTHING",
+                 VALUES ($1, $2, $3, '{}')",
                 vec![
                     Value::Text(pending),
                     Value::Text(here),
@@ -170,7 +193,7 @@ pub async fn before_migrations(
             .map_err(sql)?;
             Ok(())
         }
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -262,39 +285,45 @@ pub async fn from_sqlite(
     };
     let outcome: Result<Outcome> = async {
         let schema = schema_of(to).await?;
-        let Some(identity) = file_identity(&file, &schema, name, None).await else {
-            return Ok(Outcome::Left(
-                "the file cannot be read, or keeps no secret of the host's (its schema \
-                 had tables before it was seen here)",
-            ));
-        };
         if !records_exist(to).await? {
             return Ok(Outcome::Left(
                 "the module's postgres schema had tables before the file was seen here: \
                  its rows are the module's data",
             ));
         }
+        // While the schema awaits a file, the module serves only once it is carried.
+        let pending = pending_key(&schema);
+        let awaited = record_file(to, &pending).await?;
+        let left = |why: &'static str| match awaited {
+            Some(_) => Err(anyhow::anyhow!(
+                "{why}; its postgres schema awaits a SQLite file all the same, and the \
+                 module does not start beside it"
+            )),
+            None => Ok(Outcome::Left(why)),
+        };
+        let Some(identity) = file_identity(&file, &schema, name, None).await else {
+            return left("the file cannot be read, or keeps no secret of the host's");
+        };
         if let Some(recorded) = recorded_counts(to, &identity).await? {
             let held = sqlite::count_rows(&file).await?;
             let same = recorded
                 .iter()
                 .filter(|(table, _)| !table.starts_with("modhost_"))
                 .all(|(table, rows)| held.get(table) == Some(rows));
-            return Ok(if same {
-                Outcome::CarriedBefore
+            return if same {
+                Ok(Outcome::CarriedBefore)
             } else {
-                Outcome::Left(
+                left(
                     "a copy of a file carried before, holding other rows now (a backup?): \
                      the module's data is its postgres schema",
                 )
-            });
+            };
         }
-        let pending = pending_key(&schema);
-        if record_file(to, &pending).await?.as_deref() != Some(identity.as_str()) {
-            return Ok(Outcome::Left(
+        if awaited.as_deref() != Some(identity.as_str()) {
+            return left(
                 "the module's postgres schema had tables before the file was seen here: \
                  its rows are the module's data",
-            ));
+            );
         }
         let from = Database::open(
             name,
@@ -369,6 +398,16 @@ struct Carrying<'a> {
 /// two: the host's own work, longer than a module's statement.
 const CARRY_STATEMENT_TIMEOUT: &str = "15min";
 
+/// The host's lock that orders, between nodes, looking whether a module's schema
+/// awaits a file, migrating it, and carrying a file into it.
+pub fn lock_name(module: &str) -> String {
+    format!("modhost.carry.{module}")
+}
+
+/// How long a node waits for [`lock_name`] at a module's start: as long as another
+/// node's carry may take.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// How long the carry waits for the module's tables' locks.
 const CARRY_LOCK_TIMEOUT: &str = "1min";
 
@@ -403,7 +442,7 @@ impl Carrying<'_> {
         }
         // Another node carrying the same file at the same moment waits here; then
         // finds nothing to claim, and leaves its file alone.
-        if let Some(key) = to.lock_key(&format!("modhost.carry.{}", self.module.spec.name)) {
+        if let Some(key) = to.lock_key(&lock_name(&self.module.spec.name)) {
             tx.host_query(
                 "SELECT pg_advisory_xact_lock($1)::text",
                 vec![Value::Integer(key)],

@@ -120,10 +120,23 @@ impl Capability for Sql {
             )
             .await?;
             // A schema made now for a module whose SQLite file is here awaits the
-            // file's rows: what its migrations make is the file's to replace.
+            // file's rows: what its migrations make is the file's to replace. One
+            // node at a time looks and migrates: a node that finds nothing awaited
+            // and makes the tables is seen by the next as a schema with tables; one
+            // that records the awaiting, as awaited.
+            let lock = opened
+                .lock_session(&carry::lock_name(&spec.name), carry::LOCK_WAIT)
+                .await?;
             let single_node = module.deployment.nodes.is_empty();
-            carry::before_migrations(&opened, data_dir, &spec.name, database, single_node).await?;
-            opened.migrate(database).await?;
+            let prepared =
+                carry::before_migrations(&opened, data_dir, &spec.name, database, single_node)
+                    .await;
+            let migrated = match prepared {
+                Ok(()) => opened.migrate(database).await,
+                Err(error) => Err(error),
+            };
+            lock.release().await;
+            migrated?;
             tracing::info!(module = %spec.name, backend = opened.backend(), "database ready");
             state.insert(opened);
             if let Some(opened) = state.get_arc::<Database>() {
@@ -214,6 +227,33 @@ impl Capability for Sql {
     fn prepare(&self, instance: &mut InstanceState, module: &StateMap, _: &StateMap) {
         if let Some(database) = module.get_arc::<Database>() {
             instance.slices.insert(SqlSlice(database));
+        }
+    }
+}
+
+/// A lock of the host's on Postgres held by this process ([`Database::lock_session`]):
+/// a connection of its own, closed to release it (so a lock never goes back to a pool).
+pub(crate) struct SessionLock {
+    /// The connection that holds it (none on SQLite).
+    #[cfg(feature = "postgres")]
+    connection: Option<sqlx::PgConnection>,
+}
+
+impl SessionLock {
+    /// No lock: SQLite needs none.
+    fn none() -> SessionLock {
+        SessionLock {
+            #[cfg(feature = "postgres")]
+            connection: None,
+        }
+    }
+
+    /// Releases the lock: its connection closes.
+    pub(crate) async fn release(self) {
+        #[cfg(feature = "postgres")]
+        if let Some(connection) = self.connection {
+            use sqlx::Connection;
+            let _ = connection.close().await;
         }
     }
 }
@@ -470,6 +510,43 @@ impl Database {
             database.secret = database.file_secret(first).await?;
         }
         Ok(database)
+    }
+
+    /// Takes the host's lock `name` on Postgres for this process until
+    /// [`SessionLock::release`] (or until the lock is dropped, which closes its
+    /// connection), waiting at most `wait`: other nodes taking it wait. Nothing on
+    /// SQLite, which one node alone opens.
+    pub(crate) async fn lock_session(&self, name: &str, wait: Duration) -> Result<SessionLock> {
+        match &self.pool {
+            Pool::Sqlite(_) => {
+                let _ = (name, wait);
+                Ok(SessionLock::none())
+            }
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(database) => {
+                let mut connection = database
+                    .host_pool
+                    .acquire()
+                    .await
+                    .context("a connection for the host's lock")?
+                    .detach();
+                sqlx::query(&format!(
+                    "SET statement_timeout = '{}ms'",
+                    wait.as_millis().max(1)
+                ))
+                .execute(&mut connection)
+                .await
+                .context("setting the host's lock wait")?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(database.lock_key(name))
+                    .execute(&mut connection)
+                    .await
+                    .with_context(|| format!("waiting for the host's lock {name}"))?;
+                Ok(SessionLock {
+                    connection: Some(connection),
+                })
+            }
+        }
     }
 
     /// Applies the migrations of `spec` not yet applied.
