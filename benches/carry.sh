@@ -29,7 +29,6 @@ trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; postgres_st
 source benches/postgres.sh
 URL="postgres://admin:bench-password@127.0.0.1:$PGPORT/postgres"
 PSQL() { PGPASSWORD=bench-password "$PGBIN/psql" -q -h 127.0.0.1 -p "$PGPORT" -U admin -d postgres "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HTTP=127.0.0.1:$(free_port)
 
 deployment() { # deployment FILE DATABASE

@@ -13,6 +13,7 @@
 # Usage: benches/events-load.sh [EVENTS]   (default 20000; needs tansu: ./test.sh installs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 EVENTS=${1:-20000}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 TANSU=${MODHOST_TANSU:-$HOME/.cache/modhost/tools/bin/tansu}
@@ -27,7 +28,6 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 KAFKA_PORT=$(free_port)
 "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \

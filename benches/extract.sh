@@ -25,7 +25,6 @@ MODHOST=$PWD/target/release/modhost
 WORK=$(mktemp -d)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TOKEN=bench-admin-token-0123456789
 declare -A HTTP MESH ADMIN
 for node in a b; do

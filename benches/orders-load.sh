@@ -20,6 +20,7 @@
 # Usage: benches/orders-load.sh [DURATION]   (needs wrk, and tansu: ./test.sh installs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 DURATION=${1:-10s}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 TANSU=${MODHOST_TANSU:-$HOME/.cache/modhost/tools/bin/tansu}
@@ -35,7 +36,6 @@ WORK=$(mktemp -d)
 PIDS=()
 stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; PIDS=(); }
 trap 'stop_all; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GUEST="$PWD/target/wasm32-wasip2/guest"
 
 # The bench shop: `shop FILE INVENTORY-INSTANCES EVENTS-SECTION`.

@@ -10,6 +10,7 @@
 # Usage: benches/swap-load.sh [DURATION]   (needs wrk; installs it with apt if root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 DURATION=${1:-10}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
@@ -20,7 +21,6 @@ cargo build --release -p modhost --bin modhost
 WORK=$(mktemp -d)
 PID=
 trap '[ -z "$PID" ] || kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GATEWAY=127.0.0.1:$(free_port)
 ADMIN=127.0.0.1:$(free_port)
 TOKEN=bench-admin-token-0123456789

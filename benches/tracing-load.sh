@@ -9,6 +9,7 @@
 # Usage: benches/tracing-load.sh [ROUNDS] [DURATION]   (needs wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/support/lib.sh
 ROUNDS=${1:-3}
 DURATION=${2:-10s}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
@@ -21,7 +22,6 @@ WORK=$(mktemp -d)
 GUEST="$PWD/target/wasm32-wasip2/guest"
 PIDS=()
 stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; PIDS=(); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SINK_PORT=$(free_port)
 python3 benches/otlp_sink.py "$SINK_PORT" & SINK=$!
 trap 'stop_all; kill $SINK 2>/dev/null; rm -rf "$WORK"' EXIT

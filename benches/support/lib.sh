@@ -6,3 +6,6 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } EN
 
 # mib KIB: kibibytes as mebibytes, one decimal.
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# free_port: a TCP port free on loopback now (for a server the script starts next).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
