@@ -605,8 +605,6 @@ pub async fn carry(
     if present.iter().any(|table| table == "modhost_outbox") {
         // An outbox from before rows were sealed gets its seals first.
         create(from, source).await?;
-    }
-    if present.iter().any(|table| table == "modhost_outbox") {
         let (mut carried, mut refused, mut after) = (0u64, 0u64, i64::MIN);
         loop {
             let batch = pending_after(from, source, after, 500).await?;

@@ -94,7 +94,7 @@ const MAX_PARAMETERS: usize = 30_000;
 /// node of a split deployment without it (or with another) refuses the module, which
 /// would write rows there that the carry replaces. A `single_node` deployment has no
 /// other node the file could be on: there, a file gone or replaced is the operator's
-/// say.
+/// say. `former` is how the file opens ([`former_spec`]).
 pub async fn before_migrations(
     to: &Database,
     data_dir: &Path,
@@ -197,6 +197,17 @@ pub async fn before_migrations(
     }
 }
 
+/// How the host opens a module's SQLite file of before, whose database is now `spec`:
+/// one connection, and results as large as the pages it reads.
+pub fn former_spec(spec: &DatabaseSpec) -> DatabaseSpec {
+    DatabaseSpec {
+        backend: DatabaseBackend::Sqlite,
+        pool: 1,
+        max_result: FILE_PAGE_LIMIT.max(spec.max_result),
+        ..spec.clone()
+    }
+}
+
 /// The record of schema `schema` awaiting a file (the file's identity in `file`).
 fn pending_key(schema: &str) -> String {
     format!("{PENDING} {schema}")
@@ -221,8 +232,6 @@ async fn file_identity(
             return Ok(None);
         };
         let unmigrated = DatabaseSpec {
-            backend: DatabaseBackend::Sqlite,
-            pool: 1,
             migrations: None,
             ..former.clone()
         };
@@ -276,13 +285,7 @@ pub async fn from_sqlite(
     let Some(spec) = &module.spec.database else {
         return Ok(());
     };
-    let former = DatabaseSpec {
-        backend: DatabaseBackend::Sqlite,
-        pool: 1,
-        // The host reads the file in pages it sizes itself.
-        max_result: FILE_PAGE_LIMIT.max(spec.max_result),
-        ..spec.clone()
-    };
+    let former = former_spec(spec);
     let outcome: Result<Outcome> = async {
         let schema = schema_of(to).await?;
         if !records_exist(to).await? {
@@ -395,8 +398,9 @@ struct Carrying<'a> {
 }
 
 /// How long one statement of the carry may take, and its transaction sit between
-/// two: the host's own work, longer than a module's statement.
-const CARRY_STATEMENT_TIMEOUT: &str = "15min";
+/// two — the host's own work, longer than a module's statement; and so how long a
+/// node waits for [`lock_name`] at a module's start, while another node carries.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The host's lock that orders, between nodes, looking whether a module's schema
 /// awaits a file, migrating it, and carrying a file into it.
@@ -404,12 +408,8 @@ pub fn lock_name(module: &str) -> String {
     format!("modhost.carry.{module}")
 }
 
-/// How long a node waits for [`lock_name`] at a module's start: as long as another
-/// node's carry may take.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
 /// How long the carry waits for the module's tables' locks.
-const CARRY_LOCK_TIMEOUT: &str = "1min";
+const CARRY_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Carrying<'_> {
     /// The carry itself, recorded under `source`: nothing committed unless every
@@ -429,14 +429,12 @@ impl Carrying<'_> {
         // the data needs.
         tx.max_result = FILE_PAGE_LIMIT.bytes();
         for (setting, value) in [
-            ("statement_timeout", CARRY_STATEMENT_TIMEOUT),
-            (
-                "idle_in_transaction_session_timeout",
-                CARRY_STATEMENT_TIMEOUT,
-            ),
+            ("statement_timeout", LOCK_WAIT),
+            ("idle_in_transaction_session_timeout", LOCK_WAIT),
             ("lock_timeout", CARRY_LOCK_TIMEOUT),
         ] {
-            tx.execute(&format!("SET LOCAL {setting} = '{value}'"), Vec::new())
+            let ms = value.as_millis();
+            tx.execute(&format!("SET LOCAL {setting} = '{ms}ms'"), Vec::new())
                 .await
                 .map_err(sql)?;
         }
@@ -644,17 +642,18 @@ async fn records_exist(to: &Database) -> Result<bool> {
     Ok(found.rows == [vec![Value::Integer(1)]])
 }
 
-/// The text of record `source`'s `counts`, if there is such a record.
-async fn record(to: &Database, source: &str) -> Result<Option<String>> {
+/// Record `source`: the file it names (its identity) and its `counts`, if there is
+/// such a record.
+async fn record(to: &Database, source: &str) -> Result<Option<(String, String)>> {
     let found = to
         .host_query(
-            "SELECT counts FROM modhost_carried WHERE source = $1",
+            "SELECT file, counts FROM modhost_carried WHERE source = $1",
             vec![Value::Text(source.to_string())],
         )
         .await
         .map_err(sql)?;
     Ok(match found.rows.first().map(Vec::as_slice) {
-        Some([Value::Text(counts)]) => Some(counts.clone()),
+        Some([Value::Text(file), Value::Text(counts)]) => Some((file.clone(), counts.clone())),
         _ => None,
     })
 }
@@ -663,22 +662,12 @@ async fn record(to: &Database, source: &str) -> Result<Option<String>> {
 async fn recorded_counts(to: &Database, source: &str) -> Result<Option<BTreeMap<String, u64>>> {
     Ok(record(to, source)
         .await?
-        .map(|counts| serde_json::from_str(&counts).unwrap_or_default()))
+        .map(|(_, counts)| serde_json::from_str(&counts).unwrap_or_default()))
 }
 
 /// The file (its identity) that record `source` names, if there is such a record.
 async fn record_file(to: &Database, source: &str) -> Result<Option<String>> {
-    let found = to
-        .host_query(
-            "SELECT file FROM modhost_carried WHERE source = $1",
-            vec![Value::Text(source.to_string())],
-        )
-        .await
-        .map_err(sql)?;
-    Ok(match found.rows.first().map(Vec::as_slice) {
-        Some([Value::Text(file)]) => Some(file.clone()),
-        _ => None,
-    })
+    Ok(record(to, source).await?.map(|(file, _)| file))
 }
 
 /// A SQL error as the cause of a failed carry.

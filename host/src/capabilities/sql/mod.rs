@@ -128,9 +128,14 @@ impl Capability for Sql {
                 .lock_session(&carry::lock_name(&spec.name), carry::LOCK_WAIT)
                 .await?;
             let single_node = module.deployment.nodes.is_empty();
-            let prepared =
-                carry::before_migrations(&opened, data_dir, &spec.name, database, single_node)
-                    .await;
+            let prepared = carry::before_migrations(
+                &opened,
+                data_dir,
+                &spec.name,
+                &carry::former_spec(database),
+                single_node,
+            )
+            .await;
             let migrated = match prepared {
                 Ok(()) => opened.migrate(database).await,
                 Err(error) => Err(error),
