@@ -947,7 +947,8 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
         "CREATE TABLE kinds (k TEXT PRIMARY KEY, n BIGSERIAL UNIQUE, ratio DOUBLE PRECISION, \
          flag BOOLEAN, data BYTEA, note TEXT, at TIMESTAMP);\n\
          CREATE TABLE kind_notes (k TEXT NOT NULL REFERENCES Kinds (k), note TEXT NOT NULL);\n\
-         INSERT INTO kinds (k, n) VALUES ('seed', 100);\n",
+         INSERT INTO kinds (k, n) VALUES ('seed', 100);\n\
+         CREATE TABLE \"odd \"\"name\"\"\" (\"rowid\" TEXT NOT NULL, \"_rowid_\" TEXT, note TEXT);\n",
     )
     .unwrap();
     let text = std::fs::read_to_string(&deployment.file).unwrap();
@@ -970,6 +971,11 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
         // SQLite keeps a text in a BOOLEAN column; Postgres takes none.
         "INSERT INTO kinds (k, n, flag) VALUES ('bad', 50, 'maybe')",
         "INSERT INTO kind_notes (k, note) VALUES ('a', 'first'), ('c', 'third')",
+        // Names a hostile module's migrations may give, and values that read as SQL:
+        // the carry quotes the one and binds the other, and pages by a rowid no
+        // column hides.
+        "INSERT INTO \"odd \"\"name\"\"\" (\"rowid\", \"_rowid_\", note) VALUES \
+         ('r1', 'x', '''); DROP TABLE kinds; --'), ('r1', NULL, 'twice')",
     ] {
         let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
         assert!(
@@ -1071,6 +1077,11 @@ async fn a_module_s_sqlite_data_and_events_are_carried_to_postgres_when_its_data
     let statement = "INSERT INTO kinds (k) VALUES ('d')";
     let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
     assert_eq!(reply.json()["changed"], 1, "{}", reply.text());
+    // Both rows of the oddly named table are there, their text kept as text.
+    let statement = "UPDATE \"odd \"\"name\"\"\" SET note = note WHERE \"rowid\" = 'r1' \
+                     AND note IN ('''); DROP TABLE kinds; --', 'twice')";
+    let reply = post(&host, "/source/sql", &json!({ "sql": statement }), &[]).await;
+    assert_eq!(reply.json()["changed"], 2, "{}", reply.text());
     for module in ["source", "sink"] {
         assert!(!databases.join(format!("{module}.sqlite")).exists());
         assert!(databases
