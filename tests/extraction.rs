@@ -1129,3 +1129,190 @@ async fn on_one_node_a_file_removed_while_awaited_leaves_the_schema_to_the_modul
     assert_eq!(total(&host).await, 4);
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
 }
+
+/// The schemas of `url`'s database named in `names` that exist.
+async fn schemas(url: &str, names: &[&str]) -> Vec<String> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let found: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) ORDER BY 1")
+            .bind(&names)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    admin.close().await.unwrap();
+    found.into_iter().map(|(name,)| name).collect()
+}
+
+/// Runs `statements` on `url`'s database as its administrator.
+async fn run_sql(url: &str, statements: &[&str]) {
+    use sqlx::{Connection, Executor};
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    for statement in statements {
+        admin.execute(*statement).await.unwrap();
+    }
+    admin.close().await.unwrap();
+}
+
+/// Asserts that no write of `load` failed; adds the users it created to `created`.
+fn no_write_failed(load: &Load, created: &mut Vec<(i64, String)>) {
+    let failures = load.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{failures:?}");
+    created.extend(load.created.lock().unwrap().iter().cloned());
+}
+
+/// `users` moves from its SQLite file on a onto Postgres on b (`--to-postgres`) under
+/// writes through both gateways: refused up front while its schema holds a table; a
+/// carry that fails (a table its migrations do not make) calls it off with nothing
+/// left on Postgres; then it moves, every row written before and during the move in
+/// its schema once, both nodes' file saying so; a reload takes that file; and it comes
+/// back to a on Postgres, with no copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_module_moves_onto_postgres_on_another_node_under_writes_and_back() {
+    let Some(postgres) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("onto");
+    let mut cluster = cluster();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let before = total(a).await;
+    let data = cluster.deployment.dir.path().to_path_buf();
+    let file = |node: &str| data.join(format!("data-{node}/databases/users.sqlite"));
+    let to_postgres = |from: &Modhost, to: &str| {
+        extract_with("users", from, &["--to", to, "--to-postgres", &url])
+    };
+    let mut created = Vec::new();
+
+    // A schema that holds a table is someone's: refused before anything moves.
+    run_sql(
+        &url,
+        &["CREATE SCHEMA users", "CREATE TABLE users.theirs (n int)"],
+    )
+    .await;
+    let (load, clients) = Load::start(a, b, "in-use");
+    load.passes(30).await;
+    let (code, refused, stderr) = to_postgres(a, "b");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(refused["error"]["step"], "prepare", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("holds tables already (users.theirs)"),
+        "{refused}"
+    );
+    load.passes(30).await;
+    load.stop(clients).await;
+    no_write_failed(&load, &mut created);
+    run_sql(&url, &["DROP SCHEMA users CASCADE"]).await;
+    assert_eq!(serving(a).await, ["users"]);
+
+    // A carry that fails on b calls the move off: nothing is left on Postgres. (The
+    // file is written with its node stopped: the host alone writes a file it serves.)
+    stop_node(&mut cluster, "a");
+    write_file(&file("a"), "CREATE TABLE stray (n BIGINT)").await;
+    cluster.start_node("a", &[]);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (load, clients) = Load::start(a, b, "failing");
+    load.passes(30).await;
+    let (code, failed, stderr) = to_postgres(a, "b");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(failed["error"]["step"], "switch", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("stray"), "{failed}");
+    load.passes(30).await;
+    load.stop(clients).await;
+    no_write_failed(&load, &mut created);
+    assert_eq!(serving(a).await, ["users"]);
+    assert!(serving(b).await.is_empty());
+    b.wait_for_log("what was carried into the module's new database is removed");
+    assert_eq!(
+        schemas(&url, &["users", "modhost_users"]).await,
+        Vec::<String>::new()
+    );
+    assert!(!file("b").exists());
+    let written = std::fs::read_to_string(&cluster.deployment.file).unwrap();
+    assert!(written.contains("database = \"sqlite\""), "{written}");
+
+    // Mended: it moves, under writes, its rows carried and checked on b.
+    stop_node(&mut cluster, "a");
+    write_file(&file("a"), "DROP TABLE stray").await;
+    cluster.start_node("a", &[]);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (load, clients) = Load::start(a, b, "onto");
+    load.passes(100).await;
+    let (code, report, stderr) = to_postgres(a, "b");
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
+    load.passes(50).await;
+    load.stop(clients).await;
+    no_write_failed(&load, &mut created);
+    assert_eq!(report["database"], "postgres", "{report}");
+    assert_eq!(serving(a).await, Vec::<String>::new());
+    assert_eq!(serving(b).await, ["users"]);
+    let mut ids: Vec<i64> = created.iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), created.len(), "an id was given twice");
+    let everyone = before + created.len() as u64;
+    assert_eq!(total(b).await, everyone);
+    assert_eq!(total(a).await, everyone, "a forwards to b");
+    for (id, email) in created.iter().step_by(5) {
+        let reply = get(&b.url(&format!("/users/{id}"))).await;
+        assert_eq!(reply.status, 200, "user {id}: {}", reply.text());
+        assert_eq!(reply.json()["email"], email.as_str());
+    }
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM users.users")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(rows as u64, everyone, "the rows are in the schema");
+        admin.close().await.unwrap();
+    }
+    b.wait_for_log("the module's SQLite data is carried over to postgres, checked");
+    assert!(!file("b").exists());
+    assert!(file("b")
+        .with_file_name("users.sqlite.carried-to-postgres")
+        .exists());
+    assert!(file("a").exists(), "a keeps its copy until told");
+    let written = std::fs::read_to_string(&cluster.deployment.file).unwrap();
+    assert!(written.contains("users = [\"b\"]"), "{written}");
+    assert!(
+        written.contains(&format!("database = {{ postgres = {url:?} }}")),
+        "{written}"
+    );
+    eprintln!(
+        "onto postgres: {} bytes copied in {:.1} ms, held {:.1} ms (the carry included), {} rows compared",
+        report["copied_bytes"],
+        report["copy_ms"].as_f64().unwrap_or_default(),
+        report["held_ms"].as_f64().unwrap_or_default(),
+        report["rows"]["users"]
+    );
+
+    // Each node took the new database as if its file had said so from the start: a
+    // reload of the file (written by both) finds nothing else changed.
+    for node in [a, b] {
+        let (code, _, stderr) = reload_node(node, TOKEN);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+
+    // Back to a, on Postgres: no copy, every row.
+    let (load, clients) = Load::start(a, b, "back");
+    load.passes(50).await;
+    let (code, back, stderr) = extract(b, "a");
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs().join("\n"));
+    load.passes(50).await;
+    load.stop(clients).await;
+    no_write_failed(&load, &mut created);
+    assert_eq!(back["files"], 0, "{back}");
+    assert_eq!(back["copied_bytes"], 0, "{back}");
+    assert_eq!(serving(a).await, ["users"]);
+    let everyone = before + created.len() as u64;
+    assert_eq!(total(a).await, everyone);
+
+    // A restart reads the file as written: a serves users on Postgres.
+    stop_node(&mut cluster, "a");
+    cluster.start_node("a", &[]);
+    assert_eq!(total(cluster.node("a")).await, everyone);
+}

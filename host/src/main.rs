@@ -133,6 +133,11 @@ enum Command {
         /// The node it moves to.
         #[arg(long, required_unless_present_any = ["commit", "abort"], conflicts_with_all = ["commit", "abort"])]
         to: Option<String>,
+        /// With --to: the Postgres database a SQLite module moves onto (a postgres://
+        /// URL, or $NAME of an environment variable every node has, to keep the
+        /// password out of the deployment file); its data is carried there.
+        #[arg(long, value_name = "URL", requires = "to")]
+        to_postgres: Option<String>,
         /// Remove the copy of the module's data kept on this node since it left.
         #[arg(long, conflicts_with = "abort")]
         commit: bool,
@@ -383,6 +388,7 @@ fn main() -> ExitCode {
         Command::Extract {
             module,
             to,
+            to_postgres,
             commit,
             abort,
             max_pause,
@@ -390,7 +396,11 @@ fn main() -> ExitCode {
         } => {
             let max_pause_ms = u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX);
             let body = match to {
-                Some(to) => serde_json::json!({ "to": to, "max_pause_ms": max_pause_ms }),
+                Some(to) => serde_json::json!({
+                    "to": to,
+                    "max_pause_ms": max_pause_ms,
+                    "to_postgres": to_postgres,
+                }),
                 None if commit => serde_json::json!({ "commit": true }),
                 None => serde_json::json!({ "abort": abort, "max_pause_ms": max_pause_ms }),
             };

@@ -49,6 +49,10 @@ pub(super) struct Extract {
     /// The longest the module's work may be held, in milliseconds.
     #[serde(default)]
     max_pause_ms: Option<u64>,
+    /// With `to`: the Postgres a SQLite module moves onto (a `postgres://` URL, or
+    /// `$NAME` of an environment variable every node has), its data carried there.
+    #[serde(default)]
+    to_postgres: Option<String>,
 }
 
 impl Admin {
@@ -65,14 +69,20 @@ impl Admin {
         #[cfg(feature = "mesh")]
         if let Some(mover) = &self.mover {
             let (status, answer) = match (request.to, request.commit, request.abort) {
-                (Some(to), false, false) => mover.extract(module, &to, max_pause).await,
-                (None, true, false) => mover.commit(module),
-                (None, false, true) => mover.abort(module, max_pause).await,
-                _ => return bad_request("give one of them"),
+                (Some(to), false, false) => {
+                    mover
+                        .extract(module, &to, max_pause, request.to_postgres)
+                        .await
+                }
+                (None, true, false) if request.to_postgres.is_none() => mover.commit(module),
+                (None, false, true) if request.to_postgres.is_none() => {
+                    mover.abort(module, max_pause).await
+                }
+                _ => return bad_request("give one of them (to_postgres goes with to)"),
             };
             return responses::json(status, &answer);
         }
-        let _ = (module, max_pause);
+        let _ = (module, max_pause, request.to_postgres);
         responses::error(
             StatusCode::CONFLICT,
             "not_split",
@@ -88,8 +98,8 @@ fn bad_request(why: &str) -> http::Response<Body> {
         StatusCode::BAD_REQUEST,
         "bad_request",
         &format!(
-            "{why}: expected {{\"to\": NODE, \"max_pause_ms\"?: N}}, {{\"commit\": true}} \
-             or {{\"abort\": true}}"
+            "{why}: expected {{\"to\": NODE, \"max_pause_ms\"?: N, \"to_postgres\"?: URL}}, \
+             {{\"commit\": true}} or {{\"abort\": true}}"
         ),
         None,
     )

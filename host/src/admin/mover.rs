@@ -48,6 +48,35 @@ struct Prepared {
     version: String,
 }
 
+/// What a source tells the other nodes of a module's database as it moves (the body
+/// of `arrive` and `moved`; the URL may hold a password, so it is never in a query):
+/// the Postgres it moves onto, if it does.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Onto {
+    /// `--to-postgres`: the URL (or `$NAME`) as the operator wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) postgres: Option<String>,
+}
+
+impl Onto {
+    /// What `body` says, or why it cannot be read (an empty body: nothing changes).
+    pub(super) fn read(body: &[u8]) -> Result<Onto, String> {
+        if body.is_empty() {
+            return Ok(Onto::default());
+        }
+        serde_json::from_slice(body)
+            .map_err(|error| format!("reading the module's database: {error}"))
+    }
+
+    fn body(&self) -> Bytes {
+        match self.postgres {
+            Some(_) => Bytes::from(serde_json::to_vec(self).unwrap_or_default()),
+            None => Bytes::new(),
+        }
+    }
+}
+
 /// What was copied, and how long it took.
 #[derive(Default)]
 struct Copied {
@@ -82,12 +111,14 @@ impl Mover {
         self.registry.deployment().node.clone().unwrap_or_default()
     }
 
-    /// Moves `module`, which runs here alone, to node `to`: the report, or why not.
+    /// Moves `module`, which runs here alone, to node `to` — onto `postgres`, with its
+    /// SQLite data carried there, if given: the report, or why not.
     pub async fn extract(
         self: &Arc<Self>,
         module: &str,
         to: &str,
         max_pause: Duration,
+        postgres: Option<String>,
     ) -> (StatusCode, serde_json::Value) {
         let here = self.here();
         if !self.registry.deployment().nodes.contains_key(to) || to == here {
@@ -108,13 +139,28 @@ impl Mover {
                 ),
             );
         }
+        // Read here as every node will read it: refused before anything moves.
+        if let Some(postgres) = &postgres {
+            if let Err(problems) = self
+                .registry
+                .deployment_now()
+                .with_postgres(module, postgres)
+            {
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_database",
+                    problems.to_string(),
+                );
+            }
+        }
         // Its own task: an operator who stops waiting for the answer does not stop
         // the extraction half-way (a module half-moved would serve on two nodes).
         let mover = self.clone();
         let (name, target) = (module.to_string(), to.to_string());
+        let onto = Onto { postgres };
         let moving = tokio::spawn(async move {
             let _one = mover.registry.one_change_at_a_time().await;
-            let outcome = mover.move_module(&name, &target, max_pause).await;
+            let outcome = mover.move_module(&name, &target, max_pause, &onto).await;
             if outcome.is_err() {
                 mover.ask_quietly(&target, "abandon", &name).await;
             }
@@ -188,7 +234,7 @@ impl Mover {
         };
         let files: Vec<_> = self
             .registry
-            .data_files(module)
+            .kept_files(module)
             .into_iter()
             .filter(|file| file.exists())
             .collect();
@@ -315,6 +361,7 @@ impl Mover {
         module: &str,
         to: &str,
         max_pause: Duration,
+        onto: &Onto,
     ) -> Result<serde_json::Value, CalledOff> {
         let mut departure = self.registry.depart(module).map_err(off("prepare"))?;
         let files = departure.files().to_vec();
@@ -355,7 +402,7 @@ impl Mover {
                 to,
                 "arrive",
                 &[("module", module), ("idle_ms", &idle_ms)],
-                Bytes::new(),
+                onto.body(),
             )
             .await
             .map_err(|failed| off("prepare")(failed.to_string()))?;
@@ -466,7 +513,7 @@ impl Mover {
                     &node,
                     "moved",
                     &[("module", module), ("to", to)],
-                    Bytes::new(),
+                    onto.body(),
                 )
                 .await;
             let outcome = match answer {
@@ -479,13 +526,14 @@ impl Mover {
             nodes.insert(node, outcome.into());
         }
         let held = departure.held_for();
-        departure.leave(to);
+        departure.leave(to, onto.postgres.as_deref());
         let rate = copy.bytes as f64 / copy.took.as_secs_f64().max(1e-6) / (1024.0 * 1024.0);
         Ok(serde_json::json!({
             "module": module,
             "from": self.here(),
             "to": to,
             "files": files.len(),
+            "database": if onto.postgres.is_some() { "postgres" } else { "as before" },
             "copied_bytes": copy.bytes,
             "copy_ms": copy.took.as_secs_f64() * 1000.0,
             "copy_mib_per_s": rate,

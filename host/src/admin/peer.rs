@@ -37,6 +37,7 @@ use super::extract::DEFAULT_MAX_PAUSE;
 /// How long an arrival waits for its source's next step when the source did not say.
 const DEFAULT_ARRIVAL_IDLE: Duration = Duration::from_secs(600);
 use super::mover::Mover;
+use super::mover::Onto;
 use crate::engine::component_extension;
 use crate::mesh::server::PeerAdmin;
 use crate::mesh::Mesh;
@@ -204,9 +205,13 @@ impl PeerRequests {
                 let idle = param("idle_ms")
                     .and_then(|ms| ms.parse().ok())
                     .map_or(DEFAULT_ARRIVAL_IDLE, Duration::from_millis);
+                let onto = match Onto::read(body) {
+                    Ok(onto) => onto,
+                    Err(why) => return Some(done(Err(why))),
+                };
                 done(
                     registry
-                        .prepare_arrival(module, idle)
+                        .prepare_arrival(module, idle, onto.postgres.as_deref())
                         .await
                         .map(|(files, version)| {
                             serde_json::json!({ "files": files, "version": version }).to_string()
@@ -235,7 +240,7 @@ impl PeerRequests {
                 None => done(Err("no node the module moves to".to_string())),
             },
             "abandon" => {
-                registry.abandon_arrival(module);
+                registry.abandon_arrival(module).await;
                 done(Ok(String::new()))
             }
             "extract" => {
@@ -253,12 +258,18 @@ impl PeerRequests {
                 let max_pause = param("max_pause_ms")
                     .and_then(|ms| ms.parse().ok())
                     .map_or(DEFAULT_MAX_PAUSE, Duration::from_millis);
-                let (status, answer) = self.mover.extract(module, &to, max_pause).await;
+                // Back where it came from, on the database it has now.
+                let (status, answer) = self.mover.extract(module, &to, max_pause, None).await;
                 responses::json(status, &answer)
             }
-            "moved" => match param("to") {
-                Some(to) => done(registry.moved(module, &to).map(|()| String::new())),
-                None => done(Err("no node to route the module to".to_string())),
+            "moved" => match (param("to"), Onto::read(body)) {
+                (Some(to), Ok(onto)) => done(
+                    registry
+                        .moved(module, &to, onto.postgres.as_deref())
+                        .map(|()| String::new()),
+                ),
+                (None, _) => done(Err("no node to route the module to".to_string())),
+                (_, Err(why)) => done(Err(why)),
             },
             _ => return None,
         })

@@ -121,6 +121,22 @@ pub trait Capability: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// 3. Refuses when what `module` would open outside this node's data files (a
+    ///    Postgres schema) holds data already: a module moving onto a database there
+    ///    ([`Self::discard`] on failure) must start from nothing of anyone's.
+    fn check_unused<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = module;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// 3. Removes what opening `module` made outside this node's data files (its
+    ///    Postgres schemas, with what was carried into them), after a move onto it —
+    ///    which found it unused ([`Self::check_unused`]) — was called off.
+    fn discard<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = module;
+        Box::pin(async { Ok(()) })
+    }
+
     /// 3. Settles `module`'s data files for a byte copy: with its work `held`,
     ///    nothing may be left in a journal beside them; while it serves, as much as
     ///    goes without waiting for its writers (so that the copy made then is close).
@@ -384,6 +400,29 @@ impl Capabilities {
         // Its data, if the module left a SQLite file here for Postgres.
         sql::carry::from_sqlite(self, module, &state).await?;
         Ok(state)
+    }
+
+    /// Refuses when any capability's data of `module` outside this node's files is in
+    /// use already ([`Capability::check_unused`]).
+    pub async fn check_unused(&self, module: OpenContext<'_>) -> anyhow::Result<()> {
+        for capability in self.iter() {
+            capability.check_unused(module).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes what every capability made of `module` outside this node's files
+    /// ([`Capability::discard`]); the first error, once each was asked.
+    pub async fn discard(&self, module: OpenContext<'_>) -> anyhow::Result<()> {
+        let mut failed = Ok(());
+        for capability in self.iter() {
+            if let Err(error) = capability.discard(module).await {
+                if failed.is_ok() {
+                    failed = Err(error);
+                }
+            }
+        }
+        failed
     }
 
     /// Every capability's data files of `module` on this node.

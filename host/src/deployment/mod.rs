@@ -14,6 +14,7 @@
 
 pub mod access;
 mod addresses;
+mod amend;
 pub mod build;
 pub mod database;
 pub mod errors;
@@ -28,6 +29,7 @@ pub mod placement;
 pub mod policies;
 pub mod python;
 mod reload;
+pub use amend::{write_database, AmendedDatabase};
 pub use reload::write_placement;
 pub mod rollout;
 pub mod routes;

@@ -99,10 +99,15 @@ pub fn write_placement(file: &Path, module: &str, nodes: &[String]) -> std::io::
     }
     let mut written = lines.join("\n");
     written.push('\n');
-    // A name of this process's own (nodes sharing a file each write theirs), the
-    // file's permissions kept, flushed before it replaces the file.
+    replace_file(file, &written)
+}
+
+/// Replaces `file`'s text with `text` in one rename: written under a name of this
+/// process's own (nodes sharing a file each write theirs), the file's permissions
+/// kept, flushed before it replaces the file.
+pub(super) fn replace_file(file: &Path, text: &str) -> std::io::Result<()> {
     let temporary = file.with_extension(format!("toml.placing.{}", std::process::id()));
-    std::fs::write(&temporary, written)?;
+    std::fs::write(&temporary, text)?;
     if let Ok(metadata) = std::fs::metadata(file) {
         std::fs::set_permissions(&temporary, metadata.permissions())?;
     }

@@ -24,6 +24,7 @@ use super::slot::ModuleSlot;
 use super::version::ModuleVersion;
 use super::Registry;
 use crate::capabilities::OpenContext;
+use crate::deployment::{AmendedDatabase, Deployment, ModuleSpec};
 use crate::engine::cache::write_atomically;
 
 /// What a module's data files hold once copied: each file's SHA-256, and what the
@@ -51,6 +52,9 @@ pub(super) struct Arrival {
     received: u64,
     /// The length each of its files is to have, as the last batch said.
     lengths: Vec<u64>,
+    /// The database it moves onto (`--to-postgres`), its files carried into it as it
+    /// opens; `None`: it keeps the database it had.
+    database: Option<AmendedDatabase>,
 }
 
 /// A module arriving here, as `modhost status` shows it.
@@ -103,21 +107,80 @@ fn incoming(file: &std::path::Path) -> PathBuf {
 }
 
 impl Registry {
+    /// Module `name`'s spec as it is now: the deployment's, with its database as a
+    /// move onto Postgres changed it since the node started.
+    pub fn spec(&self, name: &str) -> Option<ModuleSpec> {
+        if let Some(amended) = self.lock_databases().get(name) {
+            return Some(amended.spec.clone());
+        }
+        self.deployment().modules.get(name).cloned()
+    }
+
+    /// The deployment as it is now: as the node loaded it, with every database a move
+    /// changed since (what a reload compares the file with).
+    pub fn deployment_now(&self) -> Deployment {
+        let mut now = self.deployment().clone();
+        for amended in self.lock_databases().values() {
+            now.amend_database(amended);
+        }
+        now
+    }
+
+    /// Module `name`'s database from now on is `amended`'s: here, and in the file that
+    /// wrote `[modules]`, so that a restart or a reload keeps it.
+    fn take_database(&self, amended: &AmendedDatabase) {
+        let name = &amended.spec.name;
+        self.lock_databases().insert(name.clone(), amended.clone());
+        let file = self.deployment().origins.file_of("modules").to_path_buf();
+        match crate::deployment::write_database(&file, name, &amended.written) {
+            Ok(()) => {
+                tracing::info!(module = %name, file = %file.display(), "extraction: the module's new database is written in the deployment file")
+            }
+            Err(error) => {
+                tracing::warn!(module = %name, file = %file.display(), %error, "extraction: cannot write the module's new database; edit the file before the next restart or reload")
+            }
+        }
+    }
+
     /// The files that hold module `name`'s data on this node (none for a module
     /// without a database of its own here).
     pub fn data_files(&self, name: &str) -> Vec<PathBuf> {
-        let Some(spec) = self.deployment().modules.get(name) else {
-            return Vec::new();
-        };
+        match self.spec(name) {
+            Some(spec) => self.files_of(&spec),
+            None => Vec::new(),
+        }
+    }
+
+    /// The data files of a module with `spec` on this node.
+    fn files_of(&self, spec: &ModuleSpec) -> Vec<PathBuf> {
         self.capabilities().data_files(OpenContext {
             deployment: self.deployment(),
             spec,
         })
     }
 
+    /// The files that held module `name`'s data here: its data files, and those of
+    /// the database the node started with, if a move to Postgres changed it since.
+    pub fn kept_files(&self, name: &str) -> Vec<PathBuf> {
+        let mut files = self.data_files(name);
+        if let Some(started) = self.deployment().modules.get(name) {
+            for file in self.files_of(started) {
+                if !files.contains(&file) {
+                    files.push(file);
+                }
+            }
+        }
+        files
+    }
+
     /// Links module `name` to serve here later, with its data to come: refused when it
     /// runs here already or does not link. Files left by an earlier attempt go. How
     /// many data files it awaits, and the version it linked.
+    ///
+    /// With `postgres` (a SQLite module moving onto Postgres: the URL, or `$NAME`), it
+    /// links with that database instead — checked as a start checks it, its schema
+    /// unused — and awaits its SQLite files all the same: opened, it carries them
+    /// into the schema (`capabilities::sql::carry`).
     ///
     /// A source that goes quiet for `idle` (at most [`MAX_ARRIVAL_IDLE`]) — it died,
     /// or lost the mesh — leaves nothing behind: the arrival is dropped with what was
@@ -126,6 +189,7 @@ impl Registry {
         self: &Arc<Self>,
         name: &str,
         idle: Duration,
+        postgres: Option<&str>,
     ) -> Result<(usize, String), String> {
         // Not beside another change here: a reload starting the module another way
         // waits, or is refused once the arrival is known.
@@ -134,15 +198,33 @@ impl Registry {
             return Err(format!("module {name} already runs on this node"));
         }
         let spec = self
-            .deployment()
-            .modules
-            .get(name)
+            .spec(name)
             .ok_or_else(|| format!("no module {name} is deployed"))?;
+        let database = match postgres {
+            Some(postgres) => {
+                let amended = self
+                    .deployment_now()
+                    .with_postgres(name, postgres)
+                    .map_err(|problems| problems.to_string())?;
+                let opening = OpenContext {
+                    deployment: self.deployment(),
+                    spec: &amended.spec,
+                };
+                self.capabilities()
+                    .check_unused(opening)
+                    .await
+                    .map_err(|error| format!("{error:#}"))?;
+                Some(amended)
+            }
+            None => None,
+        };
+        let linked = database.as_ref().map_or(&spec, |amended| &amended.spec);
         let version = self
             .swapper()
-            .link_placed(spec)
+            .link_placed(linked)
             .map_err(|error| format!("{error:#}"))?;
-        let files = self.data_files(name);
+        // The files it has where it comes from (SQLite's, moving onto Postgres).
+        let files = self.files_of(&spec);
         for file in &files {
             let _ = std::fs::remove_file(incoming(file));
             if let Some(dir) = file.parent() {
@@ -169,6 +251,7 @@ impl Registry {
                 touched: Instant::now(),
                 received: 0,
                 lengths: Vec::new(),
+                database,
             },
         );
         tokio::spawn(drop_when_quiet(
@@ -204,12 +287,19 @@ impl Registry {
     /// Checks the files received for `name` against `settled` (the source's digests
     /// and counts), puts them in place and opens the module — ready to serve, not
     /// serving until [`Self::serve_arrival`]. On any mismatch nothing is opened, and
-    /// the files received are removed.
+    /// the files received are removed. A module moving onto Postgres carries its
+    /// files into its schema as it opens: a carry that fails, or does not take
+    /// place, leaves nothing there.
     pub async fn complete_arrival(&self, name: &str, settled: &Settled) -> Result<Settled, String> {
-        let (id, version, files) = match self.lock_arrivals().get_mut(name) {
+        let (id, version, files, onto) = match self.lock_arrivals().get_mut(name) {
             Some(arrival) if arrival.ready.is_none() => {
                 arrival.touched = Instant::now();
-                (arrival.id, arrival.version.clone(), arrival.files.clone())
+                (
+                    arrival.id,
+                    arrival.version.clone(),
+                    arrival.files.clone(),
+                    arrival.database.clone(),
+                )
             }
             _ => return Err(format!("module {name} is not arriving here")),
         };
@@ -232,20 +322,39 @@ impl Registry {
             std::fs::rename(incoming(file), file)
                 .map_err(|error| format!("putting {} in place: {error}", file.display()))?;
         }
-        self.open_module(&version.module).await?;
+        let opened = match self.open_module(&version.module).await {
+            // Carried, its files are set aside: none is left in place.
+            Ok(()) if onto.is_some() && files.iter().any(|file| file.exists()) => Err(format!(
+                "module {name}'s data was not carried into its postgres schema"
+            )),
+            opened => opened,
+        };
+        if let Err(why) = opened {
+            remove_copy(&files);
+            if let Some(onto) = &onto {
+                self.discard(onto).await;
+            }
+            return Err(why);
+        }
         let slot = Arc::new(ModuleSlot::new(version, self.deployment().rollout.clone()));
-        match self.lock_arrivals().get_mut(name) {
+        let kept = match self.lock_arrivals().get_mut(name) {
             Some(arrival) if arrival.id == id => {
                 arrival.ready = Some(slot);
                 arrival.touched = Instant::now();
+                true
             }
-            // Abandoned meanwhile (or replaced by another attempt): its copy goes
-            // with it.
             _ => {
                 drop(slot);
-                remove_copy(&files);
-                return Err(format!("the arrival of module {name} was called off"));
+                false
             }
+        };
+        // Abandoned meanwhile (or replaced by another attempt): its copy goes with it.
+        if !kept {
+            remove_copy(&files);
+            if let Some(onto) = &onto {
+                self.discard(onto).await;
+            }
+            return Err(format!("the arrival of module {name} was called off"));
         }
         tracing::info!(
             module = name,
@@ -270,8 +379,11 @@ impl Registry {
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} already runs on this node"));
         }
-        arrivals.remove(name);
+        let database = arrivals.remove(name).and_then(|arrival| arrival.database);
         drop(arrivals);
+        if let Some(database) = &database {
+            self.take_database(database);
+        }
         let here = self.deployment().node.clone().unwrap_or_default();
         self.directory().republish(|placement| {
             placement.remote.remove(name);
@@ -398,12 +510,13 @@ impl Registry {
     }
 
     /// Drops module `name`'s arrival: nothing of it serves here, the files received —
-    /// or, once put in place, the copy — are removed.
-    pub fn abandon_arrival(&self, name: &str) {
+    /// or, once put in place, the copy, and what was carried into Postgres — are
+    /// removed.
+    pub async fn abandon_arrival(&self, name: &str) {
         let Some(arrival) = self.lock_arrivals().remove(name) else {
             return;
         };
-        drop_arrival(arrival);
+        self.drop_arrival(arrival).await;
         tracing::info!(
             module = name,
             "extraction: called off; nothing of the module serves here"
@@ -411,12 +524,35 @@ impl Registry {
     }
 }
 
-/// Removes what an arrival received, and its copy if it was put in place.
-fn drop_arrival(arrival: Arrival) {
-    remove_received(&arrival.files);
-    if let Some(slot) = arrival.ready {
-        drop(slot);
-        remove_copy(&arrival.files);
+impl Registry {
+    /// Removes what an arrival received, and its copy if it was put in place (with
+    /// what was carried into Postgres).
+    async fn drop_arrival(&self, arrival: Arrival) {
+        remove_received(&arrival.files);
+        if let Some(slot) = arrival.ready {
+            drop(slot);
+            remove_copy(&arrival.files);
+            if let Some(onto) = &arrival.database {
+                self.discard(onto).await;
+            }
+        }
+    }
+
+    /// Removes what a module moving onto `onto` made there (its schemas, found
+    /// unused when the move began).
+    async fn discard(&self, onto: &AmendedDatabase) {
+        let opening = OpenContext {
+            deployment: self.deployment(),
+            spec: &onto.spec,
+        };
+        match self.capabilities().discard(opening).await {
+            Ok(()) => {
+                tracing::info!(module = %onto.spec.name, "extraction: what was carried into the module's new database is removed")
+            }
+            Err(error) => {
+                tracing::warn!(module = %onto.spec.name, error = %format!("{error:#}"), "extraction: cannot remove what was carried into the module's new database; drop its schemas before moving it there again")
+            }
+        }
     }
 }
 
@@ -434,20 +570,31 @@ async fn drop_when_quiet(
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        let mut arrivals = registry.lock_arrivals();
-        let quiet = match arrivals.get(&name) {
-            Some(arrival) if arrival.id == id => arrival.touched.elapsed(),
-            _ => return,
+        // The arrival, taken if it has been quiet for `idle`; otherwise how long ago it
+        // was last moved on (the lock is not held past this block).
+        let taken = {
+            let mut arrivals = registry.lock_arrivals();
+            match arrivals.get(&name) {
+                Some(arrival) if arrival.id == id => {
+                    let quiet = arrival.touched.elapsed();
+                    if quiet < idle {
+                        Err(quiet)
+                    } else {
+                        Ok(arrivals.remove(&name).map(|arrival| (arrival, quiet)))
+                    }
+                }
+                _ => return,
+            }
         };
-        if quiet < idle {
-            wait = idle - quiet;
-            continue;
-        }
-        let Some(arrival) = arrivals.remove(&name) else {
-            return;
+        let (arrival, quiet) = match taken {
+            Err(quiet) => {
+                wait = idle - quiet;
+                continue;
+            }
+            Ok(None) => return,
+            Ok(Some(taken)) => taken,
         };
-        drop(arrivals);
-        drop_arrival(arrival);
+        registry.drop_arrival(arrival).await;
         tracing::warn!(
             module = %name,
             quiet_ms = quiet.as_millis() as u64,
@@ -493,6 +640,18 @@ impl Registry {
         });
     }
 
+    /// Module `name`'s database is `postgres` from now on, as this node reads it; a
+    /// node that cannot read it (an environment variable it lacks) says so and keeps
+    /// the one it had.
+    fn take_postgres(&self, name: &str, postgres: &str) {
+        match self.deployment_now().with_postgres(name, postgres) {
+            Ok(amended) => self.take_database(&amended),
+            Err(problems) => {
+                tracing::warn!(module = name, %problems, "extraction: the module's new database cannot be read here; edit the deployment file before the next restart or reload")
+            }
+        }
+    }
+
     /// Whether `node` is another node of the deployment.
     fn check_node(&self, node: &str) -> Result<(), String> {
         let here = self.deployment().node.as_deref();
@@ -503,19 +662,20 @@ impl Registry {
     }
 
     /// Routes module `name` to node `to`, which serves it now (its calls and
-    /// requests go there).
-    pub fn moved(&self, name: &str, to: &str) -> Result<(), String> {
+    /// requests go there) — on `postgres`, if it moved onto Postgres.
+    pub fn moved(&self, name: &str, to: &str, postgres: Option<&str>) -> Result<(), String> {
         self.check_node(to)?;
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} runs on this node"));
         }
         let spec = self
-            .deployment()
-            .modules
-            .get(name)
+            .spec(name)
             .ok_or_else(|| format!("no module {name} is deployed"))?;
         self.route_to(name, to, spec.limits.timeout.duration());
         self.write_placement(name, to);
+        if let Some(postgres) = postgres {
+            self.take_postgres(name, postgres);
+        }
         tracing::info!(
             module = name,
             node = to,
@@ -729,9 +889,10 @@ impl Departure {
         tracing::warn!(module = %self.slot.name, "extraction: called off; the module serves on this node as before");
     }
 
-    /// The module serves on `to` now: routes it there and releases the held work,
-    /// which goes there too. Its data files stay here, unused.
-    pub fn leave(mut self, to: &str) {
+    /// The module serves on `to` now (on `postgres`, if it moved onto it): routes it
+    /// there and releases the held work, which goes there too. Its data files stay
+    /// here, unused.
+    pub fn leave(mut self, to: &str, postgres: Option<&str>) {
         let name = self.slot.name.clone();
         let timeout = self.slot.serving().limits().timeout.duration();
         self.registry.route_to(&name, to, timeout);
@@ -742,6 +903,9 @@ impl Departure {
         self.drained = None;
         self.slot.hold.release();
         self.registry.write_placement(&name, to);
+        if let Some(postgres) = postgres {
+            self.registry.take_postgres(&name, postgres);
+        }
         self.registry.forget_metrics(&name);
         if let Err(error) = self.registry.record_move(Moves::ArrivedFrom, &name, None) {
             tracing::warn!(module = %name, %error, "extraction: cannot forget where the module came from");

@@ -67,7 +67,7 @@ impl Registry {
     /// module cannot start (see the module's docs).
     pub async fn reload(&self, new: &Deployment) -> Result<Placed, PlaceRefused> {
         let _one = self.swapper().one_change_at_a_time().await;
-        let mut running = self.deployment().clone();
+        let mut running = self.deployment_now();
         running.placement = self.directory().snapshot().placed.clone();
         let problems = running.reload_problems(new);
         if !problems.is_empty() {

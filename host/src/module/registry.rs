@@ -35,7 +35,7 @@ use crate::capabilities::{
     wasi, Capabilities, Components, InstanceState, OpenContext, RunningModule, Service,
     VersionContext,
 };
-use crate::deployment::{Deployment, Instances, ModuleSpec};
+use crate::deployment::{AmendedDatabase, Deployment, Instances, ModuleSpec};
 use crate::engine::{Engine, LoadedComponent};
 use crate::telemetry::metrics::{Metrics, Sampled, VersionRole};
 
@@ -69,6 +69,9 @@ pub struct Registry {
     services: Mutex<Vec<Box<dyn Service>>>,
     /// Modules arriving from another node with their data, not yet serving.
     arrivals: Mutex<BTreeMap<String, super::extraction::Arrival>>,
+    /// The modules whose database changed since the node started (a move onto
+    /// Postgres): the deployment as it is now, with [`Self::deployment`].
+    databases: Mutex<BTreeMap<String, AmendedDatabase>>,
 }
 
 /// A module's component, compiled but not yet linked.
@@ -197,6 +200,7 @@ impl Registry {
             swapper,
             services: Mutex::new(Vec::new()),
             arrivals: Mutex::new(BTreeMap::new()),
+            databases: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -352,6 +356,12 @@ impl Registry {
     /// The node's capabilities.
     pub(super) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    pub(super) fn lock_databases(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, AmendedDatabase>> {
+        self.databases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_services(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Service>>> {

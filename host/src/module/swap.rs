@@ -313,12 +313,10 @@ impl Swapper {
         migrations: Option<&Path>,
     ) -> Result<Staged, Refused> {
         let name = &slot.name;
-        let spec = self
-            .deployment
-            .modules
-            .get(name)
-            .ok_or_else(|| Refused::NotDeployed(name.clone()))?;
         let serving = slot.serving();
+        // The spec the module runs with: its database may have changed since the node
+        // started (a move to Postgres), and a new version keeps it.
+        let spec = &serving.module.spec;
         if let Some(reason) = serving.module.not_started() {
             return Err(Refused::NotStarted {
                 module: name.clone(),

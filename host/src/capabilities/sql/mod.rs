@@ -69,6 +69,15 @@ pub struct Sql;
 /// An instance's handle to its module's database.
 pub struct SqlSlice(Arc<Database>);
 
+/// Where `module` keeps its data on Postgres, if it does: the administrator's URL,
+/// its schema and how connections are encrypted.
+fn postgres_of(module: OpenContext<'_>) -> Option<(&str, &str, &crate::deployment::PostgresTls)> {
+    match &module.spec.database.as_ref()?.backend {
+        DatabaseBackend::Postgres { url, schema, tls } => Some((url, schema, tls)),
+        DatabaseBackend::Sqlite => None,
+    }
+}
+
 impl Capability for Sql {
     fn name(&self) -> &'static str {
         "modhost:sql"
@@ -164,6 +173,35 @@ impl Capability for Sql {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// A Postgres schema (the module's, or the host's for it) with a table in it is
+    /// in use: a module opened there before.
+    fn check_unused<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match postgres_of(module) {
+                #[cfg(feature = "postgres")]
+                Some((url, schema, tls)) => {
+                    postgres::check_unused(&module.spec.name, url, schema, tls).await
+                }
+                #[cfg(not(feature = "postgres"))]
+                Some(_) => anyhow::bail!("this modhost is built without postgres"),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Drops the module's schema and the host's schema for it.
+    fn discard<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match postgres_of(module) {
+                #[cfg(feature = "postgres")]
+                Some((url, schema, tls)) => {
+                    postgres::drop_schemas(&module.spec.name, url, schema, tls).await
+                }
+                _ => Ok(()),
+            }
+        })
     }
 
     /// Moves what the write-ahead log holds into the file: all of it, emptying the

@@ -428,6 +428,82 @@ pub async fn open(
     })
 }
 
+/// A connection to the server of `admin_url` as the administrator, encrypted as
+/// `tls` says (statement logging off, as in [`open`]).
+async fn connect_admin(admin_url: &str, tls: &PostgresTls) -> Result<sqlx::PgConnection> {
+    with_tls(
+        PgConnectOptions::from_str(admin_url).context("the postgres URL does not parse")?,
+        tls,
+    )
+    .disable_statement_logging()
+    .connect()
+    .await
+    .context("connecting to postgres as the administrator")
+}
+
+/// Refuses when `module`'s schema `schema`, or the host's schema for it, holds a
+/// table: a module was opened there before.
+pub async fn check_unused(
+    module: &str,
+    admin_url: &str,
+    schema: &str,
+    tls: &PostgresTls,
+) -> Result<()> {
+    let tables = tables_in(module, admin_url, schema, tls).await?;
+    if !tables.is_empty() {
+        anyhow::bail!(
+            "its postgres schema {schema} (or the host's schema {}) holds tables already \
+             ({}): a module moving to postgres is carried into a new schema; name another \
+             with schema = …, or drop that one",
+            host_schema(module),
+            tables.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The tables in `module`'s schema `schema` and in the host's schema for it
+/// (`schema.table`), as the administrator of `admin_url` sees them.
+async fn tables_in(
+    module: &str,
+    admin_url: &str,
+    schema: &str,
+    tls: &PostgresTls,
+) -> Result<Vec<String>> {
+    let mut connection = connect_admin(admin_url, tls).await?;
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT schemaname || '.' || tablename FROM pg_tables \
+         WHERE schemaname = $1 OR schemaname = $2 ORDER BY 1",
+    )
+    .bind(schema)
+    .bind(host_schema(module))
+    .fetch_all(&mut connection)
+    .await
+    .context("listing the tables of the module's schemas")?;
+    connection.close().await.ok();
+    Ok(tables.into_iter().map(|(table,)| table).collect())
+}
+
+/// Drops `module`'s schema `schema` and the host's schema for it, with everything in
+/// them (its role stays: [`open`] makes both schemas again).
+pub async fn drop_schemas(
+    module: &str,
+    admin_url: &str,
+    schema: &str,
+    tls: &PostgresTls,
+) -> Result<()> {
+    let mut connection = connect_admin(admin_url, tls).await?;
+    // Identifiers cannot be bound; both are validated names of [a-z0-9_].
+    for schema in [schema.to_string(), host_schema(module)] {
+        connection
+            .execute(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").as_str())
+            .await
+            .with_context(|| format!("dropping schema {schema}"))?;
+    }
+    connection.close().await.ok();
+    Ok(())
+}
+
 /// The role's password: a digest of the administrator URL and the role.
 fn password(admin_url: &str, role: &str) -> String {
     let digest = Sha256::new()
