@@ -9,7 +9,13 @@
 # non-2xx answer (there must be none). Each of RUNS extractions moves the module one
 # way, then back.
 #
-# Usage: benches/extract.sh [ROWS] [RUNS]   (needs wrk; installs it with apt if root)
+# With TO_POSTGRES=1, the first move takes the module onto Postgres (`--to-postgres`, a
+# local Postgres cluster started as the tests start theirs): its file is copied as
+# before, then carried into the schema while its work is held; the later moves need
+# no copy. Each move's figures are listed.
+#
+# Usage: [TO_POSTGRES=1] benches/extract.sh [ROWS] [RUNS]   (needs wrk; installs it
+# with apt if root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-100000}
@@ -24,7 +30,13 @@ MODHOST=$PWD/target/release/modhost
 
 WORK=$(mktemp -d)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+TO_POSTGRES=${TO_POSTGRES:-}
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -z "$TO_POSTGRES" ] || postgres_stop; rm -rf "$WORK"' EXIT
+if [ -n "$TO_POSTGRES" ]; then
+  chmod 755 "$WORK"
+  source benches/postgres.sh
+  URL="postgres://admin:bench-password@127.0.0.1:$PGPORT/postgres"
+fi
 TOKEN=bench-admin-token-0123456789
 declare -A HTTP MESH ADMIN
 for node in a b; do
@@ -102,8 +114,9 @@ summary() { # summary FILE → rps|p99|max|errors
   local errors; errors=$(awk '/Non-2xx|Socket errors/ {print}' "$1")
   echo "$(awk '/Requests\/sec/ {print $2}' "$1")|$(awk '$1=="99%" {print $2}' "$1")|$(awk '$1=="Latency" {print $4}' "$1")|${errors:-none}"
 }
-extract() { # extract MODULE-NODE TO OUT
-  "$MODHOST" extract users --to "$2" --admin "http://${ADMIN[$1]}" --token "$TOKEN" >"$3"
+extract() { # extract MODULE-NODE TO OUT [ONTO-POSTGRES]
+  local onto=(); [ -z "${4:-}" ] || onto=(--to-postgres "$URL")
+  "$MODHOST" extract users --to "$2" "${onto[@]}" --admin "http://${ADMIN[$1]}" --token "$TOKEN" >"$3"
 }
 
 from=a; to=b
@@ -113,7 +126,7 @@ for run in $(seq 1 "$RUNS"); do
   wrk_run "$from" 4 "$WORK/during-$run.txt" "during$run" &
   WRK=$!
   sleep 1.5
-  extract "$from" "$to" "$WORK/report-$run.json"
+  extract "$from" "$to" "$WORK/report-$run.json" "$([ -n "$TO_POSTGRES" ] && [ "$run" = 1 ] && echo onto)"
   wait "$WRK"
   python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$WORK/report-$run.json" >>"$WORK/reports"
   tmp=$from; from=$to; to=$tmp
@@ -132,7 +145,13 @@ print(f"- copied while serving: {med('copied_bytes') / 2**20:.1f} MiB in {med('c
       f"({med('copy_mib_per_s'):.0f} MiB/s over the mesh)")
 print(f"- last changes, sent while held: {med('last_changes_bytes') / 2**10:.0f} KiB")
 print(f"- the module's work held: {med('held_ms'):.1f} ms (max {max(r['held_ms'] for r in reports):.1f} ms)")
-print(f"- rows compared on both nodes: {statistics.median(r['rows']['users'] for r in reports):.0f} users")
+print(f"- rows compared on both nodes: {statistics.median(r['rows'].get('users', 0) for r in reports):.0f} users")
+print()
+print("| move | database | copied | held | rows |")
+print("| --- | --- | ---: | ---: | ---: |")
+for n, r in enumerate(reports, 1):
+    print(f"| {n}: {r['from']}→{r['to']} | {r['database']} | {r['copied_bytes'] / 2**20:.1f} MiB in {r['copy_ms']:.0f} ms "
+          f"| {r['held_ms']:.1f} ms | {r['rows'].get('users', '-')} |")
 PY
 echo
 echo "| run | requests/s | p99 | slowest | non-2xx / socket errors |"

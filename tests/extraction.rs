@@ -1197,7 +1197,7 @@ async fn a_sqlite_module_moves_onto_postgres_on_another_node_under_writes_and_ba
     assert_eq!(refused["error"]["step"], "prepare", "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("holds tables already (users.theirs)"),
+        message.contains("holds objects already (users.theirs)"),
         "{refused}"
     );
     load.passes(30).await;
@@ -1289,6 +1289,13 @@ async fn a_sqlite_module_moves_onto_postgres_on_another_node_under_writes_and_ba
         report["held_ms"].as_f64().unwrap_or_default(),
         report["rows"]["users"]
     );
+
+    // b restarted reads its database from the file: Postgres, with every row (not
+    // an empty SQLite file in place of the one set aside).
+    stop_node(&mut cluster, "b");
+    cluster.start_node("b", &[]);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    assert_eq!(total(b).await, everyone);
 
     // Each node took the new database as if its file had said so from the start: a
     // reload of the file (written by both) finds nothing else changed.

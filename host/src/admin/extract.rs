@@ -1,5 +1,8 @@
 //! `POST /v1/modules/M/extract {"to": NODE}` (`modhost extract M --to NODE`): module M
 //! moves from this node, with its data, to node NODE, while the application serves.
+//! With `"to_postgres": URL` (`--to-postgres`), a SQLite module moves onto Postgres on
+//! the way: NODE links it with that database and, at the switch, carries the file it
+//! received into the module's schema as it opens it (`capabilities::sql::carry`).
 //!
 //! This node coordinates; the steps (each logged, each node's part in
 //! [`crate::module::extraction`]):

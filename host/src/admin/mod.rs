@@ -15,7 +15,7 @@
 //! | `POST /v1/modules/M/canary` `{"component": PATH, "weight": N}` | M's new version gets N% of its traffic |
 //! | `POST /v1/modules/M/promote` | M's canary serves everything |
 //! | `POST /v1/modules/M/rollback` | M's canary is dropped, or M goes back to the version before |
-//! | `POST /v1/modules/M/extract` `{"to": NODE, "max_pause_ms"?: N}` | M moves from this node to NODE with its data, while the application serves ([`extract`]) |
+//! | `POST /v1/modules/M/extract` `{"to": NODE, "max_pause_ms"?: N, "to_postgres"?: URL}` | M moves from this node to NODE with its data (onto Postgres, with `to_postgres`), while the application serves ([`extract`]) |
 //! | `POST /v1/reload` | this node reads its deployment file again and applies its `[placement]` ([`crate::module::placing`]) |
 //!
 //! On a split deployment a change applies to every node running the module, driven

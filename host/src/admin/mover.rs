@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::NodeFailed;
 use crate::engine::component_extension;
 use crate::mesh::Mesh;
-use crate::module::extraction::with_journal;
+use crate::module::extraction::{with_journal, Prepared};
 use crate::module::moving::Sent;
 use crate::module::Registry;
 
@@ -40,12 +40,17 @@ fn reading_back(bytes: u64) -> Duration {
     Duration::from_secs(2 * bytes / SLOW_DISK_BYTES_PER_S)
 }
 
-/// What the target prepared for a module arriving: how many data files it expects,
-/// and the version it linked.
-#[derive(serde::Deserialize)]
-struct Prepared {
-    files: usize,
-    version: String,
+/// The pace at which a target is expected to carry a SQLite file into Postgres, at
+/// worst (`benches/extract.sh` measures ~12 MiB/s on two shared cores).
+const SLOW_CARRY_BYTES_PER_S: u64 = 2 * 1024 * 1024;
+
+/// How long carrying `bytes` of SQLite file into Postgres may take, at worst (none
+/// when the module keeps its database).
+fn carrying(bytes: u64, onto: &Onto) -> Duration {
+    match onto.postgres {
+        Some(_) => Duration::from_secs(bytes / SLOW_CARRY_BYTES_PER_S),
+        None => Duration::ZERO,
+    }
 }
 
 /// What a source tells the other nodes of a module's database as it moves (the body
@@ -141,16 +146,22 @@ impl Mover {
         }
         // Read here as every node will read it: refused before anything moves.
         if let Some(postgres) = &postgres {
-            if let Err(problems) = self
+            let amended = match self
                 .registry
                 .deployment_now()
                 .with_postgres(module, postgres)
             {
-                return refusal(
-                    StatusCode::BAD_REQUEST,
-                    "bad_database",
-                    problems.to_string(),
-                );
+                Ok(amended) => amended,
+                Err(problems) => {
+                    return refusal(
+                        StatusCode::BAD_REQUEST,
+                        "bad_database",
+                        problems.to_string(),
+                    )
+                }
+            };
+            if let Err(why) = self.registry.can_write_database(&amended) {
+                return refusal(StatusCode::CONFLICT, "bad_database", why);
             }
         }
         // Its own task: an operator who stops waiting for the answer does not stop
@@ -389,7 +400,8 @@ impl Mover {
             .filter_map(|file| std::fs::metadata(file).ok())
             .map(|metadata| metadata.len())
             .sum();
-        let reading = reading_back(bytes);
+        // Moving onto Postgres, the target carries the file as it opens it.
+        let reading = reading_back(bytes) + carrying(bytes, onto);
         let telling = u32::try_from(self.peers().len())
             .ok()
             .and_then(|peers| crate::mesh::ADMIN_TIMEOUT.checked_mul(peers))
@@ -414,6 +426,14 @@ impl Mover {
                 "node {to} keeps {} data files of {module}, this node {}",
                 prepared.files,
                 files.len()
+            )));
+        }
+        // A node that did not take the new database (one that predates it, say) would
+        // serve the module on a file of its own.
+        if onto.postgres.is_some() && prepared.database != "postgres" {
+            return Err(off("prepare")(format!(
+                "node {to} would open {module} on {}, not on the postgres it moves onto",
+                prepared.database
             )));
         }
         if prepared.version != version {

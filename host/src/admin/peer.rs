@@ -13,13 +13,13 @@
 //! | `promote`, `rollback` | as the operators' API |
 //! | `adopt` (body: the component) | takes it as the version a module of other nodes serves |
 //! | `component` | the component the module serves here |
-//! | `arrive` (`idle_ms`) | links the module to serve here once its data has come (a module moving here), dropped if the source leaves it `idle_ms` without a step; answers `{"files", "version"}` |
+//! | `arrive` (`idle_ms`; body `{"postgres"?: URL}`) | links the module to serve here once its data has come (a module moving here; onto Postgres, if the body names it), dropped if the source leaves it `idle_ms` without a step; answers `{"files", "version", "database"}` |
 //! | `chunks` (`file`; body: chunks of it) | writes them into the arriving module's data file |
 //! | `arrived` (body: the source's digests and counts) | checks the files received, puts them in place and opens the module, not serving it yet |
 //! | `serve` | the arrived module serves here |
 //! | `moving` (`to`) | accepts the module's calls from node `to` too, where it is about to serve |
 //! | `abandon` | drops an arrival and what was received for it |
-//! | `moved` (`to`) | routes the module to node `to`, which serves it now |
+//! | `moved` (`to`; body `{"postgres"?: URL}`) | routes the module to node `to`, which serves it now (on that Postgres, if the body names it) |
 //! | `extract` (`to`, `max_pause_ms`) | moves the module, which runs here, to node `to` (an operator called a move back on that node) |
 //!
 //! The peer is a node of the deployment, but a module's data moves only at the word of
@@ -213,9 +213,7 @@ impl PeerRequests {
                     registry
                         .prepare_arrival(module, idle, onto.postgres.as_deref())
                         .await
-                        .map(|(files, version)| {
-                            serde_json::json!({ "files": files, "version": version }).to_string()
-                        }),
+                        .map(|prepared| serde_json::to_string(&prepared).unwrap_or_default()),
                 )
             }
             "chunks" => {
@@ -229,7 +227,17 @@ impl PeerRequests {
             }
             "arrived" => {
                 let received = match serde_json::from_slice::<Settled>(body) {
-                    Ok(settled) => registry.complete_arrival(module, &settled).await,
+                    // Its own task: a source that stops waiting (its request dropped)
+                    // does not cut the opening — or the carry — short half-way; what
+                    // it made is removed if the arrival was called off meanwhile.
+                    Ok(settled) => {
+                        let (registry, module) = (registry.clone(), module.to_string());
+                        tokio::spawn(
+                            async move { registry.complete_arrival(&module, &settled).await },
+                        )
+                        .await
+                        .unwrap_or_else(|error| Err(format!("opening the module: {error}")))
+                    }
                     Err(error) => Err(format!("reading what the source settled: {error}")),
                 };
                 done(received.map(|received| serde_json::to_string(&received).unwrap_or_default()))

@@ -118,13 +118,21 @@ impl Deployment {
 /// new text replaces the old in one rename. Refused, with the file untouched, when the
 /// module's `database` is not one line of such a section.
 pub fn write_database(file: &Path, module: &str, value: &toml::Value) -> std::io::Result<()> {
+    let new = with_database(file, module, value)?;
+    super::reload::replace_file(file, &new)
+}
+
+/// `file`'s text with module `module`'s `database` line in its section replaced by
+/// `database = VALUE` (what [`write_database`] writes); why not, if it cannot be.
+pub fn with_database(file: &Path, module: &str, value: &toml::Value) -> std::io::Result<String> {
     let text = std::fs::read_to_string(file)?;
     let line = format!("database = {value}");
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let header = format!("[modules.{module}]");
+    // The value is not in the message: it may hold a password.
     let by_hand = |why: &str| {
         std::io::Error::other(format!(
-            "{}: {why}; write `{line}` in [modules.{module}] by hand",
+            "{}: {why}; write the module's new `database` there by hand",
             file.display()
         ))
     };
@@ -154,7 +162,7 @@ pub fn write_database(file: &Path, module: &str, value: &toml::Value) -> std::io
     lines[at] = line;
     let mut new = lines.join("\n");
     new.push('\n');
-    super::reload::replace_file(file, &new)
+    Ok(new)
 }
 
 #[cfg(test)]

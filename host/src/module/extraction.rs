@@ -10,7 +10,13 @@
 //! - The **target** ([`Registry::prepare_arrival`]) links the module with the version
 //!   the deployment serves (contract-checked as at start), receives its files beside
 //!   their places, and only once every file's digest and counts match the source's
-//!   opens it and serves it ([`Registry::complete_arrival`]).
+//!   opens it and serves it ([`Registry::complete_arrival`]). A module moving onto
+//!   Postgres (`--to-postgres`) is linked with that database instead, its schemas
+//!   found unused; opened, it carries the files it received into them
+//!   (`capabilities::sql::carry`), and a move called off drops them.
+//! - Once it serves on the target, **every node** takes a new database as its own
+//!   ([`Registry::spec`], [`Registry::deployment_now`]) and writes it in its deployment
+//!   file, as it writes the new placement.
 //! - **Every other node** routes the module to the target ([`Registry::moved`]).
 
 use std::collections::BTreeMap;
@@ -24,7 +30,7 @@ use super::slot::ModuleSlot;
 use super::version::ModuleVersion;
 use super::Registry;
 use crate::capabilities::OpenContext;
-use crate::deployment::{AmendedDatabase, Deployment, ModuleSpec};
+use crate::deployment::{AmendedDatabase, DatabaseBackend, Deployment, ModuleSpec};
 use crate::engine::cache::write_atomically;
 
 /// What a module's data files hold once copied: each file's SHA-256, and what the
@@ -55,6 +61,23 @@ pub(super) struct Arrival {
     /// The database it moves onto (`--to-postgres`), its files carried into it as it
     /// opens; `None`: it keeps the database it had.
     database: Option<AmendedDatabase>,
+    /// Its files as the carry set them aside, once carried (removed if the arrival is
+    /// called off).
+    carried: Vec<PathBuf>,
+}
+
+/// What a node prepared for a module arriving: what the source checks before it
+/// sends anything.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Prepared {
+    /// How many data files it awaits.
+    pub files: usize,
+    /// The version it linked.
+    pub version: String,
+    /// The database it linked the module with: `sqlite`, `postgres` or `none` (empty
+    /// from a node that predates `--to-postgres`).
+    #[serde(default)]
+    pub database: String,
 }
 
 /// A module arriving here, as `modhost status` shows it.
@@ -126,6 +149,17 @@ impl Registry {
         now
     }
 
+    /// Whether this node's deployment file can take `amended` (its module's `database`
+    /// line written over), or why not.
+    pub fn can_write_database(&self, amended: &AmendedDatabase) -> Result<(), String> {
+        let file = self.deployment().origins.file_of("modules");
+        crate::deployment::with_database(file, &amended.spec.name, &amended.written)
+            .map(|_| ())
+            .map_err(|error| {
+                format!("the new database cannot be written in the deployment file: {error}")
+            })
+    }
+
     /// Module `name`'s database from now on is `amended`'s: here, and in the file that
     /// wrote `[modules]`, so that a restart or a reload keeps it.
     fn take_database(&self, amended: &AmendedDatabase) {
@@ -175,7 +209,7 @@ impl Registry {
 
     /// Links module `name` to serve here later, with its data to come: refused when it
     /// runs here already or does not link. Files left by an earlier attempt go. How
-    /// many data files it awaits, and the version it linked.
+    /// many data files it awaits, the version it linked and on which database.
     ///
     /// With `postgres` (a SQLite module moving onto Postgres: the URL, or `$NAME`), it
     /// links with that database instead — checked as a start checks it, its schema
@@ -190,12 +224,17 @@ impl Registry {
         name: &str,
         idle: Duration,
         postgres: Option<&str>,
-    ) -> Result<(usize, String), String> {
+    ) -> Result<Prepared, String> {
         // Not beside another change here: a reload starting the module another way
         // waits, or is refused once the arrival is known.
         let _one = self.one_change_at_a_time().await;
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} already runs on this node"));
+        }
+        // An earlier attempt's arrival goes first, with what it made (its schemas too).
+        let earlier = self.lock_arrivals().remove(name);
+        if let Some(earlier) = earlier {
+            self.drop_arrival(earlier).await;
         }
         let spec = self
             .spec(name)
@@ -206,6 +245,9 @@ impl Registry {
                     .deployment_now()
                     .with_postgres(name, postgres)
                     .map_err(|problems| problems.to_string())?;
+                // A restart must find the new database in the file: a file that could
+                // not say it would start the module on an empty SQLite file.
+                self.can_write_database(&amended)?;
                 let opening = OpenContext {
                     deployment: self.deployment(),
                     spec: &amended.spec,
@@ -219,6 +261,11 @@ impl Registry {
             None => None,
         };
         let linked = database.as_ref().map_or(&spec, |amended| &amended.spec);
+        let backend = match linked.database.as_ref().map(|database| &database.backend) {
+            Some(DatabaseBackend::Postgres { .. }) => "postgres",
+            Some(DatabaseBackend::Sqlite) => "sqlite",
+            None => "none",
+        };
         let version = self
             .swapper()
             .link_placed(linked)
@@ -252,6 +299,7 @@ impl Registry {
                 received: 0,
                 lengths: Vec::new(),
                 database,
+                carried: Vec::new(),
             },
         );
         tokio::spawn(drop_when_quiet(
@@ -260,7 +308,11 @@ impl Registry {
             id,
             idle.min(MAX_ARRIVAL_IDLE),
         ));
-        Ok((count, linked))
+        Ok(Prepared {
+            files: count,
+            version: linked,
+            database: backend.to_string(),
+        })
     }
 
     /// Writes `chunks` of data file `index` of arriving module `name`.
@@ -291,6 +343,9 @@ impl Registry {
     /// files into its schema as it opens: a carry that fails, or does not take
     /// place, leaves nothing there.
     pub async fn complete_arrival(&self, name: &str, settled: &Settled) -> Result<Settled, String> {
+        // One at a time with the arrivals' preparations: a new attempt's waits until
+        // this one has opened, or removed what it made.
+        let _one = self.one_change_at_a_time().await;
         let (id, version, files, onto) = match self.lock_arrivals().get_mut(name) {
             Some(arrival) if arrival.ready.is_none() => {
                 arrival.touched = Instant::now();
@@ -322,6 +377,7 @@ impl Registry {
             std::fs::rename(incoming(file), file)
                 .map_err(|error| format!("putting {} in place: {error}", file.display()))?;
         }
+        let aside_before = set_aside(&files);
         let opened = match self.open_module(&version.module).await {
             // Carried, its files are set aside: none is left in place.
             Ok(()) if onto.is_some() && files.iter().any(|file| file.exists()) => Err(format!(
@@ -329,8 +385,14 @@ impl Registry {
             )),
             opened => opened,
         };
+        // The files the carry set aside now: this arrival's copy, under another name.
+        let carried: Vec<PathBuf> = set_aside(&files)
+            .into_iter()
+            .filter(|file| !aside_before.contains(file))
+            .collect();
         if let Err(why) = opened {
             remove_copy(&files);
+            remove_files(&carried);
             if let Some(onto) = &onto {
                 self.discard(onto).await;
             }
@@ -341,6 +403,7 @@ impl Registry {
             Some(arrival) if arrival.id == id => {
                 arrival.ready = Some(slot);
                 arrival.touched = Instant::now();
+                arrival.carried = carried.clone();
                 true
             }
             _ => {
@@ -351,6 +414,7 @@ impl Registry {
         // Abandoned meanwhile (or replaced by another attempt): its copy goes with it.
         if !kept {
             remove_copy(&files);
+            remove_files(&carried);
             if let Some(onto) = &onto {
                 self.discard(onto).await;
             }
@@ -532,6 +596,7 @@ impl Registry {
         if let Some(slot) = arrival.ready {
             drop(slot);
             remove_copy(&arrival.files);
+            remove_files(&arrival.carried);
             if let Some(onto) = &arrival.database {
                 self.discard(onto).await;
             }
@@ -732,6 +797,39 @@ fn remove_received(files: &[PathBuf]) {
         let received = incoming(file);
         remove_journal(&received);
         let _ = std::fs::remove_file(received);
+    }
+}
+
+/// The files beside `files` that a carry into Postgres set aside (each
+/// `<file>.carried-to-postgres…`, and their journals).
+fn set_aside(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut aside = Vec::new();
+    for file in files {
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            continue;
+        };
+        let prefix = format!(
+            "{}.{}",
+            name.to_string_lossy(),
+            crate::capabilities::sql::carry::CARRIED_SUFFIX
+        );
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        aside.extend(
+            entries
+                .flatten()
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|entry| entry.path()),
+        );
+    }
+    aside
+}
+
+/// Removes `files`, those that exist.
+fn remove_files(files: &[PathBuf]) {
+    for file in files {
+        let _ = std::fs::remove_file(file);
     }
 }
 

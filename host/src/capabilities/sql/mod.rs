@@ -175,8 +175,8 @@ impl Capability for Sql {
         }
     }
 
-    /// A Postgres schema (the module's, or the host's for it) with a table in it is
-    /// in use: a module opened there before.
+    /// A Postgres schema (the module's, or the host's for it) that holds anything is
+    /// in use.
     fn check_unused<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match postgres_of(module) {

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Executor, Row, Sqlite, TypeInfo, ValueRef};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
@@ -138,6 +138,21 @@ pub async fn open(
     let file = file_of(data_dir, module);
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Its data went to Postgres: a new, empty file would serve in its place.
+    let carried = PathBuf::from(format!(
+        "{}.{}",
+        file.display(),
+        super::carry::CARRIED_SUFFIX
+    ));
+    if !file.exists() && carried.exists() {
+        anyhow::bail!(
+            "its data was carried into postgres ({} is the SQLite file it had, set aside): \
+             its database is on postgres now; give it its `database = {{ postgres = … }}` \
+             in the deployment file again (or move the set-aside file away to start it \
+             afresh on an empty SQLite file)",
+            carried.display()
+        );
     }
     let options = SqliteConnectOptions::new()
         .filename(&file)
@@ -577,6 +592,28 @@ pub(crate) mod tests {
             max_result: DEFAULT_MAX_RESULT,
             migrations: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_file_carried_to_postgres_is_not_replaced_by_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_of(dir.path(), "m");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let aside = dir.path().join("databases/m.sqlite.carried-to-postgres");
+        std::fs::write(&aside, b"the data, carried").unwrap();
+        let refused = open("m", &spec(), dir.path(), Duration::from_secs(2), [7; 32])
+            .await
+            .err()
+            .expect("refused");
+        assert!(format!("{refused:#}").contains("its data was carried into postgres"));
+        assert!(!file.exists());
+        // Moved away by the operator: the module starts afresh.
+        std::fs::remove_file(&aside).unwrap();
+        let database = open("m", &spec(), dir.path(), Duration::from_secs(2), [7; 32])
+            .await
+            .unwrap();
+        database.close().await;
+        assert!(file.exists());
     }
 
     #[tokio::test]
