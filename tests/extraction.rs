@@ -1184,7 +1184,7 @@ async fn a_sqlite_module_moves_onto_postgres_on_another_node_under_writes_and_ba
     };
     let mut created = Vec::new();
 
-    // A schema that holds a table is someone's: refused before anything moves.
+    // A schema that exists is someone's: refused before anything moves.
     run_sql(
         &url,
         &["CREATE SCHEMA users", "CREATE TABLE users.theirs (n int)"],
@@ -1197,7 +1197,7 @@ async fn a_sqlite_module_moves_onto_postgres_on_another_node_under_writes_and_ba
     assert_eq!(refused["error"]["step"], "prepare", "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("holds objects already (users.theirs)"),
+        message.contains("its postgres schemas exist already (users)"),
         "{refused}"
     );
     load.passes(30).await;

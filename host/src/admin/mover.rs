@@ -82,6 +82,16 @@ impl Onto {
     }
 }
 
+/// Whether `postgres`, as an operator wrote it, holds a password (`scheme://user:password@…`)
+/// rather than naming an environment variable (`$NAME`).
+fn holds_password(postgres: &str) -> bool {
+    let Some((_, rest)) = postgres.split_once("://") else {
+        return false;
+    };
+    rest.split_once('@')
+        .is_some_and(|(credentials, _)| credentials.contains(':'))
+}
+
 /// What was copied, and how long it took.
 #[derive(Default)]
 struct Copied {
@@ -162,6 +172,9 @@ impl Mover {
             };
             if let Err(why) = self.registry.can_write_database(&amended) {
                 return refusal(StatusCode::CONFLICT, "bad_database", why);
+            }
+            if holds_password(postgres) {
+                tracing::warn!(module, "extraction: the postgres URL holds a password, which every node's deployment file will hold too; give `$NAME` of an environment variable instead to keep it out");
             }
         }
         // Its own task: an operator who stops waiting for the answer does not stop
@@ -431,9 +444,12 @@ impl Mover {
         // A node that did not take the new database (one that predates it, say) would
         // serve the module on a file of its own.
         if onto.postgres.is_some() && prepared.database != "postgres" {
+            let on = match prepared.database.as_str() {
+                "" => "its own file (it predates --to-postgres)",
+                other => other,
+            };
             return Err(off("prepare")(format!(
-                "node {to} would open {module} on {}, not on the postgres it moves onto",
-                prepared.database
+                "node {to} would open {module} on {on}, not on the postgres it moves onto"
             )));
         }
         if prepared.version != version {
@@ -647,5 +663,18 @@ impl Mover {
         if let Err(failed) = self.ask(node, action, query, Bytes::new()).await {
             tracing::warn!(%node, action, ?query, reason = %failed, "extraction: a node did not answer");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_postgres_url_is_seen() {
+        assert!(holds_password("postgres://admin:secret@db.internal/app"));
+        assert!(!holds_password("postgres://admin@db.internal/app"));
+        assert!(!holds_password("postgres://db.internal:5432/app"));
+        assert!(!holds_password("$PAYMENTS_DATABASE_URL"));
     }
 }

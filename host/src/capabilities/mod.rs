@@ -122,8 +122,8 @@ pub trait Capability: Send + Sync + 'static {
     }
 
     /// 3. Refuses when what `module` would open outside this node's data files (a
-    ///    Postgres schema) holds anything already: a module moving onto a database
-    ///    there ([`Self::discard`] on failure) must start from nothing of anyone's.
+    ///    Postgres schema) exists already: a module moving onto a database there
+    ///    ([`Self::discard`] on failure) must start from nothing of anyone's.
     fn check_unused<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, anyhow::Result<()>> {
         let _ = module;
         Box::pin(async { Ok(()) })

@@ -122,9 +122,18 @@ pub fn write_database(file: &Path, module: &str, value: &toml::Value) -> std::io
     super::reload::replace_file(file, &new)
 }
 
+/// Whether [`write_database`] could write `value` for `module` in `file` now: the
+/// line found, and a file made and removed beside it (a read-only mount refuses).
+pub fn can_write_database(file: &Path, module: &str, value: &toml::Value) -> std::io::Result<()> {
+    with_database(file, module, value)?;
+    let probe = file.with_extension(format!("toml.probing.{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
 /// `file`'s text with module `module`'s `database` line in its section replaced by
 /// `database = VALUE` (what [`write_database`] writes); why not, if it cannot be.
-pub fn with_database(file: &Path, module: &str, value: &toml::Value) -> std::io::Result<String> {
+fn with_database(file: &Path, module: &str, value: &toml::Value) -> std::io::Result<String> {
     let text = std::fs::read_to_string(file)?;
     let line = format!("database = {value}");
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();

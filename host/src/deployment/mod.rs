@@ -29,7 +29,7 @@ pub mod placement;
 pub mod policies;
 pub mod python;
 mod reload;
-pub use amend::{with_database, write_database, AmendedDatabase};
+pub use amend::{can_write_database, write_database, AmendedDatabase};
 pub use reload::write_placement;
 pub mod rollout;
 pub mod routes;

@@ -61,8 +61,8 @@ pub(super) struct Arrival {
     /// The database it moves onto (`--to-postgres`), its files carried into it as it
     /// opens; `None`: it keeps the database it had.
     database: Option<AmendedDatabase>,
-    /// Its files as the carry set them aside, once carried (removed if the arrival is
-    /// called off).
+    /// The files its opening made beside its files — as a carry into Postgres sets
+    /// them aside — removed if the arrival is called off.
     carried: Vec<PathBuf>,
 }
 
@@ -153,11 +153,9 @@ impl Registry {
     /// line written over), or why not.
     pub fn can_write_database(&self, amended: &AmendedDatabase) -> Result<(), String> {
         let file = self.deployment().origins.file_of("modules");
-        crate::deployment::with_database(file, &amended.spec.name, &amended.written)
-            .map(|_| ())
-            .map_err(|error| {
-                format!("the new database cannot be written in the deployment file: {error}")
-            })
+        crate::deployment::can_write_database(file, &amended.spec.name, &amended.written).map_err(
+            |error| format!("the new database cannot be written in the deployment file: {error}"),
+        )
     }
 
     /// Module `name`'s database from now on is `amended`'s: here, and in the file that
@@ -228,6 +226,7 @@ impl Registry {
         // Not beside another change here: a reload starting the module another way
         // waits, or is refused once the arrival is known.
         let _one = self.one_change_at_a_time().await;
+        let _step = self.one_arrival_step(name).await;
         if self.directory().local(name).is_some() {
             return Err(format!("module {name} already runs on this node"));
         }
@@ -343,9 +342,10 @@ impl Registry {
     /// files into its schema as it opens: a carry that fails, or does not take
     /// place, leaves nothing there.
     pub async fn complete_arrival(&self, name: &str, settled: &Settled) -> Result<Settled, String> {
-        // One at a time with the arrivals' preparations: a new attempt's waits until
-        // this one has opened, or removed what it made.
-        let _one = self.one_change_at_a_time().await;
+        // One step of the module's arrivals at a time: a new attempt's preparation
+        // waits until this one has opened, or removed what it made. (The node's other
+        // changes go on: the source holds the module's work meanwhile.)
+        let _step = self.one_arrival_step(name).await;
         let (id, version, files, onto) = match self.lock_arrivals().get_mut(name) {
             Some(arrival) if arrival.ready.is_none() => {
                 arrival.touched = Instant::now();
@@ -377,7 +377,7 @@ impl Registry {
             std::fs::rename(incoming(file), file)
                 .map_err(|error| format!("putting {} in place: {error}", file.display()))?;
         }
-        let aside_before = set_aside(&files);
+        let before = named_after(&files);
         let opened = match self.open_module(&version.module).await {
             // Carried, its files are set aside: none is left in place.
             Ok(()) if onto.is_some() && files.iter().any(|file| file.exists()) => Err(format!(
@@ -385,10 +385,11 @@ impl Registry {
             )),
             opened => opened,
         };
-        // The files the carry set aside now: this arrival's copy, under another name.
-        let carried: Vec<PathBuf> = set_aside(&files)
+        // The files opening made beside the copy (a carry sets it aside under another
+        // name): this arrival's too.
+        let carried: Vec<PathBuf> = named_after(&files)
             .into_iter()
-            .filter(|file| !aside_before.contains(file))
+            .filter(|file| !before.contains(file))
             .collect();
         if let Err(why) = opened {
             remove_copy(&files);
@@ -577,6 +578,7 @@ impl Registry {
     /// or, once put in place, the copy, and what was carried into Postgres — are
     /// removed.
     pub async fn abandon_arrival(&self, name: &str) {
+        let _step = self.one_arrival_step(name).await;
         let Some(arrival) = self.lock_arrivals().remove(name) else {
             return;
         };
@@ -635,6 +637,8 @@ async fn drop_when_quiet(
         let Some(registry) = registry.upgrade() else {
             return;
         };
+        // Not while one of its steps runs (it opens, say): that step moves it on.
+        let _step = registry.one_arrival_step(&name).await;
         // The arrival, taken if it has been quiet for `idle`; otherwise how long ago it
         // was last moved on (the lock is not held past this block).
         let taken = {
@@ -800,30 +804,25 @@ fn remove_received(files: &[PathBuf]) {
     }
 }
 
-/// The files beside `files` that a carry into Postgres set aside (each
-/// `<file>.carried-to-postgres…`, and their journals).
-fn set_aside(files: &[PathBuf]) -> Vec<PathBuf> {
-    let mut aside = Vec::new();
+/// Each of `files`, and the files beside it named after it (its journals; what a
+/// carry into Postgres set it aside as), those that exist.
+fn named_after(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
     for file in files {
         let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
             continue;
         };
-        let prefix = format!(
-            "{}.{}",
-            name.to_string_lossy(),
-            crate::capabilities::sql::carry::CARRIED_SUFFIX
-        );
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        aside.extend(
-            entries
-                .flatten()
-                .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|entry| entry.path()),
-        );
+        let name = name.to_string_lossy();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            found.extend(
+                entries
+                    .flatten()
+                    .filter(|entry| entry.file_name().to_string_lossy().starts_with(&*name))
+                    .map(|entry| entry.path()),
+            );
+        }
     }
-    aside
+    found
 }
 
 /// Removes `files`, those that exist.

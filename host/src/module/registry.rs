@@ -72,6 +72,9 @@ pub struct Registry {
     /// The modules whose database changed since the node started (a move onto
     /// Postgres): the deployment as it is now, with [`Self::deployment`].
     databases: Mutex<BTreeMap<String, AmendedDatabase>>,
+    /// One lock per module arriving: its steps here (prepare, open, drop) one at a
+    /// time, without holding off the node's other changes.
+    arrival_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A module's component, compiled but not yet linked.
@@ -201,6 +204,7 @@ impl Registry {
             services: Mutex::new(Vec::new()),
             arrivals: Mutex::new(BTreeMap::new()),
             databases: Mutex::new(BTreeMap::new()),
+            arrival_locks: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -356,6 +360,18 @@ impl Registry {
     /// The node's capabilities.
     pub(super) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    /// Waits for module `name`'s arrival steps here to be this caller's alone.
+    pub(super) async fn one_arrival_step(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .arrival_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     pub(super) fn lock_databases(

@@ -161,8 +161,10 @@ fn create(request: &Request) -> Response {
         return Response::validation("the user is not valid", problems);
     }
     // The next id is one past the largest; two creations racing for the same id
-    // collide on the primary key, and the loser tries again.
-    for _ in 0..5 {
+    // collide on the primary key, and the loser tries again. (On SQLite writers take
+    // turns; on Postgres, with several writers at once, one wins each round: a few
+    // rounds are not enough for a writer that keeps losing.)
+    for _ in 0..32 {
         let inserted = sql::query(
             "INSERT INTO users (id, name, email) \
              SELECT COALESCE(MAX(id), 0) + 1, $1, $2 FROM users RETURNING id",

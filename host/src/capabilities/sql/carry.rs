@@ -366,7 +366,7 @@ pub async fn from_sqlite(
             return Ok(());
         }
         Outcome::CarriedBefore => {
-            tracing::info!(module = %name, file = %file.display(), "database: this SQLite file was carried over before (the node stopped before setting it aside)");
+            tracing::info!(module = %name, file = %file.display(), "database: this SQLite file holds the rows carried over before (from it, or from a copy of it on another node); it is set aside");
             None
         }
         Outcome::Carried(counts) => Some(counts),
@@ -1222,6 +1222,23 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Renames `file` (and its journal, if one is left) aside, to a name no start opens,
 /// never over an earlier one; returns the new name.
+/// The files a carry set aside from `file` (`<file>.carried-to-postgres…`, with their
+/// journals), those that exist.
+pub fn set_aside_from(file: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.{CARRIED_SUFFIX}", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect()
+}
+
 fn set_aside(file: &Path) -> std::io::Result<PathBuf> {
     let mut kept = PathBuf::from(format!("{}.{CARRIED_SUFFIX}", file.display()));
     let mut n = 1;

@@ -175,8 +175,7 @@ impl Capability for Sql {
         }
     }
 
-    /// A Postgres schema (the module's, or the host's for it) that holds anything is
-    /// in use.
+    /// A Postgres schema (the module's, or the host's for it) that exists is in use.
     fn check_unused<'a>(&'a self, module: OpenContext<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match postgres_of(module) {

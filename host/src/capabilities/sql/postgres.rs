@@ -441,55 +441,36 @@ async fn connect_admin(admin_url: &str, tls: &PostgresTls) -> Result<sqlx::PgCon
     .context("connecting to postgres as the administrator")
 }
 
-/// Refuses when `module`'s schema `schema`, or the host's schema for it, holds
-/// anything (a table, a view, a sequence, a function, a type): what a move onto it
-/// makes there, and drops if called off ([`drop_schemas`]), must be all there is.
+/// Refuses when `module`'s schema `schema`, or the host's schema for it, exists: what
+/// a move onto them makes, and drops if called off ([`drop_schemas`]), must be all
+/// there is — nothing of anyone's, not a grant.
 pub async fn check_unused(
     module: &str,
     admin_url: &str,
     schema: &str,
     tls: &PostgresTls,
 ) -> Result<()> {
-    let objects = objects_in(module, admin_url, schema, tls).await?;
-    if !objects.is_empty() {
-        let host_schema = host_schema(module);
+    let host_schema = host_schema(module);
+    let mut connection = connect_admin(admin_url, tls).await?;
+    let existing: Vec<(String,)> = sqlx::query_as(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname IN ($1, $2) ORDER BY 1",
+    )
+    .bind(schema)
+    .bind(&host_schema)
+    .fetch_all(&mut connection)
+    .await
+    .context("looking for the module's schemas")?;
+    connection.close().await.ok();
+    if !existing.is_empty() {
+        let existing: Vec<String> = existing.into_iter().map(|(name,)| name).collect();
         anyhow::bail!(
-            "its postgres schema {schema} (or the host's schema {host_schema}) holds objects \
-             already ({}): a module moving to postgres is carried into new schemas; name \
-             another with schema = …, or drop those (DROP SCHEMA {schema}, {host_schema} \
-             CASCADE) if nothing of them is needed",
-            objects.join(", ")
+            "its postgres schemas exist already ({}): a module moving to postgres is carried \
+             into new schemas ({schema} and the host's {host_schema}); name another with \
+             schema = …, or drop those (DROP SCHEMA … CASCADE) if nothing in them is needed",
+            existing.join(", ")
         );
     }
     Ok(())
-}
-
-/// What `module`'s schema `schema` and the host's schema for it hold (`schema.name`):
-/// relations, functions, and types other than those of relations and arrays.
-async fn objects_in(
-    module: &str,
-    admin_url: &str,
-    schema: &str,
-    tls: &PostgresTls,
-) -> Result<Vec<String>> {
-    let mut connection = connect_admin(admin_url, tls).await?;
-    let objects: Vec<(String,)> = sqlx::query_as(
-        "SELECT n.nspname || '.' || c.relname FROM pg_class c \
-           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ($1, $2) \
-         UNION ALL SELECT n.nspname || '.' || p.proname || '()' FROM pg_proc p \
-           JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ($1, $2) \
-         UNION ALL SELECT n.nspname || '.' || t.typname FROM pg_type t \
-           JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname IN ($1, $2) \
-           AND t.typrelid = 0 AND t.typcategory <> 'A' \
-         ORDER BY 1",
-    )
-    .bind(schema)
-    .bind(host_schema(module))
-    .fetch_all(&mut connection)
-    .await
-    .context("listing what the module's schemas hold")?;
-    connection.close().await.ok();
-    Ok(objects.into_iter().map(|(object,)| object).collect())
 }
 
 /// Drops `module`'s schema `schema` and the host's schema for it, with everything in

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Executor, Row, Sqlite, TypeInfo, ValueRef};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{
@@ -140,16 +140,12 @@ pub async fn open(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     // Its data went to Postgres: a new, empty file would serve in its place.
-    let carried = PathBuf::from(format!(
-        "{}.{}",
-        file.display(),
-        super::carry::CARRIED_SUFFIX
-    ));
-    if !file.exists() && carried.exists() {
+    let carried = super::carry::set_aside_from(&file);
+    if let (false, Some(carried)) = (file.exists(), carried.first()) {
         anyhow::bail!(
             "its data was carried into postgres ({} is the SQLite file it had, set aside): \
              its database is on postgres now; give it its `database = {{ postgres = … }}` \
-             in the deployment file again (or move the set-aside file away to start it \
+             in the deployment file again (or move the set-aside files away to start it \
              afresh on an empty SQLite file)",
             carried.display()
         );
@@ -599,7 +595,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = file_of(dir.path(), "m");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        let aside = dir.path().join("databases/m.sqlite.carried-to-postgres");
+        let aside = dir.path().join("databases/m.sqlite.carried-to-postgres.2");
         std::fs::write(&aside, b"the data, carried").unwrap();
         let refused = open("m", &spec(), dir.path(), Duration::from_secs(2), [7; 32])
             .await
