@@ -1163,7 +1163,7 @@ fn no_write_failed(load: &Load, created: &mut Vec<(i64, String)>) {
 }
 
 /// `users` moves from its SQLite file on a onto Postgres on b (`--to-postgres`) under
-/// writes through both gateways: refused up front while its schema holds a table; a
+/// writes through both gateways: refused up front while its schema exists; a
 /// carry that fails (a table its migrations do not make) calls it off with nothing
 /// left on Postgres; then it moves, every row written before and during the move in
 /// its schema once, both nodes' file saying so; a reload takes that file; and it comes

@@ -149,19 +149,7 @@ fn with_database(file: &Path, module: &str, value: &toml::Value) -> std::io::Res
         .iter()
         .position(|l| l.split('#').next().unwrap_or_default().trim() == header)
         .ok_or_else(|| by_hand("the module has no section of its own"))?;
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.trim_start().starts_with('['))
-        .map_or(lines.len(), |i| start + 1 + i);
-    let is_database = |l: &str| {
-        l.trim_start()
-            .strip_prefix("database")
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    };
-    let at = lines[start + 1..end]
-        .iter()
-        .position(|l| is_database(l))
-        .map(|i| start + 1 + i)
+    let at = super::reload::key_line(&lines, start, "database")
         .ok_or_else(|| by_hand("the module's section has no `database =` line"))?;
     // A value written over several lines is not one this edit can keep whole.
     let written = lines[at].split('#').next().unwrap_or_default();

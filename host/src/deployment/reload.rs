@@ -77,29 +77,34 @@ pub fn write_placement(file: &Path, module: &str, nodes: &[String]) -> std::io::
             file.display()
         )));
     };
-    let end = lines[header + 1..]
-        .iter()
-        .position(|l| l.trim_start().starts_with('['))
-        .map_or(lines.len(), |i| header + 1 + i);
-    let is_module = |l: &str| {
-        l.trim_start()
-            .strip_prefix(module)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    };
-    match lines[header + 1..end].iter().position(|l| is_module(l)) {
+    match key_line(&lines, header, module) {
         // A value written over several lines is not one this edit can keep whole.
-        Some(i) if !lines[header + 1 + i].contains(']') => {
+        Some(at) if !lines[at].contains(']') => {
             return Err(std::io::Error::other(format!(
                 "{}: {module}'s placement spans several lines; write `{line}` there by hand",
                 file.display()
             )))
         }
-        Some(i) => lines[header + 1 + i] = line,
+        Some(at) => lines[at] = line,
         None => lines.insert(header + 1, line),
     }
     let mut written = lines.join("\n");
     written.push('\n');
     replace_file(file, &written)
+}
+
+/// Where, in the section of `lines` whose header is line `header`, the line
+/// `key = …` is, if it has one.
+pub(super) fn key_line(lines: &[String], header: usize, key: &str) -> Option<usize> {
+    lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| header + 1 + i)
 }
 
 /// Replaces `file`'s text with `text` in one rename: written under a name of this
