@@ -800,8 +800,11 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     let mut from_b = common::peer::Peer::connect(&file, "b", "a").await;
     let data = chunk_batch(4, &[(0, 4, b"SQLi")]);
     let forged = br#"{"digests":[],"counts":{}}"#.to_vec();
+    let onto = br#"{"postgres":"postgres://b@127.0.0.1:1/theirs"}"#.to_vec();
     for (path, body) in [
         ("/v1/admin/arrive?module=users", Vec::new()),
+        ("/v1/admin/arrive?module=users", onto.clone()),
+        ("/v1/admin/moved?module=users&to=b", onto.clone()),
         ("/v1/admin/chunks?module=users&file=0", data.clone()),
         ("/v1/admin/arrived?module=users", forged.clone()),
         ("/v1/admin/serve?module=users", Vec::new()),
@@ -818,8 +821,19 @@ async fn a_peer_cannot_move_a_module_its_placement_does_not_give_it() {
     }
     a.wait_for_log("mesh: refused to move a module for a node that does not run it");
     a.wait_for_log("mesh: refused to move a module for a peer it did not come from");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.contains("database = \"sqlite\""), "{written}");
     // Node a, which runs users, asks b to take it, then misbehaves.
     let mut from_a = common::peer::Peer::connect(&file, "a", "b").await;
+    // A database b cannot read is refused, and nothing is linked.
+    for body in [
+        br#"{"postgres": 5}"#.to_vec(),
+        br#"{"postgres": "mysql://a@127.0.0.1/db"}"#.to_vec(),
+        br#"{"postgres": "postgres://a@127.0.0.1/db", "schema": "theirs"}"#.to_vec(),
+    ] {
+        let (status, said) = from_a.post("/v1/admin/arrive?module=users", body).await;
+        assert_eq!(status, 409, "{said:?}");
+    }
     let (status, plan) = from_a
         .post("/v1/admin/arrive?module=users", Vec::new())
         .await;

@@ -392,11 +392,7 @@ impl Registry {
             .filter(|file| !before.contains(file))
             .collect();
         if let Err(why) = opened {
-            remove_copy(&files);
-            remove_files(&carried);
-            if let Some(onto) = &onto {
-                self.discard(onto).await;
-            }
+            self.remove_opened(&files, &carried, onto.as_ref()).await;
             return Err(why);
         }
         let slot = Arc::new(ModuleSlot::new(version, self.deployment().rollout.clone()));
@@ -414,11 +410,7 @@ impl Registry {
         };
         // Abandoned meanwhile (or replaced by another attempt): its copy goes with it.
         if !kept {
-            remove_copy(&files);
-            remove_files(&carried);
-            if let Some(onto) = &onto {
-                self.discard(onto).await;
-            }
+            self.remove_opened(&files, &carried, onto.as_ref()).await;
             return Err(format!("the arrival of module {name} was called off"));
         }
         tracing::info!(
@@ -597,11 +589,24 @@ impl Registry {
         remove_received(&arrival.files);
         if let Some(slot) = arrival.ready {
             drop(slot);
-            remove_copy(&arrival.files);
-            remove_files(&arrival.carried);
-            if let Some(onto) = &arrival.database {
-                self.discard(onto).await;
-            }
+            let onto = arrival.database.as_ref();
+            self.remove_opened(&arrival.files, &arrival.carried, onto)
+                .await;
+        }
+    }
+
+    /// Removes an arrival's copy put in place (`files`), what opening it made beside
+    /// it (`carried`), and — moving onto `onto` — what it made there.
+    async fn remove_opened(
+        &self,
+        files: &[PathBuf],
+        carried: &[PathBuf],
+        onto: Option<&AmendedDatabase>,
+    ) {
+        remove_copy(files);
+        remove_files(carried);
+        if let Some(onto) = onto {
+            self.discard(onto).await;
         }
     }
 

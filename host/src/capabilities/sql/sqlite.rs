@@ -139,9 +139,13 @@ pub async fn open(
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    // Its data went to Postgres: a new, empty file would serve in its place.
-    let carried = super::carry::set_aside_from(&file);
-    if let (false, Some(carried)) = (file.exists(), carried.first()) {
+    // Its data went to Postgres: a new, empty file would serve in its place. (The
+    // directory is listed only when there is no file: not at every start.)
+    let carried = match file.exists() {
+        true => Vec::new(),
+        false => super::carry::set_aside_from(&file),
+    };
+    if let Some(carried) = carried.first() {
         anyhow::bail!(
             "its data was carried into postgres ({} is the SQLite file it had, set aside): \
              its database is on postgres now; give it its `database = {{ postgres = … }}` \
